@@ -1,0 +1,314 @@
+"""Reading the ledger: MLflow child runs (or a CSV of per-run rows) into one tidy runs table.
+
+Everything downstream (``tables.py``, ``plots.py``) is a pure function of the tidy table this module
+returns: one row per (run, final metric) with the columns :data:`RUN_COLUMNS`. The configuration of
+each run (MLflow params, dotted keys) travels beside it in a wide frame keyed by ``run_id``.
+
+Writing the ledger belongs to ``tracking.py``; this module only reads it, through the child-run tags
+pinned in ``docs/internals.md`` (``prometar.trial_key``, ``dataset``, ``method``, ``seed``,
+``shots``, ``protocol``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+IDENTITY_COLUMNS: tuple[str, ...] = ("method", "dataset", "protocol", "shots", "seed")
+"""Columns that identify where a run sits in the paper's grid."""
+
+RUN_COLUMNS: tuple[str, ...] = (*IDENTITY_COLUMNS, "metric", "value", "run_id")
+"""Columns of the tidy runs table, in order."""
+
+CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots", "base_acc", "new_acc")
+"""Columns a ``--runs`` CSV must have (architecture.md)."""
+
+FINAL_METRIC_PATTERN = re.compile(r"^(base_acc|new_acc|hm|acc|acc/.+|val_.+)$")
+"""Names of final metrics (docs/internals.md, ``run.py``); every other metric is a training curve."""
+
+TRIAL_KEY_TAG = "prometar.trial_key"
+DEFAULT_OUTPUT = Path("prometar_runs")
+DEFAULT_PROTOCOL = "base2new"
+
+
+class ResultsError(ValueError):
+    """Bad input to the results layer; the message names the file, experiment or key."""
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The runs of one experiment, ready for tables and plots.
+
+    Attributes:
+        runs: The tidy runs table, columns :data:`RUN_COLUMNS`, final metrics only.
+        params: One row per ``run_id`` (the index), one column per dotted config key.
+        curve_metrics: Names of the non-final metrics the runs logged (training curves, gates).
+    """
+
+    runs: pd.DataFrame
+    params: pd.DataFrame = field(default_factory=pd.DataFrame)
+    curve_metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """The few facts about a sweep file the results layer needs.
+
+    Attributes:
+        name: MLflow experiment name (the sweep's ``name``, default: the file stem).
+        datasets: The grid's datasets, in file order (the Average row is taken over these).
+        protocol: The sweep's protocol.
+        search_space: Dotted keys of the searched hyper-parameters (empty without a search).
+    """
+
+    name: str
+    datasets: tuple[str, ...]
+    protocol: str
+    search_space: tuple[str, ...] = ()
+
+
+def default_tracking_uri(output: Path | str = DEFAULT_OUTPUT) -> str:
+    """The embedded ledger under the output folder: ``sqlite:///<output>/mlflow.db``."""
+    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
+
+
+def load_sweep_summary(path: Path | str) -> SweepSummary:
+    """Read a sweep file's name, grid datasets, protocol and search space.
+
+    A deliberately small reader, to be replaced by ``orchestration.spec`` once it lands; it checks
+    only what it reads.
+
+    Args:
+        path: The sweep YAML file.
+
+    Returns:
+        The sweep's summary.
+
+    Raises:
+        ResultsError: The file is missing, not YAML, or a key read here has the wrong type.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as error:
+        raise ResultsError(f"{path}: sweep file not found") from error
+    except yaml.YAMLError as error:
+        raise ResultsError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: a sweep file is a mapping at the top level")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise ResultsError(f"{path}: key 'name' must be a non-empty string")
+    grid = data.get("grid", {}) or {}
+    if not isinstance(grid, dict):
+        raise ResultsError(f"{path}: key 'grid' must be a mapping")
+    datasets = grid.get("dataset", [])
+    datasets = [datasets] if isinstance(datasets, str) else datasets
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        raise ResultsError(f"{path}: key 'grid.dataset' must be a list of dataset keys")
+    protocol = data.get("protocol", DEFAULT_PROTOCOL)
+    if not isinstance(protocol, str):
+        raise ResultsError(f"{path}: key 'protocol' must be a string")
+    search = data.get("search") or {}
+    space = search.get("space", {}) if isinstance(search, dict) else {}
+    if not isinstance(space, dict):
+        raise ResultsError(f"{path}: key 'search.space' must be a mapping")
+    return SweepSummary(name, tuple(datasets), protocol, tuple(space))
+
+
+def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
+    """Turn one row per run (identity columns, metric columns, config columns) into a :class:`Ledger`.
+
+    Metric columns are those whose names match :data:`FINAL_METRIC_PATTERN`; the remaining
+    non-identity columns (other than ``run_id``) become the params frame.
+
+    Args:
+        wide: One row per run; must hold ``method``, ``dataset``, ``seed`` and ``shots``;
+            ``protocol`` defaults to ``base2new`` and ``run_id`` to ``<source>:<row>``.
+        source: Where the rows came from, for error messages and default run ids.
+
+    Returns:
+        The ledger; rows with a missing metric value are dropped from ``runs``.
+    """
+    wide = wide.copy()
+    for column in ("method", "dataset", "seed", "shots"):
+        if column not in wide.columns:
+            raise ResultsError(f"{source}: missing column {column!r}")
+    if "protocol" not in wide.columns:
+        wide["protocol"] = DEFAULT_PROTOCOL
+    if "run_id" not in wide.columns:
+        wide["run_id"] = [f"{source}:{i + 2}" for i in range(len(wide))]
+    for column in ("seed", "shots"):
+        numbers = pd.to_numeric(wide[column], errors="coerce")
+        bad = wide.index[numbers.isna() | (numbers != numbers.round())]
+        if len(bad):
+            raise ResultsError(
+                f"{source}: column {column!r} must hold integers (run {wide.loc[bad[0], 'run_id']}: "
+                f"{wide.loc[bad[0], column]!r})"
+            )
+        wide[column] = numbers.astype("int64")
+    for column in ("method", "dataset", "protocol", "run_id"):
+        wide[column] = wide[column].astype(str)
+    metrics = [c for c in wide.columns if FINAL_METRIC_PATTERN.match(str(c))]
+    for column in metrics:
+        numbers = pd.to_numeric(wide[column], errors="coerce")
+        bad = wide.index[numbers.isna() & wide[column].notna()]
+        if len(bad):
+            raise ResultsError(
+                f"{source}: metric {column!r} is not a number (run {wide.loc[bad[0], 'run_id']}: "
+                f"{wide.loc[bad[0], column]!r})"
+            )
+        wide[column] = numbers.astype("float64")
+    runs = wide.melt(
+        id_vars=[*IDENTITY_COLUMNS, "run_id"], value_vars=metrics, var_name="metric", value_name="value"
+    )
+    runs = runs.dropna(subset=["value"])[list(RUN_COLUMNS)].reset_index(drop=True)
+    param_columns = [c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id", *metrics}]
+    params = wide.set_index("run_id")[param_columns]
+    return Ledger(runs=runs, params=params)
+
+
+def read_runs_csv(path: Path | str) -> Ledger:
+    """Read a CSV of per-run rows (``method,dataset,seed,shots,base_acc,new_acc`` at least).
+
+    Optional columns: ``protocol`` (default ``base2new``), ``run_id``, further final metrics
+    (``hm``, ``acc``, ``acc/<target>``, ``val_*``) and config columns (dotted keys), which become
+    params.
+
+    Raises:
+        ResultsError: The file is missing or unreadable, or a required column is missing or malformed.
+    """
+    path = Path(path)
+    try:
+        wide = pd.read_csv(path)
+    except FileNotFoundError as error:
+        raise ResultsError(f"{path}: runs CSV not found") from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ResultsError(f"{path}: not a readable CSV ({error})") from error
+    missing = [c for c in CSV_REQUIRED_COLUMNS if c not in wide.columns]
+    if missing:
+        raise ResultsError(
+            f"{path}: missing column(s) {', '.join(missing)} (need {','.join(CSV_REQUIRED_COLUMNS)})"
+        )
+    return tidy_from_wide(wide, source=str(path))
+
+
+def _search_child_runs(client: Any, experiment_id: str, statuses: Sequence[str]) -> list[Any]:
+    """All runs of an experiment carrying a trial key, in the given statuses (paginated)."""
+    status_filter = " or ".join(f"attributes.status = '{s}'" for s in statuses)
+    filter_string = f"tags.`{TRIAL_KEY_TAG}` != ''"
+    if len(statuses) == 1:
+        filter_string += f" and {status_filter}"
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=50_000, page_token=token
+        )
+        runs.extend(r for r in page if r.info.status in statuses)
+        token = page.token
+        if not token:
+            return runs
+
+
+def read_experiment(experiment: str, tracking_uri: str, *, statuses: Sequence[str] = ("FINISHED",)) -> Ledger:
+    """Read the child runs of an MLflow experiment into a :class:`Ledger`.
+
+    When a trial key was run more than once (``launch --force``), the latest start wins.
+
+    Args:
+        experiment: The experiment name (the sweep's name).
+        tracking_uri: The MLflow tracking URI.
+        statuses: Run statuses to keep (tables use FINISHED runs only).
+
+    Returns:
+        The ledger of those runs.
+
+    Raises:
+        ResultsError: The experiment does not exist, or a run lacks an identity tag.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
+    records: list[dict[str, Any]] = []
+    params: dict[str, dict[str, str]] = {}
+    curve_metrics: set[str] = set()
+    for run in _search_child_runs(client, found.experiment_id, statuses):
+        tags = run.data.tags
+        record: dict[str, Any] = {
+            "run_id": run.info.run_id,
+            "_trial_key": tags[TRIAL_KEY_TAG],
+            "_start": run.info.start_time or 0,
+        }
+        for column in IDENTITY_COLUMNS:
+            if column not in tags:
+                if column == "protocol":
+                    record[column] = DEFAULT_PROTOCOL
+                    continue
+                raise ResultsError(f"experiment {experiment!r}: run {run.info.run_id} has no tag {column!r}")
+            record[column] = tags[column]
+        for key, value in run.data.metrics.items():
+            if FINAL_METRIC_PATTERN.match(key):
+                record[key] = value
+            else:
+                curve_metrics.add(key)
+        records.append(record)
+        params[run.info.run_id] = dict(run.data.params)
+    if not records:
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
+        return Ledger(runs=empty, params=pd.DataFrame(), curve_metrics=tuple(sorted(curve_metrics)))
+    wide = pd.DataFrame.from_records(records)
+    wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
+    wide = wide.drop(columns=["_trial_key", "_start"])
+    ledger = tidy_from_wide(wide, source=f"experiment {experiment!r}")
+    param_frame = pd.DataFrame.from_dict(params, orient="index").reindex(wide["run_id"])
+    param_frame.index.name = "run_id"
+    return Ledger(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)))
+
+
+def read_metric_history(tracking_uri: str, run_ids: Iterable[str], metrics: Iterable[str]) -> pd.DataFrame:
+    """Per-step values of the given metrics for the given runs (training curves, gate statistics).
+
+    Args:
+        tracking_uri: The MLflow tracking URI.
+        run_ids: Runs to read (one request per run and metric: select a few runs).
+        metrics: Metric names.
+
+    Returns:
+        Columns ``run_id, metric, step, value``, sorted by run, metric and step.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    metrics = list(metrics)
+    rows = [
+        (run_id, key, m.step, m.value)
+        for run_id in run_ids
+        for key in metrics
+        for m in client.get_metric_history(run_id, key)
+    ]
+    history = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+    return history.sort_values(["run_id", "metric", "step"]).reset_index(drop=True)
+
+
+def attach_params(runs: pd.DataFrame, params: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Add the named config columns (by ``run_id``) to the tidy runs table.
+
+    Raises:
+        ResultsError: A name is not a param of these runs.
+    """
+    missing = [n for n in names if n not in params.columns]
+    if missing:
+        known = ", ".join(sorted(map(str, params.columns))[:20]) or "none"
+        raise ResultsError(f"unknown param(s) {', '.join(missing)}; known: {known}")
+    return runs.merge(params[list(names)], left_on="run_id", right_index=True, how="left")
