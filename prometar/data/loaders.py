@@ -1,0 +1,116 @@
+"""Data loading: a dataset over ``Item`` lists and a ``DataLoader`` builder.
+
+Images are opened with PIL and converted to RGB. A missing or unreadable image raises
+``DataError`` naming the path and the item (also from a worker process, where the DataLoader
+re-raises it in the main process); ``build_loader`` checks that every file exists before any
+worker starts, by default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from prometar.data.catalog import DataError
+from prometar.data.readers import Item
+
+
+class ImageDataset(Dataset):
+    """Items as ``(image, label)`` pairs.
+
+    Args:
+        items: The items to serve.
+        transform: Applied to the RGB PIL image (e.g. ``build_test_transform(...)``); ``None``
+            returns the PIL image.
+    """
+
+    def __init__(self, items: Sequence[Item], transform: Callable | None = None) -> None:
+        self.items = list(items)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[object, int]:
+        item = self.items[index]
+        image = load_image(item.path, entry=f"item {index}, label {item.label} ({item.classname})")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, item.label
+
+
+def load_image(path: str, *, entry: str = "") -> Image.Image:
+    """Open an image as RGB, raising ``DataError`` naming the path when it is missing or corrupt."""
+    where = f" ({entry})" if entry else ""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}{where}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"cannot read image {path}{where}: {err}") from None
+
+
+def find_missing_files(items: Sequence[Item]) -> list[str]:
+    """Return the paths of ``items`` that are not existing files (one stat per item)."""
+    return [item.path for item in items if not os.path.isfile(item.path)]
+
+
+def build_loader(
+    items: Sequence[Item],
+    transform: Callable | None,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    drop_last: bool = False,
+    seed: int | None = None,
+    check_files: bool = True,
+) -> DataLoader:
+    """Build a ``DataLoader`` over items.
+
+    Args:
+        items: The items to load.
+        transform: Image transform (``transforms.py``).
+        batch_size: Items per batch.
+        shuffle: Reshuffle every epoch.
+        num_workers: Worker processes (0 loads in the calling process, as tests do).
+        pin_memory: Pin batches for faster host-to-device copies.
+        persistent_workers: Keep workers alive between epochs (ignored without workers).
+        drop_last: Drop the last incomplete batch (the official run trains with it).
+        seed: Seeds the shuffling generator, so the order is reproducible.
+        check_files: Stat every item first and raise on missing files before any worker starts.
+
+    Raises:
+        DataError: ``check_files`` found missing images (the message names the first ones), or
+            there are no items.
+    """
+    if not items:
+        raise DataError("no items to load")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if check_files:
+        missing = find_missing_files(items)
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise DataError(f"image file(s) not found: {', '.join(missing[:3])}{more}")
+    generator = None
+    if seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+    return DataLoader(
+        ImageDataset(items, transform),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers and num_workers > 0,
+        drop_last=drop_last,
+        generator=generator,
+    )
