@@ -41,5 +41,59 @@ def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
         raise SystemExit(2)
 
 
+@main.command("table")
+@click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
+              show_default=True, help="Output format.")
+@click.option("--published", type=click.Path(dir_okay=False, path_type=str),
+              help="Published numbers to compare with; default: the shipped reference.")
+@click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
+@click.option("--runs", "runs_csv", type=click.Path(dir_okay=False, path_type=str),
+              help="CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.")
+@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+def table(sweep, experiment, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
+    """Print the paper's tables from a sweep's FINISHED runs (or a CSV of runs)."""
+    from pathlib import Path
+
+    from orchestration.ledger import ResultsError, load_source
+    from orchestration.tables import table_text
+
+    try:
+        source = load_source(sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri)
+        text = table_text(source, fmt, published=published, compare=not no_published)
+    except ResultsError as err:
+        raise click.UsageError(str(err)) from None
+    if out:
+        Path(out).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command("plot")
+@click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file).")
+@click.option("--runs", "runs_csv", type=click.Path(dir_okay=False, path_type=str),
+              help="CSV of per-run rows: no MLflow (no training curves).")
+@click.option("--published", type=click.Path(dir_okay=False, path_type=str),
+              help="Published numbers drawn beside ours; default: the shipped reference.")
+@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for the PNG files.")
+def plot(sweep, experiment, runs_csv, published, tracking_uri, out) -> None:
+    """Draw the paper's figures (PNG) from a sweep's FINISHED runs."""
+    from orchestration.ledger import ResultsError, load_source
+    from orchestration.plots import plot_source
+
+    try:
+        source = load_source(sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri)
+        paths = plot_source(source, out, published=published)
+    except ResultsError as err:
+        raise click.UsageError(str(err)) from None
+    for path in paths:
+        click.echo(str(path))
+
+
 if __name__ == "__main__":
     main()

@@ -236,6 +236,7 @@ def read_experiment(experiment: str, tracking_uri: str, *, statuses: Sequence[st
     """
     from mlflow import MlflowClient
 
+    _require_sqlite_file(tracking_uri)
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -276,6 +277,14 @@ def read_experiment(experiment: str, tracking_uri: str, *, statuses: Sequence[st
     return Ledger(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)))
 
 
+def _require_sqlite_file(tracking_uri: str) -> None:
+    """Refuse a SQLite ledger that does not exist (MLflow would create an empty one)."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if str(path) != ":memory:" and not path.exists():
+            raise ResultsError(f"no MLflow ledger at {path} (tracking URI {tracking_uri})")
+
+
 def read_metric_history(tracking_uri: str, run_ids: Iterable[str], metrics: Iterable[str]) -> pd.DataFrame:
     """Per-step values of the given metrics for the given runs (training curves, gate statistics).
 
@@ -312,3 +321,51 @@ def attach_params(runs: pd.DataFrame, params: pd.DataFrame, names: Sequence[str]
         known = ", ".join(sorted(map(str, params.columns))[:20]) or "none"
         raise ResultsError(f"unknown param(s) {', '.join(missing)}; known: {known}")
     return runs.merge(params[list(names)], left_on="run_id", right_index=True, how="left")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a table or plot command reads its runs from, resolved.
+
+    Attributes:
+        ledger: The runs.
+        sweep: The sweep file's summary, when one was given.
+        tracking_uri: The MLflow tracking URI read (None for a runs CSV).
+        experiment: The experiment name (None for a runs CSV).
+    """
+
+    ledger: Ledger
+    sweep: SweepSummary | None
+    tracking_uri: str | None
+    experiment: str | None
+
+
+def load_source(
+    sweep: Path | str | None = None,
+    *,
+    experiment: str | None = None,
+    runs_csv: Path | str | None = None,
+    tracking_uri: str | None = None,
+) -> Source:
+    """Resolve the ``table``/``plot`` arguments into runs: a runs CSV, or an experiment's child runs.
+
+    Args:
+        sweep: A sweep file: gives the experiment name, grid datasets and protocol.
+        experiment: An experiment name (instead of a sweep file).
+        runs_csv: A CSV of per-run rows; read instead of MLflow (the sweep file, if any, still gives
+            the datasets and protocol).
+        tracking_uri: The MLflow tracking URI; default ``sqlite:///./prometar_runs/mlflow.db``.
+
+    Raises:
+        ResultsError: Neither or both of ``sweep`` and ``experiment``, or bad input.
+    """
+    if sweep is not None and experiment is not None:
+        raise ResultsError("give a sweep file or --experiment, not both")
+    summary = load_sweep_summary(sweep) if sweep is not None else None
+    if runs_csv is not None:
+        return Source(read_runs_csv(runs_csv), summary, None, None)
+    name = summary.name if summary is not None else experiment
+    if name is None:
+        raise ResultsError("give a sweep file, --experiment NAME or --runs CSV")
+    uri = tracking_uri or default_tracking_uri()
+    return Source(read_experiment(name, uri), summary, uri, name)

@@ -23,7 +23,7 @@ from typing import Literal
 
 import pandas as pd
 
-from orchestration.ledger import Ledger, ResultsError
+from orchestration.ledger import Ledger, ResultsError, Source, read_experiment
 
 AVERAGE = "average"
 BASE2NEW_DATASETS: tuple[str, ...] = (
@@ -870,7 +870,7 @@ def build_tables(
     if search_space or "search" in present:
         from orchestration.ledger import attach_params
 
-        space = list(search_space) or _varying_params(ledger.params)
+        space = list(search_space) or varying_params(ledger.params)
         with_params = attach_params(runs, ledger.params, space)
         summary = search_summary(with_params, space, objective=objective)
         tables.append(RenderedTable("search", summary, layout_search(summary, space, objective=objective)))
@@ -882,7 +882,7 @@ def build_tables(
 _IDENTITY_PARAMS = {"seed", "method", "protocol", "data.dataset", "data.shots"}
 
 
-def _varying_params(params: pd.DataFrame) -> list[str]:
+def varying_params(params: pd.DataFrame) -> list[str]:
     """Config keys whose value differs between runs (the searched ones), identity keys excluded."""
     return [c for c in params.columns if c not in _IDENTITY_PARAMS and params[c].nunique(dropna=False) > 1]
 
@@ -893,3 +893,82 @@ def render_tables(tables: Sequence[RenderedTable], fmt: Format) -> str:
         names = ", ".join(t.name for t in tables)
         raise ResultsError(f"--format csv writes one table, but these runs give several ({names})")
     return "\n".join(t.render(fmt) for t in tables)
+
+
+# ------------------------------------------------------------------------------------- entry points
+
+
+def table_text(
+    source: Source,
+    fmt: Format = "markdown",
+    *,
+    published: Path | str | None = None,
+    compare: bool = True,
+    expected_seeds: int = 3,
+) -> str:
+    """The tables of a resolved source (``ledger.load_source``) in one format: the ``table`` verb.
+
+    Args:
+        source: The runs, and the sweep's datasets and protocol when a sweep file was given.
+        fmt: ``markdown``, ``latex`` or ``csv``.
+        published: Published numbers to compare with (default: the shipped reference).
+        compare: Add the published comparison to base-to-new tables.
+        expected_seeds: Seeds per cell.
+    """
+    sweep = source.sweep
+    tables = build_tables(
+        source.ledger,
+        protocol=sweep.protocol if sweep else None,
+        datasets=sweep.datasets if sweep and sweep.datasets else None,
+        published=load_published(published) if compare else None,
+        expected_seeds=expected_seeds,
+        search_space=sweep.search_space if sweep else (),
+    )
+    return render_tables(tables, fmt)
+
+
+def render_tables_for_experiment(
+    experiment: str,
+    tracking_uri: str,
+    output_dir: Path | str,
+    *,
+    datasets: Sequence[str] | None = None,
+    protocol: str | None = None,
+    search_space: Sequence[str] = (),
+    published: Path | str | None = None,
+    expected_seeds: int = 3,
+    parent_run_id: str | None = None,
+) -> dict[str, Path]:
+    """Write an experiment's tables in every format and log them on the launch's parent run.
+
+    Called by ``launch`` at the end of a sweep. Files: ``<output_dir>/<table>.{md,tex,csv}`` for each
+    table the runs support; the same files are logged under the artifact path ``tables`` of
+    ``parent_run_id`` when given.
+
+    Returns:
+        ``{"<table>.<ext>": path}`` of the files written.
+    """
+    ledger = read_experiment(experiment, tracking_uri)
+    tables = build_tables(
+        ledger,
+        protocol=protocol,
+        datasets=datasets,
+        published=load_published(published),
+        expected_seeds=expected_seeds,
+        search_space=search_space,
+    )
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for table in tables:
+        for fmt, extension in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
+            path = output_dir / f"{table.name}.{extension}"
+            path.write_text(table.render(fmt))  # type: ignore[arg-type]
+            written[path.name] = path
+    if parent_run_id is not None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        for path in written.values():
+            client.log_artifact(parent_run_id, str(path), artifact_path="tables")
+    return written
