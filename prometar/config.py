@@ -1,0 +1,770 @@
+"""The run configuration: one typed, frozen, validated config per training run.
+
+A :class:`RunConfig` composes one frozen dataclass per concern (backbone, prompts, regularisers,
+meta-regulariser, the two optimisers, data, evaluation). It is built from plain nested dicts —
+presets, YAML files, dotted overrides — by :func:`build_config`, which rejects unknown keys, wrong
+types and inconsistent values with a :class:`ConfigError` naming the dotted key, the value, why,
+and where the value came from.
+
+Field defaults are the published implementation's values (algorithm.md §5). Two named presets:
+
+- ``official``: every value of algorithm.md §5, quirks included (the gate optimiser's scheduler is
+  never stepped, so the gate trains at 1e-6 the whole run; the gate repeat factor is the
+  hard-coded 8 whatever the reduction).
+- ``fixed``: ``official`` with those two quirks fixed (``gate_optim.step_scheduler: true``,
+  ``meta.gate_repeat: null`` — the repeat follows ``meta.gate_reduction``).
+
+Every other deviation from the published run is a named field below. Composition order for a run
+(:func:`resolve_config`): preset → the method's settings (``prometar.methods``) → explicit
+overrides; an explicit override always wins over what the method would set.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from prometar import methods as _methods
+
+__all__ = [
+    "BackboneConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "GateOptimConfig",
+    "MetaConfig",
+    "OptimConfig",
+    "PromptConfig",
+    "RegularizerConfig",
+    "RunConfig",
+    "apply_overrides",
+    "build_config",
+    "describe_fields",
+    "flatten",
+    "list_presets",
+    "load_preset",
+    "load_yaml",
+    "parse_override",
+    "resolve_config",
+]
+
+Protocol = Literal["base2new", "all_classes", "cross_dataset", "domain_generalization", "search"]
+PROTOCOLS: tuple[str, ...] = typing.get_args(Protocol)
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+class ConfigError(ValueError):
+    """An invalid run configuration.
+
+    Attributes:
+        key: Dotted key of the offending value (``optim.lr``), or ``""`` for the whole config.
+        source: Where the value came from: a file path, ``"<dict>"`` or ``"<overrides>"``.
+        reason: Why it is invalid.
+    """
+
+    def __init__(self, key: str, reason: str, *, source: str = "<dict>") -> None:
+        self.key = key
+        self.source = source
+        self.reason = reason
+        where = f"{key}: " if key else ""
+        super().__init__(f"{source}: {where}{reason}")
+
+
+def _doc(text: str, *, scientific: bool = True) -> dict[str, Any]:
+    """Field metadata: a one-line help text, and whether the value changes results."""
+    return {"doc": text, "scientific": scientific}
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The frozen CLIP (algorithm.md §1)."""
+
+    name: str = field(default="ViT-B-16-quickgelu", metadata=_doc(
+        "open_clip model name or project model config (tiny-test, toy-clip, ...)"))
+    pretrained: str | None = field(default="openai", metadata=_doc(
+        "open_clip pretrained tag, path to a checkpoint (made absolute), or null for random init"))
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata=_doc(
+        "compute precision: auto = bf16 autocast on CUDA, fp32 on CPU"))
+    device: str = field(default="auto", metadata=_doc(
+        "device: auto (CUDA when available), cpu, cuda or cuda:N", scientific=False))
+    cache_dir: str | None = field(default=None, metadata=_doc(
+        "where pretrained weights are cached (open_clip's default when null)", scientific=False))
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Deep text and vision prompts (algorithm.md §1); depth 0 leaves a tower unprompted."""
+
+    text_tokens: int = field(default=4, metadata=_doc("prompt tokens per prompted text block"))
+    text_depth: int = field(default=9, metadata=_doc(
+        "number of prompted text blocks (block 0 input, then blocks 1..depth-1); 0 = none"))
+    vision_tokens: int = field(default=4, metadata=_doc("prompt tokens per prompted vision block"))
+    vision_depth: int = field(default=9, metadata=_doc(
+        "number of prompted vision blocks; 0 = none"))
+    text_init: str | None = field(default="a photo of a", metadata=_doc(
+        "text whose token embeddings initialise the block-0 text prompt; null = normal(0, 0.02)"))
+    truncate_text: bool = field(default=True, metadata=_doc(
+        "cut text sequences after the last EOS of the batch (exact speed-up, same results)",
+        scientific=False))
+
+
+@dataclass(frozen=True)
+class RegularizerConfig:
+    """The frozen-teacher L1 feature regularisers (algorithm.md §2)."""
+
+    enabled: bool = field(default=True, metadata=_doc(
+        "use the text and image regularisers (set by the method's training scheme)"))
+    text_weight: float = field(default=50.0, metadata=_doc("weight of R_text (text features vs teacher)"))
+    image_weight: float = field(default=20.0, metadata=_doc("weight of R_image (image features vs teacher)"))
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """The meta-regulariser: gate network and the virtual-task step (algorithm.md §3–§4)."""
+
+    enabled: bool = field(default=True, metadata=_doc(
+        "run ProMetaR's gate-modulated, bi-level step (set by the method's training scheme)"))
+    inner_lr: float = field(default=5e-4, metadata=_doc("learning rate of the differentiable inner step"))
+    loss_scale: float = field(default=5e-4, metadata=_doc("scale of the meta (query) loss (LR_RATIO)"))
+    order: Literal["second", "first"] = field(default="second", metadata=_doc(
+        "second-order meta gradient (official) or first-order approximation"))
+    beta: tuple[float, float] = field(default=(0.5, 0.5), metadata=_doc(
+        "Beta(a, b) parameters of the task-augmentation mixing weight"))
+    gate_reduction: int = field(default=8, metadata=_doc("gate network reduction r: hidden size D/r"))
+    gate_repeat: int | None = field(default=8, metadata=_doc(
+        "gate output repeat factor; official hard-codes 8; null = equal to gate_reduction"))
+    gate_mode: Literal["learned", "constant", "off"] = field(default="learned", metadata=_doc(
+        "learned gate network, constant 0.5 gate, or off (plain sum of gradients)"))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Prompt optimiser: SGD, constant warm-up then cosine, stepped per epoch (algorithm.md §5)."""
+
+    name: Literal["sgd"] = field(default="sgd", metadata=_doc("optimiser of the prompt tensors"))
+    lr: float = field(default=0.0025, metadata=_doc("peak learning rate of the prompts"))
+    momentum: float = field(default=0.9, metadata=_doc("SGD momentum"))
+    weight_decay: float = field(default=5e-4, metadata=_doc("SGD weight decay"))
+    epochs: int = field(default=10, metadata=_doc("training epochs; also the cosine period T"))
+    warmup_epochs: int = field(default=1, metadata=_doc("epochs at the constant warm-up learning rate"))
+    warmup_lr: float = field(default=1e-5, metadata=_doc("constant learning rate during warm-up"))
+    scheduler: Literal["cosine"] = field(default="cosine", metadata=_doc(
+        "schedule after warm-up: lr·(1+cos(π·e/T))/2 at epoch e"))
+
+
+@dataclass(frozen=True)
+class GateOptimConfig:
+    """Gate-network optimiser: SGD with its own warm-up + cosine schedule (algorithm.md §5)."""
+
+    lr: float = field(default=2.5e-4, metadata=_doc("intended peak learning rate of the gate network"))
+    momentum: float = field(default=0.9, metadata=_doc("SGD momentum"))
+    weight_decay: float = field(default=5e-4, metadata=_doc("SGD weight decay"))
+    warmup_epochs: int = field(default=1, metadata=_doc("epochs at the constant warm-up learning rate"))
+    warmup_lr: float = field(default=1e-6, metadata=_doc("constant learning rate during warm-up"))
+    step_scheduler: bool = field(default=False, metadata=_doc(
+        "step the gate scheduler per epoch; official never does, so the gate stays at warmup_lr"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset, few-shot sampling and loaders (shared/reference/datasets.md)."""
+
+    dataset: str = field(default="", metadata=_doc("dataset key (training source); required"))
+    shots: int = field(default=16, metadata=_doc("training images per class (few-shot K)"))
+    batch_size: int = field(default=4, metadata=_doc("training batch size"))
+    drop_last: bool = field(default=True, metadata=_doc("drop the last incomplete training batch"))
+    test_batch_size: int = field(default=100, metadata=_doc("evaluation batch size"))
+    num_workers: int = field(default=4, metadata=_doc("data loader worker processes", scientific=False))
+    cache_dir: str | None = field(default=None, metadata=_doc(
+        "few-shot split cache folder (made absolute); null = no cache", scientific=False))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation (algorithm.md §6)."""
+
+    targets: tuple[str, ...] = field(default=(), metadata=_doc(
+        "target datasets of cross_dataset / domain_generalization; empty = the protocol's standard list"))
+    per_class: bool = field(default=True, metadata=_doc(
+        "write per-class accuracies (per_class.json)", scientific=False))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: method × dataset × seed × shots × hyper-parameters × protocol."""
+
+    method: str = field(default="prometar", metadata=_doc(
+        "prompt design × training scheme (see prometar.methods)"))
+    protocol: Protocol = field(default="base2new", metadata=_doc(
+        "base2new | all_classes | cross_dataset | domain_generalization | search"))
+    seed: int = field(default=1, metadata=_doc("run seed: few-shot sampling, initialisation, shuffling"))
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    gate_optim: GateOptimConfig = field(default_factory=GateOptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def scheme(self) -> Literal["zeroshot", "plain", "regularized", "prometar"]:
+        """The training scheme the config selects."""
+        if self.method == "zeroshot":
+            return "zeroshot"
+        if self.meta.enabled:
+            return "prometar"
+        if self.regularizer.enabled:
+            return "regularized"
+        return "plain"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested, JSON-ready dict; ``build_config(cfg.to_dict()) == cfg``."""
+        return _to_plain(dataclasses.asdict(self))
+
+    def scientific_dict(self) -> dict[str, Any]:
+        """The subset of :meth:`to_dict` that can change a result (hashed into trial keys).
+
+        Leaves out what only affects speed, placement or bookkeeping: the device, weight and
+        few-shot cache folders, loader workers, exact text truncation, per-class output.
+        """
+        return _to_plain(_scientific(self))
+
+    def to_json(self) -> str:
+        """Canonical JSON of :meth:`to_dict` (sorted keys)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+_SECTIONS: dict[str, type] = {
+    "backbone": BackboneConfig,
+    "prompts": PromptConfig,
+    "regularizer": RegularizerConfig,
+    "meta": MetaConfig,
+    "optim": OptimConfig,
+    "gate_optim": GateOptimConfig,
+    "data": DataConfig,
+    "eval": EvalConfig,
+}
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _scientific(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = _scientific(value)
+        elif f.metadata.get("scientific", True):
+            out[f.name] = value
+    return out
+
+
+def describe_fields() -> dict[str, str]:
+    """One-line help text per dotted key (``{"optim.lr": "peak learning rate ..."}``)."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(RunConfig):
+        section = _SECTIONS.get(f.name)
+        if section is None:
+            out[f.name] = f.metadata.get("doc", "")
+        else:
+            for g in dataclasses.fields(section):
+                out[f"{f.name}.{g.name}"] = g.metadata.get("doc", "")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with YAML 1.2 floats ("1e-5" is a float, not a string as PyYAML's 1.1 rules make it).
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-5``-style numbers as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str, *, source: str = "<yaml>") -> Any:
+    """Parse YAML safely (no object construction), reading ``1e-5`` as a float.
+
+    Raises:
+        ConfigError: The text is not valid YAML.
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"invalid YAML: {exc}", source=source) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+
+
+def _official() -> dict[str, Any]:
+    # Every value of algorithm.md §5, spelled out (the dataclass defaults are the same values).
+    return {
+        "method": "prometar",
+        "protocol": "base2new",
+        "seed": 1,
+        "backbone": {"name": "ViT-B-16-quickgelu", "pretrained": "openai", "precision": "auto",
+                     "device": "auto", "cache_dir": None},
+        "prompts": {"text_tokens": 4, "text_depth": 9, "vision_tokens": 4, "vision_depth": 9,
+                    "text_init": "a photo of a", "truncate_text": True},
+        "regularizer": {"enabled": True, "text_weight": 50.0, "image_weight": 20.0},
+        "meta": {"enabled": True, "inner_lr": 5e-4, "loss_scale": 5e-4, "order": "second",
+                 "beta": [0.5, 0.5], "gate_reduction": 8, "gate_repeat": 8, "gate_mode": "learned"},
+        "optim": {"name": "sgd", "lr": 0.0025, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 10,
+                  "warmup_epochs": 1, "warmup_lr": 1e-5, "scheduler": "cosine"},
+        "gate_optim": {"lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 1,
+                       "warmup_lr": 1e-6, "step_scheduler": False},
+        "data": {"dataset": "", "shots": 16, "batch_size": 4, "drop_last": True,
+                 "test_batch_size": 100, "num_workers": 4, "cache_dir": None},
+        "eval": {"targets": [], "per_class": True},
+    }
+
+
+def _fixed() -> dict[str, Any]:
+    d = _official()
+    d["gate_optim"]["step_scheduler"] = True
+    d["meta"]["gate_repeat"] = None
+    return d
+
+
+_PRESETS: dict[str, Any] = {
+    "official": _official,
+    "fixed": _fixed,
+}
+
+
+def list_presets() -> list[str]:
+    """Names of the built-in presets."""
+    return list(_PRESETS)
+
+
+def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """A preset as a nested dict: a built-in name, or a path to a run-config YAML file.
+
+    A YAML file may hold any subset of the run config; missing values take the field defaults
+    (the official values) when the config is built.
+
+    Raises:
+        ConfigError: Unknown name (the message lists the presets), unreadable file or bad YAML.
+    """
+    key = str(name_or_path)
+    if key in _PRESETS:
+        return _PRESETS[key]()
+    path = Path(key)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError("", f"cannot read preset file: {exc.strerror}", source=key) from None
+        data = load_yaml(text, source=key)
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError("", f"a run config must be a mapping, got {type(data).__name__}",
+                              source=key)
+        return data
+    raise ConfigError("preset", f"unknown preset {key!r}; valid presets: {', '.join(_PRESETS)} "
+                      "(or a path to a run-config YAML file)", source="<preset>")
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``"a.b=value"`` into ``("a.b", value)`` with the value read as YAML.
+
+    ``optim.lr=1e-3`` gives a float, ``meta.gate_repeat=null`` None, ``meta.beta=[0.3,0.3]`` a list.
+
+    Raises:
+        ConfigError: No ``=``, or an empty key.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(key, f"override {text!r} must look like KEY=VALUE", source="<overrides>")
+    value = load_yaml(raw, source=f"<override {key}>") if raw.strip() else ""
+    return key, value
+
+
+def apply_overrides(d: Mapping[str, Any], overrides: Mapping[str, Any], *,
+                    source: str = "<overrides>") -> dict[str, Any]:
+    """Return a deep copy of ``d`` with dotted-key values set.
+
+    Keys are checked against the run-config schema here, so a typo fails before anything runs.
+
+    Raises:
+        ConfigError: Unknown dotted key (the message lists the valid keys of that level).
+    """
+    out = copy.deepcopy(dict(d))
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        _check_key(parts, source)
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = copy.deepcopy(value)
+    return out
+
+
+def _check_key(parts: list[str], source: str) -> None:
+    dotted = ".".join(parts)
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    if parts[0] not in top:
+        raise ConfigError(dotted, f"unknown key; valid keys: {', '.join(sorted(top))}", source=source)
+    section = _SECTIONS.get(parts[0])
+    if section is None:
+        if len(parts) > 1:
+            raise ConfigError(dotted, f"{parts[0]!r} is not a section", source=source)
+        return
+    if len(parts) != 2:
+        raise ConfigError(dotted, f"expected {parts[0]}.<field>", source=source)
+    names = {f.name for f in dataclasses.fields(section)}
+    if parts[1] not in names:
+        raise ConfigError(dotted, f"unknown key; valid keys of {parts[0]!r}: {', '.join(sorted(names))}",
+                          source=source)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested dict into dotted keys (``{"optim.lr": 0.0025, ...}``), e.g. MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Building and validating
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_type_name(args[0])}"
+        return f"list of {len(args)} {_type_name(args[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Check ``value`` against a field type; return the canonical value or raise _Mismatch."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp) and isinstance(value, str | type(None)):
+            return value
+        raise _Mismatch
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Mismatch
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_coerce(v, a) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise TypeError(f"unsupported config field type {tp!r}")  # programming error
+
+
+def _build_section(cls: type, data: Any, prefix: str, source: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix, f"must be a mapping, got {data!r}", source=source)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}" if prefix else str(unknown[0]),
+                          f"unknown key; valid keys{f' of {prefix!r}' if prefix else ''}: "
+                          f"{', '.join(names)}", source=source)
+    kwargs: dict[str, Any] = {}
+    for name in names:
+        if name not in data:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        if name in _SECTIONS and not prefix:
+            kwargs[name] = _build_section(_SECTIONS[name], data[name], name, source)
+            continue
+        try:
+            kwargs[name] = _coerce(data[name], hints[name])
+        except _Mismatch:
+            raise ConfigError(key, f"got {data[name]!r}, expected {_type_name(hints[name])}",
+                              source=source) from None
+    return cls(**kwargs)
+
+
+def _is_path_like(value: str) -> bool:
+    return (
+        "/" in value
+        or os.sep in value
+        or value.startswith(("~", "."))
+        or value.lower().endswith(_CHECKPOINT_SUFFIXES)
+    )
+
+
+def _absolute(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+def build_config(d: Mapping[str, Any], *, source: str = "<dict>") -> RunConfig:
+    """Validate a nested dict into a :class:`RunConfig`.
+
+    Missing values take the field defaults (the official values); ``data.dataset`` is required.
+    A relative checkpoint path in ``backbone.pretrained`` and the cache folders are made absolute
+    against the current directory now (trials change directories). An empty ``eval.targets`` of a
+    generalisation protocol becomes that protocol's standard target list.
+
+    Args:
+        d: Nested dict, e.g. from :func:`load_preset` and :func:`apply_overrides`.
+        source: Where ``d`` came from, for error messages.
+
+    Raises:
+        ConfigError: Unknown key, wrong type or inconsistent values; names the dotted key.
+    """
+    cfg = _build_section(RunConfig, d, "", source)
+    cfg = _normalise(cfg)
+    _validate(cfg, source)
+    return cfg
+
+
+def _normalise(cfg: RunConfig) -> RunConfig:
+    backbone = cfg.backbone
+    if backbone.pretrained is not None and _is_path_like(backbone.pretrained):
+        backbone = dataclasses.replace(backbone, pretrained=_absolute(backbone.pretrained))
+    if backbone.cache_dir is not None:
+        backbone = dataclasses.replace(backbone, cache_dir=_absolute(backbone.cache_dir))
+    data = cfg.data
+    if data.cache_dir is not None:
+        data = dataclasses.replace(data, cache_dir=_absolute(data.cache_dir))
+    evaluation = cfg.eval
+    if not evaluation.targets and cfg.protocol in ("cross_dataset", "domain_generalization"):
+        from prometar.data import catalog
+
+        targets = (catalog.CROSS_DATASET_TARGETS if cfg.protocol == "cross_dataset"
+                   else catalog.DOMAIN_GENERALIZATION_TARGETS)
+        evaluation = dataclasses.replace(evaluation, targets=tuple(targets))
+    return dataclasses.replace(cfg, backbone=backbone, data=data, eval=evaluation)
+
+
+def _validate(cfg: RunConfig, source: str) -> None:
+    def fail(key: str, value: Any, why: str) -> None:
+        raise ConfigError(key, f"{value!r} {why}", source=source)
+
+    try:
+        _methods.get_method(cfg.method)
+    except KeyError as exc:
+        raise ConfigError("method", exc.args[0], source=source) from None
+
+    from prometar.data import catalog
+
+    datasets = catalog.list_datasets()
+    if not cfg.data.dataset:
+        raise ConfigError("data.dataset", f"is required; valid datasets: {', '.join(datasets)}",
+                          source=source)
+    if cfg.data.dataset not in datasets:
+        fail("data.dataset", cfg.data.dataset, f"is not a dataset; valid datasets: {', '.join(datasets)}")
+    info = catalog.get_dataset(cfg.data.dataset)
+    if cfg.protocol in ("base2new", "all_classes", "search", "cross_dataset", "domain_generalization") \
+            and not info.base_to_new:
+        fail("data.dataset", cfg.data.dataset, "is test-only and cannot be trained on")
+    for i, target in enumerate(cfg.eval.targets):
+        if target not in datasets:
+            fail(f"eval.targets[{i}]", target, f"is not a dataset; valid datasets: {', '.join(datasets)}")
+    if cfg.eval.targets and cfg.protocol not in ("cross_dataset", "domain_generalization"):
+        fail("eval.targets", list(cfg.eval.targets),
+             f"only apply to cross_dataset / domain_generalization, not protocol {cfg.protocol!r}")
+
+    if cfg.seed < 0:
+        fail("seed", cfg.seed, "must be >= 0")
+
+    positive_ints = {
+        "prompts.text_tokens": cfg.prompts.text_tokens,
+        "prompts.vision_tokens": cfg.prompts.vision_tokens,
+        "meta.gate_reduction": cfg.meta.gate_reduction,
+        "data.shots": cfg.data.shots,
+        "data.batch_size": cfg.data.batch_size,
+        "data.test_batch_size": cfg.data.test_batch_size,
+    }
+    if cfg.meta.gate_repeat is not None:
+        positive_ints["meta.gate_repeat"] = cfg.meta.gate_repeat
+    for key, value in positive_ints.items():
+        if value < 1:
+            fail(key, value, "must be >= 1")
+    non_negative = {
+        "prompts.text_depth": cfg.prompts.text_depth,
+        "prompts.vision_depth": cfg.prompts.vision_depth,
+        "optim.epochs": cfg.optim.epochs,
+        "optim.warmup_epochs": cfg.optim.warmup_epochs,
+        "gate_optim.warmup_epochs": cfg.gate_optim.warmup_epochs,
+        "data.num_workers": cfg.data.num_workers,
+        "regularizer.text_weight": cfg.regularizer.text_weight,
+        "regularizer.image_weight": cfg.regularizer.image_weight,
+        "optim.momentum": cfg.optim.momentum,
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "gate_optim.momentum": cfg.gate_optim.momentum,
+        "gate_optim.weight_decay": cfg.gate_optim.weight_decay,
+        "meta.inner_lr": cfg.meta.inner_lr,
+        "meta.loss_scale": cfg.meta.loss_scale,
+    }
+    for key, value in non_negative.items():
+        if not math.isfinite(value) or value < 0:
+            fail(key, value, "must be a finite number >= 0")
+    positive_floats = {
+        "optim.lr": cfg.optim.lr,
+        "optim.warmup_lr": cfg.optim.warmup_lr,
+        "gate_optim.lr": cfg.gate_optim.lr,
+        "gate_optim.warmup_lr": cfg.gate_optim.warmup_lr,
+    }
+    for key, value in positive_floats.items():
+        if not math.isfinite(value) or value <= 0:
+            fail(key, value, "must be a finite number > 0")
+    for i, b in enumerate(cfg.meta.beta):
+        if not math.isfinite(b) or b <= 0:
+            fail(f"meta.beta[{i}]", b, "must be > 0")
+    if cfg.optim.momentum >= 1 or cfg.gate_optim.momentum >= 1:
+        key = "optim.momentum" if cfg.optim.momentum >= 1 else "gate_optim.momentum"
+        fail(key, getattr(cfg, key.split(".")[0]).momentum, "must be < 1")
+    if cfg.optim.warmup_epochs > cfg.optim.epochs:
+        fail("optim.warmup_epochs", cfg.optim.warmup_epochs,
+             f"exceeds optim.epochs ({cfg.optim.epochs})")
+    if cfg.backbone.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.backbone.device):
+        fail("backbone.device", cfg.backbone.device, "must be auto, cpu, cuda, cuda:N or mps")
+
+    zeroshot = cfg.method == "zeroshot"
+    prompted = cfg.prompts.text_depth > 0 or cfg.prompts.vision_depth > 0
+    if zeroshot and prompted:
+        fail("prompts.text_depth" if cfg.prompts.text_depth else "prompts.vision_depth",
+             cfg.prompts.text_depth or cfg.prompts.vision_depth,
+             "must be 0 for method 'zeroshot' (unprompted CLIP)")
+    if not zeroshot and not prompted:
+        fail("prompts.text_depth", 0, f"and prompts.vision_depth 0 leave method {cfg.method!r} "
+             "nothing to train")
+    if not zeroshot and cfg.optim.epochs < 1:
+        fail("optim.epochs", cfg.optim.epochs, f"must be >= 1 for method {cfg.method!r}")
+    if cfg.meta.enabled and not cfg.regularizer.enabled:
+        fail("meta.enabled", True, "requires regularizer.enabled (the gate modulates the "
+             "regulariser gradients)")
+    if zeroshot and (cfg.meta.enabled or cfg.regularizer.enabled):
+        key = "meta.enabled" if cfg.meta.enabled else "regularizer.enabled"
+        fail(key, True, "must be false for method 'zeroshot' (no training)")
+    if cfg.protocol in ("cross_dataset", "domain_generalization") and not cfg.eval.targets:
+        fail("eval.targets", [], f"protocol {cfg.protocol!r} needs at least one target")
+
+
+def resolve_config(preset: str | os.PathLike = "official", overrides: Mapping[str, Any] | None = None,
+                   *, source: str | None = None) -> RunConfig:
+    """Compose and validate a run config: preset → method settings → explicit overrides.
+
+    The method is ``overrides["method"]`` if given, else the preset's. Its settings
+    (``prometar.methods.get_method(name).settings``: prompt depths and training scheme) are
+    written over the preset; then every explicit override is applied, so an explicit override of
+    a key the method also sets wins.
+
+    Args:
+        preset: Built-in preset name or path to a run-config YAML file.
+        overrides: Dotted keys to values (``{"data.dataset": "eurosat", "optim.lr": 1e-3}``).
+        source: Name used in error messages; default: the preset name or path.
+
+    Raises:
+        ConfigError: Anything invalid, naming the dotted key.
+    """
+    overrides = dict(overrides or {})
+    src = source or str(preset)
+    d = load_preset(preset)
+    method = overrides.get("method", d.get("method", "prometar"))
+    if not isinstance(method, str):
+        raise ConfigError("method", f"got {method!r}, expected a method name", source="<overrides>")
+    try:
+        settings = _methods.get_method(method).settings
+    except KeyError as exc:
+        raise ConfigError("method", exc.args[0], source="<overrides>") from None
+    d = apply_overrides(d, {"method": method, **settings}, source=f"<method {method}>")
+    d = apply_overrides(d, overrides)
+    origins = {**{key: f"<method {method}>" for key in settings}, **{key: "<overrides>" for key in overrides}}
+    try:
+        return build_config(d, source=src)
+    except ConfigError as exc:
+        # Name where the offending value came from: an override, the method, or the preset.
+        base = exc.key.split("[")[0]
+        origin = origins.get(base)
+        if origin is None or origin == exc.source:
+            raise
+        raise ConfigError(exc.key, exc.reason, source=origin) from None

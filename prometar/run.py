@@ -1,0 +1,351 @@
+"""One run end to end: config → data → backbone → method → trainer → evaluation (algorithm.md §6).
+
+``run`` is the single entry point both the ``prometar-sweep train`` verb and the Ray Tune
+trainable call, so a single run and a swept run are the same code path. Protocol by protocol:
+
+- ``base2new``: few-shot sampled on all classes, then cut to the base classes for training; base
+  test images are classified with a base-only classifier and new test images with a new-only
+  classifier, same prompts → ``base_acc``, ``new_acc``, ``hm``.
+- ``all_classes``: train and test on all classes (the few-shot protocol) → ``acc``.
+- ``cross_dataset`` / ``domain_generalization``: train once on the source (``data.dataset``,
+  all classes), evaluate each target's test split with its own classes →
+  ``acc/<target>``, ``acc/mean``.
+- ``search``: pseudo-base / pseudo-new carved out of the base classes; train on pseudo-base,
+  evaluate both halves on their *validation* items → ``val_base``, ``val_new``, ``val_hm``. New
+  classes and test images are never read.
+
+The output folder receives ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch,
+then the final line), ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch_<k>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from prometar.backbone import load_clip
+from prometar.config import RunConfig
+from prometar.data import (
+    DataError,
+    DatasetSplits,
+    ImageDataset,
+    Item,
+    base_new_split,
+    build_loader,
+    build_test_transform,
+    build_train_transform,
+    few_shot,
+    get_dataset,
+    read_dataset,
+    search_split,
+)
+from prometar.data.loaders import find_missing_files
+from prometar.evaluation import Evaluator, harmonic_mean
+from prometar.meta import GateNetwork
+from prometar.prompts import PromptedCLIP
+from prometar.steps import build_training_step
+from prometar.teacher import compute_text_teacher, load_templates
+from prometar.trainer import LearningRateSchedule, Trainer, seed_everything
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunResult", "config_fingerprint", "resolve_device", "run"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        metrics: Final metrics (see the module docstring per protocol).
+        history: Per-epoch training metrics (empty for zero-shot).
+        per_class: Evaluation set name → class name → accuracy (%).
+        output_dir: Where the artifacts were written.
+        config: The resolved config.
+    """
+
+    metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    output_dir: Path | None = None
+    config: RunConfig | None = None
+
+
+@dataclass(frozen=True)
+class _EvalSet:
+    name: str  # metric name
+    items: list[Item]
+    classnames: list[str]
+    template: str | None  # zero-shot template of the set's dataset
+
+
+def config_fingerprint(config: RunConfig) -> str:
+    """Short hash of the config's scientific part (checks that a resumed checkpoint fits)."""
+    text = json.dumps(config.scientific_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto``/None → CUDA when available, else CPU; anything else as given."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_EvalSet]]:
+    """The training split and the evaluation sets of the config's protocol."""
+    key = config.data.dataset
+    info = get_dataset(key)
+    splits = read_dataset(key, data_root)
+    sampled = few_shot(splits, key=key, data_root=data_root, shots=config.data.shots, seed=config.seed,
+                       cache_dir=config.data.cache_dir)
+    protocol = config.protocol
+    if protocol == "base2new":
+        cut = base_new_split(sampled)
+        return cut.base, [
+            _EvalSet("base_acc", cut.base.test, cut.base.classnames, info.template),
+            _EvalSet("new_acc", cut.new.test, cut.new.classnames, info.template),
+        ]
+    if protocol == "all_classes":
+        return sampled, [_EvalSet("acc", sampled.test, sampled.classnames, info.template)]
+    if protocol == "search":
+        cut = search_split(sampled)
+        return cut.base, [
+            _EvalSet("val_base", cut.base.val, cut.base.classnames, info.template),
+            _EvalSet("val_new", cut.new.val, cut.new.classnames, info.template),
+        ]
+    sets = []
+    for target in config.eval.targets:
+        target_splits = read_dataset(target, data_root)
+        if not target_splits.test:
+            raise DataError(f"{target}: no test split to evaluate")
+        sets.append(_EvalSet(f"acc/{target}", target_splits.test, target_splits.classnames,
+                             get_dataset(target).template))
+    return sampled, sets
+
+
+def _final_metrics(protocol: str, accuracies: dict[str, float]) -> dict[str, float]:
+    metrics = dict(accuracies)
+    if protocol == "base2new":
+        metrics["hm"] = harmonic_mean(metrics["base_acc"], metrics["new_acc"])
+    elif protocol == "search":
+        metrics["val_hm"] = harmonic_mean(metrics["val_base"], metrics["val_new"])
+    elif protocol in ("cross_dataset", "domain_generalization"):
+        metrics["acc/mean"] = sum(accuracies.values()) / len(accuracies)
+    return metrics
+
+
+def run(
+    config: RunConfig,
+    *,
+    data_root: Path,
+    output_dir: Path,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    resume_from: Path | None = None,
+    device: str | None = None,
+    keep_checkpoints: int | None = 1,
+) -> RunResult:
+    """Train (unless zero-shot) and evaluate one run by its protocol, writing its artifacts.
+
+    Args:
+        config: The resolved run config (``prometar.config.resolve_config``).
+        data_root: The data root holding the datasets' folders.
+        output_dir: Receives ``config.json``, ``metrics.jsonl``, ``prompts.pt``,
+            ``per_class.json`` and ``checkpoints/epoch_<k>/``.
+        callback: Receives ``{"event": "epoch", "epoch": k, "checkpoint": path, ...metrics}``
+            after each epoch's checkpoint is written (``k`` = completed epochs, from 1), and
+            ``{"event": "final", ...final metrics}`` at the end. Exceptions propagate.
+        resume_from: A ``checkpoints/epoch_<k>`` folder of an earlier, interrupted run of the
+            same config; the run continues from it and ends as an uninterrupted run would.
+        device: Overrides ``config.backbone.device`` (``cpu``, ``cuda``, ``cuda:1``, ``auto``).
+        keep_checkpoints: How many of the latest epoch checkpoints to keep (None = all).
+
+    Returns:
+        Final metrics, per-epoch history and per-class accuracies.
+
+    Raises:
+        prometar.data.DataError: Missing or malformed data (names the path).
+        prometar.backbone.BackboneError: Unknown backbone or unusable weights.
+        prometar.trainer.CheckpointError: ``resume_from`` does not fit this run.
+        prometar.trainer.NonFiniteLossError: Training diverged (names epoch and step).
+    """
+    data_root = Path(data_root).expanduser().resolve()
+    output_dir = Path(output_dir).expanduser().resolve()
+    torch_device = resolve_device(device if device is not None else config.backbone.device)
+    autocast_dtype = _autocast_dtype(config.backbone.precision, torch_device)
+    scheme = config.scheme
+
+    train_split, eval_sets = _plan(config, data_root)  # data errors before anything is written
+    for eval_set in eval_sets:
+        missing = find_missing_files(eval_set.items)
+        if missing:
+            raise DataError(f"image file(s) not found: {', '.join(missing[:3])}"
+                            f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}")
+    if scheme != "zeroshot":
+        missing = find_missing_files(train_split.train)
+        if missing:
+            raise DataError(f"image file(s) not found: {', '.join(missing[:3])}")
+        if len(train_split.train) < config.data.batch_size and config.data.drop_last:
+            raise DataError(f"{config.data.dataset}: {len(train_split.train)} training images, fewer than "
+                            f"data.batch_size={config.data.batch_size} (drop_last leaves no batch)")
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(output_dir / "config.json", config.to_dict())
+    metrics_path = output_dir / "metrics.jsonl"
+
+    backbone = load_clip(config.backbone.name, config.backbone.pretrained, device=torch_device,
+                         precision="fp32", cache_dir=config.backbone.cache_dir)
+    seed_everything(config.seed)  # prompt and gate initialisation
+    p = config.prompts
+    model = PromptedCLIP(backbone, text_tokens=p.text_tokens, text_depth=p.text_depth,
+                         vision_tokens=p.vision_tokens, vision_depth=p.vision_depth,
+                         text_init=p.text_init, truncate_text=p.truncate_text)
+    logger.info("run %s / %s / seed %d / %d shots / %s on %s (%s)", config.method, config.data.dataset,
+                config.seed, config.data.shots, config.protocol, torch_device, scheme)
+
+    history: list[dict[str, Any]] = []
+    if scheme == "zeroshot":
+        metrics_path.write_text("")
+    else:
+        history = _train(config, model, backbone, train_split, torch_device, autocast_dtype,
+                         output_dir, metrics_path, callback, resume_from, keep_checkpoints)
+
+    accuracies: dict[str, float] = {}
+    per_class: dict[str, dict[str, float]] = {}
+    test_transform = build_test_transform(backbone.image_size, backbone.mean, backbone.std)
+    evaluators: dict[str | None, Evaluator] = {}
+    for eval_set in eval_sets:
+        template = eval_set.template if scheme == "zeroshot" else None
+        if template not in evaluators:
+            evaluators[template] = Evaluator(model, template=template, autocast_dtype=autocast_dtype)
+        loader = build_loader(eval_set.items, test_transform, batch_size=config.data.test_batch_size,
+                              num_workers=config.data.num_workers, pin_memory=torch_device.type == "cuda",
+                              check_files=False)
+        result = evaluators[template].evaluate(loader, eval_set.classnames)
+        accuracies[eval_set.name] = result.accuracy
+        per_class[eval_set.name] = result.per_class
+        logger.info("%s = %.2f (%d/%d)", eval_set.name, result.accuracy, result.correct, result.total)
+    final = _final_metrics(config.protocol, accuracies)
+
+    torch.save({name: prm.detach().cpu().clone() for name, prm in model.named_parameters()
+                if prm.requires_grad}, output_dir / "prompts.pt")
+    if config.eval.per_class:
+        _write_json_atomic(output_dir / "per_class.json", per_class)
+    with open(metrics_path, "a") as fh:
+        fh.write(json.dumps({"event": "final", **final}, sort_keys=True) + "\n")
+    if callback is not None:
+        callback({"event": "final", **final})
+    return RunResult(final, history, per_class, output_dir, config)
+
+
+def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: DatasetSplits,
+           device: torch.device, autocast_dtype: torch.dtype | None, output_dir: Path, metrics_path: Path,
+           callback: Callable[[dict[str, Any]], None] | None, resume_from: Path | None,
+           keep_checkpoints: int | None) -> list[dict[str, Any]]:
+    classnames = train_split.classnames
+    prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
+    o = config.optim
+    prompt_schedule = LearningRateSchedule(o.lr, o.epochs, o.warmup_epochs, o.warmup_lr)
+    prompt_optimizer = torch.optim.SGD(list(prompts.values()), lr=prompt_schedule.at(0),
+                                       momentum=o.momentum, weight_decay=o.weight_decay)
+
+    scheme = config.scheme
+    teacher_text = None
+    if scheme != "plain":
+        cache_dir = Path(config.data.cache_dir) / "text_teacher" if config.data.cache_dir else None
+        teacher_text = compute_text_teacher(
+            model, classnames, load_templates(), cache_dir=cache_dir,
+            cache_key=f"{config.backbone.name}|{config.backbone.pretrained}")
+
+    gate = gate_optimizer = gate_schedule = None
+    m = config.meta
+    if scheme == "prometar" and m.gate_mode == "learned":
+        gate = GateNetwork({name: tuple(t.shape) for name, t in prompts.items()},
+                           reduction=m.gate_reduction, repeat=m.gate_repeat).to(device)
+        g = config.gate_optim
+        gate_schedule = LearningRateSchedule(g.lr, o.epochs, g.warmup_epochs, g.warmup_lr,
+                                             stepped=g.step_scheduler)
+        gate_optimizer = torch.optim.SGD(gate.parameters(), lr=gate_schedule.at(0), momentum=g.momentum,
+                                         weight_decay=g.weight_decay)
+        if not g.step_scheduler:
+            logger.info("gate_optim.step_scheduler is false (official): the gate trains at %g all run",
+                        gate_schedule.at(0))
+
+    step = build_training_step(
+        scheme, model, prompt_optimizer,
+        class_tokens=model.tokenize_classnames(classnames), teacher_text=teacher_text,
+        text_weight=config.regularizer.text_weight, image_weight=config.regularizer.image_weight,
+        gate=gate, gate_optimizer=gate_optimizer, gate_mode=m.gate_mode, inner_lr=m.inner_lr,
+        meta_loss_scale=m.loss_scale, second_order=m.order == "second", beta=m.beta,
+        autocast_dtype=autocast_dtype,
+    )
+
+    train_transform = build_train_transform(backbone.image_size, backbone.mean, backbone.std)
+    dataset = ImageDataset(train_split.train, train_transform)
+    d = config.data
+
+    def make_loader(generator: torch.Generator) -> DataLoader:
+        return DataLoader(dataset, batch_size=d.batch_size, shuffle=True, drop_last=d.drop_last,
+                          num_workers=d.num_workers, generator=generator,
+                          pin_memory=device.type == "cuda")
+
+    def on_epoch(event: dict[str, Any]) -> None:
+        line = {key: value for key, value in event.items() if key != "checkpoint"}
+        with open(metrics_path, "a") as fh:
+            fh.write(json.dumps(_jsonable(line), sort_keys=True) + "\n")
+        if callback is not None:
+            callback(event)
+
+    modules: dict[str, torch.nn.Module] = {"model": model}
+    if gate is not None:
+        modules["gate"] = gate
+    trainer = Trainer(
+        step, make_loader, modules=modules, prompt_optimizer=prompt_optimizer,
+        prompt_schedule=prompt_schedule, gate_optimizer=gate_optimizer, gate_schedule=gate_schedule,
+        epochs=o.epochs, seed=config.seed, device=device, checkpoint_dir=output_dir / "checkpoints",
+        keep_checkpoints=keep_checkpoints, callback=on_epoch, fingerprint=config_fingerprint(config),
+    )
+    if resume_from is not None:
+        trainer.load_checkpoint(Path(resume_from))
+    # metrics.jsonl restarts from the epochs the (restored) history holds.
+    metrics_path.write_text("".join(
+        json.dumps(_jsonable({"event": "epoch", **record}), sort_keys=True) + "\n" for record in trainer.history))
+    return trainer.fit()
+
+
+def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out
