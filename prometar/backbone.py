@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -210,7 +211,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
             loaded: Any = load_file(str(path), device="cpu")
         elif _is_torchscript_archive(path):
-            loaded = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():
+                # torch.jit is deprecated, but it is the format of OpenAI's released weights.
+                warnings.simplefilter("ignore", FutureWarning)
+                loaded = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
@@ -233,6 +237,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def _load_weights(model: open_clip.CLIP, state: dict[str, torch.Tensor], source: Path) -> None:
     """Copy ``state`` into the model's existing (fp32) tensors; every key must match exactly."""
     expected = model.state_dict()
+    # Non-persistent buffers (the causal text mask) are rebuilt by the model, never loaded; a
+    # scripted model's state dict carries them anyway.
+    transient = {name for name, _ in model.named_buffers()} - set(expected)
+    state = {key: value for key, value in state.items() if key not in transient}
     if "logit_scale" in state and state["logit_scale"].shape != expected["logit_scale"].shape:
         state["logit_scale"] = state["logit_scale"].reshape(expected["logit_scale"].shape)
     missing = sorted(set(expected) - set(state))
