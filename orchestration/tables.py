@@ -412,6 +412,7 @@ TRANSFER_COLUMNS: tuple[str, ...] = (
     "missing",
 )
 TARGET_MEAN = "target_mean"
+SOURCE_METRIC = "acc/<source>"  # internal name of the source accuracy while pivoting
 
 
 def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str]) -> pd.DataFrame:
@@ -430,11 +431,11 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
     """
     rows = runs[runs["protocol"] == protocol].copy()
     source_metric = "acc/" + rows["dataset"]
-    rows.loc[rows["metric"] == source_metric, "metric"] = "source"
-    has_source = set(rows.loc[rows["metric"] == "source", "run_id"])
-    rows.loc[(rows["metric"] == "acc") & ~rows["run_id"].isin(has_source), "metric"] = "source"
+    rows.loc[rows["metric"] == source_metric, "metric"] = SOURCE_METRIC
+    has_source = set(rows.loc[rows["metric"] == SOURCE_METRIC, "run_id"])
+    rows.loc[(rows["metric"] == "acc") & ~rows["run_id"].isin(has_source), "metric"] = SOURCE_METRIC
     rows = rows.rename(columns={"dataset": "source"})
-    columns = ["source", *[f"acc/{t}" for t in targets]]
+    columns = [SOURCE_METRIC, *[f"acc/{t}" for t in targets]]
     keys = ["method", "shots", "source"]
     per_run = _per_run(rows, columns, keys, what=f"{protocol} table")
     records: list[dict[str, object]] = []
@@ -446,13 +447,13 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
             means = []
             for column in columns:
                 values = subset[column].dropna()
-                key = column.removeprefix("acc/")
+                key = "source" if column == SOURCE_METRIC else column.removeprefix("acc/")
                 record = {"method": method, "source": group["source"], "column": key,
                           "mean": values.mean() if len(values) else math.nan,
                           "std": values.std() if len(values) > 1 else math.nan, "n_seeds": len(values),
                           "shots": int(group["shots"]), "missing": "" if len(values) else "no runs"}  # fmt: skip
                 records.append(record)
-                if column != "source":
+                if column != SOURCE_METRIC:
                     means.append((key, record["mean"]))
             missing = [k for k, m in means if not _is_number(m)]
             records.append({"method": method, "source": group["source"], "column": TARGET_MEAN,
@@ -653,8 +654,8 @@ def search_summary(
     if missing:
         raise ResultsError(f"search table: runs have no column(s) {', '.join(missing)}")
     keys = ["method", *params]
-    per_run = val_rows.pivot_table(index=[*keys, "run_id"], columns="metric", values="value",
-                                   aggfunc="first", dropna=False).reset_index()  # fmt: skip
+    by_run = val_rows.groupby([*keys, "run_id", "metric"], dropna=False, sort=False)["value"].first()
+    per_run = by_run.unstack("metric").reset_index()  # [runs, keys + run_id + val metrics]
     per_run.columns.name = None
     metrics = sorted(c for c in per_run.columns if str(c).startswith("val_"))
     grouped = per_run.groupby(keys, dropna=False)
