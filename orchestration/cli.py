@@ -41,6 +41,62 @@ def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
         raise SystemExit(2)
 
 
+@main.command("train")
+@click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
+@click.option("--seed", required=True, type=int, help="Run seed.")
+@click.option("--shots", required=True, type=int, help="Training images per class (data.shots).")
+@click.option("--method", metavar="NAME", help="Method (prompt design × scheme); default: the preset's.")
+@click.option("--preset", default="official", show_default=True, metavar="NAME|FILE",
+              help="Run-config preset (official, fixed) or a run-config YAML file.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Dotted run-config override, YAML-typed (repeatable), e.g. optim.epochs=5.")
+@click.option("--data-root", default="data", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Folder holding the datasets ($DATA).")
+@click.option("--output", type=click.Path(file_okay=False, path_type=str),
+              help="Run folder; default: ./prometar_runs/train/<dataset>/<method>/<shots>shots_seed<seed>.")
+@click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (backbone.device).")
+@click.option("--resume", "resume_from", type=click.Path(file_okay=False, exists=True, path_type=str),
+              help="Continue from a checkpoints/epoch_<k> folder of this run.")
+def train(dataset, seed, shots, method, preset, sets, data_root, output, device, resume_from) -> None:
+    """Train and evaluate one run, without Ray or MLflow; print per-epoch progress and final metrics."""
+    import time
+    from pathlib import Path
+
+    from prometar.backbone import BackboneError
+    from prometar.config import ConfigError, parse_override, resolve_config
+    from prometar.data import DataError
+    from prometar.run import run
+    from prometar.trainer import CheckpointError
+
+    try:
+        overrides = dict(parse_override(text) for text in sets)
+        overrides.update({"data.dataset": dataset, "seed": seed, "data.shots": shots})
+        if method is not None:
+            overrides["method"] = method
+        config = resolve_config(preset, overrides)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    out = Path(output or f"prometar_runs/train/{dataset}/{config.method}/{shots}shots_seed{seed}")
+    start = time.monotonic()
+
+    def progress(event: dict) -> None:
+        if event["event"] != "epoch":
+            return
+        shown = " ".join(f"{k}={event[k]:.4g}" for k in ("loss", "train_acc", "lr") if k in event)
+        click.echo(f"epoch {event['epoch']}/{config.optim.epochs} {shown} "
+                   f"[{time.monotonic() - start:.0f}s]", err=True)
+
+    click.echo(f"{config.method} on {dataset} ({config.protocol}, {shots} shots, seed {seed}) -> {out}",
+               err=True)
+    try:
+        result = run(config, data_root=Path(data_root), output_dir=out, callback=progress,
+                     resume_from=Path(resume_from) if resume_from else None, device=device)
+    except (ConfigError, DataError, BackboneError, CheckpointError) as err:
+        raise click.UsageError(str(err)) from None
+    for name, value in result.metrics.items():
+        click.echo(f"{name}\t{value:.2f}")
+
+
 @main.command("table")
 @click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file).")

@@ -218,12 +218,12 @@ def run(
             raise DataError(f"{config.data.dataset}: {len(train_split.train)} training images, fewer than "
                             f"data.batch_size={config.data.batch_size} (drop_last leaves no batch)")
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(output_dir / "config.json", config.to_dict())
-    metrics_path = output_dir / "metrics.jsonl"
-
     backbone = load_clip(config.backbone.name, config.backbone.pretrained, device=torch_device,
                          precision="fp32", cache_dir=config.backbone.cache_dir)
+
+    output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
+    _write_json_atomic(output_dir / "config.json", config.to_dict())
+    metrics_path = output_dir / "metrics.jsonl"
     seed_everything(config.seed)  # prompt and gate initialisation
     p = config.prompts
     model = PromptedCLIP(backbone, text_tokens=p.text_tokens, text_depth=p.text_depth,
