@@ -432,6 +432,10 @@ def apply_overrides(d: Mapping[str, Any], overrides: Mapping[str, Any], *,
     out = copy.deepcopy(dict(d))
     for dotted, value in overrides.items():
         parts = dotted.split(".")
+        if len(parts) == 1 and parts[0] in _SECTIONS and isinstance(value, Mapping):
+            # A whole section given as a mapping merges into it, key by key.
+            out = apply_overrides(out, {f"{dotted}.{k}": v for k, v in value.items()}, source=source)
+            continue
         _check_key(parts, source)
         node = out
         for part in parts[:-1]:
@@ -454,6 +458,8 @@ def _check_key(parts: list[str], source: str) -> None:
         if len(parts) > 1:
             raise ConfigError(dotted, f"{parts[0]!r} is not a section", source=source)
         return
+    if len(parts) == 1:
+        return  # a non-mapping value for a section: build_config names the problem
     if len(parts) != 2:
         raise ConfigError(dotted, f"expected {parts[0]}.<field>", source=source)
     names = {f.name for f in dataclasses.fields(section)}

@@ -60,7 +60,7 @@ from prometar.trainer import LearningRateSchedule, Trainer, seed_everything
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "config_fingerprint", "resolve_device", "run"]
+__all__ = ["RunResult", "build_schedules", "config_fingerprint", "resolve_device", "run"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,19 @@ def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_Eval
         sets.append(_EvalSet(f"acc/{target}", target_splits.test, target_splits.classnames,
                              get_dataset(target).template))
     return sampled, sets
+
+
+def build_schedules(config: RunConfig) -> tuple[LearningRateSchedule, LearningRateSchedule]:
+    """Per-epoch learning rates of the prompt and gate optimisers.
+
+    Both: constant warm-up, then cosine with period ``optim.epochs``. With
+    ``gate_optim.step_scheduler: false`` (official) the gate's schedule is never stepped and
+    keeps its epoch-0 (warm-up) rate for the whole run.
+    """
+    o, g = config.optim, config.gate_optim
+    prompt = LearningRateSchedule(o.lr, o.epochs, o.warmup_epochs, o.warmup_lr)
+    gate = LearningRateSchedule(g.lr, o.epochs, g.warmup_epochs, g.warmup_lr, stepped=g.step_scheduler)
+    return prompt, gate
 
 
 def _final_metrics(protocol: str, accuracies: dict[str, float]) -> dict[str, float]:
@@ -274,7 +287,7 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
     classnames = train_split.classnames
     prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
     o = config.optim
-    prompt_schedule = LearningRateSchedule(o.lr, o.epochs, o.warmup_epochs, o.warmup_lr)
+    prompt_schedule, gate_schedule_config = build_schedules(config)
     prompt_optimizer = torch.optim.SGD(list(prompts.values()), lr=prompt_schedule.at(0),
                                        momentum=o.momentum, weight_decay=o.weight_decay)
 
@@ -292,8 +305,7 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
         gate = GateNetwork({name: tuple(t.shape) for name, t in prompts.items()},
                            reduction=m.gate_reduction, repeat=m.gate_repeat).to(device)
         g = config.gate_optim
-        gate_schedule = LearningRateSchedule(g.lr, o.epochs, g.warmup_epochs, g.warmup_lr,
-                                             stepped=g.step_scheduler)
+        gate_schedule = gate_schedule_config
         gate_optimizer = torch.optim.SGD(gate.parameters(), lr=gate_schedule.at(0), momentum=g.momentum,
                                          weight_decay=g.weight_decay)
         if not g.step_scheduler:
