@@ -47,10 +47,12 @@ def _new_figure(n_panels: int, *, width: float = 3.2, height: float = 2.8) -> tu
     return figure, axes
 
 
-def _save(figure: Figure, path: Path | str) -> Path:
+def _save(
+    figure: Figure, path: Path | str, *, rect: tuple[float, float, float, float] = (0, 0, 1, 1)
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    figure.tight_layout(rect=rect)
     figure.savefig(path, format="png")
     return path
 
@@ -98,8 +100,9 @@ def plot_base_vs_new(
 
         handles.append(Line2D([], [], marker="s", linestyle="", markerfacecolor="none", markeredgecolor="k"))
         labels.append("published")
-    figure.legend(handles, labels, loc="lower right", fontsize=7)
-    return _save(figure, path)
+    figure.legend(handles, labels, loc="lower center", ncols=min(8, len(labels)), fontsize=8)
+    rows = int(np.ceil(len(datasets) / min(4, max(1, len(datasets)))))
+    return _save(figure, path, rect=(0, 0.3 / (2.8 * rows), 1, 1))
 
 
 def plot_hm(summary: pd.DataFrame, path: Path | str) -> Path:
