@@ -81,8 +81,12 @@ class ParityInputs:
     task: VirtualTask
 
 
-def build_parity_inputs(weights_path: Path) -> ParityInputs:
-    """Build model, prompts, gate and batch exactly as the recipe says (fp32, CPU)."""
+def build_parity_inputs(weights_path: Path, dtype: torch.dtype = torch.float32) -> ParityInputs:
+    """Build model, prompts, gate and batch exactly as the recipe says (CPU).
+
+    Everything is drawn in float32 as recorded, then converted to ``dtype`` (float64 gives an
+    exact-arithmetic reference point for the recorded float32 numbers).
+    """
     state = build_state_dict()
     if state_dict_sha256(state) != STATE_DICT_SHA256:
         raise AssertionError("the rebuilt parity weights do not match the recorded SHA-256")
@@ -111,4 +115,6 @@ def build_parity_inputs(weights_path: Path) -> ParityInputs:
                                     / math.sqrt(fan_in))
 
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    return ParityInputs(model=model, gate=gate, images=images, labels=torch.tensor(LABELS), task=TASK)
+    model.to(dtype)
+    gate.to(dtype)
+    return ParityInputs(model=model, gate=gate, images=images.to(dtype), labels=torch.tensor(LABELS), task=TASK)
