@@ -143,8 +143,12 @@ class Trial:
 
     @property
     def cost(self) -> float:
-        """A relative cost estimate (classes × shots × epochs) to start the longest trials first."""
-        return float(_num_classes(self.dataset) * max(self.shots, 1) * self.epochs)
+        """A relative cost estimate (classes × (shots × epochs + 1)) to start the longest trials first.
+
+        Zero-shot trials only evaluate, so their cost is the class count alone.
+        """
+        epochs = 0 if self.method == "zeroshot" else self.epochs
+        return float(_num_classes(self.dataset) * (max(self.shots, 1) * epochs + 1))
 
     def tags(self, sweep: str) -> dict[str, str]:
         """The MLflow tags that identify this trial (``docs/internals.md``)."""

@@ -1,0 +1,480 @@
+"""Launching a sweep: plan → dedupe against the ledger → Ray Tune fan-out → outcome.
+
+:func:`launch` validates the sweep file, checks the data root and the tracking store (bad input
+raises :class:`LaunchError` / ``SpecError`` / ``TrackingError`` before anything is written),
+closes runs a dead launch left RUNNING, skips trial keys already FINISHED (``force`` reruns them)
+and runs the rest on a ``tune.Tuner``: a grid over trial keys, longest trials first, per-trial
+resources by dataset (fractional GPUs pack trials), ``FailureConfig(max_failures)`` with resume
+from the last epoch checkpoint, ``max_concurrent_trials``, short trial directories and Ray storage
+under ``<output>/ray``. A sweep with a ``search:`` section runs one Optuna search (optionally with
+ASHA) per grid point on the ``search`` run protocol, resuming from the samples already finished.
+
+Embedded default: a local Ray started in-process, bound to 127.0.0.1, no dashboard; ``address``
+joins a running cluster instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from orchestration.spec import (
+    SearchGroup,
+    SweepSpec,
+    Trial,
+    describe_trial,
+    load_sweep,
+    plan_search_groups,
+    plan_trials,
+    spec_to_yaml,
+)
+from orchestration.tracking import TrackingError, TrialLedger, default_tracking_uri, git_sha
+
+DEFAULT_OUTPUT = Path("prometar_runs")
+DEFAULT_DATA_ROOT = Path("data")
+
+
+class LaunchError(ValueError):
+    """Bad launch input other than the sweep file (data root, overrides); names the path or key."""
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch a sweep (the ``launch`` verb's options)."""
+
+    data_root: Path = DEFAULT_DATA_ROOT
+    output: Path = DEFAULT_OUTPUT
+    address: str | None = None
+    tracking_uri: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    force: bool = False
+    max_concurrent: int | None = None
+    write_best: Path | None = None
+    tables: bool = True
+
+
+@dataclass
+class LaunchReport:
+    """What a launch did; ``exit_code`` is 0 when no trial failed, else 1."""
+
+    sweep: str
+    total: int
+    done_before: int
+    to_run: int
+    finished: int = 0
+    failed: int = 0
+    killed: int = 0
+    parent_run_id: str | None = None
+    best: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.killed else 0
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    """Ledger state of a sweep's planned trials."""
+
+    sweep: str
+    total: int
+    done: int
+    failed: int
+    running: int
+    todo: int
+
+    def line(self) -> str:
+        return (f"{self.sweep}: done {self.done} · failed {self.failed} · running {self.running} · "
+                f"to do {self.todo} · total {self.total}")
+
+
+# --------------------------------------------------------------------------------------------
+# validate / status
+
+
+def validate_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> tuple[SweepSpec, list[Trial]]:
+    """Load and fully expand a sweep file (``SpecError`` on any problem)."""
+    spec = load_sweep(path, overrides=overrides)
+    return spec, plan_trials(spec)
+
+
+def describe_validation(spec: SweepSpec, trials: list[Trial]) -> str:
+    """What ``validate`` prints: the trial count and a sample trial."""
+    import json
+
+    lines = [f"{spec.source}: valid sweep {spec.name!r} ({spec.protocol})", f"trials: {spec.trial_count}"]
+    if spec.search:
+        lines.append(f"search: {len(trials)} group(s) × {spec.search.num_samples} samples on "
+                     f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}")
+    lines.append(f"sample trial: {describe_trial(trials[0])}")
+    lines.append(json.dumps(trials[0].config, indent=2, sort_keys=True))
+    return "\n".join(lines)
+
+
+def _ledger(spec: SweepSpec, output: Path, tracking_uri: str | None) -> TrialLedger:
+    uri = tracking_uri or default_tracking_uri(output)
+    artifacts = None if tracking_uri else Path(output).resolve() / "mlartifacts"
+    return TrialLedger(uri, spec.name, artifact_root=artifacts)
+
+
+def _store_exists(output: Path, tracking_uri: str | None) -> bool:
+    return tracking_uri is not None or (Path(output) / "mlflow.db").is_file()
+
+
+def _count(trials: list[Trial], statuses: Mapping[str, set[str]], spec: SweepSpec) -> SweepStatus:
+    done = failed = running = 0
+    for trial in trials:
+        seen = statuses.get(trial.key, set())
+        if "FINISHED" in seen:
+            done += 1
+        elif "RUNNING" in seen:
+            running += 1
+        elif "FAILED" in seen:
+            failed += 1
+    return SweepStatus(spec.name, len(trials), done, failed, running, len(trials) - done - failed - running)
+
+
+def _ledger_status(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger) -> SweepStatus:
+    if spec.search is None:
+        return _count(trials, ledger.statuses(), spec)
+    groups = plan_search_groups(spec)
+    keys = {g.key for g in groups}
+    runs = [r for r in ledger.runs() if r.data.tags.get("prometar.search_group") in keys]
+    done = sum(min(sum(r.data.tags.get("prometar.search_group") == g.key and r.info.status == "FINISHED"
+                       for r in runs), spec.search.num_samples) for g in groups)
+    failed = sum(r.info.status == "FAILED" for r in runs)
+    running = sum(r.info.status == "RUNNING" for r in runs)
+    return SweepStatus(spec.name, spec.trial_count, done, failed, running, max(0, spec.trial_count - done - running))
+
+
+def _status(spec: SweepSpec, trials: list[Trial], output: Path, tracking_uri: str | None) -> SweepStatus:
+    """Counts from the ledger; an absent default store means nothing has run (and is not created)."""
+    if not _store_exists(output, tracking_uri):
+        total = spec.trial_count
+        return SweepStatus(spec.name, total, 0, 0, 0, total)
+    ledger = _ledger(spec, output, tracking_uri)
+    ledger.check_reachable()
+    return _ledger_status(spec, trials, ledger)
+
+
+def sweep_status(path: str | Path, *, output: Path = DEFAULT_OUTPUT, tracking_uri: str | None = None) -> SweepStatus:
+    """done / failed / running / to do of a sweep, from the ledger (reads only)."""
+    spec, trials = validate_sweep(path)
+    return _status(spec, trials, Path(output), tracking_uri)
+
+
+# --------------------------------------------------------------------------------------------
+# launch
+
+
+def check_data_root(spec: SweepSpec, trials: list[Trial], data_root: Path) -> None:
+    """Every dataset the trials read (sources and evaluation targets) is present under ``data_root``."""
+    from prometar.data.catalog import get_dataset
+
+    root = Path(data_root)
+    if not root.is_dir():
+        raise LaunchError(f"data root {root} does not exist (--data-root)")
+    needed = sorted({t.dataset for t in trials} | {x for t in trials for x in t.config["eval"]["targets"]})
+    for key in needed:
+        folder = root / get_dataset(key).folder
+        if not folder.is_dir():
+            raise LaunchError(f"{spec.source}: dataset {key!r} not found: {folder} does not exist (--data-root)")
+
+
+def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream: IO[str] | None = None) -> LaunchReport:
+    """Run a sweep: the trials the ledger does not have FINISHED, on Ray Tune, recorded in MLflow.
+
+    Args:
+        path: The sweep file.
+        options: Data root, output folder, cluster address, tracking URI, overrides, flags.
+        stream: Where progress and summaries go (stdout by default).
+
+    Returns:
+        The launch report (``exit_code`` 1 when a trial failed).
+
+    Raises:
+        SpecError: Bad sweep file. LaunchError: bad data root. TrackingError: unusable store.
+            All raised before any run or trial starts.
+    """
+    out = stream or sys.stdout
+    spec, trials = validate_sweep(path, options.overrides)
+    output = Path(options.output).resolve()
+    if options.address is None:
+        check_data_root(spec, trials, Path(options.data_root))
+    ledger = _ledger(spec, output, options.tracking_uri)
+
+    if options.dry_run:
+        status = _status(spec, trials, output, options.tracking_uri)
+        done = 0 if options.force else status.done
+        print(f"[{spec.name}] dry run: done {done} · to do {status.total - done} · total {status.total}", file=out)
+        return LaunchReport(spec.name, status.total, done, status.total - done)
+
+    if options.tracking_uri is None:
+        output.mkdir(parents=True, exist_ok=True)
+    ledger.check_reachable()
+    closed = ledger.close_stale_runs()
+    if closed:
+        print(f"[{spec.name}] closed {closed} run(s) a previous launch left RUNNING as KILLED", file=out)
+
+    if spec.search:
+        report = _launch_search(spec, ledger, output, options, out)
+    else:
+        statuses = {} if options.force else ledger.statuses()
+        todo = [t for t in trials if "FINISHED" not in statuses.get(t.key, set())]
+        report = LaunchReport(spec.name, len(trials), len(trials) - len(todo), len(todo))
+        if not todo:
+            print(f"[{spec.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
+        else:
+            print(f"[{spec.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
+                  file=out)
+            with _ray(options.address):
+                _fan_out(spec, {t.key: t for t in todo}, {}, ledger, report, output, options, out)
+    _finish(spec, ledger, output, report, options, out)
+    return report
+
+
+@contextmanager
+def _ray(address: str | None) -> Iterator[None]:
+    """Start Ray (embedded default: local, 127.0.0.1, no dashboard) or join ``address``.
+
+    A Ray already initialised in this process (a test, a notebook) is used as it is and left running.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                 dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _resources_fn(spec: SweepSpec, table: Any) -> Any:
+    from ray import tune
+
+    def request(config: Mapping[str, Any]) -> Any:
+        resources = spec.resources_for(table.resolve(config).dataset)
+        bundle = {"CPU": resources.cpu}
+        if resources.gpu > 0:
+            bundle["GPU"] = resources.gpu
+        return tune.PlacementGroupFactory([bundle])
+
+    return request
+
+
+def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, SearchGroup], ledger: TrialLedger,
+             report: LaunchReport, output: Path, options: LaunchOptions, out: IO[str],
+             search: tuple[SearchGroup, int, list[dict[str, Any]], list[float]] | None = None) -> None:
+    """One Tuner: a grid over ``trials`` (by key, in order), or one search group's samples."""
+    from ray import tune
+
+    from orchestration.progress import ProgressLine
+    from orchestration.tracking import MlflowTrialCallback
+    from orchestration.trainable import TrialTable, train_trial
+
+    table = TrialTable(trials=trials, groups=groups)
+    parent = report.parent_run_id or ledger.start_launch({"prometar.trials_planned": str(report.total)})
+    report.parent_run_id = parent
+    tracker = MlflowTrialCallback(ledger, parent, table.resolve, spec.name)
+    trainable = tune.with_parameters(train_trial, table=table, data_root=str(Path(options.data_root).resolve()),
+                                     output_root=str(output), git_sha=git_sha())
+    trainable = tune.with_resources(trainable, _resources_fn(spec, table))
+
+    if search is None:
+        param_space: dict[str, Any] = {"trial_key": tune.grid_search(list(trials))}
+        progress = ProgressLine(spec.name, report.total, report.done_before, out)
+        tune_config = tune.TuneConfig(max_concurrent_trials=options.max_concurrent,
+                                      trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+    else:
+        group, samples, points, rewards = search
+        assert spec.search is not None
+        param_space = {"group": group.key, **{k: _domain(kind, args) for k, (kind, args) in spec.search.space.items()}}
+        progress = ProgressLine(f"{spec.name}:{group.label}", spec.search.num_samples,
+                                spec.search.num_samples - samples, out)
+        tune_config = tune.TuneConfig(
+            search_alg=_searcher(spec, points, rewards), scheduler=_scheduler(spec, group),
+            num_samples=samples, max_concurrent_trials=options.max_concurrent,
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+
+    run_config = tune.RunConfig(
+        name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage_path=str(output / "ray"),
+        callbacks=[tracker, progress],
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=0,
+    )
+    try:
+        tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
+    finally:
+        outcomes = list(tracker.outcomes.values())
+        report.finished += outcomes.count("FINISHED")
+        report.failed += outcomes.count("FAILED")
+        report.killed += outcomes.count("KILLED")
+
+
+def _trial_name(trial: Any) -> str:
+    config = trial.config
+    if "trial_key" in config:
+        return f"t_{config['trial_key']}"
+    return f"s_{config.get('group', 'x')[:6]}_{trial.trial_id[-5:]}"
+
+
+def _domain(kind: str, args: list[Any]) -> Any:
+    from ray import tune
+
+    if kind == "uniform":
+        return tune.uniform(args[0], args[1])
+    if kind == "loguniform":
+        return tune.loguniform(args[0], args[1])
+    if kind == "randint":
+        return tune.randint(int(args[0]), int(args[1]) + 1)  # the sweep's bounds are inclusive
+    return tune.choice(list(args))
+
+
+def _searcher(spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float]) -> Any:
+    from ray.tune.search.optuna import OptunaSearch
+
+    assert spec.search is not None
+    return OptunaSearch(metric=spec.search.metric, mode=spec.search.mode, seed=spec.search.seed,
+                        points_to_evaluate=points or None, evaluated_rewards=rewards or None)
+
+
+def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    assert spec.search is not None
+    if spec.search.scheduler != "asha":
+        return FIFOScheduler()
+    epochs = int(group.base_config["optim"]["epochs"])
+    # stops trials on the searched metric at epoch rungs (needs it in the per-epoch reports)
+    return ASHAScheduler(metric=spec.search.metric, mode=spec.search.mode, time_attr="training_iteration",
+                         grace_period=1, max_t=max(2, epochs + 1))
+
+
+def _launch_search(spec: SweepSpec, ledger: TrialLedger, output: Path, options: LaunchOptions,
+                   out: IO[str]) -> LaunchReport:
+    assert spec.search is not None
+    groups = plan_search_groups(spec)
+    report = LaunchReport(spec.name, spec.trial_count, 0, 0)
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # val_* come with the last report
+    with ExitStack() as stack:
+        for group in groups:
+            prior = [] if options.force else ledger.finished_in_group(group.key)
+            prior = [r for r in prior if spec.search.metric in r.data.metrics]
+            samples = spec.search.num_samples - len(prior)
+            report.done_before += min(len(prior), spec.search.num_samples)
+            if samples <= 0:
+                print(f"[{spec.name}] {group.label}: search done ({len(prior)} samples)", file=out)
+                continue
+            if report.to_run == 0:
+                stack.enter_context(_ray(options.address))
+            report.to_run += samples
+            points = [{k: _param_value(r.data.params[k]) for k in spec.search.space} for r in prior]
+            rewards = [r.data.metrics[spec.search.metric] for r in prior]
+            print(f"[{spec.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done", file=out)
+            _fan_out(spec, {}, {group.key: group}, ledger, report, output, options, out,
+                     search=(group, samples, points, rewards))
+    report.best = _best(spec, groups, ledger)
+    for best in report.best:
+        values = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        print(f"[{spec.name}] best {best['label']}: {spec.search.metric}={best['value']:.2f}  {values}", file=out)
+    if options.write_best and report.best:
+        for written in write_best_sweeps(spec, report.best, Path(options.write_best)):
+            print(f"[{spec.name}] wrote {written}", file=out)
+    return report
+
+
+def _param_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _best(spec: SweepSpec, groups: list[SearchGroup], ledger: TrialLedger) -> list[dict[str, Any]]:
+    assert spec.search is not None
+    sign = 1 if spec.search.mode == "max" else -1
+    best = []
+    for group in groups:
+        runs = [r for r in ledger.finished_in_group(group.key) if spec.search.metric in r.data.metrics]
+        if not runs:
+            continue
+        top = max(runs, key=lambda r: sign * r.data.metrics[spec.search.metric])
+        best.append({"group": group.key, "label": group.label, "dataset": group.base_config["data"]["dataset"],
+                     "shots": group.base_config["data"]["shots"], "value": top.data.metrics[spec.search.metric],
+                     "params": {k: _param_value(top.data.params[k]) for k in spec.search.space}})
+    return best
+
+
+def write_best_sweeps(spec: SweepSpec, best: list[dict[str, Any]], target: Path) -> list[Path]:
+    """Write the best configuration as sweep file(s) for the real protocol.
+
+    One search group: ``target`` itself. Several: ``<stem>.<dataset>-<shots>shots.yaml`` beside it,
+    one per group (each best configuration applies to its own dataset and shots).
+    """
+    from dataclasses import replace
+
+    written = []
+    for entry in best:
+        sub = replace(spec, grid={**spec.grid, "data.dataset": [entry["dataset"]], "data.shots": [entry["shots"]]})
+        path = target if len(best) == 1 else target.with_name(f"{target.stem}.{entry['dataset']}-{entry['shots']}shots.yaml")
+        name = f"{spec.name}_best" if len(best) == 1 else f"{spec.name}_best_{entry['dataset']}_{entry['shots']}shots"
+        header = (f"# Best configuration of {spec.source} for {entry['label']}: "
+                  f"{spec.search.metric if spec.search else 'metric'}={entry['value']:.2f} (validation, base classes)\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + spec_to_yaml(sub, name=name, overrides={**spec.overrides, **entry["params"]}))
+        written.append(path)
+    return written
+
+
+def _finish(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchReport, options: LaunchOptions,
+            out: IO[str]) -> None:
+    """Summary line, the tables (``orchestration.tables``, when present), then close the parent run."""
+    print(f"[{spec.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
+          f"skipped (done before) {report.done_before}", file=out)
+    try:
+        if options.tables:
+            _render_tables(spec, ledger, output, report, out)
+    finally:
+        if report.parent_run_id:
+            ledger.end_run(report.parent_run_id, "FAILED" if report.exit_code else "FINISHED")
+
+
+def _render_tables(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchReport, out: IO[str]) -> None:
+    try:
+        from orchestration.tables import render_tables_for_experiment
+    except ImportError:
+        return
+    if ledger.experiment_id() is None:
+        return
+    datasets = spec.grid.get("data.dataset")
+    protocol = "search" if spec.search else spec.protocol
+    try:
+        written = render_tables_for_experiment(
+            spec.name, ledger.tracking_uri, output / "tables" / spec.name, datasets=datasets, protocol=protocol,
+            search_space=list(spec.search.space) if spec.search else (), parent_run_id=report.parent_run_id)
+    except Exception as err:  # a table problem must not hide the sweep's outcome
+        print(f"[{spec.name}] no table: {err}", file=out)
+        return
+    for name, path in written.items():
+        if name.endswith(".md"):
+            print(f"\n{path.read_text()}", file=out)
+
+
+__all__ = [
+    "LaunchError", "LaunchOptions", "LaunchReport", "SweepStatus", "TrackingError", "describe_validation",
+    "launch", "sweep_status", "validate_sweep", "write_best_sweeps",
+]

@@ -1,0 +1,298 @@
+"""MLflow as the ledger: experiment per sweep, parent run per launch, one child run per trial key.
+
+Layout (``architecture.md``, ``docs/internals.md``):
+
+- experiment = the sweep's name; one parent run per launch tagged ``prometar.role=launch``;
+- one child run per trial, tagged ``prometar.trial_key``, ``dataset``, ``method``, ``seed``,
+  ``shots``, ``protocol``, ``sweep``, ``prometar.version``, ``prometar.git_sha``; params = the
+  flattened resolved config; metrics = per-epoch curves (step = epoch) and the final metrics;
+  artifacts = resolved config, prompt weights, per-class accuracies, environment.
+
+Only the driver writes (:class:`MlflowTrialCallback`, a Tune callback), so the default SQLite
+store ``<output>/mlflow.db`` has a single writer. Before fan-out :meth:`TrialLedger.statuses` says
+which keys already FINISHED (they are skipped) and :meth:`TrialLedger.close_stale_runs` closes, as
+KILLED, runs a dead launch left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+import prometar
+from orchestration.spec import Trial
+
+TRIAL_KEY_TAG = "prometar.trial_key"
+ROLE_TAG = "prometar.role"
+GROUP_TAG = "prometar.search_group"
+ERROR_TAG = "prometar.error"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_TAG_LENGTH = 5000
+PARAM_BATCH = 100
+
+# Keys Tune adds to every result; everything else numeric the trainable reported is a metric.
+TUNE_RESULT_KEYS = frozenset({
+    "done", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
+    "iterations_since_restore", "timestamp", "date", "pid", "hostname", "node_ip", "trial_id",
+    "experiment_id", "experiment_tag", "config", "checkpoint_dir_name", "should_checkpoint",
+    "timesteps_total", "episodes_total", "timesteps_since_restore", "warmup_time",
+    "epoch", "prometar_event",
+})
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, bad URI); names the URI."""
+
+
+def default_tracking_uri(output: Path) -> str:
+    """The embedded default ledger: a SQLite file ``<output>/mlflow.db``."""
+    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
+
+
+def git_sha() -> str:
+    """The commit of the checkout ``prometar`` runs from, or ``unknown`` outside git."""
+    root = Path(prometar.__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@contextmanager
+def _fail_fast() -> Iterator[None]:
+    """No HTTP retries while probing: an unreachable server fails in seconds, not minutes."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass
+class TrialLedger:
+    """The MLflow records of one sweep (one experiment).
+
+    Attributes:
+        tracking_uri: The MLflow tracking URI.
+        experiment: The experiment name (the sweep's name).
+        artifact_root: Where a new experiment stores artifacts (SQLite default), or ``None``.
+    """
+
+    tracking_uri: str
+    experiment: str
+    artifact_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._experiment_id: str | None = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def check_reachable(self) -> None:
+        """Fail with :class:`TrackingError` unless the store answers (no trial has started yet)."""
+        try:
+            with _fail_fast():
+                self.client.search_experiments(max_results=1)
+        except Exception as err:  # any failure to talk to the store means: do not start
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrackingError(f"tracking URI {self.tracking_uri} is unreachable: {first[:300]}") from None
+
+    def experiment_id(self, *, create: bool = False) -> str | None:
+        """The experiment's id; created (with ``artifact_root``) when ``create`` and missing."""
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is not None and found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            if found is not None:
+                self._experiment_id = found.experiment_id
+            elif create:
+                location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+        return self._experiment_id
+
+    def runs(self) -> list[Any]:
+        """Every run of the experiment (parents and children); empty if it does not exist."""
+        exp = self.experiment_id()
+        if exp is None:
+            return []
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([exp], max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def statuses(self) -> dict[str, set[str]]:
+        """Trial key → the statuses of its child runs (``FINISHED``, ``FAILED``, ``RUNNING``, ...)."""
+        out: dict[str, set[str]] = {}
+        for run in self.runs():
+            key = run.data.tags.get(TRIAL_KEY_TAG)
+            if key:
+                out.setdefault(key, set()).add(run.info.status)
+        return out
+
+    def finished_in_group(self, group: str) -> list[Any]:
+        """FINISHED child runs of one search group (to resume a search where it stopped)."""
+        return [r for r in self.runs()
+                if r.data.tags.get(GROUP_TAG) == group and r.info.status == "FINISHED"]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def close_stale_runs(self) -> int:
+        """Close as KILLED every run a dead launch left RUNNING; returns how many."""
+        stale = [r for r in self.runs() if r.info.status in ("RUNNING", "SCHEDULED")]
+        for run in stale:
+            self.client.set_tag(run.info.run_id, "prometar.closed_by", "relaunch")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return len(stale)
+
+    def start_launch(self, tags: Mapping[str, str]) -> str:
+        """Create the parent run of this launch; returns its id."""
+        exp = self.experiment_id(create=True)
+        assert exp is not None
+        all_tags = {ROLE_TAG: "launch", "sweep": self.experiment, "prometar.version": prometar.__version__,
+                    "prometar.git_sha": git_sha(), "prometar.host": socket.gethostname(),
+                    "prometar.pid": str(os.getpid()), **tags}
+        run = self.client.create_run(exp, tags=all_tags, run_name=f"launch-{time.strftime('%Y%m%d-%H%M%S')}")
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+
+def _numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in result.items():
+        if key in TUNE_RESULT_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+def _read_error(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        return Path(path).read_text(errors="replace")
+    return f"trial {getattr(trial, 'trial_id', '?')} failed (no error file)"
+
+
+class MlflowTrialCallback(tune.Callback):
+    """Driver-side Tune callback: one MLflow child run per trial, the single writer of the ledger.
+
+    Args:
+        ledger: The sweep's ledger.
+        parent_run_id: The launch's parent run.
+        resolve: Tune trial config → :class:`~orchestration.spec.Trial`.
+        sweep: The sweep's name (the ``sweep`` tag).
+    """
+
+    def __init__(self, ledger: TrialLedger, parent_run_id: str, resolve: Callable[[Mapping[str, Any]], Trial],
+                 sweep: str) -> None:
+        self.ledger = ledger
+        self.client = ledger.client
+        self.parent_run_id = parent_run_id
+        self.resolve = resolve
+        self.sweep = sweep
+        self.sha = git_sha()
+        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.keys: dict[str, str] = {}  # Tune trial id -> trial key
+        self.outcomes: dict[str, str] = {}  # trial key -> FINISHED / FAILED / KILLED
+
+    def _run_for(self, trial: Any) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        from mlflow.entities import Param
+
+        from prometar.config import flatten
+
+        spec_trial = self.resolve(trial.config)
+        exp = self.ledger.experiment_id(create=True)
+        assert exp is not None
+        tags = {**spec_trial.tags(self.sweep), PARENT_TAG: self.parent_run_id,
+                "prometar.version": prometar.__version__, "prometar.git_sha": self.sha,
+                "prometar.tune_trial_id": trial.trial_id}
+        run = self.client.create_run(exp, tags=tags, run_name=f"{spec_trial.dataset}-{spec_trial.method}-"
+                                                              f"s{spec_trial.seed}-{spec_trial.key}")
+        run_id = run.info.run_id
+        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+                  for k, v in sorted(flatten(spec_trial.config).items())]
+        params.append(Param("protocol_sweep", spec_trial.protocol))
+        for i in range(0, len(params), PARAM_BATCH):
+            self.client.log_batch(run_id, params=params[i:i + PARAM_BATCH])
+        self.runs[trial.trial_id] = run_id
+        self.keys[trial.trial_id] = spec_trial.key
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_for(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self._run_for(trial)
+        metrics = _numeric_metrics(result)
+        if result.get("prometar_event") == "final":
+            step = int(result.get("epoch", 0) or 0)
+        else:
+            step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_for(trial)
+        self.client.set_tag(run_id, "prometar.retries", str(trial.num_failures))
+        self.client.set_tag(run_id, "prometar.last_retry_error", _read_error(trial)[-MAX_TAG_LENGTH:])
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_for(trial)
+        checkpoint = trial.checkpoint
+        if checkpoint is not None:
+            with tempfile.TemporaryDirectory(prefix="prometar-artifacts-") as tmp:
+                folder = Path(checkpoint.to_directory(tmp))
+                if (folder / "final.json").is_file():
+                    self.client.log_artifacts(run_id, str(folder))
+        final = (trial.last_result or {}).get("prometar_event") == "final"
+        if not final:
+            self.client.set_tag(run_id, "prometar.stopped_early", "1")
+        self.client.set_terminated(run_id, "FINISHED")
+        self.outcomes[self.keys[trial.trial_id]] = "FINISHED"
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_for(trial)
+        error = _read_error(trial)
+        self.client.set_tag(run_id, ERROR_TAG, error[-MAX_TAG_LENGTH:])
+        self.client.log_text(run_id, error, "error.txt")
+        self.client.set_terminated(run_id, "FAILED")
+        self.outcomes[self.keys[trial.trial_id]] = "FAILED"
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for trial_id, run_id in self.runs.items():
+            if self.keys[trial_id] not in self.outcomes:
+                self.client.set_terminated(run_id, "KILLED")
+                self.outcomes[self.keys[trial_id]] = "KILLED"
