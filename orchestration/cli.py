@@ -151,5 +151,70 @@ def plot(sweep, experiment, runs_csv, published, tracking_uri, out) -> None:
         click.echo(str(path))
 
 
+@main.command("launch")
+@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--data-root", default="data", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder holding the datasets ($DATA).")
+@click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="Ray storage, the SQLite ledger mlflow.db, artifacts and tables.")
+@click.option("--address", metavar="ADDR", help="Join a running Ray cluster; default: a local Ray on 127.0.0.1.")
+@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:///<output>/mlflow.db.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Dotted run-config override for every trial, YAML-typed (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print done / to do / total and write nothing.")
+@click.option("--force", is_flag=True, help="Rerun trials already FINISHED.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="At most N trials at once.")
+@click.option("--write-best", type=click.Path(dir_okay=False, path_type=str),
+              help="Search sweeps: write the best configuration as a sweep file for the real protocol.")
+def launch(sweep, data_root, output, address, tracking_uri, sets, dry_run, force, max_concurrent, write_best) -> None:
+    """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
+    from pathlib import Path
+
+    from orchestration.runner import LaunchError, LaunchOptions, TrackingError, launch
+    from orchestration.spec import SpecError
+    from prometar.config import ConfigError, parse_override
+
+    try:
+        options = LaunchOptions(
+            data_root=Path(data_root), output=Path(output), address=address, tracking_uri=tracking_uri,
+            overrides=dict(parse_override(text) for text in sets), dry_run=dry_run, force=force,
+            max_concurrent=max_concurrent, write_best=Path(write_best) if write_best else None)
+        report = launch(sweep, options)
+    except (SpecError, LaunchError, TrackingError, ConfigError) as err:
+        raise click.UsageError(str(err)) from None
+    raise SystemExit(report.exit_code)
+
+
+@main.command("status")
+@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="The launch's output folder (holds the default ledger).")
+@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:///<output>/mlflow.db.")
+def status(sweep, output, tracking_uri) -> None:
+    """Print done / failed / running / to do of a sweep, from the ledger."""
+    from pathlib import Path
+
+    from orchestration.runner import TrackingError, sweep_status
+    from orchestration.spec import SpecError
+
+    try:
+        click.echo(sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri).line())
+    except (SpecError, TrackingError) as err:
+        raise click.UsageError(str(err)) from None
+
+
+@main.command("validate")
+@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+def validate(sweep) -> None:
+    """Check a sweep file and print its trial count and a sample trial."""
+    from orchestration.runner import describe_validation, validate_sweep
+    from orchestration.spec import SpecError
+
+    try:
+        click.echo(describe_validation(*validate_sweep(sweep)))
+    except SpecError as err:
+        raise click.UsageError(str(err)) from None
+
+
 if __name__ == "__main__":
     main()
