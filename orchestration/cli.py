@@ -216,5 +216,113 @@ def validate(sweep) -> None:
         raise click.UsageError(str(err)) from None
 
 
+@main.command("submit")
+@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--address", required=True, metavar="URL", help="The cluster's Ray dashboard, http://HEAD:8265.")
+@click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Attempt number: the submission id is <sweep name>-<attempt>; a repeat is refused.")
+@click.option("--follow", is_flag=True, help="Stream the job's logs; exit 0 if it SUCCEEDED, 1 otherwise.")
+@click.option("--token", metavar="TOKEN", help="Ray auth token; default: $RAY_AUTH_TOKEN, then $RAY_AUTH_TOKEN_PATH.")
+@click.option("--tracking-uri", metavar="URI", help="MLflow tracking URI the cluster reaches (server or shared SQLite).")
+@click.option("--data-root", metavar="DIR", help="Dataset root on the cluster's nodes.")
+@click.option("--output", metavar="DIR", help="Output folder on shared storage (absolute).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
+@click.option("--env", "envs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the job (repeatable).")
+@click.option("--working-dir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder shipped with the job; it must hold the sweep file.")
+def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, output, sets, envs, working_dir) -> None:
+    """Submit `launch SWEEP --address auto` to a Ray cluster as a Ray Job."""
+    from orchestration.cluster import ClusterError, follow_job, parse_env, submit_sweep
+    from orchestration.spec import SpecError
+    from prometar.config import ConfigError
+
+    try:
+        done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
+                            tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
+                            env_vars=parse_env(envs))
+        for warning in done.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"submitted {done.submission_id} to {address}: {done.entrypoint}", err=True)
+        if follow:
+            state = follow_job(address, done.submission_id, token=token)
+            click.echo(f"job {done.submission_id}: {state}", err=True)
+            raise SystemExit(0 if state == "SUCCEEDED" else 1)
+    except (ClusterError, SpecError, ConfigError) as err:
+        raise click.UsageError(str(err)) from None
+
+
+@main.command("slurm")
+@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--nodes", required=True, type=click.IntRange(min=1), help="Nodes: one Ray head, the rest workers.")
+@click.option("--gpus-per-node", required=True, type=click.IntRange(min=0), help="GPUs per node (0: CPU only).")
+@click.option("--cpus-per-node", type=click.IntRange(min=1), default=8, show_default=True, help="CPUs per node for Ray.")
+@click.option("--partition", metavar="P", help="SLURM partition.")
+@click.option("--time", "time_limit", metavar="T", help="SLURM time limit (HH:MM:SS or D-HH:MM:SS).")
+@click.option("--account", metavar="A", help="SLURM account.")
+@click.option("--tracking-uri", metavar="URI", help="MLflow server, or SQLite on the shared filesystem.")
+@click.option("--data-root", metavar="DIR", help="Dataset root on the shared filesystem.")
+@click.option("--output", metavar="DIR", help="Output folder on the shared filesystem.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
+@click.option("--setup", multiple=True, metavar="LINE", help="Shell line run first, e.g. 'source .venv/bin/activate'.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, account, tracking_uri, data_root,
+          output, sets, setup, out) -> None:
+    """Write an sbatch script running the sweep on a Ray cluster built from the allocation."""
+    from pathlib import Path
+
+    from orchestration.cluster import ClusterError, render_slurm
+    from orchestration.spec import SpecError
+    from prometar.config import ConfigError
+
+    try:
+        text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
+                            partition=partition, time_limit=time_limit, account=account,
+                            tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
+                            setup=setup, script_name=Path(out).name if out else "prometar.sbatch")
+    except (ClusterError, SpecError, ConfigError) as err:
+        raise click.UsageError(str(err)) from None
+    if out:
+        Path(out).write_text(text)
+        Path(out).chmod(0o755)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command("k8s")
+@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--image", default="prometar:latest", show_default=True, help="Image built from docker/Dockerfile.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="GPU worker pods.")
+@click.option("--gpus-per-worker", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per worker pod.")
+@click.option("--worker-cpus", type=click.IntRange(min=1), default=8, show_default=True, help="CPUs per worker pod.")
+@click.option("--worker-memory", default="32Gi", show_default=True, help="Memory per worker pod.")
+@click.option("--data-claim", default="prometar-data", show_default=True, help="PVC holding the datasets (/data).")
+@click.option("--output-claim", default="prometar-outputs", show_default=True, help="ReadWriteMany PVC for outputs (/outputs).")
+@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:////outputs/mlflow.db.")
+@click.option("--namespace", metavar="NS", help="Namespace written into the manifests.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
+@click.option("--no-token-auth", is_flag=True, help="Leave Ray token authentication off.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data_claim, output_claim, tracking_uri,
+        namespace, sets, no_token_auth, out) -> None:
+    """Write a KubeRay RayJob manifest (and the sweep's ConfigMap) running the sweep."""
+    from pathlib import Path
+
+    from orchestration.cluster import ClusterError, render_rayjob
+    from orchestration.spec import SpecError
+    from prometar.config import ConfigError
+
+    try:
+        text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
+                             worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,
+                             output_claim=output_claim, tracking_uri=tracking_uri, namespace=namespace,
+                             overrides=sets, token_auth=not no_token_auth)
+    except (ClusterError, SpecError, ConfigError) as err:
+        raise click.UsageError(str(err)) from None
+    if out:
+        Path(out).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
 if __name__ == "__main__":
     main()
