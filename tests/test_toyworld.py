@@ -68,7 +68,7 @@ def test_every_style_renders_deterministically() -> None:
 def test_pretraining_set_never_shows_held_out_pairs_and_captions_name_both_attributes() -> None:
     world = tw.render_set(300, seed=1)
     held = {(tw.COLOUR_NAMES.index(c), tw.SHAPES.index(s)) for c, s in tw.HELD_OUT_COMBINATIONS}
-    for colour, shape, text in zip(world.colours.tolist(), world.shapes.tolist(), world.captions):
+    for colour, shape, text in zip(world.colours.tolist(), world.shapes.tolist(), world.captions, strict=True):
         assert (colour, shape) not in held
         assert f"{tw.COLOUR_NAMES[colour]} {tw.SHAPES[shape]}" in text
 
