@@ -316,3 +316,23 @@ def test_first_order_differs_from_second_order(backbone, second_order_result):
     assert (first - second).norm() > 1e-3 * second.norm()
     # The gate still learns in first order (its direct effect on the inner update).
     assert sum(g.norm() for g in first_gate) > 0
+
+
+def test_bf16_autocast_step_keeps_fp32_prompts_and_finite_metrics(backbone):
+    model, gate, prompts, images, labels, teacher = build(backbone)
+    step = make_step(model, gate, prompts, teacher, lr=1e-3, gate_lr=1e-3, autocast_dtype=torch.bfloat16)
+    metrics = step.step(images, labels, TASK)
+    assert all(math.isfinite(v) for v in metrics.values()) and metrics["query"] > 0
+    assert all(p.dtype == torch.float32 for p in [*prompts.values(), *gate.parameters()])
+
+
+def test_build_training_step_rejects_bad_arguments(backbone):
+    model, gate, prompts, _, _, teacher = build(backbone)
+    with pytest.raises(ValueError, match="unknown training scheme"):
+        make_step(model, gate, prompts, teacher, scheme="maml")
+    with pytest.raises(ValueError, match="unknown gate mode"):
+        make_step(model, gate, prompts, teacher, gate_mode="sometimes")
+    with pytest.raises(ValueError, match="teacher_text"):
+        make_step(model, gate, prompts, None, scheme="regularized")
+    with pytest.raises(ValueError, match="no gate for prompt"):
+        make_step(model, GateNetwork({"text_prompts.blocks.0": (2, 32)}, reduction=4), prompts, teacher)
