@@ -263,6 +263,10 @@ class Trainer:
         """
         if resume_from is not None:
             self.load_checkpoint(resume_from)
+        elif self.epoch == 0:
+            # Augmentations in the loading process draw from the global RNGs: make them a
+            # function of the seed, whatever ran before.
+            seed_everything(derive_seed(self.seed, "global"))
         while self.epoch < self.epochs:
             metrics = self.train_epoch(self.epoch)
             self.epoch += 1
