@@ -19,7 +19,6 @@ from prometar.trainer import (
     seed_everything,
 )
 
-
 # ------------------------------------------------------------------------------------------
 # A toy problem: a linear "prompt" trained by a step that, like the real one, steps its own
 # optimisers and draws from both the task generator and the global RNG.
