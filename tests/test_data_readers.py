@@ -283,3 +283,14 @@ def test_cli_data_check_unknown_key_exits_2(fresh_root):
     result = CliRunner().invoke(main, ["data", "check", "--data-root", str(fresh_root), "--dataset", "mnist"])
     assert result.exit_code == 2
     assert "mnist" in result.output and "caltech101" in result.output
+
+
+def test_reader_does_not_stat_images_but_check_does(fresh_root):
+    write_miniatures(fresh_root, ["sun397"])
+    splits = read_dataset("sun397", fresh_root)
+    for item in splits.val:
+        os.unlink(item.path)
+    assert read_dataset("sun397", fresh_root) == splits  # the split file is trusted when reading
+    (report,) = check_datasets(fresh_root, ["sun397"])
+    assert not report.usable and report.missing_images == len(splits.val)
+    assert report.missing_path == splits.val[0].path

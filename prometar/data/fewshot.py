@@ -181,11 +181,15 @@ def _fingerprint(splits: DatasetSplits, root: str) -> str:
 def _load_cache(path: Path, splits: DatasetSplits, root: str, fingerprint: str, *, key: str, shots: int,
                 seed: int) -> DatasetSplits | None:
     """Return the cached subsets, or ``None`` (with a warning) when the cache is absent or invalid."""
-    if not path.is_file():
-        return None
     try:
         with open(path, encoding="utf-8") as handle:
             raw = json.load(handle)
+    except FileNotFoundError:  # no cache yet (or another process just removed it): a plain miss
+        return None
+    except (OSError, ValueError) as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        logger.warning("few-shot cache %s is unreadable (%s); rebuilding it", path, err)
+        return None
+    try:
         if not isinstance(raw, dict) or raw.get("format") != CACHE_FORMAT:
             raise ValueError("not a prometar few-shot cache")
         if (raw.get("dataset"), raw.get("shots"), raw.get("seed")) != (key, shots, seed):
