@@ -336,3 +336,23 @@ def test_build_training_step_rejects_bad_arguments(backbone):
         make_step(model, gate, prompts, None, scheme="regularized")
     with pytest.raises(ValueError, match="no gate for prompt"):
         make_step(model, GateNetwork({"text_prompts.blocks.0": (2, 32)}, reduction=4), prompts, teacher)
+
+
+@pytest.mark.parametrize("text_depth, vision_depth", [(1, 0), (0, 2)])
+def test_prometar_on_a_single_prompted_tower(backbone, text_depth, vision_depth):
+    """ProMetaR on CoOp-like (text only) and VPT-like (vision only) prompt designs."""
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, text_tokens=2, text_depth=text_depth, vision_tokens=2,
+                         vision_depth=vision_depth, text_init=None)
+    prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
+    gate = GateNetwork({name: tuple(p.shape) for name, p in prompts.items()}, reduction=4)
+    teacher = compute_text_teacher(model, CLASSNAMES, ["a photo of a {}."])
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    before = {name: p.detach().clone() for name, p in prompts.items()}
+    metrics = make_step(model, gate, prompts, teacher, lr=1e-2, gate_lr=1e-2).step(
+        images, torch.tensor([0, 1, 1, 2]), TASK)
+    present = "text" if text_depth else "vision"
+    absent = "vision" if text_depth else "text"
+    assert metrics["gate_mean/" + present] > 0 and metrics["gate_mean/" + absent] == 0.0
+    assert metrics["query"] > 0 and all(math.isfinite(v) for v in metrics.values())
+    assert all(not torch.equal(p, before[name]) for name, p in prompts.items())
