@@ -286,6 +286,7 @@ def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, Search
     from orchestration.trainable import TrialTable, train_trial
 
     table = TrialTable(trials=trials, groups=groups)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: only our progress line
     parent = report.parent_run_id or ledger.start_launch({"prometar.trials_planned": str(report.total)})
     report.parent_run_id = parent
     tracker = MlflowTrialCallback(ledger, parent, table.resolve, spec.name)
@@ -314,7 +315,6 @@ def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, Search
         storage_path=str(output / "ray"),
         callbacks=[tracker, progress],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         verbose=0,
     )
     try:

@@ -253,6 +253,7 @@ def load_sweep(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
         data = {}
     spec = parse_sweep(data, source=source, default_name=path.stem, extra_overrides=overrides)
     plan_trials(spec)  # resolves every run config: errors surface now, before anything is written
+    plan_search_groups(spec)  # checks the search space against the resolved configs
     return spec
 
 
