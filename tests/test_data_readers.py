@@ -294,3 +294,17 @@ def test_reader_does_not_stat_images_but_check_does(fresh_root):
     (report,) = check_datasets(fresh_root, ["sun397"])
     assert not report.usable and report.missing_images == len(splits.val)
     assert report.missing_path == splits.val[0].path
+
+
+def test_miniatures_are_deterministic_per_seed(tmp_path):
+    def snapshot(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    info = write_miniatures(tmp_path / "a", ["sun397", "imagenet_a"], seed=3)
+    write_miniatures(tmp_path / "b", ["sun397", "imagenet_a"], seed=3)
+    write_miniatures(tmp_path / "c", ["sun397", "imagenet_a"], seed=4)
+    first = snapshot(tmp_path / "a")
+    assert first == snapshot(tmp_path / "b")
+    assert first != snapshot(tmp_path / "c")
+    assert info["sun397"].train == len(read_dataset("sun397", tmp_path / "a").train)
+    assert "sun397/split_zhou_SUN397.json" in first

@@ -268,7 +268,8 @@ def _read_imagenet(info: DatasetInfo, folder: Path, root: Path) -> DatasetSplits
             raise DataError(
                 f"{split_dir / unknown[0]}: folder is not a wnid listed in {folder / 'classnames.txt'}"
             )
-        missing = [wnid for wnid in names if wnid not in set(folders)]
+        present = set(folders)
+        missing = [wnid for wnid in names if wnid not in present]
         if missing:
             raise DataError(f"{info.display_name}: class folder not found: {split_dir / missing[0]}")
         items = []
