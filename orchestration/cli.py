@@ -324,5 +324,30 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
         click.echo(text, nl=False)
 
 
+@main.group("toy")
+def toy_group() -> None:
+    """The toy world and the toy CLIP pretrained on it (for the CPU demo and tests)."""
+
+
+@toy_group.command("build")
+@click.option("--output", default="prometar_runs/toy", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Build folder (checkpoint, data/, manifest).")
+@click.option("--budget-seconds", type=click.FloatRange(min=1), default=240.0, show_default=True,
+              help="Wall-clock budget of rendering + pretraining.")
+@click.option("--seed", type=int, default=0, show_default=True, help="World and training seed.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Torch threads for pretraining (the toy datasets are written on another core meanwhile).")
+@click.option("--force", is_flag=True, help="Rebuild even if a finished build with these settings exists.")
+def toy_build(output, budget_seconds, seed, threads, force) -> None:
+    """Build (or reuse) the toy world, its datasets and the toy CLIP; print zero-shot accuracies."""
+    import torch
+
+    from prometar.toyclip import build_toy, format_report
+
+    torch.set_num_threads(threads)
+    click.echo(f"toy build in {output} (budget {budget_seconds:.0f}s, seed {seed}) ...", err=True)
+    click.echo(format_report(build_toy(output, seed=seed, budget_s=budget_seconds, force=force)), nl=False)
+
+
 if __name__ == "__main__":
     main()

@@ -26,10 +26,12 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +63,8 @@ class ToySettings:
 
     Attributes:
         seed: World and training seed.
-        budget_s: Wall-clock budget of the optimisation loop in seconds.
+        budget_s: Wall-clock budget in seconds from the start of the build to the end of
+            pretraining (rendering the pretraining set counts against it).
         max_steps: Optional step budget; the cosine schedule then follows steps (bit-reproducible).
         n_pretrain: Number of pre-rendered pretraining images.
         batch_size: Contrastive batch size.
@@ -79,7 +82,7 @@ class ToySettings:
     seed: int = 0
     budget_s: float = 240.0
     max_steps: int | None = None
-    n_pretrain: int = 60_000
+    n_pretrain: int = 40_000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
@@ -423,17 +426,20 @@ def _exclusive_lock(output_dir: Path) -> Iterator[None]:
 
 def build_toy(output_dir: Path | str = DEFAULT_OUTPUT, *, seed: int = 0, budget_s: float = 240.0,
               max_steps: int | None = None, force: bool = False, device: torch.device | str = "cpu",
-              **overrides: Any) -> ToyBuild:
+              writer_process: bool = True, **overrides: Any) -> ToyBuild:
     """Build (or reuse) the toy world, the toy datasets and the pretrained toy CLIP.
 
     Args:
         output_dir: Build folder; receives ``toy_clip.pt``, ``data/`` and ``manifest.json``.
         seed: World and training seed.
-        budget_s: Wall-clock budget of pretraining in seconds (the rest of a full build —
-            rendering, writing, evaluation — takes well under a minute).
+        budget_s: Wall-clock budget in seconds from the start of the build to the end of
+            pretraining; evaluation follows (well under a minute), so the default build takes
+            under 5 minutes on 2 CPU cores.
         max_steps: Optional step budget for a bit-reproducible build.
         force: Rebuild even if a finished build with the same settings exists.
         device: Training and evaluation device.
+        writer_process: Write the toy datasets in a second process while the model trains
+            (same files either way; False keeps everything in this process).
         **overrides: Other ``ToySettings`` fields (e.g. ``n_pretrain``, ``test_per_class``).
 
     Returns:
@@ -447,7 +453,7 @@ def build_toy(output_dir: Path | str = DEFAULT_OUTPUT, *, seed: int = 0, budget_
         if manifest is not None:
             logger.info("toy build in %s is up to date (settings %s)", output_dir, digest)
             return _as_build(output_dir, manifest, reused=True)
-        manifest = _build(output_dir, settings, digest, torch.device(device))
+        manifest = _build(output_dir, settings, digest, torch.device(device), writer_process)
         return _as_build(output_dir, manifest, reused=False)
 
 
@@ -457,7 +463,8 @@ def _as_build(output_dir: Path, manifest: dict[str, Any], *, reused: bool) -> To
                     results=manifest["results"])
 
 
-def _build(output_dir: Path, settings: ToySettings, digest: str, device: torch.device) -> dict[str, Any]:
+def _build(output_dir: Path, settings: ToySettings, digest: str, device: torch.device,
+           writer_process: bool) -> dict[str, Any]:
     """Build from scratch: clear what an earlier (maybe half-written) build left, write, then the manifest."""
     started = time.perf_counter()
     (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the folder is "not done"
@@ -467,25 +474,30 @@ def _build(output_dir: Path, settings: ToySettings, digest: str, device: torch.d
         elif stale.exists():
             stale.unlink()
 
-    logger.info("toy build in %s: rendering %d pretraining images", output_dir, settings.n_pretrain)
-    world = toyworld.render_set(settings.n_pretrain, seed=settings.seed)
-    render_s = time.perf_counter() - started
+    data_root = output_dir / DATA_DIR_NAME
+    write = functools.partial(toyworld.write_toy_datasets, data_root, seed=settings.seed, keys=settings.datasets,
+                              train_per_class=settings.train_per_class, val_per_class=settings.val_per_class,
+                              test_per_class=settings.test_per_class)
+    with contextlib.ExitStack() as stack:
+        if writer_process:  # the toy datasets are written on another core while the model trains
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")))
+            writing = pool.submit(write)
+        logger.info("toy build in %s: rendering %d pretraining images", output_dir, settings.n_pretrain)
+        world = toyworld.render_set(settings.n_pretrain, seed=settings.seed)
+        render_s = time.perf_counter() - started
 
-    model = create_toy_clip(settings.seed)
-    training = pretrain(model, world.images, world.captions, seed=settings.seed, budget_s=settings.budget_s,
-                        max_steps=settings.max_steps, batch_size=settings.batch_size, lr=settings.lr,
-                        weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps,
-                        bf16=settings.bf16, device=device)
-    del world
-    checkpoint = output_dir / CHECKPOINT_NAME
-    tmp = checkpoint.with_name(checkpoint.name + f".tmp{os.getpid()}")
-    torch.save({"name": MODEL_NAME, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
-    os.replace(tmp, checkpoint)
-
-    written = toyworld.write_toy_datasets(output_dir / DATA_DIR_NAME, seed=settings.seed, keys=settings.datasets,
-                                          train_per_class=settings.train_per_class,
-                                          val_per_class=settings.val_per_class,
-                                          test_per_class=settings.test_per_class)
+        model = create_toy_clip(settings.seed)
+        training = pretrain(model, world.images, world.captions, seed=settings.seed,
+                            budget_s=max(settings.budget_s - render_s, 1.0), max_steps=settings.max_steps,
+                            batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
+                            warmup_steps=settings.warmup_steps, bf16=settings.bf16, device=device)
+        del world
+        checkpoint = output_dir / CHECKPOINT_NAME
+        tmp = checkpoint.with_name(checkpoint.name + f".tmp{os.getpid()}")
+        torch.save({"name": MODEL_NAME, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
+                   tmp)
+        os.replace(tmp, checkpoint)
+        written = writing.result() if writer_process else write()
 
     # Evaluate through the same loader every consumer uses, from the checkpoint on disk.
     backbone = load_clip(MODEL_NAME, str(checkpoint), device=device)
@@ -520,3 +532,34 @@ def _evaluate_combinations(model: open_clip.CLIP, tokenizer: Callable[[list[str]
         y = torch.from_numpy(rendered.combination_index)
         out[name] = zero_shot_accuracy(model, tokenizer, x, y, prompts)
     return out
+
+
+def format_report(build: ToyBuild) -> str:
+    """A plain-text report of a toy build: pretraining figures and per-dataset zero-shot accuracy.
+
+    Args:
+        build: A finished build (``build_toy``).
+
+    Returns:
+        Lines of text, ending with a newline.
+    """
+    r = build.results
+    how = "reused" if build.reused else "built in {:.0f}s".format(r["build_seconds"])
+    lines = [
+        f"toy build: {build.output_dir} ({how})",
+        f"checkpoint: {build.checkpoint}  (load_clip({build.model_name!r}, ...))",
+        f"data root:  {build.data_root}",
+        f"pretraining: {r['steps']} steps in {r['train_seconds']:.0f}s, final loss {r['final_loss']:.3f}",
+        f"zero-shot, 64 colour x shape classes: held-out combinations {100 * r['heldout_acc']:.1f}% "
+        f"({r['heldout_acc'] / r['chance']:.0f}x chance), seen {100 * r['seen_acc']:.1f}%, "
+        f"chance {100 * r['chance']:.1f}%",
+        "",
+        f"{'dataset':<15} {'style':<14} {'shift':<10} {'base':>6} {'new':>6} {'colour-only':>12} {'chance':>7}",
+    ]
+    for key, row in r["datasets"].items():
+        lines.append(
+            f"{key:<15} {row['style']:<14} {'systematic' if row['systematic'] else 'random':<10} "
+            f"{100 * row['base']:6.1f} {100 * row['new']:6.1f} {100 * row['colour_only_base']:12.1f} "
+            f"{100 * row['chance_base']:7.1f}"
+        )
+    return "\n".join(lines) + "\n"

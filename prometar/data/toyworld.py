@@ -80,7 +80,7 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 )
 
 RENDER_SCALE = 2  # shapes are drawn at 2x and downsampled (cheap anti-aliasing)
-WORLD_VERSION = 1  # bump when rendering changes, so cached builds are rebuilt
+WORLD_VERSION = 2  # bump when rendering changes, so cached builds are rebuilt
 
 
 @dataclass(frozen=True)
@@ -407,7 +407,7 @@ class ToyDatasetSpec:
 
 
 TOY_DATASETS: dict[str, ToyDatasetSpec] = {
-    "imagenet": ToyDatasetSpec("imagenet", Style("noise+clutter", blur=0.6, noise=25.0, clutter=2)),
+    "imagenet": ToyDatasetSpec("imagenet", Style("noise+clutter", blur=0.6, noise=30.0, clutter=4)),
     "caltech101": ToyDatasetSpec("caltech101", Style("clutter", systematic=False, clutter=8, rotation_deg=25.0)),
     "oxford_pets": ToyDatasetSpec("oxford_pets", Style("noise", blur=0.8, noise=35.0)),
     "stanford_cars": ToyDatasetSpec("stanford_cars", Style("viewpoint", systematic=False, rotation_deg=45.0, squash=0.55, scale=(0.75, 1.1))),
@@ -416,8 +416,8 @@ TOY_DATASETS: dict[str, ToyDatasetSpec] = {
     "fgvc_aircraft": ToyDatasetSpec("fgvc_aircraft", Style("tiny+blur", scale=(0.5, 0.65), blur=0.7, noise=15.0)),
     "sun397": ToyDatasetSpec("sun397", Style("scenes", systematic=False, background="gradient", clutter=3)),
     "dtd": ToyDatasetSpec("dtd", Style("stripes", fill="stripes", noise=15.0)),
-    "eurosat": ToyDatasetSpec("eurosat", Style("colour-cast", colour_cast=(40.0, 10.0, -45.0), contrast=0.55, noise=12.0)),
-    "ucf101": ToyDatasetSpec("ucf101", Style("motion-blur", motion_blur=5, noise=20.0), underscore_names=True),
+    "eurosat": ToyDatasetSpec("eurosat", Style("colour-cast", colour_cast=(30.0, 8.0, -30.0), contrast=0.75, noise=12.0)),
+    "ucf101": ToyDatasetSpec("ucf101", Style("motion-blur", motion_blur=5, noise=30.0), underscore_names=True),
 }
 
 
