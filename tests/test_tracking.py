@@ -1,0 +1,130 @@
+"""The MLflow ledger: the driver-side callback's layout, failures, stale runs, dedupe, bad URIs.
+
+The callback is driven here with stand-in Tune trials (the attributes Tune's callbacks read), so
+the MLflow layout is checked without starting Ray; ``test_launch.py`` runs the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+from ray import tune
+
+from orchestration.spec import Trial, trial_key
+from orchestration.tracking import MlflowTrialCallback, TrackingError, TrialLedger, default_tracking_uri
+
+CONFIG = {"method": "ivlp", "seed": 1, "data": {"dataset": "eurosat", "shots": 4}, "optim": {"lr": 0.1, "epochs": 2}}
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict[str, Any]
+    last_result: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Any = None
+    error_file: str | None = None
+    num_failures: int = 0
+
+
+def make_trial(seed: int = 1) -> Trial:
+    config = json.loads(json.dumps(CONFIG))
+    config["seed"] = seed
+    return Trial(key=trial_key(config, "base2new"), protocol="base2new", config=config)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store for the module (creating one takes seconds); one experiment per test."""
+    return tmp_path_factory.mktemp("ledger")
+
+
+@pytest.fixture()
+def ledger(store: Path, request: pytest.FixtureRequest) -> TrialLedger:
+    return TrialLedger(default_tracking_uri(store), request.node.name, artifact_root=store / "mlartifacts")
+
+
+def test_callback_writes_one_child_run_per_trial(tmp_path: Path, ledger: TrialLedger) -> None:
+    trials = {t.key: t for t in (make_trial(1), make_trial(2))}
+    parent = ledger.start_launch({})
+    callback = MlflowTrialCallback(ledger, parent, lambda c: trials[c["trial_key"]], ledger.experiment)
+    ok, bad = (FakeTrial(f"id{i}", {"trial_key": key}) for i, key in enumerate(trials))
+
+    callback.on_trial_start(0, [], ok)
+    callback.on_trial_start(0, [], ok)  # a restarted trial keeps its run
+    for epoch in (1, 2):
+        callback.on_trial_result(0, [], ok, {"epoch": epoch, "loss": 1.0 / epoch, "prometar_event": "epoch",
+                                             "training_iteration": epoch, "time_total_s": 3.0, "done": False})
+    final = {"base_acc": 80.0, "new_acc": 60.0, "hm": 68.57, "epoch": 2}
+    ok.last_result = {**final, "prometar_event": "final"}
+    callback.on_trial_result(0, [], ok, ok.last_result)
+    artifacts = tmp_path / "final"
+    artifacts.mkdir()
+    (artifacts / "final.json").write_text(json.dumps(final))
+    (artifacts / "config.json").write_text(json.dumps(CONFIG))
+    ok.checkpoint = tune.Checkpoint.from_directory(str(artifacts))
+    callback.on_trial_complete(0, [], ok)
+
+    callback.on_trial_start(0, [], bad)
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Traceback ...\nRuntimeError: boom in epoch 1\n")
+    bad.error_file = str(error_file)
+    callback.on_trial_error(0, [], bad)
+    ledger.end_run(parent, "FAILED")
+
+    client = MlflowClient(ledger.tracking_uri)
+    runs = {r.data.tags.get("prometar.trial_key"): r for r in ledger.runs()}
+    assert set(runs) == {*trials, None}  # two children and the parent
+    assert runs[None].data.tags["prometar.role"] == "launch"
+    done = runs[ok.config["trial_key"]]
+    assert done.info.status == "FINISHED"
+    assert done.data.tags["mlflow.parentRunId"] == parent
+    for tag in ("dataset", "method", "seed", "shots", "protocol", "sweep", "prometar.version", "prometar.git_sha"):
+        assert done.data.tags[tag]
+    assert done.data.params["optim.lr"] == "0.1" and done.data.params["data.dataset"] == "eurosat"
+    assert done.data.metrics["hm"] == pytest.approx(68.57)
+    assert [m.step for m in client.get_metric_history(done.info.run_id, "loss")] == [1, 2]
+    assert "time_total_s" not in done.data.metrics and "training_iteration" not in done.data.metrics
+    assert {a.path for a in client.list_artifacts(done.info.run_id)} == {"final.json", "config.json"}
+    failed = runs[bad.config["trial_key"]]
+    assert failed.info.status == "FAILED"
+    assert "boom in epoch 1" in failed.data.tags["prometar.error"]
+    assert callback.outcomes == {ok.config["trial_key"]: "FINISHED", bad.config["trial_key"]: "FAILED"}
+    assert ledger.statuses() == {ok.config["trial_key"]: {"FINISHED"}, bad.config["trial_key"]: {"FAILED"}}
+
+
+def test_unended_trials_are_killed_at_experiment_end(ledger: TrialLedger) -> None:
+    trial = make_trial()
+    callback = MlflowTrialCallback(ledger, ledger.start_launch({}), lambda c: trial, "sweep")
+    callback.on_trial_start(0, [], FakeTrial("a", {"trial_key": trial.key}))
+    callback.on_experiment_end([])
+    assert ledger.statuses() == {trial.key: {"KILLED"}}
+
+
+def test_stale_running_runs_are_closed_as_killed(ledger: TrialLedger) -> None:
+    trial = make_trial()
+    callback = MlflowTrialCallback(ledger, ledger.start_launch({}), lambda c: trial, "sweep")
+    callback.on_trial_start(0, [], FakeTrial("a", {"trial_key": trial.key}))  # then the launch "dies"
+    assert ledger.statuses() == {trial.key: {"RUNNING"}}
+    assert ledger.close_stale_runs() == 2  # the child and its parent
+    assert ledger.statuses() == {trial.key: {"KILLED"}}
+    assert all(r.info.status == "KILLED" for r in ledger.runs())
+
+
+def test_reading_a_missing_experiment_creates_nothing(store: Path) -> None:
+    ledger = TrialLedger(default_tracking_uri(store), "nothing-here")
+    assert ledger.statuses() == {}
+    assert MlflowClient(ledger.tracking_uri).get_experiment_by_name("nothing-here") is None
+
+
+def test_unreachable_server_fails_fast() -> None:
+    ledger = TrialLedger("http://127.0.0.1:9", "sweep")  # the discard port: nothing listens
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="127.0.0.1:9"):
+        ledger.check_reachable()
+    assert time.monotonic() - start < 60
