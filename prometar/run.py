@@ -231,6 +231,7 @@ def run(
             raise DataError(f"{config.data.dataset}: {len(train_split.train)} training images, fewer than "
                             f"data.batch_size={config.data.batch_size} (drop_last leaves no batch)")
 
+    seed_everything(config.seed)  # weights of a randomly initialised backbone (pretrained=None)
     backbone = load_clip(config.backbone.name, config.backbone.pretrained, device=torch_device,
                          precision="fp32", cache_dir=config.backbone.cache_dir)
 
