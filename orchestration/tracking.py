@@ -103,10 +103,17 @@ class TrialLedger:
     artifact_root: Path | None = None
 
     def __post_init__(self) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._client: Any = None
         self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client, made on first use (making one creates a missing SQLite store)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
 
     # -- reading ---------------------------------------------------------------------------
 
