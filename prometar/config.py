@@ -189,7 +189,8 @@ class DataConfig:
     test_batch_size: int = field(default=100, metadata=_doc("evaluation batch size"))
     num_workers: int = field(default=4, metadata=_doc("data loader worker processes", scientific=False))
     cache_dir: str | None = field(default=None, metadata=_doc(
-        "few-shot split cache folder (made absolute); null = no cache", scientific=False))
+        "cache folder for few-shot splits and text teachers (made absolute); null = few-shot "
+        "splits in <dataset>/split_fewshot_prometar/, teachers not cached", scientific=False))
 
 
 @dataclass(frozen=True)
