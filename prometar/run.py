@@ -20,6 +20,7 @@ then the final line), ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from prometar.backbone import load_clip
-from prometar.config import RunConfig
+from prometar.config import ConfigError, RunConfig
 from prometar.data import (
     DataError,
     DatasetSplits,
@@ -235,14 +236,22 @@ def run(
     backbone = load_clip(config.backbone.name, config.backbone.pretrained, device=torch_device,
                          precision="fp32", cache_dir=config.backbone.cache_dir)
 
+    seed_everything(config.seed)  # prompt and gate initialisation
+    p = config.prompts
+    try:
+        model = PromptedCLIP(backbone, text_tokens=p.text_tokens, text_depth=p.text_depth,
+                             vision_tokens=p.vision_tokens, vision_depth=p.vision_depth,
+                             text_init=p.text_init, truncate_text=p.truncate_text)
+    except ValueError as exc:  # a prompt design this backbone cannot take
+        field = str(exc).split("=", 1)[0].split(" ", 1)[0]
+        key = f"prompts.{field}" if field in {f.name for f in dataclasses.fields(p)} else "prompts"
+        raise ConfigError(key, f"{exc} (backbone {config.backbone.name})", source="<run config>") from None
+    if scheme == "prometar" and config.meta.gate_mode == "learned":
+        _check_gate_sizes(config, model)
+
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
     _write_json_atomic(output_dir / "config.json", config.to_dict())
     metrics_path = output_dir / "metrics.jsonl"
-    seed_everything(config.seed)  # prompt and gate initialisation
-    p = config.prompts
-    model = PromptedCLIP(backbone, text_tokens=p.text_tokens, text_depth=p.text_depth,
-                         vision_tokens=p.vision_tokens, vision_depth=p.vision_depth,
-                         text_init=p.text_init, truncate_text=p.truncate_text)
     logger.info("run %s / %s / seed %d / %d shots / %s on %s (%s)", config.method, config.data.dataset,
                 config.seed, config.data.shots, config.protocol, torch_device, scheme)
 
@@ -279,6 +288,19 @@ def run(
     if callback is not None:
         callback({"event": "final", **final})
     return RunResult(final, history, per_class, output_dir, config)
+
+
+def _check_gate_sizes(config: RunConfig, model: PromptedCLIP) -> None:
+    reduction = config.meta.gate_reduction
+    repeat = config.meta.gate_repeat if config.meta.gate_repeat is not None else reduction
+    for tower in ("text", "vision"):
+        for name, tensor in model.prompt_parameters(tower).items():
+            size = tensor.numel()
+            if size % reduction or (size // reduction) * repeat != size:
+                key = "meta.gate_reduction" if size % reduction else "meta.gate_repeat"
+                raise ConfigError(key, f"prompt {name} has {size} values: the gate needs them divisible "
+                                  f"by meta.gate_reduction={reduction} and (size/r)·repeat={repeat} to "
+                                  "cover them", source="<run config>")
 
 
 def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: DatasetSplits,

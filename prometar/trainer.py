@@ -274,6 +274,10 @@ class Trainer:
             self.history.append(record)
             logger.info("epoch %d/%d: %s", self.epoch, self.epochs,
                         ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+            skipped = metrics.get("meta_skipped", 0.0)
+            if skipped > 0:
+                logger.info("epoch %d: phase B skipped on %d of %d steps (single-label batches)",
+                            self.epoch, round(skipped * metrics["steps"]), metrics["steps"])
             path = self.save_checkpoint() if self.checkpoint_dir is not None else None
             if self.callback is not None:
                 self.callback({"event": "epoch", "epoch": self.epoch,

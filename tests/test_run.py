@@ -254,3 +254,15 @@ def test_train_verb_bad_input_exits_2_naming_the_key_and_writes_nothing(data_roo
     result = CliRunner().invoke(main, cli_args(tmp_path / "nodata", tmp_path / "out"))
     assert result.exit_code == 2 and "nodata" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_prompt_design_the_backbone_cannot_take_names_the_key(data_root, tmp_path):
+    from prometar.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        run(tiny_config(**{"prompts.vision_depth": 9}), data_root=data_root, output_dir=tmp_path / "out")
+    assert info.value.key == "prompts.vision_depth" and "tiny-test" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        run(tiny_config(**{"meta.gate_reduction": 3}), data_root=data_root, output_dir=tmp_path / "out")
+    assert info.value.key == "meta.gate_reduction"
+    assert not (tmp_path / "out").exists()
