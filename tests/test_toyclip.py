@@ -123,7 +123,7 @@ def test_cache_is_reused_and_a_half_written_build_is_rebuilt(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_reduced_build_learns_and_its_checkpoint_loads(tmp_path: Path) -> None:
     """A reduced toy world and toy CLIP, built within a minute, already read colours and shapes."""
-    build = toyclip.build_toy(tmp_path / "toy", seed=0, budget_s=25, n_pretrain=6000,
+    build = toyclip.build_toy(tmp_path / "toy", seed=0, budget_s=25, n_pretrain=6000, batch_size=64, warmup_steps=5,
                               train_per_class=2, val_per_class=1, test_per_class=10, eval_per_combination=10,
                               datasets=("oxford_pets", "fgvc_aircraft", "imagenet"))
     r = build.results
@@ -144,3 +144,30 @@ def test_reduced_build_learns_and_its_checkpoint_loads(tmp_path: Path) -> None:
     plain.load_state_dict(state["state_dict"])
     for key, value in plain.state_dict().items():
         assert torch.equal(value, backbone.model.state_dict()[key])
+
+
+def test_toy_build_verb_passes_its_options_and_prints_the_figures(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from orchestration.cli import main
+
+    calls = []
+    row = {"style": "noise", "systematic": True, "base": 0.61, "new": 0.57, "colour_only_base": 0.5,
+           "colour_only_new": 0.5, "shape_only_base": 0.5, "shape_only_new": 0.5, "chance_base": 0.125,
+           "chance_new": 0.125}
+    results = {"steps": 900, "train_seconds": 230.0, "final_loss": 0.9, "build_seconds": 280.0, "chance": 1 / 64,
+               "heldout_acc": 0.55, "seen_acc": 0.9, "datasets": {"oxford_pets": row}}
+
+    def fake_build(output, **kwargs):
+        calls.append((output, kwargs))
+        return toyclip.ToyBuild(Path(output), Path(output) / "data", Path(output) / "toy_clip.pt", "toy-clip",
+                                False, results)
+
+    monkeypatch.setattr(toyclip, "build_toy", fake_build)
+    out = CliRunner().invoke(main, ["toy", "build", "--output", str(tmp_path), "--budget-seconds", "30",
+                                    "--seed", "3"])
+    assert out.exit_code == 0, out.output
+    assert calls == [(str(tmp_path), {"seed": 3, "budget_s": 30.0, "force": False})]
+    assert "held-out combinations 55.0% (35x chance), seen 90.0%, chance 1.6%" in out.output
+    assert "oxford_pets" in out.output and "61.0" in out.output and "57.0" in out.output

@@ -80,7 +80,7 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 )
 
 RENDER_SCALE = 2  # shapes are drawn at 2x and downsampled (cheap anti-aliasing)
-WORLD_VERSION = 2  # bump when rendering changes, so cached builds are rebuilt
+WORLD_VERSION = 3  # bump when rendering changes, so cached builds are rebuilt
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class Style:
         squash: Maximum fraction by which one axis of the shape is shrunk (viewpoint change).
         scale: Range of a multiplier on the shape's radius.
         clutter: Number of distractors (grey shapes and coloured lines) drawn behind the object.
+        occluders: Number of thick lines of random colours drawn over the object.
         blur: Gaussian blur radius in output pixels.
         motion_blur: Length in output pixels of a horizontal box blur (0 = none; 3 or 5).
         noise: Standard deviation of additive Gaussian pixel noise (0..255 scale).
@@ -113,6 +114,7 @@ class Style:
     squash: float = 0.0
     scale: tuple[float, float] = (1.0, 1.0)
     clutter: int = 0
+    occluders: int = 0
     blur: float = 0.0
     motion_blur: int = 0
     noise: float = 6.0
@@ -271,6 +273,11 @@ def render(scene: Scene, style: Style, rng: np.random.Generator, image_size: int
         img.paste(Image.fromarray(layer, "RGB"), mask=mask)
     else:
         img.paste(colour_t, mask=mask)
+    if style.occluders:
+        draw = ImageDraw.Draw(img)
+        for _ in range(style.occluders):
+            x0, y0, x1, y1 = (cx, cy, cx, cy) + rng.uniform(-0.45, 0.45, 4) * n
+            draw.line([(x0, y0), (x1, y1)], fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=max(2, n // 14))
 
     img = img.reduce(RENDER_SCALE)
     if style.blur > 0:
@@ -408,7 +415,7 @@ class ToyDatasetSpec:
 
 TOY_DATASETS: dict[str, ToyDatasetSpec] = {
     "imagenet": ToyDatasetSpec("imagenet", Style("noise+clutter", blur=0.6, noise=30.0, clutter=4)),
-    "caltech101": ToyDatasetSpec("caltech101", Style("clutter", systematic=False, clutter=8, rotation_deg=25.0)),
+    "caltech101": ToyDatasetSpec("caltech101", Style("clutter", systematic=False, clutter=8, occluders=3, rotation_deg=25.0)),
     "oxford_pets": ToyDatasetSpec("oxford_pets", Style("noise", blur=0.8, noise=35.0)),
     "stanford_cars": ToyDatasetSpec("stanford_cars", Style("viewpoint", systematic=False, rotation_deg=45.0, squash=0.55, scale=(0.75, 1.1))),
     "oxford_flowers": ToyDatasetSpec("oxford_flowers", Style("backgrounds", systematic=False, background="random")),
@@ -416,7 +423,7 @@ TOY_DATASETS: dict[str, ToyDatasetSpec] = {
     "fgvc_aircraft": ToyDatasetSpec("fgvc_aircraft", Style("tiny+blur", scale=(0.5, 0.65), blur=0.7, noise=15.0)),
     "sun397": ToyDatasetSpec("sun397", Style("scenes", systematic=False, background="gradient", clutter=3)),
     "dtd": ToyDatasetSpec("dtd", Style("stripes", fill="stripes", noise=15.0)),
-    "eurosat": ToyDatasetSpec("eurosat", Style("colour-cast", colour_cast=(30.0, 8.0, -30.0), contrast=0.75, noise=12.0)),
+    "eurosat": ToyDatasetSpec("eurosat", Style("colour-cast", colour_cast=(18.0, 6.0, -18.0), contrast=0.85, noise=12.0)),
     "ucf101": ToyDatasetSpec("ucf101", Style("motion-blur", motion_blur=5, noise=30.0), underscore_names=True),
 }
 
