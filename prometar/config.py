@@ -114,6 +114,8 @@ class PromptConfig:
     vision_tokens: int = field(default=4, metadata=_doc("prompt tokens per prompted vision block"))
     vision_depth: int = field(default=9, metadata=_doc(
         "number of prompted vision blocks; 0 = none"))
+    deep_depth: int = field(default=9, metadata=_doc(
+        "depth the methods with deep prompts (ivlp, vpt, prometar) give their prompted towers"))
     text_init: str | None = field(default="a photo of a", metadata=_doc(
         "text whose token embeddings initialise the block-0 text prompt; null = normal(0, 0.02)"))
     truncate_text: bool = field(default=True, metadata=_doc(
@@ -741,7 +743,8 @@ def resolve_config(preset: str | os.PathLike = "official", overrides: Mapping[st
     """Compose and validate a run config: preset → method settings → explicit overrides.
 
     The method is ``overrides["method"]`` if given, else the preset's. Its settings
-    (``prometar.methods.get_method(name).settings``: prompt depths and training scheme) are
+    (``prometar.methods.get_method(name).settings(prompts.deep_depth)``: prompt depths and
+    training scheme) are
     written over the preset; then every explicit override is applied, so an explicit override of
     a key the method also sets wins.
 
@@ -759,8 +762,11 @@ def resolve_config(preset: str | os.PathLike = "official", overrides: Mapping[st
     method = overrides.get("method", d.get("method", "prometar"))
     if not isinstance(method, str):
         raise ConfigError("method", f"got {method!r}, expected a method name", source="<overrides>")
+    deep_depth = overrides.get("prompts.deep_depth", (d.get("prompts") or {}).get("deep_depth", 9))
+    if isinstance(deep_depth, bool) or not isinstance(deep_depth, int) or deep_depth < 1:
+        raise ConfigError("prompts.deep_depth", f"got {deep_depth!r}, expected an integer >= 1", source=src)
     try:
-        settings = _methods.get_method(method).settings
+        settings = _methods.get_method(method).settings(deep_depth)
     except KeyError as exc:
         raise ConfigError("method", exc.args[0], source="<overrides>") from None
     d = apply_overrides(d, {"method": method, **settings}, source=f"<method {method}>")

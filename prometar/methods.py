@@ -24,11 +24,14 @@ __all__ = ["Method", "get_method", "list_methods"]
 PromptDesign = Literal["none", "coop", "vpt", "ivlp"]
 Scheme = Literal["zeroshot", "plain", "regularized", "prometar"]
 
-_DESIGNS: dict[str, dict[str, Any]] = {
+# Prompt depth per tower for each design: an int, or DEEP = the run config's
+# ``prompts.deep_depth`` (9 in the paper; a 3-block toy CLIP needs less).
+DEEP = "deep"
+_DESIGNS: dict[str, dict[str, int | str]] = {
     "none": {"prompts.text_depth": 0, "prompts.vision_depth": 0},
     "coop": {"prompts.text_depth": 1, "prompts.vision_depth": 0},
-    "vpt": {"prompts.text_depth": 0, "prompts.vision_depth": 9},
-    "ivlp": {"prompts.text_depth": 9, "prompts.vision_depth": 9},
+    "vpt": {"prompts.text_depth": 0, "prompts.vision_depth": DEEP},
+    "ivlp": {"prompts.text_depth": DEEP, "prompts.vision_depth": DEEP},
 }
 
 _SCHEMES: dict[str, dict[str, Any]] = {
@@ -55,10 +58,14 @@ class Method:
     scheme: Scheme
     description: str
 
-    @property
-    def settings(self) -> dict[str, Any]:
-        """Dotted run-config settings the method implies (prompt depths, scheme switches)."""
-        return {**_DESIGNS[self.design], **_SCHEMES[self.scheme]}
+    def settings(self, deep_depth: int = 9) -> dict[str, Any]:
+        """Dotted run-config settings the method implies (prompt depths, scheme switches).
+
+        Args:
+            deep_depth: Depth of the design's deep prompts (``prompts.deep_depth``).
+        """
+        depths = {key: deep_depth if value == DEEP else value for key, value in _DESIGNS[self.design].items()}
+        return {**depths, **_SCHEMES[self.scheme]}
 
     @property
     def trains(self) -> bool:

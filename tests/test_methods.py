@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prometar.config import resolve_config
+from prometar.config import ConfigError, resolve_config
 from prometar.methods import get_method, list_methods
 
 
@@ -54,3 +54,19 @@ def test_method_settings_apply_over_any_preset_and_overrides_win():
     assert fixed.prompts.text_depth == 0 and fixed.gate_optim.step_scheduler
     deeper = resolved("vpt", **{"prompts.vision_depth": 5})
     assert deeper.prompts.vision_depth == 5
+
+
+def test_deep_depth_sets_the_depth_of_deep_designs_and_leaves_others_alone():
+    # A 3-block toy CLIP runs every method of one sweep with a single override.
+    shallow = {"prompts.deep_depth": 3}
+    assert (resolved("ivlp", **shallow).prompts.text_depth, resolved("ivlp", **shallow).prompts.vision_depth) == (3, 3)
+    assert resolved("prometar_vpt", **shallow).prompts.vision_depth == 3
+    assert resolved("prometar_vpt", **shallow).prompts.text_depth == 0
+    assert resolved("coop", **shallow).prompts.text_depth == 1
+    zero = resolved("zeroshot", **shallow)
+    assert (zero.prompts.text_depth, zero.prompts.vision_depth) == (0, 0)
+
+
+def test_deep_depth_must_be_a_positive_integer():
+    with pytest.raises(ConfigError, match="prompts.deep_depth"):
+        resolved("ivlp", **{"prompts.deep_depth": 0})
