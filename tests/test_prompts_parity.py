@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from parity_clip import (
+from parity_model import (
     build_parity_model,
+    build_state_dict,
     load_reference,
     parity_batch,
-    parity_state_dict,
-    reference_prompt_name,
-    reference_prompt_order,
+    prompt_draw_order,
+    published_prompt_name,
     state_dict_sha256,
-    teacher_templates,
 )
 
 from prometar.prompts import PromptedCLIP
+from prometar.teacher import load_templates
 
 pytestmark = pytest.mark.parity
 
@@ -38,28 +38,27 @@ def reference() -> dict:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> PromptedCLIP:
-    return build_parity_model(Path(tmp_path_factory.mktemp("parity")))
+    return build_parity_model(Path(tmp_path_factory.mktemp("parity")) / "parity_tiny_openai.pt",
+                              openai_metadata=True)
 
 
 def test_recipe_weights_match_the_reference_checksum(reference, model: PromptedCLIP):
     expected = reference["runs"]["official_lr"]["state_dict_sha256"]
-    assert state_dict_sha256(parity_state_dict()) == expected
+    assert state_dict_sha256(build_state_dict()) == expected
     # ... and they arrive in the model unchanged (fp32, no fp16 round trip on loading).
     assert state_dict_sha256(model.clip.state_dict()) == expected
 
 
 def test_prompts_and_batch_are_the_reference_inputs(reference, model: PromptedCLIP):
     run = reference["runs"]["official_lr"]
-    assert len(model.prompt_parameters("text")) + len(model.prompt_parameters("vision")) == len(
-        run["prompt_names"]
-    )
-    for tower, block in reference_prompt_order():
-        prompts = model.text_prompts if tower == "text" else model.vision_prompts
-        name = reference_prompt_name(tower, block)
-        assert list(prompts.blocks[block].shape) == run["prompt_shapes"][name]
+    prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
+    assert len(prompts) == len(run["prompt_names"])
+    for name in prompt_draw_order():
+        published = published_prompt_name(name)
+        assert list(prompts[name].shape) == run["prompt_shapes"][published]
         torch.testing.assert_close(
-            prompts.blocks[block].detach().flatten()[:5],
-            torch.tensor(run["init_prompt_first5"][name]),
+            prompts[name].detach().flatten()[:5],
+            torch.tensor(run["init_prompt_first5"][published]),
             rtol=0,
             atol=0,
         )
@@ -76,7 +75,7 @@ def phase_a(reference, model: PromptedCLIP) -> dict[str, torch.Tensor]:
         image_features, text_features = model(images, model.tokenize_classnames(classnames))
         teacher = torch.stack(
             [
-                model.encode_plain_text([t.format(name) for t in teacher_templates()]).mean(dim=0)
+                model.encode_plain_text([t.format(name) for t in load_templates()]).mean(dim=0)
                 for name in classnames
             ]
         )  # [C, E] raw mean over the 60 templates
