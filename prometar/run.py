@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from prometar.backbone import load_clip
+from prometar.backends import configure_backends
 from prometar.config import ConfigError, RunConfig
 from prometar.data import (
     DataError,
@@ -215,6 +216,7 @@ def run(
     data_root = Path(data_root).expanduser().resolve()
     output_dir = Path(output_dir).expanduser().resolve()
     torch_device = resolve_device(device if device is not None else config.backbone.device)
+    configure_backends(torch_device)  # TF32 for what stays fp32 outside autocast; nothing on CPU
     autocast_dtype = _autocast_dtype(config.backbone.precision, torch_device)
     scheme = config.scheme
 
