@@ -1,4 +1,4 @@
-"""Benchmark: one training step per method — wall time and peak memory (algorithm.md §4, §5).
+"""Benchmark: one training step per method — time and peak memory (algorithm.md §4, §5).
 
 Methods: ``ivlp`` (IVLP, plain CE), ``ivlp_reg`` (IVLP + both regularisers, one backward) and
 ``prometar`` (phase A with separate gradients and the gate, phase B second order). Backbones:
@@ -37,8 +37,11 @@ TARGET_PROMETAR_S, TARGET_PROMETAR_GIB, TARGET_RATIO = 29.0, 8.8, 4.0
 PUBLISHED = {"ivlp": (9.45, 4.6), "prometar": (57.8, 17.6)}
 
 
-def build(backbone_key: str, method: str, classes: int, batch: int):
-    """The training step, batch and virtual task of one (backbone, method)."""
+def build(backbone_key: str, method: str, classes: int, batch: int, device: str = "cpu"):
+    """The training step, batch and virtual task of one (backbone, method) on ``device``.
+
+    On CUDA the step runs under bf16 autocast around fp32 weights (the official recipe on GPU).
+    """
     import torch
 
     from prometar.backbone import load_clip
@@ -47,7 +50,7 @@ def build(backbone_key: str, method: str, classes: int, batch: int):
     from prometar.steps import build_training_step
 
     torch.manual_seed(0)
-    backbone = load_clip(BACKBONES[backbone_key], None)
+    backbone = load_clip(BACKBONES[backbone_key], None, device=device)
     clip = backbone.model
     text_depth = min(9, len(clip.transformer.resblocks))
     vision_depth = min(9, len(clip.visual.transformer.resblocks))
@@ -55,19 +58,20 @@ def build(backbone_key: str, method: str, classes: int, batch: int):
     names = CLASSNAMES.read_text().split()[:classes]
     class_tokens = model.tokenize_classnames(names)  # [C, L]
     embed_dim = clip.text_projection.shape[1]
-    teacher_text = torch.randn(len(names), embed_dim)  # [C, E]; values do not change the cost
+    teacher_text = torch.randn(len(names), embed_dim, device=device)  # [C, E]; values do not change the cost
     prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
     optimizer = torch.optim.SGD(list(prompts.values()), lr=0.0025, momentum=0.9, weight_decay=5e-4)
     scheme = METHODS[method]
     gate = gate_optimizer = None
     if scheme == "prometar":
-        gate = GateNetwork({name: tuple(t.shape) for name, t in prompts.items()}, reduction=8)
+        gate = GateNetwork({name: tuple(t.shape) for name, t in prompts.items()}, reduction=8).to(device)
         gate_optimizer = torch.optim.SGD(gate.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
     step = build_training_step(scheme, model, optimizer, class_tokens=class_tokens, teacher_text=teacher_text,
-                               text_weight=50.0, image_weight=20.0, gate=gate, gate_optimizer=gate_optimizer)
+                               text_weight=50.0, image_weight=20.0, gate=gate, gate_optimizer=gate_optimizer,
+                               autocast_dtype=torch.bfloat16 if torch.device(device).type == "cuda" else None)
     size = backbone.image_size
-    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))  # [B, 3, S, S]
-    labels = torch.arange(batch) % len(names)  # distinct labels
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)  # [B, 3, S, S]
+    labels = (torch.arange(batch) % len(names)).to(device)  # distinct labels
     task = None
     if scheme == "prometar":
         task = VirtualTask(query=(0,), support=tuple(range(1, batch)), lam=(0.3,), partners=(batch - 1,))
@@ -118,8 +122,6 @@ def profile_step(step, images, labels, task) -> None:
     print(f"step {total:.2f} s; pieces in call order (nested calls inside _meta_step are listed first):")
     for name, seconds in pieces:
         print(f"  {name:<22} {seconds:8.2f} s")
-    if step.scheme == "prometar":
-        return
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step.step(images, labels, task)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
