@@ -46,6 +46,16 @@ class ProgressLine(tune.Callback):
         self.failed: set[str] = set()
         self.retries = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; a stream does not pickle.
+        state = dict(self.__dict__)
+        state["stream"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stream = self.stream or sys.stdout
+
     def line(self) -> str:
         """The current progress line."""
         done = self.done_before + len(self.finished)

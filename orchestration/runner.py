@@ -241,6 +241,48 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
 
 
 @contextmanager
+def _loopback() -> Iterator[None]:
+    """Keep a 127.0.0.1 node address as it is.
+
+    On Linux Ray swaps a loopback node address for the machine's routable one unless its cluster
+    mode is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read once at import); it is switched off
+    while Ray starts or connects, so a local instance never listens beyond this machine.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def start_local_ray(**kwargs: Any) -> Any:
+    """Start a local Ray instance in this process, every address on 127.0.0.1, no dashboard.
+
+    Args:
+        **kwargs: More ``ray.init`` arguments (``num_cpus``, ``runtime_env``, ...).
+    """
+    import ray
+
+    with _loopback():
+        return ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                        dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False, **kwargs)
+
+
+def join_ray(address: str) -> Any:
+    """Connect this process to a running Ray cluster (a loopback one as a loopback node)."""
+    import ray
+
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost"):
+        with _loopback():
+            return ray.init(address=address, _node_ip_address="127.0.0.1", log_to_driver=False)
+    return ray.init(address=address, log_to_driver=False)
+
+
+@contextmanager
 def _ray(address: str | None) -> Iterator[None]:
     """Start Ray (embedded default: local, 127.0.0.1, no dashboard) or join ``address``.
 
@@ -252,10 +294,9 @@ def _ray(address: str | None) -> Iterator[None]:
         yield
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        join_ray(address)
     else:
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                 dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
+        start_local_ray()
     try:
         yield
     finally:
@@ -476,5 +517,5 @@ def _render_tables(spec: SweepSpec, ledger: TrialLedger, output: Path, report: L
 
 __all__ = [
     "LaunchError", "LaunchOptions", "LaunchReport", "SweepStatus", "TrackingError", "describe_validation",
-    "launch", "sweep_status", "validate_sweep", "write_best_sweeps",
+    "join_ray", "launch", "start_local_ray", "sweep_status", "validate_sweep", "write_best_sweeps",
 ]

@@ -106,6 +106,9 @@ class TrialLedger:
         self._client: Any = None
         self._experiment_id: str | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None}  # Tune pickles callbacks; the client is remade
+
     @property
     def client(self) -> Any:
         """The MLflow client, made on first use (making one creates a missing SQLite store)."""
@@ -220,7 +223,6 @@ class MlflowTrialCallback(tune.Callback):
     def __init__(self, ledger: TrialLedger, parent_run_id: str, resolve: Callable[[Mapping[str, Any]], Trial],
                  sweep: str) -> None:
         self.ledger = ledger
-        self.client = ledger.client
         self.parent_run_id = parent_run_id
         self.resolve = resolve
         self.sweep = sweep
@@ -242,14 +244,14 @@ class MlflowTrialCallback(tune.Callback):
         tags = {**spec_trial.tags(self.sweep), PARENT_TAG: self.parent_run_id,
                 "prometar.version": prometar.__version__, "prometar.git_sha": self.sha,
                 "prometar.tune_trial_id": trial.trial_id}
-        run = self.client.create_run(exp, tags=tags, run_name=f"{spec_trial.dataset}-{spec_trial.method}-"
+        run = self.ledger.client.create_run(exp, tags=tags, run_name=f"{spec_trial.dataset}-{spec_trial.method}-"
                                                               f"s{spec_trial.seed}-{spec_trial.key}")
         run_id = run.info.run_id
         params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
                   for k, v in sorted(flatten(spec_trial.config).items())]
         params.append(Param("protocol_sweep", spec_trial.protocol))
         for i in range(0, len(params), PARAM_BATCH):
-            self.client.log_batch(run_id, params=params[i:i + PARAM_BATCH])
+            self.ledger.client.log_batch(run_id, params=params[i:i + PARAM_BATCH])
         self.runs[trial.trial_id] = run_id
         self.keys[trial.trial_id] = spec_trial.key
         return run_id
@@ -269,12 +271,12 @@ class MlflowTrialCallback(tune.Callback):
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(batch), 1000):
-            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+            self.ledger.client.log_batch(run_id, metrics=batch[i:i + 1000])
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
-        self.client.set_tag(run_id, "prometar.retries", str(trial.num_failures))
-        self.client.set_tag(run_id, "prometar.last_retry_error", _read_error(trial)[-MAX_TAG_LENGTH:])
+        self.ledger.client.set_tag(run_id, "prometar.retries", str(trial.num_failures))
+        self.ledger.client.set_tag(run_id, "prometar.last_retry_error", _read_error(trial)[-MAX_TAG_LENGTH:])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
@@ -283,23 +285,23 @@ class MlflowTrialCallback(tune.Callback):
             with tempfile.TemporaryDirectory(prefix="prometar-artifacts-") as tmp:
                 folder = Path(checkpoint.to_directory(tmp))
                 if (folder / "final.json").is_file():
-                    self.client.log_artifacts(run_id, str(folder))
+                    self.ledger.client.log_artifacts(run_id, str(folder))
         final = (trial.last_result or {}).get("prometar_event") == "final"
         if not final:
-            self.client.set_tag(run_id, "prometar.stopped_early", "1")
-        self.client.set_terminated(run_id, "FINISHED")
+            self.ledger.client.set_tag(run_id, "prometar.stopped_early", "1")
+        self.ledger.client.set_terminated(run_id, "FINISHED")
         self.outcomes[self.keys[trial.trial_id]] = "FINISHED"
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
         error = _read_error(trial)
-        self.client.set_tag(run_id, ERROR_TAG, error[-MAX_TAG_LENGTH:])
-        self.client.log_text(run_id, error, "error.txt")
-        self.client.set_terminated(run_id, "FAILED")
+        self.ledger.client.set_tag(run_id, ERROR_TAG, error[-MAX_TAG_LENGTH:])
+        self.ledger.client.log_text(run_id, error, "error.txt")
+        self.ledger.client.set_terminated(run_id, "FAILED")
         self.outcomes[self.keys[trial.trial_id]] = "FAILED"
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for trial_id, run_id in self.runs.items():
             if self.keys[trial_id] not in self.outcomes:
-                self.client.set_terminated(run_id, "KILLED")
+                self.ledger.client.set_terminated(run_id, "KILLED")
                 self.outcomes[self.keys[trial_id]] = "KILLED"
