@@ -1,0 +1,309 @@
+"""``prometar-sweep launch`` end to end: local Ray, SQLite MLflow, tiny CLIP on miniature datasets.
+
+One Ray instance (2 CPUs, 127.0.0.1, no dashboard, token auth disabled for the test) serves the
+module. The first launch (2 datasets × 2 seeds) is shared by the tests that read its ledger.
+Bad input is checked without Ray: exit 2, a message naming the file and key, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from orchestration.cli import main
+from orchestration.runner import LaunchOptions, launch, start_local_ray
+from orchestration.spec import load_sweep, plan_trials
+from orchestration.tracking import default_tracking_uri
+from orchestration.trainable import FAULT_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",
+             "optim.epochs": 2, "data.batch_size": 2, "data.num_workers": 0,
+             "prompts.text_depth": 1, "prompts.vision_depth": 1}
+DATASETS = ["caltech101", "eurosat"]
+
+
+def write_sweep(folder: Path, name: str, *, seeds: list[int], datasets: list[str] = DATASETS, **extra) -> Path:
+    data = {"name": name, "protocol": "base2new", "overrides": OVERRIDES,
+            "grid": {"method": ["ivlp"], "dataset": datasets, "seed": seeds, "shots": [2]},
+            "resources": {"default": {"cpu": 1}}, "max_failures": 1, **extra}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def child_runs(output: Path, experiment: str) -> list:
+    client = MlflowClient(default_tracking_uri(output))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+            if "prometar.trial_key" in r.data.tags]
+
+
+def peek_child_statuses(db: Path) -> list[str]:
+    """Child-run statuses read straight from SQLite, read-only: an MLflow client here would race
+    the launch that is still creating the store's tables."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            rows = connection.execute("SELECT runs.status FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+                                      "WHERE tags.key = 'prometar.trial_key'").fetchall()
+    except sqlite3.Error:
+        return []
+    return [status for (status,) in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: no Ray, nothing written
+
+
+BAD_SWEEPS = {
+    "unknown_key": ("name: x\ncolour: red\ngrid: {method: [ivlp], dataset: [eurosat]}\n", "colour"),
+    "wrong_type": ("max_failures: two\ngrid: {method: [ivlp], dataset: [eurosat]}\n", "max_failures"),
+    "unknown_dataset": ("grid: {method: [ivlp], dataset: [mnist]}\n", "grid.dataset[0]"),
+    "unknown_method": ("grid: {method: [clipper], dataset: [eurosat]}\n", "grid.method[0]"),
+    "empty_grid": ("grid: {}\n", "grid"),
+    "non_numeric_search": ("grid: {method: [prometar], dataset: [eurosat]}\n"
+                           "search: {space: {backbone.name: {uniform: [0, 1]}}}\n", "search.space.backbone.name"),
+    "yaml_syntax": ("grid:\n  method: [ivlp\n  dataset: [eurosat]\n", "line 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SWEEPS))
+def test_bad_sweep_exits_2_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    text, key = BAD_SWEEPS[case]
+    sweep = tmp_path / f"{case}.yaml"
+    sweep.write_text(text)
+    output = tmp_path / "out"
+    for verb in (["launch", str(sweep), "--output", str(output), "--data-root", str(tmp_path)],
+                 ["validate", str(sweep)], ["status", str(sweep), "--output", str(output)]):
+        result = CliRunner().invoke(main, verb)
+        assert result.exit_code == 2, result.output
+        assert str(sweep) in result.output and key in result.output
+    assert not output.exists()  # no MLflow store, experiment or run; no Ray storage
+
+
+def test_unreachable_tracking_uri_fails_before_any_trial(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "unreachable", seeds=[1])
+    output = tmp_path / "out"
+    start = time.monotonic()
+    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
+                                       str(data_root), "--tracking-uri", "http://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    assert "tracking URI http://127.0.0.1:9 is unreachable" in result.output
+    assert not (output / "ray").exists() and not (output / "trials").exists()
+    assert time.monotonic() - start < 60
+
+
+def test_missing_data_root_exits_2(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, "nodata", seeds=[1])
+    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(tmp_path / "out"),
+                                       "--data-root", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "nowhere" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "dry", seeds=[1, 2])
+    output = tmp_path / "out"
+    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
+                                       str(data_root), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "done 0 · to do 4 · total 4" in result.output
+    assert not output.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Real launches on a local Ray
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from prometar.data.miniature import write_miniatures
+
+    root = tmp_path_factory.mktemp("data")
+    write_miniatures(root, DATASETS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fault-injection file the Ray workers read (empty: no fault)."""
+    path = tmp_path_factory.mktemp("faults") / "faults.json"
+    path.write_text("{}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_address(faults: Path) -> Iterator[str]:
+    import ray
+
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
+    start_local_ray(num_cpus=2, num_gpus=0, runtime_env={"env_vars": {FAULT_ENV: str(faults), "HF_HUB_OFFLINE": "1"}})
+    try:
+        address = ray.get_runtime_context().gcs_address
+        assert address.startswith("127.0.0.1:")
+        yield address
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+@pytest.fixture(scope="module")
+def first_launch(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ray_address: str) -> dict:
+    folder = tmp_path_factory.mktemp("launch")
+    sweep = write_sweep(folder, "grid", seeds=[1, 2])
+    output = folder / "out"
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
+    return {"folder": folder, "sweep": sweep, "output": output, "report": report}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
+    report, output = first_launch["report"], first_launch["output"]
+    assert report.exit_code == 0 and report.finished == 4 and report.to_run == 4
+    runs = child_runs(output, "grid")
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {report.parent_run_id}
+    expected = {t.key: t for t in plan_trials(load_sweep(first_launch["sweep"]))}
+    assert {r.data.tags["prometar.trial_key"] for r in runs} == set(expected)
+    client = MlflowClient(default_tracking_uri(output))
+    parent = client.get_run(report.parent_run_id)
+    assert parent.data.tags["prometar.role"] == "launch" and parent.info.status == "FINISHED"
+    for run in runs:
+        trial = expected[run.data.tags["prometar.trial_key"]]
+        tags = run.data.tags
+        assert (tags["dataset"], tags["method"], tags["seed"], tags["shots"], tags["protocol"], tags["sweep"]) == (
+            trial.dataset, "ivlp", str(trial.seed), "2", "base2new", "grid")
+        assert tags["prometar.version"] and tags["prometar.git_sha"]
+        assert run.data.params["optim.epochs"] == "2" and run.data.params["backbone.name"] == "tiny-test"
+        for metric in ("base_acc", "new_acc", "hm"):
+            assert 0.0 <= run.data.metrics[metric] <= 100.0
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.json", "prompts.pt", "per_class.json", "environment.json", "final.json"} <= artifacts
+        local = first_launch["folder"] / run.info.run_id
+        local.mkdir(exist_ok=True)
+        environment = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json",
+                                                                str(local))).read_text())
+        assert environment["device"] == "cpu" and environment["packages"]["torch"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_relaunch_starts_nothing_and_status_counts(first_launch: dict, data_root: Path) -> None:
+    output = first_launch["output"]
+    before = {r.info.run_id for r in MlflowClient(default_tracking_uri(output)).search_runs(
+        [MlflowClient(default_tracking_uri(output)).get_experiment_by_name("grid").experiment_id])}
+    report = launch(first_launch["sweep"], LaunchOptions(data_root=data_root, output=output, tables=False))
+    assert report.to_run == 0 and report.done_before == 4 and report.parent_run_id is None
+    client = MlflowClient(default_tracking_uri(output))
+    after = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name("grid").experiment_id])}
+    assert after == before  # no parent, no child
+    result = CliRunner().invoke(main, ["status", str(first_launch["sweep"]), "--output", str(output)])
+    assert result.exit_code == 0 and "done 4 · failed 0 · running 0 · to do 0 · total 4" in result.output
+    result = CliRunner().invoke(main, ["launch", str(first_launch["sweep"]), "--output", str(output),
+                                       "--data-root", str(data_root), "--dry-run"])
+    assert "done 4 · to do 0 · total 4" in result.output
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_new_seed_runs_only_new_trials_and_survives_failures(first_launch: dict, data_root: Path,
+                                                              faults: Path, tmp_path: Path) -> None:
+    """Seed 3 is added: caltech101 fails once (retried from its epoch-1 checkpoint), eurosat always."""
+    from prometar.config import build_config
+    from prometar.run import run
+
+    output = first_launch["output"]
+    sweep = write_sweep(first_launch["folder"], "grid", seeds=[1, 2, 3])
+    new = {t.dataset: t for t in plan_trials(load_sweep(sweep)) if t.seed == 3}
+    faults.write_text(json.dumps({new["caltech101"].key: "once", new["eurosat"].key: "always"}))
+    try:
+        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
+    finally:
+        faults.write_text("{}")
+    assert report.to_run == 2 and report.done_before == 4
+    assert report.finished == 1 and report.failed == 1 and report.exit_code == 1
+
+    runs = child_runs(output, "grid")
+    by_key: dict[str, list] = {}
+    for r in runs:
+        by_key.setdefault(r.data.tags["prometar.trial_key"], []).append(r)
+    assert len(runs) == 6 and all(len(v) == 1 for v in by_key.values())
+    (retried,), (failed,) = by_key[new["caltech101"].key], by_key[new["eurosat"].key]
+    assert retried.info.status == "FINISHED" and retried.data.tags["prometar.retries"] == "1"
+    assert "injected failure" in retried.data.tags["prometar.last_retry_error"]
+    assert failed.info.status == "FAILED" and "injected failure" in failed.data.tags["prometar.error"]
+    client = MlflowClient(default_tracking_uri(output))
+    # resumed at epoch 2 from the epoch-1 checkpoint (epoch 1 is not trained twice)
+    assert [m.step for m in client.get_metric_history(retried.info.run_id, "loss")] == [1, 2]
+
+    # the same trial, undisturbed and without Ray: same final metrics, same prompts, same epoch-2 loss
+    torch.set_num_threads(1)
+    reference = run(build_config(new["caltech101"].config), data_root=data_root, output_dir=tmp_path / "ref",
+                    device="cpu")
+    for name, value in reference.metrics.items():
+        assert retried.data.metrics[name] == pytest.approx(value, abs=1e-9)
+    assert retried.data.metrics["loss"] == pytest.approx(reference.history[-1]["loss"], rel=1e-6)
+    prompts = torch.load(client.download_artifacts(retried.info.run_id, "prompts.pt", str(tmp_path)))
+    expected = torch.load(tmp_path / "ref" / "prompts.pt")
+    assert prompts.keys() == expected.keys()
+    for name in prompts:
+        torch.testing.assert_close(prompts[name], expected[name])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, ray_address: str) -> None:
+    sweep = write_sweep(tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"])
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "orchestration.cli", "launch", str(sweep), "--output", str(output),
+               "--data-root", str(data_root), "--address", ray_address, "--max-concurrent", "1"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            statuses = peek_child_statuses(output / "mlflow.db")
+            if "FINISHED" in statuses and "RUNNING" in statuses:
+                break
+            time.sleep(1)
+        assert process.poll() is None, "the launch ended before it could be killed"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    statuses = sorted(r.info.status for r in child_runs(output, "killed"))
+    assert statuses == ["FINISHED", "RUNNING"]
+
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
+    assert report.to_run == 1 and report.done_before == 1 and report.exit_code == 0
+    runs = child_runs(output, "killed")
+    finished = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
+    assert sorted(finished) == sorted(t.key for t in plan_trials(load_sweep(sweep)))  # each key once
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]
+    client = MlflowClient(default_tracking_uri(output))
+    parents = [r for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+               if r.data.tags.get("prometar.role") == "launch"]
+    assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
