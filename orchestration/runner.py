@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ray.tune.search.optuna import OptunaSearch
+
 from orchestration.spec import (
     SearchGroup,
     SweepSpec,
@@ -241,6 +243,21 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
 
 
 @contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
 def _loopback() -> Iterator[None]:
     """Keep a 127.0.0.1 node address as it is.
 
@@ -386,11 +403,21 @@ def _domain(kind: str, args: list[Any]) -> Any:
     return tune.choice(list(args))
 
 
-def _searcher(spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float]) -> Any:
-    from ray.tune.search.optuna import OptunaSearch
+class FinalMetricOptunaSearch(OptunaSearch):
+    """Optuna through Tune, fed only the results that carry the searched metric.
 
+    A searched trial reports per-epoch training metrics (with its checkpoints) before its final
+    ``val_*`` metrics; Tune's ``OptunaSearch`` would read the metric from every report.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.metric in result:
+            super().on_trial_result(trial_id, result)
+
+
+def _searcher(spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float]) -> Any:
     assert spec.search is not None
-    return OptunaSearch(metric=spec.search.metric, mode=spec.search.mode, seed=spec.search.seed,
+    return FinalMetricOptunaSearch(metric=spec.search.metric, mode=spec.search.mode, seed=spec.search.seed,
                         points_to_evaluate=points or None, evaluated_rewards=rewards or None)
 
 
@@ -411,8 +438,8 @@ def _launch_search(spec: SweepSpec, ledger: TrialLedger, output: Path, options: 
     assert spec.search is not None
     groups = plan_search_groups(spec)
     report = LaunchReport(spec.name, spec.trial_count, 0, 0)
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # val_* come with the last report
     with ExitStack() as stack:
+        stack.enter_context(_environment(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"))  # val_* come last
         for group in groups:
             prior = [] if options.force else ledger.finished_in_group(group.key)
             prior = [r for r in prior if spec.search.metric in r.data.metrics]

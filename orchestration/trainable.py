@@ -46,7 +46,7 @@ class TrialTable:
         if "trial_key" in config:
             return self.trials[config["trial_key"]]
         group = self.groups[config["group"]]
-        return group.resolve(dict(config.get("search", {})))
+        return group.resolve({k: v for k, v in config.items() if k != "group"})
 
 
 class InjectedFault(RuntimeError):
@@ -86,8 +86,8 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     """The Tune function trainable (bind the keyword arguments with ``tune.with_parameters``).
 
     Args:
-        config: ``{"trial_key": key}`` for a grid trial, ``{"group": key, "search": {...}}`` for a
-            searched one.
+        config: ``{"trial_key": key}`` for a grid trial; ``{"group": key, <dotted key>: value, ...}``
+            (the sampled values) for a searched one.
         table: The launch's trials and search groups.
         data_root: Absolute dataset root.
         output_root: Absolute output folder; the run writes under ``<output_root>/trials/<key>/``.

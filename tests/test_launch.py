@@ -307,3 +307,44 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
     parents = [r for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
                if r.data.tags.get("prometar.role") == "launch"]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(tmp_path: Path, data_root: Path,
+                                                                   ray_address: str) -> None:
+    search = {"metric": "val_hm", "mode": "max", "num_samples": 2, "seed": 3,
+              "space": {"optim.lr": {"loguniform": [0.001, 0.1]}}}
+    sweep = write_sweep(tmp_path, "search", seeds=[1], datasets=["eurosat"], search=search)
+    output, best_file = tmp_path / "out", tmp_path / "best.yaml"
+    out = tmp_path / "stdout.txt"
+    with out.open("w") as stream:
+        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False,
+                                             write_best=best_file), stream=stream)
+    assert report.exit_code == 0 and report.to_run == 2 and report.finished == 2
+    runs = child_runs(output, "search")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["protocol"] for r in runs} == {"search"}
+    assert len({r.data.tags["prometar.trial_key"] for r in runs}) == 2  # each sample is its own trial
+    assert len({r.data.tags["prometar.search_group"] for r in runs}) == 1
+    for run in runs:
+        assert run.data.params["protocol"] == "search"
+        assert 0.001 <= float(run.data.params["optim.lr"]) <= 0.1
+        assert {"val_base", "val_new", "val_hm"} <= set(run.data.metrics)
+        assert not {"base_acc", "new_acc", "hm"} & set(run.data.metrics)  # never test data or new classes
+    best_run = max(runs, key=lambda r: r.data.metrics["val_hm"])
+    assert report.best[0]["value"] == best_run.data.metrics["val_hm"]
+    assert "best ivlp/eurosat/2shots/seed1: val_hm=" in out.read_text()
+
+    best = load_sweep(best_file)  # a valid sweep for the real protocol, with the winner's values
+    assert best.protocol == "base2new" and best.search is None
+    (trial,) = plan_trials(best)
+    assert trial.config["optim"]["lr"] == pytest.approx(float(best_run.data.params["optim.lr"]))
+    assert trial.config["protocol"] == "base2new" and trial.dataset == "eurosat"
+
+    again = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream_null())
+    assert again.to_run == 0 and again.done_before == 2 and len(child_runs(output, "search")) == 2
+
+
+def stream_null():
+    return open(os.devnull, "w")  # noqa: SIM115 - closed with the process
