@@ -349,7 +349,7 @@ def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, Search
     report.parent_run_id = parent
     tracker = MlflowTrialCallback(ledger, parent, table.resolve, spec.name)
     trainable = tune.with_parameters(train_trial, table=table, data_root=str(Path(options.data_root).resolve()),
-                                     output_root=str(output), git_sha=git_sha())
+                                     output_root=str(output), git_sha=git_sha(), resume_local=not options.force)
     trainable = tune.with_resources(trainable, _resources_fn(spec, table))
 
     if search is None:

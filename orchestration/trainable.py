@@ -81,8 +81,14 @@ def _environment(device: str, git_sha: str) -> dict[str, Any]:
             "git_sha": git_sha}
 
 
+def latest_epoch_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoints/epoch_<k>`` an earlier (killed) launch left for this trial key."""
+    folders = [p for p in (output_dir / "checkpoints").glob("epoch_*") if p.is_dir() and p.name[6:].isdigit()]
+    return max(folders, key=lambda p: int(p.name[6:]), default=None)
+
+
 def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, output_root: str,
-                git_sha: str = "unknown") -> None:
+                git_sha: str = "unknown", resume_local: bool = True) -> None:
     """The Tune function trainable (bind the keyword arguments with ``tune.with_parameters``).
 
     Args:
@@ -92,6 +98,8 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
         data_root: Absolute dataset root.
         output_root: Absolute output folder; the run writes under ``<output_root>/trials/<key>/``.
         git_sha: The driver's code version, recorded in ``environment.json``.
+        resume_local: Without a Tune checkpoint (a new launch), continue from the newest epoch
+            checkpoint an earlier, killed launch left under the trial's folder (``--force``: no).
     """
     import torch
 
@@ -118,7 +126,18 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event, device=device)
+        from prometar.trainer import CheckpointError
+
+        earlier = latest_epoch_checkpoint(output_dir) if resume_local else None
+        try:
+            run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
+                resume_from=earlier, device=device)
+        except CheckpointError:  # left by other code or another config: start over
+            if earlier is None:
+                raise
+            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+            run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
+                device=device)
     else:
         with checkpoint.as_directory() as resume_dir:
             done = Path(resume_dir) / FINAL_FILE
