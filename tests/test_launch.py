@@ -118,14 +118,47 @@ def test_missing_data_root_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_dry_run_writes_nothing(tmp_path: Path, data_root: Path) -> None:
+def test_dry_run_and_status_write_nothing(tmp_path: Path, data_root: Path) -> None:
     sweep = write_sweep(tmp_path, "dry", seeds=[1, 2])
     output = tmp_path / "out"
     result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
-                                       str(data_root), "--dry-run"])
+                                       str(data_root), "--dry-run", "--set", "optim.lr=0.01"])
     assert result.exit_code == 0, result.output
     assert "done 0 · to do 4 · total 4" in result.output
+    result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
+    assert result.exit_code == 0 and "done 0 · failed 0 · running 0 · to do 4 · total 4" in result.output
     assert not output.exists()
+
+
+def test_bad_override_exits_2(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "override", seeds=[1])
+    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(tmp_path / "out"), "--data-root",
+                                       str(data_root), "--set", "optim.colour=1"])
+    assert result.exit_code == 2 and "optim.colour" in result.output and str(sweep) in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_progress_line_counts_and_eta() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from orchestration.progress import ProgressLine, format_duration
+
+    stream = io.StringIO()
+    progress = ProgressLine("demo", total=5, done_before=1, stream=stream)
+    a, b, c = (SimpleNamespace(trial_id=x) for x in "abc")
+    for trial in (a, b):
+        progress.on_trial_start(0, [], trial)
+    assert progress.line().startswith("[demo] done 1/5 · running 2 · failed 0 · to do 2 · ETA ?")
+    progress.on_trial_recover(0, [], b)
+    progress.on_trial_start(0, [], b)
+    progress.on_trial_complete(0, [], a)
+    progress.on_trial_error(0, [], b)
+    progress.on_trial_start(0, [], c)
+    line = progress.line()
+    assert line.startswith("[demo] done 2/5 · running 1 · failed 1 · to do 1 · retried 1 · ETA ")
+    assert "ETA ?" not in line and len(stream.getvalue().splitlines()) == 7
+    assert (format_duration(12), format_duration(250), format_duration(11100)) == ("12s", "4m10s", "3h05m")
 
 
 # --------------------------------------------------------------------------------------------
