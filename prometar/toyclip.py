@@ -26,12 +26,12 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from prometar.backbone import load_clip, load_model_config
 from prometar.data import toyworld
 from prometar.data.catalog import get_dataset
+from prometar.data.protocols import base_new_split
+from prometar.data.readers import read_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -357,34 +359,44 @@ def _load_images(paths: Sequence[Path]) -> np.ndarray:
 
 
 def evaluate_toy_datasets(model: open_clip.CLIP, tokenizer: Callable[[list[str]], torch.Tensor],
-                          written: dict[str, toyworld.WrittenDataset], mean: Sequence[float],
-                          std: Sequence[float]) -> dict[str, dict[str, float]]:
-    """Zero-shot base / new accuracy on each toy dataset's test split, from the files written.
+                          data_root: Path | str, keys: Sequence[str], *, seed: int, mean: Sequence[float],
+                          std: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Zero-shot base / new accuracy on toy datasets' test splits, read through the real readers.
 
-    Each half is classified among its own 8 classes with the dataset's single zero-shot template
-    (as the "CLIP" row of the benchmark tables), underscores in class names read as spaces.
+    The base/new cut is the benchmark's (``prometar.data.protocols.base_new_split``); each half is
+    classified among its own classes with the dataset's single zero-shot template (as the "CLIP"
+    row of the benchmark tables), underscores in class names read as spaces.
+
+    Args:
+        model: A CLIP model.
+        tokenizer: Its tokenizer.
+        data_root: Data root the toy datasets were written under.
+        keys: Toy dataset keys.
+        seed: World seed they were written with (gives the colour/shape of each class).
+        mean: Image normalisation mean.
+        std: Image normalisation standard deviation.
 
     Returns:
-        ``{key: {"base", "new", "colour_only_base", "colour_only_new", "shape_only_base",
-        "shape_only_new", "chance_base", "chance_new", "style", "systematic"}}``.
+        ``{key: {"style", "systematic", "base", "new", "colour_only_base", "colour_only_new",
+        "shape_only_base", "shape_only_new", "chance_base", "chance_new"}}``, accuracies in [0, 1].
     """
     device = next(model.parameters()).device
     report: dict[str, dict[str, Any]] = {}
-    for key, ds in written.items():
+    for key in keys:
+        style = toyworld.TOY_DATASETS[key].style
+        classes = toyworld.toy_dataset_classes(key, seed)
+        cut = base_new_split(read_dataset(key, data_root))
         template = get_dataset(key).template
-        row: dict[str, Any] = {"style": toyworld.TOY_DATASETS[key].style.name,
-                               "systematic": toyworld.TOY_DATASETS[key].style.systematic}
-        for half, is_base in (("base", True), ("new", False)):
-            classes = [c for c in ds.classes if c.is_base == is_base]
-            relabel = {c.label: i for i, c in enumerate(classes)}
-            items = [it for it in ds.splits["test"] if it.label in relabel]
-            x = to_tensor(_load_images([ds.image_root / it.path for it in items]), mean, std, device)
-            y = torch.tensor([relabel[it.label] for it in items])
-            prompts = [template.format(c.name.replace("_", " ")) for c in classes]
+        row: dict[str, Any] = {"style": style.name, "systematic": style.systematic}
+        for half, splits, labels in (("base", cut.base, cut.base_labels), ("new", cut.new, cut.new_labels)):
+            x = to_tensor(_load_images([it.path for it in splits.test]), mean, std, device)  # [N, 3, H, W]
+            y = torch.tensor([it.label for it in splits.test])
+            prompts = [template.format(name.replace("_", " ")) for name in splits.classnames]
+            half_classes = [classes[label] for label in labels]
             row[half] = zero_shot_accuracy(model, tokenizer, x, y, prompts)
-            row[f"colour_only_{half}"] = toyworld.single_attribute_baseline(classes, "colour")
-            row[f"shape_only_{half}"] = toyworld.single_attribute_baseline(classes, "shape")
-            row[f"chance_{half}"] = 1.0 / len(classes)
+            row[f"colour_only_{half}"] = toyworld.single_attribute_baseline(half_classes, "colour")
+            row[f"shape_only_{half}"] = toyworld.single_attribute_baseline(half_classes, "shape")
+            row[f"chance_{half}"] = 1.0 / len(half_classes)
         report[key] = row
     return report
 
@@ -438,8 +450,8 @@ def build_toy(output_dir: Path | str = DEFAULT_OUTPUT, *, seed: int = 0, budget_
         max_steps: Optional step budget for a bit-reproducible build.
         force: Rebuild even if a finished build with the same settings exists.
         device: Training and evaluation device.
-        writer_process: Write the toy datasets in a second process while the model trains
-            (same files either way; False keeps everything in this process).
+        writer_process: Write the toy datasets in a second process (a fresh interpreter) while
+            the model trains (same files either way; False keeps everything in this process).
         **overrides: Other ``ToySettings`` fields (e.g. ``n_pretrain``, ``test_per_class``).
 
     Returns:
@@ -475,29 +487,35 @@ def _build(output_dir: Path, settings: ToySettings, digest: str, device: torch.d
             stale.unlink()
 
     data_root = output_dir / DATA_DIR_NAME
-    write = functools.partial(toyworld.write_toy_datasets, data_root, seed=settings.seed, keys=settings.datasets,
-                              train_per_class=settings.train_per_class, val_per_class=settings.val_per_class,
-                              test_per_class=settings.test_per_class)
-    with contextlib.ExitStack() as stack:
-        if writer_process:  # the toy datasets are written on another core while the model trains
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")))
-            writing = pool.submit(write)
-        logger.info("toy build in %s: rendering %d pretraining images", output_dir, settings.n_pretrain)
-        world = toyworld.render_set(settings.n_pretrain, seed=settings.seed)
-        render_s = time.perf_counter() - started
-
+    write_args = {"data_root": str(data_root), "seed": settings.seed, "keys": list(settings.datasets),
+                  "train_per_class": settings.train_per_class, "val_per_class": settings.val_per_class,
+                  "test_per_class": settings.test_per_class}
+    # The toy datasets are written by a second process (on another core) while the model trains.
+    writer_log = output_dir / "writer.log"
+    writer = _start_writer(write_args, writer_log) if writer_process else None
+    logger.info("toy build in %s: rendering %d pretraining images", output_dir, settings.n_pretrain)
+    world = toyworld.render_set(settings.n_pretrain, seed=settings.seed)
+    render_s = time.perf_counter() - started
+    try:
         model = create_toy_clip(settings.seed)
         training = pretrain(model, world.images, world.captions, seed=settings.seed,
                             budget_s=max(settings.budget_s - render_s, 1.0), max_steps=settings.max_steps,
                             batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
                             warmup_steps=settings.warmup_steps, bf16=settings.bf16, device=device)
-        del world
-        checkpoint = output_dir / CHECKPOINT_NAME
-        tmp = checkpoint.with_name(checkpoint.name + f".tmp{os.getpid()}")
-        torch.save({"name": MODEL_NAME, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
-                   tmp)
-        os.replace(tmp, checkpoint)
-        written = writing.result() if writer_process else write()
+    except BaseException:
+        if writer is not None:
+            writer.kill()
+            writer.wait()
+        raise
+    del world
+    checkpoint = output_dir / CHECKPOINT_NAME
+    tmp = checkpoint.with_name(checkpoint.name + f".tmp{os.getpid()}")
+    torch.save({"name": MODEL_NAME, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+    os.replace(tmp, checkpoint)
+    if writer is None:
+        toyworld.write_toy_datasets(**write_args)
+    else:
+        _finish_writer(writer, data_root, writer_log)
 
     # Evaluate through the same loader every consumer uses, from the checkpoint on disk.
     backbone = load_clip(MODEL_NAME, str(checkpoint), device=device)
@@ -505,7 +523,8 @@ def _build(output_dir: Path, settings: ToySettings, digest: str, device: torch.d
     results: dict[str, Any] = {"steps": training["steps"], "train_seconds": round(training["seconds"], 1),
                                "final_loss": training["final_loss"], "render_seconds": round(render_s, 1)}
     results.update(_evaluate_combinations(clip, tokenizer, settings, backbone.mean, backbone.std, device))
-    results["datasets"] = evaluate_toy_datasets(clip, tokenizer, written, backbone.mean, backbone.std)
+    results["datasets"] = evaluate_toy_datasets(clip, tokenizer, data_root, settings.datasets, seed=settings.seed,
+                                                mean=backbone.mean, std=backbone.std)
     results["build_seconds"] = round(time.perf_counter() - started, 1)
 
     manifest = {"settings_hash": digest, "settings": dataclasses.asdict(settings), "model_name": MODEL_NAME,
@@ -516,6 +535,29 @@ def _build(output_dir: Path, settings: ToySettings, digest: str, device: torch.d
     logger.info("toy build done in %.0fs: held-out %.3f, seen %.3f, chance %.3f", results["build_seconds"],
                 results["heldout_acc"], results["seen_acc"], results["chance"])
     return manifest
+
+
+def _start_writer(write_args: dict[str, Any], log_path: Path) -> subprocess.Popen:
+    """Run ``toyworld.write_toy_datasets(**write_args)`` in a fresh interpreter, stderr to ``log_path``.
+
+    A plain subprocess (not multiprocessing) so that callers' scripts are never re-imported and no
+    torch threads are forked.
+    """
+    code = ("import json, sys; from prometar.data.toyworld import write_toy_datasets; "
+            "write_toy_datasets(**json.loads(sys.argv[1]))")
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-c", code, json.dumps(write_args)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _finish_writer(writer: subprocess.Popen, data_root: Path, log_path: Path) -> None:
+    writer.wait()
+    if writer.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").strip().splitlines()[-15:])
+        raise RuntimeError(f"writing the toy datasets under {data_root} failed (exit {writer.returncode}):\n{tail}")
 
 
 def _evaluate_combinations(model: open_clip.CLIP, tokenizer: Callable[[list[str]], torch.Tensor],

@@ -123,12 +123,13 @@ def test_cache_is_reused_and_a_half_written_build_is_rebuilt(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_reduced_build_learns_and_its_checkpoint_loads(tmp_path: Path) -> None:
     """A reduced toy world and toy CLIP, built within a minute, already read colours and shapes."""
-    build = toyclip.build_toy(tmp_path / "toy", seed=0, budget_s=25, n_pretrain=6000, batch_size=64, warmup_steps=5,
+    build = toyclip.build_toy(tmp_path / "toy", seed=0, budget_s=45, max_steps=60, n_pretrain=4000, batch_size=64,
+                              warmup_steps=5,
                               train_per_class=2, val_per_class=1, test_per_class=10, eval_per_combination=10,
                               datasets=("oxford_pets", "fgvc_aircraft", "imagenet"))
     r = build.results
     assert r["build_seconds"] < 60
-    assert r["steps"] > 10
+    assert r["steps"] > 10  # 60 unless the machine is so loaded that the budget cut it short
     assert r["chance"] == pytest.approx(1 / 64)
     assert r["seen_acc"] > 3 * r["chance"]
     assert set(r["datasets"]) == {"oxford_pets", "fgvc_aircraft", "imagenet"}
