@@ -125,6 +125,8 @@ class PromptedCLIP(nn.Module):
         truncate_text: Cut text sequences after the batch's last EOS (exact with a causal mask).
 
     Attributes:
+        sequence_first_blocks: Run each residual block sequence-first inside (``_run_block``);
+            same results up to float rounding, faster on CPU. False = open_clip's batch-first path.
         clip: The frozen open_clip CLIP (kept in eval mode).
         text_prompts: The text tower's ``DeepPrompts``, or None.
         vision_prompts: The vision tower's ``DeepPrompts``, or None.
@@ -153,6 +155,7 @@ class PromptedCLIP(nn.Module):
         if self._pool_type == "eos":
             self._eos_token_id = clip.text_eos_id
         self.truncate_text = bool(truncate_text) and clip.attn_mask is not None
+        self.sequence_first_blocks = True
         if truncate_text and clip.attn_mask is None:
             logger.info("text tower has no causal mask: text sequences are not truncated")
 
@@ -266,7 +269,7 @@ class PromptedCLIP(nn.Module):
         for index, block in enumerate(clip.transformer.resblocks):
             if 1 <= index < len(prompts):
                 x = self._replace_text_prompt(x, prompts[index], n_tokens)
-            x = block(x, attn_mask=mask)
+            x = self._run_block(block, x, mask)
         x = clip.ln_final(x)
         pooled = x[torch.arange(count, device=x.device), eos]  # [C, width]
         projection = clip.text_projection
@@ -275,6 +278,27 @@ class PromptedCLIP(nn.Module):
         if isinstance(projection, nn.Linear):
             return projection(pooled)
         return pooled @ projection  # [C, embed_dim]
+
+    def _run_block(self, block: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """One residual block on batch-first ``x`` ``[N, L, width]``, run sequence-first inside.
+
+        With batch-first input, ``nn.MultiheadAttention`` transposes to ``[L, N, width]`` itself and
+        its input projection then multiplies a non-contiguous tensor, which torch computes as L small
+        products against the broadcast weight (~5x slower on CPU, also in the second-order meta
+        step). Handing the block ``[L, N, width]`` with the attention's ``batch_first`` off for the
+        call (open_clip's own ``batch_first=False`` layout) computes the same thing with plain
+        matrix products; results differ by float rounding only (``tests/test_fast_path.py``).
+        ``sequence_first_blocks = False`` runs the blocks as open_clip's batch-first forward does.
+        """
+        attention = getattr(block, "attn", None)
+        if not (self.sequence_first_blocks and isinstance(attention, nn.MultiheadAttention)
+                and attention.batch_first):
+            return block(x, attn_mask=attn_mask)
+        attention.batch_first = False
+        try:
+            return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)  # [L, N, w] in, [N, L, w] out
+        finally:
+            attention.batch_first = True
 
     @staticmethod
     def _replace_text_prompt(x: Tensor, prompt: Tensor, n_tokens: int) -> Tensor:
@@ -312,7 +336,7 @@ class PromptedCLIP(nn.Module):
             if 1 <= index < len(prompts):
                 deep = prompts[index].to(x.dtype).unsqueeze(0).expand(batch, -1, -1)  # [B, n_tokens, width]
                 x = torch.cat([x[:, :-n_tokens], deep], dim=1)  # [B, 1 + grid*grid + n_tokens, width]
-            x = block(x)
+            x = self._run_block(block, x)
         pooled = visual.ln_post(x[:, 0])  # [B, width]
         if visual.proj is None:
             return pooled

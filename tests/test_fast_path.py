@@ -37,10 +37,11 @@ def backbone():
     return load_clip("tiny-test")
 
 
-def build(backbone, *, truncate_text: bool = True, seed: int = 0):
+def build(backbone, *, truncate_text: bool = True, sequence_first: bool = True, seed: int = 0):
     """A prompted model, its gate, SGD optimisers as in the official run, a teacher and a batch."""
     torch.manual_seed(seed)
     model = PromptedCLIP(backbone, text_depth=3, vision_depth=3, truncate_text=truncate_text)
+    model.sequence_first_blocks = sequence_first
     prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
     gate = GateNetwork({name: tuple(t.shape) for name, t in prompts.items()}, reduction=8)
     prompt_optimizer = torch.optim.SGD(list(prompts.values()), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -64,7 +65,8 @@ def reference_step(model, prompts, gate, prompt_optimizer, gate_optimizer, teach
 
     the image teacher is re-encoded for the support images in phase B, the phase-A gate is
     evaluated with autograd on (its output then detached), every gradient is a separate
-    ``torch.autograd.grad`` call, and the model given is built with ``truncate_text=False``.
+    ``torch.autograd.grad`` call, query and partner images are encoded separately, and the model
+    given is built with ``truncate_text=False`` and ``sequence_first_blocks=False``.
     """
     tokens = model.tokenize_classnames(CLASSNAMES)
     names = list(prompts)
@@ -127,7 +129,7 @@ def reference_step(model, prompts, gate, prompt_optimizer, gate_optimizer, teach
 
 def test_fast_step_equals_the_plain_reference_computation(backbone):
     fast = build(backbone, truncate_text=True)
-    reference = build(backbone, truncate_text=False)
+    reference = build(backbone, truncate_text=False, sequence_first=False)
     step = fast_step(fast[0], fast[2], fast[3], fast[4], fast[5])
     for _ in range(3):  # optimiser momentum carried over: the states must stay equal too
         got = step.step(fast[6], fast[7], TASK)
@@ -153,14 +155,46 @@ def test_truncation_does_not_change_a_training_step(backbone):
         torch.testing.assert_close(cut_prompts[name], full_prompts[name], rtol=1e-5, atol=2e-6)
 
 
+def test_sequence_first_blocks_give_the_same_features_and_restore_the_attention(backbone):
+    model = PromptedCLIP(backbone, text_depth=3, vision_depth=3)
+    assert model.sequence_first_blocks
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    tokens = model.tokenize_classnames(CLASSNAMES)
+    fast = model(images, tokens)
+    model.sequence_first_blocks = False
+    plain = model(images, tokens)
+    for got, want in zip(fast, plain, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    attentions = [block.attn for tower in (model.clip.transformer, model.clip.visual.transformer)
+                  for block in tower.resblocks]
+    assert all(attention.batch_first for attention in attentions)
+    model.sequence_first_blocks = True
+    with pytest.raises(RuntimeError):
+        model.encode_image(torch.randn(2, 3, 31, 31))  # wrong size: fails inside the blocks
+    assert all(attention.batch_first for attention in attentions)
+
+
+def test_sequence_first_blocks_do_not_change_a_training_step(backbone):
+    results = []
+    for sequence_first in (True, False):
+        model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels = build(
+            backbone, sequence_first=sequence_first)
+        metrics = fast_step(model, gate, prompt_optimizer, gate_optimizer, teacher).step(images, labels, TASK)
+        results.append((metrics, {name: p.detach().clone() for name, p in prompts.items()}))
+    (fast, fast_prompts), (plain, plain_prompts) = results
+    assert fast == pytest.approx(plain, rel=1e-5, abs=1e-7)
+    for name in fast_prompts:
+        torch.testing.assert_close(fast_prompts[name], plain_prompts[name], rtol=1e-5, atol=2e-6)
+
+
 def test_truncation_is_on_by_default_and_cuts_the_sequence(backbone):
     assert resolve_config("official", {"data.dataset": "eurosat"}).prompts.truncate_text is True
     model = PromptedCLIP(backbone, text_depth=3, vision_depth=3)
     assert model.truncate_text
     tokens = model.tokenize_classnames(CLASSNAMES)  # [C, 77]
     seen = []
-    handle = model.clip.transformer.resblocks[0].register_forward_pre_hook(
-        lambda module, args: seen.append(args[0].shape[1]))
+    handle = model.clip.token_embedding.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].shape[1]))  # the token ids the tower embeds
     try:
         model.encode_text(tokens)
     finally:

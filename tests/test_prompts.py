@@ -227,6 +227,8 @@ def test_deep_prompts_are_replaced_before_their_block(model: PromptedCLIP, image
     finally:
         for hook in hooks:
             hook.remove()
+    if model.sequence_first_blocks:  # blocks take [L, N, width] (PromptedCLIP._run_block)
+        vision_inputs, text_inputs = [x.transpose(0, 1) for x in vision_inputs], [x.transpose(0, 1) for x in text_inputs]
     vision_prompt = model.vision_prompts.blocks[1].detach()
     assert vision_inputs[0].shape == (3, 1 + 16 + 4, 32)  # CLS + 4x4 patches + 4 prompts
     assert torch.equal(vision_inputs[0][:, -4:], vision_prompt.expand(3, -1, -1))
@@ -238,8 +240,9 @@ def test_truncated_text_is_exact_and_shorter(backbone: Backbone, model: Prompted
     tokens = model.tokenize_classnames(CLASSNAMES)
     lengths = []
     hook = model.clip.transformer.resblocks[0].register_forward_pre_hook(
-        lambda module, args, kwargs: lengths.append(args[0].shape[1]), with_kwargs=True
-    )
+        lambda module, args, kwargs: lengths.append(args[0].shape[0 if model.sequence_first_blocks else 1]),
+        with_kwargs=True,
+    )  # blocks take [L, N, width] when run sequence-first (PromptedCLIP._run_block)
     full = PromptedCLIP(backbone, text_depth=3, vision_depth=2, truncate_text=False)
     full.load_state_dict(model.state_dict())
     try:
