@@ -37,7 +37,8 @@ TARGET_PROMETAR_S, TARGET_PROMETAR_GIB, TARGET_RATIO = 29.0, 8.8, 4.0
 PUBLISHED = {"ivlp": (9.45, 4.6), "prometar": (57.8, 17.6)}
 
 
-def build(backbone_key: str, method: str, classes: int, batch: int, device: str = "cpu"):
+def build(backbone_key: str, method: str, classes: int, batch: int, device: str = "cpu",
+          sequence_first_blocks: bool = True):
     """The training step, batch and virtual task of one (backbone, method) on ``device``.
 
     On CUDA the step runs under bf16 autocast around fp32 weights (the official recipe on GPU).
@@ -55,6 +56,7 @@ def build(backbone_key: str, method: str, classes: int, batch: int, device: str 
     text_depth = min(9, len(clip.transformer.resblocks))
     vision_depth = min(9, len(clip.visual.transformer.resblocks))
     model = PromptedCLIP(backbone, text_depth=text_depth, vision_depth=vision_depth)
+    model.sequence_first_blocks = sequence_first_blocks
     names = CLASSNAMES.read_text().split()[:classes]
     class_tokens = model.tokenize_classnames(names)  # [C, L]
     embed_dim = clip.text_projection.shape[1]
@@ -83,7 +85,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    step, images, labels, task = build(args.backbones[0], args.methods[0], args.classes, args.batch)
+    step, images, labels, task = build(args.backbones[0], args.methods[0], args.classes, args.batch,
+                                       sequence_first_blocks=not args.batch_first_blocks)
     model_gib = report.peak_rss_gib()
     if args.profile:
         profile_step(step, images, labels, task)
@@ -131,6 +134,8 @@ def run_child(backbone: str, method: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--child", "--backbones", backbone, "--methods", method,
                "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
                "--classes", str(args.classes), "--batch", str(args.batch)]
+    if args.batch_first_blocks:
+        command.append("--batch-first-blocks")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{backbone}/{method} failed:\n{done.stderr[-3000:]}")
@@ -147,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", type=int, default=50)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
+    parser.add_argument("--batch-first-blocks", action="store_true",
+                        help="PromptedCLIP.sequence_first_blocks = False (the path before the fast path)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child or args.profile:
@@ -177,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
                  "average); ÷ IVLP uses CPU times measured back to back")
     report.print_block(
         "Training step per method",
-        f"batch {args.batch}, {args.classes} classes, fp32, {args.threads} thread(s), median of "
+        f"batch {args.batch}, {args.classes} classes, fp32, {args.threads} thread(s), "
+        f"{'batch-first blocks (sequence_first_blocks off), ' if args.batch_first_blocks else ''}median of "
         f"{args.repeats} after {args.warmup} warm-up, one fresh process per row",
         ("backbone", "method", "step (CPU, median)", "wall (median)", "peak RSS", "RSS before step",
          "÷ IVLP", "published"), rows, notes)
