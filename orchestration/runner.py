@@ -226,7 +226,9 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
         print(f"[{spec.name}] closed {closed} run(s) a previous launch left RUNNING as KILLED", file=out)
 
     if spec.search:
-        report = _launch_search(spec, ledger, output, options, out)
+        report = LaunchReport(spec.name, spec.trial_count, 0, 0)
+        with _closing_parent(ledger, report):
+            _launch_search(spec, ledger, output, options, out, report)
     else:
         statuses = {} if options.force else ledger.statuses()
         todo = [t for t in trials if "FINISHED" not in statuses.get(t.key, set())]
@@ -236,10 +238,21 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
         else:
             print(f"[{spec.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
                   file=out)
-            with _ray(options.address):
+            with _closing_parent(ledger, report), _ray(options.address):
                 _fan_out(spec, {t.key: t for t in todo}, {}, ledger, report, output, options, out)
     _finish(spec, ledger, output, report, options, out)
     return report
+
+
+@contextmanager
+def _closing_parent(ledger: TrialLedger, report: LaunchReport) -> Iterator[None]:
+    """If the fan-out itself breaks (Ray lost, interrupted), the launch's parent run ends FAILED."""
+    try:
+        yield
+    except BaseException:
+        if report.parent_run_id:
+            ledger.end_run(report.parent_run_id, "FAILED")
+        raise
 
 
 @contextmanager
@@ -434,10 +447,10 @@ def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
 
 
 def _launch_search(spec: SweepSpec, ledger: TrialLedger, output: Path, options: LaunchOptions,
-                   out: IO[str]) -> LaunchReport:
+                   out: IO[str], report: LaunchReport) -> None:
+    """One Optuna search per group, resumed from the group's FINISHED samples; then the best."""
     assert spec.search is not None
     groups = plan_search_groups(spec)
-    report = LaunchReport(spec.name, spec.trial_count, 0, 0)
     with ExitStack() as stack:
         stack.enter_context(_environment(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"))  # val_* come last
         for group in groups:
@@ -463,7 +476,6 @@ def _launch_search(spec: SweepSpec, ledger: TrialLedger, output: Path, options: 
     if options.write_best and report.best:
         for written in write_best_sweeps(spec, report.best, Path(options.write_best)):
             print(f"[{spec.name}] wrote {written}", file=out)
-    return report
 
 
 def _param_value(text: str) -> Any:

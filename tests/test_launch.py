@@ -138,6 +138,19 @@ def test_bad_override_exits_2(tmp_path: Path, data_root: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_resources_by_dataset_pack_fractional_gpus(tmp_path: Path) -> None:
+    from orchestration.runner import _resources_fn
+    from orchestration.trainable import TrialTable
+
+    sweep = write_sweep(tmp_path, "resources", seeds=[1],
+                        resources={"default": {"cpu": 4, "gpu": 0.5}, "eurosat": {"cpu": 8, "gpu": 1}})
+    spec = load_sweep(sweep)
+    table = TrialTable(trials={t.key: t for t in plan_trials(spec)})
+    request = _resources_fn(spec, table)
+    bundles = {t.dataset: request({"trial_key": t.key}).bundles for t in table.trials.values()}
+    assert bundles == {"caltech101": [{"CPU": 4.0, "GPU": 0.5}], "eurosat": [{"CPU": 8.0, "GPU": 1.0}]}
+
+
 def test_progress_line_counts_and_eta() -> None:
     import io
     from types import SimpleNamespace
@@ -220,6 +233,10 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {report.parent_run_id}
     expected = {t.key: t for t in plan_trials(load_sweep(first_launch["sweep"]))}
     assert {r.data.tags["prometar.trial_key"] for r in runs} == set(expected)
+    # Tune numbers trials in the order of the grid it was given: the planned order, longest first
+    by_tune_id = sorted(runs, key=lambda r: r.data.tags["prometar.tune_trial_id"].rsplit("_", 1)[1])
+    assert [r.data.tags["prometar.trial_key"] for r in by_tune_id] == list(expected)
+    assert [r.data.tags["dataset"] for r in by_tune_id] == ["caltech101", "caltech101", "eurosat", "eurosat"]
     client = MlflowClient(default_tracking_uri(output))
     parent = client.get_run(report.parent_run_id)
     assert parent.data.tags["prometar.role"] == "launch" and parent.info.status == "FINISHED"
