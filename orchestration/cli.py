@@ -190,16 +190,20 @@ def launch(sweep, data_root, output, address, tracking_uri, sets, dry_run, force
 @click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
               help="The launch's output folder (holds the default ledger).")
 @click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:///<output>/mlflow.db.")
-def status(sweep, output, tracking_uri) -> None:
+@click.option("--address", metavar="URL", help="Ray dashboard the sweep was submitted to: adds the job's state.")
+@click.option("--token", metavar="TOKEN", help="Ray auth token for --address; default: $RAY_AUTH_TOKEN.")
+def status(sweep, output, tracking_uri, address, token) -> None:
     """Print done / failed / running / to do of a sweep, from the ledger."""
     from pathlib import Path
 
+    from orchestration.cluster import ClusterError, job_line
     from orchestration.runner import TrackingError, sweep_status
     from orchestration.spec import SpecError
 
     try:
-        click.echo(sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri).line())
-    except (SpecError, TrackingError) as err:
+        result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri)
+        click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
+    except (SpecError, TrackingError, ClusterError) as err:
         raise click.UsageError(str(err)) from None
 
 

@@ -330,6 +330,27 @@ def job_status(address: str, submission_id: str, token: str | None = None) -> st
     return None if info is None else str(info.status)
 
 
+def latest_submission(address: str, sweep_name: str, token: str | None = None) -> tuple[str, str] | None:
+    """The sweep's latest attempt on the cluster: ``(submission id, state)``, or ``None``.
+
+    Raises:
+        ClusterError: Unreachable address or refused token.
+    """
+    pattern = re.compile(rf"{re.escape(sweep_name)}-(\d+)")
+    best: tuple[int, str, str] | None = None
+    for job in connect(address, token).list_jobs():
+        match = pattern.fullmatch(job.submission_id or "")
+        if match and (best is None or int(match.group(1)) > best[0]):
+            best = (int(match.group(1)), job.submission_id, str(job.status))
+    return None if best is None else (best[1], best[2])
+
+
+def job_line(address: str, sweep_name: str, token: str | None = None) -> str:
+    """``job <sweep>-<attempt>: <STATE>`` for the ``status`` verb (the latest attempt)."""
+    found = latest_submission(address, sweep_name, token)
+    return f"job {found[0]}: {found[1]}" if found else f"job: no submission of {sweep_name} on {address}"
+
+
 def follow_job(address: str, submission_id: str, *, token: str | None = None,
                echo: Callable[[str], None] | None = None, poll_s: float = 1.0) -> str:
     """Stream a job's logs until it ends, then return its terminal status.

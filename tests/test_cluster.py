@@ -396,6 +396,11 @@ def test_submit_follow_runs_the_sweep_on_the_cluster(cluster: LocalCluster) -> N
 
     assert job_status(cluster.dashboard, "tiny-submit-1", token=cluster.token) == "SUCCEEDED"
     assert job_status(cluster.dashboard, "tiny-submit-9", token=cluster.token) is None
+    status = subprocess.run([str(BIN / "prometar-sweep"), "status", str(sweep), "--tracking-uri", cluster.tracking_uri,
+                             "--address", cluster.dashboard, "--token", cluster.token],
+                            env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "done 4" in status.stdout and "job tiny-submit-1: SUCCEEDED" in status.stdout
 
 
 def test_duplicate_submission_is_refused(cluster: LocalCluster) -> None:
