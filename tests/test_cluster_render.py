@@ -286,3 +286,28 @@ def test_dockerfile_user_entrypoint_and_base() -> None:
     torch_pin = re.search(r"^torch==(\S+)", (REPO / "constraints.txt").read_text(), flags=re.M).group(1)
     assert base.split(":")[1].startswith(torch_pin)  # the base's torch is the pinned one
 
+
+
+# --------------------------------------------------------------------------------------------
+# docs/cluster.md: every prometar-sweep command it shows uses a real verb and real options
+
+
+def _documented_commands(text: str) -> list[list[str]]:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = block.replace("\\\n", " ")
+        commands += [line.strip() for line in joined.splitlines() if line.strip().startswith("prometar-sweep ")]
+    commands += re.findall(r"`(prometar-sweep [^`]+)`", text)
+    return [shlex.split(command.replace("$", "")) for command in commands]
+
+
+def test_cluster_doc_commands_use_real_options() -> None:
+    commands = _documented_commands((REPO / "docs" / "cluster.md").read_text())
+    verbs = {argv[1] for argv in commands}
+    assert {"submit", "slurm", "k8s", "status", "launch"} <= verbs
+    for argv in commands:
+        command = main.commands[argv[1]]
+        known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        for token in argv[2:]:
+            if token.startswith("-"):
+                assert token in known, f"docs/cluster.md: {' '.join(argv)}: unknown option {token}"
