@@ -10,6 +10,10 @@ the order of floating-point sums, by ~1e-7 relative per step here.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -314,3 +318,12 @@ def test_configure_backends_sets_tf32_on_cuda_only():
     finally:
         torch.set_float32_matmul_precision("high" if before[0] else "highest")
         torch.backends.cudnn.allow_tf32 = before[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a CUDA device")
+def test_gpu_check_refuses_clearly_without_cuda():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 2
+    assert "no CUDA device" in done.stderr and "--device cpu" in done.stderr
