@@ -80,7 +80,7 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 )
 
 RENDER_SCALE = 2  # shapes are drawn at 2x and downsampled (cheap anti-aliasing)
-WORLD_VERSION = 3  # bump when rendering changes, so cached builds are rebuilt
+WORLD_VERSION = 4  # bump when rendering changes, so cached builds are rebuilt
 
 
 @dataclass(frozen=True)
@@ -414,9 +414,9 @@ class ToyDatasetSpec:
 
 
 TOY_DATASETS: dict[str, ToyDatasetSpec] = {
-    "imagenet": ToyDatasetSpec("imagenet", Style("noise+clutter", blur=0.6, noise=30.0, clutter=4)),
+    "imagenet": ToyDatasetSpec("imagenet", Style("noise+clutter", blur=0.8, noise=42.0, clutter=4)),
     "caltech101": ToyDatasetSpec("caltech101", Style("clutter", systematic=False, clutter=8, occluders=3, rotation_deg=25.0)),
-    "oxford_pets": ToyDatasetSpec("oxford_pets", Style("noise", blur=0.8, noise=35.0)),
+    "oxford_pets": ToyDatasetSpec("oxford_pets", Style("noise", blur=0.8, noise=40.0)),
     "stanford_cars": ToyDatasetSpec("stanford_cars", Style("viewpoint", systematic=False, rotation_deg=45.0, squash=0.55, scale=(0.75, 1.1))),
     "oxford_flowers": ToyDatasetSpec("oxford_flowers", Style("backgrounds", systematic=False, background="random")),
     "food101": ToyDatasetSpec("food101", Style("outline", fill="outline", noise=10.0)),
@@ -424,7 +424,7 @@ TOY_DATASETS: dict[str, ToyDatasetSpec] = {
     "sun397": ToyDatasetSpec("sun397", Style("scenes", systematic=False, background="gradient", clutter=3)),
     "dtd": ToyDatasetSpec("dtd", Style("stripes", fill="stripes", noise=15.0)),
     "eurosat": ToyDatasetSpec("eurosat", Style("colour-cast", colour_cast=(18.0, 6.0, -18.0), contrast=0.85, noise=12.0)),
-    "ucf101": ToyDatasetSpec("ucf101", Style("motion-blur", motion_blur=5, noise=30.0), underscore_names=True),
+    "ucf101": ToyDatasetSpec("ucf101", Style("motion-blur", motion_blur=5, noise=42.0), underscore_names=True),
 }
 
 
