@@ -302,10 +302,23 @@ def start_local_ray(**kwargs: Any) -> Any:
 
 
 def join_ray(address: str) -> Any:
-    """Connect this process to a running Ray cluster (a loopback one as a loopback node)."""
+    """Connect this process to a running Ray cluster (a loopback one as a loopback node).
+
+    Args:
+        address: ``host:port`` of the head, ``auto`` (``RAY_ADDRESS`` or the latest local cluster,
+            as in a Ray Job), or a ``ray://`` client address.
+    """
     import ray
 
-    host = address.split("://")[-1].rsplit(":", 1)[0]
+    target = address
+    if address == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            target = get_ray_address_from_environment("auto", None) or address
+        except Exception:  # ray.init reports a missing cluster itself
+            target = address
+    host = target.rsplit(":", 1)[0] if "://" not in target else ""
     if host in ("127.0.0.1", "localhost"):
         with _loopback():
             return ray.init(address=address, _node_ip_address="127.0.0.1", log_to_driver=False)
