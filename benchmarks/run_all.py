@@ -28,7 +28,8 @@ DOCS = report.REPO / "docs" / "benchmarks.md"
 
 # name -> (script, arguments of the full run, arguments of --quick)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "step": ("bench_step.py", [], ["--backbones", "toy", "--repeats", "1"]),
+    "step": ("bench_step.py", ["--methods", "ivlp", "ivlp_reg", "prometar", "prometar_first_order"],
+             ["--backbones", "toy", "--repeats", "1"]),
     "text": ("bench_text.py", [], ["--repeats", "1", "--warmup", "0", "--no-backward"]),
     "eval": ("bench_eval.py", [], ["--backbones", "toy", "--repeats", "1"]),
     "orchestration": ("bench_orchestration.py", [], ["--trials", "2"]),
