@@ -2,7 +2,7 @@
 
 For each packing k, k separate worker processes each build the ViT-B/16 ProMetaR step of
 ``bench_step.py`` (``ViT-B-16-quickgelu``, random weights, batch 4, 50 classes, bf16 autocast
-around fp32 weights on CUDA), run ``--warmup`` steps, wait for each other at a barrier, then time
+around fp32 weights and ``configure_backends`` (TF32) on CUDA, as a run sets them), run ``--warmup`` steps, wait for each other at a barrier, then time
 ``--steps`` steps (``torch.cuda.synchronize`` before reading the clock). Each worker reports its
 steps/s and its peak memory (``torch.cuda.max_memory_allocated`` and ``max_memory_reserved``).
 The table gives, per k: steps/s per trial, the GPU's aggregate steps/s, and the peak memory per
@@ -32,9 +32,12 @@ def worker(args: argparse.Namespace) -> None:
     import bench_step
     import torch
 
+    from prometar.backends import configure_backends
+
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(1)
+    configure_backends(device)  # as prometar.run.run does: TF32 on CUDA
     step, images, labels, task = bench_step.build(args.backbone, "prometar", args.classes, args.batch,
                                                   device=args.device)
     for _ in range(args.warmup):
