@@ -13,6 +13,7 @@ Every error is a :class:`SpecError` whose message names the file and the key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -401,10 +402,34 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
 
 
 def trial_key(scientific: Mapping[str, Any], protocol: str) -> str:
-    """The short hash identifying a trial: canonical JSON of the scientific config and protocol."""
-    canonical = json.dumps({"config": scientific, "protocol": protocol}, sort_keys=True,
-                           separators=(",", ":"), default=str)
+    """The short hash identifying a trial: canonical JSON of the scientific config and protocol.
+
+    A local checkpoint (``backbone.pretrained`` naming a file) enters by its content, not its
+    path: the same weights give the same key wherever the checkout or the data live.
+    """
+    canonical = json.dumps({"config": _with_checkpoint_content(scientific), "protocol": protocol},
+                           sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def _with_checkpoint_content(scientific: Mapping[str, Any]) -> Mapping[str, Any]:
+    backbone = scientific.get("backbone")
+    pretrained = backbone.get("pretrained") if isinstance(backbone, Mapping) else None
+    if not isinstance(pretrained, str) or not Path(pretrained).is_file():
+        return scientific
+    stat = Path(pretrained).stat()
+    digest = _file_sha256(str(Path(pretrained).resolve()), stat.st_size, stat.st_mtime_ns)
+    return {**scientific, "backbone": {**backbone, "pretrained": f"sha256:{digest}"}}
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's bytes; cached per (path, size, mtime) so a sweep hashes each once."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def resolve_trial(

@@ -63,6 +63,19 @@ def test_trial_key_changes_with_what_changes_results(tmp_path: Path) -> None:
     assert trial_key({"a": 1}, "p") != trial_key({"a": 1}, "q")
 
 
+def test_trial_key_takes_a_checkpoint_by_content_not_path(tmp_path: Path) -> None:
+    def key_for(path: Path) -> str:
+        return trial_key({"backbone": {"name": "toy-clip", "pretrained": str(path)}, "seed": 1}, "base2new")
+
+    first, moved, other = tmp_path / "a" / "toy.pt", tmp_path / "b" / "toy.pt", tmp_path / "c" / "toy.pt"
+    for path, content in ((first, b"weights"), (moved, b"weights"), (other, b"other weights")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    assert key_for(first) == key_for(moved)  # same weights, another folder
+    assert key_for(first) != key_for(other)  # other weights
+    assert key_for(tmp_path / "missing.pt") != key_for(first)  # no file: the name itself counts
+
+
 def test_protocols_map_to_run_protocols(tmp_path: Path) -> None:
     trials = plan_trials(load_sweep(write(tmp_path, base(protocol="few_shot"))))
     assert {t.config["protocol"] for t in trials} == {"all_classes"}
