@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         gpu = torch.cuda.get_device_properties(torch.device(args.device))
         where = f"{gpu.name}, {gpu.total_memory / report.GIB:.0f} GiB, bf16 autocast"
     else:
-        where = "CPU smoke mode (one thread per worker), fp32"
+        where = "CPU smoke mode (one thread per worker, memory columns = peak RSS), fp32"
     rows = []
     single = None
     for packing in args.packing:
