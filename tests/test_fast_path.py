@@ -327,3 +327,11 @@ def test_gpu_check_refuses_clearly_without_cuda():
                           env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 2
     assert "no CUDA device" in done.stderr and "--device cpu" in done.stderr
+
+
+def test_benchmark_class_name_lists_are_complete():
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "classnames"
+    food = (folder / "food101.txt").read_text().split()
+    sun = [line for line in (folder / "sun397.txt").read_text().splitlines() if line.strip()]
+    assert len(food) == len(set(food)) == 101 and food == sorted(food) and "apple_pie" in food
+    assert len(sun) == len(set(sun)) == 397 and "shop bakery" in sun and "outdoor cathedral" in sun
