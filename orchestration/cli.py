@@ -328,6 +328,23 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
         click.echo(text, nl=False)
 
 
+@main.command("demo")
+@click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="Toy build (toy/), the SQLite ledger mlflow.db, Ray storage, tables and plots.")
+def demo(output) -> None:
+    """Build the toy world and toy CLIP, run sweeps/demo.yaml on them, print the table, write plots."""
+    from orchestration.demo import run_demo
+    from orchestration.runner import LaunchError, TrackingError
+    from orchestration.spec import SpecError
+    from prometar.config import ConfigError
+
+    try:
+        report = run_demo(output)
+    except (SpecError, LaunchError, TrackingError, ConfigError) as err:
+        raise click.UsageError(str(err)) from None
+    raise SystemExit(report.exit_code)
+
+
 @main.group("toy")
 def toy_group() -> None:
     """The toy world and the toy CLIP pretrained on it (for the CPU demo and tests)."""

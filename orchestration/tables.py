@@ -46,10 +46,14 @@ DATASET_LABELS: dict[str, str] = {
     "imagenet_sketch": "ImageNet-Sketch", "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
 }  # fmt: skip
 
-METHOD_ORDER: tuple[str, ...] = ("clip", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "prometar")
+METHOD_ORDER: tuple[str, ...] = (
+    "clip", "zeroshot", "coop", "cocoop", "kgcoop", "maple", "vpt", "ivlp", "ivlp_reg", "promptsrc", "prometar",
+)  # fmt: skip
+"""The paper's methods in its order, with this project's baselines (zeroshot, vpt, ivlp, ivlp_reg) in place."""
 METHOD_LABELS: dict[str, str] = {
     "clip": "CLIP", "coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp", "maple": "MaPLe",
-    "promptsrc": "PromptSRC", "prometar": "ProMetaR",
+    "promptsrc": "PromptSRC", "prometar": "ProMetaR", "zeroshot": "Zero-shot CLIP", "vpt": "VPT",
+    "ivlp": "IVLP", "ivlp_reg": "IVLP + reg.",
 }  # fmt: skip
 
 FEW_SHOT_PROTOCOLS: tuple[str, ...] = ("all_classes", "few_shot")

@@ -1,0 +1,230 @@
+"""The embedded demo (``prometar-sweep demo``): the toy world end to end through the real orchestration.
+
+Four steps, each a call into the code a real sweep uses:
+
+1. :func:`prometar.toyclip.build_toy` builds (or reuses) the toy world, its datasets and the toy
+   CLIP under ``<output>/toy/``;
+2. :func:`orchestration.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
+   with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
+   the toy checkpoint as a ``backbone.pretrained`` override — so a second demo finds every trial
+   FINISHED and starts none;
+3. the base / new / HM table (``orchestration.tables``) of the runs this sweep plans, without the
+   published comparison (toy numbers are not the paper's), and beside it the toy datasets' chance
+   and single-attribute (colour-only, shape-only) baselines from the toy build;
+4. the plots (``orchestration.plots``) under ``<output>/plots/``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+from orchestration.ledger import Ledger, read_experiment
+from orchestration.runner import DEFAULT_OUTPUT, LaunchOptions, LaunchReport, launch, validate_sweep
+from orchestration.spec import SweepSpec, Trial
+from orchestration.tables import (
+    AVERAGE,
+    Cell,
+    DisplayTable,
+    RenderedTable,
+    build_tables,
+    dataset_label,
+    to_markdown,
+)
+from orchestration.tracking import TrialLedger, default_tracking_uri
+
+DEMO_SWEEP_FILE = "demo.yaml"
+TOY_DIR_NAME = "toy"
+
+
+def demo_sweep_path() -> Path:
+    """The demo sweep file: ``sweeps/demo.yaml`` of the source checkout.
+
+    ``orchestration/sweeps`` is a link to the checkout's ``sweeps/`` folder, so a source checkout
+    and an installed package (whose package data follows the link) read the same file.
+    """
+    return Path(str(resources.files("orchestration") / "sweeps" / DEMO_SWEEP_FILE))
+
+
+@dataclass
+class DemoReport:
+    """What a demo did.
+
+    Attributes:
+        toy_reused: True if the toy build was taken from the cache.
+        launch: The launch's report (trials run, skipped, failed).
+        tables: Paths of the written tables (``<output>/tables/<sweep>/``).
+        plots: Paths of the written PNG files (``<output>/plots/``).
+        seconds: Wall-clock time of the whole demo.
+    """
+
+    toy_reused: bool
+    launch: LaunchReport
+    tables: list[Path] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no trial failed, else 1 (as ``launch``)."""
+        return self.launch.exit_code
+
+
+def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = None,
+             toy_options: Mapping[str, Any] | None = None, max_concurrent: int | None = None,
+             stream: IO[str] | None = None) -> DemoReport:
+    """Build the toy world, run the demo sweep on it, print the table and write the plots.
+
+    Args:
+        output: The output folder: ``toy/`` (the toy build), ``mlflow.db``, ``ray/``, ``trials/``,
+            ``tables/`` and ``plots/``.
+        sweep: The sweep file; default :func:`demo_sweep_path`. Its datasets must be toy datasets.
+        toy_options: Keyword arguments of :func:`prometar.toyclip.build_toy` (``seed``,
+            ``budget_s``, reduced sizes for tests); default: the standard toy build.
+        max_concurrent: At most this many trials at once (default: as the resources allow).
+        stream: Where progress, the table and the baselines go (stdout by default).
+
+    Returns:
+        The demo's report; ``exit_code`` 1 when a trial failed.
+
+    Raises:
+        SpecError, LaunchError, TrackingError, ConfigError: Bad sweep file or unusable output
+            folder, as ``launch`` raises them (before any trial starts).
+    """
+    import torch
+
+    from prometar.toyclip import build_toy
+
+    out = stream or sys.stdout
+    started = time.perf_counter()
+    output = Path(output).resolve()
+    path = Path(sweep) if sweep is not None else demo_sweep_path()
+
+    print(f"[demo] toy world and toy CLIP in {output / TOY_DIR_NAME} ...", file=out, flush=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the toy datasets are written on the other core meanwhile
+    try:
+        build = build_toy(output / TOY_DIR_NAME, **dict(toy_options or {}))
+    finally:
+        torch.set_num_threads(threads)
+    print(_toy_line(build), file=out, flush=True)
+
+    overrides = {"backbone.name": build.model_name, "backbone.pretrained": str(build.checkpoint)}
+    options = LaunchOptions(data_root=build.data_root, output=output, overrides=overrides,
+                            max_concurrent=max_concurrent, tables=False)
+    report = DemoReport(toy_reused=build.reused, launch=launch(path, options, stream=out))
+
+    spec, trials = validate_sweep(path, overrides)
+    uri = default_tracking_uri(output)
+    ledger = _planned_runs(read_experiment(spec.name, uri), _finished_run_ids(spec, trials, uri))
+    if ledger.runs.empty:
+        print(f"[demo] no FINISHED trial to tabulate in {uri}", file=out)
+    else:
+        table = _base2new_table(ledger, spec)
+        report.tables = _write_table(table, output / "tables" / spec.name)
+        print(f"\n{table.render('markdown')}", file=out)
+        print(to_markdown(baseline_table(build.results["datasets"], _datasets(spec))), file=out)
+        report.plots = _write_plots(ledger, spec, uri, output / "plots")
+        print("plots: " + ", ".join(str(p) for p in report.plots), file=out)
+    report.seconds = time.perf_counter() - started
+    print(f"[demo] done in {report.seconds:.0f}s · ledger {uri}", file=out)
+    return report
+
+
+def _toy_line(build: Any) -> str:
+    r = build.results
+    how = "reused" if build.reused else f"built in {r['build_seconds']:.0f}s"
+    return (f"[demo] toy CLIP {how}: {r['steps']} pretraining steps; zero-shot on held-out colour x shape "
+            f"combinations {100 * r['heldout_acc']:.1f}% ({r['heldout_acc'] / r['chance']:.0f}x chance "
+            f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%")
+
+
+def _datasets(spec: SweepSpec) -> list[str]:
+    grid = spec.grid.get("data.dataset")
+    return list(grid) if grid else [str(spec.overrides["data.dataset"])]
+
+
+def _finished_run_ids(spec: SweepSpec, trials: list[Trial], tracking_uri: str) -> set[str]:
+    """MLflow run ids of the FINISHED runs of the trials this sweep plans (latest per key)."""
+    keys = {t.key for t in trials}
+    latest: dict[str, Any] = {}
+    for run in TrialLedger(tracking_uri, spec.name).runs():
+        key = run.data.tags.get("prometar.trial_key")
+        if key in keys and run.info.status == "FINISHED":
+            if key not in latest or run.info.start_time > latest[key].info.start_time:
+                latest[key] = run
+    return {run.info.run_id for run in latest.values()}
+
+
+def _planned_runs(ledger: Ledger, run_ids: set[str]) -> Ledger:
+    """The ledger restricted to ``run_ids``.
+
+    The experiment may also hold runs of other configurations under the same (method, dataset,
+    seed) — an earlier toy build's checkpoint, an edited demo sweep — which the table must not mix in.
+    """
+    runs = ledger.runs[ledger.runs["run_id"].isin(run_ids)].reset_index(drop=True)
+    params = ledger.params[ledger.params.index.isin(run_ids)] if not ledger.params.empty else ledger.params
+    return Ledger(runs=runs, params=params, curve_metrics=ledger.curve_metrics)
+
+
+def _base2new_table(ledger: Ledger, spec: SweepSpec) -> RenderedTable:
+    seeds = spec.grid.get("seed") or [spec.overrides.get("seed", 1)]
+    (table,) = build_tables(ledger, protocol="base2new", datasets=_datasets(spec), published=None,
+                            expected_seeds=len(seeds))
+    return table
+
+
+def _write_table(table: RenderedTable, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt, extension in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
+        path = folder / f"{table.name}.{extension}"
+        path.write_text(table.render(fmt))  # type: ignore[arg-type]
+        written.append(path)
+    return written
+
+
+def _write_plots(ledger: Ledger, spec: SweepSpec, tracking_uri: str, folder: Path) -> list[Path]:
+    from orchestration.plots import write_plots
+
+    return write_plots(ledger, folder, tracking_uri=tracking_uri, datasets=_datasets(spec), published=None)
+
+
+def baseline_table(toy_datasets: Mapping[str, Mapping[str, Any]], keys: list[str]) -> DisplayTable:
+    """Reference points of the toy datasets: chance and single-attribute oracles, base / new.
+
+    Args:
+        toy_datasets: ``build.results["datasets"]`` of a toy build.
+        keys: The datasets to show (in this order); an Average row comes first when there are
+            several.
+
+    Returns:
+        The table: style, whether the shift is systematic, chance, colour-only and shape-only
+        accuracy (an oracle knowing one attribute, guessing among the classes that share it), each
+        base / new, in percent.
+    """
+    metrics = ("chance_base", "chance_new", "colour_only_base", "colour_only_new", "shape_only_base",
+               "shape_only_new")
+    header = ["Dataset", "Style", "Shift", "Chance base", "Chance new", "Colour-only base",
+              "Colour-only new", "Shape-only base", "Shape-only new"]
+    table = DisplayTable("Toy datasets: chance and single-attribute baselines (%)", header, label_columns=3)
+    if len(keys) > 1:
+        means = [sum(100 * float(toy_datasets[k][m]) for k in keys) / len(keys) for m in metrics]
+        table.rows.append([Cell(text=dataset_label(AVERAGE)), Cell(text=""), Cell(text=""),
+                           *(Cell(value=v) for v in means)])
+    for key in keys:
+        row = toy_datasets[key]
+        table.rows.append([Cell(text=dataset_label(key)), Cell(text=str(row["style"])),
+                           Cell(text="systematic" if row["systematic"] else "random"),
+                           *(Cell(value=100 * float(row[m])) for m in metrics)])
+    table.notes = ["Colour-only: knows the colour, guesses among the classes of that colour "
+                   "(a checkerboard of a 4 x 4 colour x shape grid: 50%)."]
+    return table
+
+
+__all__ = ["DemoReport", "baseline_table", "demo_sweep_path", "run_demo"]
