@@ -5,6 +5,8 @@ no graph where none is needed, no copy of the frozen CLIP), and it does not chan
 ProMetaR step against a plain reference computation that takes none of the shortcuts).
 "Same result" means equal up to float32 rounding: shorter sequences and smaller batches change
 the order of floating-point sums, by ~1e-7 relative per step here.
+Also: the GPU backend flags (``configure_backends``), ``benchmarks/gpu_check.sh`` refusing to run
+without CUDA, and the class-name lists the benchmarks read.
 """
 
 from __future__ import annotations
