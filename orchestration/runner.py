@@ -381,7 +381,7 @@ def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, Search
     if search is None:
         param_space: dict[str, Any] = {"trial_key": tune.grid_search(list(trials))}
         progress = ProgressLine(spec.name, report.total, report.done_before, out)
-        tune_config = tune.TuneConfig(max_concurrent_trials=options.max_concurrent,
+        tune_config = tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=True,
                                       trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
     else:
         group, samples, points, rewards = search
@@ -391,7 +391,7 @@ def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, Search
                                 spec.search.num_samples - samples, out)
         tune_config = tune.TuneConfig(
             search_alg=_searcher(spec, points, rewards), scheduler=_scheduler(spec, group),
-            num_samples=samples, max_concurrent_trials=options.max_concurrent,
+            num_samples=samples, max_concurrent_trials=options.max_concurrent, reuse_actors=True,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
 
     run_config = tune.RunConfig(

@@ -326,7 +326,9 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(first_launch: dict,
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, ray_address: str) -> None:
-    sweep = write_sweep(tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"])
+    # Longer trials than elsewhere: a window in which one trial has FINISHED and the next runs.
+    sweep = write_sweep(tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"],
+                        overrides={**OVERRIDES, "optim.epochs": 8})
     output = tmp_path / "out"
     command = [sys.executable, "-m", "orchestration.cli", "launch", str(sweep), "--output", str(output),
                "--data-root", str(data_root), "--address", ray_address, "--max-concurrent", "1"]
@@ -338,10 +340,11 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
             statuses = peek_child_statuses(output / "mlflow.db")
             if "FINISHED" in statuses and "RUNNING" in statuses:
                 break
-            time.sleep(1)
+            time.sleep(0.2)
         assert process.poll() is None, "the launch ended before it could be killed"
     finally:
-        os.kill(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
         process.wait()
     statuses = sorted(r.info.status for r in child_runs(output, "killed"))
     assert statuses == ["FINISHED", "RUNNING"]
