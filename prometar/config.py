@@ -121,6 +121,9 @@ class PromptConfig:
     truncate_text: bool = field(default=True, metadata=_doc(
         "cut text sequences after the last EOS of the batch (exact speed-up, same results)",
         scientific=False))
+    sequence_first_blocks: bool = field(default=True, metadata=_doc(
+        "run residual blocks sequence-first inside (~1.5x faster on CPU; float rounding only)",
+        scientific=False))
 
 
 @dataclass(frozen=True)
@@ -342,7 +345,7 @@ def _official() -> dict[str, Any]:
         "backbone": {"name": "ViT-B-16-quickgelu", "pretrained": "openai", "precision": "auto",
                      "device": "auto", "cache_dir": None},
         "prompts": {"text_tokens": 4, "text_depth": 9, "vision_tokens": 4, "vision_depth": 9,
-                    "text_init": "a photo of a", "truncate_text": True},
+                    "text_init": "a photo of a", "truncate_text": True, "sequence_first_blocks": True},
         "regularizer": {"enabled": True, "text_weight": 50.0, "image_weight": 20.0},
         "meta": {"enabled": True, "inner_lr": 5e-4, "loss_scale": 5e-4, "order": "second",
                  "beta": [0.5, 0.5], "gate_reduction": 8, "gate_repeat": 8, "gate_mode": "learned"},

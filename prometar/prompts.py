@@ -123,10 +123,11 @@ class PromptedCLIP(nn.Module):
             exactly ``text_tokens`` tokens long), and that fills the prompt positions of the
             tokenized class names; None = random block-0 prompt, placeholder ``"X"`` tokens.
         truncate_text: Cut text sequences after the batch's last EOS (exact with a causal mask).
-
-    Attributes:
         sequence_first_blocks: Run each residual block sequence-first inside (``_run_block``);
             same results up to float rounding, faster on CPU. False = open_clip's batch-first path.
+
+    Attributes:
+        sequence_first_blocks: As the argument; may be changed after construction.
         clip: The frozen open_clip CLIP (kept in eval mode).
         text_prompts: The text tower's ``DeepPrompts``, or None.
         vision_prompts: The vision tower's ``DeepPrompts``, or None.
@@ -142,6 +143,7 @@ class PromptedCLIP(nn.Module):
         vision_depth: int = 9,
         text_init: str | None = "a photo of a",
         truncate_text: bool = True,
+        sequence_first_blocks: bool = True,
     ) -> None:
         super().__init__()
         clip = backbone.model
@@ -155,7 +157,7 @@ class PromptedCLIP(nn.Module):
         if self._pool_type == "eos":
             self._eos_token_id = clip.text_eos_id
         self.truncate_text = bool(truncate_text) and clip.attn_mask is not None
-        self.sequence_first_blocks = True
+        self.sequence_first_blocks = bool(sequence_first_blocks)
         if truncate_text and clip.attn_mask is None:
             logger.info("text tower has no causal mask: text sequences are not truncated")
 

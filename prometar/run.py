@@ -243,7 +243,8 @@ def run(
     try:
         model = PromptedCLIP(backbone, text_tokens=p.text_tokens, text_depth=p.text_depth,
                              vision_tokens=p.vision_tokens, vision_depth=p.vision_depth,
-                             text_init=p.text_init, truncate_text=p.truncate_text)
+                             text_init=p.text_init, truncate_text=p.truncate_text,
+                             sequence_first_blocks=p.sequence_first_blocks)
     except ValueError as exc:  # a prompt design this backbone cannot take
         field = str(exc).split("=", 1)[0].split(" ", 1)[0]
         key = f"prompts.{field}" if field in {f.name for f in dataclasses.fields(p)} else "prompts"
