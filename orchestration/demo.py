@@ -34,6 +34,7 @@ from orchestration.tables import (
     RenderedTable,
     build_tables,
     dataset_label,
+    order_datasets,
     to_markdown,
 )
 from orchestration.tracking import TrialLedger, default_tracking_uri
@@ -128,7 +129,7 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
         table = _base2new_table(ledger, spec)
         report.tables = _write_table(table, output / "tables" / spec.name)
         print(f"\n{table.render('markdown')}", file=out)
-        print(to_markdown(baseline_table(build.results["datasets"], _datasets(spec))), file=out)
+        print(to_markdown(baseline_table(build.results["datasets"], order_datasets(_datasets(spec)))), file=out)
         report.plots = _write_plots(ledger, spec, uri, output / "plots")
         print("plots: " + ", ".join(str(p) for p in report.plots), file=out)
     report.seconds = time.perf_counter() - started

@@ -23,7 +23,7 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
     path = demo.demo_sweep_path()
     assert path.resolve() == (REPO / "sweeps" / "demo.yaml").resolve()  # one source of truth
     trials = plan_trials(load_sweep(path))
-    assert len(trials) == 3 * 4 * 2
+    assert len(trials) == 3 * 3 * 2
     assert {t.method for t in trials} == {"zeroshot", "ivlp", "prometar"}
     assert {t.seed for t in trials} == {1, 2} and {t.shots for t in trials} == {16}
     for trial in trials:
@@ -34,7 +34,7 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
         assert trial.config["prompts"]["text_depth"] == depth and trial.config["prompts"]["vision_depth"] == depth
         assert toyworld.TOY_DATASETS[trial.dataset].style.systematic
     result = CliRunner().invoke(main, ["validate", str(path)])
-    assert result.exit_code == 0 and "trials: 24" in result.output
+    assert result.exit_code == 0 and "trials: 18" in result.output
 
 
 def test_baseline_table_shows_chance_and_single_attribute_oracles() -> None:
