@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -87,7 +88,7 @@ REDUCED_TOY = {"seed": 0, "budget_s": 40.0, "max_steps": 40, "n_pretrain": 2000,
 
 
 @pytest.mark.slow
-def test_reduced_demo_runs_one_trial_end_to_end_and_a_second_demo_starts_none(tmp_path: Path) -> None:
+def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_reruns(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     # The shipped demo sweep, reduced to one short IVLP trial on the one toy dataset built.
@@ -102,6 +103,7 @@ def test_reduced_demo_runs_one_trial_end_to_end_and_a_second_demo_starts_none(tm
     report = demo.run_demo(output, sweep=path, toy_options=REDUCED_TOY, stream=stream)
     text = stream.getvalue()
     assert report.exit_code == 0 and not report.toy_reused
+    assert json.loads((output / "toy" / "manifest.json").read_text())["results"]["build_seconds"] < 60
     assert (report.launch.to_run, report.launch.finished, report.launch.failed) == (1, 1, 0)
 
     # The ledger: one FINISHED child run, trained on the toy build's checkpoint and data.
@@ -137,3 +139,13 @@ def test_reduced_demo_runs_one_trial_end_to_end_and_a_second_demo_starts_none(tm
     assert row in stream.getvalue()
     children = [r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags]
     assert len(children) == 1
+
+    # A rebuilt toy CLIP (other weights) is a new trial; the table shows only the current one.
+    stream = io.StringIO()
+    rebuilt = demo.run_demo(output, sweep=path, toy_options={**REDUCED_TOY, "max_steps": 30}, stream=stream)
+    assert not rebuilt.toy_reused and (rebuilt.launch.to_run, rebuilt.launch.finished) == (1, 1)
+    children = [r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags]
+    assert len(children) == 2
+    latest = max(children, key=lambda r: r.info.start_time)
+    rows = [line for line in stream.getvalue().splitlines() if line.startswith("| EuroSAT | IVLP |")]
+    assert len(rows) == 1 and f"{latest.data.metrics['base_acc']:.2f}" in rows[0]
