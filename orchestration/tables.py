@@ -10,11 +10,18 @@ Base-to-new (algorithm.md §6): per (method, dataset) the seeds' base and new ac
 and HM = 2BN/(B+N) is taken of those means; the Average row is the mean of the datasets' base
 means, the mean of their new means and the HM of those two — never the mean of per-dataset HMs. It
 is left empty, naming the missing datasets, when any expected dataset has no runs.
+
+Ablations (a sweep's ``variant`` axis) put several configurations in one (method, dataset, shots,
+seed) cell; :func:`build_tables` then groups the runs by the config keys that tell them apart
+(:func:`ablation_params`) and gives one Average row per setting instead of the base-to-new table.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -23,7 +30,8 @@ from typing import Literal
 
 import pandas as pd
 
-from orchestration.ledger import Ledger, ResultsError, Source, read_experiment
+from orchestration.ledger import Ledger, ResultsError, Source, attach_params, read_experiment
+from prometar.config import RunConfig
 
 AVERAGE = "average"
 BASE2NEW_DATASETS: tuple[str, ...] = (
@@ -610,6 +618,70 @@ def ablation_summary(
     )
 
 
+_CELL_KEYS: tuple[str, ...] = ("method", "shots", "dataset", "seed")
+"""Where a base-to-new run sits: runs sharing these differ in configuration (ablation arms)."""
+
+
+@functools.cache
+def non_result_params() -> frozenset[str]:
+    """Dotted run-config keys that never change a result (device, cache folders, loader workers, ...).
+
+    The run config's fields marked non-scientific: the keys ``RunConfig.scientific_dict`` leaves out
+    of trial keys.
+    """
+
+    def walk(cls: type, prefix: str) -> set[str]:
+        hints = typing.get_type_hints(cls)
+        keys: set[str] = set()
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                keys |= walk(hints[f.name], f"{prefix}{f.name}.")
+            elif not f.metadata.get("scientific", True):
+                keys.add(prefix + f.name)
+        return keys
+
+    return frozenset(walk(RunConfig, ""))
+
+
+def ablation_params(runs: pd.DataFrame, params: pd.DataFrame) -> list[str]:
+    """Config keys that tell apart base-to-new runs sharing one (method, dataset, shots, seed).
+
+    A key counts when its value differs between the runs of at least one such cell; identity keys
+    and keys that never change a result (:func:`non_result_params`) are left out.
+
+    Args:
+        runs: The tidy runs table; base-to-new runs with ``base_acc`` or ``new_acc`` are looked at.
+        params: The ledger's config frame, one row per ``run_id``.
+
+    Returns:
+        The keys in the params frame's column order; empty when no cell holds several runs.
+
+    Raises:
+        ResultsError: A cell holds several runs that no such key tells apart.
+    """
+    rows = runs[(runs["protocol"] == "base2new") & runs["metric"].isin(["base_acc", "new_acc"])]
+    cells = rows[[*_CELL_KEYS, "run_id"]].drop_duplicates()
+    shared = cells[cells.duplicated(list(_CELL_KEYS), keep=False)]
+    if shared.empty:
+        return []
+    ignored = {*_IDENTITY_PARAMS, *non_result_params()}
+    candidates = [c for c in params.columns if c not in ignored]
+    config = shared.merge(params[candidates], left_on="run_id", right_index=True, how="left")
+    by = [c for c in candidates if (config.groupby(list(_CELL_KEYS))[c].nunique(dropna=False) > 1).any()]
+    # [cells x runs]: two runs of one cell with the same values of every key in `by` are unexplained
+    clash = config[config.duplicated([*_CELL_KEYS, *by], keep=False)]
+    if not clash.empty:
+        first = clash.iloc[0]
+        same = clash[(clash[list(_CELL_KEYS)] == first[list(_CELL_KEYS)]).all(axis=1)]
+        where = ", ".join(f"{k}={first[k]}" for k in _CELL_KEYS)
+        raise ResultsError(
+            f"base-to-new table: several runs for {where} (runs {', '.join(same['run_id'])}) and no "
+            "result-changing config param tells them apart"
+            + (f" (params that differ elsewhere: {', '.join(by)})" if by else "")
+        )
+    return by
+
+
 def layout_ablation(summary: pd.DataFrame, by: Sequence[str]) -> DisplayTable:
     """One row per setting (and method); Base, New, HM averages; best per column bold."""
     several_methods = summary["method"].nunique() > 1
@@ -823,6 +895,10 @@ def build_tables(
 ) -> list[RenderedTable]:
     """The tables an experiment's runs support, by protocol.
 
+    Base-to-new runs give the base-to-new table or, when several configurations share a (method,
+    dataset, shots, seed) cell (an ablation sweep), the ablation table grouped by the config keys
+    that differ (:func:`ablation_params`).
+
     Args:
         ledger: The runs.
         protocol: The sweep's protocol (``base2new``, ``domain_generalization``,
@@ -835,7 +911,8 @@ def build_tables(
         objective: The search metric.
 
     Raises:
-        ResultsError: No runs, or no table applies to them.
+        ResultsError: No runs, no table applies to them, or base-to-new runs share a cell without a
+            config param telling them apart.
     """
     runs = ledger.runs
     if runs.empty:
@@ -850,12 +927,17 @@ def build_tables(
     grid = tuple(datasets) if datasets else BASE2NEW_DATASETS
     tables: list[RenderedTable] = []
     if "base2new" in wanted & present and runs["metric"].isin(["base_acc", "new_acc"]).any():
-        summary = base2new_summary(runs, datasets=grid)
-        if published is not None:
-            summary = add_published(summary, published)
-        tables.append(
-            RenderedTable("base2new", summary, layout_base2new(summary, expected_seeds=expected_seeds))
-        )
+        by = ablation_params(runs, ledger.params)
+        if by:
+            summary = ablation_summary(attach_params(runs, ledger.params, by), by, datasets=grid)
+            tables.append(RenderedTable("ablation", summary, layout_ablation(summary, by)))
+        else:
+            summary = base2new_summary(runs, datasets=grid)
+            if published is not None:
+                summary = add_published(summary, published)
+            tables.append(
+                RenderedTable("base2new", summary, layout_base2new(summary, expected_seeds=expected_seeds))
+            )
     for name, targets, title in (
         ("domain_generalization", DOMAIN_TARGETS, "Domain generalisation (source ImageNet)"),
         ("cross_dataset", tuple(datasets) if datasets else CROSS_DATASET_TARGETS, "Cross-dataset transfer"),
@@ -873,8 +955,6 @@ def build_tables(
             RenderedTable("few_shot", summary, layout_few_shot(summary, expected_seeds=expected_seeds))
         )
     if search_space or "search" in present:
-        from orchestration.ledger import attach_params
-
         space = list(search_space) or varying_params(ledger.params)
         with_params = attach_params(runs, ledger.params, space)
         summary = search_summary(with_params, space, objective=objective)

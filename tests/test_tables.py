@@ -437,3 +437,93 @@ def test_cli_table_from_sweep_and_from_csv(tmp_path: Path):
     assert result.output.splitlines()[0].startswith("method,dataset,base,new,hm,")
     result = runner.invoke(main, ["table", "--experiment", "nope", "--tracking-uri", uri])
     assert result.exit_code == 2 and "experiment 'nope' not found" in result.output
+
+
+# ------------------------------------------------------------------------------- ablation sweeps
+
+# Two arms of a `variant` axis x 2 datasets x 2 seeds: (setting, dataset, seed, base, new).
+# learned:  dtd base (80+84)/2=82, new (60+64)/2=62; eurosat base (90+92)/2=91, new (70+72)/2=71
+#           -> Average base 86.5, new 66.5, HM 2*86.5*66.5/153.
+# constant: dtd base 79, new 59; eurosat base 89, new 67 -> Average base 84, new 63, HM 72.
+ABLATION_ROWS = [
+    ("learned", "dtd", 1, 80.0, 60.0), ("learned", "dtd", 2, 84.0, 64.0),
+    ("learned", "eurosat", 1, 90.0, 70.0), ("learned", "eurosat", 2, 92.0, 72.0),
+    ("constant", "dtd", 1, 78.0, 58.0), ("constant", "dtd", 2, 80.0, 60.0),
+    ("constant", "eurosat", 1, 88.0, 66.0), ("constant", "eurosat", 2, 90.0, 68.0),
+]  # fmt: skip
+
+
+def ablation_wide(rows=ABLATION_ROWS) -> pd.DataFrame:
+    wide = pd.DataFrame(rows, columns=["meta.gate_mode", "dataset", "seed", "base_acc", "new_acc"])
+    # optim.lr never changes; data.num_workers differs between the arms but never changes a result.
+    workers = wide["meta.gate_mode"].map({"learned": 4, "constant": 8})
+    return wide.assign(method="prometar", shots=16, **{"optim.lr": 0.0025, "data.num_workers": workers})
+
+
+def test_build_tables_gives_the_ablation_table_for_shared_cells():
+    ledger = tidy_from_wide(ablation_wide(), source="hand")
+    (table,) = build_tables(ledger, datasets=["dtd", "eurosat"], published=load_published())
+    assert table.name == "ablation"
+    summary = table.summary
+    assert list(summary.columns[:2]) == ["meta.gate_mode", "method"]  # grouped by the arm's key only
+    assert list(summary["meta.gate_mode"]) == ["constant", "learned"]
+    constant, learned = (summary.iloc[i] for i in (0, 1))
+    assert (constant["base"], constant["new"]) == (pytest.approx(84.0), pytest.approx(63.0))
+    assert constant["hm"] == pytest.approx(72.0)
+    assert (learned["base"], learned["new"]) == (pytest.approx(86.5), pytest.approx(66.5))
+    assert learned["hm"] == pytest.approx(2 * 86.5 * 66.5 / 153)
+    assert list(summary["n_seeds"]) == [2, 2] and list(summary["missing"]) == ["", ""]
+    text = table.render("markdown")
+    assert "| constant | 84.00 | 63.00 | 72.00 |" in text
+    assert "| learned | **86.50** | **66.50** | **75.19** |" in text
+
+
+def test_no_shared_cells_keeps_the_base2new_table():
+    wide = ablation_wide()
+    wide = wide[wide["meta.gate_mode"] == "learned"].assign(**{"optim.lr": [1e-3, 1e-3, 2e-3, 2e-3]})
+    ledger = tidy_from_wide(wide, source="hand")
+    (table,) = build_tables(ledger, datasets=["dtd", "eurosat"])
+    assert table.name == "base2new"
+    assert cell(table.summary, "prometar", "average")["base"] == pytest.approx(86.5)
+
+
+def test_shared_cell_without_a_differing_result_param_is_an_error():
+    wide = ablation_wide().assign(**{"meta.gate_mode": "learned"})  # arms differ in loader workers only
+    with pytest.raises(ResultsError, match="several runs for method=prometar, shots=16, dataset=dtd, seed=1 "
+                                           r"\(runs hand:2, hand:6\) and no result-changing config param"):  # fmt: skip
+        build_tables(tidy_from_wide(wide, source="hand"), datasets=["dtd", "eurosat"])
+    with pytest.raises(ResultsError, match="no result-changing config param"):
+        build_tables(tidy_from_wide(wide.drop(columns=["optim.lr", "data.num_workers"]), source="hand"))
+
+
+def test_cli_table_prints_the_ablation_table(tmp_path: Path):
+    runs_csv = tmp_path / "runs.csv"
+    ablation_wide().to_csv(runs_csv, index=False)
+    sweep = tmp_path / "ablation.yaml"
+    sweep.write_text("protocol: base2new\ngrid:\n  dataset: [dtd, eurosat]\n")
+    result = CliRunner().invoke(main, ["table", str(sweep), "--runs", str(runs_csv)])
+    assert result.exit_code == 0, result.output
+    assert "Ablation (base-to-new Average)" in result.output
+    assert "| constant | 84.00 | 63.00 | 72.00 |" in result.output
+
+
+def test_render_tables_for_experiment_ablation_from_mlflow(tmp_path: Path):
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("ablation", artifact_location=(tmp_path / "artifacts").as_uri())
+    for i, (gate, dataset, seed, base, new) in enumerate(ABLATION_ROWS):
+        tags = {"prometar.trial_key": f"trial{i}", "method": "prometar", "dataset": dataset, "seed": str(seed),
+                "shots": "16", "protocol": "base2new"}  # fmt: skip
+        run = client.create_run(experiment_id, tags=tags).info.run_id
+        client.log_batch(run, metrics=[Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0)],
+                         params=[Param("meta.gate_mode", gate), Param("backbone.device", f"cuda:{i % 2}"),
+                                 Param("data.dataset", dataset), Param("seed", str(seed))])  # fmt: skip
+        client.set_terminated(run)
+    written = render_tables_for_experiment("ablation", uri, tmp_path / "tables", datasets=["dtd", "eurosat"])
+    assert sorted(written) == ["ablation.csv", "ablation.md", "ablation.tex"]
+    back = pd.read_csv(written["ablation.csv"])
+    assert list(back["meta.gate_mode"]) == ["constant", "learned"]
+    assert list(back["hm"]) == [pytest.approx(72.0), pytest.approx(2 * 86.5 * 66.5 / 153, abs=1e-4)]
