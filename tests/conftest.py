@@ -7,6 +7,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray >= 2.59 turns token authentication on by itself when a token file exists, and a process keeps
+# the auth mode of its first ray.init. The tests' throw-away local instances (127.0.0.1 only) run
+# without it, deliberately; the multi-node cluster tests start their nodes with RAY_AUTH_MODE=token
+# and a token of their own.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
