@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestration.environment import temporary_environment
 from orchestration.spec import (
     SearchGroup,
     SweepSpec,
@@ -256,21 +257,6 @@ def _closing_parent(ledger: TrialLedger, report: LaunchReport) -> Iterator[None]
 
 
 @contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of a block."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextmanager
 def _loopback() -> Iterator[None]:
     """Keep a 127.0.0.1 node address as it is.
 
@@ -465,7 +451,7 @@ def _launch_search(spec: SweepSpec, ledger: TrialLedger, output: Path, options: 
     assert spec.search is not None
     groups = plan_search_groups(spec)
     with ExitStack() as stack:
-        stack.enter_context(_environment(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"))  # val_* come last
+        stack.enter_context(temporary_environment(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"))  # val_* come last
         for group in groups:
             prior = [] if options.force else ledger.finished_in_group(group.key)
             prior = [r for r in prior if spec.search.metric in r.data.metrics]

@@ -23,8 +23,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 from ray import tune
 
 import prometar
+from orchestration.environment import temporary_environment
 from orchestration.spec import Trial
 
 TRIAL_KEY_TAG = "prometar.trial_key"
@@ -72,20 +73,9 @@ def git_sha() -> str:
         return "unknown"
 
 
-@contextmanager
-def _fail_fast() -> Iterator[None]:
+def _fail_fast() -> AbstractContextManager[None]:
     """No HTTP retries while probing: an unreachable server fails in seconds, not minutes."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return temporary_environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
 
 
 @dataclass
