@@ -11,8 +11,9 @@ trainable call, so a single run and a swept run are the same code path. Protocol
   all classes), evaluate each target's test split with its own classes →
   ``acc/<target>``, ``acc/mean``.
 - ``search``: pseudo-base / pseudo-new carved out of the base classes; train on pseudo-base,
-  evaluate both halves on their *validation* items → ``val_base``, ``val_new``, ``val_hm``. New
-  classes and test images are never read.
+  evaluate both halves on their *validation* items → ``val_base``, ``val_new``, ``val_hm``, after
+  every epoch too (in each epoch's metrics, so a search scheduler can stop a weak trial early;
+  the final metrics equal the last epoch's). New classes and test images are never read.
 
 The output folder receives ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch,
 then the final line), ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch_<k>/``.
@@ -53,7 +54,7 @@ from prometar.data import (
     search_split,
 )
 from prometar.data.loaders import find_missing_files
-from prometar.evaluation import Evaluator, harmonic_mean
+from prometar.evaluation import AccuracyResult, Evaluator, harmonic_mean
 from prometar.meta import GateNetwork
 from prometar.prompts import PromptedCLIP
 from prometar.steps import build_training_step
@@ -197,7 +198,8 @@ def run(
         output_dir: Receives ``config.json``, ``metrics.jsonl``, ``prompts.pt``,
             ``per_class.json`` and ``checkpoints/epoch_<k>/``.
         callback: Receives ``{"event": "epoch", "epoch": k, "checkpoint": path, ...metrics}``
-            after each epoch's checkpoint is written (``k`` = completed epochs, from 1), and
+            after each epoch's checkpoint is written (``k`` = completed epochs, from 1; protocol
+            ``search`` adds ``val_base``, ``val_new``, ``val_hm``), and
             ``{"event": "final", ...final metrics}`` at the end. Exceptions propagate.
         resume_from: A ``checkpoints/epoch_<k>`` folder of an earlier, interrupted run of the
             same config; the run continues from it and ends as an uninterrupted run would.
@@ -258,25 +260,39 @@ def run(
     logger.info("run %s / %s / seed %d / %d shots / %s on %s (%s)", config.method, config.data.dataset,
                 config.seed, config.data.shots, config.protocol, torch_device, scheme)
 
+    test_transform = build_test_transform(backbone.image_size, backbone.mean, backbone.std)
+
+    def evaluate(evaluator: Evaluator, eval_set: _EvalSet) -> AccuracyResult:
+        loader = build_loader(eval_set.items, test_transform, batch_size=config.data.test_batch_size,
+                              num_workers=config.data.num_workers, pin_memory=torch_device.type == "cuda",
+                              check_files=False)
+        return evaluator.evaluate(loader, eval_set.classnames)
+
     history: list[dict[str, Any]] = []
     if scheme == "zeroshot":
         metrics_path.write_text("")
     else:
+        evaluate_epoch = None
+        if config.protocol == "search":  # validation metrics every epoch, for early stopping (ASHA)
+            epoch_evaluator = Evaluator(model, autocast_dtype=autocast_dtype)
+
+            def evaluate_epoch() -> dict[str, float]:
+                epoch_evaluator.clear()  # the prompts changed: text features once per class list and epoch
+                accuracies = {eval_set.name: evaluate(epoch_evaluator, eval_set).accuracy
+                              for eval_set in eval_sets}
+                return _final_metrics(config.protocol, accuracies)
+
         history = _train(config, model, backbone, train_split, torch_device, autocast_dtype,
-                         output_dir, metrics_path, callback, resume_from, keep_checkpoints)
+                         output_dir, metrics_path, callback, resume_from, keep_checkpoints, evaluate_epoch)
 
     accuracies: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}
-    test_transform = build_test_transform(backbone.image_size, backbone.mean, backbone.std)
     evaluators: dict[str | None, Evaluator] = {}
     for eval_set in eval_sets:
         template = eval_set.template if scheme == "zeroshot" else None
         if template not in evaluators:
             evaluators[template] = Evaluator(model, template=template, autocast_dtype=autocast_dtype)
-        loader = build_loader(eval_set.items, test_transform, batch_size=config.data.test_batch_size,
-                              num_workers=config.data.num_workers, pin_memory=torch_device.type == "cuda",
-                              check_files=False)
-        result = evaluators[template].evaluate(loader, eval_set.classnames)
+        result = evaluate(evaluators[template], eval_set)
         accuracies[eval_set.name] = result.accuracy
         per_class[eval_set.name] = result.per_class
         logger.info("%s = %.2f (%d/%d)", eval_set.name, result.accuracy, result.correct, result.total)
@@ -309,7 +325,8 @@ def _check_gate_sizes(config: RunConfig, model: PromptedCLIP) -> None:
 def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: DatasetSplits,
            device: torch.device, autocast_dtype: torch.dtype | None, output_dir: Path, metrics_path: Path,
            callback: Callable[[dict[str, Any]], None] | None, resume_from: Path | None,
-           keep_checkpoints: int | None) -> list[dict[str, Any]]:
+           keep_checkpoints: int | None,
+           evaluate: Callable[[], dict[str, float]] | None) -> list[dict[str, Any]]:
     classnames = train_split.classnames
     prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
     o = config.optim
@@ -371,6 +388,7 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
         prompt_schedule=prompt_schedule, gate_optimizer=gate_optimizer, gate_schedule=gate_schedule,
         epochs=o.epochs, seed=config.seed, device=device, checkpoint_dir=output_dir / "checkpoints",
         keep_checkpoints=keep_checkpoints, callback=on_epoch, fingerprint=config_fingerprint(config),
+        evaluate=evaluate,
     )
     if resume_from is not None:
         trainer.load_checkpoint(Path(resume_from))

@@ -10,7 +10,9 @@ returns named metrics. Per epoch the trainer
    steps that scheduler),
 2. iterates a loader whose shuffle is seeded from (seed, epoch), drawing virtual tasks from a
    dedicated generator,
-3. averages the step metrics over the epoch and adds the learning rates,
+3. averages the step metrics over the epoch and adds the learning rates (and, if given, the
+   metrics of an ``evaluate`` hook, run with every RNG state saved and restored around it so
+   evaluation leaves the training streams untouched),
 4. writes a checkpoint atomically (trainable tensors, both optimisers, schedule position, every
    RNG state, the metric history) and calls the metric callback.
 
@@ -169,6 +171,8 @@ class Trainer:
             the 1-based number of completed epochs. Exceptions propagate (they stop the run).
         fingerprint: Identity of the run (e.g. a config hash) stored in checkpoints and checked
             on resume.
+        evaluate: Called after each epoch's training; its named metrics join the epoch's record
+            (history, checkpoint, callback). It runs with every RNG state restored afterwards.
     """
 
     def __init__(
@@ -188,6 +192,7 @@ class Trainer:
         keep_checkpoints: int | None = 1,
         callback: Callable[[dict[str, Any]], None] | None = None,
         fingerprint: str | None = None,
+        evaluate: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         if gate_optimizer is not None and gate_schedule is None:
             raise ValueError("gate_schedule is required with gate_optimizer")
@@ -207,6 +212,7 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         self.callback = callback
         self.fingerprint = fingerprint
+        self.evaluate = evaluate
         self.task_generator = torch.Generator().manual_seed(derive_seed(seed, "tasks"))
         self.loader_generator = torch.Generator()
         self.epoch = 0  # completed epochs
@@ -269,6 +275,12 @@ class Trainer:
             seed_everything(derive_seed(self.seed, "global"))
         while self.epoch < self.epochs:
             metrics = self.train_epoch(self.epoch)
+            if self.evaluate is not None:
+                rng = _rng_state(self._generators())
+                try:
+                    metrics.update(self.evaluate())
+                finally:
+                    _set_rng_state(rng, self._generators())
             self.epoch += 1
             record = {"epoch": self.epoch, **metrics}
             self.history.append(record)

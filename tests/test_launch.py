@@ -385,6 +385,8 @@ def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(tmp_path: Pa
         assert 0.001 <= float(run.data.params["optim.lr"]) <= 0.1
         assert {"val_base", "val_new", "val_hm"} <= set(run.data.metrics)
         assert not {"base_acc", "new_acc", "hm"} & set(run.data.metrics)  # never test data or new classes
+        history = MlflowClient(default_tracking_uri(output)).get_metric_history(run.info.run_id, "val_hm")
+        assert {m.step for m in history} == {1, 2}  # reported every epoch (early stopping), then final
     best_run = max(runs, key=lambda r: r.data.metrics["val_hm"])
     assert report.best[0]["value"] == best_run.data.metrics["val_hm"]
     assert "best ivlp/eurosat/2shots/seed1: val_hm=" in out.read_text()

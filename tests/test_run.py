@@ -97,8 +97,9 @@ class Stop(Exception):
     pass
 
 
-def test_stop_after_epoch_one_and_resume_matches_an_uninterrupted_run(data_root, tmp_path):
-    cfg = tiny_config(**{"optim.epochs": 3})
+@pytest.mark.parametrize("protocol", ["base2new", "search"])  # search also evaluates every epoch
+def test_stop_after_epoch_one_and_resume_matches_an_uninterrupted_run(data_root, tmp_path, protocol):
+    cfg = tiny_config(protocol=protocol, **{"optim.epochs": 3})
     full = run(cfg, data_root=data_root, output_dir=tmp_path / "full")
 
     def stop(event):
@@ -150,6 +151,55 @@ def test_protocols_and_schemes_report_their_metrics(data_root, tmp_path, overrid
         assert result.metrics["acc/mean"] == pytest.approx(
             (result.metrics["acc/imagenet_v2"] + result.metrics["acc/imagenet_a"]) / 2)
         assert set(json.loads((tmp_path / "per_class.json").read_text())) == keys - {"acc/mean"}
+
+
+def test_search_protocol_reports_validation_metrics_every_epoch(data_root, tmp_path):
+    events = []
+    result = run(tiny_config(protocol="search"), data_root=data_root, output_dir=tmp_path,
+                 callback=events.append)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for event in epochs:
+        b, n = event["val_base"], event["val_new"]
+        assert all(math.isfinite(v) and 0 <= v <= 100 for v in (b, n))
+        assert event["val_hm"] == pytest.approx(2 * b * n / (b + n) if b + n else 0.0)
+    assert result.metrics == {k: epochs[-1][k] for k in ("val_base", "val_new", "val_hm")}
+    assert events[-1] == {"event": "final", **result.metrics}
+    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    assert all({"val_base", "val_new", "val_hm"} <= set(line) for line in lines)
+    assert all(k in record for record in result.history for k in ("val_base", "val_new", "val_hm"))
+
+
+def test_epoch_evaluation_leaves_the_training_random_streams_alone(data_root, tmp_path, monkeypatch):
+    import random
+
+    import prometar.run as run_module
+
+    trainer_class = run_module.Trainer
+
+    def drawing(evaluate):  # an evaluation that also draws from every global generator
+        def wrapped():
+            random.random(), np.random.rand(), torch.rand(1)
+            return evaluate()
+        return wrapped
+
+    cfg = tiny_config(protocol="search")
+    monkeypatch.setattr(run_module, "Trainer",
+                        lambda *a, evaluate, **k: trainer_class(*a, evaluate=drawing(evaluate), **k))
+    evaluated = run(cfg, data_root=data_root, output_dir=tmp_path / "evaluated")
+    monkeypatch.setattr(run_module, "Trainer",
+                        lambda *a, evaluate, **k: trainer_class(*a, evaluate=None, **k))
+    plain = run(cfg, data_root=data_root, output_dir=tmp_path / "plain")
+    assert "val_hm" in evaluated.history[0] and "val_hm" not in plain.history[0]
+    training = [{k: v for k, v in record.items() if not k.startswith("val_")} for record in evaluated.history]
+    assert training == plain.history
+    assert evaluated.metrics == plain.metrics
+
+
+def test_other_protocols_do_not_evaluate_during_training(data_root, tmp_path):
+    events = []
+    run(tiny_config(), data_root=data_root, output_dir=tmp_path, callback=events.append)
+    assert not any(k.startswith("val_") for e in events if e["event"] == "epoch" for k in e)
 
 
 def test_search_protocol_never_reads_new_classes_or_test_images(data_root, tmp_path, monkeypatch):
