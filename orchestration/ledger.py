@@ -94,9 +94,11 @@ def load_sweep_summary(path: Path | str) -> SweepSummary:
     """
     import yaml
 
+    from prometar.config import parse_yaml
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except FileNotFoundError as error:
         raise ResultsError(f"{path}: sweep file not found") from error
     except yaml.YAMLError as error:

@@ -478,9 +478,9 @@ def _launch_search(spec: SweepSpec, ledger: TrialLedger, output: Path, options: 
 
 
 def _param_value(text: str) -> Any:
-    import yaml
+    from prometar.config import parse_yaml
 
-    return yaml.safe_load(text)
+    return parse_yaml(text)
 
 
 def _best(spec: SweepSpec, groups: list[SearchGroup], ledger: TrialLedger) -> list[dict[str, Any]]:

@@ -243,8 +243,10 @@ def load_sweep(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
     source = str(path)
     if not path.is_file():
         raise SpecError(source, "", "no such sweep file")
+    from prometar.config import parse_yaml
+
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""

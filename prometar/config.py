@@ -56,6 +56,7 @@ __all__ = [
     "list_presets",
     "load_preset",
     "load_yaml",
+    "parse_yaml",
     "parse_override",
     "resolve_config",
 ]
@@ -320,14 +321,29 @@ _Loader.add_implicit_resolver(
 )
 
 
+def parse_yaml(text: str) -> Any:
+    """Parse YAML safely (a ``yaml.SafeLoader``: no object construction), reading ``1e-5`` as a float.
+
+    Every YAML the project reads (run configs, overrides, sweep files) goes through this one parser.
+
+    Raises:
+        yaml.YAMLError: The text is not valid YAML.
+    """
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml(text: str, *, source: str = "<yaml>") -> Any:
-    """Parse YAML safely (no object construction), reading ``1e-5`` as a float.
+    """:func:`parse_yaml`, with invalid YAML as a :class:`ConfigError` naming ``source``.
 
     Raises:
         ConfigError: The text is not valid YAML.
     """
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError("", f"invalid YAML: {exc}", source=source) from None
 

@@ -76,6 +76,14 @@ def test_trial_key_takes_a_checkpoint_by_content_not_path(tmp_path: Path) -> Non
     assert key_for(tmp_path / "missing.pt") != key_for(first)  # no file: the name itself counts
 
 
+def test_sweep_yaml_reads_exponent_numbers_as_floats(tmp_path: Path) -> None:
+    # PyYAML's YAML 1.1 rules read "1e-5" as a string; the project's one parser reads a float.
+    text = "protocol: base2new\noverrides: {optim.warmup_lr: 1e-5, optim.epochs: 1}\n" \
+           "grid: {method: [ivlp], dataset: [dtd], seed: [1], shots: [4]}\n"
+    (trial,) = plan_trials(load_sweep(write(tmp_path, text)))
+    assert trial.config["optim"]["warmup_lr"] == 1e-5
+
+
 def test_protocols_map_to_run_protocols(tmp_path: Path) -> None:
     trials = plan_trials(load_sweep(write(tmp_path, base(protocol="few_shot"))))
     assert {t.config["protocol"] for t in trials} == {"all_classes"}
