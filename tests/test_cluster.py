@@ -118,6 +118,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def survivors(marker: str, grace_s: float = 15.0) -> list[int]:
+    """Marked processes still alive after ``grace_s``: a SIGKILLed process needs a moment to exit."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = [pid for pid in marked(marker) if _alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
 def kill_pids(pids: list[int], sig: int = signal.SIGKILL) -> None:
     for pid in pids:
         try:
@@ -299,7 +309,7 @@ def cluster() -> Iterator[LocalCluster]:
         for proc in reversed(started):
             stop_tree(proc, marker)
         kill_pids(marked(marker))
-        leftovers = [pid for pid in marked(marker) if _alive(pid)]
+        leftovers = survivors(marker)
         shutil.rmtree(root, ignore_errors=True)
         assert not leftovers, f"processes left running: {[(p, cmdline(p)) for p in leftovers]}"
 
