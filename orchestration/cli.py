@@ -17,6 +17,18 @@ def main() -> None:
     """Run ProMetaR and its baselines on CLIP at cluster scale, and print the paper's tables."""
 
 
+def _emit(text: str, out: str | None, *, executable: bool = False) -> None:
+    """Write a verb's text output to ``out`` (``-o``), or print it."""
+    if not out:
+        click.echo(text, nl=False)
+        return
+    from pathlib import Path
+
+    Path(out).write_text(text)
+    if executable:
+        Path(out).chmod(0o755)
+
+
 @main.group("data")
 def data_group() -> None:
     """Inspect the benchmark datasets under a data root."""
@@ -111,7 +123,6 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def table(sweep, experiment, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
     """Print the paper's tables from a sweep's FINISHED runs (or a CSV of runs)."""
-    from pathlib import Path
 
     from orchestration.ledger import ResultsError, load_source
     from orchestration.tables import table_text
@@ -121,10 +132,7 @@ def table(sweep, experiment, fmt, published, no_published, runs_csv, tracking_ur
         text = table_text(source, fmt, published=published, compare=not no_published)
     except ResultsError as err:
         raise click.UsageError(str(err)) from None
-    if out:
-        Path(out).write_text(text)
-    else:
-        click.echo(text, nl=False)
+    _emit(text, out)
 
 
 @main.command("plot")
@@ -285,11 +293,7 @@ def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, acc
                             setup=setup, script_name=Path(out).name if out else "prometar.sbatch")
     except (ClusterError, SpecError, ConfigError) as err:
         raise click.UsageError(str(err)) from None
-    if out:
-        Path(out).write_text(text)
-        Path(out).chmod(0o755)
-    else:
-        click.echo(text, nl=False)
+    _emit(text, out, executable=True)
 
 
 @main.command("k8s")
@@ -309,7 +313,6 @@ def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, acc
 def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data_claim, output_claim, tracking_uri,
         namespace, sets, no_token_auth, out) -> None:
     """Write a KubeRay RayJob manifest (and the sweep's ConfigMap) running the sweep."""
-    from pathlib import Path
 
     from orchestration.cluster import ClusterError, render_rayjob
     from orchestration.spec import SpecError
@@ -322,10 +325,7 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
                              overrides=sets, token_auth=not no_token_auth)
     except (ClusterError, SpecError, ConfigError) as err:
         raise click.UsageError(str(err)) from None
-    if out:
-        Path(out).write_text(text)
-    else:
-        click.echo(text, nl=False)
+    _emit(text, out)
 
 
 @main.command("demo")
