@@ -203,7 +203,8 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
         The launch report (``exit_code`` 1 when a trial failed).
 
     Raises:
-        SpecError: Bad sweep file. LaunchError: bad data root. TrackingError: unusable store.
+        SpecError: Bad sweep file. LaunchError: bad data root, or the same sweep is being launched
+            into the same output folder by another process. TrackingError: unusable store.
             All raised before any run or trial starts.
     """
     out = stream or sys.stdout
@@ -219,9 +220,18 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
         print(f"[{spec.name}] dry run: done {done} · to do {status.total - done} · total {status.total}", file=out)
         return LaunchReport(spec.name, status.total, done, status.total - done)
 
+    if options.tracking_uri is not None:
+        ledger.check_reachable()  # a remote store: before anything is written locally
+    output.mkdir(parents=True, exist_ok=True)
+    with launch_lock(output, spec.name, source=spec.source):
+        return _launch_locked(spec, trials, ledger, output, options, out)
+
+
+def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, output: Path,
+                   options: LaunchOptions, out: IO[str]) -> LaunchReport:
+    """The launch proper, while this process holds the sweep's launch lock."""
     if options.tracking_uri is None:
-        output.mkdir(parents=True, exist_ok=True)
-    ledger.check_reachable()
+        ledger.check_reachable()  # creates the SQLite ledger in the output folder
     closed = ledger.close_stale_runs()
     if closed:
         print(f"[{spec.name}] closed {closed} run(s) a previous launch left RUNNING as KILLED", file=out)
@@ -243,6 +253,49 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
                 _fan_out(spec, {t.key: t for t in todo}, {}, ledger, report, output, options, out)
     _finish(spec, ledger, output, report, options, out)
     return report
+
+
+@contextmanager
+def launch_lock(output: Path, sweep: str, *, source: str = "") -> Iterator[None]:
+    """Hold ``<output>/.launch-<sweep>.lock`` for the duration of a launch.
+
+    A second launch of the same sweep into the same output folder would close the first one's
+    RUNNING runs as KILLED and run its trials twice; it is refused instead (``LaunchError``, exit
+    2), naming the process holding the lock. The lock is an ``flock`` on an open file: the kernel
+    drops it when the holding process ends, however it ends, so a killed launch never leaves a
+    stale lock behind.
+
+    Args:
+        output: The launch's output folder (must exist).
+        sweep: The sweep's name.
+        source: The sweep file, for the error message.
+    """
+    import fcntl
+    import json
+
+    path = Path(output) / f".launch-{sweep}.lock"
+    handle = open(path, "a+")  # noqa: SIM115 (held open for the whole launch)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            who = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
+                   if holder else "another process")
+            raise LaunchError(f"{source or sweep}: sweep {sweep!r} is already being launched into {output} "
+                              f"({who}); wait for it to end or stop it (lock: {path})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 @contextmanager
@@ -383,17 +436,27 @@ def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, Search
     run_config = tune.RunConfig(
         name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=str(output / "ray"),
-        callbacks=[tracker, progress],
+        callbacks=[tracker, progress, *_tune_loggers()],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         verbose=0,
     )
     try:
-        tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
+        # Tune's automatic loggers include a TensorBoard writer whose import pulls torch into the
+        # driver (~3 s per launch); MLflow is the record, so only the JSON and CSV loggers run.
+        with temporary_environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+            tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
     finally:
         outcomes = list(tracker.outcomes.values())
         report.finished += outcomes.count("FINISHED")
         report.failed += outcomes.count("FAILED")
         report.killed += outcomes.count("KILLED")
+
+
+def _tune_loggers() -> list[Any]:
+    """Tune's per-trial ``result.json`` and ``progress.csv`` (no TensorBoard files)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
 def _trial_name(trial: Any) -> str:
@@ -555,5 +618,5 @@ def _render_tables(spec: SweepSpec, ledger: TrialLedger, output: Path, report: L
 
 __all__ = [
     "LaunchError", "LaunchOptions", "LaunchReport", "SweepStatus", "TrackingError", "describe_validation",
-    "join_ray", "launch", "start_local_ray", "sweep_status", "validate_sweep", "write_best_sweeps",
+    "join_ray", "launch", "launch_lock", "start_local_ray", "sweep_status", "validate_sweep", "write_best_sweeps",
 ]

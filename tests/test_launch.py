@@ -118,6 +118,41 @@ def test_missing_data_root_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from orchestration.runner import launch_lock
+with launch_lock(Path(sys.argv[1]), sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_launch_of_the_same_sweep_is_refused_until_the_first_ends(tmp_path: Path, data_root: Path) -> None:
+    from orchestration.runner import launch_lock
+
+    sweep = write_sweep(tmp_path, "twice", seeds=[1])
+    output = tmp_path / "out"
+    output.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(output), "twice"], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
+                                           str(data_root)])
+        assert result.exit_code == 2, result.output
+        assert "'twice' is already being launched" in result.output and f"pid {holder.pid}" in result.output
+        assert str(sweep) in result.output
+        assert not (output / "mlflow.db").exists() and not (output / "ray").exists()  # nothing written
+        with launch_lock(output, "other"):  # another sweep into the same folder is not blocked
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no clean-up code runs; the kernel drops the lock with the process
+        holder.wait()
+    with launch_lock(output, "twice"):
+        assert json.loads((output / ".launch-twice.lock").read_text())["pid"] == os.getpid()
+
+
 def test_dry_run_and_status_write_nothing(tmp_path: Path, data_root: Path) -> None:
     sweep = write_sweep(tmp_path, "dry", seeds=[1, 2])
     output = tmp_path / "out"
@@ -257,6 +292,12 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
         environment = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json",
                                                                 str(local))).read_text())
         assert environment["device"] == "cpu" and environment["packages"]["torch"]
+    # Tune's own per-trial logs: JSON and CSV, no TensorBoard writer (it would import torch in the driver)
+    trial_folders = [p for p in (output / "ray").glob("*/t_*") if p.is_dir()]
+    assert len(trial_folders) == 4
+    for folder in trial_folders:
+        assert (folder / "result.json").is_file() and (folder / "progress.csv").is_file()
+        assert not list(folder.glob("events.out.tfevents*"))
 
 
 @pytest.mark.ray

@@ -9,13 +9,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 BLOCKER = r"""
-import importlib, importlib.abc, pkgutil, sys
+import importlib, importlib.abc, importlib.machinery, pkgutil, sys
 BLOCKED = {"ray", "mlflow", "click", "orchestration", "optuna", "pandas"}
-class Block(importlib.abc.MetaPathFinder):
+class Block(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    # a blocked package looks present to find_spec (torch probes for pandas) but fails to import
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"blocked import of {name}")
+            return importlib.machinery.ModuleSpec(name, self)
         return None
+    def create_module(self, spec):
+        raise ImportError(f"blocked import of {spec.name}")
+    def exec_module(self, module):
+        raise ImportError(f"blocked import of {module.__name__}")
 sys.meta_path.insert(0, Block())
 import prometar
 mods = [m.name for m in pkgutil.walk_packages(prometar.__path__, "prometar.")]
@@ -41,3 +46,21 @@ def test_core_sources_never_import_application_layer():
                 if head in {"ray", "mlflow", "click", "orchestration"}:
                     offenders.append(f"{path}: {stripped}")
     assert offenders == []
+
+
+DRIVER = r"""
+import sys
+from orchestration.runner import validate_sweep
+spec, trials = validate_sweep("sweeps/base2new.yaml")
+import prometar.data
+assert prometar.data.get_dataset("eurosat").folder
+print(len(trials), "torch" in sys.modules)
+"""
+
+
+def test_sweep_validation_in_the_driver_does_not_import_torch():
+    """The launch driver plans trials from the catalog alone; torch loads only in the trial workers."""
+    out = subprocess.run([sys.executable, "-c", DRIVER], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    count, torch_loaded = out.stdout.split()
+    assert int(count) == 33 and torch_loaded == "False"
