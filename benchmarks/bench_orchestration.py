@@ -73,7 +73,7 @@ def through_launch(data_root: Path, output: Path, seeds: list[int]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=4, help="trials N (seeds 1..N)")
+    parser.add_argument("--trials", type=int, default=8, help="trials N (seeds 1..N)")
     args = parser.parse_args(argv)
     import torch  # noqa: F401  (imports are not what is measured in process)
 
