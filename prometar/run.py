@@ -44,6 +44,7 @@ from prometar.data import (
     DatasetSplits,
     ImageDataset,
     Item,
+    SeededSampler,
     base_new_split,
     build_loader,
     build_test_transform,
@@ -59,7 +60,7 @@ from prometar.meta import GateNetwork
 from prometar.prompts import PromptedCLIP
 from prometar.steps import build_training_step
 from prometar.teacher import compute_text_teacher, load_templates
-from prometar.trainer import LearningRateSchedule, Trainer, seed_everything
+from prometar.trainer import LearningRateSchedule, Trainer, derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -368,10 +369,19 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
     dataset = ImageDataset(train_split.train, train_transform)
     d = config.data
 
+    sampler = SeededSampler(len(dataset), torch.Generator())
+    # One loader per run: each epoch its sampler draws the order and one augmentation seed per image
+    # from the trainer's generator (reseeded per epoch), so the batches do not depend on the worker
+    # count and the workers live across epochs (persistent) without changing what a resume sees.
+    # Its own generator only seeds the workers' RNGs, which no longer decide any augmentation.
+    loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, drop_last=d.drop_last,
+                        num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+                        pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(derive_seed(config.seed, "workers")))
+
     def make_loader(generator: torch.Generator) -> DataLoader:
-        return DataLoader(dataset, batch_size=d.batch_size, shuffle=True, drop_last=d.drop_last,
-                          num_workers=d.num_workers, generator=generator,
-                          pin_memory=device.type == "cuda")
+        sampler.generator = generator
+        return loader
 
     def on_epoch(event: dict[str, Any]) -> None:
         line = {key: value for key, value in event.items() if key != "checkpoint"}

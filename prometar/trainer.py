@@ -8,8 +8,8 @@ returns named metrics. Per epoch the trainer
    warm-up, then cosine ``lr·(1+cos(π·e/T))/2`` at 0-based epoch ``e``; gate: the same form with
    its own values, or — official — frozen at its epoch-0 value because the published code never
    steps that scheduler),
-2. iterates a loader whose shuffle is seeded from (seed, epoch), drawing virtual tasks from a
-   dedicated generator,
+2. iterates a loader whose order and augmentation are seeded from (seed, epoch), drawing virtual
+   tasks from a dedicated generator,
 3. averages the step metrics over the epoch and adds the learning rates (and, if given, the
    metrics of an ``evaluate`` hook, run with every RNG state saved and restored around it so
    evaluation leaves the training streams untouched),
@@ -155,7 +155,8 @@ class Trainer:
         step: The training step: ``step(images, labels, generator=...) -> dict[str, float]``; it
             does its own backward and optimiser steps (``prometar.steps.TrainingStep``).
         make_loader: ``make_loader(generator)`` returns an iterable of ``(images, labels)``
-            batches for one epoch whose shuffling (and worker seeds) draw from ``generator``.
+            batches for one epoch whose order and augmentation draw from ``generator`` (the
+            trainer reseeds it per epoch; ``prometar.data.SeededSampler``).
         modules: Modules whose trainable tensors are checkpointed (``{"model": ..., "gate": ...}``).
         prompt_optimizer: Optimiser of the prompt tensors.
         prompt_schedule: Its per-epoch learning rates.

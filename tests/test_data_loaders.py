@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 from torchvision.transforms import InterpolationMode, RandomResizedCrop, Resize
 
 from prometar.data import (
     DataError,
     ImageDataset,
+    SeededSampler,
     build_loader,
     build_test_transform,
     build_train_transform,
@@ -103,3 +105,40 @@ def test_corrupt_image_in_a_worker_names_the_path(mini_root):
     loader = build_loader(splits.test[:4], build_test_transform(16, MEAN, STD), batch_size=4, num_workers=1)
     with pytest.raises(DataError, match=str(corrupt)):
         list(loader)
+
+
+def _epochs(dataset: ImageDataset, *, workers: int, persistent: bool, seeds: list[int]) -> list[torch.Tensor]:
+    """Every epoch's images through one loader; the sampler's generator reseeded per epoch."""
+    generator = torch.Generator()
+    loader = DataLoader(dataset, batch_size=4, sampler=SeededSampler(len(dataset), generator),
+                        num_workers=workers, persistent_workers=persistent,
+                        generator=torch.Generator().manual_seed(0))  # worker seeds (as prometar.run)
+    epochs = []
+    for seed in seeds:
+        generator.manual_seed(seed)
+        epochs.append(torch.cat([images for images, _ in loader]))
+    return epochs
+
+
+def test_augmented_batches_do_not_depend_on_the_workers(mini_root):
+    """Order and augmentation come from the sampler's generator, not from worker RNG streams."""
+    splits = read_dataset("oxford_pets", mini_root)
+    dataset = ImageDataset(splits.train[:12], build_train_transform(32, MEAN, STD))
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    inline = _epochs(dataset, workers=0, persistent=False, seeds=[11, 12, 11])
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's global generator is left alone
+    assert not torch.equal(inline[0], inline[1]) and torch.equal(inline[0], inline[2])
+    for workers, persistent in ((2, False), (2, True), (3, True)):
+        epochs = _epochs(dataset, workers=workers, persistent=persistent, seeds=[11, 12, 11])
+        assert all(torch.equal(a, b) for a, b in zip(inline, epochs, strict=True)), (workers, persistent)
+
+
+def test_seeded_sampler_draws_order_and_one_seed_per_item():
+    generator = torch.Generator().manual_seed(3)
+    pairs = list(SeededSampler(10, generator))
+    assert sorted(index for index, _ in pairs) == list(range(10)) and len(SeededSampler(10, generator)) == 10
+    assert len({seed for _, seed in pairs}) == 10 and all(0 <= seed < 2**63 for _, seed in pairs)
+    assert [i for i, _ in SeededSampler(5, generator, shuffle=False)] == [0, 1, 2, 3, 4]
+    generator.manual_seed(3)
+    assert list(SeededSampler(10, generator)) == pairs

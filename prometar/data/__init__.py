@@ -19,7 +19,8 @@ _HOME: dict[str, str] = {
     "DatasetInfo": "catalog", "get_dataset": "catalog", "list_datasets": "catalog",
     "DatasetReport": "check", "check_datasets": "check",
     "few_shot": "fewshot", "sample_few_shot": "fewshot",
-    "ImageDataset": "loaders", "build_loader": "loaders", "load_image": "loaders",
+    "ImageDataset": "loaders", "SeededSampler": "loaders", "build_loader": "loaders",
+    "load_image": "loaders",
     "write_miniatures": "miniature",
     "BaseNewSplits": "protocols", "base_new_split": "protocols", "generalization_targets": "protocols",
     "search_split": "protocols", "select_classes": "protocols", "subsample_classes": "protocols",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     )
     from prometar.data.check import DatasetReport, check_datasets
     from prometar.data.fewshot import few_shot, sample_few_shot
-    from prometar.data.loaders import ImageDataset, build_loader, load_image
+    from prometar.data.loaders import ImageDataset, SeededSampler, build_loader, load_image
     from prometar.data.miniature import write_miniatures
     from prometar.data.protocols import (
         BaseNewSplits,
@@ -78,6 +79,7 @@ __all__ = [
     "DatasetReport",
     "DatasetSplits",
     "ImageDataset",
+    "SeededSampler",
     "Item",
     "base_new_split",
     "build_loader",

@@ -1,9 +1,15 @@
-"""Data loading: a dataset over ``Item`` lists and a ``DataLoader`` builder.
+"""Data loading: a dataset over ``Item`` lists, a seeded sampler and a ``DataLoader`` builder.
 
 Images are opened with PIL and converted to RGB. A missing or unreadable image raises
 ``DataError`` naming the path and the item (also from a worker process, where the DataLoader
 re-raises it in the main process); ``build_loader`` checks that every file exists before any
 worker starts, by default.
+
+Random augmentation does not depend on the worker processes: ``SeededSampler`` draws, in the main
+process, the epoch's order *and one seed per item* from the generator it is given, and
+``ImageDataset`` applies the transform to an ``(index, seed)`` request under that seed. The
+batches are therefore the same for any ``num_workers`` (which is why worker counts stay out of
+trial keys), and workers may persist across epochs without changing what a resumed run sees.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from prometar.data.catalog import DataError
 from prometar.data.readers import Item
@@ -35,12 +41,52 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[object, int]:
+    def __getitem__(self, request: int | tuple[int, int]) -> tuple[object, int]:
+        """The item at ``request`` (an index), or at ``(index, seed)``: transformed under ``seed``.
+
+        Under a seed the transform draws from torch's global generator seeded with it, and the
+        generator's previous state is restored afterwards.
+        """
+        index, seed = request if isinstance(request, tuple) else (request, None)
         item = self.items[index]
         image = load_image(item.path, entry=f"item {index}, label {item.label} ({item.classname})")
         if self.transform is not None:
-            image = self.transform(image)
+            if seed is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    image = self.transform(image)
         return image, item.label
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, seed)`` for every item, in a fresh order each pass.
+
+    Each pass (epoch) draws from ``generator`` in the main process: a permutation of the items
+    (``shuffle``) and one 63-bit seed per item, which ``ImageDataset`` uses for that item's random
+    transform. Reseeding the generator before a pass fixes the whole pass — order and
+    augmentation — whatever the number of loader workers, and however long they have lived.
+
+    Args:
+        size: Number of items.
+        generator: Where each pass draws from (the trainer reseeds it per epoch).
+        shuffle: Permute the items each pass; False keeps their order (seeds still drawn).
+    """
+
+    def __init__(self, size: int, generator: torch.Generator, *, shuffle: bool = True) -> None:
+        self.size = size
+        self.generator = generator
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = (torch.randperm(self.size, generator=self.generator) if self.shuffle
+                 else torch.arange(self.size))
+        seeds = torch.randint(0, 2**63 - 1, (self.size,), generator=self.generator)
+        return iter(list(zip(order.tolist(), seeds.tolist(), strict=True)))
 
 
 def load_image(path: str, *, entry: str = "") -> Image.Image:
