@@ -109,9 +109,36 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
         click.echo(f"{name}\t{value:.2f}")
 
 
+def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
+    """``load_source`` for the ``table`` and ``plot`` verbs, with ``--set`` parsed; prints the note
+    on runs the sweep file left out to stderr.
+
+    Raises:
+        ResultsError: Bad arguments, sweep file, override or ledger.
+    """
+    from orchestration.ledger import ResultsError, load_source
+    from prometar.config import ConfigError, parse_override
+
+    try:
+        overrides = dict(parse_override(text) for text in sets)
+    except ConfigError as err:
+        raise ResultsError(str(err)) from None
+    source = load_source(sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri,
+                         overrides=overrides)
+    note = source.unplanned_note()
+    if note:
+        click.echo(note, err=True)
+    return source
+
+
+_SWEEP_SET_HELP = ("Dotted run-config override the sweep was launched with, YAML-typed (repeatable): "
+                   "selects the runs `launch SWEEP --set ...` made.")
+
+
 @main.command("table")
 @click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file).")
+@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every FINISHED run.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
               show_default=True, help="Output format.")
 @click.option("--published", type=click.Path(dir_okay=False, path_type=str),
@@ -121,14 +148,14 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
               help="CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.")
 @click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
-def table(sweep, experiment, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
-    """Print the paper's tables from a sweep's FINISHED runs (or a CSV of runs)."""
+def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
+    """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
 
-    from orchestration.ledger import ResultsError, load_source
+    from orchestration.ledger import ResultsError
     from orchestration.tables import table_text
 
     try:
-        source = load_source(sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri)
+        source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
         text = table_text(source, fmt, published=published, compare=not no_published)
     except ResultsError as err:
         raise click.UsageError(str(err)) from None
@@ -137,7 +164,8 @@ def table(sweep, experiment, fmt, published, no_published, runs_csv, tracking_ur
 
 @main.command("plot")
 @click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file).")
+@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every FINISHED run.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
 @click.option("--runs", "runs_csv", type=click.Path(dir_okay=False, path_type=str),
               help="CSV of per-run rows: no MLflow (no training curves).")
 @click.option("--published", type=click.Path(dir_okay=False, path_type=str),
@@ -145,13 +173,13 @@ def table(sweep, experiment, fmt, published, no_published, runs_csv, tracking_ur
 @click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder for the PNG files.")
-def plot(sweep, experiment, runs_csv, published, tracking_uri, out) -> None:
-    """Draw the paper's figures (PNG) from a sweep's FINISHED runs."""
-    from orchestration.ledger import ResultsError, load_source
+def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
+    """Draw the paper's figures (PNG) from the FINISHED runs a sweep plans."""
+    from orchestration.ledger import ResultsError
     from orchestration.plots import plot_source
 
     try:
-        source = load_source(sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri)
+        source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
         paths = plot_source(source, out, published=published)
     except ResultsError as err:
         raise click.UsageError(str(err)) from None

@@ -24,9 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from orchestration.ledger import Ledger, read_experiment
+from orchestration.ledger import Ledger, planned_runs, read_experiment
 from orchestration.runner import DEFAULT_OUTPUT, LaunchOptions, LaunchReport, launch, validate_sweep
-from orchestration.spec import SweepSpec, Trial
+from orchestration.spec import SweepSpec
 from orchestration.tables import (
     AVERAGE,
     Cell,
@@ -37,7 +37,7 @@ from orchestration.tables import (
     order_datasets,
     to_markdown,
 )
-from orchestration.tracking import TrialLedger, default_tracking_uri
+from orchestration.tracking import default_tracking_uri
 
 DEMO_SWEEP_FILE = "demo.yaml"
 TOY_DIR_NAME = "toy"
@@ -122,7 +122,9 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
 
     spec, trials = validate_sweep(path, overrides)
     uri = default_tracking_uri(output)
-    ledger = _planned_runs(read_experiment(spec.name, uri), _finished_run_ids(spec, trials, uri))
+    # Only the runs this sweep plans: the experiment may also hold runs of other configurations of
+    # the same cells (an earlier toy build's checkpoint, an edited demo sweep).
+    ledger = read_experiment(spec.name, uri, planned=planned_runs(spec, trials))
     if ledger.runs.empty:
         print(f"[demo] no FINISHED trial to tabulate in {uri}", file=out)
     else:
@@ -148,29 +150,6 @@ def _toy_line(build: Any) -> str:
 def _datasets(spec: SweepSpec) -> list[str]:
     grid = spec.grid.get("data.dataset")
     return list(grid) if grid else [str(spec.overrides["data.dataset"])]
-
-
-def _finished_run_ids(spec: SweepSpec, trials: list[Trial], tracking_uri: str) -> set[str]:
-    """MLflow run ids of the FINISHED runs of the trials this sweep plans (latest per key)."""
-    keys = {t.key for t in trials}
-    latest: dict[str, Any] = {}
-    for run in TrialLedger(tracking_uri, spec.name).runs():
-        key = run.data.tags.get("prometar.trial_key")
-        if key in keys and run.info.status == "FINISHED":
-            if key not in latest or run.info.start_time > latest[key].info.start_time:
-                latest[key] = run
-    return {run.info.run_id for run in latest.values()}
-
-
-def _planned_runs(ledger: Ledger, run_ids: set[str]) -> Ledger:
-    """The ledger restricted to ``run_ids``.
-
-    The experiment may also hold runs of other configurations under the same (method, dataset,
-    seed) — an earlier toy build's checkpoint, an edited demo sweep — which the table must not mix in.
-    """
-    runs = ledger.runs[ledger.runs["run_id"].isin(run_ids)].reset_index(drop=True)
-    params = ledger.params[ledger.params.index.isin(run_ids)] if not ledger.params.empty else ledger.params
-    return Ledger(runs=runs, params=params, curve_metrics=ledger.curve_metrics)
 
 
 def _base2new_table(ledger: Ledger, spec: SweepSpec) -> RenderedTable:

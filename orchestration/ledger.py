@@ -5,19 +5,24 @@ returns: one row per (run, final metric) with the columns :data:`RUN_COLUMNS`. T
 each run (MLflow params, dotted keys) travels beside it in a wide frame keyed by ``run_id``.
 
 Writing the ledger belongs to ``tracking.py``; this module only reads it, through the child-run tags
-pinned in ``docs/internals.md`` (``prometar.trial_key``, ``dataset``, ``method``, ``seed``,
-``shots``, ``protocol``).
+pinned in ``docs/internals.md`` (``prometar.trial_key``, ``prometar.search_group``, ``dataset``,
+``method``, ``seed``, ``shots``, ``protocol``). Given a sweep file, only the runs the sweep plans are
+read (:class:`PlannedRuns`): the experiment may also hold runs of other configurations of the same
+cells (an edited sweep, a launch with ``--set``, another checkpoint).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from orchestration.spec import SpecError, SweepSpec, Trial, load_sweep, plan_search_groups, plan_trials
 
 IDENTITY_COLUMNS: tuple[str, ...] = ("method", "dataset", "protocol", "shots", "seed")
 """Columns that identify where a run sits in the paper's grid."""
@@ -32,6 +37,7 @@ FINAL_METRIC_PATTERN = re.compile(r"^(base_acc|new_acc|hm|acc|acc/.+|val_.+)$")
 """Names of final metrics (docs/internals.md, ``run.py``); every other metric is a training curve."""
 
 TRIAL_KEY_TAG = "prometar.trial_key"
+SEARCH_GROUP_TAG = "prometar.search_group"
 DEFAULT_OUTPUT = Path("prometar_runs")
 DEFAULT_PROTOCOL = "base2new"
 
@@ -48,28 +54,53 @@ class Ledger:
         runs: The tidy runs table, columns :data:`RUN_COLUMNS`, final metrics only.
         params: One row per ``run_id`` (the index), one column per dotted config key.
         curve_metrics: Names of the non-final metrics the runs logged (training curves, gates).
+        unplanned_runs: Runs of the experiment (in the statuses read) left out because the sweep
+            does not plan them; 0 when no restriction was asked for.
     """
 
     runs: pd.DataFrame
     params: pd.DataFrame = field(default_factory=pd.DataFrame)
     curve_metrics: tuple[str, ...] = ()
+    unplanned_runs: int = 0
+
+
+@dataclass(frozen=True)
+class PlannedRuns:
+    """The child runs a sweep plans: those whose tag ``tag`` holds one of ``keys``.
+
+    Attributes:
+        tag: :data:`TRIAL_KEY_TAG` (grid sweeps: one key per planned trial) or
+            :data:`SEARCH_GROUP_TAG` (search sweeps: one key per planned search group, whose sampled
+            trials are not known in advance).
+        keys: The planned trial keys or search-group keys.
+    """
+
+    tag: str
+    keys: frozenset[str]
 
 
 @dataclass(frozen=True)
 class SweepSummary:
-    """The few facts about a sweep file the results layer needs.
+    """The facts about a sweep file the results layer needs.
 
     Attributes:
         name: MLflow experiment name (the sweep's ``name``, default: the file stem).
-        datasets: The grid's datasets, in file order (the Average row is taken over these).
+        datasets: The grid's datasets, in grid order (the Average row is taken over these); the
+            ``data.dataset`` override when the dataset is not a grid axis.
         protocol: The sweep's protocol.
         search_space: Dotted keys of the searched hyper-parameters (empty without a search).
+        planned: The runs the sweep plans (trial keys, or search-group keys for a search sweep).
+        source: The sweep file, as given.
+        overrides: The extra dotted overrides (``--set``) the sweep was planned with.
     """
 
     name: str
     datasets: tuple[str, ...]
     protocol: str
     search_space: tuple[str, ...] = ()
+    planned: PlannedRuns | None = None
+    source: str = ""
+    overrides: tuple[tuple[str, Any], ...] = ()
 
 
 def default_tracking_uri(output: Path | str = DEFAULT_OUTPUT) -> str:
@@ -77,52 +108,58 @@ def default_tracking_uri(output: Path | str = DEFAULT_OUTPUT) -> str:
     return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
 
 
-def load_sweep_summary(path: Path | str) -> SweepSummary:
-    """Read a sweep file's name, grid datasets, protocol and search space.
+def planned_runs(spec: SweepSpec, trials: Sequence[Trial] | None = None) -> PlannedRuns:
+    """The runs a validated sweep plans, to restrict :func:`read_experiment` to them.
 
-    A deliberately small reader, to be replaced by ``orchestration.spec`` once it lands; it checks
-    only what it reads.
+    Args:
+        spec: The sweep (with any ``--set`` overrides already applied).
+        trials: ``plan_trials(spec)`` when the caller has it (saves expanding the grid again).
+
+    Returns:
+        The planned search-group keys for a search sweep (child runs carry
+        :data:`SEARCH_GROUP_TAG`), else the planned trial keys.
+    """
+    if spec.search is not None:
+        return PlannedRuns(SEARCH_GROUP_TAG, frozenset(g.key for g in plan_search_groups(spec)))
+    return PlannedRuns(TRIAL_KEY_TAG, frozenset(t.key for t in (trials if trials is not None else plan_trials(spec))))
+
+
+def summarize_sweep(spec: SweepSpec, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
+    """The :class:`SweepSummary` of a validated sweep.
+
+    Args:
+        spec: The sweep (``load_sweep``).
+        overrides: The extra overrides it was loaded with (recorded for messages only).
+
+    Returns:
+        Its name, datasets in grid order, protocol, search space and planned runs.
+    """
+    grid = spec.grid.get("data.dataset")
+    datasets = tuple(str(d) for d in grid) if grid else (str(spec.overrides["data.dataset"]),)
+    space = tuple(spec.search.space) if spec.search is not None else ()
+    return SweepSummary(spec.name, datasets, spec.protocol, space, planned_runs(spec), spec.source,
+                        tuple((overrides or {}).items()))
+
+
+def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
+    """Read and validate a sweep file (``orchestration.spec.load_sweep``) into its summary.
 
     Args:
         path: The sweep YAML file.
+        overrides: Extra dotted run-config overrides (``--set``), applied as ``launch`` applies them.
 
     Returns:
-        The sweep's summary.
+        The sweep's summary, with the trial keys (or search-group keys) it plans.
 
     Raises:
-        ResultsError: The file is missing, not YAML, or a key read here has the wrong type.
+        ResultsError: The file is missing or not a valid sweep, or an override is rejected; the
+            message (the ``SpecError``'s) names the file and the key.
     """
-    import yaml
-
-    from prometar.config import parse_yaml
-
-    path = Path(path)
     try:
-        data = parse_yaml(path.read_text())
-    except FileNotFoundError as error:
-        raise ResultsError(f"{path}: sweep file not found") from error
-    except yaml.YAMLError as error:
-        raise ResultsError(f"{path}: not valid YAML ({error})") from error
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: a sweep file is a mapping at the top level")
-    name = data.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise ResultsError(f"{path}: key 'name' must be a non-empty string")
-    grid = data.get("grid", {}) or {}
-    if not isinstance(grid, dict):
-        raise ResultsError(f"{path}: key 'grid' must be a mapping")
-    datasets = grid.get("dataset", [])
-    datasets = [datasets] if isinstance(datasets, str) else datasets
-    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
-        raise ResultsError(f"{path}: key 'grid.dataset' must be a list of dataset keys")
-    protocol = data.get("protocol", DEFAULT_PROTOCOL)
-    if not isinstance(protocol, str):
-        raise ResultsError(f"{path}: key 'protocol' must be a string")
-    search = data.get("search") or {}
-    space = search.get("space", {}) if isinstance(search, dict) else {}
-    if not isinstance(space, dict):
-        raise ResultsError(f"{path}: key 'search.space' must be a mapping")
-    return SweepSummary(name, tuple(datasets), protocol, tuple(space))
+        spec = load_sweep(path, overrides=overrides)
+    except SpecError as error:
+        raise ResultsError(str(error)) from None
+    return summarize_sweep(spec, overrides)
 
 
 def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
@@ -220,7 +257,13 @@ def _search_child_runs(client: Any, experiment_id: str, statuses: Sequence[str])
             return runs
 
 
-def read_experiment(experiment: str, tracking_uri: str, *, statuses: Sequence[str] = ("FINISHED",)) -> Ledger:
+def read_experiment(
+    experiment: str,
+    tracking_uri: str,
+    *,
+    statuses: Sequence[str] = ("FINISHED",),
+    planned: PlannedRuns | None = None,
+) -> Ledger:
     """Read the child runs of an MLflow experiment into a :class:`Ledger`.
 
     When a trial key was run more than once (``launch --force``), the latest start wins.
@@ -229,9 +272,11 @@ def read_experiment(experiment: str, tracking_uri: str, *, statuses: Sequence[st
         experiment: The experiment name (the sweep's name).
         tracking_uri: The MLflow tracking URI.
         statuses: Run statuses to keep (tables use FINISHED runs only).
+        planned: Keep only these runs (:func:`planned_runs`), before the latest-per-key choice;
+            ``None`` keeps every child run.
 
     Returns:
-        The ledger of those runs.
+        The ledger of those runs; ``unplanned_runs`` counts the runs ``planned`` left out.
 
     Raises:
         ResultsError: The experiment does not exist, or a run lacks an identity tag.
@@ -246,8 +291,12 @@ def read_experiment(experiment: str, tracking_uri: str, *, statuses: Sequence[st
     records: list[dict[str, Any]] = []
     params: dict[str, dict[str, str]] = {}
     curve_metrics: set[str] = set()
+    unplanned = 0
     for run in _search_child_runs(client, found.experiment_id, statuses):
         tags = run.data.tags
+        if planned is not None and tags.get(planned.tag) not in planned.keys:
+            unplanned += 1
+            continue
         record: dict[str, Any] = {
             "run_id": run.info.run_id,
             "_trial_key": tags[TRIAL_KEY_TAG],
@@ -269,14 +318,16 @@ def read_experiment(experiment: str, tracking_uri: str, *, statuses: Sequence[st
         params[run.info.run_id] = dict(run.data.params)
     if not records:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
-        return Ledger(runs=empty, params=pd.DataFrame(), curve_metrics=tuple(sorted(curve_metrics)))
+        return Ledger(runs=empty, params=pd.DataFrame(), curve_metrics=tuple(sorted(curve_metrics)),
+                      unplanned_runs=unplanned)
     wide = pd.DataFrame.from_records(records)
     wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
     wide = wide.drop(columns=["_trial_key", "_start"])
     ledger = tidy_from_wide(wide, source=f"experiment {experiment!r}")
     param_frame = pd.DataFrame.from_dict(params, orient="index").reindex(wide["run_id"])
     param_frame.index.name = "run_id"
-    return Ledger(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)))
+    return Ledger(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)),
+                  unplanned_runs=unplanned)
 
 
 def _require_sqlite_file(tracking_uri: str) -> None:
@@ -341,6 +392,17 @@ class Source:
     tracking_uri: str | None
     experiment: str | None
 
+    def unplanned_note(self) -> str | None:
+        """One line saying how many FINISHED runs the sweep file left out, or None if none were."""
+        count = self.ledger.unplanned_runs
+        if not count or self.sweep is None:
+            return None
+        shown = " ".join(f"--set {key}={value if isinstance(value, str) else json.dumps(value)}"
+                         for key, value in self.sweep.overrides)
+        planned_by = f"{self.sweep.source} {shown}" if shown else self.sweep.source
+        return (f"note: {count} FINISHED run(s) of experiment {self.experiment!r} are not planned by "
+                f"{planned_by} (other configurations); --experiment {self.experiment} shows every run")
+
 
 def load_source(
     sweep: Path | str | None = None,
@@ -348,26 +410,38 @@ def load_source(
     experiment: str | None = None,
     runs_csv: Path | str | None = None,
     tracking_uri: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Source:
     """Resolve the ``table``/``plot`` arguments into runs: a runs CSV, or an experiment's child runs.
 
     Args:
-        sweep: A sweep file: gives the experiment name, grid datasets and protocol.
-        experiment: An experiment name (instead of a sweep file).
-        runs_csv: A CSV of per-run rows; read instead of MLflow (the sweep file, if any, still gives
-            the datasets and protocol).
+        sweep: A sweep file: gives the experiment name, grid datasets, protocol and search space,
+            and restricts the experiment's runs to those the sweep plans (its trial keys, or its
+            search groups).
+        experiment: An experiment name (instead of a sweep file): every FINISHED child run.
+        runs_csv: A CSV of per-run rows; read instead of MLflow, without restriction (the sweep
+            file, if any, still gives the datasets, protocol and search space).
         tracking_uri: The MLflow tracking URI; default ``sqlite:///./prometar_runs/mlflow.db``.
+        overrides: Extra dotted overrides (``--set``) the sweep was launched with; they change the
+            planned trial keys. Only with a sweep file.
+
+    Returns:
+        The resolved source; ``source.ledger.unplanned_runs`` counts the runs the sweep left out.
 
     Raises:
-        ResultsError: Neither or both of ``sweep`` and ``experiment``, or bad input.
+        ResultsError: Neither or both of ``sweep`` and ``experiment``, overrides without a sweep
+            file, a bad sweep file, or bad input.
     """
     if sweep is not None and experiment is not None:
         raise ResultsError("give a sweep file or --experiment, not both")
-    summary = load_sweep_summary(sweep) if sweep is not None else None
+    if overrides and sweep is None:
+        raise ResultsError("--set needs a sweep file: the overrides change the trials it plans")
+    summary = load_sweep_summary(sweep, overrides=overrides) if sweep is not None else None
     if runs_csv is not None:
         return Source(read_runs_csv(runs_csv), summary, None, None)
     name = summary.name if summary is not None else experiment
     if name is None:
         raise ResultsError("give a sweep file, --experiment NAME or --runs CSV")
     uri = tracking_uri or default_tracking_uri()
-    return Source(read_experiment(name, uri), summary, uri, name)
+    planned = summary.planned if summary is not None else None
+    return Source(read_experiment(name, uri, planned=planned), summary, uri, name)

@@ -17,6 +17,7 @@ from orchestration.plots import (
     plot_search,
     plot_source,
 )
+from orchestration.spec import load_sweep, plan_trials
 from orchestration.tables import base2new_summary, load_published
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -53,17 +54,30 @@ def test_search_plot_numeric_and_categorical(tmp_path: Path):
     assert_png(plot_search(runs, params, tmp_path / "search.png"))
 
 
+TOY_SWEEP = "grid:\n  method: [coop, prometar]\n  dataset: [dtd, eurosat]\n  seed: [1, 2]\n"
+
+
 def make_store(tmp_path: Path) -> str:
+    """The runs ``toy.yaml`` (:data:`TOY_SWEEP`, written beside the store) plans, with curves and
+    gate statistics, and one FINISHED run of another configuration (an unplanned trial key).
+    """
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "toy.yaml").write_text(TOY_SWEEP)
+    keys = {(t.method, t.dataset, t.seed): t.key for t in plan_trials(load_sweep(tmp_path / "toy.yaml"))}
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("toy", artifact_location=(tmp_path / "artifacts").as_uri())
+    other = {"prometar.trial_key": "other-config", "method": "coop", "dataset": "dtd", "seed": "1", "shots": "16",
+             "protocol": "base2new"}  # fmt: skip
+    run = client.create_run(experiment_id, tags=other).info.run_id
+    client.log_batch(run, metrics=[Metric("base_acc", 10.0, 0, 0), Metric("new_acc", 10.0, 0, 0)])
+    client.set_terminated(run)
     for method, offset in (("coop", 0.0), ("prometar", 3.0)):
         for dataset in ("dtd", "eurosat"):
             for seed in (1, 2):
-                tags = {"prometar.trial_key": f"{method}-{dataset}-{seed}", "method": method, "dataset": dataset,
+                tags = {"prometar.trial_key": keys[method, dataset, seed], "method": method, "dataset": dataset,
                         "seed": str(seed), "shots": "16", "protocol": "base2new"}  # fmt: skip
                 run = client.create_run(experiment_id, tags=tags).info.run_id
                 metrics = [Metric("base_acc", 80 + offset + seed, 0, 0), Metric("new_acc", 60 + offset, 0, 0)]
@@ -79,7 +93,8 @@ def make_store(tmp_path: Path) -> str:
 
 def test_all_plots_from_mlflow(tmp_path: Path):
     uri = make_store(tmp_path)
-    source = load_source(experiment="toy", tracking_uri=uri)
+    source = load_source(tmp_path / "toy.yaml", tracking_uri=uri)
+    assert source.ledger.runs["run_id"].nunique() == 8 and source.ledger.unplanned_runs == 1
     paths = plot_source(source, tmp_path / "plots")
     assert sorted(p.name for p in paths) == ["base_vs_new.png", "gate_and_alignment.png", "hm.png",
                                             "training_curves.png"]  # fmt: skip
@@ -90,8 +105,22 @@ def test_all_plots_from_mlflow(tmp_path: Path):
 def test_cli_plot(tmp_path: Path):
     uri = make_store(tmp_path)
     out = tmp_path / "figures"
-    result = CliRunner().invoke(main, ["plot", "--experiment", "toy", "--tracking-uri", uri, "-o", str(out)])
+    sweep = str(tmp_path / "toy.yaml")
+    result = CliRunner().invoke(main, ["plot", sweep, "--tracking-uri", uri, "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert (out / "hm.png").exists() and str(out / "training_curves.png") in result.output
+    assert (out / "hm.png").exists() and str(out / "training_curves.png") in result.stdout
+    assert result.stderr == (f"note: 1 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
+                             "(other configurations); --experiment toy shows every run\n")  # fmt: skip
+    # --experiment reads every run: the other configuration's coop/dtd/seed 1 run shares a cell.
+    result = CliRunner().invoke(main, ["plot", "--experiment", "toy", "--tracking-uri", uri, "-o", str(out)])
+    assert result.exit_code == 2 and "several runs for method=coop, shots=16, dataset=dtd, seed=1" in result.output
     result = CliRunner().invoke(main, ["plot", "--tracking-uri", uri, "-o", str(out)])
     assert result.exit_code == 2 and "give a sweep file, --experiment NAME or --runs CSV" in result.output
+    result = CliRunner().invoke(main, ["plot", "--experiment", "toy", "--set", "optim.epochs=5",
+                                       "--tracking-uri", uri, "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 2 and "--set needs a sweep file" in result.output
+    # launched with --set optim.epochs=5: none of these runs is planned, so nothing to plot.
+    result = CliRunner().invoke(main, ["plot", sweep, "--set", "optim.epochs=5", "--tracking-uri", uri,
+                                       "-o", str(tmp_path / "none")])  # fmt: skip
+    assert result.exit_code == 2 and "note: 9 FINISHED run(s)" in result.stderr
+    assert "no FINISHED runs to plot" in result.stderr and not (tmp_path / "none").exists()

@@ -13,14 +13,18 @@ from click.testing import CliRunner
 from orchestration.cli import main
 from orchestration.ledger import (
     RUN_COLUMNS,
+    SEARCH_GROUP_TAG,
+    TRIAL_KEY_TAG,
     Ledger,
     ResultsError,
     attach_params,
+    load_source,
     load_sweep_summary,
     read_experiment,
     read_runs_csv,
     tidy_from_wide,
 )
+from orchestration.spec import load_sweep, plan_search_groups, plan_trials
 from orchestration.tables import (
     BASE2NEW_DATASETS,
     ablation_summary,
@@ -343,48 +347,98 @@ def test_search_top_k():
     assert table.name == "search" and "regularizer.text_weight" in table.display.header
 
 
+TOY_SWEEP = "grid:\n  method: [prometar]\n  dataset: [dtd, eurosat]\n  seed: [1, 2, 3]\n"
+"""The sweep of the hand-made MLflow store: ProMetaR x (dtd, eurosat) x seeds 1-3 (experiment ``toy``)."""
+
+SEARCH_SWEEP = ("grid:\n  method: [prometar]\n  dataset: [dtd]\n  seed: [1]\n"
+                "search:\n  num_samples: 2\n  space:\n    regularizer.text_weight: {loguniform: [5, 200]}\n")
+
+
+def planned_keys(sweep: Path, overrides: dict | None = None) -> dict[tuple[str, int], str]:
+    """(dataset, seed) -> the trial key a launch of ``sweep`` (with ``--set overrides``) records."""
+    return {(t.dataset, t.seed): t.key for t in plan_trials(load_sweep(sweep, overrides=overrides))}
+
+
 def test_sweep_summary(tmp_path: Path):
     path = tmp_path / "toy.yaml"
-    path.write_text("protocol: base2new\ngrid:\n  dataset: [dtd, eurosat]\n  seed: [1]\n"
-                    "search:\n  space:\n    a.b: {loguniform: [1, 2]}\n")  # fmt: skip
+    path.write_text("protocol: base2new\ngrid:\n  method: [prometar]\n  dataset: [eurosat, dtd]\n  seed: [1, 2]\n")
     summary = load_sweep_summary(path)
     assert (summary.name, summary.datasets, summary.protocol, summary.search_space) == (
-        "toy", ("dtd", "eurosat"), "base2new", ("a.b",))  # fmt: skip
+        "toy", ("eurosat", "dtd"), "base2new", ())  # fmt: skip
+    assert summary.planned.tag == TRIAL_KEY_TAG
+    assert summary.planned.keys == set(planned_keys(path).values()) and len(summary.planned.keys) == 4
+    edited = load_sweep_summary(path, overrides={"optim.epochs": 5})  # `launch --set optim.epochs=5`
+    assert len(edited.planned.keys) == 4 and not edited.planned.keys & summary.planned.keys
+
+    search = tmp_path / "search.yaml"
+    search.write_text(SEARCH_SWEEP.replace("[dtd]", "[dtd, eurosat]"))
+    summary = load_sweep_summary(search)
+    assert (summary.name, summary.datasets, summary.search_space) == ("search", ("dtd", "eurosat"),
+                                                                      ("regularizer.text_weight",))  # fmt: skip
+    assert summary.planned.tag == SEARCH_GROUP_TAG
+    assert summary.planned.keys == {g.key for g in plan_search_groups(load_sweep(search))}
+    assert len(summary.planned.keys) == 2
+
+    fixed = tmp_path / "fixed.yaml"  # the dataset is an override, not a grid axis
+    fixed.write_text("name: one\nprotocol: few_shot\noverrides:\n  data.dataset: dtd\ngrid:\n  method: [coop]\n")
+    assert (load_sweep_summary(fixed).name, load_sweep_summary(fixed).datasets) == ("one", ("dtd",))
+    assert load_sweep_summary(fixed).protocol == "few_shot"
+
     (tmp_path / "bad.yaml").write_text("grid: [1, 2]\n")
-    with pytest.raises(ResultsError, match="bad.yaml: key 'grid' must be a mapping"):
+    with pytest.raises(ResultsError, match="bad.yaml: grid: must be a mapping"):
         load_sweep_summary(tmp_path / "bad.yaml")
+    (tmp_path / "typo.yaml").write_text("grid:\n  method: [prometar]\n  dataset: [dtd, nope]\n")
+    with pytest.raises(ResultsError, match=r"typo.yaml: grid.dataset\[1\]: unknown dataset 'nope'"):
+        load_sweep_summary(tmp_path / "typo.yaml")
+    with pytest.raises(ResultsError, match="toy.yaml: overrides.optim.epochz: unknown key"):
+        load_sweep_summary(path, overrides={"optim.epochz": 5})
+    with pytest.raises(ResultsError, match="absent.yaml: no such sweep file"):
+        load_sweep_summary(tmp_path / "absent.yaml")
 
 
 # ------------------------------------------------------------------------------------ MLflow ledger
 
 
-def make_store(tmp_path: Path) -> tuple[str, str]:
-    """A SQLite store with a parent run and hand-made children (one FAILED, one trial rerun)."""
+def log_child(uri: str, key: str, dataset: str, seed: int, base: float, new: float, *, status: str = "FINISHED",
+              start: int = 0, params: dict | None = None, experiment: str = "toy") -> str:
+    """One hand-made child run of trial ``key`` (ProMetaR, 16 shots, base-to-new); returns its id."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    tags = {TRIAL_KEY_TAG: key, "method": "prometar", "dataset": dataset, "seed": str(seed), "shots": "16",
+            "protocol": "base2new", "sweep": experiment}  # fmt: skip
+    run = client.create_run(experiment_id, tags=tags, start_time=1_000 + start).info.run_id
+    metrics = [Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0)]
+    metrics += [Metric("loss", 2.0 - 0.5 * e, 0, e) for e in range(3)]
+    metrics += [Metric("gate_mean/text", 0.5 + 0.1 * e, 0, e) for e in range(3)]
+    logged = {"optim.lr": "0.0025", **(params or {})}
+    client.log_batch(run, metrics=metrics, params=[Param(k, v) for k, v in logged.items()])
+    client.set_terminated(run, status=status)
+    return run
+
+
+def make_store(tmp_path: Path) -> tuple[str, str]:
+    """A SQLite store of the runs ``toy.yaml`` (:data:`TOY_SWEEP`, written beside it) plans: a parent
+    run and children under the planned trial keys; eurosat seed 1 was rerun (the first run is
+    superseded), eurosat seed 3 FAILED.
+    """
+    from mlflow import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = tmp_path / "toy.yaml"
+    sweep.write_text(TOY_SWEEP)
+    keys = planned_keys(sweep)
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("toy", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(experiment_id, tags={"prometar.role": "launch"}).info.run_id
-
-    def child(key, method, dataset, seed, base, new, status="FINISHED", start=0):
-        tags = {"prometar.trial_key": key, "method": method, "dataset": dataset, "seed": str(seed), "shots": "16",
-                "protocol": "base2new", "sweep": "toy", "mlflow.parentRunId": parent}  # fmt: skip
-        run = client.create_run(experiment_id, tags=tags, start_time=1_000 + start).info.run_id
-        metrics = [Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0)]
-        metrics += [Metric("loss", 2.0 - 0.5 * e, 0, e) for e in range(3)]
-        metrics += [Metric("gate_mean/text", 0.5 + 0.1 * e, 0, e) for e in range(3)]
-        client.log_batch(run, metrics=metrics, params=[Param("optim.lr", "0.0025")])
-        client.set_terminated(run, status=status)
-        return run
-
     for seed, (base, new) in enumerate([(80.0, 60.0), (82.0, 63.0), (84.0, 66.0)], start=1):
-        child(f"dtd{seed}", "prometar", "dtd", seed, base, new)
-    child("euro1", "prometar", "eurosat", 1, 10.0, 10.0, start=1)  # superseded by the rerun below
-    child("euro1", "prometar", "eurosat", 1, 90.0, 70.0, start=2)
-    child("euro2", "prometar", "eurosat", 2, 91.0, 74.0)
-    child("euro3", "prometar", "eurosat", 3, 0.0, 0.0, status="FAILED")
+        log_child(uri, keys["dtd", seed], "dtd", seed, base, new)
+    log_child(uri, keys["eurosat", 1], "eurosat", 1, 10.0, 10.0, start=1)  # superseded by the rerun below
+    log_child(uri, keys["eurosat", 1], "eurosat", 1, 90.0, 70.0, start=2)
+    log_child(uri, keys["eurosat", 2], "eurosat", 2, 91.0, 74.0)
+    log_child(uri, keys["eurosat", 3], "eurosat", 3, 0.0, 0.0, status="FAILED")
     client.set_terminated(parent)
     return uri, parent
 
@@ -420,11 +474,11 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
 def test_cli_table_from_sweep_and_from_csv(tmp_path: Path):
     uri, _ = make_store(tmp_path)
     sweep = tmp_path / "toy.yaml"
-    sweep.write_text("grid:\n  dataset: [dtd, eurosat]\n")
     runner = CliRunner()
     result = runner.invoke(main, ["table", str(sweep), "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
-    assert "| Average | ProMetaR | 86.25" in result.output and "84.39" in result.output
+    assert "| Average | ProMetaR | 86.25" in result.stdout and "84.39" in result.stdout
+    assert result.stderr == ""  # every FINISHED run is planned: no note
     out = tmp_path / "t.tex"
     result = runner.invoke(main, ["table", "--experiment", "toy", "--tracking-uri", uri, "--format", "latex",
                                   "--no-published", "-o", str(out)])  # fmt: skip
@@ -437,6 +491,119 @@ def test_cli_table_from_sweep_and_from_csv(tmp_path: Path):
     assert result.output.splitlines()[0].startswith("method,dataset,base,new,hm,")
     result = runner.invoke(main, ["table", "--experiment", "nope", "--tracking-uri", uri])
     assert result.exit_code == 2 and "experiment 'nope' not found" in result.output
+
+
+def add_other_configurations(tmp_path: Path, uri: str) -> None:
+    """FINISHED runs of the toy sweep's cells that ``toy.yaml`` does not plan.
+
+    Four launched with ``--set optim.epochs=5`` (dtd and eurosat, seeds 1-2; base 50+seed, new 40),
+    two of an earlier checkpoint (other trial keys, the same params; base 30, new 20), and one
+    FAILED run of that checkpoint, which no table reads.
+    """
+    for (dataset, seed), key in planned_keys(tmp_path / "toy.yaml", {"optim.epochs": 5}).items():
+        if seed <= 2:
+            log_child(uri, key, dataset, seed, 50.0 + seed, 40.0, params={"optim.epochs": "5"})
+    for seed in (1, 2):
+        log_child(uri, f"oldckpt{seed}", "dtd", seed, 30.0, 20.0)
+    log_child(uri, "oldckpt3", "dtd", 3, 30.0, 20.0, status="FAILED")
+
+
+def test_read_experiment_restricted_to_the_planned_runs(tmp_path: Path):
+    uri, _ = make_store(tmp_path)
+    add_other_configurations(tmp_path, uri)
+    everything = read_experiment("toy", uri)
+    assert everything.runs["run_id"].nunique() == 5 + 4 + 2 and everything.unplanned_runs == 0
+    planned = load_sweep_summary(tmp_path / "toy.yaml").planned
+    ledger = read_experiment("toy", uri, planned=planned)
+    assert ledger.runs["run_id"].nunique() == 5 and ledger.unplanned_runs == 6
+    assert set(ledger.params.index) == set(ledger.runs["run_id"])
+    base = ledger.runs[ledger.runs["metric"] == "base_acc"]
+    assert sorted(base["value"]) == [80.0, 82.0, 84.0, 90.0, 91.0]  # the superseded eurosat run (10.0) is out
+    source = load_source(tmp_path / "toy.yaml", tracking_uri=uri, overrides={"optim.epochs": 5})
+    assert source.ledger.runs["run_id"].nunique() == 4 and source.ledger.unplanned_runs == 5 + 1 + 2
+    csv = tmp_path / "runs.csv"
+    csv.write_text("method,dataset,seed,shots,base_acc,new_acc\nprometar,dtd,1,16,80,60\nprometar,dtd,1,16,70,50\n")
+    source = load_source(tmp_path / "toy.yaml", runs_csv=csv)  # CSV rows have no trial keys: all kept
+    assert len(source.ledger.runs) == 4 and source.ledger.unplanned_runs == 0 and source.unplanned_note() is None
+    assert source.sweep.datasets == ("dtd", "eurosat")
+
+
+def test_cli_table_from_sweep_shows_only_the_planned_runs(tmp_path: Path):
+    uri, _ = make_store(tmp_path)
+    add_other_configurations(tmp_path, uri)
+    sweep = str(tmp_path / "toy.yaml")
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["table", sweep, "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "| Average | ProMetaR | 86.25" in result.stdout and "note" not in result.stdout
+    assert result.stderr == (f"note: 6 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
+                             "(other configurations); --experiment toy shows every run\n")  # fmt: skip
+
+    out = tmp_path / "table.md"
+    result = runner.invoke(main, ["table", sweep, "--tracking-uri", uri, "-o", str(out)])
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr.count("note: 6 FINISHED") == 1
+    assert "| Average | ProMetaR | 86.25" in out.read_text() and "note" not in out.read_text()
+
+    # --set selects the runs `launch toy.yaml --set optim.epochs=5` made: dtd and eurosat base
+    # (51+52)/2 = 51.5 each, new 40; left out: the 5 planned runs, the superseded one and 2 old ones.
+    result = runner.invoke(main, ["table", sweep, "--set", "optim.epochs=5", "--tracking-uri", uri,
+                                  "--format", "csv", "--no-published"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    back = pd.read_csv(pd.io.common.StringIO(result.stdout))
+    average = back[back["dataset"] == "average"].iloc[0]
+    assert (average["base"], average["new"]) == (pytest.approx(51.5), pytest.approx(40.0))
+    assert set(back["n_seeds"]) == {2}
+    assert result.stderr.startswith(f"note: 8 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
+                                    "--set optim.epochs=5 (other configurations)")  # fmt: skip
+
+    # --experiment reads every FINISHED run: the old checkpoint's runs share dtd cells with the
+    # planned ones under the same params, so the table refuses, as it always did.
+    result = runner.invoke(main, ["table", "--experiment", "toy", "--tracking-uri", uri])
+    assert result.exit_code == 2 and "several runs for method=prometar" in result.output
+    assert "note:" not in result.output
+
+    result = runner.invoke(main, ["table", "--experiment", "toy", "--set", "optim.epochs=5", "--tracking-uri", uri])
+    assert result.exit_code == 2 and "--set needs a sweep file" in result.output
+    result = runner.invoke(main, ["table", sweep, "--set", "optim.epochs", "--tracking-uri", uri])
+    assert result.exit_code == 2 and "must look like KEY=VALUE" in result.output
+    result = runner.invoke(main, ["table", sweep, "--set", "optim.epochz=5", "--tracking-uri", uri])
+    assert result.exit_code == 2 and "toy.yaml: overrides.optim.epochz: unknown key" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid:\n  method: [prometar]\n  dataset: [dtd, nope]\n")
+    result = runner.invoke(main, ["table", str(bad), "--tracking-uri", uri, "-o", str(tmp_path / "bad.md")])
+    assert result.exit_code == 2 and f"{bad}: grid.dataset[1]: unknown dataset 'nope'" in result.output
+    assert not (tmp_path / "bad.md").exists()
+
+
+def test_cli_table_search_sweep_reads_its_search_groups(tmp_path: Path):
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    sweep = tmp_path / "search.yaml"
+    sweep.write_text(SEARCH_SWEEP)
+    (group,) = plan_search_groups(load_sweep(sweep))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("search", artifact_location=(tmp_path / "artifacts").as_uri())
+    # Two sampled trials of the planned group, one of a group an edited search space made.
+    for i, (group_key, weight, val_hm) in enumerate([(group.key, 10.0, 70.0), (group.key, 40.0, 75.0),
+                                                     ("oldgroup", 160.0, 90.0)]):  # fmt: skip
+        tags = {TRIAL_KEY_TAG: f"sample{i}", SEARCH_GROUP_TAG: group_key, "method": "prometar", "dataset": "dtd",
+                "seed": "1", "shots": "16", "protocol": "search"}  # fmt: skip
+        run = client.create_run(experiment_id, tags=tags).info.run_id
+        client.log_batch(run, metrics=[Metric("val_hm", val_hm, 0, 0)],
+                         params=[Param("regularizer.text_weight", str(weight))])
+        client.set_terminated(run)
+    runner = CliRunner()
+    result = runner.invoke(main, ["table", str(sweep), "--tracking-uri", uri, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    back = pd.read_csv(pd.io.common.StringIO(result.stdout))
+    assert list(back["regularizer.text_weight"]) == [40.0, 10.0] and list(back["val_hm"]) == [75.0, 70.0]
+    assert result.stderr.startswith("note: 1 FINISHED run(s) of experiment 'search' are not planned by")
+    result = runner.invoke(main, ["table", "--experiment", "search", "--tracking-uri", uri, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(pd.io.common.StringIO(result.stdout))["val_hm"]) == [90.0, 75.0, 70.0]
 
 
 # ------------------------------------------------------------------------------- ablation sweeps
@@ -500,7 +667,8 @@ def test_cli_table_prints_the_ablation_table(tmp_path: Path):
     runs_csv = tmp_path / "runs.csv"
     ablation_wide().to_csv(runs_csv, index=False)
     sweep = tmp_path / "ablation.yaml"
-    sweep.write_text("protocol: base2new\ngrid:\n  dataset: [dtd, eurosat]\n")
+    sweep.write_text("protocol: base2new\ngrid:\n  method: [prometar]\n  variant:\n    - {meta.gate_mode: learned}\n"
+                     "    - {meta.gate_mode: constant}\n  dataset: [dtd, eurosat]\n  seed: [1, 2]\n")
     result = CliRunner().invoke(main, ["table", str(sweep), "--runs", str(runs_csv)])
     assert result.exit_code == 0, result.output
     assert "Ablation (base-to-new Average)" in result.output
