@@ -92,6 +92,7 @@ class SweepSummary:
         planned: The runs the sweep plans (trial keys, or search-group keys for a search sweep).
         source: The sweep file, as given.
         overrides: The extra dotted overrides (``--set``) the sweep was planned with.
+        seeds: Seeds per cell the sweep plans (tables mark cells with fewer as ``(n=k)``).
     """
 
     name: str
@@ -101,6 +102,7 @@ class SweepSummary:
     planned: PlannedRuns | None = None
     source: str = ""
     overrides: tuple[tuple[str, Any], ...] = ()
+    seeds: int = 3
 
 
 def default_tracking_uri(output: Path | str = DEFAULT_OUTPUT) -> str:
@@ -132,13 +134,14 @@ def summarize_sweep(spec: SweepSpec, overrides: Mapping[str, Any] | None = None)
         overrides: The extra overrides it was loaded with (recorded for messages only).
 
     Returns:
-        Its name, datasets in grid order, protocol, search space and planned runs.
+        Its name, datasets in grid order, protocol, search space, planned runs and seeds per cell.
     """
     grid = spec.grid.get("data.dataset")
     datasets = tuple(str(d) for d in grid) if grid else (str(spec.overrides["data.dataset"]),)
     space = tuple(spec.search.space) if spec.search is not None else ()
+    seeds = len(spec.grid.get("seed") or [None])  # no seed axis: one seed per cell
     return SweepSummary(spec.name, datasets, spec.protocol, space, planned_runs(spec), spec.source,
-                        tuple((overrides or {}).items()))
+                        tuple((overrides or {}).items()), seeds)
 
 
 def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> SweepSummary:

@@ -602,12 +602,15 @@ def _render_tables(spec: SweepSpec, ledger: TrialLedger, output: Path, report: L
         return
     if ledger.experiment_id() is None:
         return
-    datasets = spec.grid.get("data.dataset")
+    from orchestration.ledger import summarize_sweep
+
+    summary = summarize_sweep(spec)  # the planned runs only: the experiment may hold other configurations
     protocol = "search" if spec.search else spec.protocol
     try:
         written = render_tables_for_experiment(
-            spec.name, ledger.tracking_uri, output / "tables" / spec.name, datasets=datasets, protocol=protocol,
-            search_space=list(spec.search.space) if spec.search else (), parent_run_id=report.parent_run_id)
+            spec.name, ledger.tracking_uri, output / "tables" / spec.name, datasets=summary.datasets,
+            protocol=protocol, search_space=summary.search_space, expected_seeds=summary.seeds,
+            parent_run_id=report.parent_run_id, planned=summary.planned)
     except Exception as err:  # a table problem must not hide the sweep's outcome
         print(f"[{spec.name}] no table: {err}", file=out)
         return

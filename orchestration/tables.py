@@ -30,7 +30,7 @@ from typing import Literal
 
 import pandas as pd
 
-from orchestration.ledger import Ledger, ResultsError, Source, attach_params, read_experiment
+from orchestration.ledger import Ledger, PlannedRuns, ResultsError, Source, attach_params, read_experiment
 from prometar.config import RunConfig
 
 AVERAGE = "average"
@@ -989,7 +989,7 @@ def table_text(
     *,
     published: Path | str | None = None,
     compare: bool = True,
-    expected_seeds: int = 3,
+    expected_seeds: int | None = None,
 ) -> str:
     """The tables of a resolved source (``ledger.load_source``) in one format: the ``table`` verb.
 
@@ -998,9 +998,11 @@ def table_text(
         fmt: ``markdown``, ``latex`` or ``csv``.
         published: Published numbers to compare with (default: the shipped reference).
         compare: Add the published comparison to base-to-new tables.
-        expected_seeds: Seeds per cell.
+        expected_seeds: Seeds per cell; default: the sweep's seed count, else 3 (the paper's).
     """
     sweep = source.sweep
+    if expected_seeds is None:
+        expected_seeds = sweep.seeds if sweep else 3
     tables = build_tables(
         source.ledger,
         protocol=sweep.protocol if sweep else None,
@@ -1023,17 +1025,19 @@ def render_tables_for_experiment(
     published: Path | str | None = None,
     expected_seeds: int = 3,
     parent_run_id: str | None = None,
+    planned: PlannedRuns | None = None,
 ) -> dict[str, Path]:
     """Write an experiment's tables in every format and log them on the launch's parent run.
 
     Called by ``launch`` at the end of a sweep. Files: ``<output_dir>/<table>.{md,tex,csv}`` for each
     table the runs support; the same files are logged under the artifact path ``tables`` of
-    ``parent_run_id`` when given.
+    ``parent_run_id`` when given. ``planned`` restricts the runs to those a sweep plans
+    (``ledger.planned_runs``), as ``table SWEEP`` does.
 
     Returns:
         ``{"<table>.<ext>": path}`` of the files written.
     """
-    ledger = read_experiment(experiment, tracking_uri)
+    ledger = read_experiment(experiment, tracking_uri, planned=planned)
     tables = build_tables(
         ledger,
         protocol=protocol,

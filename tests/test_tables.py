@@ -469,6 +469,15 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
     assert "86.25" in written["base2new.md"].read_text()
     logged = {Path(f.path).name for f in MlflowClient(uri).list_artifacts(parent, "tables")}
     assert logged == set(written)
+    # launch renders the tables of its sweep's planned runs only: a FINISHED run of another
+    # configuration of the dtd seed-1 cell stays out of them
+    log_child(uri, "0123456789ab", "dtd", 1, 10.0, 10.0)
+    with pytest.raises(ResultsError, match="several runs for method=prometar"):
+        render_tables_for_experiment("toy", uri, tmp_path / "all", datasets=["dtd", "eurosat"])
+    summary = load_sweep_summary(tmp_path / "toy.yaml")
+    written = render_tables_for_experiment("toy", uri, tmp_path / "planned", datasets=summary.datasets,
+                                           expected_seeds=summary.seeds, planned=summary.planned)
+    assert "86.25" in written["base2new.md"].read_text() and summary.seeds == 3
 
 
 def test_cli_table_from_sweep_and_from_csv(tmp_path: Path):
