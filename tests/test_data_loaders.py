@@ -129,7 +129,7 @@ def test_augmented_batches_do_not_depend_on_the_workers(mini_root):
     inline = _epochs(dataset, workers=0, persistent=False, seeds=[11, 12, 11])
     assert torch.equal(torch.get_rng_state(), before)  # the caller's global generator is left alone
     assert not torch.equal(inline[0], inline[1]) and torch.equal(inline[0], inline[2])
-    for workers, persistent in ((2, False), (2, True), (3, True)):
+    for workers, persistent in ((1, True), (2, False), (2, True)):
         epochs = _epochs(dataset, workers=workers, persistent=persistent, seeds=[11, 12, 11])
         assert all(torch.equal(a, b) for a, b in zip(inline, epochs, strict=True)), (workers, persistent)
 
