@@ -235,6 +235,11 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
     closed = ledger.close_stale_runs()
     if closed:
         print(f"[{spec.name}] closed {closed} run(s) a previous launch left RUNNING as KILLED", file=out)
+    elsewhere = ledger.running_elsewhere()  # another live launch (another output, another machine)
+    if elsewhere:
+        holders = ", ".join(sorted(set(elsewhere.values())))
+        print(f"[{spec.name}] {len(elsewhere)} trial(s) are running in another live launch ({holders}); "
+              "not started here", file=out)
 
     if spec.search:
         report = LaunchReport(spec.name, spec.trial_count, 0, 0)
@@ -242,10 +247,14 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
             _launch_search(spec, ledger, output, options, out, report)
     else:
         statuses = {} if options.force else ledger.statuses()
-        todo = [t for t in trials if "FINISHED" not in statuses.get(t.key, set())]
-        report = LaunchReport(spec.name, len(trials), len(trials) - len(todo), len(todo))
-        if not todo:
+        done = [t for t in trials if "FINISHED" in statuses.get(t.key, set())]
+        todo = [t for t in trials if t not in done and t.key not in elsewhere]
+        report = LaunchReport(spec.name, len(trials), len(done), len(todo))
+        if not todo and len(done) == len(trials):
             print(f"[{spec.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
+        elif not todo:
+            print(f"[{spec.name}] nothing to do here: {len(done)} of {len(trials)} trials FINISHED, the rest "
+                  "running in another live launch", file=out)
         else:
             print(f"[{spec.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
                   file=out)

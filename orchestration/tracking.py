@@ -12,6 +12,12 @@ Only the driver writes (:class:`MlflowTrialCallback`, a Tune callback), so the d
 store ``<output>/mlflow.db`` has a single writer. Before fan-out :meth:`TrialLedger.statuses` says
 which keys already FINISHED (they are skipped) and :meth:`TrialLedger.close_stale_runs` closes, as
 KILLED, runs a dead launch left RUNNING.
+
+Which launches are alive: a launch's parent run carries its host and pid and a heartbeat tag
+(:data:`HEARTBEAT_TAG`, Unix seconds) the callback refreshes every :data:`HEARTBEAT_EVERY_S`. A
+RUNNING parent is alive while its heartbeat is younger than :data:`LAUNCH_ALIVE_S` and — on this
+host — its pid still exists. Runs of a live launch (another output folder, another machine, one
+tracking server) are neither closed nor started again.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ ROLE_TAG = "prometar.role"
 GROUP_TAG = "prometar.search_group"
 ERROR_TAG = "prometar.error"
 PARENT_TAG = "mlflow.parentRunId"
+HOST_TAG = "prometar.host"
+PID_TAG = "prometar.pid"
+HEARTBEAT_TAG = "prometar.heartbeat"
+HEARTBEAT_EVERY_S = 60.0
+"""How often a launch refreshes its parent run's heartbeat (from the Tune callback)."""
+LAUNCH_ALIVE_S = 600.0
+"""A launch whose heartbeat is older than this is dead (its RUNNING runs are closed as KILLED)."""
 MAX_TAG_LENGTH = 5000
 PARAM_BATCH = 100
 
@@ -161,26 +174,71 @@ class TrialLedger:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def close_stale_runs(self) -> int:
-        """Close as KILLED every run a dead launch left RUNNING; returns how many."""
-        stale = [r for r in self.runs() if r.info.status in ("RUNNING", "SCHEDULED")]
+    def live_launches(self, runs: list[Any] | None = None, *, now: float | None = None) -> dict[str, str]:
+        """Parent runs of launches still alive: run id → ``"pid P on HOST"`` (module docstring)."""
+        now = time.time() if now is None else now
+        live = {}
+        for run in self.runs() if runs is None else runs:
+            tags = run.data.tags
+            if tags.get(ROLE_TAG) == "launch" and run.info.status == "RUNNING" and _alive(tags, now):
+                live[run.info.run_id] = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
+        return live
+
+    def running_elsewhere(self, *, now: float | None = None) -> dict[str, str]:
+        """Trial key → the live launch (``"pid P on HOST"``) whose RUNNING run holds it."""
+        runs = self.runs()
+        live = self.live_launches(runs, now=now)
+        return {run.data.tags[TRIAL_KEY_TAG]: live[run.data.tags[PARENT_TAG]] for run in runs
+                if run.info.status in ("RUNNING", "SCHEDULED") and run.data.tags.get(TRIAL_KEY_TAG)
+                and run.data.tags.get(PARENT_TAG) in live}
+
+    def close_stale_runs(self, *, now: float | None = None) -> int:
+        """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay); returns how many."""
+        runs = self.runs()
+        live = self.live_launches(runs, now=now)
+        stale = [r for r in runs if r.info.status in ("RUNNING", "SCHEDULED")
+                 and r.info.run_id not in live and r.data.tags.get(PARENT_TAG) not in live]
         for run in stale:
             self.client.set_tag(run.info.run_id, "prometar.closed_by", "relaunch")
             self.client.set_terminated(run.info.run_id, "KILLED")
         return len(stale)
 
     def start_launch(self, tags: Mapping[str, str]) -> str:
-        """Create the parent run of this launch; returns its id."""
+        """Create the parent run of this launch (host, pid, a first heartbeat); returns its id."""
         exp = self.experiment_id(create=True)
         assert exp is not None
         all_tags = {ROLE_TAG: "launch", "sweep": self.experiment, "prometar.version": prometar.__version__,
-                    "prometar.git_sha": git_sha(), "prometar.host": socket.gethostname(),
-                    "prometar.pid": str(os.getpid()), **tags}
+                    "prometar.git_sha": git_sha(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                    HEARTBEAT_TAG: f"{time.time():.0f}", **tags}
         run = self.client.create_run(exp, tags=all_tags, run_name=f"launch-{time.strftime('%Y%m%d-%H%M%S')}")
         return run.info.run_id
 
+    def heartbeat(self, parent_run_id: str) -> None:
+        """Mark the launch of ``parent_run_id`` alive now."""
+        self.client.set_tag(parent_run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
+
+
+def _alive(tags: Mapping[str, str], now: float) -> bool:
+    """Whether the launch with these parent-run tags is alive (recent heartbeat; on this host, its pid)."""
+    try:
+        beat = float(tags.get(HEARTBEAT_TAG, ""))
+    except ValueError:  # no heartbeat: a launch of a version without one, treated as dead
+        return False
+    if now - beat > LAUNCH_ALIVE_S:
+        return False
+    if tags.get(HOST_TAG) == socket.gethostname():
+        try:
+            os.kill(int(tags.get(PID_TAG, "")), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, another user's
+            return True
+        except (ValueError, OverflowError):
+            return False
+    return True
 
 
 def _numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -220,6 +278,7 @@ class MlflowTrialCallback(tune.Callback):
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.keys: dict[str, str] = {}  # Tune trial id -> trial key
         self.outcomes: dict[str, str] = {}  # trial key -> FINISHED / FAILED / KILLED
+        self._last_beat = time.monotonic()  # start_launch wrote the first heartbeat
 
     def _run_for(self, trial: Any) -> str:
         if trial.trial_id in self.runs:
@@ -245,6 +304,11 @@ class MlflowTrialCallback(tune.Callback):
         self.runs[trial.trial_id] = run_id
         self.keys[trial.trial_id] = spec_trial.key
         return run_id
+
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self._last_beat >= HEARTBEAT_EVERY_S:
+            self._last_beat = time.monotonic()
+            self.ledger.heartbeat(self.parent_run_id)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run_for(trial)

@@ -7,6 +7,10 @@ the MLflow layout is checked without starting Ray; ``test_launch.py`` runs the r
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +21,17 @@ from mlflow import MlflowClient
 from ray import tune
 
 from orchestration.spec import Trial, trial_key
-from orchestration.tracking import MlflowTrialCallback, TrackingError, TrialLedger, default_tracking_uri
+from orchestration.tracking import (
+    HEARTBEAT_EVERY_S,
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    LAUNCH_ALIVE_S,
+    PID_TAG,
+    MlflowTrialCallback,
+    TrackingError,
+    TrialLedger,
+    default_tracking_uri,
+)
 
 CONFIG = {"method": "ivlp", "seed": 1, "data": {"dataset": "eurosat", "shots": 4}, "optim": {"lr": 0.1, "epochs": 2}}
 
@@ -106,14 +120,65 @@ def test_unended_trials_are_killed_at_experiment_end(ledger: TrialLedger) -> Non
     assert ledger.statuses() == {trial.key: {"KILLED"}}
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 def test_stale_running_runs_are_closed_as_killed(ledger: TrialLedger) -> None:
     trial = make_trial()
-    callback = MlflowTrialCallback(ledger, ledger.start_launch({}), lambda c: trial, "sweep")
-    callback.on_trial_start(0, [], FakeTrial("a", {"trial_key": trial.key}))  # then the launch "dies"
+    parent = ledger.start_launch({PID_TAG: str(dead_pid())})  # a launch on this host, killed since
+    callback = MlflowTrialCallback(ledger, parent, lambda c: trial, "sweep")
+    callback.on_trial_start(0, [], FakeTrial("a", {"trial_key": trial.key}))
     assert ledger.statuses() == {trial.key: {"RUNNING"}}
+    assert ledger.live_launches() == {} and ledger.running_elsewhere() == {}
     assert ledger.close_stale_runs() == 2  # the child and its parent
     assert ledger.statuses() == {trial.key: {"KILLED"}}
     assert all(r.info.status == "KILLED" for r in ledger.runs())
+
+
+@pytest.mark.parametrize("where", ["this host", "another host"])
+def test_runs_of_a_live_launch_are_left_alone_until_its_heartbeat_stops(ledger: TrialLedger, where: str) -> None:
+    """Another launch of the sweep against the same store (another output folder or machine)."""
+    trial = make_trial()
+    tags = {PID_TAG: str(os.getpid())} if where == "this host" else {HOST_TAG: "elsewhere", PID_TAG: "1"}
+    parent = ledger.start_launch(tags)
+    MlflowTrialCallback(ledger, parent, lambda c: trial, "sweep").on_trial_start(
+        0, [], FakeTrial("a", {"trial_key": trial.key}))
+    holder = f"pid {tags[PID_TAG]} on {tags.get(HOST_TAG, socket.gethostname())}"
+    assert ledger.live_launches() == {parent: holder}
+    assert ledger.running_elsewhere() == {trial.key: holder}
+    assert ledger.close_stale_runs() == 0 and ledger.statuses() == {trial.key: {"RUNNING"}}
+    later = time.time() + LAUNCH_ALIVE_S + 1  # no heartbeat for longer than that: the launch is dead
+    assert ledger.running_elsewhere(now=later) == {}
+    assert ledger.close_stale_runs(now=later) == 2 and ledger.statuses() == {trial.key: {"KILLED"}}
+
+
+def test_a_launch_without_a_heartbeat_is_dead(ledger: TrialLedger) -> None:
+    """Parent runs written before heartbeats existed are closed as before."""
+    parent = ledger.start_launch({HEARTBEAT_TAG: ""})
+    assert ledger.live_launches() == {} and ledger.close_stale_runs() == 1
+    assert MlflowClient(ledger.tracking_uri).get_run(parent).info.status == "KILLED"
+
+
+def test_the_callback_refreshes_the_heartbeat_at_most_once_a_minute(ledger: TrialLedger,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    trial = make_trial()
+    parent = ledger.start_launch({HEARTBEAT_TAG: "1000"})
+    callback = MlflowTrialCallback(ledger, parent, lambda c: trial, "sweep")
+    client = MlflowClient(ledger.tracking_uri)
+    callback.on_step(0, [])  # just started: no write
+    assert client.get_run(parent).data.tags[HEARTBEAT_TAG] == "1000"
+    clock = time.monotonic()
+    monkeypatch.setattr("orchestration.tracking.time.monotonic", lambda: clock + HEARTBEAT_EVERY_S + 1)
+    before = time.time()
+    callback.on_step(1, [])
+    assert float(client.get_run(parent).data.tags[HEARTBEAT_TAG]) >= before - 1
+    client.set_tag(parent, HEARTBEAT_TAG, "2000")
+    callback.on_step(2, [])  # the same (mocked) minute: no second write
+    assert client.get_run(parent).data.tags[HEARTBEAT_TAG] == "2000"
 
 
 def test_reading_a_missing_experiment_creates_nothing(store: Path) -> None:
