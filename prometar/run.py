@@ -405,7 +405,24 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
     # metrics.jsonl restarts from the epochs the (restored) history holds.
     metrics_path.write_text("".join(
         json.dumps(_jsonable({"event": "epoch", **record}), sort_keys=True) + "\n" for record in trainer.history))
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    finally:
+        _stop_loader_workers(loader)
+
+
+def _stop_loader_workers(loader: DataLoader) -> None:
+    """End a loader's persistent worker processes now (training ended, normally or not).
+
+    They would otherwise live as long as the loader object, which an exception's traceback can keep
+    alive until a garbage collection — or until interpreter shutdown. Uses the DataLoader's own
+    shutdown (``_iterator._shutdown_workers``), which torch also calls when the iterator is deleted.
+    """
+    iterator = getattr(loader, "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    loader._iterator = None
 
 
 def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
