@@ -84,7 +84,12 @@ class LaunchReport:
 
 @dataclass(frozen=True)
 class SweepStatus:
-    """Ledger state of a sweep's planned trials."""
+    """Ledger state of a sweep's planned trials.
+
+    ``running`` counts trials with a RUNNING run; ``stale`` how many of those a dead launch left
+    RUNNING (the next launch closes them as KILLED and runs them again); ``launches`` names the
+    live launches holding the others.
+    """
 
     sweep: str
     total: int
@@ -92,10 +97,17 @@ class SweepStatus:
     failed: int
     running: int
     todo: int
+    stale: int = 0
+    launches: tuple[str, ...] = ()
 
     def line(self) -> str:
-        return (f"{self.sweep}: done {self.done} · failed {self.failed} · running {self.running} · "
+        text = (f"{self.sweep}: done {self.done} · failed {self.failed} · running {self.running} · "
                 f"to do {self.todo} · total {self.total}")
+        if self.stale:
+            text += f" · {self.stale} of the running left by a dead launch (the next launch reruns them)"
+        if self.launches:
+            text += f" · live launch: {', '.join(self.launches)}"
+        return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,22 +143,27 @@ def _store_exists(output: Path, tracking_uri: str | None) -> bool:
     return tracking_uri is not None or (Path(output) / "mlflow.db").is_file()
 
 
-def _count(trials: list[Trial], statuses: Mapping[str, set[str]], spec: SweepSpec) -> SweepStatus:
-    done = failed = running = 0
+def _count(trials: list[Trial], statuses: Mapping[str, set[str]], spec: SweepSpec,
+           live: Mapping[str, str] | None = None) -> SweepStatus:
+    """Counts per planned trial; ``live``: trial key → live launch holding its RUNNING run."""
+    live = live or {}
+    done = failed = running = stale = 0
     for trial in trials:
         seen = statuses.get(trial.key, set())
         if "FINISHED" in seen:
             done += 1
         elif "RUNNING" in seen:
             running += 1
+            stale += trial.key not in live
         elif "FAILED" in seen:
             failed += 1
-    return SweepStatus(spec.name, len(trials), done, failed, running, len(trials) - done - failed - running)
+    return SweepStatus(spec.name, len(trials), done, failed, running, len(trials) - done - failed - running,
+                       stale, tuple(sorted(set(live.values()))))
 
 
 def _ledger_status(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger) -> SweepStatus:
     if spec.search is None:
-        return _count(trials, ledger.statuses(), spec)
+        return _count(trials, ledger.statuses(), spec, ledger.running_elsewhere())
     groups = plan_search_groups(spec)
     keys = {g.key for g in groups}
     runs = [r for r in ledger.runs() if r.data.tags.get("prometar.search_group") in keys]

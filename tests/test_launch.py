@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from orchestration.cli import main
-from orchestration.runner import LaunchOptions, launch, start_local_ray
+from orchestration.runner import LaunchOptions, launch, start_local_ray, sweep_status
 from orchestration.spec import load_sweep, plan_trials
 from orchestration.tracking import default_tracking_uri
 from orchestration.trainable import FAULT_ENV
@@ -151,6 +151,30 @@ def test_a_second_launch_of_the_same_sweep_is_refused_until_the_first_ends(tmp_p
         holder.wait()
     with launch_lock(output, "twice"):
         assert json.loads((output / ".launch-twice.lock").read_text())["pid"] == os.getpid()
+
+
+def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Path) -> None:
+    """Two RUNNING trials in the store: one of a launch alive in this process, one of a dead launch."""
+    import socket
+
+    from orchestration.tracking import PID_TAG, MlflowTrialCallback, TrialLedger
+
+    sweep = write_sweep(tmp_path, "shared", seeds=[1, 2], datasets=["eurosat"])
+    trials = plan_trials(load_sweep(sweep))
+    output = tmp_path / "out"
+    output.mkdir()
+    ledger = TrialLedger(default_tracking_uri(output), "shared")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for trial, pid in zip(trials, (os.getpid(), dead.pid), strict=True):
+        parent = ledger.start_launch({PID_TAG: str(pid)})
+        MlflowTrialCallback(ledger, parent, lambda c, t=trial: t, "shared").on_trial_start(
+            0, [], type("T", (), {"trial_id": f"t{pid}", "config": {"trial_key": trial.key}})())
+    result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "running 2 · to do 0 · total 2" in result.output
+    assert "1 of the running left by a dead launch" in result.output
+    assert f"live launch: pid {os.getpid()} on {socket.gethostname()}" in result.output
 
 
 def test_dry_run_and_status_write_nothing(tmp_path: Path, data_root: Path) -> None:
@@ -389,6 +413,9 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
         process.wait()
     statuses = sorted(r.info.status for r in child_runs(output, "killed"))
     assert statuses == ["FINISHED", "RUNNING"]
+    status = sweep_status(sweep, output=output)  # the RUNNING one is known to be stale: its launch died
+    assert (status.done, status.running, status.stale, status.launches) == (1, 1, 1, ())
+    assert "1 of the running left by a dead launch" in status.line()
 
     report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
     assert report.to_run == 1 and report.done_before == 1 and report.exit_code == 0
