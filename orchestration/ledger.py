@@ -217,6 +217,16 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
     return Ledger(runs=runs, params=params)
 
 
+def read_csv_file(path: Path, what: str) -> pd.DataFrame:
+    """Read a CSV file; a missing or unreadable one raises ``ResultsError`` naming ``path`` and ``what``."""
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError as error:
+        raise ResultsError(f"{path}: {what} not found") from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ResultsError(f"{path}: not a readable CSV ({error})") from error
+
+
 def read_runs_csv(path: Path | str) -> Ledger:
     """Read a CSV of per-run rows (``method,dataset,seed,shots,base_acc,new_acc`` at least).
 
@@ -228,12 +238,7 @@ def read_runs_csv(path: Path | str) -> Ledger:
         ResultsError: The file is missing or unreadable, or a required column is missing or malformed.
     """
     path = Path(path)
-    try:
-        wide = pd.read_csv(path)
-    except FileNotFoundError as error:
-        raise ResultsError(f"{path}: runs CSV not found") from error
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ResultsError(f"{path}: not a readable CSV ({error})") from error
+    wide = read_csv_file(path, "runs CSV")
     missing = [c for c in CSV_REQUIRED_COLUMNS if c not in wide.columns]
     if missing:
         raise ResultsError(

@@ -30,7 +30,15 @@ from typing import Literal
 
 import pandas as pd
 
-from orchestration.ledger import Ledger, PlannedRuns, ResultsError, Source, attach_params, read_experiment
+from orchestration.ledger import (
+    Ledger,
+    PlannedRuns,
+    ResultsError,
+    Source,
+    attach_params,
+    read_csv_file,
+    read_experiment,
+)
 from prometar.config import RunConfig
 
 AVERAGE = "average"
@@ -307,12 +315,7 @@ def load_published(path: Path | str | None = None) -> pd.DataFrame:
         ResultsError: The file is missing or a column is missing or not numeric.
     """
     path = Path(path) if path is not None else default_published_path()
-    try:
-        table = pd.read_csv(path)
-    except FileNotFoundError as error:
-        raise ResultsError(f"{path}: published numbers not found") from error
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ResultsError(f"{path}: not a readable CSV ({error})") from error
+    table = read_csv_file(path, "published numbers")
     missing = [c for c in PUBLISHED_COLUMNS[:5] if c not in table.columns]
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
