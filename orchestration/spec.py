@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,8 @@ def parse_sweep(
 
     name = data.get("name", default_name)
     _expect(isinstance(name, str) and name.strip() != "", source, "name", "must be a non-empty string", name)
+    _expect(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None, source, "name",
+            "must be letters, digits, '.', '_' or '-' (it names folders, the MLflow experiment, Ray jobs)", name)
     protocol = data.get("protocol", "base2new")
     if protocol not in RUN_PROTOCOLS:
         raise SpecError(source, "protocol", f"unknown protocol {protocol!r}; valid: {', '.join(RUN_PROTOCOLS)}")

@@ -122,6 +122,8 @@ def error_of(tmp_path: Path, data: dict | str) -> SpecError:
     ("data", "key", "words"),
     [
         (base(colour="red"), "colour", "unknown key"),
+        (base(name="base2new/v2"), "name", "letters, digits"),
+        (base(name="../elsewhere"), "name", "letters, digits"),
         (base(max_failures="two"), "max_failures", "integer"),
         (base(grid={"method": ["ivlp"], "dataset": ["eurosat"], "seed": ["one"]}), "grid.seed[0]", "integer"),
         (base(grid={"method": ["ivlp"], "dataset": "eurosat"}), "grid.dataset", "list"),
