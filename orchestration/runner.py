@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -37,7 +38,14 @@ from orchestration.spec import (
     plan_trials,
     spec_to_yaml,
 )
-from orchestration.tracking import TrackingError, TrialLedger, default_tracking_uri, git_sha
+from orchestration.tracking import (
+    GROUP_TAG,
+    TRIAL_KEY_TAG,
+    TrackingError,
+    TrialLedger,
+    default_tracking_uri,
+    git_sha,
+)
 
 DEFAULT_OUTPUT = Path("prometar_runs")
 DEFAULT_DATA_ROOT = Path("data")
@@ -252,7 +260,8 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
     closed = ledger.close_stale_runs()
     if closed:
         print(f"[{spec.name}] closed {closed} run(s) a previous launch left RUNNING as KILLED", file=out)
-    elsewhere = ledger.running_elsewhere()  # another live launch (another output, another machine)
+    busy = ledger.running_in_live_launches()  # another live launch (another output, another machine)
+    elsewhere = {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in busy}
     if elsewhere:
         holders = ", ".join(sorted(set(elsewhere.values())))
         print(f"[{spec.name}] {len(elsewhere)} trial(s) are running in another live launch ({holders}); "
@@ -260,8 +269,9 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
 
     if spec.search:
         report = LaunchReport(spec.name, spec.trial_count, 0, 0)
+        busy_groups = Counter(run.data.tags.get(GROUP_TAG) for run, _ in busy)
         with _closing_parent(ledger, report):
-            _launch_search(spec, ledger, output, options, out, report)
+            _launch_search(spec, ledger, output, options, out, report, busy_groups)
     else:
         statuses = {} if options.force else ledger.statuses()
         done = [t for t in trials if "FINISHED" in statuses.get(t.key, set())]
@@ -535,8 +545,12 @@ def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
 
 
 def _launch_search(spec: SweepSpec, ledger: TrialLedger, output: Path, options: LaunchOptions,
-                   out: IO[str], report: LaunchReport) -> None:
-    """One Optuna search per group, resumed from the group's FINISHED samples; then the best."""
+                   out: IO[str], report: LaunchReport, busy_groups: Mapping[str, int]) -> None:
+    """One Optuna search per group, resumed from the group's FINISHED samples; then the best.
+
+    ``busy_groups``: search-group key → samples a live launch elsewhere is running; they count as
+    taken, so the group never gets more than ``num_samples`` samples.
+    """
     assert spec.search is not None
     groups = plan_search_groups(spec)
     with ExitStack() as stack:
@@ -544,17 +558,20 @@ def _launch_search(spec: SweepSpec, ledger: TrialLedger, output: Path, options: 
         for group in groups:
             prior = [] if options.force else ledger.finished_in_group(group.key)
             prior = [r for r in prior if spec.search.metric in r.data.metrics]
-            samples = spec.search.num_samples - len(prior)
+            busy = busy_groups.get(group.key, 0)
+            samples = spec.search.num_samples - len(prior) - busy
             report.done_before += min(len(prior), spec.search.num_samples)
             if samples <= 0:
-                print(f"[{spec.name}] {group.label}: search done ({len(prior)} samples)", file=out)
+                running = f", {busy} running in another live launch" if busy else ""
+                print(f"[{spec.name}] {group.label}: search done ({len(prior)} samples{running})", file=out)
                 continue
             if report.to_run == 0:
                 stack.enter_context(_ray(options.address))
             report.to_run += samples
             points = [{k: _param_value(r.data.params[k]) for k in spec.search.space} for r in prior]
             rewards = [r.data.metrics[spec.search.metric] for r in prior]
-            print(f"[{spec.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done", file=out)
+            running = f", {busy} running in another live launch" if busy else ""
+            print(f"[{spec.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done{running}", file=out)
             _fan_out(spec, {}, {group.key: group}, ledger, report, output, options, out,
                      search=(group, samples, points, rewards))
     report.best = _best(spec, groups, ledger)

@@ -184,13 +184,17 @@ class TrialLedger:
                 live[run.info.run_id] = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
         return live
 
-    def running_elsewhere(self, *, now: float | None = None) -> dict[str, str]:
-        """Trial key → the live launch (``"pid P on HOST"``) whose RUNNING run holds it."""
+    def running_in_live_launches(self, *, now: float | None = None) -> list[tuple[Any, str]]:
+        """The RUNNING child runs of live launches, each with its launch (``"pid P on HOST"``)."""
         runs = self.runs()
         live = self.live_launches(runs, now=now)
-        return {run.data.tags[TRIAL_KEY_TAG]: live[run.data.tags[PARENT_TAG]] for run in runs
+        return [(run, live[run.data.tags[PARENT_TAG]]) for run in runs
                 if run.info.status in ("RUNNING", "SCHEDULED") and run.data.tags.get(TRIAL_KEY_TAG)
-                and run.data.tags.get(PARENT_TAG) in live}
+                and run.data.tags.get(PARENT_TAG) in live]
+
+    def running_elsewhere(self, *, now: float | None = None) -> dict[str, str]:
+        """Trial key → the live launch (``"pid P on HOST"``) whose RUNNING run holds it."""
+        return {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in self.running_in_live_launches(now=now)}
 
     def close_stale_runs(self, *, now: float | None = None) -> int:
         """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay); returns how many."""

@@ -177,6 +177,30 @@ def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Pa
     assert f"live launch: pid {os.getpid()} on {socket.gethostname()}" in result.output
 
 
+def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, data_root: Path) -> None:
+    """The group's only sample runs in a live launch elsewhere: this launch adds none (no Ray)."""
+    import io
+
+    from orchestration.spec import plan_search_groups
+    from orchestration.tracking import PID_TAG, MlflowTrialCallback, TrialLedger
+
+    search = {"metric": "val_hm", "mode": "max", "num_samples": 1, "space": {"optim.lr": {"loguniform": [0.001, 0.1]}}}
+    sweep = write_sweep(tmp_path, "busy", seeds=[1], datasets=["eurosat"], search=search)
+    (group,) = plan_search_groups(load_sweep(sweep))
+    sample = group.resolve({"optim.lr": 0.01})
+    output = tmp_path / "out"
+    output.mkdir()
+    ledger = TrialLedger(default_tracking_uri(output), "busy")
+    parent = ledger.start_launch({PID_TAG: str(os.getpid())})  # alive: this process
+    MlflowTrialCallback(ledger, parent, lambda c: sample, "busy").on_trial_start(
+        0, [], type("T", (), {"trial_id": "t1", "config": {"group": group.key}})())
+    stream = io.StringIO()
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+    assert report.to_run == 0 and report.exit_code == 0, stream.getvalue()
+    assert "search done (0 samples, 1 running in another live launch)" in stream.getvalue()
+    assert ledger.statuses() == {sample.key: {"RUNNING"}}  # left to its launch, not closed
+
+
 def test_dry_run_and_status_write_nothing(tmp_path: Path, data_root: Path) -> None:
     sweep = write_sweep(tmp_path, "dry", seeds=[1, 2])
     output = tmp_path / "out"
