@@ -16,6 +16,7 @@ joins a running cluster instead.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -171,7 +172,8 @@ def _count(trials: list[Trial], statuses: Mapping[str, set[str]], spec: SweepSpe
 
 def _ledger_status(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger) -> SweepStatus:
     if spec.search is None:
-        return _count(trials, ledger.statuses(), spec, ledger.running_elsewhere())
+        runs = ledger.runs()  # one snapshot of the store for both counts
+        return _count(trials, ledger.statuses(runs), spec, ledger.running_elsewhere(runs))
     groups = plan_search_groups(spec)
     keys = {g.key for g in groups}
     runs = [r for r in ledger.runs() if r.data.tags.get("prometar.search_group") in keys]
@@ -257,10 +259,11 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
     """The launch proper, while this process holds the sweep's launch lock."""
     if options.tracking_uri is None:
         ledger.check_reachable()  # creates the SQLite ledger in the output folder
-    closed = ledger.close_stale_runs()
+    runs = ledger.runs()  # one snapshot: closing stale runs does not change which keys FINISHED
+    closed = ledger.close_stale_runs(runs)
     if closed:
         print(f"[{spec.name}] closed {closed} run(s) a previous launch left RUNNING as KILLED", file=out)
-    busy = ledger.running_in_live_launches()  # another live launch (another output, another machine)
+    busy = ledger.running_in_live_launches(runs)  # another live launch (another output, another machine)
     elsewhere = {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in busy}
     if elsewhere:
         holders = ", ".join(sorted(set(elsewhere.values())))
@@ -273,7 +276,7 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
         with _closing_parent(ledger, report):
             _launch_search(spec, ledger, output, options, out, report, busy_groups)
     else:
-        statuses = {} if options.force else ledger.statuses()
+        statuses = {} if options.force else ledger.statuses(runs)
         done = [t for t in trials if "FINISHED" in statuses.get(t.key, set())]
         todo = [t for t in trials if t not in done and t.key not in elsewhere]
         report = LaunchReport(spec.name, len(trials), len(done), len(todo))
@@ -326,7 +329,7 @@ def launch_lock(output: Path, sweep: str, *, source: str = "") -> Iterator[None]
                               f"({who}); wait for it to end or stop it (lock: {path})") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
         handle.flush()
         yield

@@ -158,10 +158,13 @@ class TrialLedger:
             if not token:
                 return runs
 
-    def statuses(self) -> dict[str, set[str]]:
-        """Trial key → the statuses of its child runs (``FINISHED``, ``FAILED``, ``RUNNING``, ...)."""
+    def statuses(self, runs: list[Any] | None = None) -> dict[str, set[str]]:
+        """Trial key → the statuses of its child runs (``FINISHED``, ``FAILED``, ``RUNNING``, ...).
+
+        ``runs``: a snapshot from :meth:`runs` to read instead of querying the store again.
+        """
         out: dict[str, set[str]] = {}
-        for run in self.runs():
+        for run in self.runs() if runs is None else runs:
             key = run.data.tags.get(TRIAL_KEY_TAG)
             if key:
                 out.setdefault(key, set()).add(run.info.status)
@@ -184,21 +187,22 @@ class TrialLedger:
                 live[run.info.run_id] = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
         return live
 
-    def running_in_live_launches(self, *, now: float | None = None) -> list[tuple[Any, str]]:
+    def running_in_live_launches(self, runs: list[Any] | None = None, *,
+                                 now: float | None = None) -> list[tuple[Any, str]]:
         """The RUNNING child runs of live launches, each with its launch (``"pid P on HOST"``)."""
-        runs = self.runs()
+        runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
         return [(run, live[run.data.tags[PARENT_TAG]]) for run in runs
                 if run.info.status in ("RUNNING", "SCHEDULED") and run.data.tags.get(TRIAL_KEY_TAG)
                 and run.data.tags.get(PARENT_TAG) in live]
 
-    def running_elsewhere(self, *, now: float | None = None) -> dict[str, str]:
+    def running_elsewhere(self, runs: list[Any] | None = None, *, now: float | None = None) -> dict[str, str]:
         """Trial key → the live launch (``"pid P on HOST"``) whose RUNNING run holds it."""
-        return {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in self.running_in_live_launches(now=now)}
+        return {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in self.running_in_live_launches(runs, now=now)}
 
-    def close_stale_runs(self, *, now: float | None = None) -> int:
+    def close_stale_runs(self, runs: list[Any] | None = None, *, now: float | None = None) -> int:
         """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay); returns how many."""
-        runs = self.runs()
+        runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
         stale = [r for r in runs if r.info.status in ("RUNNING", "SCHEDULED")
                  and r.info.run_id not in live and r.data.tags.get(PARENT_TAG) not in live]
