@@ -148,17 +148,22 @@ def test_fast_step_equals_the_plain_reference_computation(backbone):
             torch.testing.assert_close(weight, other, rtol=1e-5, atol=1e-9)
 
 
-def test_truncation_does_not_change_a_training_step(backbone):
+def assert_same_training_step(backbone, option: str) -> None:
+    """One ProMetaR step with ``build(..., option=True)`` and with ``False``: same metrics and prompts."""
     results = []
-    for truncate in (True, False):
+    for value in (True, False):
         model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels = build(
-            backbone, truncate_text=truncate)
+            backbone, **{option: value})
         metrics = fast_step(model, gate, prompt_optimizer, gate_optimizer, teacher).step(images, labels, TASK)
         results.append((metrics, {name: p.detach().clone() for name, p in prompts.items()}))
-    (cut, cut_prompts), (full, full_prompts) = results
-    assert cut == pytest.approx(full, rel=1e-5, abs=1e-7)
-    for name in cut_prompts:
-        torch.testing.assert_close(cut_prompts[name], full_prompts[name], rtol=1e-5, atol=2e-6)
+    (on, on_prompts), (off, off_prompts) = results
+    assert on == pytest.approx(off, rel=1e-5, abs=1e-7)
+    for name in on_prompts:
+        torch.testing.assert_close(on_prompts[name], off_prompts[name], rtol=1e-5, atol=2e-6)
+
+
+def test_truncation_does_not_change_a_training_step(backbone):
+    assert_same_training_step(backbone, "truncate_text")
 
 
 def test_sequence_first_blocks_give_the_same_features_and_restore_the_attention(backbone):
@@ -181,16 +186,7 @@ def test_sequence_first_blocks_give_the_same_features_and_restore_the_attention(
 
 
 def test_sequence_first_blocks_do_not_change_a_training_step(backbone):
-    results = []
-    for sequence_first in (True, False):
-        model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels = build(
-            backbone, sequence_first=sequence_first)
-        metrics = fast_step(model, gate, prompt_optimizer, gate_optimizer, teacher).step(images, labels, TASK)
-        results.append((metrics, {name: p.detach().clone() for name, p in prompts.items()}))
-    (fast, fast_prompts), (plain, plain_prompts) = results
-    assert fast == pytest.approx(plain, rel=1e-5, abs=1e-7)
-    for name in fast_prompts:
-        torch.testing.assert_close(fast_prompts[name], plain_prompts[name], rtol=1e-5, atol=2e-6)
+    assert_same_training_step(backbone, "sequence_first")
 
 
 def test_truncation_is_on_by_default_and_cuts_the_sequence(backbone):
