@@ -68,7 +68,8 @@ def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
               help="Run folder; default: ./prometar_runs/train/<dataset>/<method>/<shots>shots_seed<seed>.")
 @click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (backbone.device).")
 @click.option("--resume", "resume_from", type=click.Path(file_okay=False, exists=True, path_type=str),
-              help="Continue from a checkpoints/epoch_<k> folder of this run.")
+              help="Continue from a checkpoints/epoch_<k> folder of this run, or from its checkpoints/ folder "
+                   "(the newest readable epoch). Checkpoints hold tensors and plain data only.")
 def train(dataset, seed, shots, method, preset, sets, data_root, output, device, resume_from) -> None:
     """Train and evaluate one run, without Ray or MLflow; print per-epoch progress and final metrics."""
     import time

@@ -12,6 +12,7 @@ device and the thread count follow the resources Tune granted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -24,6 +25,8 @@ from typing import Any
 from ray import tune
 
 from orchestration.spec import SearchGroup, Trial
+
+logger = logging.getLogger(__name__)
 
 FAULT_ENV = "PROMETAR_FAULT_FILE"
 """Test-only fault injection: names a JSON file ``{trial_key: "once" | "always"}``. A listed trial
@@ -81,10 +84,27 @@ def _environment(device: str, git_sha: str) -> dict[str, Any]:
             "git_sha": git_sha}
 
 
-def latest_epoch_checkpoint(output_dir: Path) -> Path | None:
-    """The newest ``checkpoints/epoch_<k>`` an earlier (killed) launch left for this trial key."""
-    folders = [p for p in (output_dir / "checkpoints").glob("epoch_*") if p.is_dir() and p.name[6:].isdigit()]
-    return max(folders, key=lambda p: int(p.name[6:]), default=None)
+def run_resuming(run_config: Any, resume_candidates: list[Path], *, output_dir: Path, **kwargs: Any) -> Any:
+    """``prometar.run.run``, resuming from the first candidate that can be read, else from scratch.
+
+    Each candidate is a checkpoint folder (a Tune checkpoint) or the trial's ``checkpoints/``
+    folder (its newest readable epoch is used). A candidate that cannot be resumed from — deleted,
+    truncated, written by other code or another configuration, or carrying anything but tensors
+    and plain data — is skipped with a warning that names the file and why; with none left the
+    run starts over (its stale local checkpoints removed first).
+    """
+    from prometar.run import run
+    from prometar.trainer import CheckpointError
+
+    for candidate in resume_candidates:
+        try:
+            return run(run_config, output_dir=output_dir, resume_from=candidate, **kwargs)
+        except CheckpointError as error:
+            logger.warning("not resuming from %s: %s", candidate, error)
+    if resume_candidates:
+        logger.warning("trial %s starts over: no checkpoint to resume from", output_dir.name)
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    return run(run_config, output_dir=output_dir, **kwargs)
 
 
 def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, output_root: str,
@@ -104,7 +124,6 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     import torch
 
     from prometar.config import build_config
-    from prometar.run import run
 
     trial = table.resolve(config)
     run_config = build_config(trial.config, source=f"trial {trial.key}")
@@ -124,20 +143,13 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
         elif event.get("event") == "final":
             final.update({k: v for k, v in event.items() if k != "event"})
 
+    local = output_dir / "checkpoints"
+    local_candidates = [local] if resume_local and any(local.glob("epoch_*")) else []
+    common = {"data_root": Path(data_root).resolve(), "output_dir": output_dir, "callback": on_event,
+              "device": device}
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        from prometar.trainer import CheckpointError
-
-        earlier = latest_epoch_checkpoint(output_dir) if resume_local else None
-        try:
-            run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
-                resume_from=earlier, device=device)
-        except CheckpointError:  # left by other code or another config: start over
-            if earlier is None:
-                raise
-            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-            run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
-                device=device)
+        run_resuming(run_config, local_candidates, **common)
     else:
         with checkpoint.as_directory() as resume_dir:
             done = Path(resume_dir) / FINAL_FILE
@@ -145,8 +157,7 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
                 final.update(json.loads(done.read_text()))
                 tune.report({**final, "prometar_event": "final"}, checkpoint=tune.Checkpoint.from_directory(resume_dir))
                 return
-            run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
-                resume_from=Path(resume_dir), device=device)
+            run_resuming(run_config, [Path(resume_dir), *local_candidates], **common)
 
     artifacts = output_dir / "final"
     artifacts.mkdir(exist_ok=True)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ from typing import Any, Literal
 
 import open_clip
 import torch
+
+from prometar.torchscript import is_torchscript_archive, read_torchscript_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -181,13 +181,6 @@ def _resolve_weights(
     return Path(local), tag_config
 
 
-def _is_torchscript_archive(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(member.endswith("constants.pkl") for member in archive.namelist())
-
-
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read CLIP weights from a checkpoint file, whatever its container.
 
@@ -210,11 +203,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             loaded: Any = load_file(str(path), device="cpu")
-        elif _is_torchscript_archive(path):
-            with warnings.catch_warnings():
-                # torch.jit is deprecated, but it is the format of OpenAI's released weights.
-                warnings.simplefilter("ignore", FutureWarning)
-                loaded = torch.jit.load(str(path), map_location="cpu").state_dict()
+        elif is_torchscript_archive(path):
+            # OpenAI's release format; read as data, never compiled or run (prometar.torchscript).
+            loaded = read_torchscript_state_dict(path)
         else:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -98,11 +98,13 @@ def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templat
             raise ValueError("compute_text_teacher: cache_dir given without a cache_key naming the backbone")
         path = teacher_cache_path(cache_dir, cache_key, classnames, templates)
         if path.exists():
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.get("classnames") == list(classnames) and cached.get("backbone") == cache_key:
+            cached = _read_cache(path)
+            if (cached is not None and cached.get("classnames") == list(classnames)
+                    and cached.get("backbone") == cache_key and isinstance(cached.get("features"), Tensor)):
                 logger.debug("text teacher read from %s", path)
                 return cached["features"].to(device)
-            logger.warning("ignoring text teacher cache %s: it belongs to other inputs", path)
+            if cached is not None:
+                logger.warning("ignoring text teacher cache %s: it belongs to other inputs", path)
 
     class_means = []
     with torch.no_grad():
@@ -119,6 +121,20 @@ def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templat
                       "features": teacher.cpu()}, path)
         logger.debug("text teacher written to %s", path)
     return teacher
+
+
+def _read_cache(path: Path) -> dict[str, Any] | None:
+    """A teacher cache file (tensors and plain data only), or None with a warning if it is unusable."""
+    try:
+        # weights_only: a cache file that would build any other object is refused before it runs.
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - an unreadable cache is recomputed, whatever the cause
+        logger.warning("ignoring text teacher cache %s: cannot be read (%s)", path, str(exc).splitlines()[0][:200])
+        return None
+    if not isinstance(cached, dict):
+        logger.warning("ignoring text teacher cache %s: not a teacher cache", path)
+        return None
+    return cached
 
 
 def compute_image_teacher(model: PromptedCLIP, images: Tensor) -> Tensor:

@@ -16,6 +16,11 @@ returns named metrics. Per epoch the trainer
 4. writes a checkpoint atomically (trainable tensors, both optimisers, schedule position, every
    RNG state, the metric history) and calls the metric callback.
 
+Checkpoints hold tensors, numbers, strings, lists and dicts only, and are read with
+``torch.load(weights_only=True)``: trial checkpoints live on shared storage that other users or
+jobs may be able to write, and a pickle that can build arbitrary objects can run code when it is
+loaded. Python's and NumPy's RNG states are stored as tensors for that reason.
+
 Resuming from the checkpoint of epoch ``k`` restores all of that, so the run ends with the same
 prompts and metrics as an uninterrupted one.
 """
@@ -46,12 +51,15 @@ __all__ = [
     "LearningRateSchedule",
     "NonFiniteLossError",
     "Trainer",
+    "checkpoint_files",
     "derive_seed",
     "seed_everything",
 ]
 
 CHECKPOINT_FILE = "state.pt"
-CHECKPOINT_VERSION = 1
+# 2: tensors and plain data only, read with weights_only=True (1 held NumPy objects and needed the
+# full unpickler, which can run code from the file: version-1 checkpoints are refused, not read).
+CHECKPOINT_VERSION = 2
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -126,10 +134,31 @@ def _load_trainable_state(module: nn.Module, state: Mapping[str, torch.Tensor], 
             p.copy_(state[name].to(p.device, p.dtype))
 
 
+def _python_rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+
+
+def _set_python_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate((int(state["version"]), tuple(int(v) for v in state["internal"].tolist()), state["gauss"]))
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(state: Mapping[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, int(state["pos"]), int(state["has_gauss"]),
+                         float(state["cached_gaussian"])))
+
+
 def _rng_state(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": _python_rng_state(),
+        "numpy": _numpy_rng_state(),
         "torch": torch.get_rng_state(),
         "generators": {name: g.get_state() for name, g in generators.items()},
     }
@@ -139,13 +168,24 @@ def _rng_state(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
 
 
 def _set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    _set_python_rng_state(state["python"])
+    _set_numpy_rng_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     for name, g in generators.items():
         g.set_state(state["generators"][name])
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as data ``torch.load(weights_only=True)`` reads back: NumPy scalars become numbers."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 class Trainer:
@@ -314,7 +354,7 @@ class Trainer:
                 "gate": dataclasses.asdict(self.gate_schedule) if self.gate_schedule else None,
             },
             "rng": _rng_state(self._generators()),
-            "history": list(self.history),
+            "history": _plain(self.history),
         }
 
     def save_checkpoint(self) -> Path:
@@ -349,39 +389,88 @@ class Trainer:
         for _, path in done[: max(0, len(done) - self.keep_checkpoints)]:
             shutil.rmtree(path, ignore_errors=True)
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path) -> Path:
         """Restore the state written by :meth:`save_checkpoint`.
 
+        Args:
+            path: A checkpoint folder (``.../epoch_<k>``), its ``state.pt``, or a folder of
+                ``epoch_<k>`` checkpoints: then the newest one that can be read is used, and each
+                newer one that cannot (deleted, truncated, not a checkpoint) is named in a warning.
+
+        Returns:
+            The checkpoint file that was restored.
+
         Raises:
-            CheckpointError: Missing or unreadable file, another run's checkpoint, or tensors that
-                do not fit.
+            CheckpointError: Missing or unreadable file (none readable in a folder of
+                checkpoints), another run's checkpoint, or tensors that do not fit.
         """
         path = Path(path)
-        file = path / CHECKPOINT_FILE if path.is_dir() else path
+        candidates = checkpoint_files(path) if path.is_dir() and not (path / CHECKPOINT_FILE).exists() else []
+        if not candidates:
+            file = path / CHECKPOINT_FILE if path.is_dir() else path
+            self._apply_state(self._read_state(file), file)
+            return file
+        skipped: list[str] = []
+        for file in candidates:
+            try:
+                state = self._read_state(file)
+            except CheckpointError as error:
+                logger.warning("skipping checkpoint %s", error)
+                skipped.append(str(error))
+                continue
+            self._apply_state(state, file)
+            return file
+        raise CheckpointError(f"{path}: no readable checkpoint ({'; '.join(skipped)})")
+
+    def _read_state(self, file: Path) -> dict[str, Any]:
+        """Read and check one checkpoint file (tensors and plain data only)."""
         if not file.is_file():
             raise CheckpointError(f"{file}: no checkpoint there")
         try:
-            state = torch.load(file, map_location="cpu", weights_only=False)
+            # weights_only: tensors and plain data only. A file that would build any other object
+            # (code carried in a pickle) is refused here, before anything in it runs.
+            state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error to the user
-            raise CheckpointError(f"{file}: cannot read checkpoint ({exc})") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{file}: cannot read checkpoint (only tensors and plain data are "
+                                  f"accepted; {reason[:200]})") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{file}: not a prometar checkpoint (holds a {type(state).__name__})")
         if state.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(f"{file}: checkpoint version {state.get('version')!r}, "
                                   f"expected {CHECKPOINT_VERSION}")
         if self.fingerprint is not None and state.get("fingerprint") != self.fingerprint:
             raise CheckpointError(f"{file}: written by another run configuration "
                                   f"({state.get('fingerprint')} != {self.fingerprint})")
-        if state["epoch"] > self.epochs:
-            raise CheckpointError(f"{file}: epoch {state['epoch']} beyond this run's {self.epochs} epochs")
-        for name, module in self.modules.items():
-            if name not in state["modules"]:
-                raise CheckpointError(f"{file}: no tensors for {name!r}")
-            _load_trainable_state(module, state["modules"][name], f"{file}: {name}")
-        self.prompt_optimizer.load_state_dict(state["prompt_optimizer"])
-        if self.gate_optimizer is not None:
-            if state["gate_optimizer"] is None:
-                raise CheckpointError(f"{file}: no gate optimiser state")
-            self.gate_optimizer.load_state_dict(state["gate_optimizer"])
-        _set_rng_state(state["rng"], self._generators())
+        if not isinstance(state.get("epoch"), int) or not 0 <= state["epoch"] <= self.epochs:
+            raise CheckpointError(f"{file}: epoch {state.get('epoch')!r} is not within this run's "
+                                  f"{self.epochs} epochs")
+        return state
+
+    def _apply_state(self, state: Mapping[str, Any], file: Path) -> None:
+        try:
+            for name, module in self.modules.items():
+                if name not in state["modules"]:
+                    raise CheckpointError(f"{file}: no tensors for {name!r}")
+                _load_trainable_state(module, state["modules"][name], f"{file}: {name}")
+            self.prompt_optimizer.load_state_dict(state["prompt_optimizer"])
+            if self.gate_optimizer is not None:
+                if state["gate_optimizer"] is None:
+                    raise CheckpointError(f"{file}: no gate optimiser state")
+                self.gate_optimizer.load_state_dict(state["gate_optimizer"])
+            _set_rng_state(state["rng"], self._generators())
+            history = list(state["history"])
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            raise CheckpointError(f"{file}: malformed checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
         self.epoch = int(state["epoch"])
-        self.history = list(state["history"])
+        self.history = history
         logger.info("resumed from %s after epoch %d", file, self.epoch)
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The ``epoch_<k>/state.pt`` files under ``folder``, newest epoch first (existing or not)."""
+    epochs = [p for p in Path(folder).glob("epoch_*") if p.is_dir() and p.name[len("epoch_"):].isdigit()]
+    epochs.sort(key=lambda p: int(p.name[len("epoch_"):]), reverse=True)
+    return [p / CHECKPOINT_FILE for p in epochs]
