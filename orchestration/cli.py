@@ -39,16 +39,20 @@ def data_group() -> None:
               help="Folder holding the datasets ($DATA).")
 @click.option("--dataset", "datasets", multiple=True, metavar="KEY",
               help="Dataset key to check (repeatable); default: all 15.")
-def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
+@click.option("--quick", is_flag=True,
+              help="Check that images exist without decoding them (default: decode every image).")
+def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
     """Check layout, split files and images; exit 2 if a requested dataset is unusable."""
     from prometar.data import DataError, check_datasets
 
     try:
-        reports = check_datasets(data_root, list(datasets) or None)
+        reports = check_datasets(data_root, list(datasets) or None, decode=not quick)
     except DataError as err:
         raise click.UsageError(str(err)) from None
     for report in reports:
         click.echo(report.line())
+        for bad in report.bad_images:
+            click.echo(f"  cannot decode {bad}")
     if not all(report.usable for report in reports):
         raise SystemExit(2)
 

@@ -244,15 +244,16 @@ def load_sweep(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
     source = str(path)
     if not path.is_file():
         raise SpecError(source, "", "no such sweep file")
-    from prometar.config import parse_yaml
+    from prometar.config import parse_yaml, yaml_problem
+    from prometar.yamlio import YamlFileError, read_text_file
 
     try:
-        data = parse_yaml(path.read_text())
+        data = parse_yaml(read_text_file(path))
+    except YamlFileError as err:
+        raise SpecError(source, "", err.reason) from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(source, "", f"YAML syntax error: {where}{problem}") from None
+        kind = "YAML error" if isinstance(err, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise SpecError(source, "", f"{kind}: {yaml_problem(err)}") from None
     if data is None:
         data = {}
     spec = parse_sweep(data, source=source, default_name=path.stem, extra_overrides=overrides)

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import yaml
 
 from prometar import methods as _methods
+from prometar.yamlio import MAX_SHOWN, YamlFileError, cap, parse_yaml, read_text_file
 
 __all__ = [
     "BackboneConfig",
@@ -300,40 +301,7 @@ def describe_fields() -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# YAML with YAML 1.2 floats ("1e-5" is a float, not a string as PyYAML's 1.1 rules make it).
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-5``-style numbers as floats."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML safely (a ``yaml.SafeLoader``: no object construction), reading ``1e-5`` as a float.
-
-    Every YAML the project reads (run configs, overrides, sweep files) goes through this one parser.
-
-    Raises:
-        yaml.YAMLError: The text is not valid YAML.
-    """
-    loader = _Loader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
+# YAML: one strict parser for every text the project reads (prometar.yamlio).
 
 
 def load_yaml(text: str, *, source: str = "<yaml>") -> Any:
@@ -345,7 +313,15 @@ def load_yaml(text: str, *, source: str = "<yaml>") -> Any:
     try:
         return parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError("", f"invalid YAML: {exc}", source=source) from None
+        raise ConfigError("", f"invalid YAML: {yaml_problem(exc)}", source=source) from None
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line L, column C: what`` (value echoes already capped)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error)
+    return cap(f"{where}{problem}", 2 * MAX_SHOWN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,9 +384,9 @@ def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
     path = Path(key)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError("", f"cannot read preset file: {exc.strerror}", source=key) from None
+            text = read_text_file(path)
+        except YamlFileError as exc:
+            raise ConfigError("", f"cannot read preset file: {exc.reason}", source=key) from None
         data = load_yaml(text, source=key)
         if data is None:
             return {}

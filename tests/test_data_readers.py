@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -294,6 +295,54 @@ def test_reader_does_not_stat_images_but_check_does(fresh_root):
     (report,) = check_datasets(fresh_root, ["sun397"])
     assert not report.usable and report.missing_images == len(splits.val)
     assert report.missing_path == splits.val[0].path
+
+
+def corrupt_three_images(root: Path, key: str) -> list[str]:
+    """Turn three of a dataset's images into a zero-byte, a truncated and a text file."""
+    splits = read_dataset(key, root)
+    items = splits.train + splits.val + splits.test
+    paths = [items[0].path, items[len(items) // 2].path, items[-1].path]
+    Path(paths[0]).write_bytes(b"")
+    data = Path(paths[1]).read_bytes()
+    Path(paths[1]).write_bytes(data[: len(data) // 2])
+    Path(paths[2]).write_text("this is not an image\n")
+    return paths
+
+
+@pytest.mark.parametrize("key", ["dtd", "imagenet_a"])  # a split-file dataset and a folder dataset
+def test_check_decodes_images_and_names_every_bad_one(fresh_root, key):
+    write_miniatures(fresh_root, [key])
+    bad = corrupt_three_images(fresh_root, key)
+    (report,) = check_datasets(fresh_root, [key])
+    assert not report.usable and "cannot be decoded" in report.problem
+    assert sorted(line.split(": ", 1)[0] for line in report.bad_images) == sorted(bad)
+    (quick,) = check_datasets(fresh_root, [key], decode=False)
+    assert quick.usable  # existence only
+
+
+def test_cli_data_check_lists_undecodable_images_and_quick_skips_decoding(fresh_root):
+    write_miniatures(fresh_root, ["dtd"])
+    bad = corrupt_three_images(fresh_root, "dtd")
+    result = CliRunner().invoke(main, ["data", "check", "--data-root", str(fresh_root), "--dataset", "dtd"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    listed = [line for line in result.output.splitlines() if line.startswith("  cannot decode ")]
+    assert sorted(line.split()[2].rstrip(":") for line in listed) == sorted(bad)
+    quick = CliRunner().invoke(main, ["data", "check", "--data-root", str(fresh_root), "--dataset", "dtd",
+                                      "--quick"])
+    assert quick.exit_code == 0 and " ok " in quick.output
+
+
+def test_a_corrupt_image_met_by_a_loader_names_the_file(fresh_root):
+    from prometar.data import DataError
+    from prometar.data.loaders import ImageDataset
+
+    write_miniatures(fresh_root, ["dtd"])
+    bad = corrupt_three_images(fresh_root, "dtd")
+    splits = read_dataset("dtd", fresh_root)
+    dataset = ImageDataset(splits.train + splits.val + splits.test)
+    for index, path in zip((0, len(dataset) // 2, len(dataset) - 1), bad, strict=True):
+        with pytest.raises(DataError, match=re.escape(path)):
+            dataset[index]
 
 
 def test_miniatures_are_deterministic_per_seed(tmp_path):
