@@ -6,13 +6,18 @@ presets, YAML files, dotted overrides — by :func:`build_config`, which rejects
 types and inconsistent values with a :class:`ConfigError` naming the dotted key, the value, why,
 and where the value came from.
 
-Field defaults are the published implementation's values (algorithm.md §5). Two named presets:
+Field defaults are the published implementation's values (algorithm.md §5). ProMetaR's two presets:
 
 - ``official``: every value of algorithm.md §5, quirks included (the gate optimiser's scheduler is
   never stepped, so the gate trains at 1e-6 the whole run; the gate repeat factor is the
   hard-coded 8 whatever the reduction).
 - ``fixed``: ``official`` with those two quirks fixed (``gate_optim.step_scheduler: true``,
   ``meta.gate_repeat: null`` — the repeat follows ``meta.gate_reduction``).
+
+The baselines' own base-to-new recipes, each value from its published configuration
+(docs/recipes.md): ``coop_official`` (CoOp as CoCoOp's base-to-new table trained it),
+``coop_official_imagenet`` (the same on ImageNet: 50 epochs) and ``ivlp_official`` (IVLP as
+PromptSRC's repository trains it).
 
 Every other deviation from the published run is a named field below. Composition order for a run
 (:func:`resolve_config`): preset → the method's settings (``prometar.methods``) → explicit
@@ -358,9 +363,80 @@ def _fixed() -> dict[str, Any]:
     return d
 
 
+# The baselines' own base-to-new recipes (docs/recipes.md tabulates every value with its source
+# and the values that could not be sourced; tests/test_recipes.py checks the two agree). Each
+# starts from `official` and sets every value its recipe fixes, even where it equals official's.
+
+
+def _coop_official() -> dict[str, Any]:
+    # CoOp as CoCoOp's base-to-new table trained it (the CoOp row published beside ours):
+    # KaiyangZhou/CoOp scripts/cocoop/base2new_train.sh ("CFG=vit_b16_ctxv1 # uncomment this when
+    # TRAINER=CoOp") -> configs/trainers/CoOp/vit_b16_ctxv1.yaml; CoOp defaults from its train.py.
+    d = _official()
+    d["method"] = "coop"
+    d["prompts"]["text_tokens"] = 4  # trainers/coop.py: n_ctx = number of words of CTX_INIT
+    d["prompts"]["text_init"] = "a photo of a"  # vit_b16_ctxv1.yaml TRAINER.COOP.CTX_INIT
+    d["prompts"]["text_depth"] = 1  # trainers/coop.py: context vectors at the text input only
+    d["prompts"]["vision_depth"] = 0  # trainers/coop.py: the image encoder is CLIP's, unprompted
+    d["regularizer"]["enabled"] = False  # trainers/coop.py forward_backward: cross-entropy only
+    d["meta"]["enabled"] = False
+    d["optim"]["name"] = "sgd"  # vit_b16_ctxv1.yaml OPTIM.NAME
+    d["optim"]["lr"] = 0.002  # vit_b16_ctxv1.yaml OPTIM.LR
+    d["optim"]["momentum"] = 0.9  # Dassl config/defaults.py OPTIM.MOMENTUM (not overridden)
+    d["optim"]["weight_decay"] = 5e-4  # Dassl config/defaults.py OPTIM.WEIGHT_DECAY
+    d["optim"]["epochs"] = 200  # vit_b16_ctxv1.yaml OPTIM.MAX_EPOCH
+    d["optim"]["warmup_epochs"] = 1  # vit_b16_ctxv1.yaml OPTIM.WARMUP_EPOCH
+    d["optim"]["warmup_lr"] = 1e-5  # vit_b16_ctxv1.yaml OPTIM.WARMUP_CONS_LR (WARMUP_TYPE constant)
+    d["optim"]["scheduler"] = "cosine"  # vit_b16_ctxv1.yaml OPTIM.LR_SCHEDULER
+    d["data"]["shots"] = 16  # scripts/cocoop/base2new_train.sh SHOTS
+    d["data"]["batch_size"] = 32  # vit_b16_ctxv1.yaml DATALOADER.TRAIN_X.BATCH_SIZE
+    d["data"]["test_batch_size"] = 100  # vit_b16_ctxv1.yaml DATALOADER.TEST.BATCH_SIZE
+    return d
+
+
+def _coop_official_imagenet() -> dict[str, Any]:
+    # CoOp on ImageNet: scripts/cocoop/base2new_train.sh ("CFG=vit_b16_ep50_ctxv1 # uncomment this
+    # when TRAINER=CoOp and DATASET=imagenet") -> configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml,
+    # which differs from vit_b16_ctxv1.yaml in OPTIM.MAX_EPOCH only.
+    d = _coop_official()
+    d["optim"]["epochs"] = 50  # vit_b16_ep50_ctxv1.yaml OPTIM.MAX_EPOCH
+    return d
+
+
+def _ivlp_official() -> dict[str, Any]:
+    # IVLP as PromptSRC's repository trains it for base-to-new (the prompt design ProMetaR builds
+    # on): muzairkhattak/PromptSRC scripts/independent-vlp/base2new_train_ivlp.sh ->
+    # configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml.
+    d = _official()
+    d["method"] = "ivlp"
+    d["prompts"]["text_tokens"] = 4  # TRAINER.IVLP.N_CTX_TEXT
+    d["prompts"]["vision_tokens"] = 4  # TRAINER.IVLP.N_CTX_VISION
+    d["prompts"]["text_depth"] = 9  # TRAINER.IVLP.PROMPT_DEPTH_TEXT
+    d["prompts"]["vision_depth"] = 9  # TRAINER.IVLP.PROMPT_DEPTH_VISION
+    d["prompts"]["deep_depth"] = 9  # the depth the ivlp method gives both towers (same 9)
+    d["prompts"]["text_init"] = "a photo of a"  # TRAINER.IVLP.CTX_INIT
+    d["regularizer"]["enabled"] = False  # plain IVLP: cross-entropy only
+    d["meta"]["enabled"] = False
+    d["optim"]["name"] = "sgd"  # OPTIM.NAME
+    d["optim"]["lr"] = 0.0025  # OPTIM.LR
+    d["optim"]["momentum"] = 0.9  # Dassl config/defaults.py OPTIM.MOMENTUM (not overridden)
+    d["optim"]["weight_decay"] = 5e-4  # Dassl config/defaults.py OPTIM.WEIGHT_DECAY
+    d["optim"]["epochs"] = 20  # OPTIM.MAX_EPOCH; base2new_test_ivlp.sh LOADEP=20 (the last epoch)
+    d["optim"]["warmup_epochs"] = 1  # OPTIM.WARMUP_EPOCH
+    d["optim"]["warmup_lr"] = 1e-5  # OPTIM.WARMUP_CONS_LR (WARMUP_TYPE constant)
+    d["optim"]["scheduler"] = "cosine"  # OPTIM.LR_SCHEDULER
+    d["data"]["shots"] = 16  # base2new_train_ivlp.sh SHOTS
+    d["data"]["batch_size"] = 4  # DATALOADER.TRAIN_X.BATCH_SIZE
+    d["data"]["test_batch_size"] = 100  # DATALOADER.TEST.BATCH_SIZE
+    return d
+
+
 _PRESETS: dict[str, Any] = {
     "official": _official,
     "fixed": _fixed,
+    "coop_official": _coop_official,
+    "coop_official_imagenet": _coop_official_imagenet,
+    "ivlp_official": _ivlp_official,
 }
 
 

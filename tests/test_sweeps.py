@@ -12,11 +12,15 @@ from orchestration.spec import load_sweep, plan_search_groups, plan_trials
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 B2N = 11  # the base-to-new datasets
+BASELINES = ("baselines.yaml", "baselines_coop.yaml", "baselines_coop_imagenet.yaml", "baselines_ivlp.yaml")
 
 # file -> (trial count, distinct planned trials or search groups, sweep protocol)
 EXPECTED = {
     "base2new.yaml": (B2N * 3, B2N * 3, "base2new"),
-    "baselines.yaml": (4 * B2N * 3, 4 * B2N * 3, "base2new"),
+    "baselines.yaml": (2 * B2N * 3, 2 * B2N * 3, "base2new"),
+    "baselines_coop.yaml": ((B2N - 1) * 3, (B2N - 1) * 3, "base2new"),
+    "baselines_coop_imagenet.yaml": (3, 3, "base2new"),
+    "baselines_ivlp.yaml": (B2N * 3, B2N * 3, "base2new"),
     "ablation_meta.yaml": (6 * 5 * 3, 6 * 5 * 3, "base2new"),
     "domain_generalization.yaml": (3, 3, "domain_generalization"),
     "cross_dataset.yaml": (3, 3, "cross_dataset"),
@@ -47,7 +51,7 @@ def test_sweep_file_validates_and_expands(name: str) -> None:
 
 
 def test_paper_sweeps_use_the_paper_backbone() -> None:
-    for name in ("base2new.yaml", "baselines.yaml"):
+    for name in ("base2new.yaml", *BASELINES):
         for trial in plan_trials(load_sweep(SWEEPS / name)):
             assert trial.config["backbone"]["name"] == "ViT-B-16-quickgelu"
             assert trial.config["backbone"]["pretrained"] == "openai"
