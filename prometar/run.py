@@ -160,7 +160,8 @@ def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_Eval
 def build_schedules(config: RunConfig) -> tuple[LearningRateSchedule, LearningRateSchedule]:
     """Per-epoch learning rates of the prompt and gate optimisers.
 
-    Both: constant warm-up, then cosine with period ``optim.epochs``. With
+    Both: constant warm-up, then the cosine restarted at the end of the warm-up, with period
+    ``optim.epochs`` (``LearningRateSchedule``, the published Dassl schedule). With
     ``gate_optim.step_scheduler: false`` (official) the gate's schedule is never stepped and
     keeps its epoch-0 (warm-up) rate for the whole run.
     """
