@@ -15,8 +15,10 @@ trainable call, so a single run and a swept run are the same code path. Protocol
   every epoch too (in each epoch's metrics, so a search scheduler can stop a weak trial early;
   the final metrics equal the last epoch's). New classes and test images are never read.
 
-The output folder receives ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch,
-then the final line), ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch_<k>/``.
+The output folder receives ``config.json`` (resolved), ``fewshot_subset.json`` (the images the
+seed's few-shot sample holds, ``prometar.data.fewshot.subset_listing``), ``metrics.jsonl`` (one
+line per epoch, then the final line), ``prompts.pt``, ``per_class.json`` and
+``checkpoints/epoch_<k>/``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from prometar.data import (
     read_dataset,
     search_split,
 )
+from prometar.data.fewshot import subset_listing
 from prometar.data.loaders import find_missing_files
 from prometar.evaluation import AccuracyResult, Evaluator, harmonic_mean
 from prometar.meta import GateNetwork
@@ -64,7 +67,10 @@ from prometar.trainer import LearningRateSchedule, Trainer, derive_seed, seed_ev
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "build_schedules", "config_fingerprint", "resolve_device", "run"]
+__all__ = ["SUBSET_FILE", "RunResult", "build_schedules", "config_fingerprint", "resolve_device", "run"]
+
+SUBSET_FILE = "fewshot_subset.json"
+"""The run's few-shot sample: ``{"train": [[path, label, class name], ...], "val": [...]}``."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,8 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
             os.unlink(tmp)
 
 
-def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_EvalSet]]:
-    """The training split and the evaluation sets of the config's protocol."""
+def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, DatasetSplits, list[_EvalSet]]:
+    """The few-shot sample (all classes), the training split and the evaluation sets of the protocol."""
     key = config.data.dataset
     info = get_dataset(key)
     splits = read_dataset(key, data_root)
@@ -135,15 +141,15 @@ def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_Eval
     protocol = config.protocol
     if protocol == "base2new":
         cut = base_new_split(sampled)
-        return cut.base, [
+        return sampled, cut.base, [
             _EvalSet("base_acc", cut.base.test, cut.base.classnames, info.template),
             _EvalSet("new_acc", cut.new.test, cut.new.classnames, info.template),
         ]
     if protocol == "all_classes":
-        return sampled, [_EvalSet("acc", sampled.test, sampled.classnames, info.template)]
+        return sampled, sampled, [_EvalSet("acc", sampled.test, sampled.classnames, info.template)]
     if protocol == "search":
         cut = search_split(sampled)
-        return cut.base, [
+        return sampled, cut.base, [
             _EvalSet("val_base", cut.base.val, cut.base.classnames, info.template),
             _EvalSet("val_new", cut.new.val, cut.new.classnames, info.template),
         ]
@@ -154,7 +160,7 @@ def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_Eval
             raise DataError(f"{target}: no test split to evaluate")
         sets.append(_EvalSet(f"acc/{target}", target_splits.test, target_splits.classnames,
                              get_dataset(target).template))
-    return sampled, sets
+    return sampled, sampled, sets
 
 
 def build_schedules(config: RunConfig) -> tuple[LearningRateSchedule, LearningRateSchedule]:
@@ -197,8 +203,8 @@ def run(
     Args:
         config: The resolved run config (``prometar.config.resolve_config``).
         data_root: The data root holding the datasets' folders.
-        output_dir: Receives ``config.json``, ``metrics.jsonl``, ``prompts.pt``,
-            ``per_class.json`` and ``checkpoints/epoch_<k>/``.
+        output_dir: Receives ``config.json``, ``fewshot_subset.json``, ``metrics.jsonl``,
+            ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch_<k>/``.
         callback: Receives ``{"event": "epoch", "epoch": k, "checkpoint": path, ...metrics}``
             after each epoch's checkpoint is written (``k`` = completed epochs, from 1; protocol
             ``search`` adds ``val_base``, ``val_new``, ``val_hm``), and
@@ -224,7 +230,7 @@ def run(
     autocast_dtype = _autocast_dtype(config.backbone.precision, torch_device)
     scheme = config.scheme
 
-    train_split, eval_sets = _plan(config, data_root)  # data errors before anything is written
+    sampled, train_split, eval_sets = _plan(config, data_root)  # data errors before anything is written
     for eval_set in eval_sets:
         missing = find_missing_files(eval_set.items)
         if missing:
@@ -258,6 +264,7 @@ def run(
 
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
     _write_json_atomic(output_dir / "config.json", config.to_dict())
+    _write_json_atomic(output_dir / SUBSET_FILE, subset_listing(sampled, config.data.dataset, data_root))
     metrics_path = output_dir / "metrics.jsonl"
     logger.info("run %s / %s / seed %d / %d shots / %s on %s (%s)", config.method, config.data.dataset,
                 config.seed, config.data.shots, config.protocol, torch_device, scheme)
