@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from prometar import RESULT_REVISION
 from prometar.backbone import load_clip
 from prometar.backends import configure_backends
 from prometar.config import ConfigError, RunConfig
@@ -101,8 +102,9 @@ class _EvalSet:
 
 
 def config_fingerprint(config: RunConfig) -> str:
-    """Short hash of the config's scientific part (checks that a resumed checkpoint fits)."""
-    text = json.dumps(config.scientific_dict(), sort_keys=True)
+    """Short hash of the config's scientific part and ``prometar.RESULT_REVISION`` (checks that a
+    resumed checkpoint fits: one written by code of another result revision does not)."""
+    text = json.dumps({**config.scientific_dict(), "result_revision": RESULT_REVISION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
