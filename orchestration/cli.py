@@ -77,7 +77,11 @@ def data_fewshot(dataset, shots, seed, data_root, out) -> None:
         listing = subset_listing(sampled, dataset, data_root)
     except DataError as err:
         raise click.UsageError(str(err)) from None
-    _emit(json.dumps(listing, indent=1) + "\n", out)
+    blocks = []
+    for name, rows in listing.items():  # one image per line
+        lines = ",\n".join(f"    {json.dumps(row)}" for row in rows)
+        blocks.append(f"  {json.dumps(name)}: [\n{lines}\n  ]" if rows else f"  {json.dumps(name)}: []")
+    _emit("{\n" + ",\n".join(blocks) + "\n}\n", out)
 
 
 @main.command("train")
