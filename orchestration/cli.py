@@ -57,6 +57,37 @@ def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
         raise SystemExit(2)
 
 
+@data_group.command("fewshot")
+@click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
+@click.option("--shots", required=True, type=click.IntRange(min=1), help="Training images per class (K).")
+@click.option("--seed", required=True, type=int, help="Run seed.")
+@click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder holding the datasets ($DATA).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+def data_fewshot(dataset, shots, seed, data_root, out) -> None:
+    """Print the few-shot subsets a seed picks, as JSON {"train": [...], "val": [...]}; trains nothing.
+
+    Each entry is [image path as the split file names it, label, class name]; the same record a
+    trial writes as fewshot_subset.json. Nothing is written to the data root.
+    """
+    import json
+
+    from prometar.data import DataError, few_shot, read_dataset
+    from prometar.data.fewshot import subset_listing
+
+    try:
+        sampled = few_shot(read_dataset(dataset, data_root), key=dataset, data_root=data_root, shots=shots,
+                           seed=seed, use_cache=False)
+        listing = subset_listing(sampled, dataset, data_root)
+    except DataError as err:
+        raise click.UsageError(str(err)) from None
+    blocks = []
+    for name, rows in listing.items():  # one image per line
+        lines = ",\n".join(f"    {json.dumps(row)}" for row in rows)
+        blocks.append(f"  {json.dumps(name)}: [\n{lines}\n  ]" if rows else f"  {json.dumps(name)}: []")
+    _emit("{\n" + ",\n".join(blocks) + "\n}\n", out)
+
+
 @main.command("train")
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
 @click.option("--seed", required=True, type=int, help="Run seed.")

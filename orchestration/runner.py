@@ -2,7 +2,9 @@
 
 :func:`launch` validates the sweep file, checks the data root and the tracking store (bad input
 raises :class:`LaunchError` / ``SpecError`` / ``TrackingError`` before anything is written),
-closes runs a dead launch left RUNNING, skips trial keys already FINISHED (``force`` reruns them)
+closes runs a dead launch left RUNNING, skips trial keys already FINISHED (``force`` reruns them;
+a run FINISHED by code of another result revision has another key and counts for nothing — the
+launch and ``status`` say how many there are)
 and runs the rest on a ``tune.Tuner``: a grid over trial keys, longest trials first, per-trial
 resources by dataset (fractional GPUs pack trials), ``FailureConfig(max_failures)`` with resume
 from the last epoch checkpoint, ``max_concurrent_trials``, short trial directories and Ray storage
@@ -22,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +49,7 @@ from orchestration.tracking import (
     default_tracking_uri,
     git_sha,
 )
+from prometar import RESULT_REVISION
 
 DEFAULT_OUTPUT = Path("prometar_runs")
 DEFAULT_DATA_ROOT = Path("data")
@@ -97,7 +100,9 @@ class SweepStatus:
 
     ``running`` counts trials with a RUNNING run; ``stale`` how many of those a dead launch left
     RUNNING (the next launch closes them as KILLED and runs them again); ``launches`` names the
-    live launches holding the others.
+    live launches holding the others. ``other_revisions`` (result revision → FINISHED runs) counts
+    the runs code of another result revision recorded: not counted as done (their trial keys are
+    not this code's).
     """
 
     sweep: str
@@ -108,6 +113,7 @@ class SweepStatus:
     todo: int
     stale: int = 0
     launches: tuple[str, ...] = ()
+    other_revisions: Mapping[int, int] = field(default_factory=dict)
 
     def line(self) -> str:
         text = (f"{self.sweep}: done {self.done} · failed {self.failed} · running {self.running} · "
@@ -116,7 +122,21 @@ class SweepStatus:
             text += f" · {self.stale} of the running left by a dead launch (the next launch reruns them)"
         if self.launches:
             text += f" · live launch: {', '.join(self.launches)}"
+        note = revision_note(self.other_revisions)
+        if note:
+            text += f" · {note}"
         return text
+
+
+def revision_note(other_revisions: Mapping[int, int]) -> str:
+    """Why FINISHED runs of another result revision are not counted ("" when there are none)."""
+    if not other_revisions:
+        return ""
+    count = sum(other_revisions.values())
+    which = "an earlier" if max(other_revisions) < RESULT_REVISION else "another"
+    shown = ", ".join(f"r{revision}" for revision in other_revisions)
+    return (f"{count} run{'s' if count != 1 else ''} finished under {which} result revision ({shown}) "
+            f"{'are' if count != 1 else 'is'} not counted; this code is r{RESULT_REVISION}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,16 +192,19 @@ def _count(trials: list[Trial], statuses: Mapping[str, set[str]], spec: SweepSpe
 
 def _ledger_status(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger) -> SweepStatus:
     if spec.search is None:
-        runs = ledger.runs()  # one snapshot of the store for both counts
-        return _count(trials, ledger.statuses(runs), spec, ledger.running_elsewhere(runs))
+        runs = ledger.runs()  # one snapshot of the store for all counts
+        return replace(_count(trials, ledger.statuses(runs), spec, ledger.running_elsewhere(runs)),
+                       other_revisions=ledger.finished_under_other_revisions(runs))
     groups = plan_search_groups(spec)
     keys = {g.key for g in groups}
-    runs = [r for r in ledger.runs() if r.data.tags.get("prometar.search_group") in keys]
+    every = ledger.runs()
+    runs = [r for r in every if r.data.tags.get("prometar.search_group") in keys]
     done = sum(min(sum(r.data.tags.get("prometar.search_group") == g.key and r.info.status == "FINISHED"
                        for r in runs), spec.search.num_samples) for g in groups)
     failed = sum(r.info.status == "FAILED" for r in runs)
     running = sum(r.info.status == "RUNNING" for r in runs)
-    return SweepStatus(spec.name, spec.trial_count, done, failed, running, max(0, spec.trial_count - done - running))
+    return SweepStatus(spec.name, spec.trial_count, done, failed, running, max(0, spec.trial_count - done - running),
+                       other_revisions=ledger.finished_under_other_revisions(every))
 
 
 def _status(spec: SweepSpec, trials: list[Trial], output: Path, tracking_uri: str | None) -> SweepStatus:
@@ -244,7 +267,8 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
     if options.dry_run:
         status = _status(spec, trials, output, options.tracking_uri)
         done = 0 if options.force else status.done
-        print(f"[{spec.name}] dry run: done {done} · to do {status.total - done} · total {status.total}", file=out)
+        print(f"[{spec.name}] dry run: done {done} · to do {status.total - done} · total {status.total}"
+              + (f" · {revision_note(status.other_revisions)}" if status.other_revisions else ""), file=out)
         return LaunchReport(spec.name, status.total, done, status.total - done)
 
     if options.tracking_uri is not None:
@@ -263,6 +287,9 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
     closed = ledger.close_stale_runs(runs)
     if closed:
         print(f"[{spec.name}] closed {closed} run(s) a previous launch left RUNNING as KILLED", file=out)
+    other_revisions = ledger.finished_under_other_revisions(runs)
+    if other_revisions:
+        print(f"[{spec.name}] {revision_note(other_revisions)}", file=out)
     busy = ledger.running_in_live_launches(runs)  # another live launch (another output, another machine)
     elsewhere = {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in busy}
     if elsewhere:

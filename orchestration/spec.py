@@ -5,8 +5,9 @@ dataset, seed, shots and any dotted run-config key), an optional hyper-parameter
 resources each trial asks for and how often a trial may be retried. :func:`load_sweep` reads and
 validates it; :func:`plan_trials` expands it into :class:`Trial` objects, each a fully resolved run
 config (``RunConfig.to_dict()``) plus the protocol, identified by its *trial key*: a short hash of
-the canonical JSON of everything that changes the scientific result (``scientific_dict()`` and the
-protocol) and of nothing else (resources, paths, tracking URI, concurrency).
+the canonical JSON of everything that changes the scientific result (``scientific_dict()``, the
+protocol and the code's result revision, ``prometar.RESULT_REVISION``) and of nothing else
+(resources, paths, tracking URI, concurrency).
 
 Every error is a :class:`SpecError` whose message names the file and the key.
 """
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from prometar import RESULT_REVISION
 
 SweepProtocol = Literal["base2new", "domain_generalization", "cross_dataset", "few_shot"]
 
@@ -407,14 +410,21 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
 # Expansion and trial identity
 
 
-def trial_key(scientific: Mapping[str, Any], protocol: str) -> str:
-    """The short hash identifying a trial: canonical JSON of the scientific config and protocol.
+def trial_key(scientific: Mapping[str, Any], protocol: str, *, revision: int | None = None) -> str:
+    """The short hash identifying a trial: canonical JSON of the scientific config, protocol and
+    result revision.
 
     A local checkpoint (``backbone.pretrained`` naming a file) enters by its content, not its
-    path: the same weights give the same key wherever the checkout or the data live.
+    path: the same weights give the same key wherever the checkout or the data live. ``revision``
+    defaults to this code's ``prometar.RESULT_REVISION``: runs recorded by code of another result
+    revision have other keys, so a launch does not count them as done. Revision 1 (the code before
+    the revision existed) leaves it out of the JSON, which gives exactly the keys that code made.
     """
-    canonical = json.dumps({"config": _with_checkpoint_content(scientific), "protocol": protocol},
-                           sort_keys=True, separators=(",", ":"), default=str)
+    revision = RESULT_REVISION if revision is None else revision
+    identity: dict[str, Any] = {"config": _with_checkpoint_content(scientific), "protocol": protocol}
+    if revision != 1:
+        identity["result_revision"] = revision
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]
 
 

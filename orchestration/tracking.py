@@ -4,9 +4,11 @@ Layout (``architecture.md``, ``docs/internals.md``):
 
 - experiment = the sweep's name; one parent run per launch tagged ``prometar.role=launch``;
 - one child run per trial, tagged ``prometar.trial_key``, ``dataset``, ``method``, ``seed``,
-  ``shots``, ``protocol``, ``sweep``, ``prometar.version``, ``prometar.git_sha``; params = the
-  flattened resolved config; metrics = per-epoch curves (step = epoch) and the final metrics;
-  artifacts = resolved config, prompt weights, per-class accuracies, environment.
+  ``shots``, ``protocol``, ``sweep``, ``prometar.version``, ``prometar.git_sha``,
+  ``prometar.result_revision`` (``prometar.RESULT_REVISION``; a run without it is revision 1);
+  params = the flattened resolved config; metrics = per-epoch curves (step = epoch) and the final
+  metrics; artifacts = resolved config, few-shot subset, prompt weights, per-class accuracies,
+  environment.
 
 Only the driver writes (:class:`MlflowTrialCallback`, a Tune callback), so the default SQLite
 store ``<output>/mlflow.db`` has a single writer. Before fan-out :meth:`TrialLedger.statuses` says
@@ -49,6 +51,8 @@ PARENT_TAG = "mlflow.parentRunId"
 HOST_TAG = "prometar.host"
 PID_TAG = "prometar.pid"
 HEARTBEAT_TAG = "prometar.heartbeat"
+RESULT_REVISION_TAG = "prometar.result_revision"
+"""The result revision (``prometar.RESULT_REVISION``) of the code that recorded a run; absent = 1."""
 HEARTBEAT_EVERY_S = 60.0
 """How often a launch refreshes its parent run's heartbeat (from the Tune callback)."""
 LAUNCH_ALIVE_S = 600.0
@@ -170,6 +174,19 @@ class TrialLedger:
                 out.setdefault(key, set()).add(run.info.status)
         return out
 
+    def finished_under_other_revisions(self, runs: list[Any] | None = None) -> dict[int, int]:
+        """Result revision → how many FINISHED trial runs code of that revision (not this one) recorded.
+
+        Their trial keys are not this code's, so launches do not count them as done.
+        """
+        out: dict[int, int] = {}
+        for run in self.runs() if runs is None else runs:
+            if run.info.status == "FINISHED" and run.data.tags.get(TRIAL_KEY_TAG):
+                revision = run_revision(run)
+                if revision != prometar.RESULT_REVISION:
+                    out[revision] = out.get(revision, 0) + 1
+        return dict(sorted(out.items()))
+
     def finished_in_group(self, group: str) -> list[Any]:
         """FINISHED child runs of one search group (to resume a search where it stopped)."""
         return [r for r in self.runs()
@@ -216,7 +233,7 @@ class TrialLedger:
         exp = self.experiment_id(create=True)
         assert exp is not None
         all_tags = {ROLE_TAG: "launch", "sweep": self.experiment, "prometar.version": prometar.__version__,
-                    "prometar.git_sha": git_sha(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                    RESULT_REVISION_TAG: str(prometar.RESULT_REVISION), "prometar.git_sha": git_sha(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
                     HEARTBEAT_TAG: f"{time.time():.0f}", **tags}
         run = self.client.create_run(exp, tags=all_tags, run_name=f"launch-{time.strftime('%Y%m%d-%H%M%S')}")
         return run.info.run_id
@@ -227,6 +244,14 @@ class TrialLedger:
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
+
+
+def run_revision(run: Any) -> int:
+    """The result revision a run was recorded under (its tag; runs from before the tag: 1)."""
+    try:
+        return int(run.data.tags.get(RESULT_REVISION_TAG, "1"))
+    except ValueError:
+        return 1
 
 
 def _alive(tags: Mapping[str, str], now: float) -> bool:
@@ -300,7 +325,7 @@ class MlflowTrialCallback(tune.Callback):
         assert exp is not None
         tags = {**spec_trial.tags(self.sweep), PARENT_TAG: self.parent_run_id,
                 "prometar.version": prometar.__version__, "prometar.git_sha": self.sha,
-                "prometar.tune_trial_id": trial.trial_id}
+                RESULT_REVISION_TAG: str(prometar.RESULT_REVISION), "prometar.tune_trial_id": trial.trial_id}
         run = self.ledger.client.create_run(exp, tags=tags, run_name=f"{spec_trial.dataset}-{spec_trial.method}-"
                                                               f"s{spec_trial.seed}-{spec_trial.key}")
         run_id = run.info.run_id

@@ -4,7 +4,7 @@ Tune config → :class:`~orchestration.spec.Trial` (looked up by trial key, or r
 search group and the sampled values) → ``build_config`` → ``run(...)``. Each epoch's checkpoint is
 reported with ``tune.report(metrics, checkpoint=...)``; a retried trial resumes from
 ``tune.get_checkpoint()``. The last report carries the final metrics and a checkpoint holding the
-trial's artifacts (resolved config, prompt weights, per-class accuracies, environment), which the
+trial's artifacts (resolved config, few-shot subset, prompt weights, per-class accuracies, environment), which the
 driver-side tracker logs to MLflow. Paths are absolute (Tune changes the working directory); the
 device and the thread count follow the resources Tune granted.
 """
@@ -33,7 +33,7 @@ FAULT_ENV = "PROMETAR_FAULT_FILE"
 raises after its first epoch's checkpoint is reported (``once``: only on its first attempt, marked
 by a ``<key>.failed`` file beside the JSON). Not part of any trial key; unset in normal use."""
 
-ARTIFACTS = ("config.json", "prompts.pt", "per_class.json", "metrics.jsonl")
+ARTIFACTS = ("config.json", "fewshot_subset.json", "prompts.pt", "per_class.json", "metrics.jsonl")
 FINAL_FILE = "final.json"
 
 

@@ -174,7 +174,7 @@ class OptimConfig:
     warmup_epochs: int = field(default=1, metadata=_doc("epochs at the constant warm-up learning rate"))
     warmup_lr: float = field(default=1e-5, metadata=_doc("constant learning rate during warm-up"))
     scheduler: Literal["cosine"] = field(default="cosine", metadata=_doc(
-        "schedule after warm-up: lr·(1+cos(π·e/T))/2 at epoch e"))
+        "schedule after warm-up, restarted at its end: lr·(1+cos(π·(e−W)/T))/2 at epoch e ≥ W"))
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ trainable call, so a single run and a swept run are the same code path. Protocol
   every epoch too (in each epoch's metrics, so a search scheduler can stop a weak trial early;
   the final metrics equal the last epoch's). New classes and test images are never read.
 
-The output folder receives ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch,
-then the final line), ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch_<k>/``.
+The output folder receives ``config.json`` (resolved), ``fewshot_subset.json`` (the images the
+seed's few-shot sample holds, ``prometar.data.fewshot.subset_listing``), ``metrics.jsonl`` (one
+line per epoch, then the final line), ``prompts.pt``, ``per_class.json`` and
+``checkpoints/epoch_<k>/``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from prometar import RESULT_REVISION
 from prometar.backbone import load_clip
 from prometar.backends import configure_backends
 from prometar.config import ConfigError, RunConfig
@@ -54,6 +57,7 @@ from prometar.data import (
     read_dataset,
     search_split,
 )
+from prometar.data.fewshot import subset_listing
 from prometar.data.loaders import find_missing_files
 from prometar.evaluation import AccuracyResult, Evaluator, harmonic_mean
 from prometar.meta import GateNetwork
@@ -64,7 +68,10 @@ from prometar.trainer import LearningRateSchedule, Trainer, derive_seed, seed_ev
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "build_schedules", "config_fingerprint", "resolve_device", "run"]
+__all__ = ["SUBSET_FILE", "RunResult", "build_schedules", "config_fingerprint", "resolve_device", "run"]
+
+SUBSET_FILE = "fewshot_subset.json"
+"""The run's few-shot sample: ``{"train": [[path, label, class name], ...], "val": [...]}``."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,9 @@ class _EvalSet:
 
 
 def config_fingerprint(config: RunConfig) -> str:
-    """Short hash of the config's scientific part (checks that a resumed checkpoint fits)."""
-    text = json.dumps(config.scientific_dict(), sort_keys=True)
+    """Short hash of the config's scientific part and ``prometar.RESULT_REVISION`` (checks that a
+    resumed checkpoint fits: one written by code of another result revision does not)."""
+    text = json.dumps({**config.scientific_dict(), "result_revision": RESULT_REVISION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -125,8 +133,8 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
             os.unlink(tmp)
 
 
-def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_EvalSet]]:
-    """The training split and the evaluation sets of the config's protocol."""
+def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, DatasetSplits, list[_EvalSet]]:
+    """The few-shot sample (all classes), the training split and the evaluation sets of the protocol."""
     key = config.data.dataset
     info = get_dataset(key)
     splits = read_dataset(key, data_root)
@@ -135,15 +143,15 @@ def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_Eval
     protocol = config.protocol
     if protocol == "base2new":
         cut = base_new_split(sampled)
-        return cut.base, [
+        return sampled, cut.base, [
             _EvalSet("base_acc", cut.base.test, cut.base.classnames, info.template),
             _EvalSet("new_acc", cut.new.test, cut.new.classnames, info.template),
         ]
     if protocol == "all_classes":
-        return sampled, [_EvalSet("acc", sampled.test, sampled.classnames, info.template)]
+        return sampled, sampled, [_EvalSet("acc", sampled.test, sampled.classnames, info.template)]
     if protocol == "search":
         cut = search_split(sampled)
-        return cut.base, [
+        return sampled, cut.base, [
             _EvalSet("val_base", cut.base.val, cut.base.classnames, info.template),
             _EvalSet("val_new", cut.new.val, cut.new.classnames, info.template),
         ]
@@ -154,13 +162,14 @@ def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_Eval
             raise DataError(f"{target}: no test split to evaluate")
         sets.append(_EvalSet(f"acc/{target}", target_splits.test, target_splits.classnames,
                              get_dataset(target).template))
-    return sampled, sets
+    return sampled, sampled, sets
 
 
 def build_schedules(config: RunConfig) -> tuple[LearningRateSchedule, LearningRateSchedule]:
     """Per-epoch learning rates of the prompt and gate optimisers.
 
-    Both: constant warm-up, then cosine with period ``optim.epochs``. With
+    Both: constant warm-up, then the cosine restarted at the end of the warm-up, with period
+    ``optim.epochs`` (``LearningRateSchedule``, the published Dassl schedule). With
     ``gate_optim.step_scheduler: false`` (official) the gate's schedule is never stepped and
     keeps its epoch-0 (warm-up) rate for the whole run.
     """
@@ -196,8 +205,8 @@ def run(
     Args:
         config: The resolved run config (``prometar.config.resolve_config``).
         data_root: The data root holding the datasets' folders.
-        output_dir: Receives ``config.json``, ``metrics.jsonl``, ``prompts.pt``,
-            ``per_class.json`` and ``checkpoints/epoch_<k>/``.
+        output_dir: Receives ``config.json``, ``fewshot_subset.json``, ``metrics.jsonl``,
+            ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch_<k>/``.
         callback: Receives ``{"event": "epoch", "epoch": k, "checkpoint": path, ...metrics}``
             after each epoch's checkpoint is written (``k`` = completed epochs, from 1; protocol
             ``search`` adds ``val_base``, ``val_new``, ``val_hm``), and
@@ -223,7 +232,7 @@ def run(
     autocast_dtype = _autocast_dtype(config.backbone.precision, torch_device)
     scheme = config.scheme
 
-    train_split, eval_sets = _plan(config, data_root)  # data errors before anything is written
+    sampled, train_split, eval_sets = _plan(config, data_root)  # data errors before anything is written
     for eval_set in eval_sets:
         missing = find_missing_files(eval_set.items)
         if missing:
@@ -257,6 +266,7 @@ def run(
 
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
     _write_json_atomic(output_dir / "config.json", config.to_dict())
+    _write_json_atomic(output_dir / SUBSET_FILE, subset_listing(sampled, config.data.dataset, data_root))
     metrics_path = output_dir / "metrics.jsonl"
     logger.info("run %s / %s / seed %d / %d shots / %s on %s (%s)", config.method, config.data.dataset,
                 config.seed, config.data.shots, config.protocol, torch_device, scheme)

@@ -4,10 +4,11 @@ The trainer owns everything around a training step and nothing inside it: the st
 (``prometar.steps.build_training_step``) does its own forward, backward and optimiser steps and
 returns named metrics. Per epoch the trainer
 
-1. sets both optimisers' learning rates from their closed-form schedules (prompts: constant
-   warm-up, then cosine ``lr·(1+cos(π·e/T))/2`` at 0-based epoch ``e``; gate: the same form with
-   its own values, or — official — frozen at its epoch-0 value because the published code never
-   steps that scheduler),
+1. sets both optimisers' learning rates from their closed-form schedules (prompts: ``W``
+   constant warm-up epochs, then the cosine restarted at the end of the warm-up,
+   ``lr·(1+cos(π·(e−W)/T))/2`` at 0-based epoch ``e ≥ W`` with ``T`` the run's epoch count, as
+   Dassl's ``WARMUP_RECOUNT=True`` does; gate: the same form with its own values, or — official —
+   frozen at its epoch-0 value because the published code never steps that scheduler),
 2. iterates a loader whose order and augmentation are seeded from (seed, epoch), drawing virtual
    tasks from a dedicated generator,
 3. averages the step metrics over the epoch and adds the learning rates (and, if given, the
@@ -90,12 +91,18 @@ def seed_everything(seed: int) -> None:
 
 @dataclass(frozen=True)
 class LearningRateSchedule:
-    """Constant warm-up, then cosine over the whole run, evaluated per 0-based epoch.
+    """Constant warm-up, then a cosine restarted after it, evaluated per 0-based epoch.
+
+    The published schedule (Dassl's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR``,
+    stepped once per epoch, ``WARMUP_RECOUNT=True``): epochs ``e < W`` run at ``warmup_lr``;
+    epoch ``e ≥ W`` runs at ``lr·(1+cos(π·(e−W)/T))/2``. The cosine starts at its peak right
+    after the warm-up and keeps its full period ``T`` (the run's epoch count; it is not
+    shortened by the warm-up), so with ``W ≥ 1`` the run ends before the cosine reaches 0.
 
     Attributes:
         lr: Peak learning rate.
         epochs: Cosine period T (the run's epoch count).
-        warmup_epochs: Epochs held at ``warmup_lr``.
+        warmup_epochs: Epochs W held at ``warmup_lr``; the cosine's epoch 0 is epoch W.
         warmup_lr: Learning rate during warm-up.
         stepped: False models a scheduler that is never stepped: every epoch keeps the epoch-0
             learning rate (the published gate optimiser).
@@ -113,7 +120,7 @@ class LearningRateSchedule:
             epoch = 0
         if epoch < self.warmup_epochs:
             return self.warmup_lr
-        return self.lr * (1.0 + math.cos(math.pi * epoch / self.epochs)) / 2.0
+        return self.lr * (1.0 + math.cos(math.pi * (epoch - self.warmup_epochs) / self.epochs)) / 2.0
 
 
 def _trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
+import prometar
 from orchestration.cli import main
 from orchestration.runner import LaunchOptions, launch, start_local_ray, sweep_status
 from orchestration.spec import load_sweep, plan_trials
@@ -177,6 +178,50 @@ def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Pa
     assert f"live launch: pid {os.getpid()} on {socket.gethostname()}" in result.output
 
 
+def test_runs_finished_under_an_earlier_result_revision_are_not_done(tmp_path: Path, data_root: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger holds FINISHED runs of every planned trial, recorded by revision-1 code (no Ray)."""
+    import io
+    from contextlib import nullcontext
+
+    import prometar
+    from orchestration import runner
+    from orchestration.spec import trial_key
+    from orchestration.tracking import RESULT_REVISION_TAG, TrialLedger
+    from prometar.config import build_config
+
+    sweep = write_sweep(tmp_path, "revised", seeds=[1, 2], datasets=["eurosat"])
+    trials = plan_trials(load_sweep(sweep))
+    output = tmp_path / "out"
+    output.mkdir()
+    ledger = TrialLedger(default_tracking_uri(output), "revised")
+    parent = ledger.start_launch({})
+    ledger.client.delete_tag(parent, RESULT_REVISION_TAG)
+    for trial in trials:  # as the code before the result revision recorded them: old keys, no revision tag
+        old_key = trial_key(build_config(trial.config).scientific_dict(), trial.protocol, revision=1)
+        assert old_key != trial.key
+        child = ledger.client.create_run(ledger.experiment_id(), tags={
+            **trial.tags("revised"), "prometar.trial_key": old_key, "mlflow.parentRunId": parent})
+        ledger.client.set_terminated(child.info.run_id, "FINISHED")
+    ledger.end_run(parent, "FINISHED")
+    note = f"2 runs finished under an earlier result revision (r1) are not counted; this code is r{prometar.RESULT_REVISION}"
+
+    result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "done 0 · failed 0 · running 0 · to do 2 · total 2" in result.output and note in result.output
+    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
+                                       str(data_root), "--dry-run"])
+    assert "done 0 · to do 2 · total 2" in result.output and note in result.output
+
+    started: list[str] = []
+    monkeypatch.setattr(runner, "_ray", lambda address: nullcontext())
+    monkeypatch.setattr(runner, "_fan_out", lambda spec, todo, *args, **kwargs: started.extend(todo))
+    stream = io.StringIO()
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+    assert report.done_before == 0 and report.to_run == 2 and started == [t.key for t in trials]
+    assert note in stream.getvalue()
+
+
 def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, data_root: Path) -> None:
     """The group's only sample runs in a live launch elsewhere: this launch adds none (no Ray)."""
     import io
@@ -308,7 +353,10 @@ def first_launch(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ray_
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
+def test_launch_leaves_four_finished_child_runs(first_launch: dict, data_root: Path) -> None:
+    from prometar.data import read_dataset, sample_few_shot
+    from prometar.data.fewshot import subset_listing
+
     report, output = first_launch["report"], first_launch["output"]
     assert report.exit_code == 0 and report.finished == 4 and report.to_run == 4
     runs = child_runs(output, "grid")
@@ -333,10 +381,18 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
         for metric in ("base_acc", "new_acc", "hm"):
             assert 0.0 <= run.data.metrics[metric] <= 100.0
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+        # the published schedule: warm-up epoch, then the cosine restarted at its peak
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "lr")] == [1e-5, 0.0025]
+        assert tags["prometar.result_revision"] == str(prometar.RESULT_REVISION)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config.json", "prompts.pt", "per_class.json", "environment.json", "final.json"} <= artifacts
+        assert {"config.json", "fewshot_subset.json", "prompts.pt", "per_class.json", "environment.json",
+                "final.json"} <= artifacts
         local = first_launch["folder"] / run.info.run_id
         local.mkdir(exist_ok=True)
+        subset = json.loads(Path(client.download_artifacts(run.info.run_id, "fewshot_subset.json",
+                                                           str(local))).read_text())
+        sampled = sample_few_shot(read_dataset(trial.dataset, data_root), trial.shots, trial.seed)
+        assert subset == subset_listing(sampled, trial.dataset, data_root) and len(subset["train"]) > 0
         environment = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json",
                                                                 str(local))).read_text())
         assert environment["device"] == "cpu" and environment["packages"]["torch"]

@@ -63,6 +63,22 @@ def test_trial_key_changes_with_what_changes_results(tmp_path: Path) -> None:
     assert trial_key({"a": 1}, "p") != trial_key({"a": 1}, "q")
 
 
+def test_trial_key_follows_the_result_revision() -> None:
+    import hashlib
+    import json
+
+    import prometar
+
+    assert prometar.RESULT_REVISION >= 2  # 1 is the code before the revision existed
+    scientific = {"method": "ivlp", "seed": 1, "optim": {"lr": 0.0025}}
+    assert trial_key(scientific, "base2new") == trial_key(scientific, "base2new", revision=prometar.RESULT_REVISION)
+    keys = {trial_key(scientific, "base2new", revision=r) for r in (1, 2, 3)}
+    assert len(keys) == 3  # the same hyper-parameters under three result revisions: three trials
+    # revision 1 gives exactly the keys the code before the revision made (config and protocol only)
+    before = json.dumps({"config": scientific, "protocol": "base2new"}, sort_keys=True, separators=(",", ":"))
+    assert trial_key(scientific, "base2new", revision=1) == hashlib.sha256(before.encode()).hexdigest()[:12]
+
+
 def test_trial_key_takes_a_checkpoint_by_content_not_path(tmp_path: Path) -> None:
     def key_for(path: Path) -> str:
         return trial_key({"backbone": {"name": "toy-clip", "pretrained": str(path)}, "seed": 1}, "base2new")

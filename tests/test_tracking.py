@@ -20,6 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
+import prometar
 from orchestration.spec import Trial, trial_key
 from orchestration.tracking import (
     HEARTBEAT_EVERY_S,
@@ -100,6 +101,9 @@ def test_callback_writes_one_child_run_per_trial(tmp_path: Path, ledger: TrialLe
     assert done.data.tags["mlflow.parentRunId"] == parent
     for tag in ("dataset", "method", "seed", "shots", "protocol", "sweep", "prometar.version", "prometar.git_sha"):
         assert done.data.tags[tag]
+    assert done.data.tags["prometar.result_revision"] == str(prometar.RESULT_REVISION)
+    assert runs[None].data.tags["prometar.result_revision"] == str(prometar.RESULT_REVISION)
+    assert ledger.finished_under_other_revisions() == {}  # this code's own runs
     assert done.data.params["optim.lr"] == "0.1" and done.data.params["data.dataset"] == "eurosat"
     assert done.data.metrics["hm"] == pytest.approx(68.57)
     assert [m.step for m in client.get_metric_history(done.info.run_id, "loss")] == [1, 2]
