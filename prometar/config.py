@@ -251,10 +251,47 @@ class RunConfig:
     def scientific_dict(self) -> dict[str, Any]:
         """The subset of :meth:`to_dict` that can change a result (hashed into trial keys).
 
-        Leaves out what only affects speed, placement or bookkeeping: the device, weight and
-        few-shot cache folders, loader workers, exact text truncation, per-class output.
+        Leaves out what only affects speed, placement or bookkeeping (the device, weight and
+        few-shot cache folders, loader workers, exact text truncation, per-class output) and the
+        keys this run's method never reads (:meth:`ignored_keys`).
         """
-        return _to_plain(_scientific(self))
+        scientific = _to_plain(_scientific(self))
+        for key in self.ignored_keys():
+            section, _, name = key.partition(".")
+            if name:
+                scientific.get(section, {}).pop(name, None)
+            else:
+                scientific.pop(section, None)
+        return {section: value for section, value in scientific.items() if value != {}}
+
+    def ignored_keys(self) -> tuple[str, ...]:
+        """Dotted keys this run never reads, whatever their value, given its scheme and prompts.
+
+        Zero-shot trains nothing: no optimiser, regulariser, meta step, training batches or
+        prompt tokens (it evaluates with the dataset's single template). The plain scheme has
+        no regulariser and no meta step; the regularised scheme no meta step. A gate that is not
+        learned (``meta.gate_mode``: ``constant``, ``off``) has no network, so no gate optimiser
+        and no gate sizes. A tower without prompts reads no token count. ``prompts.deep_depth``
+        only sets the depths of deep designs, which are keys of their own.
+        """
+        sections = {"zeroshot": ("optim", "gate_optim", "regularizer", "meta"),
+                    "plain": ("gate_optim", "regularizer", "meta"),
+                    "regularized": ("gate_optim", "meta"),
+                    "prometar": ()}[self.scheme]
+        keys = [f"{section}.{f.name}" for section in sections for f in dataclasses.fields(_SECTIONS[section])]
+        keys.append("prompts.deep_depth")
+        if self.scheme == "zeroshot":
+            keys += ["prompts.text_tokens", "prompts.vision_tokens", "prompts.text_init",
+                     "data.batch_size", "data.drop_last"]
+        else:
+            if self.prompts.text_depth == 0:
+                keys.append("prompts.text_tokens")
+            if self.prompts.vision_depth == 0:
+                keys.append("prompts.vision_tokens")
+        if self.scheme == "prometar" and self.meta.gate_mode != "learned":
+            keys += [f"gate_optim.{f.name}" for f in dataclasses.fields(GateOptimConfig)]
+            keys += ["meta.gate_reduction", "meta.gate_repeat"]
+        return tuple(dict.fromkeys(keys))
 
     def to_json(self) -> str:
         """Canonical JSON of :meth:`to_dict` (sorted keys)."""
