@@ -1,6 +1,7 @@
 """The ``prometar-sweep`` command line: one short click function per verb.
 
-Each verb parses its arguments and calls one library function. Bad input exits with code 2 and
+Each verb parses its arguments and calls one library function. Bad input — any
+:class:`~prometar.errors.InputError`, caught in one place (:class:`_Verb`) — exits with code 2 and
 one message naming the file, key or path; failed trials exit with code 1.
 """
 
@@ -9,9 +10,27 @@ from __future__ import annotations
 import click
 
 import prometar
+from prometar.errors import InputError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Verb(click.Command):
+    """A verb whose bad input (an :class:`~prometar.errors.InputError`) is a usage error: exit 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InputError as err:
+            raise click.UsageError(str(err), ctx=ctx) from None
+
+
+class _Verbs(click.Group):
+    """The verb group: every verb (and sub-verb) is a :class:`_Verb`."""
+
+    command_class = _Verb
+    group_class = type  # sub-groups (``data``, ``toy``) are _Verbs too
+
+
+@click.group(cls=_Verbs, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(prometar.__version__, prog_name="prometar-sweep")
 def main() -> None:
     """Run ProMetaR and its baselines on CLIP at cluster scale, and print the paper's tables."""
@@ -41,12 +60,9 @@ def data_group() -> None:
               help="Dataset key to check (repeatable); default: all 15.")
 def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
     """Check layout, split files and images; exit 2 if a requested dataset is unusable."""
-    from prometar.data import DataError, check_datasets
+    from prometar.data import check_datasets
 
-    try:
-        reports = check_datasets(data_root, list(datasets) or None)
-    except DataError as err:
-        raise click.UsageError(str(err)) from None
+    reports = check_datasets(data_root, list(datasets) or None)
     for report in reports:
         click.echo(report.line())
     if not all(report.usable for report in reports):
@@ -74,20 +90,14 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
     import time
     from pathlib import Path
 
-    from prometar.backbone import BackboneError
-    from prometar.config import ConfigError, parse_override, resolve_config
-    from prometar.data import DataError
+    from prometar.config import parse_override, resolve_config
     from prometar.run import run
-    from prometar.trainer import CheckpointError
 
-    try:
-        overrides = dict(parse_override(text) for text in sets)
-        overrides.update({"data.dataset": dataset, "seed": seed, "data.shots": shots})
-        if method is not None:
-            overrides["method"] = method
-        config = resolve_config(preset, overrides)
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
+    overrides = dict(parse_override(text) for text in sets)
+    overrides.update({"data.dataset": dataset, "seed": seed, "data.shots": shots})
+    if method is not None:
+        overrides["method"] = method
+    config = resolve_config(preset, overrides)
     out = Path(output or f"prometar_runs/train/{dataset}/{config.method}/{shots}shots_seed{seed}")
     start = time.monotonic()
 
@@ -100,11 +110,8 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
 
     click.echo(f"{config.method} on {dataset} ({config.protocol}, {shots} shots, seed {seed}) -> {out}",
                err=True)
-    try:
-        result = run(config, data_root=Path(data_root), output_dir=out, callback=progress,
-                     resume_from=Path(resume_from) if resume_from else None, device=device)
-    except (ConfigError, DataError, BackboneError, CheckpointError) as err:
-        raise click.UsageError(str(err)) from None
+    result = run(config, data_root=Path(data_root), output_dir=out, callback=progress,
+                 resume_from=Path(resume_from) if resume_from else None, device=device)
     for name, value in result.metrics.items():
         click.echo(f"{name}\t{value:.2f}")
 
@@ -114,15 +121,12 @@ def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
     on runs the sweep file left out to stderr.
 
     Raises:
-        ResultsError: Bad arguments, sweep file, override or ledger.
+        InputError: Bad arguments, sweep file, override or ledger.
     """
-    from orchestration.ledger import ResultsError, load_source
-    from prometar.config import ConfigError, parse_override
+    from orchestration.ledger import load_source
+    from prometar.config import parse_override
 
-    try:
-        overrides = dict(parse_override(text) for text in sets)
-    except ConfigError as err:
-        raise ResultsError(str(err)) from None
+    overrides = dict(parse_override(text) for text in sets)
     source = load_source(sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri,
                          overrides=overrides)
     note = source.unplanned_note()
@@ -151,14 +155,10 @@ _SWEEP_SET_HELP = ("Dotted run-config override the sweep was launched with, YAML
 def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
 
-    from orchestration.ledger import ResultsError
     from orchestration.tables import table_text
 
-    try:
-        source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-        text = table_text(source, fmt, published=published, compare=not no_published)
-    except ResultsError as err:
-        raise click.UsageError(str(err)) from None
+    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
+    text = table_text(source, fmt, published=published, compare=not no_published)
     _emit(text, out)
 
 
@@ -175,14 +175,10 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, track
               help="Folder for the PNG files.")
 def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
     """Draw the paper's figures (PNG) from the FINISHED runs a sweep plans."""
-    from orchestration.ledger import ResultsError
     from orchestration.plots import plot_source
 
-    try:
-        source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-        paths = plot_source(source, out, published=published)
-    except ResultsError as err:
-        raise click.UsageError(str(err)) from None
+    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
+    paths = plot_source(source, out, published=published)
     for path in paths:
         click.echo(str(path))
 
@@ -206,18 +202,14 @@ def launch(sweep, data_root, output, address, tracking_uri, sets, dry_run, force
     """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
     from pathlib import Path
 
-    from orchestration.runner import LaunchError, LaunchOptions, TrackingError, launch
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError, parse_override
+    from orchestration.runner import LaunchOptions, launch
+    from prometar.config import parse_override
 
-    try:
-        options = LaunchOptions(
-            data_root=Path(data_root), output=Path(output), address=address, tracking_uri=tracking_uri,
-            overrides=dict(parse_override(text) for text in sets), dry_run=dry_run, force=force,
-            max_concurrent=max_concurrent, write_best=Path(write_best) if write_best else None)
-        report = launch(sweep, options)
-    except (SpecError, LaunchError, TrackingError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    options = LaunchOptions(
+        data_root=Path(data_root), output=Path(output), address=address, tracking_uri=tracking_uri,
+        overrides=dict(parse_override(text) for text in sets), dry_run=dry_run, force=force,
+        max_concurrent=max_concurrent, write_best=Path(write_best) if write_best else None)
+    report = launch(sweep, options)
     raise SystemExit(report.exit_code)
 
 
@@ -232,15 +224,11 @@ def status(sweep, output, tracking_uri, address, token) -> None:
     """Print done / failed / running / to do of a sweep, from the ledger."""
     from pathlib import Path
 
-    from orchestration.cluster import ClusterError, job_line
-    from orchestration.runner import TrackingError, sweep_status
-    from orchestration.spec import SpecError
+    from orchestration.cluster import job_line
+    from orchestration.runner import sweep_status
 
-    try:
-        result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri)
-        click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
-    except (SpecError, TrackingError, ClusterError) as err:
-        raise click.UsageError(str(err)) from None
+    result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri)
+    click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
 
 
 @main.command("validate")
@@ -248,12 +236,8 @@ def status(sweep, output, tracking_uri, address, token) -> None:
 def validate(sweep) -> None:
     """Check a sweep file and print its trial count and a sample trial."""
     from orchestration.runner import describe_validation, validate_sweep
-    from orchestration.spec import SpecError
 
-    try:
-        click.echo(describe_validation(*validate_sweep(sweep)))
-    except SpecError as err:
-        raise click.UsageError(str(err)) from None
+    click.echo(describe_validation(*validate_sweep(sweep)))
 
 
 @main.command("submit")
@@ -272,23 +256,18 @@ def validate(sweep) -> None:
               help="Folder shipped with the job; it must hold the sweep file.")
 def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, output, sets, envs, working_dir) -> None:
     """Submit `launch SWEEP --address auto` to a Ray cluster as a Ray Job."""
-    from orchestration.cluster import ClusterError, follow_job, parse_env, submit_sweep
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError
+    from orchestration.cluster import follow_job, parse_env, submit_sweep
 
-    try:
-        done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
-                            tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
-                            env_vars=parse_env(envs))
-        for warning in done.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        click.echo(f"submitted {done.submission_id} to {address}: {done.entrypoint}", err=True)
-        if follow:
-            state = follow_job(address, done.submission_id, token=token)
-            click.echo(f"job {done.submission_id}: {state}", err=True)
-            raise SystemExit(0 if state == "SUCCEEDED" else 1)
-    except (ClusterError, SpecError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
+                        tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
+                        env_vars=parse_env(envs))
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"submitted {done.submission_id} to {address}: {done.entrypoint}", err=True)
+    if follow:
+        state = follow_job(address, done.submission_id, token=token)
+        click.echo(f"job {done.submission_id}: {state}", err=True)
+        raise SystemExit(0 if state == "SUCCEEDED" else 1)
 
 
 @main.command("slurm")
@@ -310,17 +289,12 @@ def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, acc
     """Write an sbatch script running the sweep on a Ray cluster built from the allocation."""
     from pathlib import Path
 
-    from orchestration.cluster import ClusterError, render_slurm
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError
+    from orchestration.cluster import render_slurm
 
-    try:
-        text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
-                            partition=partition, time_limit=time_limit, account=account,
-                            tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
-                            setup=setup, script_name=Path(out).name if out else "prometar.sbatch")
-    except (ClusterError, SpecError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
+                        partition=partition, time_limit=time_limit, account=account,
+                        tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
+                        setup=setup, script_name=Path(out).name if out else "prometar.sbatch")
     _emit(text, out, executable=True)
 
 
@@ -342,17 +316,12 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
         namespace, sets, no_token_auth, out) -> None:
     """Write a KubeRay RayJob manifest (and the sweep's ConfigMap) running the sweep."""
 
-    from orchestration.cluster import ClusterError, render_rayjob
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError
+    from orchestration.cluster import render_rayjob
 
-    try:
-        text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
-                             worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,
-                             output_claim=output_claim, tracking_uri=tracking_uri, namespace=namespace,
-                             overrides=sets, token_auth=not no_token_auth)
-    except (ClusterError, SpecError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
+                         worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,
+                         output_claim=output_claim, tracking_uri=tracking_uri, namespace=namespace,
+                         overrides=sets, token_auth=not no_token_auth)
     _emit(text, out)
 
 
@@ -362,14 +331,8 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
 def demo(output) -> None:
     """Build the toy world and toy CLIP, run sweeps/demo.yaml on them, print the table, write plots."""
     from orchestration.demo import run_demo
-    from orchestration.runner import LaunchError, TrackingError
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError
 
-    try:
-        report = run_demo(output)
-    except (SpecError, LaunchError, TrackingError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    report = run_demo(output)
     raise SystemExit(report.exit_code)
 
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from orchestration.errors import ClusterError
+
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
 DEFAULT_EXCLUDES: tuple[str, ...] = (
@@ -64,11 +66,6 @@ JOB_ENV_VARS: dict[str, str] = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM
 
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot take the request (bad address, refused token, duplicate submission,
-    sweep outside the shipped folder); the message names the address, option or file."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from orchestration.errors import ResultsError
 from orchestration.spec import SpecError, SweepSpec, Trial, load_sweep, plan_search_groups, plan_trials
 
 IDENTITY_COLUMNS: tuple[str, ...] = ("method", "dataset", "protocol", "shots", "seed")
@@ -40,10 +41,6 @@ TRIAL_KEY_TAG = "prometar.trial_key"
 SEARCH_GROUP_TAG = "prometar.search_group"
 DEFAULT_OUTPUT = Path("prometar_runs")
 DEFAULT_PROTOCOL = "base2new"
-
-
-class ResultsError(ValueError):
-    """Bad input to the results layer; the message names the file, experiment or key."""
 
 
 @dataclass(frozen=True)

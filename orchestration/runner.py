@@ -29,6 +29,7 @@ from typing import IO, Any
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestration.environment import temporary_environment
+from orchestration.errors import LaunchError
 from orchestration.spec import (
     SearchGroup,
     SweepSpec,
@@ -50,10 +51,6 @@ from orchestration.tracking import (
 
 DEFAULT_OUTPUT = Path("prometar_runs")
 DEFAULT_DATA_ROOT = Path("data")
-
-
-class LaunchError(ValueError):
-    """Bad launch input other than the sweep file (data root, overrides); names the path or key."""
 
 
 @dataclass(frozen=True)

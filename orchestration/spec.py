@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
+from orchestration.errors import SpecError
+
 SweepProtocol = Literal["base2new", "domain_generalization", "cross_dataset", "few_shot"]
 
 RUN_PROTOCOLS: dict[str, str] = {
@@ -57,21 +59,6 @@ RESOURCE_KEYS = ("cpu", "gpu")
 DEFAULT_PRESET = "official"
 DEFAULT_MAX_FAILURES = 2
 KEY_LENGTH = 12
-
-
-class SpecError(ValueError):
-    """A bad sweep file; the message names the file and the key.
-
-    Attributes:
-        source: The sweep file (or ``<dict>``).
-        key: The offending key, dotted (``grid.dataset``), or ``""`` for the whole file.
-    """
-
-    def __init__(self, source: str, key: str, message: str) -> None:
-        self.source = source
-        self.key = key
-        where = f"{source}: {key}: " if key else f"{source}: "
-        super().__init__(where + message)
 
 
 @dataclass(frozen=True)

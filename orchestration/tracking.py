@@ -39,6 +39,7 @@ from ray import tune
 
 import prometar
 from orchestration.environment import temporary_environment
+from orchestration.errors import TrackingError
 from orchestration.spec import Trial
 
 TRIAL_KEY_TAG = "prometar.trial_key"
@@ -64,10 +65,6 @@ TUNE_RESULT_KEYS = frozenset({
     "timesteps_total", "episodes_total", "timesteps_since_restore", "warmup_time",
     "epoch", "prometar_event",
 })
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (unreachable server, bad URI); names the URI."""
 
 
 def default_tracking_uri(output: Path) -> str:

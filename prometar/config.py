@@ -37,10 +37,10 @@ from typing import Any, Literal
 import yaml
 
 from prometar import methods as _methods
+from prometar.errors import ConfigError
 
 __all__ = [
     "BackboneConfig",
-    "ConfigError",
     "DataConfig",
     "EvalConfig",
     "GateOptimConfig",
@@ -65,23 +65,6 @@ Protocol = Literal["base2new", "all_classes", "cross_dataset", "domain_generaliz
 PROTOCOLS: tuple[str, ...] = typing.get_args(Protocol)
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-
-
-class ConfigError(ValueError):
-    """An invalid run configuration.
-
-    Attributes:
-        key: Dotted key of the offending value (``optim.lr``), or ``""`` for the whole config.
-        source: Where the value came from: a file path, ``"<dict>"`` or ``"<overrides>"``.
-        reason: Why it is invalid.
-    """
-
-    def __init__(self, key: str, reason: str, *, source: str = "<dict>") -> None:
-        self.key = key
-        self.source = source
-        self.reason = reason
-        where = f"{key}: " if key else ""
-        super().__init__(f"{source}: {where}{reason}")
 
 
 def _doc(text: str, *, scientific: bool = True) -> dict[str, Any]:

@@ -39,12 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from prometar.errors import CheckpointError, NonFiniteLossError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CheckpointError",
     "LearningRateSchedule",
-    "NonFiniteLossError",
     "Trainer",
     "derive_seed",
     "seed_everything",
@@ -52,19 +52,6 @@ __all__ = [
 
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_VERSION = 1
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A step returned a non-finite metric; the message names the epoch, step and metric."""
-
-    def __init__(self, epoch: int, step: int, name: str, value: float) -> None:
-        self.epoch = epoch
-        self.step = step
-        super().__init__(f"non-finite {name} ({value}) at epoch {epoch}, step {step}")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from; the message names its path."""
 
 
 def derive_seed(seed: int, *parts: object) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from prometar.errors import DataError
+
 SplitSource = Literal[
     "split_json",  # split_zhou_*.json: {"train"|"val"|"test": [[relpath, label, classname], ...]}
     "fgvc_text",  # FGVC-Aircraft: variants.txt + images_variant_{train,val,test}.txt
@@ -19,10 +21,6 @@ SplitSource = Literal[
     "wnid_folders",  # ImageNet-Sketch: <image root>/<wnid>/, label from classnames.txt; test only
     "wnid_subset_folders",  # ImageNet-A/-R: sorted wnid folders present -> 0..k-1; test only
 ]
-
-
-class DataError(ValueError):
-    """Bad or missing dataset input; the message names the path (and the entry when there is one)."""
 
 
 @dataclass(frozen=True)
