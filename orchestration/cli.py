@@ -60,7 +60,7 @@ def data_group() -> None:
               help="Dataset key to check (repeatable); default: all 15.")
 def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
     """Check layout, split files and images; exit 2 if a requested dataset is unusable."""
-    from prometar.data import check_datasets
+    from prometar.data.check import check_datasets
 
     reports = check_datasets(data_root, list(datasets) or None)
     for report in reports:

@@ -29,6 +29,7 @@ from orchestration.runner import DEFAULT_OUTPUT, LaunchOptions, LaunchReport, la
 from orchestration.spec import SweepSpec
 from orchestration.tables import (
     AVERAGE,
+    BASE2NEW,
     Cell,
     DisplayTable,
     RenderedTable,
@@ -154,7 +155,7 @@ def _datasets(spec: SweepSpec) -> list[str]:
 
 def _base2new_table(ledger: Ledger, spec: SweepSpec) -> RenderedTable:
     seeds = spec.grid.get("seed") or [spec.overrides.get("seed", 1)]
-    (table,) = build_tables(ledger, protocol="base2new", datasets=_datasets(spec), published=None,
+    (table,) = build_tables(ledger, protocol=BASE2NEW.name, datasets=_datasets(spec), published=None,
                             expected_seeds=len(seeds))
     return table
 

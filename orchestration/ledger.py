@@ -14,7 +14,6 @@ cells (an edited sweep, a launch with ``--set``, another checkpoint).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 
 from orchestration.errors import ResultsError
 from orchestration.spec import SpecError, SweepSpec, Trial, load_sweep, plan_search_groups, plan_trials
+from prometar import protocols
 
 IDENTITY_COLUMNS: tuple[str, ...] = ("method", "dataset", "protocol", "shots", "seed")
 """Columns that identify where a run sits in the paper's grid."""
@@ -31,16 +31,15 @@ IDENTITY_COLUMNS: tuple[str, ...] = ("method", "dataset", "protocol", "shots", "
 RUN_COLUMNS: tuple[str, ...] = (*IDENTITY_COLUMNS, "metric", "value", "run_id")
 """Columns of the tidy runs table, in order."""
 
-CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots", "base_acc", "new_acc")
-"""Columns a ``--runs`` CSV must have (architecture.md)."""
-
-FINAL_METRIC_PATTERN = re.compile(r"^(base_acc|new_acc|hm|acc|acc/.+|val_.+)$")
-"""Names of final metrics (docs/internals.md, ``run.py``); every other metric is a training curve."""
+CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots",
+                                         *protocols.get_protocol(protocols.DEFAULT).set_metrics)
+"""Columns a ``--runs`` CSV must have (architecture.md): ``base_acc`` and ``new_acc`` as metrics."""
 
 TRIAL_KEY_TAG = "prometar.trial_key"
 SEARCH_GROUP_TAG = "prometar.search_group"
 DEFAULT_OUTPUT = Path("prometar_runs")
-DEFAULT_PROTOCOL = "base2new"
+DEFAULT_PROTOCOL = protocols.get_protocol(protocols.DEFAULT).tag
+"""The protocol of runs-CSV rows without a ``protocol`` column."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +83,9 @@ class SweepSummary:
         name: MLflow experiment name (the sweep's ``name``, default: the file stem).
         datasets: The grid's datasets, in grid order (the Average row is taken over these); the
             ``data.dataset`` override when the dataset is not a grid axis.
-        protocol: The sweep's protocol.
+        protocol: The protocol its trials carry (``Protocol.tag``: ``search`` for a search sweep).
         search_space: Dotted keys of the searched hyper-parameters (empty without a search).
+        targets: The evaluation targets its trials plan (transfer protocols), in first-seen order.
         planned: The runs the sweep plans (trial keys, or search-group keys for a search sweep).
         source: The sweep file, as given.
         overrides: The extra dotted overrides (``--set``) the sweep was planned with.
@@ -100,6 +100,7 @@ class SweepSummary:
     source: str = ""
     overrides: tuple[tuple[str, Any], ...] = ()
     seeds: int = 3
+    targets: tuple[str, ...] = ()
 
 
 def default_tracking_uri(output: Path | str = DEFAULT_OUTPUT) -> str:
@@ -137,8 +138,11 @@ def summarize_sweep(spec: SweepSpec, overrides: Mapping[str, Any] | None = None)
     datasets = tuple(str(d) for d in grid) if grid else (str(spec.overrides["data.dataset"]),)
     space = tuple(spec.search.space) if spec.search is not None else ()
     seeds = len(spec.grid.get("seed") or [None])  # no seed axis: one seed per cell
-    return SweepSummary(spec.name, datasets, spec.protocol, space, planned_runs(spec), spec.source,
-                        tuple((overrides or {}).items()), seeds)
+    trials = plan_trials(spec)
+    protocol = trials[0].protocol if trials else spec.protocol
+    targets = tuple(dict.fromkeys(target for trial in trials for target in trial.config["eval"]["targets"]))
+    return SweepSummary(spec.name, datasets, protocol, space, planned_runs(spec, trials), spec.source,
+                        tuple((overrides or {}).items()), seeds, targets)
 
 
 def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
@@ -165,7 +169,7 @@ def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None 
 def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
     """Turn one row per run (identity columns, metric columns, config columns) into a :class:`Ledger`.
 
-    Metric columns are those whose names match :data:`FINAL_METRIC_PATTERN`; the remaining
+    Metric columns are the final metrics of a protocol (``prometar.protocols``); the remaining
     non-identity columns (other than ``run_id``) become the params frame.
 
     Args:
@@ -195,7 +199,7 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
         wide[column] = numbers.astype("int64")
     for column in ("method", "dataset", "protocol", "run_id"):
         wide[column] = wide[column].astype(str)
-    metrics = [c for c in wide.columns if FINAL_METRIC_PATTERN.match(str(c))]
+    metrics = [c for c in wide.columns if protocols.is_final_metric(str(c))]
     for column in metrics:
         numbers = pd.to_numeric(wide[column], errors="coerce")
         bad = wide.index[numbers.isna() & wide[column].notna()]
@@ -315,7 +319,7 @@ def read_experiment(
                 raise ResultsError(f"experiment {experiment!r}: run {run.info.run_id} has no tag {column!r}")
             record[column] = tags[column]
         for key, value in run.data.metrics.items():
-            if FINAL_METRIC_PATTERN.match(key):
+            if protocols.is_final_metric(key):
                 record[key] = value
             else:
                 curve_metrics.add(key)

@@ -19,7 +19,10 @@ from matplotlib.figure import Figure
 from orchestration.ledger import Ledger, ResultsError, Source, attach_params, read_metric_history
 from orchestration.tables import (
     AVERAGE,
+    BASE2NEW,
     BASE2NEW_DATASETS,
+    BASE_METRIC,
+    SEARCH,
     base2new_summary,
     dataset_label,
     load_published,
@@ -165,7 +168,7 @@ def plot_history(
 
 
 def plot_search(
-    runs: pd.DataFrame, params: Sequence[str], path: Path | str, *, objective: str = "val_hm"
+    runs: pd.DataFrame, params: Sequence[str], path: Path | str, *, objective: str = SEARCH.combined or ""
 ) -> Path:
     """The search objective against each searched parameter, one panel per parameter.
 
@@ -205,7 +208,7 @@ def write_plots(
     datasets: Sequence[str] | None = None,
     published: pd.DataFrame | None = None,
     search_space: Sequence[str] = (),
-    objective: str = "val_hm",
+    objective: str = SEARCH.combined or "",
     max_history_runs: int = 60,
 ) -> list[Path]:
     """Every plot the runs support, written under ``out_dir``.
@@ -230,7 +233,7 @@ def write_plots(
     written: list[Path] = []
     if runs.empty:
         raise ResultsError("no FINISHED runs to plot")
-    if (runs["protocol"] == "base2new").any() and runs["metric"].isin(["base_acc"]).any():
+    if runs["protocol"].isin(BASE2NEW.recorded_names).any() and runs["metric"].isin([BASE_METRIC]).any():
         summary = base2new_summary(runs, datasets=tuple(datasets) if datasets else BASE2NEW_DATASETS)
         summary = summary[(summary["dataset"] == AVERAGE) | (summary["n_seeds"] > 0)]
         written.append(plot_base_vs_new(summary, out_dir / "base_vs_new.png", published=published))
@@ -261,7 +264,7 @@ def write_plots(
                 )
             )
     has_objective = (runs["metric"] == objective).any()
-    if has_objective and (search_space or (runs["protocol"] == "search").any()):
+    if has_objective and (search_space or runs["protocol"].isin(SEARCH.recorded_names).any()):
         space = list(search_space) or varying_params(ledger.params)
         if space:
             with_params = attach_params(runs, ledger.params, space)

@@ -648,12 +648,11 @@ def _render_tables(spec: SweepSpec, ledger: TrialLedger, output: Path, report: L
     from orchestration.ledger import summarize_sweep
 
     summary = summarize_sweep(spec)  # the planned runs only: the experiment may hold other configurations
-    protocol = "search" if spec.search else spec.protocol
     try:
         written = render_tables_for_experiment(
             spec.name, ledger.tracking_uri, output / "tables" / spec.name, datasets=summary.datasets,
-            protocol=protocol, search_space=summary.search_space, expected_seeds=summary.seeds,
-            parent_run_id=report.parent_run_id, planned=summary.planned)
+            protocol=summary.protocol, search_space=summary.search_space, expected_seeds=summary.seeds,
+            parent_run_id=report.parent_run_id, planned=summary.planned, targets=summary.targets)
     except Exception as err:  # a table problem must not hide the sweep's outcome
         print(f"[{spec.name}] no table: {err}", file=out)
         return

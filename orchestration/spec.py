@@ -26,19 +26,8 @@ from typing import Any, Literal
 import yaml
 
 from orchestration.errors import SpecError
-
-SweepProtocol = Literal["base2new", "domain_generalization", "cross_dataset", "few_shot"]
-
-RUN_PROTOCOLS: dict[str, str] = {
-    "base2new": "base2new",
-    "domain_generalization": "domain_generalization",
-    "cross_dataset": "cross_dataset",
-    "few_shot": "all_classes",
-}
-"""Sweep protocol → the run-config protocol ``prometar.run`` evaluates."""
-
-SEARCH_PROTOCOL = "search"
-"""Run protocol (and trial protocol) of searched trials: pseudo-base/pseudo-new from base classes."""
+from prometar import protocols
+from prometar.protocols import Protocol
 
 GRID_ALIASES: dict[str, str] = {
     "method": "method",
@@ -100,7 +89,7 @@ class Trial:
 
     Attributes:
         key: The trial key (hash of ``scientific_dict()`` and the protocol).
-        protocol: The sweep protocol (``base2new``, ..., or ``search``).
+        protocol: The protocol's tag (``Protocol.tag``: the sweep file's name for it, or ``search``).
         config: The resolved run config, ``RunConfig.to_dict()``.
         group: For searched trials, the search group's key; else ``""``.
     """
@@ -165,7 +154,8 @@ class SearchGroup:
 
     def resolve(self, sampled: Mapping[str, Any], *, source: str = "<search>") -> Trial:
         """The trial for one sampled configuration (dotted key → value)."""
-        return resolve_trial(self.base_config, SEARCH_PROTOCOL, sampled, group=self.key, source=source)
+        return resolve_trial(self.base_config, protocols.search_protocol().tag, sampled, group=self.key,
+                             source=source)
 
 
 @dataclass(frozen=True)
@@ -174,7 +164,7 @@ class SweepSpec:
 
     Attributes:
         name: The MLflow experiment (default: the file's stem).
-        protocol: The sweep protocol.
+        protocol: The sweep file's protocol (``prometar.protocols``: a ``Protocol.sweep_name``).
         preset: A run-config preset name or a path to a run-config YAML.
         overrides: Dotted run-config keys set for every trial.
         grid: Dotted run-config key → values; the trials are the cartesian product. The axis
@@ -267,9 +257,11 @@ def parse_sweep(
     _expect(isinstance(name, str) and name.strip() != "", source, "name", "must be a non-empty string", name)
     _expect(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None, source, "name",
             "must be letters, digits, '.', '_' or '-' (it names folders, the MLflow experiment, Ray jobs)", name)
-    protocol = data.get("protocol", "base2new")
-    if protocol not in RUN_PROTOCOLS:
-        raise SpecError(source, "protocol", f"unknown protocol {protocol!r}; valid: {', '.join(RUN_PROTOCOLS)}")
+    protocol = data.get("protocol", protocols.get_protocol(protocols.DEFAULT).tag)
+    try:
+        protocols.sweep_protocol(protocol)
+    except KeyError as err:
+        raise SpecError(source, "protocol", err.args[0]) from None
     preset = data.get("preset", DEFAULT_PRESET)
     _expect(isinstance(preset, str) and preset != "", source, "preset", "must be a preset name or a path", preset)
 
@@ -355,9 +347,11 @@ def _parse_resources(raw: Any, source: str, datasets: list[str]) -> dict[str, Re
 def _parse_search(raw: Any, source: str) -> SearchSpec:
     _expect(isinstance(raw, Mapping), source, "search", "must be a mapping", raw)
     _check_keys(raw, SEARCH_KEYS, source, "search")
-    metric = raw.get("metric", "val_hm")
-    _expect(isinstance(metric, str) and metric.startswith("val_"), source, "search.metric",
-            "must be a validation metric (val_base, val_new, val_hm): search never looks at test data", metric)
+    searched = protocols.search_protocol()
+    metric = raw.get("metric", searched.combined)
+    _expect(metric in searched.metric_names(), source, "search.metric",
+            f"must be a validation metric ({', '.join(searched.metric_names())}): search never looks at "
+            "test data", metric)
     mode = raw.get("mode", "max")
     _expect(mode in ("max", "min"), source, "search.mode", "must be max or min", mode)
     num_samples = raw.get("num_samples", 8)
@@ -450,7 +444,7 @@ def plan_trials(spec: SweepSpec) -> list[Trial]:
     Raises:
         SpecError: A grid point or override the run config rejects (names the file and key).
     """
-    protocol = SEARCH_PROTOCOL if spec.search else spec.protocol
+    protocol = protocols.search_protocol() if spec.search else protocols.sweep_protocol(spec.protocol)
     trials: dict[str, Trial] = {}
     for point in _grid_points(spec.grid):
         trial = _resolve_point(spec, point, protocol)
@@ -474,7 +468,8 @@ def plan_search_groups(spec: SweepSpec) -> list[SearchGroup]:
 
 
 def _check_space(spec: SweepSpec, trial: Trial) -> None:
-    from prometar.config import ConfigError, flatten
+    from prometar.config import flatten
+    from prometar.errors import ConfigError
 
     assert spec.search is not None
     flat = flatten(trial.config)
@@ -488,7 +483,7 @@ def _check_space(spec: SweepSpec, trial: Trial) -> None:
             raise SpecError(spec.source, key, f"{kind} needs a numeric key; {dotted} is {current!r}")
         for value in args if kind == "choice" else args[:1]:
             try:
-                resolve_trial(trial.config, SEARCH_PROTOCOL, {dotted: value}, source=spec.source)
+                resolve_trial(trial.config, trial.protocol, {dotted: value}, source=spec.source)
             except ConfigError as err:
                 raise SpecError(spec.source, key, str(err)) from None
 
@@ -503,12 +498,12 @@ def _grid_points(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     return points
 
 
-def _resolve_point(spec: SweepSpec, point: Mapping[str, Any], protocol: str) -> Trial:
+def _resolve_point(spec: SweepSpec, point: Mapping[str, Any], protocol: Protocol) -> Trial:
     """Preset → method settings → the sweep's overrides → the grid point (``resolve_config``)."""
-    from prometar.config import ConfigError, resolve_config
+    from prometar.config import resolve_config
+    from prometar.errors import ConfigError
 
-    run_protocol = SEARCH_PROTOCOL if protocol == SEARCH_PROTOCOL else RUN_PROTOCOLS[spec.protocol]
-    overrides = {**spec.overrides, **point, "protocol": run_protocol}
+    overrides = {**spec.overrides, **point, "protocol": protocol.name}
     try:
         config = resolve_config(spec.preset, overrides, source=spec.source)
     except ConfigError as err:
@@ -519,7 +514,8 @@ def _resolve_point(spec: SweepSpec, point: Mapping[str, Any], protocol: str) -> 
             section = "grid" if key in point else "overrides"
             short = {v: k for k, v in GRID_ALIASES.items()}.get(key, key) if section == "grid" else key
         raise SpecError(spec.source, f"{section}.{short}".rstrip("."), err.reason) from None
-    return Trial(key=trial_key(config.scientific_dict(), protocol), protocol=protocol, config=config.to_dict())
+    return Trial(key=trial_key(config.scientific_dict(), protocol.tag), protocol=protocol.tag,
+                 config=config.to_dict())
 
 
 # --------------------------------------------------------------------------------------------

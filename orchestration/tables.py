@@ -39,28 +39,34 @@ from orchestration.ledger import (
     read_csv_file,
     read_experiment,
 )
+from prometar import protocols
 from prometar.config import RunConfig
+from prometar.data import catalog
+from prometar.errors import DataError
 
 AVERAGE = "average"
-BASE2NEW_DATASETS: tuple[str, ...] = (
-    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
-)  # fmt: skip
+BASE2NEW = protocols.for_table("base2new")
+"""The protocol of the base-to-new (and ablation) table."""
+BASE_METRIC, NEW_METRIC = BASE2NEW.set_metrics
+FEW_SHOT = protocols.for_table("few_shot")
+"""The protocol of the few-shot table."""
+(ACC_METRIC,) = FEW_SHOT.set_metrics
+SEARCH = protocols.for_table("search")
+"""The protocol of the search table."""
+SEARCH_METRICS: tuple[str, ...] = SEARCH.metric_names()
+TRANSFER: tuple[protocols.Protocol, ...] = (protocols.for_table("domain_generalization"),
+                                            protocols.for_table("cross_dataset"))
+"""The protocols of the transfer tables (train on a source, evaluate on targets)."""
+TRANSFER_TITLES: dict[str, str] = {"domain_generalization": "Domain generalisation (source ImageNet)",
+                                   "cross_dataset": "Cross-dataset transfer"}
+TARGET_METRIC = TRANSFER[0].set_metrics[0]
+"""``acc/{}``: a target's accuracy."""
+
+BASE2NEW_DATASETS: tuple[str, ...] = catalog.BASE_TO_NEW_DATASETS
 """The 11 base-to-new datasets in the paper's column order."""
 
-DOMAIN_TARGETS: tuple[str, ...] = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+DOMAIN_TARGETS: tuple[str, ...] = TRANSFER[0].default_targets
 """Domain-generalisation targets of an ImageNet-trained model."""
-
-CROSS_DATASET_TARGETS: tuple[str, ...] = BASE2NEW_DATASETS[1:]
-"""Cross-dataset targets of an ImageNet-trained model."""
-
-DATASET_LABELS: dict[str, str] = {
-    AVERAGE: "Average", "imagenet": "ImageNet", "caltech101": "Caltech101",
-    "oxford_pets": "OxfordPets", "stanford_cars": "StanfordCars", "oxford_flowers": "Flowers102",
-    "food101": "Food101", "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DTD",
-    "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenet_v2": "ImageNetV2",
-    "imagenet_sketch": "ImageNet-Sketch", "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
-}  # fmt: skip
 
 METHOD_ORDER: tuple[str, ...] = (
     "clip", "zeroshot", "coop", "cocoop", "kgcoop", "maple", "vpt", "ivlp", "ivlp_reg", "promptsrc", "prometar",
@@ -72,7 +78,6 @@ METHOD_LABELS: dict[str, str] = {
     "ivlp": "IVLP", "ivlp_reg": "IVLP + reg.",
 }  # fmt: skip
 
-FEW_SHOT_PROTOCOLS: tuple[str, ...] = ("all_classes", "few_shot")
 DELTA_POINTS = 1.0
 """A difference to the paper is flagged when it exceeds both this many points..."""
 DELTA_STDS = 2.0
@@ -156,8 +161,13 @@ def bold_best(rows: list[list[Cell]], columns: Iterable[int], *, lower_is_better
 
 
 def dataset_label(key: str) -> str:
-    """Display name of a dataset key (the key itself when unknown)."""
-    return DATASET_LABELS.get(key, key)
+    """Display name of a dataset key (the catalog's; the key itself when unknown)."""
+    if key == AVERAGE:
+        return "Average"
+    try:
+        return catalog.get_dataset(key).display_name
+    except DataError:
+        return key
 
 
 def method_label(key: str) -> str:
@@ -247,12 +257,12 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
     Raises:
         ResultsError: Two runs for the same (method, dataset, shots, seed).
     """
-    rows = runs[runs["protocol"] == "base2new"]
+    rows = runs[runs["protocol"].isin(BASE2NEW.recorded_names)]
     keys = ["method", "shots", "dataset"]
-    per_run = _per_run(rows, ["base_acc", "new_acc"], keys, what="base-to-new table")
-    per_run = per_run.dropna(subset=["base_acc", "new_acc"])
-    base = _seed_stats(per_run, keys, "base_acc").set_index(keys)
-    new = _seed_stats(per_run, keys, "new_acc").set_index(keys)
+    per_run = _per_run(rows, [BASE_METRIC, NEW_METRIC], keys, what="base-to-new table")
+    per_run = per_run.dropna(subset=[BASE_METRIC, NEW_METRIC])
+    base = _seed_stats(per_run, keys, BASE_METRIC).set_index(keys)
+    new = _seed_stats(per_run, keys, NEW_METRIC).set_index(keys)
     expected = order_datasets(datasets)
     present = per_run["dataset"].unique().tolist()
     shown = expected + [d for d in order_datasets(present) if d not in expected]
@@ -444,13 +454,15 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
         where column is ``source``, each target, then ``target_mean`` — the mean of the target seed
         means, empty with ``missing`` naming the targets that have no runs.
     """
-    rows = runs[runs["protocol"] == protocol].copy()
-    source_metric = "acc/" + rows["dataset"]
+    found = protocols.lookup(protocol)
+    rows = runs[runs["protocol"].isin(found.recorded_names if found else (protocol,))].copy()
+    source_metric = rows["dataset"].map(TARGET_METRIC.format)
     rows.loc[rows["metric"] == source_metric, "metric"] = SOURCE_METRIC
     has_source = set(rows.loc[rows["metric"] == SOURCE_METRIC, "run_id"])
-    rows.loc[(rows["metric"] == "acc") & ~rows["run_id"].isin(has_source), "metric"] = SOURCE_METRIC
+    rows.loc[(rows["metric"] == ACC_METRIC) & ~rows["run_id"].isin(has_source), "metric"] = SOURCE_METRIC
     rows = rows.rename(columns={"dataset": "source"})
-    columns = [SOURCE_METRIC, *[f"acc/{t}" for t in targets]]
+    target_columns = {TARGET_METRIC.format(t): t for t in targets}
+    columns = [SOURCE_METRIC, *target_columns]
     keys = ["method", "shots", "source"]
     per_run = _per_run(rows, columns, keys, what=f"{protocol} table")
     records: list[dict[str, object]] = []
@@ -462,7 +474,7 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
             means = []
             for column in columns:
                 values = subset[column].dropna()
-                key = "source" if column == SOURCE_METRIC else column.removeprefix("acc/")
+                key = "source" if column == SOURCE_METRIC else target_columns[column]
                 record = {"method": method, "source": group["source"], "column": key,
                           "mean": values.mean() if len(values) else math.nan,
                           "std": values.std() if len(values) > 1 else math.nan, "n_seeds": len(values),
@@ -525,10 +537,10 @@ def few_shot_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
     Returns:
         Columns :data:`FEW_SHOT_COLUMNS`, Average rows (dataset ``average``) first per method.
     """
-    rows = runs[runs["protocol"].isin(FEW_SHOT_PROTOCOLS)]
+    rows = runs[runs["protocol"].isin(FEW_SHOT.recorded_names)]
     keys = ["method", "dataset", "shots"]
-    per_run = _per_run(rows, ["acc"], keys, what="few-shot table").dropna(subset=["acc"])
-    stats = _seed_stats(per_run, keys, "acc").set_index(keys)
+    per_run = _per_run(rows, [ACC_METRIC], keys, what="few-shot table").dropna(subset=[ACC_METRIC])
+    stats = _seed_stats(per_run, keys, ACC_METRIC).set_index(keys)
     expected = order_datasets(datasets)
     shown = expected + [d for d in order_datasets(per_run["dataset"].unique()) if d not in expected]
     records: list[dict[str, object]] = []
@@ -662,7 +674,7 @@ def ablation_params(runs: pd.DataFrame, params: pd.DataFrame) -> list[str]:
     Raises:
         ResultsError: A cell holds several runs that no such key tells apart.
     """
-    rows = runs[(runs["protocol"] == "base2new") & runs["metric"].isin(["base_acc", "new_acc"])]
+    rows = runs[runs["protocol"].isin(BASE2NEW.recorded_names) & runs["metric"].isin(BASE2NEW.set_metrics)]
     cells = rows[[*_CELL_KEYS, "run_id"]].drop_duplicates()
     shared = cells[cells.duplicated(list(_CELL_KEYS), keep=False)]
     if shared.empty:
@@ -709,7 +721,7 @@ def search_summary(
     runs: pd.DataFrame,
     params: Sequence[str],
     *,
-    objective: str = "val_hm",
+    objective: str = SEARCH.combined or "",
     mode: Literal["max", "min"] = "max",
     top_k: int = 10,
 ) -> pd.DataFrame:
@@ -726,7 +738,7 @@ def search_summary(
     Returns:
         Columns ``rank, method, *params, <val metrics>, n_runs``, best first.
     """
-    val_rows = runs[runs["metric"].str.startswith("val_")]
+    val_rows = runs[runs["metric"].isin(SEARCH_METRICS)]
     if objective not in set(val_rows["metric"]):
         raise ResultsError(f"search table: no run has the objective metric {objective!r}")
     missing = [c for c in params if c not in runs.columns]
@@ -736,7 +748,7 @@ def search_summary(
     by_run = val_rows.groupby([*keys, "run_id", "metric"], dropna=False, sort=False)["value"].first()
     per_run = by_run.unstack("metric").reset_index()  # [runs, keys + run_id + val metrics]
     per_run.columns.name = None
-    metrics = sorted(c for c in per_run.columns if str(c).startswith("val_"))
+    metrics = sorted(c for c in per_run.columns if c in SEARCH_METRICS)
     grouped = per_run.groupby(keys, dropna=False)
     summary = grouped[metrics].mean()
     summary["n_runs"] = grouped["run_id"].count()
@@ -750,11 +762,11 @@ def layout_search(
     summary: pd.DataFrame,
     params: Sequence[str],
     *,
-    objective: str = "val_hm",
+    objective: str = SEARCH.combined or "",
     mode: Literal["max", "min"] = "max",
 ) -> DisplayTable:
     """Ranked configurations; the best value of each metric in bold."""
-    metrics = [c for c in summary.columns if str(c).startswith("val_")]
+    metrics = [c for c in summary.columns if c in SEARCH_METRICS]
     header = ["Rank", "Method", *params, *metrics, "Runs"]
     table = DisplayTable(
         f"Search results (top {len(summary)} by {objective}, {mode})", header, label_columns=2 + len(params)
@@ -894,7 +906,8 @@ def build_tables(
     published: pd.DataFrame | None = None,
     expected_seeds: int = 3,
     search_space: Sequence[str] = (),
-    objective: str = "val_hm",
+    objective: str = SEARCH.combined or "",
+    targets: Sequence[str] = (),
 ) -> list[RenderedTable]:
     """The tables an experiment's runs support, by protocol.
 
@@ -904,14 +917,16 @@ def build_tables(
 
     Args:
         ledger: The runs.
-        protocol: The sweep's protocol (``base2new``, ``domain_generalization``,
-            ``cross_dataset``, ``few_shot``); by default every protocol found in the runs.
+        protocol: The sweep's protocol (a ``prometar.protocols`` tag or name); by default every
+            protocol found in the runs.
         datasets: Datasets of the Average rows (the sweep's grid); default: the paper's 11.
         published: Published base-to-new numbers to compare against (None: no comparison).
         expected_seeds: Seeds per cell; fewer are shown as ``(n=k)``.
         search_space: Searched config keys; with them (or runs of protocol ``search``) a search
             table is added, ranked on ``objective``.
         objective: The search metric.
+        targets: Targets of the transfer tables (the sweep's ``eval.targets``); default: the
+            protocol's standard targets.
 
     Raises:
         ResultsError: No runs, no table applies to them, or base-to-new runs share a cell without a
@@ -920,16 +935,17 @@ def build_tables(
     runs = ledger.runs
     if runs.empty:
         raise ResultsError("no FINISHED runs to tabulate")
-    present = set(runs["protocol"])
+    recorded = set(runs["protocol"])
+    present = {found.name for found in map(protocols.lookup, recorded) if found is not None}
     if protocol is None:
         wanted = present
-    elif protocol == "few_shot":
-        wanted = {protocol, *FEW_SHOT_PROTOCOLS}
     else:
-        wanted = {protocol}
+        found = protocols.lookup(protocol)
+        wanted = {found.name} if found is not None else set()
+    hits = wanted & present
     grid = tuple(datasets) if datasets else BASE2NEW_DATASETS
     tables: list[RenderedTable] = []
-    if "base2new" in wanted & present and runs["metric"].isin(["base_acc", "new_acc"]).any():
+    if BASE2NEW.name in hits and runs["metric"].isin(BASE2NEW.set_metrics).any():
         by = ablation_params(runs, ledger.params)
         if by:
             summary = ablation_summary(attach_params(runs, ledger.params, by), by, datasets=grid)
@@ -939,31 +955,25 @@ def build_tables(
             if published is not None:
                 summary = add_published(summary, published)
             tables.append(
-                RenderedTable("base2new", summary, layout_base2new(summary, expected_seeds=expected_seeds))
+                RenderedTable(BASE2NEW.table, summary, layout_base2new(summary, expected_seeds=expected_seeds))
             )
-    for name, targets, title in (
-        ("domain_generalization", DOMAIN_TARGETS, "Domain generalisation (source ImageNet)"),
-        ("cross_dataset", tuple(datasets) if datasets else CROSS_DATASET_TARGETS, "Cross-dataset transfer"),
-    ):
-        if name in wanted & present:
-            summary = transfer_summary(runs, protocol=name, targets=targets)
-            tables.append(
-                RenderedTable(
-                    name, summary, layout_transfer(summary, title=title, expected_seeds=expected_seeds)
-                )
-            )
-    if wanted & present & set(FEW_SHOT_PROTOCOLS):
+    for transfer in TRANSFER:
+        if transfer.name in hits:
+            summary = transfer_summary(runs, protocol=transfer.name, targets=targets or transfer.default_targets)
+            layout = layout_transfer(summary, title=TRANSFER_TITLES[transfer.table], expected_seeds=expected_seeds)
+            tables.append(RenderedTable(transfer.table, summary, layout))
+    if FEW_SHOT.name in hits:
         summary = few_shot_summary(runs, datasets=grid)
         tables.append(
-            RenderedTable("few_shot", summary, layout_few_shot(summary, expected_seeds=expected_seeds))
+            RenderedTable(FEW_SHOT.table, summary, layout_few_shot(summary, expected_seeds=expected_seeds))
         )
-    if search_space or "search" in present:
+    if search_space or SEARCH.name in present:
         space = list(search_space) or varying_params(ledger.params)
         with_params = attach_params(runs, ledger.params, space)
         summary = search_summary(with_params, space, objective=objective)
-        tables.append(RenderedTable("search", summary, layout_search(summary, space, objective=objective)))
+        tables.append(RenderedTable(SEARCH.table, summary, layout_search(summary, space, objective=objective)))
     if not tables:
-        raise ResultsError(f"no table applies to these runs (protocols: {', '.join(sorted(present))})")
+        raise ResultsError(f"no table applies to these runs (protocols: {', '.join(sorted(recorded))})")
     return tables
 
 
@@ -1013,6 +1023,7 @@ def table_text(
         published=load_published(published) if compare else None,
         expected_seeds=expected_seeds,
         search_space=sweep.search_space if sweep else (),
+        targets=sweep.targets if sweep else (),
     )
     return render_tables(tables, fmt)
 
@@ -1029,6 +1040,7 @@ def render_tables_for_experiment(
     expected_seeds: int = 3,
     parent_run_id: str | None = None,
     planned: PlannedRuns | None = None,
+    targets: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write an experiment's tables in every format and log them on the launch's parent run.
 
@@ -1048,6 +1060,7 @@ def render_tables_for_experiment(
         published=load_published(published),
         expected_seeds=expected_seeds,
         search_space=search_space,
+        targets=targets,
     )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,7 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        from prometar.trainer import CheckpointError
+        from prometar.errors import CheckpointError
 
         earlier = latest_epoch_checkpoint(output_dir) if resume_local else None
         try:

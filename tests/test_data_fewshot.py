@@ -10,19 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from prometar.data import (
-    DataError,
-    DatasetSplits,
-    Item,
-    base_new_split,
-    few_shot,
-    read_dataset,
-    sample_few_shot,
-    search_split,
-    subsample_classes,
-    write_miniatures,
-)
-from prometar.data.fewshot import cache_path, sample_per_label
+from prometar.data.fewshot import cache_path, few_shot, sample_few_shot, sample_per_label
+from prometar.data.miniature import write_miniatures
+from prometar.data.readers import DatasetSplits, Item, read_dataset
+from prometar.data.splits import base_new_split, search_split, subsample_classes
+from prometar.errors import DataError
 
 
 @pytest.fixture(scope="module")

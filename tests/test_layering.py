@@ -52,8 +52,8 @@ DRIVER = r"""
 import sys
 from orchestration.runner import validate_sweep
 spec, trials = validate_sweep("sweeps/base2new.yaml")
-import prometar.data
-assert prometar.data.get_dataset("eurosat").folder
+import prometar.data.catalog
+assert prometar.data.catalog.get_dataset("eurosat").folder
 print(len(trials), "torch" in sys.modules)
 """
 

@@ -123,17 +123,6 @@ BASE_TO_NEW_DATASETS: tuple[str, ...] = (
     "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
 )
 
-#: Domain generalisation: train on ImageNet, evaluate on its four variants.
-DOMAIN_GENERALIZATION_TARGETS: tuple[str, ...] = (
-    "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r",
-)
-
-#: Cross-dataset transfer: train on ImageNet, evaluate on the 10 other datasets.
-CROSS_DATASET_TARGETS: tuple[str, ...] = tuple(k for k in BASE_TO_NEW_DATASETS if k != "imagenet")
-
-#: The source dataset of both generalisation protocols.
-GENERALIZATION_SOURCE = "imagenet"
-
 
 def list_datasets() -> list[str]:
     """Return the registry keys of all 15 datasets, in table order."""

@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from prometar.data.catalog import DataError, get_dataset, list_datasets
+from prometar.data.catalog import get_dataset, list_datasets
 from prometar.data.readers import DatasetSplits, Item, read_dataset
+from prometar.errors import DataError
 
 logger = logging.getLogger(__name__)
 
