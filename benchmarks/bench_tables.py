@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestration.ledger import read_experiment
-from orchestration.tables import BASE2NEW_DATASETS, build_tables, load_published
+from orchestration.ledger.runs import read_experiment
+from orchestration.results.tables import BASE2NEW_DATASETS, build_tables, load_published
 
 METHODS = ("clip", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "prometar")
 TARGET_S = 10.0

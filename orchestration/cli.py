@@ -123,7 +123,7 @@ def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
     Raises:
         InputError: Bad arguments, sweep file, override or ledger.
     """
-    from orchestration.ledger import load_source
+    from orchestration.ledger.runs import load_source
     from prometar.config import parse_override
 
     overrides = dict(parse_override(text) for text in sets)
@@ -155,7 +155,7 @@ _SWEEP_SET_HELP = ("Dotted run-config override the sweep was launched with, YAML
 def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
 
-    from orchestration.tables import table_text
+    from orchestration.results.tables import table_text
 
     source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
     text = table_text(source, fmt, published=published, compare=not no_published)
@@ -175,7 +175,7 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, track
               help="Folder for the PNG files.")
 def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
     """Draw the paper's figures (PNG) from the FINISHED runs a sweep plans."""
-    from orchestration.plots import plot_source
+    from orchestration.results.plots import plot_source
 
     source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
     paths = plot_source(source, out, published=published)
@@ -202,7 +202,7 @@ def launch(sweep, data_root, output, address, tracking_uri, sets, dry_run, force
     """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
     from pathlib import Path
 
-    from orchestration.runner import LaunchOptions, launch
+    from orchestration.launch.runner import LaunchOptions, launch
     from prometar.config import parse_override
 
     options = LaunchOptions(
@@ -224,8 +224,8 @@ def status(sweep, output, tracking_uri, address, token) -> None:
     """Print done / failed / running / to do of a sweep, from the ledger."""
     from pathlib import Path
 
-    from orchestration.cluster import job_line
-    from orchestration.runner import sweep_status
+    from orchestration.cluster.jobs import job_line
+    from orchestration.launch.runner import sweep_status
 
     result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri)
     click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
@@ -235,7 +235,7 @@ def status(sweep, output, tracking_uri, address, token) -> None:
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
 def validate(sweep) -> None:
     """Check a sweep file and print its trial count and a sample trial."""
-    from orchestration.runner import describe_validation, validate_sweep
+    from orchestration.launch.runner import describe_validation, validate_sweep
 
     click.echo(describe_validation(*validate_sweep(sweep)))
 
@@ -256,7 +256,7 @@ def validate(sweep) -> None:
               help="Folder shipped with the job; it must hold the sweep file.")
 def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, output, sets, envs, working_dir) -> None:
     """Submit `launch SWEEP --address auto` to a Ray cluster as a Ray Job."""
-    from orchestration.cluster import follow_job, parse_env, submit_sweep
+    from orchestration.cluster.jobs import follow_job, parse_env, submit_sweep
 
     done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
                         tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
@@ -289,7 +289,7 @@ def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, acc
     """Write an sbatch script running the sweep on a Ray cluster built from the allocation."""
     from pathlib import Path
 
-    from orchestration.cluster import render_slurm
+    from orchestration.cluster.jobs import render_slurm
 
     text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
                         partition=partition, time_limit=time_limit, account=account,
@@ -316,7 +316,7 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
         namespace, sets, no_token_auth, out) -> None:
     """Write a KubeRay RayJob manifest (and the sweep's ConfigMap) running the sweep."""
 
-    from orchestration.cluster import render_rayjob
+    from orchestration.cluster.jobs import render_rayjob
 
     text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
                          worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,

@@ -4,14 +4,14 @@ Four steps, each a call into the code a real sweep uses:
 
 1. :func:`prometar.toyclip.build_toy` builds (or reuses) the toy world, its datasets and the toy
    CLIP under ``<output>/toy/``;
-2. :func:`orchestration.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
+2. :func:`orchestration.launch.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
    with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
    the toy checkpoint as a ``backbone.pretrained`` override — so a second demo finds every trial
    FINISHED and starts none;
-3. the base / new / HM table (``orchestration.tables``) of the runs this sweep plans, without the
+3. the base / new / HM table (``orchestration.results.tables``) of the runs this sweep plans, without the
    published comparison (toy numbers are not the paper's), and beside it the toy datasets' chance
    and single-attribute (colour-only, shape-only) baselines from the toy build;
-4. the plots (``orchestration.plots``) under ``<output>/plots/``.
+4. the plots (``orchestration.results.plots``) under ``<output>/plots/``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from orchestration.ledger import Ledger, planned_runs, read_experiment
-from orchestration.runner import DEFAULT_OUTPUT, LaunchOptions, LaunchReport, launch, validate_sweep
-from orchestration.spec import SweepSpec
-from orchestration.tables import (
+from orchestration.launch.runner import DEFAULT_OUTPUT, LaunchOptions, LaunchReport, launch, validate_sweep
+from orchestration.ledger.runs import Ledger, planned_runs, read_experiment
+from orchestration.ledger.store import default_tracking_uri
+from orchestration.results.tables import (
     AVERAGE,
     BASE2NEW,
     Cell,
@@ -38,7 +38,7 @@ from orchestration.tables import (
     order_datasets,
     to_markdown,
 )
-from orchestration.tracking import default_tracking_uri
+from orchestration.sweeps.spec import SweepSpec
 
 DEMO_SWEEP_FILE = "demo.yaml"
 TOY_DIR_NAME = "toy"
@@ -47,10 +47,10 @@ TOY_DIR_NAME = "toy"
 def demo_sweep_path() -> Path:
     """The demo sweep file: ``sweeps/demo.yaml`` of the source checkout.
 
-    ``orchestration/sweeps`` is a link to the checkout's ``sweeps/`` folder, so a source checkout
-    and an installed package (whose package data follows the link) read the same file.
+    ``orchestration/resources/sweeps`` is a link to the checkout's ``sweeps/`` folder, so a source
+    checkout and an installed package (whose package data follows the link) read the same file.
     """
-    return Path(str(resources.files("orchestration") / "sweeps" / DEMO_SWEEP_FILE))
+    return Path(str(resources.files("orchestration") / "resources" / "sweeps" / DEMO_SWEEP_FILE))
 
 
 @dataclass
@@ -171,7 +171,7 @@ def _write_table(table: RenderedTable, folder: Path) -> list[Path]:
 
 
 def _write_plots(ledger: Ledger, spec: SweepSpec, tracking_uri: str, folder: Path) -> list[Path]:
-    from orchestration.plots import write_plots
+    from orchestration.results.plots import write_plots
 
     return write_plots(ledger, folder, tracking_uri=tracking_uri, datasets=_datasets(spec), published=None)
 

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.cluster import (
+from orchestration.cluster.jobs import (
     DEFAULT_EXCLUDES,
     ClusterError,
     auth_headers,
@@ -102,7 +102,7 @@ def test_build_submission_refuses_sweep_outside_working_dir(project: Path, tmp_p
 
 
 def test_build_submission_validates_the_sweep(project: Path) -> None:
-    from orchestration.spec import SpecError
+    from orchestration.sweeps.spec import SpecError
 
     bad = project / "sweeps" / "bad.yaml"
     bad.write_text(TINY_SWEEP.replace("dataset: [", "datasett: ["))

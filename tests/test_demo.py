@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from orchestration import demo
 from orchestration.cli import main
-from orchestration.spec import load_sweep, plan_trials
-from orchestration.tables import method_label, order_methods, to_markdown
+from orchestration.results.tables import method_label, order_methods, to_markdown
+from orchestration.sweeps.spec import load_sweep, plan_trials
 from prometar.data import toyworld
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_demo_methods_are_labelled_and_ordered_as_in_the_paper() -> None:
 
 def test_demo_verb_runs_the_library_function_and_maps_bad_input_to_exit_2(monkeypatch: pytest.MonkeyPatch,
                                                                          tmp_path: Path) -> None:
-    from orchestration.runner import LaunchError, LaunchReport
+    from orchestration.launch.runner import LaunchError, LaunchReport
 
     calls = []
 

@@ -24,10 +24,10 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from orchestration.cli import main
-from orchestration.runner import LaunchOptions, launch, start_local_ray, sweep_status
-from orchestration.spec import load_sweep, plan_trials
-from orchestration.tracking import default_tracking_uri
-from orchestration.trainable import FAULT_ENV
+from orchestration.launch.runner import LaunchOptions, launch, start_local_ray, sweep_status
+from orchestration.launch.trainable import FAULT_ENV
+from orchestration.ledger.store import default_tracking_uri
+from orchestration.sweeps.spec import load_sweep, plan_trials
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",
@@ -121,7 +121,7 @@ def test_missing_data_root_exits_2(tmp_path: Path) -> None:
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from orchestration.runner import launch_lock
+from orchestration.launch.runner import launch_lock
 with launch_lock(Path(sys.argv[1]), sys.argv[2]):
     print("held", flush=True)
     time.sleep(600)
@@ -129,7 +129,7 @@ with launch_lock(Path(sys.argv[1]), sys.argv[2]):
 
 
 def test_a_second_launch_of_the_same_sweep_is_refused_until_the_first_ends(tmp_path: Path, data_root: Path) -> None:
-    from orchestration.runner import launch_lock
+    from orchestration.launch.runner import launch_lock
 
     sweep = write_sweep(tmp_path, "twice", seeds=[1])
     output = tmp_path / "out"
@@ -157,7 +157,7 @@ def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Pa
     """Two RUNNING trials in the store: one of a launch alive in this process, one of a dead launch."""
     import socket
 
-    from orchestration.tracking import PID_TAG, MlflowTrialCallback, TrialLedger
+    from orchestration.ledger.store import PID_TAG, MlflowTrialCallback, TrialLedger
 
     sweep = write_sweep(tmp_path, "shared", seeds=[1, 2], datasets=["eurosat"])
     trials = plan_trials(load_sweep(sweep))
@@ -181,8 +181,8 @@ def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, da
     """The group's only sample runs in a live launch elsewhere: this launch adds none (no Ray)."""
     import io
 
-    from orchestration.spec import plan_search_groups
-    from orchestration.tracking import PID_TAG, MlflowTrialCallback, TrialLedger
+    from orchestration.ledger.store import PID_TAG, MlflowTrialCallback, TrialLedger
+    from orchestration.sweeps.spec import plan_search_groups
 
     search = {"metric": "val_hm", "mode": "max", "num_samples": 1, "space": {"optim.lr": {"loguniform": [0.001, 0.1]}}}
     sweep = write_sweep(tmp_path, "busy", seeds=[1], datasets=["eurosat"], search=search)
@@ -222,8 +222,8 @@ def test_bad_override_exits_2(tmp_path: Path, data_root: Path) -> None:
 
 
 def test_resources_by_dataset_pack_fractional_gpus(tmp_path: Path) -> None:
-    from orchestration.runner import _resources_fn
-    from orchestration.trainable import TrialTable
+    from orchestration.launch.runner import _resources_fn
+    from orchestration.launch.trainable import TrialTable
 
     sweep = write_sweep(tmp_path, "resources", seeds=[1],
                         resources={"default": {"cpu": 4, "gpu": 0.5}, "eurosat": {"cpu": 8, "gpu": 1}})
@@ -238,7 +238,7 @@ def test_progress_line_counts_and_eta() -> None:
     import io
     from types import SimpleNamespace
 
-    from orchestration.progress import ProgressLine, format_duration
+    from orchestration.launch.progress import ProgressLine, format_duration
 
     stream = io.StringIO()
     progress = ProgressLine("demo", total=5, done_before=1, stream=stream)

@@ -50,7 +50,7 @@ def test_core_sources_never_import_application_layer():
 
 DRIVER = r"""
 import sys
-from orchestration.runner import validate_sweep
+from orchestration.launch.runner import validate_sweep
 spec, trials = validate_sweep("sweeps/base2new.yaml")
 import prometar.data.catalog
 assert prometar.data.catalog.get_dataset("eurosat").folder

@@ -8,8 +8,8 @@ import pandas as pd
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.ledger import attach_params, load_source, tidy_from_wide
-from orchestration.plots import (
+from orchestration.ledger.runs import attach_params, load_source, tidy_from_wide
+from orchestration.results.plots import (
     ALIGNMENT_METRICS,
     GATE_METRICS,
     plot_base_vs_new,
@@ -17,8 +17,8 @@ from orchestration.plots import (
     plot_search,
     plot_source,
 )
-from orchestration.spec import load_sweep, plan_trials
-from orchestration.tables import base2new_summary, load_published
+from orchestration.results.tables import base2new_summary, load_published
+from orchestration.sweeps.spec import load_sweep, plan_trials
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestration.spec import (
+from orchestration.sweeps.spec import (
     SpecError,
     load_sweep,
     plan_search_groups,

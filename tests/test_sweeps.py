@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.spec import load_sweep, plan_search_groups, plan_trials
+from orchestration.sweeps.spec import load_sweep, plan_search_groups, plan_trials
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 B2N = 11  # the base-to-new datasets

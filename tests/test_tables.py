@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.ledger import (
+from orchestration.ledger.runs import (
     RUN_COLUMNS,
     SEARCH_GROUP_TAG,
     TRIAL_KEY_TAG,
@@ -24,8 +24,7 @@ from orchestration.ledger import (
     read_runs_csv,
     tidy_from_wide,
 )
-from orchestration.spec import load_sweep, plan_search_groups, plan_trials
-from orchestration.tables import (
+from orchestration.results.tables import (
     BASE2NEW_DATASETS,
     ablation_summary,
     add_published,
@@ -42,6 +41,7 @@ from orchestration.tables import (
     to_markdown,
     transfer_summary,
 )
+from orchestration.sweeps.spec import load_sweep, plan_search_groups, plan_trials
 
 # dtd: 3 seeds; eurosat: 2 seeds. Means and sample std (ddof=1) computed by hand below.
 HAND_ROWS = [

@@ -20,8 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
-from orchestration.spec import Trial, trial_key
-from orchestration.tracking import (
+from orchestration.ledger.store import (
     HEARTBEAT_EVERY_S,
     HEARTBEAT_TAG,
     HOST_TAG,
@@ -32,6 +31,7 @@ from orchestration.tracking import (
     TrialLedger,
     default_tracking_uri,
 )
+from orchestration.sweeps.spec import Trial, trial_key
 
 CONFIG = {"method": "ivlp", "seed": 1, "data": {"dataset": "eurosat", "shots": 4}, "optim": {"lr": 0.1, "epochs": 2}}
 
@@ -172,7 +172,7 @@ def test_the_callback_refreshes_the_heartbeat_at_most_once_a_minute(ledger: Tria
     callback.on_step(0, [])  # just started: no write
     assert client.get_run(parent).data.tags[HEARTBEAT_TAG] == "1000"
     clock = time.monotonic()
-    monkeypatch.setattr("orchestration.tracking.time.monotonic", lambda: clock + HEARTBEAT_EVERY_S + 1)
+    monkeypatch.setattr("orchestration.ledger.store.time.monotonic", lambda: clock + HEARTBEAT_EVERY_S + 1)
     before = time.time()
     callback.on_step(1, [])
     assert float(client.get_run(parent).data.tags[HEARTBEAT_TAG]) >= before - 1

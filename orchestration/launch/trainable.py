@@ -1,6 +1,6 @@
 """The Ray Tune function trainable: a thin adapter over ``prometar.run.run``.
 
-Tune config → :class:`~orchestration.spec.Trial` (looked up by trial key, or resolved from a
+Tune config → :class:`~orchestration.sweeps.spec.Trial` (looked up by trial key, or resolved from a
 search group and the sampled values) → ``build_config`` → ``run(...)``. Each epoch's checkpoint is
 reported with ``tune.report(metrics, checkpoint=...)``; a retried trial resumes from
 ``tune.get_checkpoint()``. The last report carries the final metrics and a checkpoint holding the
@@ -23,7 +23,7 @@ from typing import Any
 
 from ray import tune
 
-from orchestration.spec import SearchGroup, Trial
+from orchestration.sweeps.spec import SearchGroup, Trial
 
 FAULT_ENV = "PROMETAR_FAULT_FILE"
 """Test-only fault injection: names a JSON file ``{trial_key: "once" | "always"}``. A listed trial

@@ -20,7 +20,7 @@ Ray token authentication (``RAY_AUTH_MODE=token``): the Jobs client sends
 ``RAY_AUTH_TOKEN_PATH``); the sbatch script passes the caller's ``RAY_AUTH_*`` environment to every
 node; the RayJob manifest enables KubeRay's ``authOptions``.
 
-Also runnable as ``python -m orchestration.cluster wait ADDRESS N`` (the sbatch script's wait for N
+Also runnable as ``python -m orchestration.cluster.jobs wait ADDRESS N`` (the sbatch script's wait for N
 alive nodes).
 """
 
@@ -225,9 +225,9 @@ def build_submission(sweep: str | Path, *, attempt: int = 1, working_dir: str | 
 
     Raises:
         ClusterError: The sweep lies outside the working directory.
-        orchestration.spec.SpecError: A bad sweep file or override.
+        orchestration.sweeps.spec.SpecError: A bad sweep file or override.
     """
-    from orchestration.spec import load_sweep
+    from orchestration.sweeps.spec import load_sweep
     from prometar.config import parse_override
 
     work = Path(working_dir).resolve()
@@ -291,7 +291,7 @@ def submit_sweep(sweep: str | Path, *, address: str, attempt: int = 1, token: st
     Raises:
         ClusterError: Unreachable address, refused token, or a job with this submission id already
             exists on the cluster (whatever its state): nothing is submitted.
-        orchestration.spec.SpecError: A bad sweep file or override.
+        orchestration.sweeps.spec.SpecError: A bad sweep file or override.
     """
     sub_id, entrypoint, runtime_env, warnings = build_submission(
         sweep, attempt=attempt, working_dir=working_dir, tracking_uri=tracking_uri, data_root=data_root,
@@ -474,7 +474,7 @@ srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" \
     --num-cpus="$CPUS_PER_NODE" --num-gpus="$GPUS_PER_NODE" --temp-dir="$RAY_TEMP_DIR" \
     ${HEAD_ARGS[@]+"${HEAD_ARGS[@]}"} &
 RAY_PIDS+=("$!")
-python -m orchestration.cluster wait "$ADDRESS" 1 --timeout "$WAIT_S"
+python -m orchestration.cluster.jobs wait "$ADDRESS" 1 --timeout "$WAIT_S"
 
 for node in "${NODES[@]:1}"; do
     echo "prometar: Ray worker on $node"
@@ -484,7 +484,7 @@ for node in "${NODES[@]:1}"; do
         ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} &
     RAY_PIDS+=("$!")
 done
-python -m orchestration.cluster wait "$ADDRESS" "${#NODES[@]}" --timeout "$WAIT_S"
+python -m orchestration.cluster.jobs wait "$ADDRESS" "${#NODES[@]}" --timeout "$WAIT_S"
 
 status=0
 prometar-sweep @LAUNCH@ || status=$?
@@ -520,7 +520,7 @@ def render_slurm(sweep: str | Path, *, nodes: int, gpus_per_node: int, cpus_per_
 
     Raises:
         ClusterError: Bad node, GPU or CPU counts (names the option).
-        orchestration.spec.SpecError: A bad sweep file or override.
+        orchestration.sweeps.spec.SpecError: A bad sweep file or override.
     """
     if nodes < 1:
         raise ClusterError(f"--nodes: must be 1 or more, got {nodes}")
@@ -604,7 +604,7 @@ def render_rayjob(sweep: str | Path, *, image: str = DEFAULT_IMAGE, workers: int
 
     Raises:
         ClusterError: Bad counts (names the option).
-        orchestration.spec.SpecError: A bad sweep file or override.
+        orchestration.sweeps.spec.SpecError: A bad sweep file or override.
     """
     import ray
 
@@ -702,7 +702,7 @@ _ManifestDumper.add_representer(str, _represent_str)
 
 
 def _validated(sweep: str | Path, overrides: Sequence[str]) -> Any:
-    from orchestration.spec import load_sweep
+    from orchestration.sweeps.spec import load_sweep
     from prometar.config import parse_override
 
     parsed = dict(parse_override(item) for item in overrides)
@@ -716,10 +716,10 @@ def _slug(name: str) -> str:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orchestration.cluster wait ADDRESS N [--timeout S]`` (used by the sbatch script)."""
+    """``python -m orchestration.cluster.jobs wait ADDRESS N [--timeout S]`` (used by the sbatch script)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m orchestration.cluster")
+    parser = argparse.ArgumentParser(prog="python -m orchestration.cluster.jobs")
     sub = parser.add_subparsers(dest="command", required=True)
     wait = sub.add_parser("wait", help="wait until N Ray nodes are alive")
     wait.add_argument("address")

@@ -30,7 +30,7 @@ from typing import Literal
 
 import pandas as pd
 
-from orchestration.ledger import (
+from orchestration.ledger.runs import (
     Ledger,
     PlannedRuns,
     ResultsError,

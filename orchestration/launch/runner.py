@@ -30,7 +30,15 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestration.environment import temporary_environment
 from orchestration.errors import LaunchError
-from orchestration.spec import (
+from orchestration.ledger.store import (
+    GROUP_TAG,
+    TRIAL_KEY_TAG,
+    TrackingError,
+    TrialLedger,
+    default_tracking_uri,
+    git_sha,
+)
+from orchestration.sweeps.spec import (
     SearchGroup,
     SweepSpec,
     Trial,
@@ -39,14 +47,6 @@ from orchestration.spec import (
     plan_search_groups,
     plan_trials,
     spec_to_yaml,
-)
-from orchestration.tracking import (
-    GROUP_TAG,
-    TRIAL_KEY_TAG,
-    TrackingError,
-    TrialLedger,
-    default_tracking_uri,
-    git_sha,
 )
 
 DEFAULT_OUTPUT = Path("prometar_runs")
@@ -440,9 +440,9 @@ def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, Search
     """One Tuner: a grid over ``trials`` (by key, in order), or one search group's samples."""
     from ray import tune
 
-    from orchestration.progress import ProgressLine
-    from orchestration.tracking import MlflowTrialCallback
-    from orchestration.trainable import TrialTable, train_trial
+    from orchestration.launch.progress import ProgressLine
+    from orchestration.launch.trainable import TrialTable, train_trial
+    from orchestration.ledger.store import MlflowTrialCallback
 
     table = TrialTable(trials=trials, groups=groups)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: only our progress line
@@ -627,7 +627,7 @@ def write_best_sweeps(spec: SweepSpec, best: list[dict[str, Any]], target: Path)
 
 def _finish(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchReport, options: LaunchOptions,
             out: IO[str]) -> None:
-    """Summary line, the tables (``orchestration.tables``, when present), then close the parent run."""
+    """Summary line, the tables (``orchestration.results.tables``, when present), then close the parent run."""
     print(f"[{spec.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
           f"skipped (done before) {report.done_before}", file=out)
     try:
@@ -640,12 +640,12 @@ def _finish(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchRe
 
 def _render_tables(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchReport, out: IO[str]) -> None:
     try:
-        from orchestration.tables import render_tables_for_experiment
+        from orchestration.results.tables import render_tables_for_experiment
     except ImportError:
         return
     if ledger.experiment_id() is None:
         return
-    from orchestration.ledger import summarize_sweep
+    from orchestration.ledger.runs import summarize_sweep
 
     summary = summarize_sweep(spec)  # the planned runs only: the experiment may hold other configurations
     try:

@@ -16,8 +16,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from orchestration.ledger import Ledger, ResultsError, Source, attach_params, read_metric_history
-from orchestration.tables import (
+from orchestration.ledger.runs import Ledger, ResultsError, Source, attach_params, read_metric_history
+from orchestration.results.tables import (
     AVERAGE,
     BASE2NEW,
     BASE2NEW_DATASETS,

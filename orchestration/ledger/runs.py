@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from orchestration.errors import ResultsError
-from orchestration.spec import SpecError, SweepSpec, Trial, load_sweep, plan_search_groups, plan_trials
+from orchestration.sweeps.spec import SpecError, SweepSpec, Trial, load_sweep, plan_search_groups, plan_trials
 from prometar import protocols
 
 IDENTITY_COLUMNS: tuple[str, ...] = ("method", "dataset", "protocol", "shots", "seed")
@@ -146,7 +146,7 @@ def summarize_sweep(spec: SweepSpec, overrides: Mapping[str, Any] | None = None)
 
 
 def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
-    """Read and validate a sweep file (``orchestration.spec.load_sweep``) into its summary.
+    """Read and validate a sweep file (``orchestration.sweeps.spec.load_sweep``) into its summary.
 
     Args:
         path: The sweep YAML file.

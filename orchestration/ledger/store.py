@@ -40,7 +40,7 @@ from ray import tune
 import prometar
 from orchestration.environment import temporary_environment
 from orchestration.errors import TrackingError
-from orchestration.spec import Trial
+from orchestration.sweeps.spec import Trial
 
 TRIAL_KEY_TAG = "prometar.trial_key"
 ROLE_TAG = "prometar.role"
@@ -269,7 +269,7 @@ class MlflowTrialCallback(tune.Callback):
     Args:
         ledger: The sweep's ledger.
         parent_run_id: The launch's parent run.
-        resolve: Tune trial config → :class:`~orchestration.spec.Trial`.
+        resolve: Tune trial config → :class:`~orchestration.sweeps.spec.Trial`.
         sweep: The sweep's name (the ``sweep`` tag).
     """
 
