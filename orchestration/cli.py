@@ -123,7 +123,7 @@ def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
     Raises:
         InputError: Bad arguments, sweep file, override or ledger.
     """
-    from orchestration.ledger.runs import load_source
+    from orchestration.results.source import load_source
     from prometar.config import parse_override
 
     overrides = dict(parse_override(text) for text in sets)
@@ -225,7 +225,7 @@ def status(sweep, output, tracking_uri, address, token) -> None:
     from pathlib import Path
 
     from orchestration.cluster.jobs import job_line
-    from orchestration.launch.runner import sweep_status
+    from orchestration.launch.status import sweep_status
 
     result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri)
     click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
@@ -235,9 +235,9 @@ def status(sweep, output, tracking_uri, address, token) -> None:
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
 def validate(sweep) -> None:
     """Check a sweep file and print its trial count and a sample trial."""
-    from orchestration.launch.runner import describe_validation, validate_sweep
+    from orchestration.sweeps.planning import load_plan
 
-    click.echo(describe_validation(*validate_sweep(sweep)))
+    click.echo(load_plan(sweep).describe())
 
 
 @main.command("submit")
@@ -256,7 +256,8 @@ def validate(sweep) -> None:
               help="Folder shipped with the job; it must hold the sweep file.")
 def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, output, sets, envs, working_dir) -> None:
     """Submit `launch SWEEP --address auto` to a Ray cluster as a Ray Job."""
-    from orchestration.cluster.jobs import follow_job, parse_env, submit_sweep
+    from orchestration.cluster.common import parse_env
+    from orchestration.cluster.jobs import follow_job, submit_sweep
 
     done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
                         tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
@@ -289,7 +290,7 @@ def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, acc
     """Write an sbatch script running the sweep on a Ray cluster built from the allocation."""
     from pathlib import Path
 
-    from orchestration.cluster.jobs import render_slurm
+    from orchestration.cluster.slurm import render_slurm
 
     text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
                         partition=partition, time_limit=time_limit, account=account,
@@ -316,7 +317,7 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
         namespace, sets, no_token_auth, out) -> None:
     """Write a KubeRay RayJob manifest (and the sweep's ConfigMap) running the sweep."""
 
-    from orchestration.cluster.jobs import render_rayjob
+    from orchestration.cluster.kuberay import render_rayjob
 
     text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
                          worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,
@@ -334,6 +335,23 @@ def demo(output) -> None:
 
     report = run_demo(output)
     raise SystemExit(report.exit_code)
+
+
+@main.command("wait-nodes", hidden=True)
+@click.argument("address")
+@click.argument("count", type=click.IntRange(min=1))
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait.")
+def wait_nodes(address, count, timeout) -> None:
+    """Wait until COUNT Ray nodes are alive at ADDRESS (the sbatch script's wait); exit 1 on timeout."""
+    from orchestration.cluster.nodes import wait_for_nodes
+    from orchestration.errors import ClusterError
+
+    try:
+        alive = wait_for_nodes(address, count, timeout_s=timeout)
+    except (ClusterError, ConnectionError) as err:  # the script stops its Ray processes and exits
+        click.echo(f"prometar: {err}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"prometar: {alive} Ray node(s) alive at {address}")
 
 
 @main.group("toy")

@@ -9,9 +9,9 @@ protocol is adding one entry here (and its tests).
 protocol (run config)     sweep files     trains on / evaluates       final metrics
 ========================  ==============  ==========================  ========================
 ``base2new``              ``base2new``    base / base and new test    base_acc, new_acc, hm
-``all_classes``           ``few_shot``    all / all classes' test     acc
-``cross_dataset``         same            all / each target's test    acc/<target>, acc/mean
 ``domain_generalization`` same            all / each target's test    acc/<target>, acc/mean
+``cross_dataset``         same            all / each target's test    acc/<target>, acc/mean
+``all_classes``           ``few_shot``    all / all classes' test     acc
 ``search``                (``search:``)   pseudo-base / both val      val_base, val_new, val_hm
 ========================  ==============  ==========================  ========================
 
@@ -191,8 +191,11 @@ _PROTOCOLS: dict[str, Protocol] = {
             _plan_base2new,
         ),
         Protocol(
-            "all_classes", "few_shot", "train and test on all classes (few-shot classification)",
-            "all", ("acc",), None, None, (), "few_shot", False, _plan_all_classes,
+            "domain_generalization", "domain_generalization",
+            "train on the source (ImageNet), test on its four shifted variants",
+            "all", ("acc/{}",), "acc/mean", _mean,
+            ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"), "domain_generalization", False,
+            _plan_targets,
         ),
         Protocol(
             "cross_dataset", "cross_dataset", "train on the source, test on the 10 other datasets",
@@ -201,11 +204,8 @@ _PROTOCOLS: dict[str, Protocol] = {
             _plan_targets,
         ),
         Protocol(
-            "domain_generalization", "domain_generalization",
-            "train on the source (ImageNet), test on its four shifted variants",
-            "all", ("acc/{}",), "acc/mean", _mean,
-            ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"), "domain_generalization", False,
-            _plan_targets,
+            "all_classes", "few_shot", "train and test on all classes (few-shot classification)",
+            "all", ("acc",), None, None, (), "few_shot", False, _plan_all_classes,
         ),
         Protocol(
             "search", None, "pseudo-base / pseudo-new inside the base classes, validation items only",

@@ -476,9 +476,9 @@ def test_node_loss_mid_sweep_retries_trials_and_loses_no_run(cluster: LocalClust
     runs = finished_runs(cluster.tracking_uri, "tiny-fault")
     keys = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
     assert len(keys) == len(set(keys)), "a trial key has two FINISHED runs"
-    from orchestration.sweeps.spec import load_sweep, plan_trials
+    from orchestration.sweeps.planning import load_plan
 
-    planned = {t.key for t in plan_trials(load_sweep(sweep))}
+    planned = {t.key for t in load_plan(sweep).trials}
     lost = planned - set(keys)
     retried = sum(1 for r in runs if int(r.data.tags.get("prometar.retries", "0") or 0) > 0)
     print(f"trials retried: {retried}, runs lost: {len(lost)}")

@@ -24,10 +24,12 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from orchestration.cli import main
-from orchestration.launch.runner import LaunchOptions, launch, start_local_ray, sweep_status
+from orchestration.launch.ray_session import start_local_ray
+from orchestration.launch.runner import LaunchOptions, launch
+from orchestration.launch.status import sweep_status
 from orchestration.launch.trainable import FAULT_ENV
-from orchestration.ledger.store import default_tracking_uri
-from orchestration.sweeps.spec import load_sweep, plan_trials
+from orchestration.layout import default_tracking_uri
+from orchestration.sweeps.planning import load_plan, plan_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",
@@ -121,7 +123,7 @@ def test_missing_data_root_exits_2(tmp_path: Path) -> None:
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from orchestration.launch.runner import launch_lock
+from orchestration.launch.lock import launch_lock
 with launch_lock(Path(sys.argv[1]), sys.argv[2]):
     print("held", flush=True)
     time.sleep(600)
@@ -129,7 +131,7 @@ with launch_lock(Path(sys.argv[1]), sys.argv[2]):
 
 
 def test_a_second_launch_of_the_same_sweep_is_refused_until_the_first_ends(tmp_path: Path, data_root: Path) -> None:
-    from orchestration.launch.runner import launch_lock
+    from orchestration.launch.lock import launch_lock
 
     sweep = write_sweep(tmp_path, "twice", seeds=[1])
     output = tmp_path / "out"
@@ -157,10 +159,12 @@ def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Pa
     """Two RUNNING trials in the store: one of a launch alive in this process, one of a dead launch."""
     import socket
 
-    from orchestration.ledger.store import PID_TAG, MlflowTrialCallback, TrialLedger
+    from orchestration.ledger.callback import MlflowTrialCallback
+    from orchestration.ledger.store import TrialLedger
+    from orchestration.ledger.vocabulary import PID_TAG
 
     sweep = write_sweep(tmp_path, "shared", seeds=[1, 2], datasets=["eurosat"])
-    trials = plan_trials(load_sweep(sweep))
+    trials = list(load_plan(sweep).trials)
     output = tmp_path / "out"
     output.mkdir()
     ledger = TrialLedger(default_tracking_uri(output), "shared")
@@ -181,12 +185,13 @@ def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, da
     """The group's only sample runs in a live launch elsewhere: this launch adds none (no Ray)."""
     import io
 
-    from orchestration.ledger.store import PID_TAG, MlflowTrialCallback, TrialLedger
-    from orchestration.sweeps.spec import plan_search_groups
+    from orchestration.ledger.callback import MlflowTrialCallback
+    from orchestration.ledger.store import TrialLedger
+    from orchestration.ledger.vocabulary import PID_TAG
 
     search = {"metric": "val_hm", "mode": "max", "num_samples": 1, "space": {"optim.lr": {"loguniform": [0.001, 0.1]}}}
     sweep = write_sweep(tmp_path, "busy", seeds=[1], datasets=["eurosat"], search=search)
-    (group,) = plan_search_groups(load_sweep(sweep))
+    (group,) = list(load_plan(sweep).groups)
     sample = group.resolve({"optim.lr": 0.01})
     output = tmp_path / "out"
     output.mkdir()
@@ -222,14 +227,14 @@ def test_bad_override_exits_2(tmp_path: Path, data_root: Path) -> None:
 
 
 def test_resources_by_dataset_pack_fractional_gpus(tmp_path: Path) -> None:
-    from orchestration.launch.runner import _resources_fn
-    from orchestration.launch.trainable import TrialTable
+    from orchestration.launch.trial_table import TrialTable
+    from orchestration.launch.tuner import resources_request
 
     sweep = write_sweep(tmp_path, "resources", seeds=[1],
                         resources={"default": {"cpu": 4, "gpu": 0.5}, "eurosat": {"cpu": 8, "gpu": 1}})
-    spec = load_sweep(sweep)
-    table = TrialTable(trials={t.key: t for t in plan_trials(spec)})
-    request = _resources_fn(spec, table)
+    spec = load_plan(sweep).spec
+    table = TrialTable(trials={t.key: t for t in plan_sweep(spec).trials})
+    request = resources_request(spec, table)
     bundles = {t.dataset: request({"trial_key": t.key}).bundles for t in table.trials.values()}
     assert bundles == {"caltech101": [{"CPU": 4.0, "GPU": 0.5}], "eurosat": [{"CPU": 8.0, "GPU": 1.0}]}
 
@@ -314,7 +319,7 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
     runs = child_runs(output, "grid")
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {report.parent_run_id}
-    expected = {t.key: t for t in plan_trials(load_sweep(first_launch["sweep"]))}
+    expected = {t.key: t for t in load_plan(first_launch["sweep"]).trials}
     assert {r.data.tags["prometar.trial_key"] for r in runs} == set(expected)
     # Tune numbers trials in the order of the grid it was given: the planned order, longest first
     by_tune_id = sorted(runs, key=lambda r: r.data.tags["prometar.tune_trial_id"].rsplit("_", 1)[1])
@@ -376,7 +381,7 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(first_launch: dict,
 
     output = first_launch["output"]
     sweep = write_sweep(first_launch["folder"], "grid", seeds=[1, 2, 3])
-    new = {t.dataset: t for t in plan_trials(load_sweep(sweep)) if t.seed == 3}
+    new = {t.dataset: t for t in load_plan(sweep).trials if t.seed == 3}
     faults.write_text(json.dumps({new["caltech101"].key: "once", new["eurosat"].key: "always"}))
     try:
         report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
@@ -445,7 +450,7 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
     assert report.to_run == 1 and report.done_before == 1 and report.exit_code == 0
     runs = child_runs(output, "killed")
     finished = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
-    assert sorted(finished) == sorted(t.key for t in plan_trials(load_sweep(sweep)))  # each key once
+    assert sorted(finished) == sorted(t.key for t in load_plan(sweep).trials)  # each key once
     assert "RUNNING" not in {r.info.status for r in runs}
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]
     client = MlflowClient(default_tracking_uri(output))
@@ -483,9 +488,9 @@ def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(tmp_path: Pa
     assert report.best[0]["value"] == best_run.data.metrics["val_hm"]
     assert "best ivlp/eurosat/2shots/seed1: val_hm=" in out.read_text()
 
-    best = load_sweep(best_file)  # a valid sweep for the real protocol, with the winner's values
+    best = load_plan(best_file).spec  # a valid sweep for the real protocol, with the winner's values
     assert best.protocol == "base2new" and best.search is None
-    (trial,) = plan_trials(best)
+    (trial,) = list(plan_sweep(best).trials)
     assert trial.config["optim"]["lr"] == pytest.approx(float(best_run.data.params["optim.lr"]))
     assert trial.config["protocol"] == "base2new" and trial.dataset == "eurosat"
 

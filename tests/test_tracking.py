@@ -20,18 +20,13 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
-from orchestration.ledger.store import (
-    HEARTBEAT_EVERY_S,
-    HEARTBEAT_TAG,
-    HOST_TAG,
-    LAUNCH_ALIVE_S,
-    PID_TAG,
-    MlflowTrialCallback,
-    TrackingError,
-    TrialLedger,
-    default_tracking_uri,
-)
-from orchestration.sweeps.spec import Trial, trial_key
+from orchestration.errors import TrackingError
+from orchestration.layout import default_tracking_uri
+from orchestration.ledger.callback import MlflowTrialCallback
+from orchestration.ledger.store import HEARTBEAT_EVERY_S, LAUNCH_ALIVE_S, TrialLedger
+from orchestration.ledger.vocabulary import HEARTBEAT_TAG, HOST_TAG, PID_TAG
+from orchestration.sweeps.keys import trial_key
+from orchestration.sweeps.planning import Trial
 
 CONFIG = {"method": "ivlp", "seed": 1, "data": {"dataset": "eurosat", "shots": 4}, "optim": {"lr": 0.1, "epochs": 2}}
 

@@ -1,7 +1,7 @@
 """The Ray Tune function trainable: a thin adapter over ``prometar.run.run``.
 
-Tune config → :class:`~orchestration.sweeps.spec.Trial` (looked up by trial key, or resolved from a
-search group and the sampled values) → ``build_config`` → ``run(...)``. Each epoch's checkpoint is
+Tune config → :class:`~orchestration.sweeps.planning.Trial` (looked up by trial key, or resolved
+from a search group and the sampled values: ``TrialTable.resolve``) → its run config → ``run(...)``. Each epoch's checkpoint is
 reported with ``tune.report(metrics, checkpoint=...)``; a retried trial resumes from
 ``tune.get_checkpoint()``. The last report carries the final metrics and a checkpoint holding the
 trial's artifacts (resolved config, prompt weights, per-class accuracies, environment), which the
@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
-import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from orchestration.sweeps.spec import SearchGroup, Trial
+from orchestration import layout
+from orchestration.launch.trial_table import TrialTable
+from orchestration.ledger.vocabulary import EPOCH_EVENT, EVENT_KEY, FINAL_EVENT, FINAL_FILE
+from orchestration.provenance import environment
+from prometar import events
 
 FAULT_ENV = "PROMETAR_FAULT_FILE"
 """Test-only fault injection: names a JSON file ``{trial_key: "once" | "always"}``. A listed trial
@@ -31,22 +31,7 @@ raises after its first epoch's checkpoint is reported (``once``: only on its fir
 by a ``<key>.failed`` file beside the JSON). Not part of any trial key; unset in normal use."""
 
 ARTIFACTS = ("config.json", "prompts.pt", "per_class.json", "metrics.jsonl")
-FINAL_FILE = "final.json"
-
-
-@dataclass(frozen=True)
-class TrialTable:
-    """How a Tune config maps onto trials: grid trials by key, search trials by group."""
-
-    trials: dict[str, Trial] = field(default_factory=dict)
-    groups: dict[str, SearchGroup] = field(default_factory=dict)
-
-    def resolve(self, config: Mapping[str, Any]) -> Trial:
-        """The trial a Tune config stands for."""
-        if "trial_key" in config:
-            return self.trials[config["trial_key"]]
-        group = self.groups[config["group"]]
-        return group.resolve({k: v for k, v in config.items() if k != "group"})
+"""The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the final metrics)."""
 
 
 class InjectedFault(RuntimeError):
@@ -62,23 +47,6 @@ def _maybe_inject_fault(key: str) -> None:
     if mode == "always" or (mode == "once" and not marker.exists()):
         marker.touch()
         raise InjectedFault(f"injected failure in trial {key} ({mode})")
-
-
-def _environment(device: str, git_sha: str) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {}
-    for name in ("prometar", "torch", "torchvision", "open_clip_torch", "numpy", "ray", "mlflow"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    import torch
-
-    return {"device": device, "cuda": torch.version.cuda,
-            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-            "hostname": socket.gethostname(), "python": platform.python_version(), "packages": packages,
-            "git_sha": git_sha}
 
 
 def latest_epoch_checkpoint(output_dir: Path) -> Path | None:
@@ -107,22 +75,23 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     from prometar.run import run
 
     trial = table.resolve(config)
-    run_config = build_config(trial.config, source=f"trial {trial.key}")
+    run_config = trial.run_config or build_config(trial.config, source=f"trial {trial.key}")
     granted = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
     device = "cuda" if granted.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
-    output_dir = Path(output_root).resolve() / "trials" / trial.key
+    output_dir = layout.trial_folder(output_root, trial.key)
     output_dir.mkdir(parents=True, exist_ok=True)
     final: dict[str, Any] = {}
 
     def on_event(event: dict[str, Any]) -> None:
-        if event.get("event") == "epoch":
-            metrics = {k: v for k, v in event.items() if k not in ("event", "checkpoint")}
-            metrics["prometar_event"] = "epoch"
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(event["checkpoint"]).resolve())))
+        if event.get(events.EVENT) == events.EPOCH:
+            metrics = {k: v for k, v in event.items() if k not in (events.EVENT, events.CHECKPOINT)}
+            metrics[EVENT_KEY] = EPOCH_EVENT
+            checkpoint = tune.Checkpoint.from_directory(str(Path(event[events.CHECKPOINT]).resolve()))
+            tune.report(metrics, checkpoint=checkpoint)
             _maybe_inject_fault(trial.key)
-        elif event.get("event") == "final":
-            final.update({k: v for k, v in event.items() if k != "event"})
+        elif event.get(events.EVENT) == events.FINAL:
+            final.update({k: v for k, v in event.items() if k != events.EVENT})
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -143,7 +112,7 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
             done = Path(resume_dir) / FINAL_FILE
             if done.is_file():  # failed after its last report: report the same result again
                 final.update(json.loads(done.read_text()))
-                tune.report({**final, "prometar_event": "final"}, checkpoint=tune.Checkpoint.from_directory(resume_dir))
+                tune.report({**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(resume_dir))
                 return
             run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
                 resume_from=Path(resume_dir), device=device)
@@ -153,7 +122,7 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     for name in ARTIFACTS:
         if (output_dir / name).is_file():
             shutil.copy2(output_dir / name, artifacts / name)
-    (artifacts / "environment.json").write_text(json.dumps(_environment(device, git_sha), indent=2))
+    (artifacts / "environment.json").write_text(json.dumps(environment(device, git_sha), indent=2))
     (artifacts / FINAL_FILE).write_text(json.dumps(final, indent=2, sort_keys=True))
-    report = {**final, "prometar_event": "final", "epoch": trial.epochs}
+    report = {**final, EVENT_KEY: FINAL_EVENT, events.EPOCH_KEY: trial.epochs}
     tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))

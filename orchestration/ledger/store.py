@@ -1,86 +1,76 @@
-"""MLflow as the ledger: experiment per sweep, parent run per launch, one child run per trial key.
+"""The ledger store: one sweep's MLflow records — who finished, who runs where, the launch runs.
 
-Layout (``architecture.md``, ``docs/internals.md``):
-
-- experiment = the sweep's name; one parent run per launch tagged ``prometar.role=launch``;
-- one child run per trial, tagged ``prometar.trial_key``, ``dataset``, ``method``, ``seed``,
-  ``shots``, ``protocol``, ``sweep``, ``prometar.version``, ``prometar.git_sha``; params = the
-  flattened resolved config; metrics = per-epoch curves (step = epoch) and the final metrics;
-  artifacts = resolved config, prompt weights, per-class accuracies, environment.
-
-Only the driver writes (:class:`MlflowTrialCallback`, a Tune callback), so the default SQLite
-store ``<output>/mlflow.db`` has a single writer. Before fan-out :meth:`TrialLedger.statuses` says
-which keys already FINISHED (they are skipped) and :meth:`TrialLedger.close_stale_runs` closes, as
+MLflow is the ledger (``architecture.md``): experiment = the sweep's name; one parent run per
+launch; one child run per trial key (the names: ``orchestration.ledger.vocabulary``). Only the
+driver writes (the Tune callback, ``orchestration.ledger.callback``), so the default SQLite store
+``<output>/mlflow.db`` has a single writer. Before fan-out :meth:`TrialLedger.statuses` says which
+keys already FINISHED (they are skipped) and :meth:`TrialLedger.close_stale_runs` closes, as
 KILLED, runs a dead launch left RUNNING.
 
-Which launches are alive: a launch's parent run carries its host and pid and a heartbeat tag
-(:data:`HEARTBEAT_TAG`, Unix seconds) the callback refreshes every :data:`HEARTBEAT_EVERY_S`. A
-RUNNING parent is alive while its heartbeat is younger than :data:`LAUNCH_ALIVE_S` and — on this
-host — its pid still exists. Runs of a live launch (another output folder, another machine, one
-tracking server) are neither closed nor started again.
+Which launches are alive: a launch's parent run carries its host and pid and a heartbeat tag the
+callback refreshes every :data:`HEARTBEAT_EVERY_S`. A RUNNING parent is alive while its heartbeat
+is younger than :data:`LAUNCH_ALIVE_S` and — on this host — its pid still exists. Runs of a live
+launch (another output folder, another machine, one tracking server) are neither closed nor
+started again.
+
+:func:`search_runs` is the one paginated reader of MLflow runs (this store and the runs reader of
+the results layer use it).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
-import prometar
+from orchestration import layout
 from orchestration.environment import temporary_environment
 from orchestration.errors import TrackingError
-from orchestration.sweeps.spec import Trial
+from orchestration.layout import default_tracking_uri
+from orchestration.ledger.vocabulary import (
+    ACTIVE,
+    CLOSED_BY_RELAUNCH,
+    CLOSED_BY_TAG,
+    FINISHED,
+    GIT_SHA_TAG,
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    KILLED,
+    LAUNCH_ROLE,
+    PARENT_TAG,
+    PID_TAG,
+    ROLE_TAG,
+    RUNNING,
+    SEARCH_GROUP_TAG,
+    SWEEP_TAG,
+    TRIAL_KEY_TAG,
+    VERSION_TAG,
+)
+from orchestration.provenance import code_version, git_sha
 
-TRIAL_KEY_TAG = "prometar.trial_key"
-ROLE_TAG = "prometar.role"
-GROUP_TAG = "prometar.search_group"
-ERROR_TAG = "prometar.error"
-PARENT_TAG = "mlflow.parentRunId"
-HOST_TAG = "prometar.host"
-PID_TAG = "prometar.pid"
-HEARTBEAT_TAG = "prometar.heartbeat"
 HEARTBEAT_EVERY_S = 60.0
 """How often a launch refreshes its parent run's heartbeat (from the Tune callback)."""
 LAUNCH_ALIVE_S = 600.0
 """A launch whose heartbeat is older than this is dead (its RUNNING runs are closed as KILLED)."""
-MAX_TAG_LENGTH = 5000
-PARAM_BATCH = 100
-
-# Keys Tune adds to every result; everything else numeric the trainable reported is a metric.
-TUNE_RESULT_KEYS = frozenset({
-    "done", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
-    "iterations_since_restore", "timestamp", "date", "pid", "hostname", "node_ip", "trial_id",
-    "experiment_id", "experiment_tag", "config", "checkpoint_dir_name", "should_checkpoint",
-    "timesteps_total", "episodes_total", "timesteps_since_restore", "warmup_time",
-    "epoch", "prometar_event",
-})
 
 
-def default_tracking_uri(output: Path) -> str:
-    """The embedded default ledger: a SQLite file ``<output>/mlflow.db``."""
-    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
-
-
-def git_sha() -> str:
-    """The commit of the checkout ``prometar`` runs from, or ``unknown`` outside git."""
-    root = Path(prometar.__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10, check=True)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def search_runs(client: Any, experiment_id: str, *, filter_string: str = "",
+                statuses: Sequence[str] | None = None, page_size: int = 1000) -> list[Any]:
+    """Every run of an experiment matching ``filter_string`` (all pages), in ``statuses`` if given."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=page_size,
+                                  page_token=token)
+        runs.extend(r for r in page if statuses is None or r.info.status in statuses)
+        token = page.token
+        if not token:
+            return runs
 
 
 def _fail_fast() -> AbstractContextManager[None]:
@@ -105,6 +95,22 @@ class TrialLedger:
     def __post_init__(self) -> None:
         self._client: Any = None
         self._experiment_id: str | None = None
+
+    @classmethod
+    def for_output(cls, experiment: str, output: Path | str, tracking_uri: str | None = None) -> TrialLedger:
+        """The ledger of a sweep launched into ``output``: ``tracking_uri``, else the embedded one.
+
+        The embedded default is the SQLite file ``<output>/mlflow.db``, its new experiments'
+        artifacts under ``<output>/mlartifacts``; a given tracking URI keeps the server's own.
+        """
+        if tracking_uri is not None:
+            return cls(tracking_uri, experiment)
+        return cls(default_tracking_uri(output), experiment, artifact_root=layout.artifact_root(output))
+
+    @staticmethod
+    def exists(output: Path | str, tracking_uri: str | None = None) -> bool:
+        """Whether the ledger may hold runs: a given tracking URI, or an existing embedded store."""
+        return tracking_uri is not None or layout.ledger_file(output).is_file()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}  # Tune pickles callbacks; the client is remade
@@ -147,13 +153,7 @@ class TrialLedger:
         exp = self.experiment_id()
         if exp is None:
             return []
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs([exp], max_results=1000, page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return search_runs(self.client, exp)
 
     def statuses(self, runs: list[Any] | None = None) -> dict[str, set[str]]:
         """Trial key → the statuses of its child runs (``FINISHED``, ``FAILED``, ``RUNNING``, ...).
@@ -170,7 +170,7 @@ class TrialLedger:
     def finished_in_group(self, group: str) -> list[Any]:
         """FINISHED child runs of one search group (to resume a search where it stopped)."""
         return [r for r in self.runs()
-                if r.data.tags.get(GROUP_TAG) == group and r.info.status == "FINISHED"]
+                if r.data.tags.get(SEARCH_GROUP_TAG) == group and r.info.status == FINISHED]
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ class TrialLedger:
         live = {}
         for run in self.runs() if runs is None else runs:
             tags = run.data.tags
-            if tags.get(ROLE_TAG) == "launch" and run.info.status == "RUNNING" and _alive(tags, now):
+            if tags.get(ROLE_TAG) == LAUNCH_ROLE and run.info.status == RUNNING and _alive(tags, now):
                 live[run.info.run_id] = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
         return live
 
@@ -190,7 +190,7 @@ class TrialLedger:
         runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
         return [(run, live[run.data.tags[PARENT_TAG]]) for run in runs
-                if run.info.status in ("RUNNING", "SCHEDULED") and run.data.tags.get(TRIAL_KEY_TAG)
+                if run.info.status in ACTIVE and run.data.tags.get(TRIAL_KEY_TAG)
                 and run.data.tags.get(PARENT_TAG) in live]
 
     def running_elsewhere(self, runs: list[Any] | None = None, *, now: float | None = None) -> dict[str, str]:
@@ -201,19 +201,19 @@ class TrialLedger:
         """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay); returns how many."""
         runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
-        stale = [r for r in runs if r.info.status in ("RUNNING", "SCHEDULED")
+        stale = [r for r in runs if r.info.status in ACTIVE
                  and r.info.run_id not in live and r.data.tags.get(PARENT_TAG) not in live]
         for run in stale:
-            self.client.set_tag(run.info.run_id, "prometar.closed_by", "relaunch")
-            self.client.set_terminated(run.info.run_id, "KILLED")
+            self.client.set_tag(run.info.run_id, CLOSED_BY_TAG, CLOSED_BY_RELAUNCH)
+            self.client.set_terminated(run.info.run_id, KILLED)
         return len(stale)
 
     def start_launch(self, tags: Mapping[str, str]) -> str:
         """Create the parent run of this launch (host, pid, a first heartbeat); returns its id."""
         exp = self.experiment_id(create=True)
         assert exp is not None
-        all_tags = {ROLE_TAG: "launch", "sweep": self.experiment, "prometar.version": prometar.__version__,
-                    "prometar.git_sha": git_sha(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+        all_tags = {ROLE_TAG: LAUNCH_ROLE, SWEEP_TAG: self.experiment, VERSION_TAG: code_version(),
+                    GIT_SHA_TAG: git_sha(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
                     HEARTBEAT_TAG: f"{time.time():.0f}", **tags}
         run = self.client.create_run(exp, tags=all_tags, run_name=f"launch-{time.strftime('%Y%m%d-%H%M%S')}")
         return run.info.run_id
@@ -223,7 +223,13 @@ class TrialLedger:
         self.client.set_tag(parent_run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
 
     def end_run(self, run_id: str, status: str) -> None:
+        """End a run (the launch's parent) with ``status``."""
         self.client.set_terminated(run_id, status)
+
+    def log_files(self, run_id: str, paths: Iterable[Path], artifact_path: str) -> None:
+        """Log files as artifacts of a run, under ``artifact_path``."""
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
 
 def _alive(tags: Mapping[str, str], now: float) -> bool:
@@ -245,122 +251,3 @@ def _alive(tags: Mapping[str, str], now: float) -> bool:
             return False
     return True
 
-
-def _numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in result.items():
-        if key in TUNE_RESULT_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if math.isfinite(float(value)):
-            out[key] = float(value)
-    return out
-
-
-def _read_error(trial: Any) -> str:
-    path = getattr(trial, "error_file", None)
-    if path and Path(path).is_file():
-        return Path(path).read_text(errors="replace")
-    return f"trial {getattr(trial, 'trial_id', '?')} failed (no error file)"
-
-
-class MlflowTrialCallback(tune.Callback):
-    """Driver-side Tune callback: one MLflow child run per trial, the single writer of the ledger.
-
-    Args:
-        ledger: The sweep's ledger.
-        parent_run_id: The launch's parent run.
-        resolve: Tune trial config → :class:`~orchestration.sweeps.spec.Trial`.
-        sweep: The sweep's name (the ``sweep`` tag).
-    """
-
-    def __init__(self, ledger: TrialLedger, parent_run_id: str, resolve: Callable[[Mapping[str, Any]], Trial],
-                 sweep: str) -> None:
-        self.ledger = ledger
-        self.parent_run_id = parent_run_id
-        self.resolve = resolve
-        self.sweep = sweep
-        self.sha = git_sha()
-        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
-        self.keys: dict[str, str] = {}  # Tune trial id -> trial key
-        self.outcomes: dict[str, str] = {}  # trial key -> FINISHED / FAILED / KILLED
-        self._last_beat = time.monotonic()  # start_launch wrote the first heartbeat
-
-    def _run_for(self, trial: Any) -> str:
-        if trial.trial_id in self.runs:
-            return self.runs[trial.trial_id]
-        from mlflow.entities import Param
-
-        from prometar.config import flatten
-
-        spec_trial = self.resolve(trial.config)
-        exp = self.ledger.experiment_id(create=True)
-        assert exp is not None
-        tags = {**spec_trial.tags(self.sweep), PARENT_TAG: self.parent_run_id,
-                "prometar.version": prometar.__version__, "prometar.git_sha": self.sha,
-                "prometar.tune_trial_id": trial.trial_id}
-        run = self.ledger.client.create_run(exp, tags=tags, run_name=f"{spec_trial.dataset}-{spec_trial.method}-"
-                                                              f"s{spec_trial.seed}-{spec_trial.key}")
-        run_id = run.info.run_id
-        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                  for k, v in sorted(flatten(spec_trial.config).items())]
-        params.append(Param("protocol_sweep", spec_trial.protocol))
-        for i in range(0, len(params), PARAM_BATCH):
-            self.ledger.client.log_batch(run_id, params=params[i:i + PARAM_BATCH])
-        self.runs[trial.trial_id] = run_id
-        self.keys[trial.trial_id] = spec_trial.key
-        return run_id
-
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.monotonic() - self._last_beat >= HEARTBEAT_EVERY_S:
-            self._last_beat = time.monotonic()
-            self.ledger.heartbeat(self.parent_run_id)
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._run_for(trial)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        from mlflow.entities import Metric
-
-        run_id = self._run_for(trial)
-        metrics = _numeric_metrics(result)
-        if result.get("prometar_event") == "final":
-            step = int(result.get("epoch", 0) or 0)
-        else:
-            step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
-        now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
-        for i in range(0, len(batch), 1000):
-            self.ledger.client.log_batch(run_id, metrics=batch[i:i + 1000])
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._run_for(trial)
-        self.ledger.client.set_tag(run_id, "prometar.retries", str(trial.num_failures))
-        self.ledger.client.set_tag(run_id, "prometar.last_retry_error", _read_error(trial)[-MAX_TAG_LENGTH:])
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._run_for(trial)
-        checkpoint = trial.checkpoint
-        if checkpoint is not None:
-            with tempfile.TemporaryDirectory(prefix="prometar-artifacts-") as tmp:
-                folder = Path(checkpoint.to_directory(tmp))
-                if (folder / "final.json").is_file():
-                    self.ledger.client.log_artifacts(run_id, str(folder))
-        final = (trial.last_result or {}).get("prometar_event") == "final"
-        if not final:
-            self.ledger.client.set_tag(run_id, "prometar.stopped_early", "1")
-        self.ledger.client.set_terminated(run_id, "FINISHED")
-        self.outcomes[self.keys[trial.trial_id]] = "FINISHED"
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._run_for(trial)
-        error = _read_error(trial)
-        self.ledger.client.set_tag(run_id, ERROR_TAG, error[-MAX_TAG_LENGTH:])
-        self.ledger.client.log_text(run_id, error, "error.txt")
-        self.ledger.client.set_terminated(run_id, "FAILED")
-        self.outcomes[self.keys[trial.trial_id]] = "FAILED"
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        for trial_id, run_id in self.runs.items():
-            if self.keys[trial_id] not in self.outcomes:
-                self.ledger.client.set_terminated(run_id, "KILLED")
-                self.outcomes[self.keys[trial_id]] = "KILLED"
