@@ -90,6 +90,7 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
     import time
     from pathlib import Path
 
+    from prometar import events
     from prometar.config import parse_override, resolve_config
     from prometar.run import run
 
@@ -102,7 +103,7 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
     start = time.monotonic()
 
     def progress(event: dict) -> None:
-        if event["event"] != "epoch":
+        if event[events.EVENT] != events.EPOCH:
             return
         shown = " ".join(f"{k}={event[k]:.4g}" for k in ("loss", "train_acc", "lr") if k in event)
         click.echo(f"epoch {event['epoch']}/{config.optim.epochs} {shown} "

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from prometar import events
 from prometar.backbone import load_clip
 from prometar.backends import configure_backends
 from prometar.config import RunConfig
@@ -246,9 +247,9 @@ def run(
     if config.eval.per_class:
         _write_json_atomic(output_dir / "per_class.json", per_class)
     with open(metrics_path, "a") as fh:
-        fh.write(json.dumps({"event": "final", **final}, sort_keys=True) + "\n")
+        fh.write(json.dumps({events.EVENT: events.FINAL, **final}, sort_keys=True) + "\n")
     if callback is not None:
-        callback({"event": "final", **final})
+        callback({events.EVENT: events.FINAL, **final})
     return RunResult(final, history, per_class, output_dir, config)
 
 
@@ -326,7 +327,7 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
         return loader
 
     def on_epoch(event: dict[str, Any]) -> None:
-        line = {key: value for key, value in event.items() if key != "checkpoint"}
+        line = {key: value for key, value in event.items() if key != events.CHECKPOINT}
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(_jsonable(line), sort_keys=True) + "\n")
         if callback is not None:
@@ -346,7 +347,7 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
         trainer.load_checkpoint(Path(resume_from))
     # metrics.jsonl restarts from the epochs the (restored) history holds.
     metrics_path.write_text("".join(
-        json.dumps(_jsonable({"event": "epoch", **record}), sort_keys=True) + "\n" for record in trainer.history))
+        json.dumps(_jsonable({events.EVENT: events.EPOCH, **record}), sort_keys=True) + "\n" for record in trainer.history))
     try:
         return trainer.fit()
     finally:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prometar import events
 from prometar.errors import CheckpointError, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ class Trainer:
                 finally:
                     _set_rng_state(rng, self._generators())
             self.epoch += 1
-            record = {"epoch": self.epoch, **metrics}
+            record = {events.EPOCH_KEY: self.epoch, **metrics}
             self.history.append(record)
             logger.info("epoch %d/%d: %s", self.epoch, self.epochs,
                         ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
@@ -280,8 +281,8 @@ class Trainer:
                             self.epoch, round(skipped * metrics["steps"]), metrics["steps"])
             path = self.save_checkpoint() if self.checkpoint_dir is not None else None
             if self.callback is not None:
-                self.callback({"event": "epoch", "epoch": self.epoch,
-                               "checkpoint": str(path) if path else None, **metrics})
+                self.callback({events.EVENT: events.EPOCH, events.EPOCH_KEY: self.epoch,
+                               events.CHECKPOINT: str(path) if path else None, **metrics})
             self._prune_checkpoints()
         return list(self.history)
 
