@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import faults as fault_injection
 import pytest
 import torch
 import yaml
@@ -27,7 +28,6 @@ from orchestration.cli import main
 from orchestration.launch.ray_session import start_local_ray
 from orchestration.launch.runner import LaunchOptions, launch
 from orchestration.launch.status import sweep_status
-from orchestration.launch.trainable import FAULT_ENV
 from orchestration.layout import default_tracking_uri
 from orchestration.sweeps.planning import load_plan, plan_sweep
 
@@ -277,7 +277,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fault-injection file the Ray workers read (empty: no fault)."""
+    """The fault-injection file the Ray workers read (empty: no fault; ``faults.py``)."""
     path = tmp_path_factory.mktemp("faults") / "faults.json"
     path.write_text("{}")
     return path
@@ -289,7 +289,7 @@ def ray_address(faults: Path) -> Iterator[str]:
 
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
-    start_local_ray(num_cpus=2, num_gpus=0, runtime_env={"env_vars": {FAULT_ENV: str(faults), "HF_HUB_OFFLINE": "1"}})
+    start_local_ray(num_cpus=2, num_gpus=0, runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1"))
     try:
         address = ray.get_runtime_context().gcs_address
         assert address.startswith("127.0.0.1:")

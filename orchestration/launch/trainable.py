@@ -12,7 +12,6 @@ device and the thread count follow the resources Tune granted.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,28 +24,8 @@ from orchestration.ledger.vocabulary import EPOCH_EVENT, EVENT_KEY, FINAL_EVENT,
 from orchestration.provenance import environment
 from prometar import events
 
-FAULT_ENV = "PROMETAR_FAULT_FILE"
-"""Test-only fault injection: names a JSON file ``{trial_key: "once" | "always"}``. A listed trial
-raises after its first epoch's checkpoint is reported (``once``: only on its first attempt, marked
-by a ``<key>.failed`` file beside the JSON). Not part of any trial key; unset in normal use."""
-
 ARTIFACTS = ("config.json", "prompts.pt", "per_class.json", "metrics.jsonl")
 """The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the final metrics)."""
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the test-only fault injection (``PROMETAR_FAULT_FILE``)."""
-
-
-def _maybe_inject_fault(key: str) -> None:
-    path = os.environ.get(FAULT_ENV)
-    if not path or not Path(path).is_file():
-        return
-    mode = json.loads(Path(path).read_text()).get(key)
-    marker = Path(path).with_name(f"{key}.failed")
-    if mode == "always" or (mode == "once" and not marker.exists()):
-        marker.touch()
-        raise InjectedFault(f"injected failure in trial {key} ({mode})")
 
 
 def latest_epoch_checkpoint(output_dir: Path) -> Path | None:
@@ -89,7 +68,6 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
             metrics[EVENT_KEY] = EPOCH_EVENT
             checkpoint = tune.Checkpoint.from_directory(str(Path(event[events.CHECKPOINT]).resolve()))
             tune.report(metrics, checkpoint=checkpoint)
-            _maybe_inject_fault(trial.key)
         elif event.get(events.EVENT) == events.FINAL:
             final.update({k: v for k, v in event.items() if k != events.EVENT})
 
