@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestration.spec import trial_key
+from orchestration.sweeps.keys import trial_key
 from prometar.config import resolve_config
 
 
