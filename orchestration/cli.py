@@ -290,6 +290,8 @@ def validate(sweep, data_root) -> None:
     if data_root is not None:
         check_data_root(plan, Path(data_root))
     check_inputs(plan, Path(data_root) if data_root else None, weights=data_root is not None)
+    for note in plan.notes:
+        click.echo(note, err=True)
     click.echo(plan.describe())
 
 

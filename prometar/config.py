@@ -240,7 +240,8 @@ class RunConfig:
         keys this run's method never reads (:meth:`ignored_keys`).
         """
         scientific = _to_plain(_scientific(self))
-        for key in self.ignored_keys():
+        # prompts.deep_depth only sets the depths of deep designs, which are keys of their own.
+        for key in (*self.ignored_keys(), "prompts.deep_depth"):
             section, _, name = key.partition(".")
             if name:
                 scientific.get(section, {}).pop(name, None)
@@ -255,15 +256,16 @@ class RunConfig:
         prompt tokens (it evaluates with the dataset's single template). The plain scheme has
         no regulariser and no meta step; the regularised scheme no meta step. A gate that is not
         learned (``meta.gate_mode``: ``constant``, ``off``) has no network, so no gate optimiser
-        and no gate sizes. A tower without prompts reads no token count. ``prompts.deep_depth``
-        only sets the depths of deep designs, which are keys of their own.
+        and no gate sizes. A tower without prompts reads no token count. A design without deep
+        prompts (zero-shot, CoOp) never reads ``prompts.deep_depth``.
         """
         sections = {"zeroshot": ("optim", "gate_optim", "regularizer", "meta"),
                     "plain": ("gate_optim", "regularizer", "meta"),
                     "regularized": ("gate_optim", "meta"),
                     "prometar": ()}[self.scheme]
         keys = [f"{section}.{f.name}" for section in sections for f in dataclasses.fields(_SECTIONS[section])]
-        keys.append("prompts.deep_depth")
+        if not _methods.get_method(self.method).uses_deep_depth:
+            keys.append("prompts.deep_depth")
         if self.scheme == "zeroshot":
             keys += ["prompts.text_tokens", "prompts.vision_tokens", "prompts.text_init",
                      "data.batch_size", "data.drop_last"]
@@ -741,6 +743,9 @@ def _validate(cfg: RunConfig, source: str) -> None:
     protocol = protocols.get_protocol(cfg.protocol)
     if not catalog.get_dataset(cfg.data.dataset).base_to_new:  # every protocol trains on data.dataset
         fail("data.dataset", cfg.data.dataset, "is test-only and cannot be trained on")
+    if protocol.sources and cfg.data.dataset not in protocol.sources:
+        fail("data.dataset", cfg.data.dataset, f"cannot be the source of protocol {cfg.protocol!r}: it trains on "
+             f"{' / '.join(protocol.sources)} (its targets share that label space)")
     for i, target in enumerate(cfg.eval.targets):
         if target not in datasets:
             fail(f"eval.targets[{i}]", target, f"is not a dataset; valid datasets: {', '.join(datasets)}")

@@ -103,6 +103,8 @@ class Protocol:
         evaluates_every_epoch: Whether the run evaluates its sets after every epoch too (so a
             search scheduler can stop a weak trial early).
         plan: Its training split and evaluation sets, from the few-shot sampled dataset.
+        sources: The datasets it may train on; empty = any trainable dataset. Domain
+            generalisation trains on ImageNet only: its targets share ImageNet's label space.
     """
 
     name: str
@@ -116,6 +118,7 @@ class Protocol:
     table: str
     evaluates_every_epoch: bool
     plan: Planner
+    sources: tuple[str, ...] = ()
 
     @property
     def tag(self) -> str:
@@ -195,7 +198,7 @@ _PROTOCOLS: dict[str, Protocol] = {
             "train on the source (ImageNet), test on its four shifted variants",
             "all", ("acc/{}",), "acc/mean", _mean,
             ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"), "domain_generalization", False,
-            _plan_targets,
+            _plan_targets, sources=("imagenet",),
         ),
         Protocol(
             "cross_dataset", "cross_dataset", "train on the source, test on the 10 other datasets",

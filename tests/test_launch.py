@@ -220,6 +220,7 @@ def test_runs_finished_under_an_earlier_result_revision_are_not_done(tmp_path: P
 
     started: list[str] = []
     monkeypatch.setattr(runner, "ray_session", lambda address: nullcontext())
+    monkeypatch.setattr(runner, "check_cluster_fits", lambda *args, **kwargs: None)  # no Ray here
     monkeypatch.setattr(runner, "run_tuner", lambda launch, table, *args, **kwargs: started.extend(table.trials))
     stream = io.StringIO()
     report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)

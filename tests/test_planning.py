@@ -21,10 +21,9 @@ from orchestration.launch.runner import LaunchOptions, launch
 from orchestration.launch.trial_table import TrialTable
 from orchestration.launch.tuner import resources_request
 from orchestration.sweeps.planning import load_plan
-from prometar.data.catalog import get_dataset
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
-TINY = {"backbone.name": "tiny-test", "backbone.pretrained": None, "optim.epochs": 1}
+TINY = {"backbone.name": "tiny-test", "backbone.pretrained": None, "optim.epochs": 1, "prompts.deep_depth": 2}
 
 
 @pytest.fixture()
@@ -51,9 +50,11 @@ def tiny_sweep(folder: Path, **extra) -> Path:
 
 
 def data_root_for(folder: Path, datasets: list[str]) -> Path:
+    """Miniature datasets: a launch checks every trial's split files and images before it starts."""
+    from prometar.data.miniature import write_miniatures
+
     root = folder / "data"
-    for key in datasets:
-        (root / get_dataset(key).folder).mkdir(parents=True)
+    write_miniatures(root, datasets)
     return root
 
 
@@ -83,6 +84,7 @@ def test_launch_builds_each_trial_config_once_and_hands_the_plan_on(tmp_path: Pa
     handed: list[TrialTable] = []
     monkeypatch.setattr(runner, "run_tuner", lambda launch, table, *args: handed.append(table))
     monkeypatch.setattr(runner, "ray_session", lambda address: contextlib.nullcontext())
+    monkeypatch.setattr(runner, "check_cluster_fits", lambda *args, **kwargs: None)  # no Ray here
     sweep = tiny_sweep(tmp_path)
     root = data_root_for(tmp_path, ["eurosat", "dtd"])
     report = launch(sweep, LaunchOptions(data_root=root, output=tmp_path / "out"))

@@ -25,7 +25,7 @@ from typing import IO, Any
 from orchestration import layout
 from orchestration.errors import ResultsError
 from orchestration.launch.lock import launch_lock
-from orchestration.launch.preflight import check_data_root, check_inputs
+from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.search import launch_search
@@ -117,6 +117,8 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
     """
     out = stream or sys.stdout
     plan = load_plan(path, overrides=options.overrides)
+    for note in plan.notes:
+        print(note, file=sys.stderr)
     output = Path(options.output).resolve()
     if options.address is None:  # a local launch: the data and the weights are here
         check_data_root(plan, Path(options.data_root))
@@ -180,6 +182,8 @@ def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: 
             print(f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
                   file=out)
             with _closing_parent(ledger, report), ray_session(options.address):
+                check_cluster_fits(plan, (t.dataset for t in todo), strict=options.address is None,
+                                   stream=sys.stderr)
                 progress = ProgressLine(plan.name, report.total, report.done_before, out)
                 run_tuner(current, TrialTable(trials={t.key: t for t in todo}), grid_space(todo),
                           tune_config(current), progress)

@@ -9,6 +9,7 @@ and, with ``--write-best``, written as a sweep file for the sweep's real protoco
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import replace
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestration.environment import temporary_environment
+from orchestration.launch.preflight import check_cluster_fits
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.trial_table import GROUP_KEY, TrialTable
@@ -66,6 +68,8 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
                 continue
             if report.to_run == 0:
                 stack.enter_context(ray_session(options.address))
+                check_cluster_fits(plan, (g.dataset for g in plan.groups), strict=options.address is None,
+                                   stream=sys.stderr)
             report.to_run += samples
             points = [{k: _param_value(r.data.params[k]) for k in search.space} for r in prior]
             rewards = [r.data.metrics[search.metric] for r in prior]

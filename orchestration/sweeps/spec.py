@@ -34,6 +34,9 @@ GRID_ALIASES: dict[str, str] = {
 VARIANT_AXIS = "variant"
 """A grid axis whose values are mappings of dotted overrides, applied together (ablations)."""
 
+MAX_NAME_LENGTH = 100
+"""Longest sweep name: it names folders, lock files, the MLflow experiment and Ray jobs."""
+
 TOP_LEVEL_KEYS = ("name", "protocol", "preset", "overrides", "grid", "search", "resources", "max_failures")
 SEARCH_KEYS = ("metric", "mode", "num_samples", "space", "scheduler", "seed")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
@@ -174,6 +177,8 @@ def parse_sweep(
     _expect(isinstance(name, str) and name.strip() != "", source, "name", "must be a non-empty string", name)
     _expect(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None, source, "name",
             "must be letters, digits, '.', '_' or '-' (it names folders, the MLflow experiment, Ray jobs)", name)
+    _expect(len(name) <= MAX_NAME_LENGTH, source, "name",
+            f"is {len(name)} characters; at most {MAX_NAME_LENGTH} (it names folders and files)", name)
     protocol = data.get("protocol", protocols.get_protocol(protocols.DEFAULT).tag)
     try:
         protocols.sweep_protocol(protocol)
@@ -185,7 +190,8 @@ def parse_sweep(
     overrides = data.get("overrides") or {}
     _expect(isinstance(overrides, Mapping), source, "overrides", "must be a mapping of dotted keys", overrides)
     overrides = {str(k): v for k, v in overrides.items()}
-    overrides.update(dict(extra_overrides or {}))
+    extra = dict(extra_overrides or {})
+    overrides.update(extra)
 
     grid_raw = data.get("grid")
     if grid_raw is None or (isinstance(grid_raw, Mapping) and not grid_raw):
@@ -205,6 +211,17 @@ def parse_sweep(
         if dotted in grid:
             raise SpecError(source, key, f"sets {dotted} twice")
         grid[dotted] = values
+    variant_keys = {str(k) for variant in grid.get(VARIANT_AXIS, []) for k in variant}
+    axis_of = {v: k for k, v in GRID_ALIASES.items()}
+    for dotted in overrides:
+        axis = axis_of.get(dotted, dotted)
+        if dotted in grid or dotted in variant_keys:
+            where = f"grid.{axis}" if dotted in grid else f"grid.{VARIANT_AXIS}"
+            if dotted in extra:
+                raise SpecError(source, f"--set {dotted}", f"is an axis of the sweep's grid ({where}): each trial "
+                                "takes its value from the grid, so --set would change nothing; edit the grid")
+            raise SpecError(source, f"overrides.{dotted}", f"is also an axis of the grid ({where}), whose values "
+                            "win: set it in one place")
     if "data.dataset" not in grid and "data.dataset" not in overrides:
         raise SpecError(source, "grid.dataset", "is missing: name at least one dataset")
     datasets, methods = list_datasets(), list_methods()
@@ -253,6 +270,8 @@ def _parse_resources(raw: Any, source: str, datasets: list[str]) -> dict[str, Re
             value = request.get(kind, Resources.cpu if kind == "cpu" else Resources.gpu)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
             _expect(ok, source, f"{key}.{kind}", "must be a number ≥ 0", value)
+            if kind == "cpu":  # a trial runs on at least part of a CPU; 0 would let Ray pack unboundedly
+                _expect(value > 0, source, f"{key}.cpu", "must be above 0 (a trial needs a CPU to run on)", value)
             values[kind] = float(value)
         if values["gpu"] > 1 and not float(values["gpu"]).is_integer():
             raise SpecError(source, f"{key}.gpu", "a fraction of a GPU must be below 1")
