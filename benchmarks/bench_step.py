@@ -51,7 +51,9 @@ def build(backbone_key: str, method: str, classes: int, batch: int, device: str 
     from prometar.backbone import load_clip
     from prometar.meta import GateNetwork, VirtualTask
     from prometar.prompts import PromptedCLIP
-    from prometar.steps import build_training_step
+    from prometar.steps.plain import PlainStep
+    from prometar.steps.prometar import ProMetaRStep
+    from prometar.steps.regularized import RegularizedStep
 
     torch.manual_seed(0)
     backbone = load_clip(BACKBONES[backbone_key], None, device=device)
@@ -71,10 +73,16 @@ def build(backbone_key: str, method: str, classes: int, batch: int, device: str 
     if scheme == "prometar":
         gate = GateNetwork({name: tuple(t.shape) for name, t in prompts.items()}, reduction=8).to(device)
         gate_optimizer = torch.optim.SGD(gate.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
-    step = build_training_step(scheme, model, optimizer, class_tokens=class_tokens, teacher_text=teacher_text,
-                               text_weight=50.0, image_weight=20.0, gate=gate, gate_optimizer=gate_optimizer,
-                               second_order=method != "prometar_first_order",
-                               autocast_dtype=torch.bfloat16 if torch.device(device).type == "cuda" else None)
+    autocast_dtype = torch.bfloat16 if torch.device(device).type == "cuda" else None
+    if scheme == "plain":
+        step = PlainStep(model, optimizer, class_tokens=class_tokens, autocast_dtype=autocast_dtype)
+    elif scheme == "regularized":
+        step = RegularizedStep(model, optimizer, class_tokens=class_tokens, teacher_text=teacher_text,
+                               text_weight=50.0, image_weight=20.0, autocast_dtype=autocast_dtype)
+    else:
+        step = ProMetaRStep(model, optimizer, class_tokens=class_tokens, teacher_text=teacher_text,
+                            text_weight=50.0, image_weight=20.0, gate=gate, gate_optimizer=gate_optimizer,
+                            second_order=method != "prometar_first_order", autocast_dtype=autocast_dtype)
     size = backbone.image_size
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)  # [B, 3, S, S]
     labels = (torch.arange(batch) % len(names)).to(device)  # distinct labels

@@ -69,7 +69,17 @@ def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
         raise SystemExit(2)
 
 
-@main.command("train")
+def _config_keys() -> str:
+    """The ``train`` verb's epilog: every dotted run-config key ``--set`` takes, with its one-line doc."""
+    from prometar.config import describe_fields
+
+    fields = describe_fields()
+    width = max(map(len, fields))
+    lines = [f"  {key:<{width}}  {doc}" for key, doc in fields.items()]
+    return "\b\nRun-config keys (--set KEY=VALUE; also a sweep file's overrides and grid):\n" + "\n".join(lines)
+
+
+@main.command("train", epilog=_config_keys())
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
 @click.option("--seed", required=True, type=int, help="Run seed.")
 @click.option("--shots", required=True, type=int, help="Training images per class (data.shots).")
@@ -91,6 +101,7 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
     from pathlib import Path
 
     from prometar import events
+    from prometar import metrics as names
     from prometar.config import parse_override, resolve_config
     from prometar.run import run
 
@@ -105,7 +116,7 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
     def progress(event: dict) -> None:
         if event[events.EVENT] != events.EPOCH:
             return
-        shown = " ".join(f"{k}={event[k]:.4g}" for k in ("loss", "train_acc", "lr") if k in event)
+        shown = " ".join(f"{k}={event[k]:.4g}" for k in (names.LOSS, names.TRAIN_ACC, names.LR) if k in event)
         click.echo(f"epoch {event['epoch']}/{config.optim.epochs} {shown} "
                    f"[{time.monotonic() - start:.0f}s]", err=True)
 
@@ -193,7 +204,7 @@ def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> Non
 @click.option("--address", metavar="ADDR", help="Join a running Ray cluster; default: a local Ray on 127.0.0.1.")
 @click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:///<output>/mlflow.db.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Dotted run-config override for every trial, YAML-typed (repeatable).")
+              help="Dotted run-config override for every trial, YAML-typed (repeatable); the keys: train --help.")
 @click.option("--dry-run", is_flag=True, help="Print done / to do / total and write nothing.")
 @click.option("--force", is_flag=True, help="Rerun trials already FINISHED.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="At most N trials at once.")

@@ -337,26 +337,8 @@ def load_yaml(text: str, *, source: str = "<yaml>") -> Any:
 
 
 def _official() -> dict[str, Any]:
-    # Every value of algorithm.md §5, spelled out (the dataclass defaults are the same values).
-    return {
-        "method": "prometar",
-        "protocol": "base2new",
-        "seed": 1,
-        "backbone": {"name": "ViT-B-16-quickgelu", "pretrained": "openai", "precision": "auto",
-                     "device": "auto", "cache_dir": None},
-        "prompts": {"text_tokens": 4, "text_depth": 9, "vision_tokens": 4, "vision_depth": 9,
-                    "text_init": "a photo of a", "truncate_text": True, "sequence_first_blocks": True},
-        "regularizer": {"enabled": True, "text_weight": 50.0, "image_weight": 20.0},
-        "meta": {"enabled": True, "inner_lr": 5e-4, "loss_scale": 5e-4, "order": "second",
-                 "beta": [0.5, 0.5], "gate_reduction": 8, "gate_repeat": 8, "gate_mode": "learned"},
-        "optim": {"name": "sgd", "lr": 0.0025, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 10,
-                  "warmup_epochs": 1, "warmup_lr": 1e-5, "scheduler": "cosine"},
-        "gate_optim": {"lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 1,
-                       "warmup_lr": 1e-6, "step_scheduler": False},
-        "data": {"dataset": "", "shots": 16, "batch_size": 4, "drop_last": True,
-                 "test_batch_size": 100, "num_workers": 4, "cache_dir": None},
-        "eval": {"targets": [], "per_class": True},
-    }
+    """algorithm.md §5, quirks included: the field defaults are the official values."""
+    return RunConfig().to_dict()
 
 
 def _fixed() -> dict[str, Any]:

@@ -26,17 +26,12 @@ from prometar.teacher import compute_zero_shot_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AccuracyResult", "Evaluator", "accuracy", "harmonic_mean"]
+__all__ = ["AccuracyResult", "Evaluator", "accuracy"]
 
 
 def accuracy(correct: int, total: int) -> float:
     """``100 · correct / total``; 0.0 for an empty split."""
     return 100.0 * correct / total if total else 0.0
-
-
-def harmonic_mean(base: float, new: float) -> float:
-    """``2·B·N / (B + N)``; 0.0 when both are 0."""
-    return 2.0 * base * new / (base + new) if (base + new) > 0 else 0.0
 
 
 @dataclass(frozen=True)

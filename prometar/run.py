@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +37,14 @@ from prometar.data.readers import DatasetSplits, read_dataset
 from prometar.data.transforms import build_test_transform, build_train_transform
 from prometar.errors import ConfigError, DataError
 from prometar.evaluation import AccuracyResult, Evaluator
+from prometar.files import write_json_atomic
 from prometar.meta import GateNetwork
 from prometar.prompts import PromptedCLIP
 from prometar.protocols import EvaluationSet, get_protocol
-from prometar.steps import build_training_step
+from prometar.steps.base import TrainingStep
+from prometar.steps.plain import PlainStep
+from prometar.steps.prometar import ProMetaRStep
+from prometar.steps.regularized import RegularizedStep
 from prometar.teacher import compute_text_teacher, load_templates
 from prometar.trainer import LearningRateSchedule, Trainer, derive_seed, seed_everything
 
@@ -87,18 +89,6 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[EvaluationSet]]:
@@ -199,7 +189,7 @@ def run(
         _check_gate_sizes(config, model)
 
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
-    _write_json_atomic(output_dir / "config.json", config.to_dict())
+    write_json_atomic(output_dir / "config.json", config.to_dict(), indent=2, sort_keys=True)
     metrics_path = output_dir / "metrics.jsonl"
     logger.info("run %s / %s / seed %d / %d shots / %s on %s (%s)", config.method, config.data.dataset,
                 config.seed, config.data.shots, config.protocol, torch_device, scheme)
@@ -245,7 +235,7 @@ def run(
     torch.save({name: prm.detach().cpu().clone() for name, prm in model.named_parameters()
                 if prm.requires_grad}, output_dir / "prompts.pt")
     if config.eval.per_class:
-        _write_json_atomic(output_dir / "per_class.json", per_class)
+        write_json_atomic(output_dir / "per_class.json", per_class, indent=2, sort_keys=True)
     with open(metrics_path, "a") as fh:
         fh.write(json.dumps({events.EVENT: events.FINAL, **final}, sort_keys=True) + "\n")
     if callback is not None:
@@ -299,14 +289,20 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
             logger.info("gate_optim.step_scheduler is false (official): the gate trains at %g all run",
                         gate_schedule.at(0))
 
-    step = build_training_step(
-        scheme, model, prompt_optimizer,
-        class_tokens=model.tokenize_classnames(classnames), teacher_text=teacher_text,
-        text_weight=config.regularizer.text_weight, image_weight=config.regularizer.image_weight,
-        gate=gate, gate_optimizer=gate_optimizer, gate_mode=m.gate_mode, inner_lr=m.inner_lr,
-        meta_loss_scale=m.loss_scale, second_order=m.order == "second", beta=m.beta,
-        autocast_dtype=autocast_dtype,
-    )
+    class_tokens = model.tokenize_classnames(classnames)
+    r = config.regularizer
+    step: TrainingStep
+    if scheme == "plain":
+        step = PlainStep(model, prompt_optimizer, class_tokens=class_tokens, autocast_dtype=autocast_dtype)
+    elif scheme == "regularized":
+        step = RegularizedStep(model, prompt_optimizer, class_tokens=class_tokens, teacher_text=teacher_text,
+                               text_weight=r.text_weight, image_weight=r.image_weight, autocast_dtype=autocast_dtype)
+    else:
+        step = ProMetaRStep(model, prompt_optimizer, class_tokens=class_tokens, teacher_text=teacher_text,
+                            text_weight=r.text_weight, image_weight=r.image_weight, gate=gate,
+                            gate_optimizer=gate_optimizer, gate_mode=m.gate_mode, inner_lr=m.inner_lr,
+                            meta_loss_scale=m.loss_scale, second_order=m.order == "second", beta=m.beta,
+                            autocast_dtype=autocast_dtype)
 
     train_transform = build_train_transform(backbone.image_size, backbone.mean, backbone.std)
     dataset = ImageDataset(train_split.train, train_transform)

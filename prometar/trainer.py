@@ -1,7 +1,7 @@
 """The trainer: epochs, learning-rate schedules, checkpoints and resume (algorithm.md §5).
 
 The trainer owns everything around a training step and nothing inside it: the step
-(``prometar.steps.build_training_step``) does its own forward, backward and optimiser steps and
+(``prometar.steps``: one class per training scheme) does its own forward, backward and optimiser steps and
 returns named metrics. Per epoch the trainer
 
 1. sets both optimisers' learning rates from their closed-form schedules (prompts: constant
@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from prometar import events
+from prometar import metrics as names
 from prometar.errors import CheckpointError, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class Trainer:
 
     Args:
         step: The training step: ``step(images, labels, generator=...) -> dict[str, float]``; it
-            does its own backward and optimiser steps (``prometar.steps.TrainingStep``).
+            does its own backward and optimiser steps (``prometar.steps.base.TrainingStep``).
         make_loader: ``make_loader(generator)`` returns an iterable of ``(images, labels)``
             batches for one epoch whose order and augmentation draw from ``generator`` (the
             trainer reseeds it per epoch; ``prometar.data.SeededSampler``).
@@ -212,14 +213,14 @@ class Trainer:
         return {"tasks": self.task_generator, "loader": self.loader_generator}
 
     def _set_learning_rates(self, epoch: int) -> dict[str, float]:
-        rates = {"lr": self.prompt_schedule.at(epoch)}
+        rates = {names.LR: self.prompt_schedule.at(epoch)}
         for group in self.prompt_optimizer.param_groups:
-            group["lr"] = rates["lr"]
+            group["lr"] = rates[names.LR]
         if self.gate_optimizer is not None:
             assert self.gate_schedule is not None
-            rates["gate_lr"] = self.gate_schedule.at(epoch)
+            rates[names.GATE_LR] = self.gate_schedule.at(epoch)
             for group in self.gate_optimizer.param_groups:
-                group["lr"] = rates["gate_lr"]
+                group["lr"] = rates[names.GATE_LR]
         return rates
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -243,7 +244,7 @@ class Trainer:
                              "data.batch_size with drop_last?)")
         out: dict[str, Any] = {name: total / steps for name, total in sums.items()}
         out.update(rates)
-        out["steps"] = steps
+        out[names.STEPS] = steps
         return out
 
     def fit(self, resume_from: Path | None = None) -> list[dict[str, Any]]:
@@ -275,10 +276,10 @@ class Trainer:
             self.history.append(record)
             logger.info("epoch %d/%d: %s", self.epoch, self.epochs,
                         ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-            skipped = metrics.get("meta_skipped", 0.0)
+            skipped = metrics.get(names.META_SKIPPED, 0.0)
             if skipped > 0:
                 logger.info("epoch %d: phase B skipped on %d of %d steps (single-label batches)",
-                            self.epoch, round(skipped * metrics["steps"]), metrics["steps"])
+                            self.epoch, round(skipped * metrics[names.STEPS]), metrics[names.STEPS])
             path = self.save_checkpoint() if self.checkpoint_dir is not None else None
             if self.callback is not None:
                 self.callback({events.EVENT: events.EPOCH, events.EPOCH_KEY: self.epoch,

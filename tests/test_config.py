@@ -98,9 +98,31 @@ def test_fixed_preset_changes_exactly_the_two_quirks():
     assert set(list_presets()) >= {"official", "fixed"}
 
 
-def test_dataclass_defaults_equal_the_official_preset():
-    cfg = official()
-    assert cfg == build_config({"data": {"dataset": "eurosat"}})
+OFFICIAL = {
+    "method": "prometar",
+    "protocol": "base2new",
+    "seed": 1,
+    "backbone": {"name": "ViT-B-16-quickgelu", "pretrained": "openai", "precision": "auto",
+                 "device": "auto", "cache_dir": None},
+    "prompts": {"text_tokens": 4, "text_depth": 9, "vision_tokens": 4, "vision_depth": 9, "deep_depth": 9,
+                "text_init": "a photo of a", "truncate_text": True, "sequence_first_blocks": True},
+    "regularizer": {"enabled": True, "text_weight": 50.0, "image_weight": 20.0},
+    "meta": {"enabled": True, "inner_lr": 5e-4, "loss_scale": 5e-4, "order": "second",
+             "beta": [0.5, 0.5], "gate_reduction": 8, "gate_repeat": 8, "gate_mode": "learned"},
+    "optim": {"name": "sgd", "lr": 0.0025, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 10,
+              "warmup_epochs": 1, "warmup_lr": 1e-5, "scheduler": "cosine"},
+    "gate_optim": {"lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 1,
+                   "warmup_lr": 1e-6, "step_scheduler": False},
+    "data": {"dataset": "", "shots": 16, "batch_size": 4, "drop_last": True,
+             "test_batch_size": 100, "num_workers": 4, "cache_dir": None},
+    "eval": {"targets": [], "per_class": True},
+}
+"""algorithm.md §5, value by value (the published implementation's run)."""
+
+
+def test_the_official_preset_and_the_field_defaults_are_algorithm_md_section_5():
+    assert load_preset("official") == OFFICIAL
+    assert official() == build_config({**OFFICIAL, "data": {**OFFICIAL["data"], "dataset": "eurosat"}})
 
 
 def test_round_trip_through_dict_and_json():
@@ -243,3 +265,17 @@ def test_a_section_override_merges_key_by_key():
     with pytest.raises(ConfigError) as info:
         official(optim={"lrr": 0.01})
     assert info.value.key == "optim.lrr"
+
+
+def test_train_help_lists_every_run_config_key_with_its_doc():
+    from click.testing import CliRunner
+
+    from orchestration.cli import main
+    from prometar.config import describe_fields
+
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    for key, doc in describe_fields().items():
+        assert any(line.split()[:1] == [key] and doc in " ".join(line.split()) for line in lines), key
+    assert len(describe_fields()) > 40 and all(describe_fields().values())  # every field documented

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from prometar.evaluation import Evaluator, accuracy, harmonic_mean
+from prometar.evaluation import Evaluator, accuracy
+from prometar.protocols import harmonic_mean
 
 
 class StubModel(nn.Module):

@@ -28,7 +28,7 @@ from prometar.evaluation import Evaluator
 from prometar.losses import cross_entropy, image_regularizer, mixed_cross_entropy, text_regularizer
 from prometar.meta import GateNetwork, VirtualTask
 from prometar.prompts import PromptedCLIP, math_attention
-from prometar.steps import build_training_step
+from prometar.steps.prometar import ProMetaRStep
 from prometar.teacher import compute_text_teacher, load_templates
 
 # Names of different token lengths, so that truncation cuts a ragged batch.
@@ -60,9 +60,9 @@ def build(backbone, *, truncate_text: bool = True, sequence_first: bool = True, 
 
 
 def fast_step(model, gate, prompt_optimizer, gate_optimizer, teacher):
-    return build_training_step("prometar", model, prompt_optimizer, class_tokens=model.tokenize_classnames(CLASSNAMES),
-                               teacher_text=teacher, text_weight=TEXT_WEIGHT, image_weight=IMAGE_WEIGHT, gate=gate,
-                               gate_optimizer=gate_optimizer, inner_lr=INNER_LR, meta_loss_scale=META_SCALE)
+    return ProMetaRStep(model, prompt_optimizer, class_tokens=model.tokenize_classnames(CLASSNAMES),
+                        teacher_text=teacher, text_weight=TEXT_WEIGHT, image_weight=IMAGE_WEIGHT, gate=gate,
+                        gate_optimizer=gate_optimizer, inner_lr=INNER_LR, meta_loss_scale=META_SCALE)
 
 
 def reference_step(model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels,
@@ -251,7 +251,7 @@ def test_no_copy_of_the_frozen_clip_and_only_prompts_are_fast_weights(backbone):
         return real_call(module, parameters, *args, **kwargs)
 
     with mock.patch.object(copy, "deepcopy", side_effect=AssertionError("deepcopy during a step")), \
-            mock.patch("prometar.steps.functional_call", spy):
+            mock.patch("prometar.steps.base.functional_call", spy):
         step.step(images, labels, TASK)
     assert swapped == [set(prompts)]
     for name, parameter in model.clip.named_parameters():

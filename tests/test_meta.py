@@ -11,8 +11,11 @@ import torch
 from prometar.backbone import load_clip
 from prometar.losses import cross_entropy, image_regularizer, text_regularizer
 from prometar.meta import GateNetwork, VirtualTask, sample_virtual_task
+from prometar.metrics import STEP_METRICS as METRIC_NAMES
 from prometar.prompts import PromptedCLIP
-from prometar.steps import METRIC_NAMES, build_training_step
+from prometar.steps.plain import PlainStep
+from prometar.steps.prometar import ProMetaRStep
+from prometar.steps.regularized import RegularizedStep
 from prometar.teacher import compute_image_teacher, compute_text_teacher
 
 CLASSNAMES = ["cat", "dog", "sea_lion"]
@@ -121,12 +124,17 @@ def build(backbone, dtype=torch.float32, seed=0):
 
 
 def make_step(model, gate, prompts, teacher, *, scheme="prometar", lr=0.0, gate_lr=0.0, momentum=0.0, **kwargs):
+    """The step of ``scheme``; the ProMetaR-only arguments (gate mode, inner step) go to it alone."""
     prompt_optimizer = torch.optim.SGD(list(prompts.values()), lr=lr, momentum=momentum)
     gate_optimizer = torch.optim.SGD(gate.parameters(), lr=gate_lr, momentum=momentum)
-    return build_training_step(
-        scheme, model, prompt_optimizer, class_tokens=model.tokenize_classnames(CLASSNAMES),
-        teacher_text=teacher, text_weight=TEXT_WEIGHT, image_weight=IMAGE_WEIGHT, gate=gate,
-        gate_optimizer=gate_optimizer, **kwargs)
+    common = {"class_tokens": model.tokenize_classnames(CLASSNAMES), "autocast_dtype": kwargs.pop("autocast_dtype", None)}
+    if scheme == "plain":
+        return PlainStep(model, prompt_optimizer, **common)
+    regularized = {"teacher_text": teacher, "text_weight": TEXT_WEIGHT, "image_weight": IMAGE_WEIGHT}
+    if scheme == "regularized":
+        return RegularizedStep(model, prompt_optimizer, **common, **regularized)
+    return ProMetaRStep(model, prompt_optimizer, **common, **regularized, gate=gate, gate_optimizer=gate_optimizer,
+                        **kwargs)
 
 
 def reference_losses(model, images, labels, teacher):
@@ -326,10 +334,8 @@ def test_bf16_autocast_step_keeps_fp32_prompts_and_finite_metrics(backbone):
     assert all(p.dtype == torch.float32 for p in [*prompts.values(), *gate.parameters()])
 
 
-def test_build_training_step_rejects_bad_arguments(backbone):
+def test_steps_reject_bad_arguments(backbone):
     model, gate, prompts, _, _, teacher = build(backbone)
-    with pytest.raises(ValueError, match="unknown training scheme"):
-        make_step(model, gate, prompts, teacher, scheme="maml")
     with pytest.raises(ValueError, match="unknown gate mode"):
         make_step(model, gate, prompts, teacher, gate_mode="sometimes")
     with pytest.raises(ValueError, match="teacher_text"):

@@ -36,7 +36,7 @@ from parity_model import (  # noqa: E402
     published_prompt_name,
 )
 
-from prometar.steps import build_training_step  # noqa: E402
+from prometar.steps.prometar import ProMetaRStep  # noqa: E402
 from prometar.teacher import compute_text_teacher, load_templates  # noqa: E402
 
 pytestmark = pytest.mark.parity
@@ -115,8 +115,8 @@ def run_our_step(run: str, tmp_path: Path, dtype: torch.dtype = torch.float32) -
                                        momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     gate_optimizer = torch.optim.SGD(gate.parameters(), lr=reference["applied_lr"]["vnet"],
                                      momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    step = build_training_step(
-        "prometar", model, prompt_optimizer, class_tokens=model.tokenize_classnames(CLASSNAMES),
+    step = ProMetaRStep(
+        model, prompt_optimizer, class_tokens=model.tokenize_classnames(CLASSNAMES),
         teacher_text=teacher_text, text_weight=TEXT_WEIGHT, image_weight=IMAGE_WEIGHT, gate=gate,
         gate_optimizer=gate_optimizer, gate_mode="learned", inner_lr=INNER_LR,
         meta_loss_scale=META_LOSS_SCALE, second_order=True)

@@ -219,7 +219,7 @@ def coloured_images(per_class: int = 4, seed: int = 0) -> tuple[torch.Tensor, to
 def prometar_trainer(backbone, images, labels, *, epochs, lr, text_weight, image_weight, shuffle=True):
     from prometar.meta import GateNetwork
     from prometar.prompts import PromptedCLIP
-    from prometar.steps import build_training_step
+    from prometar.steps.prometar import ProMetaRStep
     from prometar.teacher import compute_text_teacher, load_templates
 
     seed_everything(0)
@@ -229,9 +229,9 @@ def prometar_trainer(backbone, images, labels, *, epochs, lr, text_weight, image
     gate = GateNetwork({name: tuple(p.shape) for name, p in prompts.items()}, reduction=8, repeat=8)
     gate_optimizer = torch.optim.SGD(gate.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
     teacher = compute_text_teacher(model, CLASSES, load_templates()[:4])
-    step = build_training_step("prometar", model, optimizer, class_tokens=model.tokenize_classnames(CLASSES),
-                               teacher_text=teacher, text_weight=text_weight, image_weight=image_weight,
-                               gate=gate, gate_optimizer=gate_optimizer)
+    step = ProMetaRStep(model, optimizer, class_tokens=model.tokenize_classnames(CLASSES),
+                        teacher_text=teacher, text_weight=text_weight, image_weight=image_weight,
+                        gate=gate, gate_optimizer=gate_optimizer)
     data = TensorDataset(images, labels)
     trainer = Trainer(
         step, lambda g: DataLoader(data, batch_size=4, shuffle=shuffle, drop_last=True, generator=g),

@@ -1,7 +1,8 @@
 """The paper's figures as PNG files, drawn headless with matplotlib's Agg canvas.
 
 Base vs new accuracy per dataset (with the published points), HM per dataset per method, training
-curves, the gate's statistics and the meta-gradient alignment over training, and the search
+curves, the gate's statistics and the gradient alignment over training (the cosine between each
+tower's cross-entropy and regulariser gradients, ``prometar.metrics.ALIGNMENT_METRICS``), and the search
 objective against each searched hyper-parameter. Every plot function takes summary frames or the
 tidy runs table (``orchestration.ledger.runs``, ``orchestration.results.base2new``) and a path,
 and returns the path it wrote.
@@ -26,12 +27,7 @@ from orchestration.results.labels import AVERAGE, dataset_label, method_label, o
 from orchestration.results.published import load_published
 from orchestration.results.search import varying_params
 from orchestration.results.source import Source
-
-GATE_METRICS: tuple[str, ...] = ("gate_mean/text", "gate_mean/vision", "gate_std/text", "gate_std/vision")
-"""Per-epoch statistics of the gate network's modulation, per tower (names as logged)."""
-
-ALIGNMENT_METRICS: tuple[str, ...] = ("grad_cos/text", "grad_cos/vision")
-"""Per-epoch cosine between the support and query gradients, per tower (names as logged)."""
+from prometar.metrics import ALIGNMENT_METRICS, GATE_METRICS
 
 DPI = 120
 

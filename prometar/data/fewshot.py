@@ -22,12 +22,12 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from prometar.data.catalog import DataError, get_dataset
 from prometar.data.readers import DatasetSplits, Item, dataset_dir
+from prometar.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -142,26 +142,6 @@ def few_shot(splits: DatasetSplits, *, key: str, data_root: str | os.PathLike, s
             raise DataError(f"cannot write the few-shot cache {path}: {err}") from None
         logger.warning("few-shot cache not written (%s: %s); using the sample uncached", path, err)
     return result
-
-
-def write_json_atomic(path: Path, payload: object) -> None:
-    """Write ``payload`` as JSON to ``path`` atomically (temporary file in the same folder + rename).
-
-    Raises:
-        OSError: The folder cannot be created or written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _relative(path: str, root: str) -> str:
