@@ -39,6 +39,7 @@ import yaml
 from prometar import methods as _methods
 from prometar import protocols
 from prometar.errors import ConfigError
+from prometar.yamlfiles import parse_yaml
 
 __all__ = [
     "BackboneConfig",
@@ -57,7 +58,6 @@ __all__ = [
     "list_presets",
     "load_preset",
     "load_yaml",
-    "parse_yaml",
     "parse_override",
     "resolve_config",
 ]
@@ -281,43 +281,6 @@ def describe_fields() -> dict[str, str]:
             for g in dataclasses.fields(section):
                 out[f"{f.name}.{g.name}"] = g.metadata.get("doc", "")
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# YAML with YAML 1.2 floats ("1e-5" is a float, not a string as PyYAML's 1.1 rules make it).
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-5``-style numbers as floats."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML safely (a ``yaml.SafeLoader``: no object construction), reading ``1e-5`` as a float.
-
-    Every YAML the project reads (run configs, overrides, sweep files) goes through this one parser.
-
-    Raises:
-        yaml.YAMLError: The text is not valid YAML.
-    """
-    loader = _Loader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
 
 
 def load_yaml(text: str, *, source: str = "<yaml>") -> Any:

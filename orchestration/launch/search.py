@@ -124,7 +124,7 @@ def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
 
 
 def _param_value(text: str) -> Any:
-    from prometar.config import parse_yaml
+    from prometar.yamlfiles import parse_yaml
 
     return parse_yaml(text)
 

@@ -140,7 +140,7 @@ def read_sweep(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
     source = str(path)
     if not path.is_file():
         raise SpecError(source, "", "no such sweep file")
-    from prometar.config import parse_yaml
+    from prometar.yamlfiles import parse_yaml
 
     try:
         data = parse_yaml(path.read_text())
