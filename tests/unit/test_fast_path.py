@@ -320,7 +320,7 @@ def test_configure_backends_sets_tf32_on_cuda_only():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a CUDA device")
 def test_gpu_check_refuses_clearly_without_cuda():
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
     done = subprocess.run([str(script)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 2
@@ -328,7 +328,7 @@ def test_gpu_check_refuses_clearly_without_cuda():
 
 
 def test_benchmark_class_name_lists_are_complete():
-    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "classnames"
+    folder = Path(__file__).resolve().parents[2] / "benchmarks" / "classnames"
     food = (folder / "food101.txt").read_text().split()
     sun = [line for line in (folder / "sun397.txt").read_text().splitlines() if line.strip()]
     assert len(food) == len(set(food)) == 101 and food == sorted(food) and "apple_pie" in food

@@ -34,7 +34,7 @@ import yaml
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MARKER = "PROMETAR_TEST_CLUSTER"
 OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("prometar", "orchestration")
 APPLICATION = {"ray", "mlflow", "click", "orchestration", "optuna", "pandas"}
 

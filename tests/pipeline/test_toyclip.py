@@ -15,7 +15,7 @@ from prometar.backbone import load_clip, load_model_config
 from prometar.data import toyworld as tw
 from prometar.data.catalog import get_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = [line.strip() for line in (REPO / "prometar/resources/teacher_templates_60.txt").read_text().splitlines() if line.strip()]
 
 # A build small enough for a unit test: a few steps, one dataset, a handful of images.

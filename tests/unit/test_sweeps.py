@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from orchestration.cli import main
 from orchestration.sweeps.planning import load_plan, plan_sweep
 
-SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 B2N = 11  # the base-to-new datasets
 
 # file -> (trial count, distinct planned trials or search groups, sweep protocol)

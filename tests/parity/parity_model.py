@@ -19,7 +19,7 @@ from prometar.backbone import load_clip, load_model_config, read_state_dict
 from prometar.meta import GateNetwork, VirtualTask
 from prometar.prompts import PromptedCLIP
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity" / "tiny_step_reference.json"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "tiny_step_reference.json"
 STATE_DICT_SHA256 = "783ed92472e4c6bec39e46d59f55468c9ef1eb9efdce0253ede16f7d3b400ae2"
 CLASSNAMES = ["accordion", "airplane", "anchor", "ant", "barrel"]
 LABELS = [0, 1, 1, 2]

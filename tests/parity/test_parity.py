@@ -1,6 +1,6 @@
 """Parity with the published implementation's recorded ProMetaR step (algorithm.md §4).
 
-The recipe in ``shared/reference/parity/README.md`` is rebuilt by ``tests/parity_model.py``; our
+The recipe in ``shared/reference/parity/README.md`` is rebuilt by ``tests/parity/parity_model.py``; our
 ``prometar`` training step then runs under the official settings for both recorded learning-rate
 runs, and every recorded quantity is compared.
 
@@ -13,7 +13,7 @@ Tolerance (``RTOL = 1e-5``):
 - a norm that the reference records as exactly 0 (the gate weights of the ``official_lr`` run,
   whose update is below float32 resolution) must be exactly 0 here too.
 
-Run ``python tests/test_parity.py`` to print the largest error per quantity.
+Run ``python tests/parity/test_parity.py`` to print the largest error per quantity.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from orchestration.cli import main
 from prometar.data.miniature import write_miniatures
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 RUN: dict[str, tuple[int, str]] = {
     "validate sweeps/base2new.yaml": (0, "trials: 33"),

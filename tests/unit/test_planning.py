@@ -23,7 +23,7 @@ from orchestration.launch.tuner import resources_request
 from orchestration.sweeps.planning import load_plan
 from prometar.data.catalog import get_dataset
 
-SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 TINY = {"backbone.name": "tiny-test", "backbone.pretrained": None, "optim.epochs": 1}
 
 

@@ -18,7 +18,7 @@ from orchestration.results.render import to_markdown
 from orchestration.sweeps.planning import load_plan
 from prometar.data import toyworld
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_sweep_is_the_checkout_file_and_validates() -> None:

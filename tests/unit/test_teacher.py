@@ -19,7 +19,7 @@ from prometar.teacher import (
     teacher_cache_path,
 )
 
-SHARED_TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "teacher_templates_60.txt"
+SHARED_TEMPLATES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "teacher_templates_60.txt"
 
 
 @pytest.fixture(scope="module")

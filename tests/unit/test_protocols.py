@@ -11,7 +11,7 @@ import pytest
 from prometar import protocols
 from prometar.data.readers import DatasetSplits, Item
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def splits_of(n_classes: int, per_class: int = 2) -> DatasetSplits:

@@ -19,7 +19,7 @@ from orchestration.cluster.kuberay import render_rayjob
 from orchestration.cluster.slurm import render_slurm
 from orchestration.errors import ClusterError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TINY_SWEEP = """\
 name: tiny-cluster

@@ -31,7 +31,7 @@ from orchestration.launch.status import sweep_status
 from orchestration.layout import default_tracking_uri
 from orchestration.sweeps.planning import load_plan, plan_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",
              "optim.epochs": 2, "data.batch_size": 2, "data.num_workers": 0,
              "prompts.text_depth": 1, "prompts.vision_depth": 1}
