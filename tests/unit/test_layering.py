@@ -128,3 +128,29 @@ def test_sweep_validation_in_the_driver_does_not_import_torch():
     assert out.returncode == 0, out.stderr
     count, torch_loaded = out.stdout.split()
     assert int(count) == 33 and torch_loaded == "False"
+
+
+PACKAGE_IMPORTS: dict[str, set[str]] = {
+    "sweeps": set(),
+    "ledger": {"sweeps"},
+    "results": {"ledger", "sweeps"},
+    "launch": {"sweeps", "ledger", "results"},
+    "cluster": {"sweeps"},
+}
+"""orchestration package → the sibling packages it may import (docs/internals.md, "The map"); the
+top-level modules (``errors``, ``layout``, ``provenance``, ``environment``) serve every package."""
+
+
+def test_orchestration_packages_import_only_what_the_map_allows():
+    offenders = []
+    for name, path in modules("orchestration").items():
+        parts = name.split(".")
+        if len(parts) < 3 or parts[1] not in PACKAGE_IMPORTS:
+            continue
+        package = parts[1]
+        for target in imported(path):
+            other = target.split(".")
+            if other[0] == "orchestration" and len(other) > 1 and other[1] in PACKAGE_IMPORTS:
+                if other[1] != package and other[1] not in PACKAGE_IMPORTS[package]:
+                    offenders.append(f"{name}: {target}")
+    assert offenders == []
