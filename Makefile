@@ -30,8 +30,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# ruff's lint rules (line limit included) and its formatter; `ruff format` fixes the layout.
 lint: $(STAMP)
 	$(BIN)/ruff check prometar orchestration tests benchmarks
+	$(BIN)/ruff format --check prometar orchestration tests benchmarks
 
 clean:
 	rm -rf prometar_runs .pytest_cache

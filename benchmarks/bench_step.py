@@ -187,8 +187,10 @@ def main(argv: list[str] | None = None) -> None:
             seconds = report.median(figures["prometar"]["cpu_times"])
             peak = figures["prometar"]["peak_gib"]
             ratio = seconds / base
-            verdicts = [f"{seconds:.1f} s ≤ {TARGET_PROMETAR_S:g} s: {'met' if seconds <= TARGET_PROMETAR_S else 'NOT met'}",
-                        f"{peak:.2f} GiB ≤ {TARGET_PROMETAR_GIB:g} GiB: {'met' if peak <= TARGET_PROMETAR_GIB else 'NOT met'}",
+            verdicts = [f"{seconds:.1f} s ≤ {TARGET_PROMETAR_S:g} s: "
+                f"{'met' if seconds <= TARGET_PROMETAR_S else 'NOT met'}",
+                        f"{peak:.2f} GiB ≤ {TARGET_PROMETAR_GIB:g} GiB: "
+                f"{'met' if peak <= TARGET_PROMETAR_GIB else 'NOT met'}",
                         f"{ratio:.2f}× ≤ {TARGET_RATIO:g}× IVLP: {'met' if ratio <= TARGET_RATIO else 'NOT met'}"]
             notes.append("targets for ProMetaR (ViT-B/16, one thread): " + "; ".join(verdicts))
     notes.append("step = CPU time of the process (user + system) during the step: at one thread it is "

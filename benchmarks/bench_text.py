@@ -106,11 +106,13 @@ def main(argv: list[str] | None = None) -> None:
     food = speedups[("Food-101", "forward (no grad)")]
     report.print_block(
         "Text tower: exact sequence truncation",
-        f"{args.backbone} text tower (random weights), deep text prompts 4 × 9, fp32, {args.threads} thread(s), "
+        f"{args.backbone} text tower (random weights), deep text prompts 4 × 9, fp32, "
+        f"{args.threads} thread(s), "
         f"CPU time, median of {args.repeats} after {args.warmup} warm-up",
         ("class names", "pass", "tokens", "77 tokens", "truncated", "speed-up",
          "max abs Δ, normalised (raw)"), rows,
-        [f"target: ≥ {TARGET_SPEEDUP:g}× on Food-101 (forward): {'met' if food >= TARGET_SPEEDUP else 'NOT met'} "
+        [f"target: ≥ {TARGET_SPEEDUP:g}× on Food-101 (forward): "
+            f"{'met' if food >= TARGET_SPEEDUP else 'NOT met'} "
          f"({food:.1f}×)", f"features asserted identical: max |Δ| of normalised features ≤ {TOLERANCE:g}"])
 
 

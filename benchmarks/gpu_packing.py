@@ -2,7 +2,8 @@
 
 For each packing k, k separate worker processes each build the ViT-B/16 ProMetaR step of
 ``bench_step.py`` (``ViT-B-16-quickgelu``, random weights, batch 4, 50 classes, bf16 autocast
-around fp32 weights and ``configure_backends`` (TF32) on CUDA, as a run sets them), run ``--warmup`` steps, wait for each other at a barrier, then time
+around fp32 weights and ``configure_backends`` (TF32) on CUDA, as a run sets them), run
+``--warmup`` steps, wait for each other at a barrier, then time
 ``--steps`` steps (``torch.cuda.synchronize`` before reading the clock). Each worker reports its
 steps/s and its peak memory (``torch.cuda.max_memory_allocated`` and ``max_memory_reserved``).
 The table gives, per k: steps/s per trial, the GPU's aggregate steps/s, and the peak memory per

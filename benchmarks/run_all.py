@@ -54,7 +54,8 @@ def run_one(name: str, quick: bool) -> tuple[str, bool, float]:
             f"- machine: {report.machine()}",
             f"- versions: {report.versions()}",
             "- settings: `bench_tables.py --runs 1000`: 1,000 FINISHED child runs in a SQLite MLflow "
-            "store; read into the tidy runs table, then the base-to-new table in markdown, latex and csv\n",
+            "store; read into the tidy runs table, then the base-to-new table in markdown, latex and "
+                "csv\n",
             "```", output, "```\n"])
     if done.returncode != 0:
         tail = (done.stderr.strip() or output)[-2000:]

@@ -188,7 +188,8 @@ class EvalConfig:
     """Evaluation (algorithm.md §6)."""
 
     targets: tuple[str, ...] = field(default=(), metadata=_doc(
-        "target datasets of the protocols that evaluate on other datasets; empty = the protocol's standard list"))
+        "target datasets of the protocols that evaluate on other datasets; "
+        "empty = the protocol's standard list"))
     per_class: bool = field(default=True, metadata=_doc(
         "write per-class accuracies (per_class.json)", scientific=False))
 

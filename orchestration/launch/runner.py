@@ -170,7 +170,8 @@ def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: 
             print(f"[{plan.name}] nothing to do here: {len(done)} of {len(trials)} trials FINISHED, the rest "
                   "running in another live launch", file=out)
         else:
-            print(f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
+            print(f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, "
+                  f"{len(trials)} in total",
                   file=out)
             with _closing_parent(ledger, report), ray_session(options.address):
                 progress = ProgressLine(plan.name, report.total, report.done_before, out)

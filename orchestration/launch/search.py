@@ -158,7 +158,8 @@ def write_best_sweeps(spec: SweepSpec, best: list[dict[str, Any]], target: Path)
         path = target if len(best) == 1 else target.with_name(f"{target.stem}.{entry['dataset']}-{entry['shots']}shots.yaml")
         name = f"{spec.name}_best" if len(best) == 1 else f"{spec.name}_best_{entry['dataset']}_{entry['shots']}shots"
         header = (f"# Best configuration of {spec.source} for {entry['label']}: "
-                  f"{spec.search.metric if spec.search else 'metric'}={entry['value']:.2f} (validation, base classes)\n")
+                  f"{spec.search.metric if spec.search else 'metric'}={entry['value']:.2f} "
+                  "(validation, base classes)\n")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + spec_to_yaml(sub, name=name, overrides={**spec.overrides, **entry["params"]}))
         written.append(path)

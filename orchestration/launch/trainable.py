@@ -1,12 +1,12 @@
 """The Ray Tune function trainable: a thin adapter over ``prometar.run.run``.
 
 Tune config → :class:`~orchestration.sweeps.planning.Trial` (looked up by trial key, or resolved
-from a search group and the sampled values: ``TrialTable.resolve``) → its run config → ``run(...)``. Each epoch's checkpoint is
-reported with ``tune.report(metrics, checkpoint=...)``; a retried trial resumes from
-``tune.get_checkpoint()``. The last report carries the final metrics and a checkpoint holding the
-trial's artifacts (resolved config, prompt weights, per-class accuracies, environment), which the
-driver-side tracker logs to MLflow. Paths are absolute (Tune changes the working directory); the
-device and the thread count follow the resources Tune granted.
+from a search group and the sampled values: ``TrialTable.resolve``) → its run config →
+``run(...)``. Each epoch's checkpoint is reported with ``tune.report(metrics, checkpoint=...)``; a
+retried trial resumes from ``tune.get_checkpoint()``. The last report carries the final metrics
+and a checkpoint holding the trial's artifacts (resolved config, prompt weights, per-class
+accuracies, environment), which the driver-side tracker logs to MLflow. Paths are absolute (Tune
+changes the working directory); the device and the thread count follow the resources Tune granted.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from orchestration.provenance import environment
 from prometar import events
 
 ARTIFACTS = ("config.json", "prompts.pt", "per_class.json", "metrics.jsonl")
-"""The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the final metrics)."""
+"""The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the
+final metrics)."""
 
 
 def latest_epoch_checkpoint(output_dir: Path) -> Path | None:

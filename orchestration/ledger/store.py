@@ -198,7 +198,11 @@ class TrialLedger:
         return {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in self.running_in_live_launches(runs, now=now)}
 
     def close_stale_runs(self, runs: list[Any] | None = None, *, now: float | None = None) -> int:
-        """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay); returns how many."""
+        """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay).
+
+        Returns:
+            How many runs were closed.
+        """
         runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
         stale = [r for r in runs if r.info.status in ACTIVE

@@ -51,12 +51,12 @@ def few_shot_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
                               "acc": stats.loc[key, "mean"] if found else math.nan,
                               "acc_std": stats.loc[key, "std"] if found else math.nan,
                               "n_seeds": int(stats.loc[key, "n"]) if found else 0,
-                              "missing": "" if found else "no runs"})  # fmt: skip
+                              "missing": "" if found else "no runs"})
             inside = [r for r in block if r["dataset"] in expected]
             missing = [str(r["dataset"]) for r in inside if r["n_seeds"] == 0]
             records.append({"method": method, "dataset": AVERAGE, "shots": int(shots),
                             "acc": math.nan if missing or not inside else sum(r["acc"] for r in inside) / len(inside),
-                            "acc_std": math.nan, "n_seeds": 0, "missing": ", ".join(missing)})  # fmt: skip
+                            "acc_std": math.nan, "n_seeds": 0, "missing": ", ".join(missing)})
             records.extend(block)
     return pd.DataFrame.from_records(records, columns=list(FEW_SHOT_COLUMNS))
 

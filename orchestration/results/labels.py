@@ -15,13 +15,14 @@ AVERAGE = "average"
 
 METHOD_ORDER: tuple[str, ...] = (
     "clip", "zeroshot", "coop", "cocoop", "kgcoop", "maple", "vpt", "ivlp", "ivlp_reg", "promptsrc", "prometar",
-)  # fmt: skip
-"""The paper's methods in its order, with this project's baselines (zeroshot, vpt, ivlp, ivlp_reg) in place."""
+)
+"""The paper's methods in its order, with this project's baselines (zeroshot, vpt, ivlp,
+ivlp_reg) in place."""
 METHOD_LABELS: dict[str, str] = {
     "clip": "CLIP", "coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp", "maple": "MaPLe",
     "promptsrc": "PromptSRC", "prometar": "ProMetaR", "zeroshot": "Zero-shot CLIP", "vpt": "VPT",
     "ivlp": "IVLP", "ivlp_reg": "IVLP + reg.",
-}  # fmt: skip
+}
 
 
 def dataset_label(key: str) -> str:

@@ -81,7 +81,7 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
                 record = {"method": method, "source": group["source"], "column": key,
                           "mean": values.mean() if len(values) else math.nan,
                           "std": values.std() if len(values) > 1 else math.nan, "n_seeds": len(values),
-                          "shots": int(group["shots"]), "missing": "" if len(values) else "no runs"}  # fmt: skip
+                          "shots": int(group["shots"]), "missing": "" if len(values) else "no runs"}
                 records.append(record)
                 if column != SOURCE_METRIC:
                     means.append((key, record["mean"]))
@@ -89,7 +89,7 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
             records.append({"method": method, "source": group["source"], "column": TARGET_MEAN,
                             "mean": math.nan if missing else sum(m for _, m in means) / len(means),
                             "std": math.nan, "n_seeds": 0, "shots": int(group["shots"]),
-                            "missing": ", ".join(missing)})  # fmt: skip
+                            "missing": ", ".join(missing)})
     return pd.DataFrame.from_records(records, columns=list(TRANSFER_COLUMNS))
 
 

@@ -361,7 +361,8 @@ def test_slurm_script_runs_a_sweep_on_a_fake_allocation(tmp_path_factory) -> Non
         "PROMETAR_HEAD_IP": "127.0.0.1", "PROMETAR_RAY_PORT": str(free_port()),
         "PROMETAR_DASHBOARD_PORT": str(free_port()), "PROMETAR_RAY_TEMP_DIR": str(root / "ray"),
         "PROMETAR_RAY_WAIT_S": "180",
-        "PROMETAR_RAY_HEAD_ARGS": f"--ray-client-server-port={free_port()} --dashboard-agent-listen-port={free_port()} "
+        "PROMETAR_RAY_HEAD_ARGS": f"--ray-client-server-port={free_port()} "
+                                      f"--dashboard-agent-listen-port={free_port()} "
                                   f"--object-store-memory={OBJECT_STORE} --disable-usage-stats",
     })
     log = root / "slurm.out"

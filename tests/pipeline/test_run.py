@@ -1,4 +1,7 @@
-"""One run end to end on miniature datasets and a tiny CLIP: artifacts, protocols, determinism, resume, CLI."""
+"""One run end to end on miniature datasets and a tiny CLIP.
+
+Artifacts, protocols, determinism, resume, the CLI.
+"""
 
 from __future__ import annotations
 

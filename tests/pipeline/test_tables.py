@@ -149,7 +149,7 @@ def test_published_comparison_flags_beyond_one_point_and_two_std():
     published = pd.DataFrame(
         {"method": ["prometar"] * 2, "dataset": ["dtd", "eurosat"], "base": [80.5, 90.0],
          "new": [63.5, 69.0], "hm": [70.0, 79.0], "provenance": ["published", "recalled"]}
-    )  # fmt: skip
+    )
     summary = add_published(
         base2new_summary(ledger_from(HAND_ROWS).runs, datasets=["dtd", "eurosat"]), published
     )
@@ -254,7 +254,7 @@ def transfer_rows(protocol: str, targets: dict[str, list[float]], source: list[f
     records = []
     for seed, source_acc in enumerate(source, start=1):
         record = {"method": "prometar", "dataset": "imagenet", "seed": seed, "shots": 16, "protocol": protocol,
-                  "acc/imagenet": source_acc}  # fmt: skip
+                  "acc/imagenet": source_acc}
         for target, values in targets.items():
             if seed <= len(values):
                 record[f"acc/{target}"] = values[seed - 1]
@@ -268,7 +268,7 @@ def test_domain_generalisation_by_hand():
         {"imagenet_v2": [64.0, 66.0], "imagenet_sketch": [48.0, 50.0], "imagenet_a": [50.0, 52.0],
          "imagenet_r": [76.0, 78.0]},
         source=[71.0, 73.0],
-    )  # fmt: skip
+    )
     (table,) = build_tables(ledger)
     summary = table.summary.set_index("column")
     assert summary.loc["source", "mean"] == pytest.approx(72.0)
@@ -311,7 +311,7 @@ def test_ablation_one_row_per_setting():
     for gate, offset in (("on", 2.0), ("off", 0.0)):
         for dataset in ("dtd", "eurosat"):
             rows.append({"method": "prometar", "dataset": dataset, "seed": 1, "shots": 16,
-                         "base_acc": 80.0 + offset, "new_acc": 60.0 + offset, "meta.gate": gate})  # fmt: skip
+                         "base_acc": 80.0 + offset, "new_acc": 60.0 + offset, "meta.gate": gate})
     ledger = tidy_from_wide(pd.DataFrame(rows), source="hand")
     runs = attach_params(ledger.runs, ledger.params, ["meta.gate"])
     summary = ablation_summary(runs, ["meta.gate"], datasets=["dtd", "eurosat"])
@@ -327,7 +327,7 @@ def test_search_top_k():
     for i, weight in enumerate([5.0, 20.0, 80.0]):
         for seed in (1, 2):
             rows.append({"method": "prometar", "dataset": "dtd", "seed": seed, "shots": 16, "protocol": "search",
-                         "val_hm": 70.0 + i + seed, "val_base": 80.0, "regularizer.text_weight": weight})  # fmt: skip
+                         "val_hm": 70.0 + i + seed, "val_base": 80.0, "regularizer.text_weight": weight})
     ledger = tidy_from_wide(pd.DataFrame(rows), source="hand")
     runs = attach_params(ledger.runs, ledger.params, ["regularizer.text_weight"])
     summary = search_summary(runs, ["regularizer.text_weight"], top_k=2)
@@ -355,7 +355,7 @@ def test_sweep_summary(tmp_path: Path):
     path.write_text("protocol: base2new\ngrid:\n  method: [prometar]\n  dataset: [eurosat, dtd]\n  seed: [1, 2]\n")
     summary = load_sweep_summary(path)
     assert (summary.name, summary.datasets, summary.protocol, summary.search_space) == (
-        "toy", ("eurosat", "dtd"), "base2new", ())  # fmt: skip
+        "toy", ("eurosat", "dtd"), "base2new", ())
     assert summary.planned.tag == TRIAL_KEY_TAG
     assert summary.planned.keys == set(planned_keys(path).values()) and len(summary.planned.keys) == 4
     edited = load_sweep_summary(path, overrides={"optim.epochs": 5})  # `launch --set optim.epochs=5`
@@ -365,7 +365,7 @@ def test_sweep_summary(tmp_path: Path):
     search.write_text(SEARCH_SWEEP.replace("[dtd]", "[dtd, eurosat]"))
     summary = load_sweep_summary(search)
     assert (summary.name, summary.datasets, summary.search_space) == ("search", ("dtd", "eurosat"),
-                                                                      ("regularizer.text_weight",))  # fmt: skip
+                                                                      ("regularizer.text_weight",))
     assert summary.planned.tag == SEARCH_GROUP_TAG
     assert summary.planned.keys == {g.key for g in load_plan(search).groups}
     assert len(summary.planned.keys) == 2
@@ -399,7 +399,7 @@ def log_child(uri: str, key: str, dataset: str, seed: int, base: float, new: flo
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     tags = {TRIAL_KEY_TAG: key, "method": "prometar", "dataset": dataset, "seed": str(seed), "shots": "16",
-            "protocol": "base2new", "sweep": experiment}  # fmt: skip
+            "protocol": "base2new", "sweep": experiment}
     run = client.create_run(experiment_id, tags=tags, start_time=1_000 + start).info.run_id
     metrics = [Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0)]
     metrics += [Metric("loss", 2.0 - 0.5 * e, 0, e) for e in range(3)]
@@ -455,7 +455,7 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
 
     uri, parent = make_store(tmp_path)
     written = write_experiment_tables("toy", uri, tmp_path / "tables", datasets=["dtd", "eurosat"],
-                                           parent_run_id=parent)  # fmt: skip
+                                           parent_run_id=parent)
     assert sorted(written) == ["base2new.csv", "base2new.md", "base2new.tex"]
     assert "86.25" in written["base2new.md"].read_text()
     logged = {Path(f.path).name for f in MlflowClient(uri).list_artifacts(parent, "tables")}
@@ -481,7 +481,7 @@ def test_cli_table_from_sweep_and_from_csv(tmp_path: Path):
     assert result.stderr == ""  # every FINISHED run is planned: no note
     out = tmp_path / "t.tex"
     result = runner.invoke(main, ["table", "--experiment", "toy", "--tracking-uri", uri, "--format", "latex",
-                                  "--no-published", "-o", str(out)])  # fmt: skip
+                                  "--no-published", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert r"\toprule" in out.read_text() and "paper" not in out.read_text()
     runs_csv = tmp_path / "runs.csv"
@@ -538,7 +538,7 @@ def test_cli_table_from_sweep_shows_only_the_planned_runs(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "| Average | ProMetaR | 86.25" in result.stdout and "note" not in result.stdout
     assert result.stderr == (f"note: 6 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
-                             "(other configurations); --experiment toy shows every run\n")  # fmt: skip
+                             "(other configurations); --experiment toy shows every run\n")
 
     out = tmp_path / "table.md"
     result = runner.invoke(main, ["table", sweep, "--tracking-uri", uri, "-o", str(out)])
@@ -548,14 +548,14 @@ def test_cli_table_from_sweep_shows_only_the_planned_runs(tmp_path: Path):
     # --set selects the runs `launch toy.yaml --set optim.epochs=5` made: dtd and eurosat base
     # (51+52)/2 = 51.5 each, new 40; left out: the 5 planned runs, the superseded one and 2 old ones.
     result = runner.invoke(main, ["table", sweep, "--set", "optim.epochs=5", "--tracking-uri", uri,
-                                  "--format", "csv", "--no-published"])  # fmt: skip
+                                  "--format", "csv", "--no-published"])
     assert result.exit_code == 0, result.output
     back = pd.read_csv(pd.io.common.StringIO(result.stdout))
     average = back[back["dataset"] == "average"].iloc[0]
     assert (average["base"], average["new"]) == (pytest.approx(51.5), pytest.approx(40.0))
     assert set(back["n_seeds"]) == {2}
     assert result.stderr.startswith(f"note: 8 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
-                                    "--set optim.epochs=5 (other configurations)")  # fmt: skip
+                                    "--set optim.epochs=5 (other configurations)")
 
     # --experiment reads every FINISHED run: the old checkpoint's runs share dtd cells with the
     # planned ones under the same params, so the table refuses, as it always did.
@@ -588,9 +588,9 @@ def test_cli_table_search_sweep_reads_its_search_groups(tmp_path: Path):
     experiment_id = client.create_experiment("search", artifact_location=(tmp_path / "artifacts").as_uri())
     # Two sampled trials of the planned group, one of a group an edited search space made.
     for i, (group_key, weight, val_hm) in enumerate([(group.key, 10.0, 70.0), (group.key, 40.0, 75.0),
-                                                     ("oldgroup", 160.0, 90.0)]):  # fmt: skip
+                                                     ("oldgroup", 160.0, 90.0)]):
         tags = {TRIAL_KEY_TAG: f"sample{i}", SEARCH_GROUP_TAG: group_key, "method": "prometar", "dataset": "dtd",
-                "seed": "1", "shots": "16", "protocol": "search"}  # fmt: skip
+                "seed": "1", "shots": "16", "protocol": "search"}
         run = client.create_run(experiment_id, tags=tags).info.run_id
         client.log_batch(run, metrics=[Metric("val_hm", val_hm, 0, 0)],
                          params=[Param("regularizer.text_weight", str(weight))])
@@ -617,7 +617,7 @@ ABLATION_ROWS = [
     ("learned", "eurosat", 1, 90.0, 70.0), ("learned", "eurosat", 2, 92.0, 72.0),
     ("constant", "dtd", 1, 78.0, 58.0), ("constant", "dtd", 2, 80.0, 60.0),
     ("constant", "eurosat", 1, 88.0, 66.0), ("constant", "eurosat", 2, 90.0, 68.0),
-]  # fmt: skip
+]
 
 
 def ablation_wide(rows=ABLATION_ROWS) -> pd.DataFrame:
@@ -657,7 +657,7 @@ def test_no_shared_cells_keeps_the_base2new_table():
 def test_shared_cell_without_a_differing_result_param_is_an_error():
     wide = ablation_wide().assign(**{"meta.gate_mode": "learned"})  # arms differ in loader workers only
     with pytest.raises(ResultsError, match="several runs for method=prometar, shots=16, dataset=dtd, seed=1 "
-                                           r"\(runs hand:2, hand:6\) and no result-changing config param"):  # fmt: skip
+                                           r"\(runs hand:2, hand:6\) and no result-changing config param"):
         build_tables(tidy_from_wide(wide, source="hand"), datasets=["dtd", "eurosat"])
     with pytest.raises(ResultsError, match="no result-changing config param"):
         build_tables(tidy_from_wide(wide.drop(columns=["optim.lr", "data.num_workers"]), source="hand"))
@@ -684,11 +684,11 @@ def test_render_tables_for_experiment_ablation_from_mlflow(tmp_path: Path):
     experiment_id = client.create_experiment("ablation", artifact_location=(tmp_path / "artifacts").as_uri())
     for i, (gate, dataset, seed, base, new) in enumerate(ABLATION_ROWS):
         tags = {"prometar.trial_key": f"trial{i}", "method": "prometar", "dataset": dataset, "seed": str(seed),
-                "shots": "16", "protocol": "base2new"}  # fmt: skip
+                "shots": "16", "protocol": "base2new"}
         run = client.create_run(experiment_id, tags=tags).info.run_id
         client.log_batch(run, metrics=[Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0)],
                          params=[Param("meta.gate_mode", gate), Param("backbone.device", f"cuda:{i % 2}"),
-                                 Param("data.dataset", dataset), Param("seed", str(seed))])  # fmt: skip
+                                 Param("data.dataset", dataset), Param("seed", str(seed))])
         client.set_terminated(run)
     written = write_experiment_tables("ablation", uri, tmp_path / "tables", datasets=["dtd", "eurosat"])
     assert sorted(written) == ["ablation.csv", "ablation.md", "ablation.tex"]

@@ -33,10 +33,10 @@ RUN: dict[str, tuple[int, str]] = {
 }
 """README command (after ``prometar-sweep``) → expected exit code and a line of its output."""
 
+TRAIN = "train --dataset eurosat --seed 1 --shots 16 --method prometar --data-root $DATA"
 NOT_RUN: dict[str, str] = {
     "launch sweeps/base2new.yaml --data-root $DATA": "trains ViT-B/16 on the real datasets",
-    "train --dataset eurosat --seed 1 --shots 16 --method prometar --data-root $DATA":
-        "needs OpenAI's ViT-B/16 weights (the run itself is tested on a tiny CLIP in test_run.py)",
+    TRAIN: "needs OpenAI's ViT-B/16 weights (test_run.py runs it on a tiny CLIP)",
     "toy build": "minutes of CPU (a reduced build is tested in test_toyclip.py)",
     "demo --output DIR": "minutes of CPU (a reduced demo is tested in test_demo.py)",
 }
