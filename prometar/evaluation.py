@@ -65,8 +65,14 @@ class Evaluator:
         text_batch_size: Classes encoded per forward pass (memory bound only).
     """
 
-    def __init__(self, model: PromptedCLIP, *, template: str | None = None,
-                 autocast_dtype: torch.dtype | None = None, text_batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        model: PromptedCLIP,
+        *,
+        template: str | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        text_batch_size: int = 256,
+    ) -> None:
         self.model = model
         self.template = template
         self.autocast_dtype = autocast_dtype
@@ -98,7 +104,7 @@ class Evaluator:
             chunks = []
             with self._autocast():
                 for start in range(0, len(key), self.text_batch_size):
-                    names = list(key[start:start + self.text_batch_size])
+                    names = list(key[start : start + self.text_batch_size])
                     if self.template is not None:
                         chunks.append(compute_zero_shot_weights(self.model, names, self.template))
                     else:

@@ -37,7 +37,9 @@ def write_atomic(path: Path, write: Callable[[IO[Any]], None], *, binary: bool =
         raise
 
 
-def write_json_atomic(path: Path, payload: Any, *, indent: int | None = None, sort_keys: bool = False) -> None:
+def write_json_atomic(
+    path: Path, payload: Any, *, indent: int | None = None, sort_keys: bool = False
+) -> None:
     """Write ``payload`` as JSON to ``path`` atomically (a trailing newline when indented)."""
 
     def dump(handle: IO[str]) -> None:

@@ -34,9 +34,19 @@ GATE_STD: dict[str, str] = {tower: f"gate_std/{tower}" for tower in TOWERS}
 GRAD_COS: dict[str, str] = {tower: f"grad_cos/{tower}" for tower in TOWERS}
 
 STEP_METRICS: tuple[str, ...] = (
-    LOSS, CE, TEXT_REG, IMAGE_REG, QUERY, META_SKIPPED,
-    GATE_MEAN["text"], GATE_STD["text"], GATE_MEAN["vision"], GATE_STD["vision"],
-    GRAD_COS["text"], GRAD_COS["vision"], TRAIN_ACC,
+    LOSS,
+    CE,
+    TEXT_REG,
+    IMAGE_REG,
+    QUERY,
+    META_SKIPPED,
+    GATE_MEAN["text"],
+    GATE_STD["text"],
+    GATE_MEAN["vision"],
+    GATE_STD["vision"],
+    GRAD_COS["text"],
+    GRAD_COS["vision"],
+    TRAIN_ACC,
 )
 """Keys of every step's metrics, in every scheme and mode, in this order."""
 

@@ -61,18 +61,32 @@ def format_classname(classname: str) -> str:
     return classname.replace("_", " ")
 
 
-def teacher_cache_path(cache_dir: str | os.PathLike, cache_key: str, classnames: Sequence[str],
-                       templates: Sequence[str]) -> Path:
+def teacher_cache_path(
+    cache_dir: str | os.PathLike, cache_key: str, classnames: Sequence[str], templates: Sequence[str]
+) -> Path:
     """The cache file of one (backbone, class list, templates) combination."""
-    payload = json.dumps({"format": _CACHE_FORMAT, "backbone": cache_key, "classnames": list(classnames),
-                          "templates": list(templates)}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "format": _CACHE_FORMAT,
+            "backbone": cache_key,
+            "classnames": list(classnames),
+            "templates": list(templates),
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
     return Path(cache_dir) / f"text_teacher_{digest}.pt"
 
 
-def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templates: Sequence[str], *,
-                         cache_dir: str | os.PathLike | None = None, cache_key: str | None = None,
-                         classes_per_batch: int = 16) -> Tensor:
+def compute_text_teacher(
+    model: PromptedCLIP,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    cache_key: str | None = None,
+    classes_per_batch: int = 16,
+) -> Tensor:
     """Unprompted CLIP text features per class, averaged over the templates.
 
     Args:
@@ -108,7 +122,7 @@ def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templat
     class_means = []
     with torch.no_grad():
         for start in range(0, len(classnames), classes_per_batch):
-            names = [format_classname(name) for name in classnames[start:start + classes_per_batch]]
+            names = [format_classname(name) for name in classnames[start : start + classes_per_batch]]
             texts = [template.format(name) for name in names for template in templates]
             features = model.encode_plain_text(texts).float()  # [n_names * T, E]
             features = features.reshape(len(names), len(templates), -1)  # [n_names, T, E]
@@ -116,8 +130,15 @@ def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templat
     teacher = torch.cat(class_means, dim=0)  # [C, E]
 
     if path is not None:
-        _atomic_save({"backbone": cache_key, "classnames": list(classnames), "templates": list(templates),
-                      "features": teacher.cpu()}, path)
+        _atomic_save(
+            {
+                "backbone": cache_key,
+                "classnames": list(classnames),
+                "templates": list(templates),
+                "features": teacher.cpu(),
+            },
+            path,
+        )
         logger.debug("text teacher written to %s", path)
     return teacher
 

@@ -110,8 +110,9 @@ def _load_trainable_state(module: nn.Module, state: Mapping[str, torch.Tensor], 
     with torch.no_grad():
         for name, p in params.items():
             if p.shape != state[name].shape:
-                raise CheckpointError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
-                                      f"expected {tuple(p.shape)}")
+                raise CheckpointError(
+                    f"{where}: {name} has shape {tuple(state[name].shape)}, expected {tuple(p.shape)}"
+                )
             p.copy_(state[name].to(p.device, p.dtype))
 
 
@@ -240,8 +241,10 @@ class Trainer:
                     raise NonFiniteLossError(epoch + 1, steps, name, value)
                 sums[name] = sums.get(name, 0.0) + value
         if steps == 0:
-            raise ValueError(f"epoch {epoch + 1} had no training batches (fewer training images than "
-                             "data.batch_size with drop_last?)")
+            raise ValueError(
+                f"epoch {epoch + 1} had no training batches (fewer training images than "
+                "data.batch_size with drop_last?)"
+            )
         out: dict[str, Any] = {name: total / steps for name, total in sums.items()}
         out.update(rates)
         out[names.STEPS] = steps
@@ -274,16 +277,30 @@ class Trainer:
             self.epoch += 1
             record = {events.EPOCH_KEY: self.epoch, **metrics}
             self.history.append(record)
-            logger.info("epoch %d/%d: %s", self.epoch, self.epochs,
-                        ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+            logger.info(
+                "epoch %d/%d: %s",
+                self.epoch,
+                self.epochs,
+                ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+            )
             skipped = metrics.get(names.META_SKIPPED, 0.0)
             if skipped > 0:
-                logger.info("epoch %d: phase B skipped on %d of %d steps (single-label batches)",
-                            self.epoch, round(skipped * metrics[names.STEPS]), metrics[names.STEPS])
+                logger.info(
+                    "epoch %d: phase B skipped on %d of %d steps (single-label batches)",
+                    self.epoch,
+                    round(skipped * metrics[names.STEPS]),
+                    metrics[names.STEPS],
+                )
             path = self.save_checkpoint() if self.checkpoint_dir is not None else None
             if self.callback is not None:
-                self.callback({events.EVENT: events.EPOCH, events.EPOCH_KEY: self.epoch,
-                               events.CHECKPOINT: str(path) if path else None, **metrics})
+                self.callback(
+                    {
+                        events.EVENT: events.EPOCH,
+                        events.EPOCH_KEY: self.epoch,
+                        events.CHECKPOINT: str(path) if path else None,
+                        **metrics,
+                    }
+                )
             self._prune_checkpoints()
         return list(self.history)
 
@@ -354,11 +371,14 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error to the user
             raise CheckpointError(f"{file}: cannot read checkpoint ({exc})") from None
         if state.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{file}: checkpoint version {state.get('version')!r}, "
-                                  f"expected {CHECKPOINT_VERSION}")
+            raise CheckpointError(
+                f"{file}: checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION}"
+            )
         if self.fingerprint is not None and state.get("fingerprint") != self.fingerprint:
-            raise CheckpointError(f"{file}: written by another run configuration "
-                                  f"({state.get('fingerprint')} != {self.fingerprint})")
+            raise CheckpointError(
+                f"{file}: written by another run configuration "
+                f"({state.get('fingerprint')} != {self.fingerprint})"
+            )
         if state["epoch"] > self.epochs:
             raise CheckpointError(f"{file}: epoch {state['epoch']} beyond this run's {self.epochs} epochs")
         for name, module in self.modules.items():

@@ -23,4 +23,6 @@ def check_data_root(plan: SweepPlan, data_root: Path) -> None:
     for key in needed:
         folder = root / get_dataset(key).folder
         if not folder.is_dir():
-            raise LaunchError(f"{plan.spec.source}: dataset {key!r} not found: {folder} does not exist (--data-root)")
+            raise LaunchError(
+                f"{plan.spec.source}: dataset {key!r} not found: {folder} does not exist (--data-root)"
+            )

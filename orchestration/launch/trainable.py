@@ -35,8 +35,15 @@ def latest_epoch_checkpoint(output_dir: Path) -> Path | None:
     return max(folders, key=lambda p: int(p.name[6:]), default=None)
 
 
-def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, output_root: str,
-                git_sha: str = "unknown", resume_local: bool = True) -> None:
+def train_trial(
+    config: dict[str, Any],
+    *,
+    table: TrialTable,
+    data_root: str,
+    output_root: str,
+    git_sha: str = "unknown",
+    resume_local: bool = True,
+) -> None:
     """The Tune function trainable (bind the keyword arguments with ``tune.with_parameters``).
 
     Args:
@@ -78,23 +85,42 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
 
         earlier = latest_epoch_checkpoint(output_dir) if resume_local else None
         try:
-            run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
-                resume_from=earlier, device=device)
+            run(
+                run_config,
+                data_root=Path(data_root).resolve(),
+                output_dir=output_dir,
+                callback=on_event,
+                resume_from=earlier,
+                device=device,
+            )
         except CheckpointError:  # left by other code or another config: start over
             if earlier is None:
                 raise
             shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-            run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
-                device=device)
+            run(
+                run_config,
+                data_root=Path(data_root).resolve(),
+                output_dir=output_dir,
+                callback=on_event,
+                device=device,
+            )
     else:
         with checkpoint.as_directory() as resume_dir:
             done = Path(resume_dir) / FINAL_FILE
             if done.is_file():  # failed after its last report: report the same result again
                 final.update(json.loads(done.read_text()))
-                tune.report({**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(resume_dir))
+                tune.report(
+                    {**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(resume_dir)
+                )
                 return
-            run(run_config, data_root=Path(data_root).resolve(), output_dir=output_dir, callback=on_event,
-                resume_from=Path(resume_dir), device=device)
+            run(
+                run_config,
+                data_root=Path(data_root).resolve(),
+                output_dir=output_dir,
+                callback=on_event,
+                resume_from=Path(resume_dir),
+                device=device,
+            )
 
     artifacts = output_dir / "final"
     artifacts.mkdir(exist_ok=True)

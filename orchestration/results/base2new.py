@@ -31,7 +31,16 @@ BASE2NEW_DATASETS: tuple[str, ...] = catalog.BASE_TO_NEW_DATASETS
 
 
 BASE2NEW_COLUMNS: tuple[str, ...] = (
-    "method", "dataset", "base", "new", "hm", "base_std", "new_std", "n_seeds", "shots", "missing",
+    "method",
+    "dataset",
+    "base",
+    "new",
+    "hm",
+    "base_std",
+    "new_std",
+    "n_seeds",
+    "shots",
+    "missing",
 )
 
 
@@ -71,22 +80,47 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
                 key = (method, shots, dataset)
                 if key in base.index:
                     b, n = base.loc[key], new.loc[key]
-                    block.append({
-                        "method": method, "dataset": dataset, "base": b["mean"], "new": n["mean"],
-                        "hm": harmonic_mean(b["mean"], n["mean"]), "base_std": b["std"],
-                        "new_std": n["std"], "n_seeds": int(b["n"]), "shots": int(shots), "missing": "",
-                    })
+                    block.append(
+                        {
+                            "method": method,
+                            "dataset": dataset,
+                            "base": b["mean"],
+                            "new": n["mean"],
+                            "hm": harmonic_mean(b["mean"], n["mean"]),
+                            "base_std": b["std"],
+                            "new_std": n["std"],
+                            "n_seeds": int(b["n"]),
+                            "shots": int(shots),
+                            "missing": "",
+                        }
+                    )
                 else:
-                    block.append({
-                        "method": method, "dataset": dataset, "base": math.nan, "new": math.nan,
-                        "hm": math.nan, "base_std": math.nan, "new_std": math.nan, "n_seeds": 0,
-                        "shots": int(shots), "missing": "no runs",
-                    })
+                    block.append(
+                        {
+                            "method": method,
+                            "dataset": dataset,
+                            "base": math.nan,
+                            "new": math.nan,
+                            "hm": math.nan,
+                            "base_std": math.nan,
+                            "new_std": math.nan,
+                            "n_seeds": 0,
+                            "shots": int(shots),
+                            "missing": "no runs",
+                        }
+                    )
             in_average = [r for r in block if r["dataset"] in expected]
             missing = [str(r["dataset"]) for r in in_average if r["n_seeds"] == 0]
             average: dict[str, object] = {
-                "method": method, "dataset": AVERAGE, "base": math.nan, "new": math.nan, "hm": math.nan,
-                "base_std": math.nan, "new_std": math.nan, "n_seeds": 0, "shots": int(shots),
+                "method": method,
+                "dataset": AVERAGE,
+                "base": math.nan,
+                "new": math.nan,
+                "hm": math.nan,
+                "base_std": math.nan,
+                "new_std": math.nan,
+                "n_seeds": 0,
+                "shots": int(shots),
                 "missing": ", ".join(missing),
             }
             if not missing and in_average:

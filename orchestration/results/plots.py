@@ -54,7 +54,15 @@ def _save(
 
 def _colors(methods: Sequence[str]) -> dict[str, tuple]:
     palette = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
     ]
     return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
@@ -82,8 +90,14 @@ def plot_base_vs_new(
             if published is not None:
                 paper = published[(published["dataset"] == dataset) & (published["method"] == method)]
                 if not paper.empty:
-                    ax.scatter(paper["base"], paper["new"], marker="s", s=36, facecolors="none",
-                               edgecolors=colors[method])
+                    ax.scatter(
+                        paper["base"],
+                        paper["new"],
+                        marker="s",
+                        s=36,
+                        facecolors="none",
+                        edgecolors=colors[method],
+                    )
         ax.set_title(dataset_label(dataset), fontsize=9)
         ax.set_xlabel("base", fontsize=8)
         ax.set_ylabel("new", fontsize=8)
@@ -112,8 +126,13 @@ def plot_hm(summary: pd.DataFrame, path: Path | str) -> Path:
     x = np.arange(len(datasets))
     for i, method in enumerate(methods):
         rows = summary[summary["method"] == method].set_index("dataset").reindex(datasets)
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, rows["hm"].to_numpy(dtype=float), width,
-               color=colors[method], label=method_label(method))
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            rows["hm"].to_numpy(dtype=float),
+            width,
+            color=colors[method],
+            label=method_label(method),
+        )
     ax.set_xticks(x, [dataset_label(d) for d in datasets], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("HM")
     ax.grid(axis="y", alpha=0.3)

@@ -25,8 +25,12 @@ def trial_key(scientific: Mapping[str, Any], protocol: str) -> str:
     A local checkpoint (``backbone.pretrained`` naming a file) enters by its content, not its
     path: the same weights give the same key wherever the checkout or the data live.
     """
-    canonical = json.dumps({"config": _with_checkpoint_content(scientific), "protocol": protocol},
-                           sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(
+        {"config": _with_checkpoint_content(scientific), "protocol": protocol},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]
 
 
@@ -50,7 +54,9 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha.hexdigest()
 
 
-def search_group_key(base_key: str, space: Mapping[str, tuple[str, list[Any]]], metric: str, mode: str) -> str:
+def search_group_key(
+    base_key: str, space: Mapping[str, tuple[str, list[Any]]], metric: str, mode: str
+) -> str:
     """The key of a search group: its base trial's key and the search it runs."""
     ordered = {k: [kind, args] for k, (kind, args) in sorted(space.items())}
     ident = {"base": base_key, "space": ordered, "metric": metric, "mode": mode}

@@ -75,8 +75,10 @@ class Trial:
 
     def line(self) -> str:
         """A short human-readable line."""
-        return (f"{self.key}  {self.method:<10} {self.dataset:<15} seed={self.seed} shots={self.shots} "
-                f"[{self.protocol}]")
+        return (
+            f"{self.key}  {self.method:<10} {self.dataset:<15} seed={self.seed} shots={self.shots} "
+            f"[{self.protocol}]"
+        )
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,10 @@ class SweepPlan:
         spec = self.spec
         lines = [f"{spec.source}: valid sweep {spec.name!r} ({spec.protocol})", f"trials: {spec.trial_count}"]
         if spec.search:
-            lines.append(f"search: {len(self.groups)} group(s) × {spec.search.num_samples} samples on "
-                         f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}")
+            lines.append(
+                f"search: {len(self.groups)} group(s) × {spec.search.num_samples} samples on "
+                f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}"
+            )
         lines.append(f"sample trial: {self.trials[0].line()}")
         lines.append(json.dumps(self.trials[0].config, indent=2, sort_keys=True))
         return "\n".join(lines)
@@ -218,8 +222,13 @@ def resolve_trial(
 
     data = apply_overrides(dict(base), dict(overrides or {}), source=source) if overrides else dict(base)
     config = build_config(data, source=source)
-    return Trial(key=trial_key(config.scientific_dict(), protocol), protocol=protocol,
-                 config=config.to_dict(), group=group, run_config=config)
+    return Trial(
+        key=trial_key(config.scientific_dict(), protocol),
+        protocol=protocol,
+        config=config.to_dict(),
+        group=group,
+        run_config=config,
+    )
 
 
 def _check_space(spec: SweepSpec, trial: Trial) -> None:
@@ -269,8 +278,12 @@ def _resolve_point(spec: SweepSpec, point: Mapping[str, Any], protocol: Protocol
             section = "grid" if key in point else "overrides"
             short = {v: k for k, v in GRID_ALIASES.items()}.get(key, key) if section == "grid" else key
         raise SpecError(spec.source, f"{section}.{short}".rstrip("."), err.reason) from None
-    return Trial(key=trial_key(config.scientific_dict(), protocol.tag), protocol=protocol.tag,
-                 config=config.to_dict(), run_config=config)
+    return Trial(
+        key=trial_key(config.scientific_dict(), protocol.tag),
+        protocol=protocol.tag,
+        config=config.to_dict(),
+        run_config=config,
+    )
 
 
 def _num_classes(dataset: str) -> int:

@@ -64,12 +64,15 @@ class DatasetReport:
         note = ""
         if self.num_classes != self.expected_classes:
             note = f" (benchmark has {self.expected_classes})"
-        return (f"{self.key:<16} ok       classes={self.num_classes}{note} {sizes} "
-                f"images_checked={self.images_checked}")
+        return (
+            f"{self.key:<16} ok       classes={self.num_classes}{note} {sizes} "
+            f"images_checked={self.images_checked}"
+        )
 
 
-def check_datasets(data_root: str | os.PathLike, keys: Iterable[str] | None = None, *,
-                   images: Literal["all"] | int = "all") -> list[DatasetReport]:
+def check_datasets(
+    data_root: str | os.PathLike, keys: Iterable[str] | None = None, *, images: Literal["all"] | int = "all"
+) -> list[DatasetReport]:
     """Check datasets under ``data_root``.
 
     Args:
@@ -102,8 +105,9 @@ def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | 
     sizes = (("train", len(splits.train)), ("val", len(splits.val)), ("test", len(splits.test)))
     problem = _structural_problem(splits, info.base_to_new)
     if problem:
-        return DatasetReport(usable=False, problem=problem, num_classes=splits.num_classes, sizes=sizes,
-                             **base)
+        return DatasetReport(
+            usable=False, problem=problem, num_classes=splits.num_classes, sizes=sizes, **base
+        )
     items = splits.train + splits.val + splits.test
     if info.split_source in ("split_json", "fgvc_text"):
         to_check = _sample(items, images)
@@ -111,15 +115,21 @@ def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | 
         if missing:
             more = f" ({len(missing)} missing in all)" if len(missing) > 1 else ""
             return DatasetReport(
-                usable=False, problem=f"image file not found: {missing[0]}{more}", missing_path=missing[0],
-                num_classes=splits.num_classes, sizes=sizes, images_checked=len(to_check),
-                missing_images=len(missing), **base,
+                usable=False,
+                problem=f"image file not found: {missing[0]}{more}",
+                missing_path=missing[0],
+                num_classes=splits.num_classes,
+                sizes=sizes,
+                images_checked=len(to_check),
+                missing_images=len(missing),
+                **base,
             )
         checked = len(to_check)
     else:
         checked = len(items)  # found by listing the folders
-    return DatasetReport(usable=True, num_classes=splits.num_classes, sizes=sizes, images_checked=checked,
-                         **base)
+    return DatasetReport(
+        usable=True, num_classes=splits.num_classes, sizes=sizes, images_checked=checked, **base
+    )
 
 
 def _structural_problem(splits: DatasetSplits, has_train: bool) -> str | None:

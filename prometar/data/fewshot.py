@@ -83,8 +83,9 @@ def sample_few_shot(splits: DatasetSplits, shots: int, seed: int) -> DatasetSpli
     return DatasetSplits(train, val, list(splits.test), list(splits.classnames))
 
 
-def cache_path(key: str, data_root: str | os.PathLike, shots: int, seed: int,
-               cache_dir: str | os.PathLike | None = None) -> Path:
+def cache_path(
+    key: str, data_root: str | os.PathLike, shots: int, seed: int, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """Return the cache file of (dataset, shots, seed).
 
     The default folder is ``split_fewshot_prometar/`` inside the dataset's folder.
@@ -94,8 +95,16 @@ def cache_path(key: str, data_root: str | os.PathLike, shots: int, seed: int,
     return folder / f"{key}_shot_{shots}-seed_{seed}.json"
 
 
-def few_shot(splits: DatasetSplits, *, key: str, data_root: str | os.PathLike, shots: int, seed: int,
-             cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> DatasetSplits:
+def few_shot(
+    splits: DatasetSplits,
+    *,
+    key: str,
+    data_root: str | os.PathLike,
+    shots: int,
+    seed: int,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> DatasetSplits:
     """Few-shot subsets of a dataset, read from or written to the cache.
 
     Args:
@@ -146,7 +155,7 @@ def few_shot(splits: DatasetSplits, *, key: str, data_root: str | os.PathLike, s
 
 def _relative(path: str, root: str) -> str:
     prefix = root.rstrip(os.sep) + os.sep
-    return path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+    return path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
 
 
 def _fingerprint(splits: DatasetSplits, root: str) -> str:
@@ -158,8 +167,9 @@ def _fingerprint(splits: DatasetSplits, root: str) -> str:
     return digest.hexdigest()
 
 
-def _load_cache(path: Path, splits: DatasetSplits, root: str, fingerprint: str, *, key: str, shots: int,
-                seed: int) -> DatasetSplits | None:
+def _load_cache(
+    path: Path, splits: DatasetSplits, root: str, fingerprint: str, *, key: str, shots: int, seed: int
+) -> DatasetSplits | None:
     """Return the cached subsets, or ``None`` (with a warning) when the cache is absent or invalid."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -184,8 +194,13 @@ def _load_cache(path: Path, splits: DatasetSplits, root: str, fingerprint: str, 
                 raise ValueError(f"{name!r} missing")
             items = []
             for row in rows:
-                if (not isinstance(row, list) or len(row) != 2 or not isinstance(row[0], str)
-                        or not isinstance(row[1], int) or not 0 <= row[1] < n_classes):
+                if (
+                    not isinstance(row, list)
+                    or len(row) != 2
+                    or not isinstance(row[0], str)
+                    or not isinstance(row[1], int)
+                    or not 0 <= row[1] < n_classes
+                ):
                     raise ValueError(f"bad {name} entry {row!r}")
                 items.append(Item(os.path.join(root, row[0]), row[1], splits.classnames[row[1]]))
             subsets[name] = items

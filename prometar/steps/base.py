@@ -35,18 +35,27 @@ class TrainingStep(ABC):
             the inputs' device (CUDA); None = full precision (CPU).
     """
 
-    def __init__(self, model: PromptedCLIP, prompt_optimizer: torch.optim.Optimizer, *, class_tokens: Tensor,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        model: PromptedCLIP,
+        prompt_optimizer: torch.optim.Optimizer,
+        *,
+        class_tokens: Tensor,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         self.model = model
         self.prompt_optimizer = prompt_optimizer
         self.class_tokens = class_tokens
         self.autocast_dtype = autocast_dtype
         self.tower_prompts: dict[str, dict[str, torch.nn.Parameter]] = {
-            tower: model.prompt_parameters(tower) for tower in names.TOWERS}
+            tower: model.prompt_parameters(tower) for tower in names.TOWERS
+        }
         self.prompts: dict[str, torch.nn.Parameter] = {
-            name: parameter for tower in names.TOWERS for name, parameter in self.tower_prompts[tower].items()}
+            name: parameter for tower in names.TOWERS for name, parameter in self.tower_prompts[tower].items()
+        }
         self.tower_of: dict[str, str] = {
-            name: tower for tower in names.TOWERS for name in self.tower_prompts[tower]}
+            name: tower for tower in names.TOWERS for name in self.tower_prompts[tower]
+        }
 
     # ----------------------------------------------------------------- entry points
 
@@ -58,8 +67,9 @@ class TrainingStep(ABC):
         """The virtual task of one batch; ``None`` for schemes without one."""
         return None
 
-    def step(self, images: Tensor, labels: Tensor, task: VirtualTask | None, *,
-             trace: dict[str, Any] | None = None) -> dict[str, float]:
+    def step(
+        self, images: Tensor, labels: Tensor, task: VirtualTask | None, *, trace: dict[str, Any] | None = None
+    ) -> dict[str, float]:
         """Run one iteration; zero_grad, backward and the optimiser steps happen inside.
 
         Args:
@@ -77,8 +87,9 @@ class TrainingStep(ABC):
         return {name: float(metrics[name]) for name in names.STEP_METRICS}
 
     @abstractmethod
-    def _step(self, images: Tensor, labels: Tensor, task: VirtualTask | None,
-              trace: dict[str, Any] | None) -> dict[str, float]:
+    def _step(
+        self, images: Tensor, labels: Tensor, task: VirtualTask | None, trace: dict[str, Any] | None
+    ) -> dict[str, float]:
         """The scheme's iteration; returns every metric of ``STEP_METRICS``."""
 
     # -------------------------------------------------------------------- forwards
@@ -88,14 +99,17 @@ class TrainingStep(ABC):
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
-    def _features(self, images: Tensor, fast_prompts: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def _features(
+        self, images: Tensor, fast_prompts: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Prompted image ``[B, E]`` and class text ``[C, E]`` features, unnormalised."""
         with self._autocast(images.device):
             if fast_prompts is None:
                 image_features, text_features = self.model(images, self.class_tokens)
             else:
                 image_features, text_features = functional_call(
-                    self.model, dict(fast_prompts), (images, self.class_tokens))
+                    self.model, dict(fast_prompts), (images, self.class_tokens)
+                )
         return _full_precision(image_features), _full_precision(text_features)
 
     def _logits(self, image_features: Tensor, text_features: Tensor) -> Tensor:
@@ -112,8 +126,17 @@ def _full_precision(features: Tensor) -> Tensor:
     return features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
 
 
-def step_metrics(*, loss: float, ce: float, logits: Tensor, labels: Tensor, gate_value: float | None,
-                 towers: tuple[str, ...], text_reg: float = 0.0, image_reg: float = 0.0) -> dict[str, float]:
+def step_metrics(
+    *,
+    loss: float,
+    ce: float,
+    logits: Tensor,
+    labels: Tensor,
+    gate_value: float | None,
+    towers: tuple[str, ...],
+    text_reg: float = 0.0,
+    image_reg: float = 0.0,
+) -> dict[str, float]:
     """Every step metric: the losses, the batch accuracy and a gate value per prompted tower.
 
     ``gate_value`` is the regulariser gradient's multiplier of a scheme without a gate network
@@ -121,8 +144,15 @@ def step_metrics(*, loss: float, ce: float, logits: Tensor, labels: Tensor, gate
     caller to fill in.
     """
     accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean().item() * 100.0
-    metrics = {names.LOSS: loss, names.CE: ce, names.TEXT_REG: text_reg, names.IMAGE_REG: image_reg,
-               names.QUERY: 0.0, names.META_SKIPPED: 0.0, names.TRAIN_ACC: accuracy}
+    metrics = {
+        names.LOSS: loss,
+        names.CE: ce,
+        names.TEXT_REG: text_reg,
+        names.IMAGE_REG: image_reg,
+        names.QUERY: 0.0,
+        names.META_SKIPPED: 0.0,
+        names.TRAIN_ACC: accuracy,
+    }
     for tower in names.TOWERS:
         metrics[names.GATE_MEAN[tower]] = gate_value if (gate_value is not None and tower in towers) else 0.0
         metrics[names.GATE_STD[tower]] = 0.0

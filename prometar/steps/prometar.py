@@ -54,15 +54,35 @@ class ProMetaRStep(RegularizedStep):
 
     scheme = "prometar"
 
-    def __init__(self, model: PromptedCLIP, prompt_optimizer: torch.optim.Optimizer, *, class_tokens: Tensor,
-                 teacher_text: Tensor, text_weight: float, image_weight: float, gate: GateNetwork | None = None,
-                 gate_optimizer: torch.optim.Optimizer | None = None, gate_mode: GateMode = "learned",
-                 inner_lr: float = 5e-4, meta_loss_scale: float = 5e-4, second_order: bool = True,
-                 beta: tuple[float, float] = (0.5, 0.5), autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        model: PromptedCLIP,
+        prompt_optimizer: torch.optim.Optimizer,
+        *,
+        class_tokens: Tensor,
+        teacher_text: Tensor,
+        text_weight: float,
+        image_weight: float,
+        gate: GateNetwork | None = None,
+        gate_optimizer: torch.optim.Optimizer | None = None,
+        gate_mode: GateMode = "learned",
+        inner_lr: float = 5e-4,
+        meta_loss_scale: float = 5e-4,
+        second_order: bool = True,
+        beta: tuple[float, float] = (0.5, 0.5),
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         if gate_mode not in GATE_MODES:
             raise ValueError(f"unknown gate mode {gate_mode!r}; valid: {list(GATE_MODES)}")
-        super().__init__(model, prompt_optimizer, class_tokens=class_tokens, teacher_text=teacher_text,
-                         text_weight=text_weight, image_weight=image_weight, autocast_dtype=autocast_dtype)
+        super().__init__(
+            model,
+            prompt_optimizer,
+            class_tokens=class_tokens,
+            teacher_text=teacher_text,
+            text_weight=text_weight,
+            image_weight=image_weight,
+            autocast_dtype=autocast_dtype,
+        )
         if gate_mode == "learned":
             if gate is None or gate_optimizer is None:
                 raise ValueError("the 'prometar' scheme with a learned gate needs gate and gate_optimizer")
@@ -70,7 +90,9 @@ class ProMetaRStep(RegularizedStep):
             if missing:
                 raise ValueError(f"the gate network has no gate for prompt tensors {missing}")
         if inner_lr <= 0 or meta_loss_scale <= 0:
-            raise ValueError(f"inner_lr ({inner_lr}) and meta_loss_scale ({meta_loss_scale}) must be positive")
+            raise ValueError(
+                f"inner_lr ({inner_lr}) and meta_loss_scale ({meta_loss_scale}) must be positive"
+            )
         self.gate = gate
         self.gate_optimizer = gate_optimizer
         self.gate_mode = gate_mode
@@ -83,8 +105,9 @@ class ProMetaRStep(RegularizedStep):
         """The batch's virtual task (query, support, mixing weights, partners), from ``generator``."""
         return sample_virtual_task(labels, generator, self.beta)
 
-    def _step(self, images: Tensor, labels: Tensor, task: VirtualTask | None,
-              trace: dict[str, Any] | None) -> dict[str, float]:
+    def _step(
+        self, images: Tensor, labels: Tensor, task: VirtualTask | None, trace: dict[str, Any] | None
+    ) -> dict[str, float]:
         # ---- phase A: plain step on the full batch, the regulariser gradient modulated.
         teacher_image = self._image_teacher(images)  # [B, E] normalised
         logits, ce, text_reg, image_reg = self._losses(images, labels, teacher_image)
@@ -99,9 +122,16 @@ class ProMetaRStep(RegularizedStep):
         if trace is not None:
             trace["phase_a/prompts_after_step"] = _detached(self.prompts)
 
-        metrics = step_metrics(loss=(ce + text_reg + image_reg).item(), ce=ce.item(), text_reg=text_reg.item(),
-                               image_reg=image_reg.item(), logits=logits, labels=labels, gate_value=None,
-                               towers=self._present_towers())
+        metrics = step_metrics(
+            loss=(ce + text_reg + image_reg).item(),
+            ce=ce.item(),
+            text_reg=text_reg.item(),
+            image_reg=image_reg.item(),
+            logits=logits,
+            labels=labels,
+            gate_value=None,
+            towers=self._present_towers(),
+        )
         for tower in names.TOWERS:
             tower_names = list(self.tower_prompts[tower])
             if not tower_names:
@@ -111,10 +141,14 @@ class ProMetaRStep(RegularizedStep):
             metrics[names.GATE_STD[tower]] = values.std().item() if values.numel() > 1 else 0.0
             metrics[names.GRAD_COS[tower]] = _cosine(
                 torch.cat([ce_grads[name].reshape(-1) for name in tower_names]),
-                torch.cat([reg_grads[name].reshape(-1) for name in tower_names]))
+                torch.cat([reg_grads[name].reshape(-1) for name in tower_names]),
+            )
         if trace is not None:
-            trace["phase_a/losses"] = {"ce": ce.detach(), "text_reg": text_reg.detach(),
-                                       "image_reg": image_reg.detach()}
+            trace["phase_a/losses"] = {
+                "ce": ce.detach(),
+                "text_reg": text_reg.detach(),
+                "image_reg": image_reg.detach(),
+            }
             trace["phase_a/logits"] = logits.detach()
             trace["phase_a/ce_grads"] = _detached(ce_grads)
             trace["phase_a/reg_grads"] = _detached(reg_grads)
@@ -131,8 +165,9 @@ class ProMetaRStep(RegularizedStep):
 
     # ------------------------------------------------------------------- pieces
 
-    def _separate_gradients(self, ce: Tensor, text_reg: Tensor, image_reg: Tensor, *,
-                            create_graph: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def _separate_gradients(
+        self, ce: Tensor, text_reg: Tensor, image_reg: Tensor, *, create_graph: bool
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """∇CE of every prompt tensor, and ∇R_text of the text / ∇R_image of the vision tensors."""
         names = list(self.prompts)
         ce_grads = _gradients(ce, [self.prompts[name] for name in names], create_graph=create_graph)
@@ -140,7 +175,9 @@ class ProMetaRStep(RegularizedStep):
         for tower, reg in (("text", text_reg), ("vision", image_reg)):
             tower_names = list(self.tower_prompts[tower])
             if tower_names:
-                grads = _gradients(reg, [self.prompts[name] for name in tower_names], create_graph=create_graph)
+                grads = _gradients(
+                    reg, [self.prompts[name] for name in tower_names], create_graph=create_graph
+                )
                 reg_grads.update(zip(tower_names, grads, strict=True))
         return dict(zip(names, ce_grads, strict=True)), reg_grads
 
@@ -152,8 +189,14 @@ class ProMetaRStep(RegularizedStep):
         assert self.gate is not None  # checked by __init__
         return self.gate(name, ce_grad, reg_grad).to(ce_grad.dtype)
 
-    def _meta_step(self, images: Tensor, labels: Tensor, teacher_image: Tensor, task: VirtualTask,
-                   trace: dict[str, Any] | None) -> float:
+    def _meta_step(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        teacher_image: Tensor,
+        task: VirtualTask,
+        trace: dict[str, Any] | None,
+    ) -> float:
         """Phase B: inner step on the support items, mixup on the query items, meta update."""
         device = labels.device
         support = torch.tensor(task.support, device=device)
@@ -161,24 +204,31 @@ class ProMetaRStep(RegularizedStep):
         with attention:
             # Inner step: θ' = θ − inner_lr · (∇CE + gate ⊙ ∇R) on the support items, graph kept.
             _, inner_ce, inner_text_reg, inner_image_reg = self._losses(
-                images[support], labels[support], teacher_image[support])
+                images[support], labels[support], teacher_image[support]
+            )
             ce_grads, reg_grads = self._separate_gradients(
-                inner_ce, inner_text_reg, inner_image_reg, create_graph=self.second_order)
+                inner_ce, inner_text_reg, inner_image_reg, create_graph=self.second_order
+            )
             gates = {name: self._gate_values(name, ce_grads[name], reg_grads[name]) for name in self.prompts}
             inner_grads = {name: ce_grads[name] + gates[name] * reg_grads[name] for name in self.prompts}
-            fast_prompts = {name: parameter - self.inner_lr * inner_grads[name]
-                            for name, parameter in self.prompts.items()}
+            fast_prompts = {
+                name: parameter - self.inner_lr * inner_grads[name]
+                for name, parameter in self.prompts.items()
+            }
 
             # Virtual task: mix final image features of query items and their support partners.
             needed = sorted(set(task.query) | set(task.partners))
             row_of = {batch_index: row for row, batch_index in enumerate(needed)}
             image_features, text_features = self._features(
-                images[torch.tensor(needed, device=device)], fast_prompts)  # [n_needed, E], [C, E]
+                images[torch.tensor(needed, device=device)], fast_prompts
+            )  # [n_needed, E], [C, E]
             query_rows = torch.tensor([row_of[i] for i in task.query], device=device)
             partner_rows = torch.tensor([row_of[i] for i in task.partners], device=device)
             lam = torch.tensor(task.lam, device=device, dtype=image_features.dtype)  # [Q]
-            mixed = (lam[:, None] * image_features[query_rows]
-                     + (1.0 - lam[:, None]) * image_features[partner_rows])  # [Q, E]
+            mixed = (
+                lam[:, None] * image_features[query_rows]
+                + (1.0 - lam[:, None]) * image_features[partner_rows]
+            )  # [Q, E]
             logits = self._logits(mixed, text_features)  # [Q, C]
             query_labels = labels[torch.tensor(task.query, device=device)]
             partner_labels = labels[torch.tensor(task.partners, device=device)]
@@ -190,18 +240,24 @@ class ProMetaRStep(RegularizedStep):
                 self.gate_optimizer.zero_grad(set_to_none=True)
             meta_loss.backward()
         if trace is not None:
-            trace["phase_b/losses"] = {"ce": inner_ce.detach(), "text_reg": inner_text_reg.detach(),
-                                       "image_reg": inner_image_reg.detach()}
-            trace["phase_b/gates"] = {name: _as_tensor(gates[name], ce_grads[name]).detach()
-                                      for name in self.prompts}
+            trace["phase_b/losses"] = {
+                "ce": inner_ce.detach(),
+                "text_reg": inner_text_reg.detach(),
+                "image_reg": inner_image_reg.detach(),
+            }
+            trace["phase_b/gates"] = {
+                name: _as_tensor(gates[name], ce_grads[name]).detach() for name in self.prompts
+            }
             trace["phase_b/inner_grads"] = _detached(inner_grads)
             trace["phase_b/query_ce"] = query_ce.detach()
             trace["phase_b/meta_loss"] = meta_loss.detach()
-            trace["phase_b/meta_grads"] = {name: _grad_or_zeros(parameter)
-                                           for name, parameter in self.prompts.items()}
+            trace["phase_b/meta_grads"] = {
+                name: _grad_or_zeros(parameter) for name, parameter in self.prompts.items()
+            }
             if self.gate is not None and self.gate_mode == "learned":
-                trace["phase_b/gate_grads"] = {name: _grad_or_zeros(parameter)
-                                               for name, parameter in self.gate.named_parameters()}
+                trace["phase_b/gate_grads"] = {
+                    name: _grad_or_zeros(parameter) for name, parameter in self.gate.named_parameters()
+                }
         self.prompt_optimizer.step()
         if self.gate_optimizer is not None and self.gate_mode == "learned":
             self.gate_optimizer.step()
@@ -210,13 +266,18 @@ class ProMetaRStep(RegularizedStep):
 
 # ------------------------------------------------------------------------ helpers
 
+
 def _gradients(loss: Tensor, parameters: list[Tensor], *, create_graph: bool) -> list[Tensor]:
     """∂loss/∂parameters; zeros where the loss does not depend on a parameter."""
     if not loss.requires_grad:
         return [torch.zeros_like(parameter) for parameter in parameters]
-    grads = torch.autograd.grad(loss, parameters, retain_graph=True, create_graph=create_graph,
-                                allow_unused=True)
-    return [torch.zeros_like(parameter) if grad is None else grad for grad, parameter in zip(grads, parameters, strict=True)]
+    grads = torch.autograd.grad(
+        loss, parameters, retain_graph=True, create_graph=create_graph, allow_unused=True
+    )
+    return [
+        torch.zeros_like(parameter) if grad is None else grad
+        for grad, parameter in zip(grads, parameters, strict=True)
+    ]
 
 
 def _as_tensor(gate: Tensor | float, like: Tensor) -> Tensor:

@@ -34,9 +34,17 @@ class RegularizedStep(TrainingStep):
 
     scheme = "regularized"
 
-    def __init__(self, model: PromptedCLIP, prompt_optimizer: torch.optim.Optimizer, *, class_tokens: Tensor,
-                 teacher_text: Tensor, text_weight: float, image_weight: float,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        model: PromptedCLIP,
+        prompt_optimizer: torch.optim.Optimizer,
+        *,
+        class_tokens: Tensor,
+        teacher_text: Tensor,
+        text_weight: float,
+        image_weight: float,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         if teacher_text is None:
             raise ValueError(f"the {self.scheme!r} scheme needs teacher_text (compute_text_teacher)")
         super().__init__(model, prompt_optimizer, class_tokens=class_tokens, autocast_dtype=autocast_dtype)
@@ -48,8 +56,13 @@ class RegularizedStep(TrainingStep):
         with self._autocast(images.device):
             return compute_image_teacher(self.model, images)
 
-    def _losses(self, images: Tensor, labels: Tensor, teacher_image: Tensor,
-                fast_prompts: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _losses(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        teacher_image: Tensor,
+        fast_prompts: dict[str, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Logits, CE and the weighted regularisers of one forward pass."""
         image_features, text_features = self._features(images, fast_prompts)
         logits = self._logits(image_features, text_features)
@@ -58,13 +71,22 @@ class RegularizedStep(TrainingStep):
         image_reg = self.image_weight * image_regularizer(image_features, teacher_image)
         return logits, ce, text_reg, image_reg
 
-    def _step(self, images: Tensor, labels: Tensor, task: VirtualTask | None,
-              trace: dict[str, Any] | None) -> dict[str, float]:
+    def _step(
+        self, images: Tensor, labels: Tensor, task: VirtualTask | None, trace: dict[str, Any] | None
+    ) -> dict[str, float]:
         self.prompt_optimizer.zero_grad(set_to_none=True)
         teacher_image = self._image_teacher(images)
         logits, ce, text_reg, image_reg = self._losses(images, labels, teacher_image)
         total = ce + text_reg + image_reg
         total.backward()
         self.prompt_optimizer.step()
-        return step_metrics(loss=total.item(), ce=ce.item(), text_reg=text_reg.item(), image_reg=image_reg.item(),
-                            logits=logits, labels=labels, gate_value=1.0, towers=self._present_towers())
+        return step_metrics(
+            loss=total.item(),
+            ce=ce.item(),
+            text_reg=text_reg.item(),
+            image_reg=image_reg.item(),
+            logits=logits,
+            labels=labels,
+            gate_value=1.0,
+            towers=self._present_towers(),
+        )

@@ -37,9 +37,16 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MARKER = "PROMETAR_TEST_CLUSTER"
-OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",
-             "optim.epochs": 1, "data.batch_size": 2, "data.num_workers": 0,
-             "prompts.text_depth": 1, "prompts.vision_depth": 1}
+OVERRIDES = {
+    "backbone.name": "tiny-test",
+    "backbone.pretrained": None,
+    "backbone.precision": "fp32",
+    "optim.epochs": 1,
+    "data.batch_size": 2,
+    "data.num_workers": 0,
+    "prompts.text_depth": 1,
+    "prompts.vision_depth": 1,
+}
 DATASETS = ["caltech101", "eurosat"]
 OBJECT_STORE = "100000000"
 LOOPBACK_WORKER = """
@@ -176,9 +183,14 @@ def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 1.0):
 
 
 def write_sweep(folder: Path, name: str, *, seeds: list[int], datasets: list[str] = DATASETS) -> Path:
-    data = {"name": name, "protocol": "base2new", "overrides": OVERRIDES,
-            "grid": {"method": ["ivlp"], "dataset": datasets, "seed": seeds, "shots": [2]},
-            "resources": {"default": {"cpu": 1, "gpu": 0}}, "max_failures": 2}
+    data = {
+        "name": name,
+        "protocol": "base2new",
+        "overrides": OVERRIDES,
+        "grid": {"method": ["ivlp"], "dataset": datasets, "seed": seeds, "shots": [2]},
+        "resources": {"default": {"cpu": 1, "gpu": 0}},
+        "max_failures": 2,
+    }
     path = folder / "sweeps" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -189,8 +201,9 @@ def make_project(root: Path) -> Path:
     """What a user ships: the code (copied, so the job runs the shipped copy) and sweep files."""
     project = root / "project"
     for package in ("prometar", "orchestration"):
-        shutil.copytree(REPO / package, project / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            REPO / package, project / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     return project
 
 
@@ -201,25 +214,38 @@ def finished_runs(tracking_uri: str, experiment: str) -> list:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if "prometar.trial_key" in r.data.tags]
+    return [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=1000)
+        if "prometar.trial_key" in r.data.tags
+    ]
 
 
 def base_env(root: Path, marker: str, token: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RAY_", "PYTEST_", "MLFLOW_")) and k not in ("PYTHONPATH",)}
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        MARKER: marker,
-        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-        "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node addresses stay 127.0.0.1
-        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-        # notice a lost node within seconds rather than the default half minute
-        "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
-        "RAY_health_check_failure_threshold": "3",
-        "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-        "HOME": str(root / "home"),  # ~/.ray/auth_token of the user is neither read nor written
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RAY_", "PYTEST_", "MLFLOW_")) and k not in ("PYTHONPATH",)
+    }
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            MARKER: marker,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node addresses stay 127.0.0.1
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+            # notice a lost node within seconds rather than the default half minute
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_timeout_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "HOME": str(root / "home"),  # ~/.ray/auth_token of the user is neither read nor written
+        }
+    )
     (root / "home").mkdir(exist_ok=True)
     return env
 
@@ -240,10 +266,24 @@ class LocalCluster:
     logs: list[Path] = field(default_factory=list)
 
     def submit(self, sweep: Path, *extra: str, token: str | None = None) -> list[str]:
-        return [str(BIN / "prometar-sweep"), "submit", str(sweep), "--address", self.dashboard,
-                "--working-dir", str(self.project), "--token", token or self.token,
-                "--tracking-uri", self.tracking_uri, "--data-root", str(self.data_root),
-                "--output", str(self.root / "out"), *extra]
+        return [
+            str(BIN / "prometar-sweep"),
+            "submit",
+            str(sweep),
+            "--address",
+            self.dashboard,
+            "--working-dir",
+            str(self.project),
+            "--token",
+            token or self.token,
+            "--tracking-uri",
+            self.tracking_uri,
+            "--data-root",
+            str(self.data_root),
+            "--output",
+            str(self.root / "out"),
+            *extra,
+        ]
 
 
 def alive_nodes(dashboard: str, token: str) -> int:
@@ -252,8 +292,12 @@ def alive_nodes(dashboard: str, token: str) -> int:
 
 def alive_node_ips(dashboard: str, token: str) -> list[str]:
     try:
-        response = requests.get(f"{dashboard}/api/v0/nodes", headers={"Authorization": f"Bearer {token}"},
-                                params={"limit": 100}, timeout=5)
+        response = requests.get(
+            f"{dashboard}/api/v0/nodes",
+            headers={"Authorization": f"Bearer {token}"},
+            params={"limit": 100},
+            timeout=5,
+        )
         if response.status_code != 200:
             return []
         rows = response.json()["data"]["result"]["result"]
@@ -265,8 +309,13 @@ def alive_node_ips(dashboard: str, token: str) -> list[str]:
 def start_node(args: list[str], env: dict[str, str], log: Path, *, head: bool) -> subprocess.Popen:
     ray = [str(BIN / "ray")] if head else [sys.executable, "-c", LOOPBACK_WORKER]
     with log.open("wb") as sink:
-        return subprocess.Popen([*ray, "start", "--block", *args], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [*ray, "start", "--block", *args],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -281,30 +330,65 @@ def cluster() -> Iterator[LocalCluster]:
     started: list[subprocess.Popen] = []
     try:
         head = start_node(
-            ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dash_port}", f"--ray-client-server-port={free_port()}",
-             f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=1", "--num-gpus=0",
-             f"--object-store-memory={OBJECT_STORE}", f"--temp-dir={root / 'head'}", "--disable-usage-stats"],
-            env, root / "head.log", head=True)
+            [
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                f"--port={gcs_port}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash_port}",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                "--num-cpus=1",
+                "--num-gpus=0",
+                f"--object-store-memory={OBJECT_STORE}",
+                f"--temp-dir={root / 'head'}",
+                "--disable-usage-stats",
+            ],
+            env,
+            root / "head.log",
+            head=True,
+        )
         started.append(head)
         dashboard = f"http://127.0.0.1:{dash_port}"
         wait_for(lambda: alive_nodes(dashboard, token) >= 1 or head.poll() is not None, 180, "the Ray head")
         assert head.poll() is None, (root / "head.log").read_text()[-3000:]
         worker = start_node(
-            [f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0",
-             '--resources={"worker_node": 1}', f"--dashboard-agent-listen-port={free_port()}",
-             f"--object-store-memory={OBJECT_STORE}", f"--temp-dir={root / 'worker'}"],
-            env, root / "worker.log", head=False)
+            [
+                f"--address=127.0.0.1:{gcs_port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=2",
+                "--num-gpus=0",
+                '--resources={"worker_node": 1}',
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--object-store-memory={OBJECT_STORE}",
+                f"--temp-dir={root / 'worker'}",
+            ],
+            env,
+            root / "worker.log",
+            head=False,
+        )
         started.append(worker)
-        wait_for(lambda: alive_nodes(dashboard, token) >= 2 or worker.poll() is not None, 180, "the worker node")
+        wait_for(
+            lambda: alive_nodes(dashboard, token) >= 2 or worker.poll() is not None, 180, "the worker node"
+        )
         assert worker.poll() is None, (root / "worker.log").read_text()[-3000:]
         assert alive_node_ips(dashboard, token) == ["127.0.0.1", "127.0.0.1"]
         data_root = root / "data"
         write_miniatures(data_root, DATASETS)
-        yield LocalCluster(root=root, marker=marker, token=token, env=env, gcs=f"127.0.0.1:{gcs_port}",
-                           dashboard=dashboard, head=head, worker=worker, project=make_project(root),
-                           data_root=data_root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-                           logs=[root / "head.log", root / "worker.log"])
+        yield LocalCluster(
+            root=root,
+            marker=marker,
+            token=token,
+            env=env,
+            gcs=f"127.0.0.1:{gcs_port}",
+            dashboard=dashboard,
+            head=head,
+            worker=worker,
+            project=make_project(root),
+            data_root=data_root,
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            logs=[root / "head.log", root / "worker.log"],
+        )
     finally:
         for proc in reversed(started):
             stop_tree(proc, marker)
@@ -348,27 +432,63 @@ def test_slurm_script_runs_a_sweep_on_a_fake_allocation(tmp_path_factory) -> Non
     script = root / "job.sbatch"
     tracking = f"sqlite:///{root / 'mlflow.db'}"
     render = subprocess.run(
-        [str(BIN / "prometar-sweep"), "slurm", "sweeps/tiny-slurm.yaml", "--nodes", "1", "--gpus-per-node", "0",
-         "--cpus-per-node", "1", "--time", "00:20:00", "--data-root", str(root / "data"), "--output",
-         str(root / "out"), "--tracking-uri", tracking, "-o", str(script)],
-        cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        [
+            str(BIN / "prometar-sweep"),
+            "slurm",
+            "sweeps/tiny-slurm.yaml",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "0",
+            "--cpus-per-node",
+            "1",
+            "--time",
+            "00:20:00",
+            "--data-root",
+            str(root / "data"),
+            "--output",
+            str(root / "out"),
+            "--tracking-uri",
+            tracking,
+            "-o",
+            str(script),
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert render.returncode == 0, render.stderr
     subprocess.run(["bash", "-n", str(script)], check=True)
-    env.update({
-        "PATH": f"{shim}{os.pathsep}{env['PATH']}",
-        "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "localhost", "SLURM_NNODES": "1",
-        "SLURM_CPUS_PER_TASK": "1", "SLURM_SUBMIT_DIR": str(project),
-        "PROMETAR_HEAD_IP": "127.0.0.1", "PROMETAR_RAY_PORT": str(free_port()),
-        "PROMETAR_DASHBOARD_PORT": str(free_port()), "PROMETAR_RAY_TEMP_DIR": str(root / "ray"),
-        "PROMETAR_RAY_WAIT_S": "180",
-        "PROMETAR_RAY_HEAD_ARGS": f"--ray-client-server-port={free_port()} "
-                                      f"--dashboard-agent-listen-port={free_port()} "
-                                  f"--object-store-memory={OBJECT_STORE} --disable-usage-stats",
-    })
+    env.update(
+        {
+            "PATH": f"{shim}{os.pathsep}{env['PATH']}",
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NODELIST": "localhost",
+            "SLURM_NNODES": "1",
+            "SLURM_CPUS_PER_TASK": "1",
+            "SLURM_SUBMIT_DIR": str(project),
+            "PROMETAR_HEAD_IP": "127.0.0.1",
+            "PROMETAR_RAY_PORT": str(free_port()),
+            "PROMETAR_DASHBOARD_PORT": str(free_port()),
+            "PROMETAR_RAY_TEMP_DIR": str(root / "ray"),
+            "PROMETAR_RAY_WAIT_S": "180",
+            "PROMETAR_RAY_HEAD_ARGS": f"--ray-client-server-port={free_port()} "
+            f"--dashboard-agent-listen-port={free_port()} "
+            f"--object-store-memory={OBJECT_STORE} --disable-usage-stats",
+        }
+    )
     log = root / "slurm.out"
     with log.open("wb") as sink:
-        job = subprocess.Popen(["bash", str(script)], cwd=project, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+        job = subprocess.Popen(
+            ["bash", str(script)],
+            cwd=project,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         try:
             rc = job.wait(timeout=600)
@@ -380,7 +500,9 @@ def test_slurm_script_runs_a_sweep_on_a_fake_allocation(tmp_path_factory) -> Non
         runs = finished_runs(tracking, "tiny-slurm")
         assert [r.info.status for r in runs] == ["FINISHED"], text[-4000:]
         # the trap stopped every Ray process of the script (nothing of ours is left running)
-        wait_for(lambda: not [p for p in marked(marker) if _alive(p)], 60, "the script's Ray processes to stop")
+        wait_for(
+            lambda: not [p for p in marked(marker) if _alive(p)], 60, "the script's Ray processes to stop"
+        )
     finally:
         stop_tree(job, marker)
         shutil.rmtree(root, ignore_errors=True)
@@ -392,8 +514,9 @@ def test_slurm_script_runs_a_sweep_on_a_fake_allocation(tmp_path_factory) -> Non
 
 def test_submit_follow_runs_the_sweep_on_the_cluster(cluster: LocalCluster) -> None:
     sweep = write_sweep(cluster.project, "tiny-submit", seeds=[1, 2])
-    result = subprocess.run(cluster.submit(sweep, "--follow"), env=cluster.env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        cluster.submit(sweep, "--follow"), env=cluster.env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "submitted tiny-submit-1" in result.stderr and "job tiny-submit-1: SUCCEEDED" in result.stderr
     assert "[tiny-submit] finished 4" in result.stdout  # the launch's own summary, streamed from the job
@@ -407,9 +530,23 @@ def test_submit_follow_runs_the_sweep_on_the_cluster(cluster: LocalCluster) -> N
 
     assert job_status(cluster.dashboard, "tiny-submit-1", token=cluster.token) == "SUCCEEDED"
     assert job_status(cluster.dashboard, "tiny-submit-9", token=cluster.token) is None
-    status = subprocess.run([str(BIN / "prometar-sweep"), "status", str(sweep), "--tracking-uri", cluster.tracking_uri,
-                             "--address", cluster.dashboard, "--token", cluster.token],
-                            env=cluster.env, capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [
+            str(BIN / "prometar-sweep"),
+            "status",
+            str(sweep),
+            "--tracking-uri",
+            cluster.tracking_uri,
+            "--address",
+            cluster.dashboard,
+            "--token",
+            cluster.token,
+        ],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 0, status.stderr
     assert "done 4" in status.stdout and "job tiny-submit-1: SUCCEEDED" in status.stdout
 
@@ -418,14 +555,21 @@ def test_duplicate_submission_is_refused(cluster: LocalCluster) -> None:
     from orchestration.cluster.jobs import connect
 
     sweep = write_sweep(cluster.project, "tiny-dup", seeds=[1], datasets=["eurosat"])
-    first = subprocess.run(cluster.submit(sweep), env=cluster.env, capture_output=True, text=True, timeout=180)
+    first = subprocess.run(
+        cluster.submit(sweep), env=cluster.env, capture_output=True, text=True, timeout=180
+    )
     try:
         assert first.returncode == 0, first.stderr
-        again = subprocess.run(cluster.submit(sweep), env=cluster.env, capture_output=True, text=True, timeout=180)
+        again = subprocess.run(
+            cluster.submit(sweep), env=cluster.env, capture_output=True, text=True, timeout=180
+        )
         assert again.returncode == 2
         assert "submission 'tiny-dup-1' already exists" in again.stderr and "--attempt 2" in again.stderr
-        jobs = [job for job in connect(cluster.dashboard, cluster.token).list_jobs()
-                if job.submission_id == "tiny-dup-1"]
+        jobs = [
+            job
+            for job in connect(cluster.dashboard, cluster.token).list_jobs()
+            if job.submission_id == "tiny-dup-1"
+        ]
         assert len(jobs) == 1  # refused, not duplicated
     finally:
         connect(cluster.dashboard, cluster.token).stop_job("tiny-dup-1")  # no need to train it
@@ -433,8 +577,13 @@ def test_duplicate_submission_is_refused(cluster: LocalCluster) -> None:
 
 def test_wrong_token_is_refused_with_a_clear_message(cluster: LocalCluster) -> None:
     sweep = write_sweep(cluster.project, "tiny-auth", seeds=[1], datasets=["eurosat"])
-    result = subprocess.run(cluster.submit(sweep, token="not-the-token"), env=cluster.env, capture_output=True,
-                            text=True, timeout=180)
+    result = subprocess.run(
+        cluster.submit(sweep, token="not-the-token"),
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 2
     assert "refused" in result.stderr and "--token" in result.stderr
 
@@ -456,14 +605,24 @@ def test_node_loss_mid_sweep_retries_trials_and_loses_no_run(cluster: LocalClust
     sweep = write_sweep(cluster.project, "tiny-fault", seeds=[3, 4])
     log = cluster.root / "fault-submit.log"
     with log.open("wb") as sink:
-        submit = subprocess.Popen(cluster.submit(sweep, "--follow"), env=cluster.env, stdout=sink,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        submit = subprocess.Popen(
+            cluster.submit(sweep, "--follow"),
+            env=cluster.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        busy = wait_for(lambda: _trial_processes(cluster.worker.pid) or submit.poll() is not None, 300,
-                        "a trial on the worker node")
+        busy = wait_for(
+            lambda: _trial_processes(cluster.worker.pid) or submit.poll() is not None,
+            300,
+            "a trial on the worker node",
+        )
         assert submit.poll() is None, log.read_text()[-3000:]
-        print(f"\nkilling the worker node (ray start pid {cluster.worker.pid}) while it runs "
-              f"{[cmdline(pid) for pid in busy]}")
+        print(
+            f"\nkilling the worker node (ray start pid {cluster.worker.pid}) while it runs "
+            f"{[cmdline(pid) for pid in busy]}"
+        )
         tree = descendants(cluster.worker.pid)
         os.killpg(cluster.worker.pid, signal.SIGKILL)
         kill_pids(tree)

@@ -64,8 +64,11 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 
 def prompt_draw_order() -> list[str]:
     """Our prompt names in the recipe's overwrite order: text 0, vision 0, vision 1..8, text 1..8."""
-    return ["text_prompts.blocks.0", *[f"vision_prompts.blocks.{block}" for block in range(DEPTH)],
-            *[f"text_prompts.blocks.{block}" for block in range(1, DEPTH)]]
+    return [
+        "text_prompts.blocks.0",
+        *[f"vision_prompts.blocks.{block}" for block in range(DEPTH)],
+        *[f"text_prompts.blocks.{block}" for block in range(1, DEPTH)],
+    ]
 
 
 # Our prompt names -> the published implementation's.
@@ -73,7 +76,9 @@ def published_prompt_name(name: str) -> str:
     tower, _, block = name.split(".")
     index = int(block)
     if tower == "text_prompts":
-        return "prompt_learner.ctx" if index == 0 else f"text_encoder.transformer.resblocks.{index}.VPT_shallow"
+        return (
+            "prompt_learner.ctx" if index == 0 else f"text_encoder.transformer.resblocks.{index}.VPT_shallow"
+        )
     return "image_encoder.VPT" if index == 0 else f"image_encoder.transformer.resblocks.{index}.VPT_shallow"
 
 
@@ -95,12 +100,20 @@ def build_parity_model(weights_path: Path, *, openai_metadata: bool = False) -> 
     if state_dict_sha256(state) != STATE_DICT_SHA256:
         raise AssertionError("the rebuilt parity weights do not match the recorded SHA-256")
     if openai_metadata:
-        torch.save({**state, **{key: torch.tensor(value) for key, value in OPENAI_METADATA.items()}}, weights_path)
+        torch.save(
+            {**state, **{key: torch.tensor(value) for key, value in OPENAI_METADATA.items()}}, weights_path
+        )
         assert set(read_state_dict(weights_path)) == set(state)
     else:
         torch.save(state, weights_path)
-    model = PromptedCLIP(load_clip("parity-tiny", str(weights_path)), text_tokens=TOKENS, text_depth=DEPTH,
-                         vision_tokens=TOKENS, vision_depth=DEPTH, text_init="a photo of a")
+    model = PromptedCLIP(
+        load_clip("parity-tiny", str(weights_path)),
+        text_tokens=TOKENS,
+        text_depth=DEPTH,
+        vision_tokens=TOKENS,
+        vision_depth=DEPTH,
+        text_init="a photo of a",
+    )
     prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -119,8 +132,9 @@ def build_parity_gate(model: PromptedCLIP) -> GateNetwork:
         for name in [*vision, *text]:
             for linear in gate.network(name):
                 fan_in = linear.weight.shape[1]
-                linear.weight.copy_((torch.rand(linear.weight.shape, generator=generator) * 2 - 1)
-                                    / math.sqrt(fan_in))
+                linear.weight.copy_(
+                    (torch.rand(linear.weight.shape, generator=generator) * 2 - 1) / math.sqrt(fan_in)
+                )
     return gate
 
 

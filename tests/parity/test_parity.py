@@ -65,8 +65,9 @@ class ErrorTable:
 
     def _record(self, quantity: str, ours: torch.Tensor, expected: torch.Tensor, atol: torch.Tensor) -> None:
         difference = (ours - expected).abs()
-        relative = torch.where(expected != 0, difference / expected.abs(),
-                               torch.where(difference == 0, 0.0, math.inf))
+        relative = torch.where(
+            expected != 0, difference / expected.abs(), torch.where(difference == 0, 0.0, math.inf)
+        )
         ratio = torch.where(difference == 0, 0.0, difference / (RTOL * expected.abs() + atol))
         self.relative[quantity] = max(self.relative[quantity], relative.max().item())
         self.ratio[quantity] = max(self.ratio[quantity], ratio.max().item())
@@ -82,8 +83,9 @@ class ErrorTable:
         atol = torch.as_tensor(atol, dtype=torch.float64).reshape(-1)
         self._record(quantity, ours, expected, atol[: expected.numel()] if atol.numel() > 1 else atol)
 
-    def tensor(self, quantity: str, ours: torch.Tensor, reference: dict,
-               parameter: torch.Tensor | None = None) -> None:
+    def tensor(
+        self, quantity: str, ours: torch.Tensor, reference: dict, parameter: torch.Tensor | None = None
+    ) -> None:
         """A recorded ``{"norm", "first5"}`` summary against our full tensor.
 
         Values get the floor ``RTOL · ‖reference tensor‖``. For a parameter change (``parameter``
@@ -111,20 +113,37 @@ def run_our_step(run: str, tmp_path: Path, dtype: torch.dtype = torch.float32) -
     gate_before = {name: p.detach().clone() for name, p in gate_weights.items()}
 
     teacher_text = compute_text_teacher(model, CLASSNAMES, load_templates())
-    prompt_optimizer = torch.optim.SGD(list(prompts.values()), lr=reference["applied_lr"]["main"],
-                                       momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    gate_optimizer = torch.optim.SGD(gate.parameters(), lr=reference["applied_lr"]["vnet"],
-                                     momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    prompt_optimizer = torch.optim.SGD(
+        list(prompts.values()),
+        lr=reference["applied_lr"]["main"],
+        momentum=MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+    )
+    gate_optimizer = torch.optim.SGD(
+        gate.parameters(), lr=reference["applied_lr"]["vnet"], momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+    )
     step = ProMetaRStep(
-        model, prompt_optimizer, class_tokens=model.tokenize_classnames(CLASSNAMES),
-        teacher_text=teacher_text, text_weight=TEXT_WEIGHT, image_weight=IMAGE_WEIGHT, gate=gate,
-        gate_optimizer=gate_optimizer, gate_mode="learned", inner_lr=INNER_LR,
-        meta_loss_scale=META_LOSS_SCALE, second_order=True)
+        model,
+        prompt_optimizer,
+        class_tokens=model.tokenize_classnames(CLASSNAMES),
+        teacher_text=teacher_text,
+        text_weight=TEXT_WEIGHT,
+        image_weight=IMAGE_WEIGHT,
+        gate=gate,
+        gate_optimizer=gate_optimizer,
+        gate_mode="learned",
+        inner_lr=INNER_LR,
+        meta_loss_scale=META_LOSS_SCALE,
+        second_order=True,
+    )
     trace: dict = {}
     metrics = step.step(inputs.images, inputs.labels, inputs.task, trace=trace)
     state = {
-        "inputs": inputs, "metrics": metrics, "teacher_text": teacher_text,
-        "prompts_before": prompts_before, "gate_before": gate_before,
+        "inputs": inputs,
+        "metrics": metrics,
+        "teacher_text": teacher_text,
+        "prompts_before": prompts_before,
+        "gate_before": gate_before,
         "prompts_after": {name: p.detach().clone() for name, p in prompts.items()},
         "gate_after": {name: p.detach().clone() for name, p in gate_weights.items()},
         "momentum": {name: prompt_optimizer.state[p]["momentum_buffer"] for name, p in prompts.items()},
@@ -147,17 +166,31 @@ def compare(run: str, trace: dict, state: dict) -> dict[str, float]:
 
     # The rebuilt inputs themselves.
     for name in names:
-        table.values("inputs: prompts", state["prompts_before"][name],
-                     reference["init_prompt_first5"][published[name]], 0.0)
+        table.values(
+            "inputs: prompts",
+            state["prompts_before"][name],
+            reference["init_prompt_first5"][published[name]],
+            0.0,
+        )
     for gate_name, value in state["gate_before"].items():
         prompt_name, layer = gate_parameter_names(gate_name)
-        table.values("inputs: gate weights", value,
-                     reference["init_vnet_first5"][published_gate_name(prompt_name, layer)], 0.0)
+        table.values(
+            "inputs: gate weights",
+            value,
+            reference["init_vnet_first5"][published_gate_name(prompt_name, layer)],
+            0.0,
+        )
     table.values("inputs: images", state["inputs"].images, reference["image_first5"], 0.0)
     teacher = state["teacher_text"]
-    table.values("teacher text (values)", teacher, reference["fixed_embeddings_first5"],
-                 RTOL * reference["fixed_embeddings_row_norms"][0])
-    for ours, expected in zip(teacher.norm(dim=-1).tolist(), reference["fixed_embeddings_row_norms"], strict=True):
+    table.values(
+        "teacher text (values)",
+        teacher,
+        reference["fixed_embeddings_first5"],
+        RTOL * reference["fixed_embeddings_row_norms"][0],
+    )
+    for ours, expected in zip(
+        teacher.norm(dim=-1).tolist(), reference["fixed_embeddings_row_norms"], strict=True
+    ):
         table.scalar("teacher text (row norms)", ours, expected)
 
     # Phase A.
@@ -173,49 +206,82 @@ def compare(run: str, trace: dict, state: dict) -> dict[str, float]:
         other_reg = ({"text_reg", "image_reg"} - {own_reg}).pop()
         table.tensor("A: regulariser grads", trace["phase_a/reg_grads"][name], raw[own_reg][published[name]])
         assert raw[other_reg][published[name]] is None  # the other regulariser does not reach it
-        table.tensor("A: modulated grads", trace["phase_a/modulated_grads"][name],
-                     reference["phaseA_modulated_grads"][published[name]])
+        table.tensor(
+            "A: modulated grads",
+            trace["phase_a/modulated_grads"][name],
+            reference["phaseA_modulated_grads"][published[name]],
+        )
         change = trace["phase_a/prompts_after_step"][name] - state["prompts_before"][name]
-        table.tensor("A: prompt change", change, reference["prompt_change_after_phaseA"][published[name]],
-                     parameter=state["prompts_before"][name])
-    compare_gates(table, "A", trace["phase_a/gates"], reference["phaseA_gates"], names,
-                  state["inputs"].gate.repeat)
+        table.tensor(
+            "A: prompt change",
+            change,
+            reference["prompt_change_after_phaseA"][published[name]],
+            parameter=state["prompts_before"][name],
+        )
+    compare_gates(
+        table, "A", trace["phase_a/gates"], reference["phaseA_gates"], names, state["inputs"].gate.repeat
+    )
 
     # Phase B.
     for key in ("ce", "text_reg", "image_reg"):
-        table.scalar("B: inner losses", trace["phase_b/losses"][key].item(), reference["phaseB_adapt_losses"][key])
+        table.scalar(
+            "B: inner losses", trace["phase_b/losses"][key].item(), reference["phaseB_adapt_losses"][key]
+        )
     table.scalar("B: inner losses", trace["phase_b/losses"]["ce"].item(), reference["phaseB_support_ce"])
     for name in names:
-        table.tensor("B: inner modulated grads", trace["phase_b/inner_grads"][name],
-                     reference["phaseB_inner_modulated_grads"][published[name]])
-    compare_gates(table, "B", trace["phase_b/gates"], reference["phaseB_gates"], names,
-                  state["inputs"].gate.repeat)
+        table.tensor(
+            "B: inner modulated grads",
+            trace["phase_b/inner_grads"][name],
+            reference["phaseB_inner_modulated_grads"][published[name]],
+        )
+    compare_gates(
+        table, "B", trace["phase_b/gates"], reference["phaseB_gates"], names, state["inputs"].gate.repeat
+    )
     table.scalar("B: query mixup CE", trace["phase_b/query_ce"].item(), reference["query_mixup_ce"])
     table.scalar("B: meta loss", trace["phase_b/meta_loss"].item(), reference["query_loss_times_lr_ratio"])
     table.scalar("B: meta loss", state["metrics"]["query"], reference["loss_summary"]["loss"])
     for name in names:
-        table.tensor("B: prompt meta grads", trace["phase_b/meta_grads"][name],
-                     reference["phaseB_meta_grads"][published[name]])
+        table.tensor(
+            "B: prompt meta grads",
+            trace["phase_b/meta_grads"][name],
+            reference["phaseB_meta_grads"][published[name]],
+        )
         change = state["prompts_after"][name] - state["prompts_before"][name]
-        table.tensor("final: prompt change", change, reference["prompt_change_final"][published[name]],
-                     parameter=state["prompts_before"][name])
+        table.tensor(
+            "final: prompt change",
+            change,
+            reference["prompt_change_final"][published[name]],
+            parameter=state["prompts_before"][name],
+        )
         prompt = state["prompts_after"][name]
-        table.values("final: prompt values", prompt, reference["prompt_final_first5"][published[name]],
-                     RTOL * prompt.norm().item())
-        table.scalar("final: momentum norms", state["momentum"][name].double().norm().item(),
-                     reference["momentum_after_step_norms"][published[name]])
+        table.values(
+            "final: prompt values",
+            prompt,
+            reference["prompt_final_first5"][published[name]],
+            RTOL * prompt.norm().item(),
+        )
+        table.scalar(
+            "final: momentum norms",
+            state["momentum"][name].double().norm().item(),
+            reference["momentum_after_step_norms"][published[name]],
+        )
     for gate_name, grad in trace["phase_b/gate_grads"].items():
         prompt_name, layer = gate_parameter_names(gate_name)
         key = published_gate_name(prompt_name, layer)
         table.tensor("B: gate meta grads", grad, reference["vnet_meta_grads"][key])
         change = state["gate_after"][gate_name] - state["gate_before"][gate_name]
-        table.tensor("final: gate weight change", change, reference["vnet_change_final"][key],
-                     parameter=state["gate_before"][gate_name])
+        table.tensor(
+            "final: gate weight change",
+            change,
+            reference["vnet_change_final"][key],
+            parameter=state["gate_before"][gate_name],
+        )
     return {quantity: (table.relative[quantity], table.ratio[quantity]) for quantity in table.ratio}
 
 
-def compare_gates(table: ErrorTable, phase: str, gates: dict, recorded: list[dict], names: list[str],
-                  repeat: int) -> None:
+def compare_gates(
+    table: ErrorTable, phase: str, gates: dict, recorded: list[dict], names: list[str], repeat: int
+) -> None:
     """The recorded gate statistics are over the ``D / r`` distinct values, before repetition."""
     by_position = {(entry["kind"], entry["layer"]): entry for entry in recorded}
     assert len(by_position) == len(names)
@@ -229,8 +295,11 @@ def compare_gates(table: ErrorTable, phase: str, gates: dict, recorded: list[dic
         table.values(f"{phase}: gate values", values, entry["first5"], RTOL * values.norm().item())
 
 
-@pytest.fixture(scope="module", params=[(run, dtype) for run in RUNS for dtype in ("float32", "float64")],
-                ids=lambda param: f"{param[0]}-{param[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(run, dtype) for run in RUNS for dtype in ("float32", "float64")],
+    ids=lambda param: f"{param[0]}-{param[1]}",
+)
 def parity_errors(request, tmp_path_factory) -> tuple[str, str, dict[str, tuple[float, float]]]:
     run, dtype = request.param
     trace, state = run_our_step(run, tmp_path_factory.mktemp("parity"), getattr(torch, dtype))
@@ -239,7 +308,9 @@ def parity_errors(request, tmp_path_factory) -> tuple[str, str, dict[str, tuple[
 
 def test_recipe_inputs_are_rebuilt_exactly(parity_errors):
     run, dtype, errors = parity_errors
-    inputs = {quantity: relative for quantity, (relative, _) in errors.items() if quantity.startswith("inputs:")}
+    inputs = {
+        quantity: relative for quantity, (relative, _) in errors.items() if quantity.startswith("inputs:")
+    }
     assert len(inputs) == 3 and all(relative == 0.0 for relative in inputs.values()), (run, dtype, inputs)
 
 
@@ -247,9 +318,15 @@ def test_every_recorded_quantity_matches(parity_errors):
     """Every quantity within ``RTOL · |reference| + atol``; in float32, the gate meta-gradients
     within ``GATE_META_RTOL`` (see ``GATE_META_RTOL``); in float64, everything within RTOL."""
     run, dtype, errors = parity_errors
-    allowed = {quantity: (GATE_META_RTOL / RTOL if dtype == "float32" and quantity.startswith("B: gate meta")
-                          else 1.0) for quantity in errors}
-    too_far = {quantity: errors[quantity] for quantity in errors if not errors[quantity][1] <= allowed[quantity]}
+    allowed = {
+        quantity: (
+            GATE_META_RTOL / RTOL if dtype == "float32" and quantity.startswith("B: gate meta") else 1.0
+        )
+        for quantity in errors
+    }
+    too_far = {
+        quantity: errors[quantity] for quantity in errors if not errors[quantity][1] <= allowed[quantity]
+    }
     assert not too_far, f"{run} ({dtype}): (relative error, error / tolerance) above tolerance: {too_far}"
 
 

@@ -38,8 +38,9 @@ def reference() -> dict:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> PromptedCLIP:
-    return build_parity_model(Path(tmp_path_factory.mktemp("parity")) / "parity_tiny_openai.pt",
-                              openai_metadata=True)
+    return build_parity_model(
+        Path(tmp_path_factory.mktemp("parity")) / "parity_tiny_openai.pt", openai_metadata=True
+    )
 
 
 def test_recipe_weights_match_the_reference_checksum(reference, model: PromptedCLIP):

@@ -26,9 +26,13 @@ class InjectedFault(RuntimeError):
 
 def runtime_env(faults: Path, **env_vars: str) -> dict[str, Any]:
     """A Ray ``runtime_env`` whose workers import this module and inject the faults in ``faults``."""
-    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")) if p)
-    return {"worker_process_setup_hook": f"{__name__}.install",
-            "env_vars": {FAULTS_ENV: str(faults), "PYTHONPATH": path, **env_vars}}
+    path = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")) if p
+    )
+    return {
+        "worker_process_setup_hook": f"{__name__}.install",
+        "env_vars": {FAULTS_ENV: str(faults), "PYTHONPATH": path, **env_vars},
+    }
 
 
 def maybe_fail(faults: Path, key: str) -> None:

@@ -33,7 +33,10 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
         assert trial.config["backbone"]["name"] == "toy-clip"
         assert trial.config["prompts"]["deep_depth"] == 3
         depth = 0 if trial.method == "zeroshot" else 3
-        assert trial.config["prompts"]["text_depth"] == depth and trial.config["prompts"]["vision_depth"] == depth
+        assert (
+            trial.config["prompts"]["text_depth"] == depth
+            and trial.config["prompts"]["vision_depth"] == depth
+        )
         assert toyworld.TOY_DATASETS[trial.dataset].style.systematic
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 0 and "trials: 18" in result.output
@@ -41,15 +44,33 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
 
 def test_baseline_table_shows_chance_and_single_attribute_oracles() -> None:
     rows = {
-        "eurosat": {"style": "colour-cast", "systematic": True, "chance_base": 0.125, "chance_new": 0.125,
-                    "colour_only_base": 0.5, "colour_only_new": 0.5, "shape_only_base": 0.5, "shape_only_new": 0.25},
-        "dtd": {"style": "stripes", "systematic": False, "chance_base": 0.25, "chance_new": 0.125,
-                "colour_only_base": 0.5, "colour_only_new": 0.5, "shape_only_base": 0.5, "shape_only_new": 0.75},
+        "eurosat": {
+            "style": "colour-cast",
+            "systematic": True,
+            "chance_base": 0.125,
+            "chance_new": 0.125,
+            "colour_only_base": 0.5,
+            "colour_only_new": 0.5,
+            "shape_only_base": 0.5,
+            "shape_only_new": 0.25,
+        },
+        "dtd": {
+            "style": "stripes",
+            "systematic": False,
+            "chance_base": 0.25,
+            "chance_new": 0.125,
+            "colour_only_base": 0.5,
+            "colour_only_new": 0.5,
+            "shape_only_base": 0.5,
+            "shape_only_new": 0.75,
+        },
     }
     text = to_markdown(demo.baseline_table(rows, ["eurosat", "dtd"]))
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1] == "| Average |  |  | 18.75 | 12.50 | 50.00 | 50.00 | 50.00 | 50.00 |"
-    assert lines[2] == "| EuroSAT | colour-cast | systematic | 12.50 | 12.50 | 50.00 | 50.00 | 50.00 | 25.00 |"
+    assert (
+        lines[2] == "| EuroSAT | colour-cast | systematic | 12.50 | 12.50 | 50.00 | 50.00 | 50.00 | 25.00 |"
+    )
     assert lines[3] == "| DTD | stripes | random | 25.00 | 12.50 | 50.00 | 50.00 | 50.00 | 75.00 |"
     single = to_markdown(demo.baseline_table(rows, ["dtd"]))
     assert "Average" not in single
@@ -57,11 +78,16 @@ def test_baseline_table_shows_chance_and_single_attribute_oracles() -> None:
 
 def test_demo_methods_are_labelled_and_ordered_as_in_the_paper() -> None:
     assert order_methods(["prometar", "ivlp", "zeroshot"]) == ["zeroshot", "ivlp", "prometar"]
-    assert [method_label(m) for m in ("zeroshot", "ivlp", "prometar")] == ["Zero-shot CLIP", "IVLP", "ProMetaR"]
+    assert [method_label(m) for m in ("zeroshot", "ivlp", "prometar")] == [
+        "Zero-shot CLIP",
+        "IVLP",
+        "ProMetaR",
+    ]
 
 
-def test_demo_verb_runs_the_library_function_and_maps_bad_input_to_exit_2(monkeypatch: pytest.MonkeyPatch,
-                                                                         tmp_path: Path) -> None:
+def test_demo_verb_runs_the_library_function_and_maps_bad_input_to_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from orchestration.errors import LaunchError
     from orchestration.launch.runner import LaunchReport
 
@@ -84,9 +110,19 @@ def test_demo_verb_runs_the_library_function_and_maps_bad_input_to_exit_2(monkey
 
 
 # A toy build reduced to run in well under a minute: few steps, one dataset, few images.
-REDUCED_TOY = {"seed": 0, "budget_s": 40.0, "max_steps": 40, "n_pretrain": 2000, "batch_size": 64,
-               "warmup_steps": 5, "train_per_class": 4, "val_per_class": 1, "test_per_class": 10,
-               "eval_per_combination": 4, "datasets": ("eurosat",)}
+REDUCED_TOY = {
+    "seed": 0,
+    "budget_s": 40.0,
+    "max_steps": 40,
+    "n_pretrain": 2000,
+    "batch_size": 64,
+    "warmup_steps": 5,
+    "train_per_class": 4,
+    "val_per_class": 1,
+    "test_per_class": 10,
+    "eval_per_combination": 4,
+    "datasets": ("eurosat",),
+}
 
 
 @pytest.mark.slow
@@ -111,12 +147,17 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
     # The ledger: one FINISHED child run, trained on the toy build's checkpoint and data.
     client = MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("demo")
-    children = [r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags]
+    children = [
+        r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags
+    ]
     assert len(children) == 1
     run = children[0]
     assert run.info.status == "FINISHED"
-    assert (run.data.tags["method"], run.data.tags["dataset"], run.data.tags["protocol"]) == ("ivlp", "eurosat",
-                                                                                              "base2new")
+    assert (run.data.tags["method"], run.data.tags["dataset"], run.data.tags["protocol"]) == (
+        "ivlp",
+        "eurosat",
+        "base2new",
+    )
     assert run.data.params["backbone.pretrained"] == str(output / "toy" / "toy_clip.pt")
     assert run.data.params["prompts.text_depth"] == "3"
     metrics = {k: run.data.metrics[k] for k in ("base_acc", "new_acc", "hm")}
@@ -139,14 +180,18 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
     assert (again.launch.to_run, again.launch.done_before, again.launch.finished) == (0, 1, 0)
     assert "nothing to do: all 1 trials FINISHED" in stream.getvalue()
     assert row in stream.getvalue()
-    children = [r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags]
+    children = [
+        r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags
+    ]
     assert len(children) == 1
 
     # A rebuilt toy CLIP (other weights) is a new trial; the table shows only the current one.
     stream = io.StringIO()
     rebuilt = demo.run_demo(output, sweep=path, toy_options={**REDUCED_TOY, "max_steps": 30}, stream=stream)
     assert not rebuilt.toy_reused and (rebuilt.launch.to_run, rebuilt.launch.finished) == (1, 1)
-    children = [r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags]
+    children = [
+        r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags
+    ]
     assert len(children) == 2
     latest = max(children, key=lambda r: r.info.start_time)
     rows = [line for line in stream.getvalue().splitlines() if line.startswith("| EuroSAT | IVLP |")]

@@ -32,16 +32,31 @@ from orchestration.layout import default_tracking_uri
 from orchestration.sweeps.planning import load_plan, plan_sweep
 
 REPO = Path(__file__).resolve().parents[2]
-OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",
-             "optim.epochs": 2, "data.batch_size": 2, "data.num_workers": 0,
-             "prompts.text_depth": 1, "prompts.vision_depth": 1}
+OVERRIDES = {
+    "backbone.name": "tiny-test",
+    "backbone.pretrained": None,
+    "backbone.precision": "fp32",
+    "optim.epochs": 2,
+    "data.batch_size": 2,
+    "data.num_workers": 0,
+    "prompts.text_depth": 1,
+    "prompts.vision_depth": 1,
+}
 DATASETS = ["caltech101", "eurosat"]
 
 
-def write_sweep(folder: Path, name: str, *, seeds: list[int], datasets: list[str] = DATASETS, **extra) -> Path:
-    data = {"name": name, "protocol": "base2new", "overrides": OVERRIDES,
-            "grid": {"method": ["ivlp"], "dataset": datasets, "seed": seeds, "shots": [2]},
-            "resources": {"default": {"cpu": 1}}, "max_failures": 1, **extra}
+def write_sweep(
+    folder: Path, name: str, *, seeds: list[int], datasets: list[str] = DATASETS, **extra
+) -> Path:
+    data = {
+        "name": name,
+        "protocol": "base2new",
+        "overrides": OVERRIDES,
+        "grid": {"method": ["ivlp"], "dataset": datasets, "seed": seeds, "shots": [2]},
+        "resources": {"default": {"cpu": 1}},
+        "max_failures": 1,
+        **extra,
+    }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -52,8 +67,11 @@ def child_runs(output: Path, experiment: str) -> list:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if "prometar.trial_key" in r.data.tags]
+    return [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=1000)
+        if "prometar.trial_key" in r.data.tags
+    ]
 
 
 def peek_child_statuses(db: Path) -> list[str]:
@@ -63,8 +81,10 @@ def peek_child_statuses(db: Path) -> list[str]:
         return []
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
-            rows = connection.execute("SELECT runs.status FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
-                                      "WHERE tags.key = 'prometar.trial_key'").fetchall()
+            rows = connection.execute(
+                "SELECT runs.status FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+                "WHERE tags.key = 'prometar.trial_key'"
+            ).fetchall()
     except sqlite3.Error:
         return []
     return [status for (status,) in rows]
@@ -80,8 +100,11 @@ BAD_SWEEPS = {
     "unknown_dataset": ("grid: {method: [ivlp], dataset: [mnist]}\n", "grid.dataset[0]"),
     "unknown_method": ("grid: {method: [clipper], dataset: [eurosat]}\n", "grid.method[0]"),
     "empty_grid": ("grid: {}\n", "grid"),
-    "non_numeric_search": ("grid: {method: [prometar], dataset: [eurosat]}\n"
-                           "search: {space: {backbone.name: {uniform: [0, 1]}}}\n", "search.space.backbone.name"),
+    "non_numeric_search": (
+        "grid: {method: [prometar], dataset: [eurosat]}\n"
+        "search: {space: {backbone.name: {uniform: [0, 1]}}}\n",
+        "search.space.backbone.name",
+    ),
     "yaml_syntax": ("grid:\n  method: [ivlp\n  dataset: [eurosat]\n", "line 3"),
 }
 
@@ -92,8 +115,11 @@ def test_bad_sweep_exits_2_and_writes_nothing(tmp_path: Path, case: str) -> None
     sweep = tmp_path / f"{case}.yaml"
     sweep.write_text(text)
     output = tmp_path / "out"
-    for verb in (["launch", str(sweep), "--output", str(output), "--data-root", str(tmp_path)],
-                 ["validate", str(sweep)], ["status", str(sweep), "--output", str(output)]):
+    for verb in (
+        ["launch", str(sweep), "--output", str(output), "--data-root", str(tmp_path)],
+        ["validate", str(sweep)],
+        ["status", str(sweep), "--output", str(output)],
+    ):
         result = CliRunner().invoke(main, verb)
         assert result.exit_code == 2, result.output
         assert str(sweep) in result.output and key in result.output
@@ -104,8 +130,19 @@ def test_unreachable_tracking_uri_fails_before_any_trial(tmp_path: Path, data_ro
     sweep = write_sweep(tmp_path, "unreachable", seeds=[1])
     output = tmp_path / "out"
     start = time.monotonic()
-    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
-                                       str(data_root), "--tracking-uri", "http://127.0.0.1:9"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "launch",
+            str(sweep),
+            "--output",
+            str(output),
+            "--data-root",
+            str(data_root),
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "tracking URI http://127.0.0.1:9 is unreachable" in result.output
     assert not (output / "ray").exists() and not (output / "trials").exists()
@@ -114,8 +151,10 @@ def test_unreachable_tracking_uri_fails_before_any_trial(tmp_path: Path, data_ro
 
 def test_missing_data_root_exits_2(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path, "nodata", seeds=[1])
-    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(tmp_path / "out"),
-                                       "--data-root", str(tmp_path / "nowhere")])
+    result = CliRunner().invoke(
+        main,
+        ["launch", str(sweep), "--output", str(tmp_path / "out"), "--data-root", str(tmp_path / "nowhere")],
+    )
     assert result.exit_code == 2 and "nowhere" in result.output
     assert not (tmp_path / "out").exists()
 
@@ -130,18 +169,22 @@ with launch_lock(Path(sys.argv[1]), sys.argv[2]):
 """
 
 
-def test_a_second_launch_of_the_same_sweep_is_refused_until_the_first_ends(tmp_path: Path, data_root: Path) -> None:
+def test_a_second_launch_of_the_same_sweep_is_refused_until_the_first_ends(
+    tmp_path: Path, data_root: Path
+) -> None:
     from orchestration.launch.lock import launch_lock
 
     sweep = write_sweep(tmp_path, "twice", seeds=[1])
     output = tmp_path / "out"
     output.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(output), "twice"], cwd=REPO,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(output), "twice"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
-                                           str(data_root)])
+        result = CliRunner().invoke(
+            main, ["launch", str(sweep), "--output", str(output), "--data-root", str(data_root)]
+        )
         assert result.exit_code == 2, result.output
         assert "'twice' is already being launched" in result.output and f"pid {holder.pid}" in result.output
         assert str(sweep) in result.output
@@ -173,7 +216,8 @@ def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Pa
     for trial, pid in zip(trials, (os.getpid(), dead.pid), strict=True):
         parent = ledger.start_launch({PID_TAG: str(pid)})
         MlflowTrialCallback(ledger, parent, lambda c, t=trial: t, "shared").on_trial_start(
-            0, [], type("T", (), {"trial_id": f"t{pid}", "config": {"trial_key": trial.key}})())
+            0, [], type("T", (), {"trial_id": f"t{pid}", "config": {"trial_key": trial.key}})()
+        )
     result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
     assert result.exit_code == 0, result.output
     assert "running 2 · to do 0 · total 2" in result.output
@@ -189,7 +233,12 @@ def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, da
     from orchestration.ledger.store import TrialLedger
     from orchestration.ledger.vocabulary import PID_TAG
 
-    search = {"metric": "val_hm", "mode": "max", "num_samples": 1, "space": {"optim.lr": {"loguniform": [0.001, 0.1]}}}
+    search = {
+        "metric": "val_hm",
+        "mode": "max",
+        "num_samples": 1,
+        "space": {"optim.lr": {"loguniform": [0.001, 0.1]}},
+    }
     sweep = write_sweep(tmp_path, "busy", seeds=[1], datasets=["eurosat"], search=search)
     (group,) = list(load_plan(sweep).groups)
     sample = group.resolve({"optim.lr": 0.01})
@@ -198,7 +247,8 @@ def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, da
     ledger = TrialLedger(default_tracking_uri(output), "busy")
     parent = ledger.start_launch({PID_TAG: str(os.getpid())})  # alive: this process
     MlflowTrialCallback(ledger, parent, lambda c: sample, "busy").on_trial_start(
-        0, [], type("T", (), {"trial_id": "t1", "config": {"group": group.key}})())
+        0, [], type("T", (), {"trial_id": "t1", "config": {"group": group.key}})()
+    )
     stream = io.StringIO()
     report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
     assert report.to_run == 0 and report.exit_code == 0, stream.getvalue()
@@ -209,8 +259,20 @@ def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, da
 def test_dry_run_and_status_write_nothing(tmp_path: Path, data_root: Path) -> None:
     sweep = write_sweep(tmp_path, "dry", seeds=[1, 2])
     output = tmp_path / "out"
-    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
-                                       str(data_root), "--dry-run", "--set", "optim.lr=0.01"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "launch",
+            str(sweep),
+            "--output",
+            str(output),
+            "--data-root",
+            str(data_root),
+            "--dry-run",
+            "--set",
+            "optim.lr=0.01",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "done 0 · to do 4 · total 4" in result.output
     result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
@@ -220,8 +282,19 @@ def test_dry_run_and_status_write_nothing(tmp_path: Path, data_root: Path) -> No
 
 def test_bad_override_exits_2(tmp_path: Path, data_root: Path) -> None:
     sweep = write_sweep(tmp_path, "override", seeds=[1])
-    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(tmp_path / "out"), "--data-root",
-                                       str(data_root), "--set", "optim.colour=1"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "launch",
+            str(sweep),
+            "--output",
+            str(tmp_path / "out"),
+            "--data-root",
+            str(data_root),
+            "--set",
+            "optim.colour=1",
+        ],
+    )
     assert result.exit_code == 2 and "optim.colour" in result.output and str(sweep) in result.output
     assert not (tmp_path / "out").exists()
 
@@ -230,8 +303,12 @@ def test_resources_by_dataset_pack_fractional_gpus(tmp_path: Path) -> None:
     from orchestration.launch.trial_table import TrialTable
     from orchestration.launch.tuner import resources_request
 
-    sweep = write_sweep(tmp_path, "resources", seeds=[1],
-                        resources={"default": {"cpu": 4, "gpu": 0.5}, "eurosat": {"cpu": 8, "gpu": 1}})
+    sweep = write_sweep(
+        tmp_path,
+        "resources",
+        seeds=[1],
+        resources={"default": {"cpu": 4, "gpu": 0.5}, "eurosat": {"cpu": 8, "gpu": 1}},
+    )
     spec = load_plan(sweep).spec
     table = TrialTable(trials={t.key: t for t in plan_sweep(spec).trials})
     request = resources_request(spec, table)
@@ -289,7 +366,9 @@ def ray_address(faults: Path) -> Iterator[str]:
 
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
-    start_local_ray(num_cpus=2, num_gpus=0, runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1"))
+    start_local_ray(
+        num_cpus=2, num_gpus=0, runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1")
+    )
     try:
         address = ray.get_runtime_context().gcs_address
         assert address.startswith("127.0.0.1:")
@@ -331,8 +410,14 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
     for run in runs:
         trial = expected[run.data.tags["prometar.trial_key"]]
         tags = run.data.tags
-        assert (tags["dataset"], tags["method"], tags["seed"], tags["shots"], tags["protocol"], tags["sweep"]) == (
-            trial.dataset, "ivlp", str(trial.seed), "2", "base2new", "grid")
+        assert (
+            tags["dataset"],
+            tags["method"],
+            tags["seed"],
+            tags["shots"],
+            tags["protocol"],
+            tags["sweep"],
+        ) == (trial.dataset, "ivlp", str(trial.seed), "2", "base2new", "grid")
         assert tags["prometar.version"] and tags["prometar.git_sha"]
         assert run.data.params["optim.epochs"] == "2" and run.data.params["backbone.name"] == "tiny-test"
         for metric in ("base_acc", "new_acc", "hm"):
@@ -342,8 +427,9 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
         assert {"config.json", "prompts.pt", "per_class.json", "environment.json", "final.json"} <= artifacts
         local = first_launch["folder"] / run.info.run_id
         local.mkdir(exist_ok=True)
-        environment = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json",
-                                                                str(local))).read_text())
+        environment = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "environment.json", str(local))).read_text()
+        )
         assert environment["device"] == "cpu" and environment["packages"]["torch"]
     # Tune's own per-trial logs: JSON and CSV, no TensorBoard writer (it would import torch in the driver)
     trial_folders = [p for p in (output / "ray").glob("*/t_*") if p.is_dir()]
@@ -357,8 +443,12 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
 @pytest.mark.slow
 def test_relaunch_starts_nothing_and_status_counts(first_launch: dict, data_root: Path) -> None:
     output = first_launch["output"]
-    before = {r.info.run_id for r in MlflowClient(default_tracking_uri(output)).search_runs(
-        [MlflowClient(default_tracking_uri(output)).get_experiment_by_name("grid").experiment_id])}
+    before = {
+        r.info.run_id
+        for r in MlflowClient(default_tracking_uri(output)).search_runs(
+            [MlflowClient(default_tracking_uri(output)).get_experiment_by_name("grid").experiment_id]
+        )
+    }
     report = launch(first_launch["sweep"], LaunchOptions(data_root=data_root, output=output, tables=False))
     assert report.to_run == 0 and report.done_before == 4 and report.parent_run_id is None
     client = MlflowClient(default_tracking_uri(output))
@@ -366,15 +456,26 @@ def test_relaunch_starts_nothing_and_status_counts(first_launch: dict, data_root
     assert after == before  # no parent, no child
     result = CliRunner().invoke(main, ["status", str(first_launch["sweep"]), "--output", str(output)])
     assert result.exit_code == 0 and "done 4 · failed 0 · running 0 · to do 0 · total 4" in result.output
-    result = CliRunner().invoke(main, ["launch", str(first_launch["sweep"]), "--output", str(output),
-                                       "--data-root", str(data_root), "--dry-run"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "launch",
+            str(first_launch["sweep"]),
+            "--output",
+            str(output),
+            "--data-root",
+            str(data_root),
+            "--dry-run",
+        ],
+    )
     assert "done 4 · to do 0 · total 4" in result.output
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_new_seed_runs_only_new_trials_and_survives_failures(first_launch: dict, data_root: Path,
-                                                              faults: Path, tmp_path: Path) -> None:
+def test_new_seed_runs_only_new_trials_and_survives_failures(
+    first_launch: dict, data_root: Path, faults: Path, tmp_path: Path
+) -> None:
     """Seed 3 is added: caltech101 fails once (retried from its epoch-1 checkpoint), eurosat always."""
     from prometar.config import build_config
     from prometar.run import run
@@ -405,8 +506,9 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(first_launch: dict,
 
     # the same trial, undisturbed and without Ray: same final metrics, same prompts, same epoch-2 loss
     torch.set_num_threads(1)
-    reference = run(build_config(new["caltech101"].config), data_root=data_root, output_dir=tmp_path / "ref",
-                    device="cpu")
+    reference = run(
+        build_config(new["caltech101"].config), data_root=data_root, output_dir=tmp_path / "ref", device="cpu"
+    )
     for name, value in reference.metrics.items():
         assert retried.data.metrics[name] == pytest.approx(value, abs=1e-9)
     assert retried.data.metrics["loss"] == pytest.approx(reference.history[-1]["loss"], rel=1e-6)
@@ -421,13 +523,28 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(first_launch: dict,
 @pytest.mark.slow
 def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, ray_address: str) -> None:
     # Longer trials than elsewhere: a window in which one trial has FINISHED and the next runs.
-    sweep = write_sweep(tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"],
-                        overrides={**OVERRIDES, "optim.epochs": 8})
+    sweep = write_sweep(
+        tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"], overrides={**OVERRIDES, "optim.epochs": 8}
+    )
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "orchestration.cli", "launch", str(sweep), "--output", str(output),
-               "--data-root", str(data_root), "--address", ray_address, "--max-concurrent", "1"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "orchestration.cli",
+        "launch",
+        str(sweep),
+        "--output",
+        str(output),
+        "--data-root",
+        str(data_root),
+        "--address",
+        ray_address,
+        "--max-concurrent",
+        "1",
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and process.poll() is None:
@@ -454,23 +571,35 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
     assert "RUNNING" not in {r.info.status for r in runs}
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]
     client = MlflowClient(default_tracking_uri(output))
-    parents = [r for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
-               if r.data.tags.get("prometar.role") == "launch"]
+    parents = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+        if r.data.tags.get("prometar.role") == "launch"
+    ]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(tmp_path: Path, data_root: Path,
-                                                                   ray_address: str) -> None:
-    search = {"metric": "val_hm", "mode": "max", "num_samples": 2, "seed": 3,
-              "space": {"optim.lr": {"loguniform": [0.001, 0.1]}}}
+def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(
+    tmp_path: Path, data_root: Path, ray_address: str
+) -> None:
+    search = {
+        "metric": "val_hm",
+        "mode": "max",
+        "num_samples": 2,
+        "seed": 3,
+        "space": {"optim.lr": {"loguniform": [0.001, 0.1]}},
+    }
     sweep = write_sweep(tmp_path, "search", seeds=[1], datasets=["eurosat"], search=search)
     output, best_file = tmp_path / "out", tmp_path / "best.yaml"
     out = tmp_path / "stdout.txt"
     with out.open("w") as stream:
-        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False,
-                                             write_best=best_file), stream=stream)
+        report = launch(
+            sweep,
+            LaunchOptions(data_root=data_root, output=output, tables=False, write_best=best_file),
+            stream=stream,
+        )
     assert report.exit_code == 0 and report.to_run == 2 and report.finished == 2
     runs = child_runs(output, "search")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
@@ -494,7 +623,9 @@ def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(tmp_path: Pa
     assert trial.config["optim"]["lr"] == pytest.approx(float(best_run.data.params["optim.lr"]))
     assert trial.config["protocol"] == "base2new" and trial.dataset == "eurosat"
 
-    again = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream_null())
+    again = launch(
+        sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream_null()
+    )
     assert again.to_run == 0 and again.done_before == 2 and len(child_runs(output, "search")) == 2
 
 

@@ -46,8 +46,16 @@ def test_base_vs_new_and_hm(tmp_path: Path):
 
 def test_search_plot_numeric_and_categorical(tmp_path: Path):
     rows = [
-        {"method": "prometar", "dataset": "dtd", "seed": 1, "shots": 16, "protocol": "search",
-         "val_hm": 60.0 + i, "regularizer.text_weight": 5.0 * 2**i, "meta.gate": ["on", "off"][i % 2]}
+        {
+            "method": "prometar",
+            "dataset": "dtd",
+            "seed": 1,
+            "shots": 16,
+            "protocol": "search",
+            "val_hm": 60.0 + i,
+            "regularizer.text_weight": 5.0 * 2**i,
+            "meta.gate": ["on", "off"][i % 2],
+        }
         for i in range(6)
     ]
     ledger = tidy_from_wide(pd.DataFrame(rows), source="hand")
@@ -71,16 +79,28 @@ def make_store(tmp_path: Path) -> str:
     keys = {(t.method, t.dataset, t.seed): t.key for t in load_plan(tmp_path / "toy.yaml").trials}
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("toy", artifact_location=(tmp_path / "artifacts").as_uri())
-    other = {"prometar.trial_key": "other-config", "method": "coop", "dataset": "dtd", "seed": "1", "shots": "16",
-             "protocol": "base2new"}
+    other = {
+        "prometar.trial_key": "other-config",
+        "method": "coop",
+        "dataset": "dtd",
+        "seed": "1",
+        "shots": "16",
+        "protocol": "base2new",
+    }
     run = client.create_run(experiment_id, tags=other).info.run_id
     client.log_batch(run, metrics=[Metric("base_acc", 10.0, 0, 0), Metric("new_acc", 10.0, 0, 0)])
     client.set_terminated(run)
     for method, offset in (("coop", 0.0), ("prometar", 3.0)):
         for dataset in ("dtd", "eurosat"):
             for seed in (1, 2):
-                tags = {"prometar.trial_key": keys[method, dataset, seed], "method": method, "dataset": dataset,
-                        "seed": str(seed), "shots": "16", "protocol": "base2new"}
+                tags = {
+                    "prometar.trial_key": keys[method, dataset, seed],
+                    "method": method,
+                    "dataset": dataset,
+                    "seed": str(seed),
+                    "shots": "16",
+                    "protocol": "base2new",
+                }
                 run = client.create_run(experiment_id, tags=tags).info.run_id
                 metrics = [Metric("base_acc", 80 + offset + seed, 0, 0), Metric("new_acc", 60 + offset, 0, 0)]
                 for epoch in range(5):
@@ -98,8 +118,12 @@ def test_all_plots_from_mlflow(tmp_path: Path):
     source = load_source(tmp_path / "toy.yaml", tracking_uri=uri)
     assert source.ledger.runs["run_id"].nunique() == 8 and source.ledger.unplanned_runs == 1
     paths = plot_source(source, tmp_path / "plots")
-    assert sorted(p.name for p in paths) == ["base_vs_new.png", "gate_and_alignment.png", "hm.png",
-                                            "training_curves.png"]
+    assert sorted(p.name for p in paths) == [
+        "base_vs_new.png",
+        "gate_and_alignment.png",
+        "hm.png",
+        "training_curves.png",
+    ]
     for path in paths:
         assert_png(path)
 
@@ -111,18 +135,26 @@ def test_cli_plot(tmp_path: Path):
     result = CliRunner().invoke(main, ["plot", sweep, "--tracking-uri", uri, "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "hm.png").exists() and str(out / "training_curves.png") in result.stdout
-    assert result.stderr == (f"note: 1 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
-                             "(other configurations); --experiment toy shows every run\n")
+    assert result.stderr == (
+        f"note: 1 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
+        "(other configurations); --experiment toy shows every run\n"
+    )
     # --experiment reads every run: the other configuration's coop/dtd/seed 1 run shares a cell.
     result = CliRunner().invoke(main, ["plot", "--experiment", "toy", "--tracking-uri", uri, "-o", str(out)])
-    assert result.exit_code == 2 and "several runs for method=coop, shots=16, dataset=dtd, seed=1" in result.output
+    assert (
+        result.exit_code == 2
+        and "several runs for method=coop, shots=16, dataset=dtd, seed=1" in result.output
+    )
     result = CliRunner().invoke(main, ["plot", "--tracking-uri", uri, "-o", str(out)])
     assert result.exit_code == 2 and "give a sweep file, --experiment NAME or --runs CSV" in result.output
-    result = CliRunner().invoke(main, ["plot", "--experiment", "toy", "--set", "optim.epochs=5",
-                                       "--tracking-uri", uri, "-o", str(out)])
+    result = CliRunner().invoke(
+        main,
+        ["plot", "--experiment", "toy", "--set", "optim.epochs=5", "--tracking-uri", uri, "-o", str(out)],
+    )
     assert result.exit_code == 2 and "--set needs a sweep file" in result.output
     # launched with --set optim.epochs=5: none of these runs is planned, so nothing to plot.
-    result = CliRunner().invoke(main, ["plot", sweep, "--set", "optim.epochs=5", "--tracking-uri", uri,
-                                       "-o", str(tmp_path / "none")])
+    result = CliRunner().invoke(
+        main, ["plot", sweep, "--set", "optim.epochs=5", "--tracking-uri", uri, "-o", str(tmp_path / "none")]
+    )
     assert result.exit_code == 2 and "note: 9 FINISHED run(s)" in result.stderr
     assert "no FINISHED runs to plot" in result.stderr and not (tmp_path / "none").exists()

@@ -64,8 +64,19 @@ def test_base2new_run_writes_its_artifacts(data_root, tmp_path):
     assert result.metrics["hm"] == pytest.approx(2 * b * n / (b + n) if b + n else 0.0)
     assert [e["event"] for e in events] == ["epoch", "epoch", "final"]
     assert [e["epoch"] for e in events[:2]] == [1, 2]
-    for name in ("loss", "ce", "text_reg", "image_reg", "query", "meta_skipped", "gate_mean/text",
-                 "grad_cos/vision", "train_acc", "lr", "gate_lr"):
+    for name in (
+        "loss",
+        "ce",
+        "text_reg",
+        "image_reg",
+        "query",
+        "meta_skipped",
+        "gate_mean/text",
+        "grad_cos/vision",
+        "train_acc",
+        "lr",
+        "gate_lr",
+    ):
         assert name in events[0]
     assert events[0]["lr"] == 1e-5 and events[1]["gate_lr"] == 1e-6
 
@@ -74,8 +85,9 @@ def test_base2new_run_writes_its_artifacts(data_root, tmp_path):
     assert [line["event"] for line in lines] == ["epoch", "epoch", "final"]
     assert {k: lines[-1][k] for k in result.metrics} == result.metrics
     prompts = torch.load(out / "prompts.pt")
-    assert sorted(prompts) == sorted([f"text_prompts.blocks.{i}" for i in range(2)]
-                                     + [f"vision_prompts.blocks.{i}" for i in range(2)])
+    assert sorted(prompts) == sorted(
+        [f"text_prompts.blocks.{i}" for i in range(2)] + [f"vision_prompts.blocks.{i}" for i in range(2)]
+    )
     per_class = json.loads((out / "per_class.json").read_text())
     # EuroSAT miniature: 5 classes, base = the first 3, new = the last 2.
     assert list(per_class) == ["base_acc", "new_acc"]
@@ -127,8 +139,13 @@ def test_stop_after_epoch_one_and_resume_matches_an_uninterrupted_run(data_root,
     assert not (out / "prompts.pt").exists()
     torch.manual_seed(999)  # the resumed process's global RNG is restored from the checkpoint
     events = []
-    resumed = run(cfg, data_root=data_root, output_dir=out, resume_from=out / "checkpoints" / "epoch_1",
-                  callback=events.append)
+    resumed = run(
+        cfg,
+        data_root=data_root,
+        output_dir=out,
+        resume_from=out / "checkpoints" / "epoch_1",
+        callback=events.append,
+    )
     assert [e.get("epoch") for e in events] == [2, 3, None]
     assert resumed.metrics == full.metrics
     assert resumed.history == full.history
@@ -157,8 +174,12 @@ def test_resume_from_another_config_is_refused(data_root, tmp_path):
     cfg = tiny_config(**{"optim.epochs": 1})
     run(cfg, data_root=data_root, output_dir=tmp_path / "one")
     with pytest.raises(CheckpointError, match="another run configuration"):
-        run(tiny_config(**{"optim.epochs": 1, "optim.lr": 0.01}), data_root=data_root,
-            output_dir=tmp_path / "two", resume_from=tmp_path / "one" / "checkpoints" / "epoch_1")
+        run(
+            tiny_config(**{"optim.epochs": 1, "optim.lr": 0.01}),
+            data_root=data_root,
+            output_dir=tmp_path / "two",
+            resume_from=tmp_path / "one" / "checkpoints" / "epoch_1",
+        )
 
 
 @pytest.mark.parametrize(
@@ -166,8 +187,14 @@ def test_resume_from_another_config_is_refused(data_root, tmp_path):
     [
         ({"protocol": "all_classes"}, {"acc"}),
         ({"protocol": "search"}, {"val_base", "val_new", "val_hm"}),
-        ({"protocol": "domain_generalization", "data.dataset": "imagenet",
-          "eval.targets": ["imagenet_v2", "imagenet_a"]}, {"acc/imagenet_v2", "acc/imagenet_a", "acc/mean"}),
+        (
+            {
+                "protocol": "domain_generalization",
+                "data.dataset": "imagenet",
+                "eval.targets": ["imagenet_v2", "imagenet_a"],
+            },
+            {"acc/imagenet_v2", "acc/imagenet_a", "acc/mean"},
+        ),
         ({"method": "ivlp", "optim.epochs": 1}, {"base_acc", "new_acc", "hm"}),
         ({"method": "ivlp_reg", "optim.epochs": 1}, {"base_acc", "new_acc", "hm"}),
     ],
@@ -178,14 +205,16 @@ def test_protocols_and_schemes_report_their_metrics(data_root, tmp_path, overrid
     assert all(math.isfinite(v) for v in result.metrics.values())
     if "acc/mean" in keys:
         assert result.metrics["acc/mean"] == pytest.approx(
-            (result.metrics["acc/imagenet_v2"] + result.metrics["acc/imagenet_a"]) / 2)
+            (result.metrics["acc/imagenet_v2"] + result.metrics["acc/imagenet_a"]) / 2
+        )
         assert set(json.loads((tmp_path / "per_class.json").read_text())) == keys - {"acc/mean"}
 
 
 def test_search_protocol_reports_validation_metrics_every_epoch(data_root, tmp_path):
     events = []
-    result = run(tiny_config(protocol="search"), data_root=data_root, output_dir=tmp_path,
-                 callback=events.append)
+    result = run(
+        tiny_config(protocol="search"), data_root=data_root, output_dir=tmp_path, callback=events.append
+    )
     epochs = [e for e in events if e["event"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     for event in epochs:
@@ -210,14 +239,17 @@ def test_epoch_evaluation_leaves_the_training_random_streams_alone(data_root, tm
         def wrapped():
             random.random(), np.random.rand(), torch.rand(1)
             return evaluate()
+
         return wrapped
 
     cfg = tiny_config(protocol="search")
-    monkeypatch.setattr(run_module, "Trainer",
-                        lambda *a, evaluate, **k: trainer_class(*a, evaluate=drawing(evaluate), **k))
+    monkeypatch.setattr(
+        run_module, "Trainer", lambda *a, evaluate, **k: trainer_class(*a, evaluate=drawing(evaluate), **k)
+    )
     evaluated = run(cfg, data_root=data_root, output_dir=tmp_path / "evaluated")
-    monkeypatch.setattr(run_module, "Trainer",
-                        lambda *a, evaluate, **k: trainer_class(*a, evaluate=None, **k))
+    monkeypatch.setattr(
+        run_module, "Trainer", lambda *a, evaluate, **k: trainer_class(*a, evaluate=None, **k)
+    )
     plain = run(cfg, data_root=data_root, output_dir=tmp_path / "plain")
     assert "val_hm" in evaluated.history[0] and "val_hm" not in plain.history[0]
     training = [{k: v for k, v in record.items() if not k.startswith("val_")} for record in evaluated.history]
@@ -278,7 +310,13 @@ def write_coloured_eurosat(root: Path, per_class: int = 4) -> None:
     """EuroSAT layout whose classes are colours; the test split lists the training images."""
     rng = np.random.default_rng(0)
     folder = root / "eurosat"
-    names = ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway or Road", "Industrial Buildings"]
+    names = [
+        "Annual Crop Land",
+        "Forest",
+        "Herbaceous Vegetation Land",
+        "Highway or Road",
+        "Industrial Buildings",
+    ]
     train = []
     for label, (name, colour) in enumerate(zip(names, COLOURS, strict=True)):
         for k in range(per_class):
@@ -295,15 +333,36 @@ def test_training_improves_training_accuracy_over_zero_shot(tmp_path):
     write_coloured_eurosat(tmp_path / "data")
     common = {"protocol": "all_classes", "data.shots": 4}
     seeds = (1, 2, 3)  # the seed also draws the random tiny backbone
-    zero = [run(tiny_config(method="zeroshot", seed=seed, **common, **{"prompts.text_depth": 0, "prompts.vision_depth": 0}),
-                data_root=tmp_path / "data", output_dir=tmp_path / f"zs{seed}").metrics["acc"] for seed in seeds]
+    zero = [
+        run(
+            tiny_config(
+                method="zeroshot", seed=seed, **common, **{"prompts.text_depth": 0, "prompts.vision_depth": 0}
+            ),
+            data_root=tmp_path / "data",
+            output_dir=tmp_path / f"zs{seed}",
+        ).metrics["acc"]
+        for seed in seeds
+    ]
     # A random tiny CLIP's teacher is meaningless, so the regularisers are weakened here. One seed
     # of 4 shots x 5 classes is luck; the mean over three seeds is the behaviour.
-    trained = [run(tiny_config(seed=seed, **common, **{"optim.epochs": 16, "optim.lr": 0.1, "optim.warmup_epochs": 0,
-                                                       "regularizer.text_weight": 0.5,
-                                                       "regularizer.image_weight": 0.2}),
-                   data_root=tmp_path / "data", output_dir=tmp_path / f"pm{seed}").metrics["acc"]
-               for seed in seeds]
+    trained = [
+        run(
+            tiny_config(
+                seed=seed,
+                **common,
+                **{
+                    "optim.epochs": 16,
+                    "optim.lr": 0.1,
+                    "optim.warmup_epochs": 0,
+                    "regularizer.text_weight": 0.5,
+                    "regularizer.image_weight": 0.2,
+                },
+            ),
+            data_root=tmp_path / "data",
+            output_dir=tmp_path / f"pm{seed}",
+        ).metrics["acc"]
+        for seed in seeds
+    ]
     assert sum(trained) / 3 >= sum(zero) / 3 + 20.0, (zero, trained)
 
 
@@ -313,8 +372,21 @@ def test_training_improves_training_accuracy_over_zero_shot(tmp_path):
 
 def cli_args(data_root: Path, out: Path, *extra: str) -> list[str]:
     sets = [f"--set={k}={'null' if v is None else v}" for k, v in TINY.items()]
-    return ["train", "--dataset", "eurosat", "--seed", "1", "--shots", "2", "--data-root", str(data_root),
-            "--output", str(out), *sets, *extra]
+    return [
+        "train",
+        "--dataset",
+        "eurosat",
+        "--seed",
+        "1",
+        "--shots",
+        "2",
+        "--data-root",
+        str(data_root),
+        "--output",
+        str(out),
+        *sets,
+        *extra,
+    ]
 
 
 def test_train_verb_runs_one_run_and_prints_final_metrics(data_root, tmp_path):

@@ -147,8 +147,14 @@ def test_published_averages_are_reproduced_for_every_method():
 
 def test_published_comparison_flags_beyond_one_point_and_two_std():
     published = pd.DataFrame(
-        {"method": ["prometar"] * 2, "dataset": ["dtd", "eurosat"], "base": [80.5, 90.0],
-         "new": [63.5, 69.0], "hm": [70.0, 79.0], "provenance": ["published", "recalled"]}
+        {
+            "method": ["prometar"] * 2,
+            "dataset": ["dtd", "eurosat"],
+            "base": [80.5, 90.0],
+            "new": [63.5, 69.0],
+            "hm": [70.0, 79.0],
+            "provenance": ["published", "recalled"],
+        }
     )
     summary = add_published(
         base2new_summary(ledger_from(HAND_ROWS).runs, datasets=["dtd", "eurosat"]), published
@@ -253,8 +259,14 @@ def test_runs_csv_round_trip_and_errors(tmp_path: Path):
 def transfer_rows(protocol: str, targets: dict[str, list[float]], source: list[float]) -> Ledger:
     records = []
     for seed, source_acc in enumerate(source, start=1):
-        record = {"method": "prometar", "dataset": "imagenet", "seed": seed, "shots": 16, "protocol": protocol,
-                  "acc/imagenet": source_acc}
+        record = {
+            "method": "prometar",
+            "dataset": "imagenet",
+            "seed": seed,
+            "shots": 16,
+            "protocol": protocol,
+            "acc/imagenet": source_acc,
+        }
         for target, values in targets.items():
             if seed <= len(values):
                 record[f"acc/{target}"] = values[seed - 1]
@@ -265,8 +277,12 @@ def transfer_rows(protocol: str, targets: dict[str, list[float]], source: list[f
 def test_domain_generalisation_by_hand():
     ledger = transfer_rows(
         "domain_generalization",
-        {"imagenet_v2": [64.0, 66.0], "imagenet_sketch": [48.0, 50.0], "imagenet_a": [50.0, 52.0],
-         "imagenet_r": [76.0, 78.0]},
+        {
+            "imagenet_v2": [64.0, 66.0],
+            "imagenet_sketch": [48.0, 50.0],
+            "imagenet_a": [50.0, 52.0],
+            "imagenet_r": [76.0, 78.0],
+        },
         source=[71.0, 73.0],
     )
     (table,) = build_tables(ledger)
@@ -310,8 +326,17 @@ def test_ablation_one_row_per_setting():
     rows = []
     for gate, offset in (("on", 2.0), ("off", 0.0)):
         for dataset in ("dtd", "eurosat"):
-            rows.append({"method": "prometar", "dataset": dataset, "seed": 1, "shots": 16,
-                         "base_acc": 80.0 + offset, "new_acc": 60.0 + offset, "meta.gate": gate})
+            rows.append(
+                {
+                    "method": "prometar",
+                    "dataset": dataset,
+                    "seed": 1,
+                    "shots": 16,
+                    "base_acc": 80.0 + offset,
+                    "new_acc": 60.0 + offset,
+                    "meta.gate": gate,
+                }
+            )
     ledger = tidy_from_wide(pd.DataFrame(rows), source="hand")
     runs = attach_params(ledger.runs, ledger.params, ["meta.gate"])
     summary = ablation_summary(runs, ["meta.gate"], datasets=["dtd", "eurosat"])
@@ -326,8 +351,18 @@ def test_search_top_k():
     rows = []
     for i, weight in enumerate([5.0, 20.0, 80.0]):
         for seed in (1, 2):
-            rows.append({"method": "prometar", "dataset": "dtd", "seed": seed, "shots": 16, "protocol": "search",
-                         "val_hm": 70.0 + i + seed, "val_base": 80.0, "regularizer.text_weight": weight})
+            rows.append(
+                {
+                    "method": "prometar",
+                    "dataset": "dtd",
+                    "seed": seed,
+                    "shots": 16,
+                    "protocol": "search",
+                    "val_hm": 70.0 + i + seed,
+                    "val_base": 80.0,
+                    "regularizer.text_weight": weight,
+                }
+            )
     ledger = tidy_from_wide(pd.DataFrame(rows), source="hand")
     runs = attach_params(ledger.runs, ledger.params, ["regularizer.text_weight"])
     summary = search_summary(runs, ["regularizer.text_weight"], top_k=2)
@@ -341,8 +376,10 @@ def test_search_top_k():
 TOY_SWEEP = "grid:\n  method: [prometar]\n  dataset: [dtd, eurosat]\n  seed: [1, 2, 3]\n"
 """The sweep of the hand-made MLflow store: ProMetaR x (dtd, eurosat) x seeds 1-3 (experiment ``toy``)."""
 
-SEARCH_SWEEP = ("grid:\n  method: [prometar]\n  dataset: [dtd]\n  seed: [1]\n"
-                "search:\n  num_samples: 2\n  space:\n    regularizer.text_weight: {loguniform: [5, 200]}\n")
+SEARCH_SWEEP = (
+    "grid:\n  method: [prometar]\n  dataset: [dtd]\n  seed: [1]\n"
+    "search:\n  num_samples: 2\n  space:\n    regularizer.text_weight: {loguniform: [5, 200]}\n"
+)
 
 
 def planned_keys(sweep: Path, overrides: dict | None = None) -> dict[tuple[str, int], str]:
@@ -352,10 +389,16 @@ def planned_keys(sweep: Path, overrides: dict | None = None) -> dict[tuple[str, 
 
 def test_sweep_summary(tmp_path: Path):
     path = tmp_path / "toy.yaml"
-    path.write_text("protocol: base2new\ngrid:\n  method: [prometar]\n  dataset: [eurosat, dtd]\n  seed: [1, 2]\n")
+    path.write_text(
+        "protocol: base2new\ngrid:\n  method: [prometar]\n  dataset: [eurosat, dtd]\n  seed: [1, 2]\n"
+    )
     summary = load_sweep_summary(path)
     assert (summary.name, summary.datasets, summary.protocol, summary.search_space) == (
-        "toy", ("eurosat", "dtd"), "base2new", ())
+        "toy",
+        ("eurosat", "dtd"),
+        "base2new",
+        (),
+    )
     assert summary.planned.tag == TRIAL_KEY_TAG
     assert summary.planned.keys == set(planned_keys(path).values()) and len(summary.planned.keys) == 4
     edited = load_sweep_summary(path, overrides={"optim.epochs": 5})  # `launch --set optim.epochs=5`
@@ -364,14 +407,19 @@ def test_sweep_summary(tmp_path: Path):
     search = tmp_path / "search.yaml"
     search.write_text(SEARCH_SWEEP.replace("[dtd]", "[dtd, eurosat]"))
     summary = load_sweep_summary(search)
-    assert (summary.name, summary.datasets, summary.search_space) == ("search", ("dtd", "eurosat"),
-                                                                      ("regularizer.text_weight",))
+    assert (summary.name, summary.datasets, summary.search_space) == (
+        "search",
+        ("dtd", "eurosat"),
+        ("regularizer.text_weight",),
+    )
     assert summary.planned.tag == SEARCH_GROUP_TAG
     assert summary.planned.keys == {g.key for g in load_plan(search).groups}
     assert len(summary.planned.keys) == 2
 
     fixed = tmp_path / "fixed.yaml"  # the dataset is an override, not a grid axis
-    fixed.write_text("name: one\nprotocol: few_shot\noverrides:\n  data.dataset: dtd\ngrid:\n  method: [coop]\n")
+    fixed.write_text(
+        "name: one\nprotocol: few_shot\noverrides:\n  data.dataset: dtd\ngrid:\n  method: [coop]\n"
+    )
     assert (load_sweep_summary(fixed).name, load_sweep_summary(fixed).datasets) == ("one", ("dtd",))
     assert load_sweep_summary(fixed).protocol == "few_shot"
 
@@ -390,16 +438,34 @@ def test_sweep_summary(tmp_path: Path):
 # ------------------------------------------------------------------------------------ MLflow ledger
 
 
-def log_child(uri: str, key: str, dataset: str, seed: int, base: float, new: float, *, status: str = "FINISHED",
-              start: int = 0, params: dict | None = None, experiment: str = "toy") -> str:
+def log_child(
+    uri: str,
+    key: str,
+    dataset: str,
+    seed: int,
+    base: float,
+    new: float,
+    *,
+    status: str = "FINISHED",
+    start: int = 0,
+    params: dict | None = None,
+    experiment: str = "toy",
+) -> str:
     """One hand-made child run of trial ``key`` (ProMetaR, 16 shots, base-to-new); returns its id."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    tags = {TRIAL_KEY_TAG: key, "method": "prometar", "dataset": dataset, "seed": str(seed), "shots": "16",
-            "protocol": "base2new", "sweep": experiment}
+    tags = {
+        TRIAL_KEY_TAG: key,
+        "method": "prometar",
+        "dataset": dataset,
+        "seed": str(seed),
+        "shots": "16",
+        "protocol": "base2new",
+        "sweep": experiment,
+    }
     run = client.create_run(experiment_id, tags=tags, start_time=1_000 + start).info.run_id
     metrics = [Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0)]
     metrics += [Metric("loss", 2.0 - 0.5 * e, 0, e) for e in range(3)]
@@ -454,8 +520,9 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
     from mlflow import MlflowClient
 
     uri, parent = make_store(tmp_path)
-    written = write_experiment_tables("toy", uri, tmp_path / "tables", datasets=["dtd", "eurosat"],
-                                           parent_run_id=parent)
+    written = write_experiment_tables(
+        "toy", uri, tmp_path / "tables", datasets=["dtd", "eurosat"], parent_run_id=parent
+    )
     assert sorted(written) == ["base2new.csv", "base2new.md", "base2new.tex"]
     assert "86.25" in written["base2new.md"].read_text()
     logged = {Path(f.path).name for f in MlflowClient(uri).list_artifacts(parent, "tables")}
@@ -466,8 +533,14 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
     with pytest.raises(ResultsError, match="several runs for method=prometar"):
         write_experiment_tables("toy", uri, tmp_path / "all", datasets=["dtd", "eurosat"])
     summary = load_sweep_summary(tmp_path / "toy.yaml")
-    written = write_experiment_tables("toy", uri, tmp_path / "planned", datasets=summary.datasets,
-                                           expected_seeds=summary.seeds, planned=summary.planned)
+    written = write_experiment_tables(
+        "toy",
+        uri,
+        tmp_path / "planned",
+        datasets=summary.datasets,
+        expected_seeds=summary.seeds,
+        planned=summary.planned,
+    )
     assert "86.25" in written["base2new.md"].read_text() and summary.seeds == 3
 
 
@@ -480,8 +553,21 @@ def test_cli_table_from_sweep_and_from_csv(tmp_path: Path):
     assert "| Average | ProMetaR | 86.25" in result.stdout and "84.39" in result.stdout
     assert result.stderr == ""  # every FINISHED run is planned: no note
     out = tmp_path / "t.tex"
-    result = runner.invoke(main, ["table", "--experiment", "toy", "--tracking-uri", uri, "--format", "latex",
-                                  "--no-published", "-o", str(out)])
+    result = runner.invoke(
+        main,
+        [
+            "table",
+            "--experiment",
+            "toy",
+            "--tracking-uri",
+            uri,
+            "--format",
+            "latex",
+            "--no-published",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert r"\toprule" in out.read_text() and "paper" not in out.read_text()
     runs_csv = tmp_path / "runs.csv"
@@ -522,9 +608,13 @@ def test_read_experiment_restricted_to_the_planned_runs(tmp_path: Path):
     source = load_source(tmp_path / "toy.yaml", tracking_uri=uri, overrides={"optim.epochs": 5})
     assert source.ledger.runs["run_id"].nunique() == 4 and source.ledger.unplanned_runs == 5 + 1 + 2
     csv = tmp_path / "runs.csv"
-    csv.write_text("method,dataset,seed,shots,base_acc,new_acc\nprometar,dtd,1,16,80,60\nprometar,dtd,1,16,70,50\n")
+    csv.write_text(
+        "method,dataset,seed,shots,base_acc,new_acc\nprometar,dtd,1,16,80,60\nprometar,dtd,1,16,70,50\n"
+    )
     source = load_source(tmp_path / "toy.yaml", runs_csv=csv)  # CSV rows have no trial keys: all kept
-    assert len(source.ledger.runs) == 4 and source.ledger.unplanned_runs == 0 and source.unplanned_note() is None
+    assert (
+        len(source.ledger.runs) == 4 and source.ledger.unplanned_runs == 0 and source.unplanned_note() is None
+    )
     assert source.sweep.datasets == ("dtd", "eurosat")
 
 
@@ -537,8 +627,10 @@ def test_cli_table_from_sweep_shows_only_the_planned_runs(tmp_path: Path):
     result = runner.invoke(main, ["table", sweep, "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     assert "| Average | ProMetaR | 86.25" in result.stdout and "note" not in result.stdout
-    assert result.stderr == (f"note: 6 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
-                             "(other configurations); --experiment toy shows every run\n")
+    assert result.stderr == (
+        f"note: 6 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
+        "(other configurations); --experiment toy shows every run\n"
+    )
 
     out = tmp_path / "table.md"
     result = runner.invoke(main, ["table", sweep, "--tracking-uri", uri, "-o", str(out)])
@@ -547,15 +639,29 @@ def test_cli_table_from_sweep_shows_only_the_planned_runs(tmp_path: Path):
 
     # --set selects the runs `launch toy.yaml --set optim.epochs=5` made: dtd and eurosat base
     # (51+52)/2 = 51.5 each, new 40; left out: the 5 planned runs, the superseded one and 2 old ones.
-    result = runner.invoke(main, ["table", sweep, "--set", "optim.epochs=5", "--tracking-uri", uri,
-                                  "--format", "csv", "--no-published"])
+    result = runner.invoke(
+        main,
+        [
+            "table",
+            sweep,
+            "--set",
+            "optim.epochs=5",
+            "--tracking-uri",
+            uri,
+            "--format",
+            "csv",
+            "--no-published",
+        ],
+    )
     assert result.exit_code == 0, result.output
     back = pd.read_csv(pd.io.common.StringIO(result.stdout))
     average = back[back["dataset"] == "average"].iloc[0]
     assert (average["base"], average["new"]) == (pytest.approx(51.5), pytest.approx(40.0))
     assert set(back["n_seeds"]) == {2}
-    assert result.stderr.startswith(f"note: 8 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
-                                    "--set optim.epochs=5 (other configurations)")
+    assert result.stderr.startswith(
+        f"note: 8 FINISHED run(s) of experiment 'toy' are not planned by {sweep} "
+        "--set optim.epochs=5 (other configurations)"
+    )
 
     # --experiment reads every FINISHED run: the old checkpoint's runs share dtd cells with the
     # planned ones under the same params, so the table refuses, as it always did.
@@ -563,7 +669,9 @@ def test_cli_table_from_sweep_shows_only_the_planned_runs(tmp_path: Path):
     assert result.exit_code == 2 and "several runs for method=prometar" in result.output
     assert "note:" not in result.output
 
-    result = runner.invoke(main, ["table", "--experiment", "toy", "--set", "optim.epochs=5", "--tracking-uri", uri])
+    result = runner.invoke(
+        main, ["table", "--experiment", "toy", "--set", "optim.epochs=5", "--tracking-uri", uri]
+    )
     assert result.exit_code == 2 and "--set needs a sweep file" in result.output
     result = runner.invoke(main, ["table", sweep, "--set", "optim.epochs", "--tracking-uri", uri])
     assert result.exit_code == 2 and "must look like KEY=VALUE" in result.output
@@ -587,13 +695,24 @@ def test_cli_table_search_sweep_reads_its_search_groups(tmp_path: Path):
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("search", artifact_location=(tmp_path / "artifacts").as_uri())
     # Two sampled trials of the planned group, one of a group an edited search space made.
-    for i, (group_key, weight, val_hm) in enumerate([(group.key, 10.0, 70.0), (group.key, 40.0, 75.0),
-                                                     ("oldgroup", 160.0, 90.0)]):
-        tags = {TRIAL_KEY_TAG: f"sample{i}", SEARCH_GROUP_TAG: group_key, "method": "prometar", "dataset": "dtd",
-                "seed": "1", "shots": "16", "protocol": "search"}
+    for i, (group_key, weight, val_hm) in enumerate(
+        [(group.key, 10.0, 70.0), (group.key, 40.0, 75.0), ("oldgroup", 160.0, 90.0)]
+    ):
+        tags = {
+            TRIAL_KEY_TAG: f"sample{i}",
+            SEARCH_GROUP_TAG: group_key,
+            "method": "prometar",
+            "dataset": "dtd",
+            "seed": "1",
+            "shots": "16",
+            "protocol": "search",
+        }
         run = client.create_run(experiment_id, tags=tags).info.run_id
-        client.log_batch(run, metrics=[Metric("val_hm", val_hm, 0, 0)],
-                         params=[Param("regularizer.text_weight", str(weight))])
+        client.log_batch(
+            run,
+            metrics=[Metric("val_hm", val_hm, 0, 0)],
+            params=[Param("regularizer.text_weight", str(weight))],
+        )
         client.set_terminated(run)
     runner = CliRunner()
     result = runner.invoke(main, ["table", str(sweep), "--tracking-uri", uri, "--format", "csv"])
@@ -601,7 +720,9 @@ def test_cli_table_search_sweep_reads_its_search_groups(tmp_path: Path):
     back = pd.read_csv(pd.io.common.StringIO(result.stdout))
     assert list(back["regularizer.text_weight"]) == [40.0, 10.0] and list(back["val_hm"]) == [75.0, 70.0]
     assert result.stderr.startswith("note: 1 FINISHED run(s) of experiment 'search' are not planned by")
-    result = runner.invoke(main, ["table", "--experiment", "search", "--tracking-uri", uri, "--format", "csv"])
+    result = runner.invoke(
+        main, ["table", "--experiment", "search", "--tracking-uri", uri, "--format", "csv"]
+    )
     assert result.exit_code == 0, result.output
     assert list(pd.read_csv(pd.io.common.StringIO(result.stdout))["val_hm"]) == [90.0, 75.0, 70.0]
 
@@ -613,10 +734,14 @@ def test_cli_table_search_sweep_reads_its_search_groups(tmp_path: Path):
 #           -> Average base 86.5, new 66.5, HM 2*86.5*66.5/153.
 # constant: dtd base 79, new 59; eurosat base 89, new 67 -> Average base 84, new 63, HM 72.
 ABLATION_ROWS = [
-    ("learned", "dtd", 1, 80.0, 60.0), ("learned", "dtd", 2, 84.0, 64.0),
-    ("learned", "eurosat", 1, 90.0, 70.0), ("learned", "eurosat", 2, 92.0, 72.0),
-    ("constant", "dtd", 1, 78.0, 58.0), ("constant", "dtd", 2, 80.0, 60.0),
-    ("constant", "eurosat", 1, 88.0, 66.0), ("constant", "eurosat", 2, 90.0, 68.0),
+    ("learned", "dtd", 1, 80.0, 60.0),
+    ("learned", "dtd", 2, 84.0, 64.0),
+    ("learned", "eurosat", 1, 90.0, 70.0),
+    ("learned", "eurosat", 2, 92.0, 72.0),
+    ("constant", "dtd", 1, 78.0, 58.0),
+    ("constant", "dtd", 2, 80.0, 60.0),
+    ("constant", "eurosat", 1, 88.0, 66.0),
+    ("constant", "eurosat", 2, 90.0, 68.0),
 ]
 
 
@@ -656,8 +781,11 @@ def test_no_shared_cells_keeps_the_base2new_table():
 
 def test_shared_cell_without_a_differing_result_param_is_an_error():
     wide = ablation_wide().assign(**{"meta.gate_mode": "learned"})  # arms differ in loader workers only
-    with pytest.raises(ResultsError, match="several runs for method=prometar, shots=16, dataset=dtd, seed=1 "
-                                           r"\(runs hand:2, hand:6\) and no result-changing config param"):
+    with pytest.raises(
+        ResultsError,
+        match="several runs for method=prometar, shots=16, dataset=dtd, seed=1 "
+        r"\(runs hand:2, hand:6\) and no result-changing config param",
+    ):
         build_tables(tidy_from_wide(wide, source="hand"), datasets=["dtd", "eurosat"])
     with pytest.raises(ResultsError, match="no result-changing config param"):
         build_tables(tidy_from_wide(wide.drop(columns=["optim.lr", "data.num_workers"]), source="hand"))
@@ -667,8 +795,10 @@ def test_cli_table_prints_the_ablation_table(tmp_path: Path):
     runs_csv = tmp_path / "runs.csv"
     ablation_wide().to_csv(runs_csv, index=False)
     sweep = tmp_path / "ablation.yaml"
-    sweep.write_text("protocol: base2new\ngrid:\n  method: [prometar]\n  variant:\n    - {meta.gate_mode: learned}\n"
-                     "    - {meta.gate_mode: constant}\n  dataset: [dtd, eurosat]\n  seed: [1, 2]\n")
+    sweep.write_text(
+        "protocol: base2new\ngrid:\n  method: [prometar]\n  variant:\n    - {meta.gate_mode: learned}\n"
+        "    - {meta.gate_mode: constant}\n  dataset: [dtd, eurosat]\n  seed: [1, 2]\n"
+    )
     result = CliRunner().invoke(main, ["table", str(sweep), "--runs", str(runs_csv)])
     assert result.exit_code == 0, result.output
     assert "Ablation (base-to-new Average)" in result.output
@@ -683,12 +813,25 @@ def test_render_tables_for_experiment_ablation_from_mlflow(tmp_path: Path):
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("ablation", artifact_location=(tmp_path / "artifacts").as_uri())
     for i, (gate, dataset, seed, base, new) in enumerate(ABLATION_ROWS):
-        tags = {"prometar.trial_key": f"trial{i}", "method": "prometar", "dataset": dataset, "seed": str(seed),
-                "shots": "16", "protocol": "base2new"}
+        tags = {
+            "prometar.trial_key": f"trial{i}",
+            "method": "prometar",
+            "dataset": dataset,
+            "seed": str(seed),
+            "shots": "16",
+            "protocol": "base2new",
+        }
         run = client.create_run(experiment_id, tags=tags).info.run_id
-        client.log_batch(run, metrics=[Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0)],
-                         params=[Param("meta.gate_mode", gate), Param("backbone.device", f"cuda:{i % 2}"),
-                                 Param("data.dataset", dataset), Param("seed", str(seed))])
+        client.log_batch(
+            run,
+            metrics=[Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0)],
+            params=[
+                Param("meta.gate_mode", gate),
+                Param("backbone.device", f"cuda:{i % 2}"),
+                Param("data.dataset", dataset),
+                Param("seed", str(seed)),
+            ],
+        )
         client.set_terminated(run)
     written = write_experiment_tables("ablation", uri, tmp_path / "tables", datasets=["dtd", "eurosat"])
     assert sorted(written) == ["ablation.csv", "ablation.md", "ablation.tex"]

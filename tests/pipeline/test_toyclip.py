@@ -16,11 +16,23 @@ from prometar.data import toyworld as tw
 from prometar.data.catalog import get_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = [line.strip() for line in (REPO / "prometar/resources/teacher_templates_60.txt").read_text().splitlines() if line.strip()]
+TEMPLATES = [
+    line.strip()
+    for line in (REPO / "prometar/resources/teacher_templates_60.txt").read_text().splitlines()
+    if line.strip()
+]
 
 # A build small enough for a unit test: a few steps, one dataset, a handful of images.
-TINY = {"n_pretrain": 256, "batch_size": 32, "warmup_steps": 2, "train_per_class": 2, "val_per_class": 1,
-        "test_per_class": 2, "eval_per_combination": 1, "datasets": ("eurosat",)}
+TINY = {
+    "n_pretrain": 256,
+    "batch_size": 32,
+    "warmup_steps": 2,
+    "train_per_class": 2,
+    "val_per_class": 1,
+    "test_per_class": 2,
+    "eval_per_combination": 1,
+    "datasets": ("eurosat",),
+}
 
 
 def _all_toy_class_names() -> list[str]:
@@ -38,8 +50,13 @@ def test_context_length_fits_every_prompt_without_truncation() -> None:
     texts = [t.format(n) for t in TEMPLATES for n in names]
     texts += [get_dataset(k).template.format(n) for k in tw.TOY_DATASETS for n in names]
     texts += [f"X X X X {n}." for n in names]  # SOS + 4 prompt tokens + "<class name>." + EOS
-    texts += [t.format(c=c, s=s, z=z, p=p) for t in tw.CAPTION_TEMPLATES for c, s in tw.ALL_COMBINATIONS
-              for z in tw.SIZES for p in tw.POSITIONS.values()]
+    texts += [
+        t.format(c=c, s=s, z=z, p=p)
+        for t in tw.CAPTION_TEMPLATES
+        for c, s in tw.ALL_COMBINATIONS
+        for z in tw.SIZES
+        for p in tw.POSITIONS.values()
+    ]
     needed = max(toyclip.token_count(t) for t in texts)
     assert needed <= length, f"{needed} tokens needed, context {length} (longest class name {longest!r})"
     assert toyclip.token_count("X X X X cyan triangle.") == 1 + 4 + 3 + 1 + 1  # "cyan" is two tokens
@@ -54,7 +71,10 @@ def test_config_matches_the_design() -> None:
     model = toyclip.create_toy_clip(0)
     assert isinstance(model, open_clip.CLIP)
     same = toyclip.create_toy_clip(0)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True)
+    )
 
 
 def test_pretraining_updates_only_the_token_rows_the_captions_use() -> None:
@@ -62,8 +82,9 @@ def test_pretraining_updates_only_the_token_rows_the_captions_use() -> None:
     model = toyclip.create_toy_clip(0)
     before = model.token_embedding.weight.detach().clone()
     tower = model.visual.conv1.weight.detach().clone()
-    out = toyclip.pretrain(model, world.images, world.captions, seed=0, budget_s=60, max_steps=2, batch_size=32,
-                           warmup_steps=1)
+    out = toyclip.pretrain(
+        model, world.images, world.captions, seed=0, budget_s=60, max_steps=2, batch_size=32, warmup_steps=1
+    )
     assert out["steps"] == 2 and np.isfinite(out["final_loss"])
     used = torch.unique(open_clip.SimpleTokenizer(context_length=16)(world.captions))
     after = model.token_embedding.weight.detach()
@@ -123,10 +144,20 @@ def test_cache_is_reused_and_a_half_written_build_is_rebuilt(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_reduced_build_learns_and_its_checkpoint_loads(tmp_path: Path) -> None:
     """A reduced toy world and toy CLIP, built within a minute, already read colours and shapes."""
-    build = toyclip.build_toy(tmp_path / "toy", seed=0, budget_s=45, max_steps=60, n_pretrain=4000, batch_size=64,
-                              warmup_steps=5,
-                              train_per_class=2, val_per_class=1, test_per_class=10, eval_per_combination=10,
-                              datasets=("oxford_pets", "fgvc_aircraft", "imagenet"))
+    build = toyclip.build_toy(
+        tmp_path / "toy",
+        seed=0,
+        budget_s=45,
+        max_steps=60,
+        n_pretrain=4000,
+        batch_size=64,
+        warmup_steps=5,
+        train_per_class=2,
+        val_per_class=1,
+        test_per_class=10,
+        eval_per_combination=10,
+        datasets=("oxford_pets", "fgvc_aircraft", "imagenet"),
+    )
     r = build.results
     assert r["build_seconds"] < 60
     assert r["steps"] > 10  # 60 unless the machine is so loaded that the budget cut it short
@@ -147,27 +178,47 @@ def test_reduced_build_learns_and_its_checkpoint_loads(tmp_path: Path) -> None:
         assert torch.equal(value, backbone.model.state_dict()[key])
 
 
-def test_toy_build_verb_passes_its_options_and_prints_the_figures(monkeypatch: pytest.MonkeyPatch,
-                                                                   tmp_path: Path) -> None:
+def test_toy_build_verb_passes_its_options_and_prints_the_figures(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from click.testing import CliRunner
 
     from orchestration.cli import main
 
     calls = []
-    row = {"style": "noise", "systematic": True, "base": 0.61, "new": 0.57, "colour_only_base": 0.5,
-           "colour_only_new": 0.5, "shape_only_base": 0.5, "shape_only_new": 0.5, "chance_base": 0.125,
-           "chance_new": 0.125}
-    results = {"steps": 900, "train_seconds": 230.0, "final_loss": 0.9, "build_seconds": 280.0, "chance": 1 / 64,
-               "heldout_acc": 0.55, "seen_acc": 0.9, "datasets": {"oxford_pets": row}}
+    row = {
+        "style": "noise",
+        "systematic": True,
+        "base": 0.61,
+        "new": 0.57,
+        "colour_only_base": 0.5,
+        "colour_only_new": 0.5,
+        "shape_only_base": 0.5,
+        "shape_only_new": 0.5,
+        "chance_base": 0.125,
+        "chance_new": 0.125,
+    }
+    results = {
+        "steps": 900,
+        "train_seconds": 230.0,
+        "final_loss": 0.9,
+        "build_seconds": 280.0,
+        "chance": 1 / 64,
+        "heldout_acc": 0.55,
+        "seen_acc": 0.9,
+        "datasets": {"oxford_pets": row},
+    }
 
     def fake_build(output, **kwargs):
         calls.append((output, kwargs))
-        return toyclip.ToyBuild(Path(output), Path(output) / "data", Path(output) / "toy_clip.pt", "toy-clip",
-                                False, results)
+        return toyclip.ToyBuild(
+            Path(output), Path(output) / "data", Path(output) / "toy_clip.pt", "toy-clip", False, results
+        )
 
     monkeypatch.setattr(toyclip, "build_toy", fake_build)
-    out = CliRunner().invoke(main, ["toy", "build", "--output", str(tmp_path), "--budget-seconds", "30",
-                                    "--seed", "3"])
+    out = CliRunner().invoke(
+        main, ["toy", "build", "--output", str(tmp_path), "--budget-seconds", "30", "--seed", "3"]
+    )
     assert out.exit_code == 0, out.output
     assert calls == [(str(tmp_path), {"seed": 3, "budget_s": 30.0, "force": False})]
     assert "held-out combinations 55.0% (35x chance), seen 90.0%, chance 1.6%" in out.output

@@ -28,7 +28,12 @@ from orchestration.ledger.vocabulary import HEARTBEAT_TAG, HOST_TAG, PID_TAG
 from orchestration.sweeps.keys import trial_key
 from orchestration.sweeps.planning import Trial
 
-CONFIG = {"method": "ivlp", "seed": 1, "data": {"dataset": "eurosat", "shots": 4}, "optim": {"lr": 0.1, "epochs": 2}}
+CONFIG = {
+    "method": "ivlp",
+    "seed": 1,
+    "data": {"dataset": "eurosat", "shots": 4},
+    "optim": {"lr": 0.1, "epochs": 2},
+}
 
 
 @dataclass
@@ -67,8 +72,19 @@ def test_callback_writes_one_child_run_per_trial(tmp_path: Path, ledger: TrialLe
     callback.on_trial_start(0, [], ok)
     callback.on_trial_start(0, [], ok)  # a restarted trial keeps its run
     for epoch in (1, 2):
-        callback.on_trial_result(0, [], ok, {"epoch": epoch, "loss": 1.0 / epoch, "prometar_event": "epoch",
-                                             "training_iteration": epoch, "time_total_s": 3.0, "done": False})
+        callback.on_trial_result(
+            0,
+            [],
+            ok,
+            {
+                "epoch": epoch,
+                "loss": 1.0 / epoch,
+                "prometar_event": "epoch",
+                "training_iteration": epoch,
+                "time_total_s": 3.0,
+                "done": False,
+            },
+        )
     final = {"base_acc": 80.0, "new_acc": 60.0, "hm": 68.57, "epoch": 2}
     ok.last_result = {**final, "prometar_event": "final"}
     callback.on_trial_result(0, [], ok, ok.last_result)
@@ -93,7 +109,16 @@ def test_callback_writes_one_child_run_per_trial(tmp_path: Path, ledger: TrialLe
     done = runs[ok.config["trial_key"]]
     assert done.info.status == "FINISHED"
     assert done.data.tags["mlflow.parentRunId"] == parent
-    for tag in ("dataset", "method", "seed", "shots", "protocol", "sweep", "prometar.version", "prometar.git_sha"):
+    for tag in (
+        "dataset",
+        "method",
+        "seed",
+        "shots",
+        "protocol",
+        "sweep",
+        "prometar.version",
+        "prometar.git_sha",
+    ):
         assert done.data.tags[tag]
     assert done.data.params["optim.lr"] == "0.1" and done.data.params["data.dataset"] == "eurosat"
     assert done.data.metrics["hm"] == pytest.approx(68.57)
@@ -135,13 +160,16 @@ def test_stale_running_runs_are_closed_as_killed(ledger: TrialLedger) -> None:
 
 
 @pytest.mark.parametrize("where", ["this host", "another host"])
-def test_runs_of_a_live_launch_are_left_alone_until_its_heartbeat_stops(ledger: TrialLedger, where: str) -> None:
+def test_runs_of_a_live_launch_are_left_alone_until_its_heartbeat_stops(
+    ledger: TrialLedger, where: str
+) -> None:
     """Another launch of the sweep against the same store (another output folder or machine)."""
     trial = make_trial()
     tags = {PID_TAG: str(os.getpid())} if where == "this host" else {HOST_TAG: "elsewhere", PID_TAG: "1"}
     parent = ledger.start_launch(tags)
     MlflowTrialCallback(ledger, parent, lambda c: trial, "sweep").on_trial_start(
-        0, [], FakeTrial("a", {"trial_key": trial.key}))
+        0, [], FakeTrial("a", {"trial_key": trial.key})
+    )
     holder = f"pid {tags[PID_TAG]} on {tags.get(HOST_TAG, socket.gethostname())}"
     assert ledger.live_launches() == {parent: holder}
     assert ledger.running_elsewhere() == {trial.key: holder}
@@ -158,8 +186,9 @@ def test_a_launch_without_a_heartbeat_is_dead(ledger: TrialLedger) -> None:
     assert MlflowClient(ledger.tracking_uri).get_run(parent).info.status == "KILLED"
 
 
-def test_the_callback_refreshes_the_heartbeat_at_most_once_a_minute(ledger: TrialLedger,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_callback_refreshes_the_heartbeat_at_most_once_a_minute(
+    ledger: TrialLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trial = make_trial()
     parent = ledger.start_launch({HEARTBEAT_TAG: "1000"})
     callback = MlflowTrialCallback(ledger, parent, lambda c: trial, "sweep")

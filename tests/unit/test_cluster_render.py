@@ -63,8 +63,15 @@ def test_submission_id_is_sweep_name_and_attempt() -> None:
 def test_build_submission_ships_working_dir_without_bulky_folders(project: Path) -> None:
     out = project / "runs_out"
     sub_id, entrypoint, env, warnings = build_submission(
-        project / "sweeps" / "tiny.yaml", attempt=2, working_dir=project, tracking_uri="http://mlflow:5000",
-        data_root="/shared/data", output=str(out), overrides=["optim.epochs=2"], env_vars={"HF_HOME": "/cache"})
+        project / "sweeps" / "tiny.yaml",
+        attempt=2,
+        working_dir=project,
+        tracking_uri="http://mlflow:5000",
+        data_root="/shared/data",
+        output=str(out),
+        overrides=["optim.epochs=2"],
+        env_vars={"HF_HOME": "/cache"},
+    )
     assert sub_id == "tiny-cluster-2"
     argv = shlex.split(entrypoint)
     assert argv[:5] == ["python", "-m", "orchestration.cli", "launch", "sweeps/tiny.yaml"]
@@ -130,8 +137,17 @@ def test_parse_env() -> None:
 
 
 def test_submit_unreachable_address_exits_2(project: Path) -> None:
-    result = CliRunner().invoke(main, ["submit", str(project / "sweeps" / "tiny.yaml"), "--working-dir",
-                                       str(project), "--address", "http://127.0.0.1:9"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "submit",
+            str(project / "sweeps" / "tiny.yaml"),
+            "--working-dir",
+            str(project),
+            "--address",
+            "http://127.0.0.1:9",
+        ],
+    )
     assert result.exit_code == 2
     assert "--address http://127.0.0.1:9" in result.output
 
@@ -146,14 +162,29 @@ def test_launch_args_order() -> None:
 
 def test_slurm_script_header_and_syntax(project: Path, tmp_path: Path) -> None:
     sweep = project / "sweeps" / "tiny.yaml"
-    text = render_slurm(sweep, nodes=4, gpus_per_node=8, cpus_per_node=32, partition="gpu", time_limit="1-02:00:00",
-                        account="proj", tracking_uri="http://mlflow:5000", data_root="/shared/data",
-                        output="/shared/out", overrides=["optim.epochs=3"], setup=["source /opt/venv/bin/activate"])
+    text = render_slurm(
+        sweep,
+        nodes=4,
+        gpus_per_node=8,
+        cpus_per_node=32,
+        partition="gpu",
+        time_limit="1-02:00:00",
+        account="proj",
+        tracking_uri="http://mlflow:5000",
+        data_root="/shared/data",
+        output="/shared/out",
+        overrides=["optim.epochs=3"],
+        setup=["source /opt/venv/bin/activate"],
+    )
     assert text.startswith("#!/usr/bin/env bash\n")
     directives = dict(re.findall(r"^#SBATCH --([a-z-]+)=?(\S*)$", text, flags=re.M))
     assert directives["nodes"] == "4" and directives["gpus-per-node"] == "8"
     assert directives["cpus-per-task"] == "32" and directives["ntasks-per-node"] == "1"
-    assert directives["partition"] == "gpu" and directives["time"] == "1-02:00:00" and directives["account"] == "proj"
+    assert (
+        directives["partition"] == "gpu"
+        and directives["time"] == "1-02:00:00"
+        and directives["account"] == "proj"
+    )
     assert directives["job-name"] == "prometar-tiny-cluster"
     # head first, then workers, then the launch; Ray stopped by a trap
     head = text.index("ray start --head --block")
@@ -172,12 +203,21 @@ def test_slurm_script_header_and_syntax(project: Path, tmp_path: Path) -> None:
 
 def test_slurm_cpu_only_has_no_gpu_directive(project: Path) -> None:
     text = render_slurm(project / "sweeps" / "tiny.yaml", nodes=1, gpus_per_node=0)
-    assert "--gpus-per-node=" not in "\n".join(line for line in text.splitlines() if line.startswith("#SBATCH"))
+    assert "--gpus-per-node=" not in "\n".join(
+        line for line in text.splitlines() if line.startswith("#SBATCH")
+    )
     assert "GPUS_PER_NODE=0" in text
 
 
-@pytest.mark.parametrize("kwargs, flag", [({"nodes": 0}, "--nodes"), ({"gpus_per_node": -1}, "--gpus-per-node"),
-                                          ({"time_limit": "soon"}, "--time"), ({"partition": "a b"}, "--partition")])
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [
+        ({"nodes": 0}, "--nodes"),
+        ({"gpus_per_node": -1}, "--gpus-per-node"),
+        ({"time_limit": "soon"}, "--time"),
+        ({"partition": "a b"}, "--partition"),
+    ],
+)
 def test_slurm_bad_options_name_the_flag(project: Path, kwargs: dict, flag: str) -> None:
     args = {"nodes": 2, "gpus_per_node": 1, **kwargs}
     with pytest.raises(ClusterError, match=flag):
@@ -186,12 +226,34 @@ def test_slurm_bad_options_name_the_flag(project: Path, kwargs: dict, flag: str)
 
 def test_slurm_verb_writes_executable_script(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "run.sbatch"
-    result = CliRunner().invoke(main, ["slurm", str(project / "sweeps" / "tiny.yaml"), "--nodes", "2",
-                                       "--gpus-per-node", "1", "-o", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "slurm",
+            str(project / "sweeps" / "tiny.yaml"),
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "1",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert out.stat().st_mode & 0o111 and "#SBATCH --nodes=2" in out.read_text()
-    bad = CliRunner().invoke(main, ["slurm", str(project / "missing.yaml"), "--nodes", "2", "--gpus-per-node", "1",
-                                    "-o", str(tmp_path / "never.sbatch")])
+    bad = CliRunner().invoke(
+        main,
+        [
+            "slurm",
+            str(project / "missing.yaml"),
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "1",
+            "-o",
+            str(tmp_path / "never.sbatch"),
+        ],
+    )
     assert bad.exit_code == 2 and "missing.yaml" in bad.output and not (tmp_path / "never.sbatch").exists()
 
 
@@ -203,11 +265,21 @@ def test_rayjob_manifest_fields(project: Path) -> None:
     import ray
 
     sweep = project / "sweeps" / "tiny.yaml"
-    docs = list(yaml.safe_load_all(render_rayjob(sweep, image="reg.example/prometar:0.1.0", workers=3,
-                                                 gpus_per_worker=2, overrides=["optim.epochs=2"])))
+    docs = list(
+        yaml.safe_load_all(
+            render_rayjob(
+                sweep,
+                image="reg.example/prometar:0.1.0",
+                workers=3,
+                gpus_per_worker=2,
+                overrides=["optim.epochs=2"],
+            )
+        )
+    )
     config_map, job = docs
-    assert config_map["kind"] == "ConfigMap" and yaml.safe_load(config_map["data"]["tiny-cluster.yaml"]) \
-        == yaml.safe_load(TINY_SWEEP)
+    assert config_map["kind"] == "ConfigMap" and yaml.safe_load(
+        config_map["data"]["tiny-cluster.yaml"]
+    ) == yaml.safe_load(TINY_SWEEP)
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     assert job["metadata"]["name"] == "prometar-tiny-cluster"
     spec = job["spec"]
@@ -240,8 +312,10 @@ def test_rayjob_manifest_fields(project: Path) -> None:
 
 def test_k8s_verb(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "rayjob.yaml"
-    result = CliRunner().invoke(main, ["k8s", str(project / "sweeps" / "tiny.yaml"), "--image", "img:1",
-                                       "--no-token-auth", "-o", str(out)])
+    result = CliRunner().invoke(
+        main,
+        ["k8s", str(project / "sweeps" / "tiny.yaml"), "--image", "img:1", "--no-token-auth", "-o", str(out)],
+    )
     assert result.exit_code == 0, result.output
     job = list(yaml.safe_load_all(out.read_text()))[1]
     assert "authOptions" not in job["spec"]["rayClusterSpec"]
@@ -260,8 +334,9 @@ def test_dockerfile_installs_with_the_makefile_constraints() -> None:
     makefile = (REPO / "Makefile").read_text()
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     make_lines = [line for line in makefile.splitlines() if "pip install" in line and " -c " in line]
-    docker_lines = [line.split("&&")[0].replace("RUN", "", 1) for line in dockerfile.splitlines()
-                    if "pip install" in line]
+    docker_lines = [
+        line.split("&&")[0].replace("RUN", "", 1) for line in dockerfile.splitlines() if "pip install" in line
+    ]
     assert len(make_lines) == 1 and len(docker_lines) == 1
     constraints = _constraints_flag(make_lines[0])
     assert _constraints_flag(docker_lines[0].rstrip("\\")) == constraints == "constraints.txt"
@@ -280,7 +355,6 @@ def test_dockerfile_user_entrypoint_and_base() -> None:
     assert base.split(":")[1].startswith(torch_pin)  # the base's torch is the pinned one
 
 
-
 # --------------------------------------------------------------------------------------------
 # docs/cluster.md: every prometar-sweep command it shows uses a real verb and real options
 
@@ -289,7 +363,9 @@ def _documented_commands(text: str) -> list[list[str]]:
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         joined = block.replace("\\\n", " ")
-        commands += [line.strip() for line in joined.splitlines() if line.strip().startswith("prometar-sweep ")]
+        commands += [
+            line.strip() for line in joined.splitlines() if line.strip().startswith("prometar-sweep ")
+        ]
     commands += re.findall(r"`(prometar-sweep [^`]+)`", text)
     return [shlex.split(command.replace("$", "")) for command in commands]
 

@@ -102,19 +102,61 @@ OFFICIAL = {
     "method": "prometar",
     "protocol": "base2new",
     "seed": 1,
-    "backbone": {"name": "ViT-B-16-quickgelu", "pretrained": "openai", "precision": "auto",
-                 "device": "auto", "cache_dir": None},
-    "prompts": {"text_tokens": 4, "text_depth": 9, "vision_tokens": 4, "vision_depth": 9, "deep_depth": 9,
-                "text_init": "a photo of a", "truncate_text": True, "sequence_first_blocks": True},
+    "backbone": {
+        "name": "ViT-B-16-quickgelu",
+        "pretrained": "openai",
+        "precision": "auto",
+        "device": "auto",
+        "cache_dir": None,
+    },
+    "prompts": {
+        "text_tokens": 4,
+        "text_depth": 9,
+        "vision_tokens": 4,
+        "vision_depth": 9,
+        "deep_depth": 9,
+        "text_init": "a photo of a",
+        "truncate_text": True,
+        "sequence_first_blocks": True,
+    },
     "regularizer": {"enabled": True, "text_weight": 50.0, "image_weight": 20.0},
-    "meta": {"enabled": True, "inner_lr": 5e-4, "loss_scale": 5e-4, "order": "second",
-             "beta": [0.5, 0.5], "gate_reduction": 8, "gate_repeat": 8, "gate_mode": "learned"},
-    "optim": {"name": "sgd", "lr": 0.0025, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 10,
-              "warmup_epochs": 1, "warmup_lr": 1e-5, "scheduler": "cosine"},
-    "gate_optim": {"lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 1,
-                   "warmup_lr": 1e-6, "step_scheduler": False},
-    "data": {"dataset": "", "shots": 16, "batch_size": 4, "drop_last": True,
-             "test_batch_size": 100, "num_workers": 4, "cache_dir": None},
+    "meta": {
+        "enabled": True,
+        "inner_lr": 5e-4,
+        "loss_scale": 5e-4,
+        "order": "second",
+        "beta": [0.5, 0.5],
+        "gate_reduction": 8,
+        "gate_repeat": 8,
+        "gate_mode": "learned",
+    },
+    "optim": {
+        "name": "sgd",
+        "lr": 0.0025,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "epochs": 10,
+        "warmup_epochs": 1,
+        "warmup_lr": 1e-5,
+        "scheduler": "cosine",
+    },
+    "gate_optim": {
+        "lr": 2.5e-4,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "warmup_epochs": 1,
+        "warmup_lr": 1e-6,
+        "step_scheduler": False,
+    },
+    "data": {
+        "dataset": "",
+        "shots": 16,
+        "batch_size": 4,
+        "drop_last": True,
+        "test_batch_size": 100,
+        "num_workers": 4,
+        "cache_dir": None,
+    },
     "eval": {"targets": [], "per_class": True},
 }
 """algorithm.md §5, value by value (the published implementation's run)."""
@@ -126,8 +168,14 @@ def test_the_official_preset_and_the_field_defaults_are_algorithm_md_section_5()
 
 
 def test_round_trip_through_dict_and_json():
-    cfg = official(**{"optim.lr": 0.01, "meta.beta": [0.3, 0.7], "protocol": "domain_generalization",
-                      "data.dataset": "imagenet"})
+    cfg = official(
+        **{
+            "optim.lr": 0.01,
+            "meta.beta": [0.3, 0.7],
+            "protocol": "domain_generalization",
+            "data.dataset": "imagenet",
+        }
+    )
     assert build_config(cfg.to_dict()) == cfg
     assert build_config(json.loads(cfg.to_json())) == cfg
     assert cfg.meta.beta == (0.3, 0.7)
@@ -225,8 +273,15 @@ def test_explicit_override_wins_over_the_method():
 
 def test_scientific_dict_leaves_out_what_cannot_change_results():
     cfg = official()
-    other = official(**{"data.num_workers": 0, "backbone.device": "cpu", "data.cache_dir": "/tmp/x",
-                        "prompts.truncate_text": False, "eval.per_class": False})
+    other = official(
+        **{
+            "data.num_workers": 0,
+            "backbone.device": "cpu",
+            "data.cache_dir": "/tmp/x",
+            "prompts.truncate_text": False,
+            "eval.per_class": False,
+        }
+    )
     assert cfg.scientific_dict() == other.scientific_dict()
     assert cfg.scientific_dict() != official(**{"regularizer.text_weight": 25}).scientific_dict()
     assert cfg.scientific_dict() != official(seed=2).scientific_dict()

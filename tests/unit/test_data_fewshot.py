@@ -26,8 +26,12 @@ def mini_root(tmp_path_factory) -> Path:
 
 def _synthetic(n_classes: int, per_class: int = 3) -> DatasetSplits:
     def items(split: str) -> list[Item]:
-        return [Item(f"/d/{split}/{c}_{k}.jpg", c, f"class{c}") for k in range(per_class)
-                for c in range(n_classes)]
+        return [
+            Item(f"/d/{split}/{c}_{k}.jpg", c, f"class{c}")
+            for k in range(per_class)
+            for c in range(n_classes)
+        ]
+
     return DatasetSplits(items("train"), items("val"), items("test"), [f"class{c}" for c in range(n_classes)])
 
 
@@ -220,8 +224,9 @@ def test_base_new_cut_relabels_in_order():
 def test_cut_uses_labels_present_in_train():
     splits = _synthetic(6)
     # train holds labels 1, 2, 4, 5 only: base = 1, 2; new = 4, 5
-    sparse = DatasetSplits([i for i in splits.train if i.label in (1, 2, 4, 5)], splits.val, splits.test,
-                           splits.classnames)
+    sparse = DatasetSplits(
+        [i for i in splits.train if i.label in (1, 2, 4, 5)], splits.val, splits.test, splits.classnames
+    )
     cut = base_new_split(sparse)
     assert cut.base_labels == (1, 2) and cut.new_labels == (4, 5)
     assert cut.new.classnames == ["class4", "class5"]

@@ -60,16 +60,32 @@ def test_transform_arguments_are_validated():
 def test_loader_batches_few_shot_items(mini_root):
     splits = read_dataset("oxford_pets", mini_root)
     sampled = few_shot(splits, key="oxford_pets", data_root=mini_root, shots=2, seed=1, use_cache=False)
-    loader = build_loader(sampled.train, build_train_transform(16, MEAN, STD), batch_size=4, shuffle=True,
-                          drop_last=True, seed=0)
+    loader = build_loader(
+        sampled.train,
+        build_train_transform(16, MEAN, STD),
+        batch_size=4,
+        shuffle=True,
+        drop_last=True,
+        seed=0,
+    )
     batches = list(loader)
     assert len(batches) == len(sampled.train) // 4
     images, labels = batches[0]
     assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
-    order = [int(y) for _, ys in build_loader(sampled.train, build_test_transform(16, MEAN, STD),
-                                              batch_size=3, shuffle=True, seed=5) for y in ys]
-    again = [int(y) for _, ys in build_loader(sampled.train, build_test_transform(16, MEAN, STD),
-                                              batch_size=3, shuffle=True, seed=5) for y in ys]
+    order = [
+        int(y)
+        for _, ys in build_loader(
+            sampled.train, build_test_transform(16, MEAN, STD), batch_size=3, shuffle=True, seed=5
+        )
+        for y in ys
+    ]
+    again = [
+        int(y)
+        for _, ys in build_loader(
+            sampled.train, build_test_transform(16, MEAN, STD), batch_size=3, shuffle=True, seed=5
+        )
+        for y in ys
+    ]
     assert order == again and sorted(order) == sorted(i.label for i in sampled.train)
 
 
@@ -105,9 +121,14 @@ def test_corrupt_image_in_a_worker_names_the_path(mini_root):
 def _epochs(dataset: ImageDataset, *, workers: int, persistent: bool, seeds: list[int]) -> list[torch.Tensor]:
     """Every epoch's images through one loader; the sampler's generator reseeded per epoch."""
     generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=4, sampler=SeededSampler(len(dataset), generator),
-                        num_workers=workers, persistent_workers=persistent,
-                        generator=torch.Generator().manual_seed(0))  # worker seeds (as prometar.run)
+    loader = DataLoader(
+        dataset,
+        batch_size=4,
+        sampler=SeededSampler(len(dataset), generator),
+        num_workers=workers,
+        persistent_workers=persistent,
+        generator=torch.Generator().manual_seed(0),
+    )  # worker seeds (as prometar.run)
     epochs = []
     for seed in seeds:
         generator.manual_seed(seed)

@@ -18,12 +18,31 @@ from prometar.errors import DataError
 from prometar.protocols import get_protocol
 
 ALL_KEYS = [
-    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenet_v2", "imagenet_sketch",
-    "imagenet_a", "imagenet_r",
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+    "imagenet_v2",
+    "imagenet_sketch",
+    "imagenet_a",
+    "imagenet_r",
 ]
-IMAGENET_NAMES = ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead shark",
-                  "electric ray", "stingray"]
+IMAGENET_NAMES = [
+    "tench",
+    "goldfish",
+    "great white shark",
+    "tiger shark",
+    "hammerhead shark",
+    "electric ray",
+    "stingray",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +60,23 @@ def fresh_root(tmp_path) -> Path:
 def test_catalog_keys_names_and_templates():
     assert list_datasets() == ALL_KEYS
     names = [get_dataset(k).display_name for k in ALL_KEYS]
-    assert names == ["ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "Flowers102", "Food101",
-                     "FGVCAircraft", "SUN397", "DTD", "EuroSAT", "UCF101", "ImageNetV2",
-                     "ImageNet-Sketch", "ImageNet-A", "ImageNet-R"]
+    assert names == [
+        "ImageNet",
+        "Caltech101",
+        "OxfordPets",
+        "StanfordCars",
+        "Flowers102",
+        "Food101",
+        "FGVCAircraft",
+        "SUN397",
+        "DTD",
+        "EuroSAT",
+        "UCF101",
+        "ImageNetV2",
+        "ImageNet-Sketch",
+        "ImageNet-A",
+        "ImageNet-R",
+    ]
     counts = [get_dataset(k).num_classes for k in ALL_KEYS]
     assert counts == [1000, 100, 37, 196, 102, 101, 100, 397, 47, 10, 101, 1000, 1000, 200, 200]
     assert get_dataset("dtd").template.format("banded") == "banded texture."
@@ -62,7 +95,11 @@ def test_unknown_key_lists_valid_keys():
 
 def test_generalization_targets():
     assert list(get_protocol("domain_generalization").default_targets) == [
-        "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+        "imagenet_v2",
+        "imagenet_sketch",
+        "imagenet_a",
+        "imagenet_r",
+    ]
     cross = get_protocol("cross_dataset").default_targets
     assert len(cross) == 10 and "imagenet" not in cross
     assert cross[0] == "caltech101"
@@ -73,8 +110,13 @@ def test_generalization_targets():
 
 def test_split_json_reader(mini_root):
     splits = read_dataset("eurosat", mini_root)
-    assert splits.classnames == ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land",
-                                 "Highway or Road", "Industrial Buildings"]
+    assert splits.classnames == [
+        "Annual Crop Land",
+        "Forest",
+        "Herbaceous Vegetation Land",
+        "Highway or Road",
+        "Industrial Buildings",
+    ]
     # 4 train images per class, the last class 2; 2 val and 2 test per class
     assert (len(splits.train), len(splits.val), len(splits.test)) == (18, 10, 10)
     assert [sum(i.label == c for i in splits.train) for c in range(5)] == [4, 4, 4, 4, 2]
@@ -90,13 +132,16 @@ def test_stanford_cars_image_root_is_dataset_folder(mini_root):
     assert splits.train[0].path.startswith(str(mini_root / "stanford_cars" / "cars_train") + os.sep)
 
 
-@pytest.mark.parametrize("key,names", [
-    ("caltech101", ["accordion", "face", "leopard", "airplane", "anchor"]),
-    ("oxford_pets", ["abyssinian", "american_bulldog", "basset_hound", "bengal", "beagle"]),
-    ("sun397", ["abbey", "airplane cabin", "shop bakery", "bamboo forest", "cathedral outdoor"]),
-    ("ucf101", ["Apply_Eye_Makeup", "Apply_Lipstick", "Archery", "Baby_Crawling", "Balance_Beam"]),
-    ("fgvc_aircraft", ["707-320", "727-200", "A300B4", "Cessna 172", "DC-3"]),
-])
+@pytest.mark.parametrize(
+    "key,names",
+    [
+        ("caltech101", ["accordion", "face", "leopard", "airplane", "anchor"]),
+        ("oxford_pets", ["abyssinian", "american_bulldog", "basset_hound", "bengal", "beagle"]),
+        ("sun397", ["abbey", "airplane cabin", "shop bakery", "bamboo forest", "cathedral outdoor"]),
+        ("ucf101", ["Apply_Eye_Makeup", "Apply_Lipstick", "Archery", "Baby_Crawling", "Balance_Beam"]),
+        ("fgvc_aircraft", ["707-320", "727-200", "A300B4", "Cessna 172", "DC-3"]),
+    ],
+)
 def test_five_class_readers(mini_root, key, names):
     splits = read_dataset(key, mini_root)
     assert splits.classnames == names
@@ -130,9 +175,13 @@ def test_imagenet_v2_and_sketch(mini_root):
     assert all(Path(i.path).parent.name == str(i.label) for i in v2.test)
     sketch = read_dataset("imagenet_sketch", mini_root)
     assert sketch.classnames == IMAGENET_NAMES and len(sketch.test) == 14
-    assert all(Path(i.path).parent.name == ["n01440764", "n01443537", "n01484850", "n01491361",
-                                           "n01494475", "n01496331", "n01498041"][i.label]
-               for i in sketch.test)
+    assert all(
+        Path(i.path).parent.name
+        == ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331", "n01498041"][
+            i.label
+        ]
+        for i in sketch.test
+    )
 
 
 def test_imagenet_a_and_r_use_sorted_present_wnids(mini_root):
@@ -206,8 +255,10 @@ def test_label_out_of_range_names_path_and_entry(fresh_root):
     with pytest.raises(DataError, match=f"{lines}:2: variant 'Concorde'"):
         read_dataset("fgvc_aircraft", fresh_root)
 
-    os.rename(fresh_root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / "6",
-              fresh_root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / "7")
+    os.rename(
+        fresh_root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / "6",
+        fresh_root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / "7",
+    )
     with pytest.raises(DataError, match="label 7 out of range"):
         read_dataset("imagenet_v2", fresh_root)
 
@@ -241,7 +292,10 @@ def test_check_reports_all_15_usable(mini_root):
     assert all(r.usable for r in reports), [r.line() for r in reports if not r.usable]
     by_key = {r.key: r for r in reports}
     assert by_key["eurosat"].num_classes == 5 and dict(by_key["eurosat"].sizes) == {
-        "train": 18, "val": 10, "test": 10}
+        "train": 18,
+        "val": 10,
+        "test": 10,
+    }
     assert by_key["eurosat"].images_checked == 38
     assert by_key["imagenet_a"].num_classes == 4
 
@@ -262,8 +316,19 @@ def test_cli_data_check_names_removed_file_and_exits_2(fresh_root):
     write_miniatures(fresh_root, ["oxford_flowers", "ucf101"])
     removed = fresh_root / "oxford_flowers" / "jpg" / "image_00007.jpg"
     removed.unlink()
-    result = CliRunner().invoke(main, ["data", "check", "--data-root", str(fresh_root),
-                                       "--dataset", "oxford_flowers", "--dataset", "ucf101"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "check",
+            "--data-root",
+            str(fresh_root),
+            "--dataset",
+            "oxford_flowers",
+            "--dataset",
+            "ucf101",
+        ],
+    )
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert lines[0].startswith("oxford_flowers") and "MISSING" in lines[0] and str(removed) in lines[0]

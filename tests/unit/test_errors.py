@@ -36,7 +36,11 @@ def _error_types() -> set[type]:
     found: set[type] = set()
     for module in (core_errors, app_errors):
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, BaseException) and value is not core_errors.PicklableError:
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value is not core_errors.PicklableError
+            ):
                 found.add(value)
     return found
 
@@ -45,8 +49,11 @@ def test_every_error_type_has_an_example() -> None:
     assert {t.__name__ for t in _error_types()} == set(EXAMPLES)
 
 
-@pytest.mark.parametrize("dumps, loads", [(pickle.dumps, pickle.loads), (cloudpickle.dumps, pickle.loads)],
-                         ids=["pickle", "cloudpickle"])
+@pytest.mark.parametrize(
+    "dumps, loads",
+    [(pickle.dumps, pickle.loads), (cloudpickle.dumps, pickle.loads)],
+    ids=["pickle", "cloudpickle"],
+)
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_error_survives_a_pickle_round_trip(name: str, dumps, loads) -> None:
     error = EXAMPLES[name]
@@ -69,8 +76,22 @@ def test_every_input_error_is_one_family_and_divergence_is_not() -> None:
 
 def test_the_cli_maps_any_input_error_to_exit_2_with_its_message(tmp_path) -> None:
     # a bad override (ConfigError from the core) and a missing sweep file (SpecError) through two verbs
-    result = CliRunner().invoke(main, ["train", "--dataset", "eurosat", "--seed", "1", "--shots", "1",
-                                       "--set", "optim.lrr=1", "--data-root", str(tmp_path)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--dataset",
+            "eurosat",
+            "--seed",
+            "1",
+            "--shots",
+            "1",
+            "--set",
+            "optim.lrr=1",
+            "--data-root",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 2 and "optim.lrr: unknown key" in result.output
     assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["validate", str(tmp_path / "absent.yaml")])

@@ -52,7 +52,7 @@ class StubModel(nn.Module):
 def batches(predicted_vocab_ids, labels, size=2):
     images = torch.tensor(predicted_vocab_ids, dtype=torch.float32)[:, None]
     labels = torch.tensor(labels)
-    return [(images[i:i + size], labels[i:i + size]) for i in range(0, len(labels), size)]
+    return [(images[i : i + size], labels[i : i + size]) for i in range(0, len(labels), size)]
 
 
 def test_accuracy_and_harmonic_mean_formulas():
@@ -104,7 +104,10 @@ def test_zero_shot_uses_the_single_template_and_no_prompts():
     model = StubModel()
     evaluator = Evaluator(model, template="a photo of a {}, a type of pet.")
     evaluator.evaluate(batches([0, 1], [0, 1]), ["basset_hound", "beagle"])
-    assert model.plain_texts == ["a photo of a basset hound, a type of pet.", "a photo of a beagle, a type of pet."]
+    assert model.plain_texts == [
+        "a photo of a basset hound, a type of pet.",
+        "a photo of a beagle, a type of pet.",
+    ]
     assert model.use_prompts_seen == {False}
 
 
@@ -122,7 +125,9 @@ def test_prompted_tiny_clip_end_to_end():
     images = torch.randn(6, 3, 32, 32)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     result = Evaluator(model).evaluate([(images[:4], labels[:4]), (images[4:], labels[4:])], ["a", "b", "c"])
-    text = torch.nn.functional.normalize(model.encode_text(model.tokenize_classnames(["a", "b", "c"])), dim=-1)
+    text = torch.nn.functional.normalize(
+        model.encode_text(model.tokenize_classnames(["a", "b", "c"])), dim=-1
+    )
     image = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
     expected = int(((image @ text.t()).argmax(-1) == labels).sum())
     assert result.correct == expected and result.total == 6

@@ -60,13 +60,23 @@ def build(backbone, *, truncate_text: bool = True, sequence_first: bool = True, 
 
 
 def fast_step(model, gate, prompt_optimizer, gate_optimizer, teacher):
-    return ProMetaRStep(model, prompt_optimizer, class_tokens=model.tokenize_classnames(CLASSNAMES),
-                        teacher_text=teacher, text_weight=TEXT_WEIGHT, image_weight=IMAGE_WEIGHT, gate=gate,
-                        gate_optimizer=gate_optimizer, inner_lr=INNER_LR, meta_loss_scale=META_SCALE)
+    return ProMetaRStep(
+        model,
+        prompt_optimizer,
+        class_tokens=model.tokenize_classnames(CLASSNAMES),
+        teacher_text=teacher,
+        text_weight=TEXT_WEIGHT,
+        image_weight=IMAGE_WEIGHT,
+        gate=gate,
+        gate_optimizer=gate_optimizer,
+        inner_lr=INNER_LR,
+        meta_loss_scale=META_SCALE,
+    )
 
 
-def reference_step(model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels,
-                   task) -> dict[str, float]:
+def reference_step(
+    model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels, task
+) -> dict[str, float]:
     """ProMetaR's iteration (algorithm.md §4) computed plainly, without any of the shortcuts:
 
     the image teacher is re-encoded for the support images in phase B, the phase-A gate is
@@ -85,15 +95,29 @@ def reference_step(model, prompts, gate, prompt_optimizer, gate_optimizer, teach
         else:
             image, text = torch.func.functional_call(model, fast, (batch, tokens))
         with torch.no_grad():
-            teacher_image = torch.nn.functional.normalize(model.encode_image(batch, use_prompts=False), dim=-1)
-        logits = model.logit_scale * (torch.nn.functional.normalize(image, dim=-1)
-                                      @ torch.nn.functional.normalize(text, dim=-1).t())
-        return (logits, cross_entropy(logits, batch_labels), TEXT_WEIGHT * text_regularizer(text, teacher),
-                IMAGE_WEIGHT * image_regularizer(image, teacher_image))
+            teacher_image = torch.nn.functional.normalize(
+                model.encode_image(batch, use_prompts=False), dim=-1
+            )
+        logits = model.logit_scale * (
+            torch.nn.functional.normalize(image, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).t()
+        )
+        return (
+            logits,
+            cross_entropy(logits, batch_labels),
+            TEXT_WEIGHT * text_regularizer(text, teacher),
+            IMAGE_WEIGHT * image_regularizer(image, teacher_image),
+        )
 
     def grads(loss, wanted, create_graph):
-        return dict(zip(wanted, torch.autograd.grad(loss, [prompts[n] for n in wanted], retain_graph=True,
-                                                    create_graph=create_graph), strict=True))
+        return dict(
+            zip(
+                wanted,
+                torch.autograd.grad(
+                    loss, [prompts[n] for n in wanted], retain_graph=True, create_graph=create_graph
+                ),
+                strict=True,
+            )
+        )
 
     logits, ce, text_reg, image_reg = losses(images, labels)
     ce_grads = grads(ce, names, False)
@@ -103,24 +127,32 @@ def reference_step(model, prompts, gate, prompt_optimizer, gate_optimizer, teach
     for name in names:
         prompts[name].grad = ce_grads[name] + gates[name] * reg_grads[name]
     prompt_optimizer.step()
-    metrics = {"loss": (ce + text_reg + image_reg).item(), "ce": ce.item(), "text_reg": text_reg.item(),
-               "image_reg": image_reg.item(),
-               "train_acc": (logits.argmax(-1) == labels).float().mean().item() * 100.0}
+    metrics = {
+        "loss": (ce + text_reg + image_reg).item(),
+        "ce": ce.item(),
+        "text_reg": text_reg.item(),
+        "image_reg": image_reg.item(),
+        "train_acc": (logits.argmax(-1) == labels).float().mean().item() * 100.0,
+    }
 
     support = torch.tensor(task.support)
     with math_attention():
         _, inner_ce, inner_text, inner_image = losses(images[support], labels[support])
         ce_grads = grads(inner_ce, names, True)
         reg_grads = {**grads(inner_text, text_names, True), **grads(inner_image, vision_names, True)}
-        fast = {name: prompts[name] - INNER_LR * (ce_grads[name] + gate(name, ce_grads[name], reg_grads[name])
-                                                  * reg_grads[name]) for name in names}
+        fast = {
+            name: prompts[name]
+            - INNER_LR * (ce_grads[name] + gate(name, ce_grads[name], reg_grads[name]) * reg_grads[name])
+            for name in names
+        }
         query, partners = torch.tensor(task.query), torch.tensor(task.partners)
         image_q, text = torch.func.functional_call(model, fast, (images[query], tokens))
         image_p, _ = torch.func.functional_call(model, fast, (images[partners], tokens))
         lam = torch.tensor(task.lam)
         mixed = lam[:, None] * image_q + (1 - lam[:, None]) * image_p  # [Q, E]
-        logits = model.logit_scale * (torch.nn.functional.normalize(mixed, dim=-1)
-                                      @ torch.nn.functional.normalize(text, dim=-1).t())
+        logits = model.logit_scale * (
+            torch.nn.functional.normalize(mixed, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).t()
+        )
         meta_loss = mixed_cross_entropy(logits, labels[query], labels[partners], lam) * META_SCALE
         prompt_optimizer.zero_grad(set_to_none=True)
         gate_optimizer.zero_grad(set_to_none=True)
@@ -132,6 +164,7 @@ def reference_step(model, prompts, gate, prompt_optimizer, gate_optimizer, teach
 
 
 # ------------------------------------------------------------------------------ exactness
+
 
 def test_fast_step_equals_the_plain_reference_computation(backbone):
     fast = build(backbone, truncate_text=True)
@@ -153,7 +186,8 @@ def assert_same_training_step(backbone, option: str) -> None:
     results = []
     for value in (True, False):
         model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels = build(
-            backbone, **{option: value})
+            backbone, **{option: value}
+        )
         metrics = fast_step(model, gate, prompt_optimizer, gate_optimizer, teacher).step(images, labels, TASK)
         results.append((metrics, {name: p.detach().clone() for name, p in prompts.items()}))
     (on, on_prompts), (off, off_prompts) = results
@@ -176,8 +210,11 @@ def test_sequence_first_blocks_give_the_same_features_and_restore_the_attention(
     plain = model(images, tokens)
     for got, want in zip(fast, plain, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    attentions = [block.attn for tower in (model.clip.transformer, model.clip.visual.transformer)
-                  for block in tower.resblocks]
+    attentions = [
+        block.attn
+        for tower in (model.clip.transformer, model.clip.visual.transformer)
+        for block in tower.resblocks
+    ]
     assert all(attention.batch_first for attention in attentions)
     model.sequence_first_blocks = True
     with pytest.raises(RuntimeError):
@@ -196,7 +233,8 @@ def test_truncation_is_on_by_default_and_cuts_the_sequence(backbone):
     tokens = model.tokenize_classnames(CLASSNAMES)  # [C, 77]
     seen = []
     handle = model.clip.token_embedding.register_forward_pre_hook(
-        lambda module, args: seen.append(args[0].shape[1]))  # the token ids the tower embeds
+        lambda module, args: seen.append(args[0].shape[1])
+    )  # the token ids the tower embeds
     try:
         model.encode_text(tokens)
     finally:
@@ -205,6 +243,7 @@ def test_truncation_is_on_by_default_and_cuts_the_sequence(backbone):
 
 
 # ------------------------------------------------------------------------ shortcuts in place
+
 
 class PassCounter:
     """Counts the calls of the model's tower encoders, by tower and prompted / unprompted."""
@@ -250,8 +289,10 @@ def test_no_copy_of_the_frozen_clip_and_only_prompts_are_fast_weights(backbone):
         swapped.append(set(parameters))
         return real_call(module, parameters, *args, **kwargs)
 
-    with mock.patch.object(copy, "deepcopy", side_effect=AssertionError("deepcopy during a step")), \
-            mock.patch("prometar.steps.base.functional_call", spy):
+    with (
+        mock.patch.object(copy, "deepcopy", side_effect=AssertionError("deepcopy during a step")),
+        mock.patch("prometar.steps.base.functional_call", spy),
+    ):
         step.step(images, labels, TASK)
     assert swapped == [set(prompts)]
     for name, parameter in model.clip.named_parameters():
@@ -263,8 +304,12 @@ def test_phase_a_gate_runs_without_autograd_and_phase_b_with_it(backbone):
     model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels = build(backbone)
     step = fast_step(model, gate, prompt_optimizer, gate_optimizer, teacher)
     grad_enabled: list[bool] = []
-    handles = [gate.network(name).register_forward_hook(
-        lambda module, args, output: grad_enabled.append(output.requires_grad)) for name in prompts]
+    handles = [
+        gate.network(name).register_forward_hook(
+            lambda module, args, output: grad_enabled.append(output.requires_grad)
+        )
+        for name in prompts
+    ]
     try:
         step.step(images, labels, TASK)
     finally:
@@ -296,13 +341,16 @@ def test_text_teacher_is_cached_per_class_list_and_backbone(backbone, tmp_path):
     assert torch.equal(first, again)
     calls = []
     real = model.encode_plain_text
-    with mock.patch.object(model, "encode_plain_text", side_effect=lambda texts: calls.append(1) or real(texts)):
+    with mock.patch.object(
+        model, "encode_plain_text", side_effect=lambda texts: calls.append(1) or real(texts)
+    ):
         compute_text_teacher(model, CLASSNAMES, templates, cache_dir=tmp_path, cache_key="tiny|b")
         compute_text_teacher(model, CLASSNAMES[:2], templates, cache_dir=tmp_path, cache_key="tiny|a")
     assert len(calls) == 2  # another backbone key, another class list: computed, not read
 
 
 # --------------------------------------------------------------------------------- backends
+
 
 def test_configure_backends_sets_tf32_on_cuda_only():
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -321,8 +369,13 @@ def test_configure_backends_sets_tf32_on_cuda_only():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a CUDA device")
 def test_gpu_check_refuses_clearly_without_cuda():
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
-    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHON": sys.executable})
+    done = subprocess.run(
+        [str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
     assert done.returncode == 2
     assert "no CUDA device" in done.stderr and "--device cpu" in done.stderr
 

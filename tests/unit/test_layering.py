@@ -76,15 +76,23 @@ def test_core_imports_without_application_dependencies():
 
 
 def test_core_sources_never_import_the_application():
-    offenders = [f"{name}: {target}" for name, path in modules("prometar").items() for target in imported(path)
-                 if target.split(".")[0] in APPLICATION]
+    offenders = [
+        f"{name}: {target}"
+        for name, path in modules("prometar").items()
+        for target in imported(path)
+        if target.split(".")[0] in APPLICATION
+    ]
     assert offenders == []
 
 
 def test_nothing_in_the_core_outside_the_toy_world_imports_it():
-    offenders = [f"{name}: {target}" for name, path in modules("prometar").items()
-                 if not name.startswith("prometar.toy")
-                 for target in imported(path) if target == "prometar.toy" or target.startswith("prometar.toy.")]
+    offenders = [
+        f"{name}: {target}"
+        for name, path in modules("prometar").items()
+        if not name.startswith("prometar.toy")
+        for target in imported(path)
+        if target == "prometar.toy" or target.startswith("prometar.toy.")
+    ]
     assert offenders == []
 
 
@@ -99,7 +107,7 @@ def test_no_import_cycles():
         path.append(name)
         for target in sorted(graph[name]):
             if state.get(target) == 1:
-                cycles.append([*path[path.index(target):], target])
+                cycles.append([*path[path.index(target) :], target])
             elif target not in state:
                 visit(target, path)
         path.pop()

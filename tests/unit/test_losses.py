@@ -32,10 +32,12 @@ def test_mixed_cross_entropy_mixes_per_item_then_averages():
 def test_mixed_cross_entropy_limits_are_plain_cross_entropy():
     logits = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
     labels_a, labels_b = torch.tensor([0, 1, 2]), torch.tensor([4, 3, 2])
-    assert torch.allclose(mixed_cross_entropy(logits, labels_a, labels_b, torch.ones(3)),
-                          cross_entropy(logits, labels_a))
-    assert torch.allclose(mixed_cross_entropy(logits, labels_a, labels_b, torch.zeros(3)),
-                          cross_entropy(logits, labels_b))
+    assert torch.allclose(
+        mixed_cross_entropy(logits, labels_a, labels_b, torch.ones(3)), cross_entropy(logits, labels_a)
+    )
+    assert torch.allclose(
+        mixed_cross_entropy(logits, labels_a, labels_b, torch.zeros(3)), cross_entropy(logits, labels_b)
+    )
 
 
 def test_regularizers_are_mean_l1_of_normalised_features():

@@ -24,6 +24,7 @@ TEXT_WEIGHT, IMAGE_WEIGHT = 50.0, 20.0
 
 # --------------------------------------------------------------------------- gate network
 
+
 def test_gate_sizes_follow_r_for_vit_b16_shapes():
     shapes = {f"vision.{i}": (4, 768) for i in range(9)} | {f"text.{i}": (4, 512) for i in range(9)}
     gate = GateNetwork(shapes, reduction=8)
@@ -66,6 +67,7 @@ def test_gate_reads_ce_gradient_first_and_repeats_values_consecutively():
 
 # --------------------------------------------------------------------------- virtual tasks
 
+
 def test_single_label_batches_have_no_virtual_task():
     assert sample_virtual_task(torch.tensor([2, 2, 2, 2]), torch.Generator().manual_seed(0)) is None
 
@@ -96,6 +98,7 @@ def test_virtual_task_validates_itself():
 
 # --------------------------------------------------------------------------- training steps
 
+
 @pytest.fixture(scope="module")
 def backbone():
     torch.manual_seed(0)
@@ -105,7 +108,9 @@ def backbone():
 def build(backbone, dtype=torch.float32, seed=0):
     """A tiny prompted CLIP, its gate and a batch; same values for the same seed."""
     torch.manual_seed(seed)
-    model = PromptedCLIP(backbone, text_tokens=2, text_depth=2, vision_tokens=2, vision_depth=2, text_init=None)
+    model = PromptedCLIP(
+        backbone, text_tokens=2, text_depth=2, vision_tokens=2, vision_depth=2, text_init=None
+    )
     model.clip.to(dtype)
     model.to(dtype)
     prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
@@ -123,18 +128,24 @@ def build(backbone, dtype=torch.float32, seed=0):
     return model, gate, prompts, images, labels, teacher
 
 
-def make_step(model, gate, prompts, teacher, *, scheme="prometar", lr=0.0, gate_lr=0.0, momentum=0.0, **kwargs):
+def make_step(
+    model, gate, prompts, teacher, *, scheme="prometar", lr=0.0, gate_lr=0.0, momentum=0.0, **kwargs
+):
     """The step of ``scheme``; the ProMetaR-only arguments (gate mode, inner step) go to it alone."""
     prompt_optimizer = torch.optim.SGD(list(prompts.values()), lr=lr, momentum=momentum)
     gate_optimizer = torch.optim.SGD(gate.parameters(), lr=gate_lr, momentum=momentum)
-    common = {"class_tokens": model.tokenize_classnames(CLASSNAMES), "autocast_dtype": kwargs.pop("autocast_dtype", None)}
+    common = {
+        "class_tokens": model.tokenize_classnames(CLASSNAMES),
+        "autocast_dtype": kwargs.pop("autocast_dtype", None),
+    }
     if scheme == "plain":
         return PlainStep(model, prompt_optimizer, **common)
     regularized = {"teacher_text": teacher, "text_weight": TEXT_WEIGHT, "image_weight": IMAGE_WEIGHT}
     if scheme == "regularized":
         return RegularizedStep(model, prompt_optimizer, **common, **regularized)
-    return ProMetaRStep(model, prompt_optimizer, **common, **regularized, gate=gate, gate_optimizer=gate_optimizer,
-                        **kwargs)
+    return ProMetaRStep(
+        model, prompt_optimizer, **common, **regularized, gate=gate, gate_optimizer=gate_optimizer, **kwargs
+    )
 
 
 def reference_losses(model, images, labels, teacher):
@@ -175,9 +186,13 @@ def test_phase_a_update_is_the_modulated_gradient_and_the_gate_is_not_updated(ba
     before = {name: p.detach().clone() for name, p in prompts.items()}
     gate_before = [p.detach().clone() for p in gate.parameters()]
     trace = {}
-    metrics = make_step(model, gate, prompts, teacher, lr=0.1, gate_lr=0.1).step(images, labels, None, trace=trace)
+    metrics = make_step(model, gate, prompts, teacher, lr=0.1, gate_lr=0.1).step(
+        images, labels, None, trace=trace
+    )
     for name, parameter in prompts.items():
-        assert torch.allclose(parameter - before[name], -0.1 * trace["phase_a/modulated_grads"][name], atol=1e-6)
+        assert torch.allclose(
+            parameter - before[name], -0.1 * trace["phase_a/modulated_grads"][name], atol=1e-6
+        )
     assert all(torch.equal(p, q) for p, q in zip(gate.parameters(), gate_before, strict=True))
     assert metrics["meta_skipped"] == 1.0  # no task given
 
@@ -187,7 +202,9 @@ def test_constant_gate_equals_ce_plus_half_the_weighted_regularisers(backbone):
     ce, text_reg, image_reg = reference_losses(model, images, labels, teacher)
     expected = torch.autograd.grad(ce + 0.5 * (text_reg + image_reg), list(prompts.values()))
     before = [p.detach().clone() for p in prompts.values()]
-    metrics = make_step(model, gate, prompts, teacher, lr=1.0, gate_mode="constant").step(images, labels, None)
+    metrics = make_step(model, gate, prompts, teacher, lr=1.0, gate_mode="constant").step(
+        images, labels, None
+    )
     for parameter, old, grad in zip(prompts.values(), before, expected, strict=True):
         assert torch.allclose(old - parameter, grad, atol=1e-5)
     assert metrics["gate_mean/text"] == 0.5 and metrics["gate_std/vision"] == 0.0
@@ -197,7 +214,9 @@ def test_gate_off_equals_the_regularized_scheme(backbone):
     results = []
     for scheme, mode in (("prometar", "off"), ("regularized", "learned")):
         model, gate, prompts, images, labels, teacher = build(backbone)
-        make_step(model, gate, prompts, teacher, scheme=scheme, lr=1.0, gate_mode=mode).step(images, labels, None)
+        make_step(model, gate, prompts, teacher, scheme=scheme, lr=1.0, gate_mode=mode).step(
+            images, labels, None
+        )
         results.append([p.detach().clone() for p in prompts.values()])
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*results, strict=True))
 
@@ -243,7 +262,9 @@ def test_gradient_cosine_metric(backbone):
         names = [name for name in prompts if name.startswith(tower)]
         ce = torch.cat([trace["phase_a/ce_grads"][n].reshape(-1) for n in names])
         reg = torch.cat([trace["phase_a/reg_grads"][n].reshape(-1) for n in names])
-        assert metrics[f"grad_cos/{tower}"] == pytest.approx(torch.cosine_similarity(ce, reg, dim=0).item(), abs=1e-5)
+        assert metrics[f"grad_cos/{tower}"] == pytest.approx(
+            torch.cosine_similarity(ce, reg, dim=0).item(), abs=1e-5
+        )
         gates = torch.cat([trace["phase_a/gates"][n].reshape(-1) for n in names])
         assert metrics[f"gate_mean/{tower}"] == pytest.approx(gates.mean().item(), abs=1e-6)
 
@@ -254,7 +275,8 @@ def test_step_is_deterministic_given_the_task(backbone):
     for _ in range(2):
         model, gate, prompts, images, labels, teacher = build(backbone)
         metrics = make_step(model, gate, prompts, teacher, lr=1e-2, gate_lr=1e-2, momentum=0.9).step(
-            images, labels, task)
+            images, labels, task
+        )
         results.append((metrics, [p.detach().clone() for p in [*prompts.values(), *gate.parameters()]]))
     assert results[0][0] == results[1][0]
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
@@ -270,15 +292,28 @@ def meta_loss_and_grads(backbone, *, second_order=True, prompt_shift=None, gate_
     """Phase B at fixed prompts/gate (all optimiser learning rates 0), float64."""
     model, gate, prompts, images, labels, teacher = build(backbone, dtype=torch.float64)
     with torch.no_grad():
-        for shifts, parameters in ((prompt_shift, list(prompts.values())), (gate_shift, list(gate.parameters()))):
+        for shifts, parameters in (
+            (prompt_shift, list(prompts.values())),
+            (gate_shift, list(gate.parameters())),
+        ):
             if shifts is not None:
                 for parameter, shift in zip(parameters, shifts, strict=True):
                     parameter.add_(shift)
     trace = {}
-    make_step(model, gate, prompts, teacher, inner_lr=INNER_LR, meta_loss_scale=META_SCALE,
-              second_order=second_order).step(images, labels, TASK, trace=trace)
-    return (trace["phase_b/meta_loss"].item(), list(trace["phase_b/meta_grads"].values()),
-            list(trace["phase_b/gate_grads"].values()))
+    make_step(
+        model,
+        gate,
+        prompts,
+        teacher,
+        inner_lr=INNER_LR,
+        meta_loss_scale=META_SCALE,
+        second_order=second_order,
+    ).step(images, labels, TASK, trace=trace)
+    return (
+        trace["phase_b/meta_loss"].item(),
+        list(trace["phase_b/meta_grads"].values()),
+        list(trace["phase_b/gate_grads"].values()),
+    )
 
 
 def directional_difference(backbone, directions, *, which: str, step: float) -> float:
@@ -348,15 +383,22 @@ def test_steps_reject_bad_arguments(backbone):
 def test_prometar_on_a_single_prompted_tower(backbone, text_depth, vision_depth):
     """ProMetaR on CoOp-like (text only) and VPT-like (vision only) prompt designs."""
     torch.manual_seed(0)
-    model = PromptedCLIP(backbone, text_tokens=2, text_depth=text_depth, vision_tokens=2,
-                         vision_depth=vision_depth, text_init=None)
+    model = PromptedCLIP(
+        backbone,
+        text_tokens=2,
+        text_depth=text_depth,
+        vision_tokens=2,
+        vision_depth=vision_depth,
+        text_init=None,
+    )
     prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
     gate = GateNetwork({name: tuple(p.shape) for name, p in prompts.items()}, reduction=4)
     teacher = compute_text_teacher(model, CLASSNAMES, ["a photo of a {}."])
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     before = {name: p.detach().clone() for name, p in prompts.items()}
     metrics = make_step(model, gate, prompts, teacher, lr=1e-2, gate_lr=1e-2).step(
-        images, torch.tensor([0, 1, 1, 2]), TASK)
+        images, torch.tensor([0, 1, 1, 2]), TASK
+    )
     present = "text" if text_depth else "vision"
     absent = "vision" if text_depth else "text"
     assert metrics["gate_mean/" + present] > 0 and metrics["gate_mean/" + absent] == 0.0

@@ -14,8 +14,16 @@ def resolved(method: str, **overrides):
 
 
 def test_registry_lists_every_method():
-    assert list_methods() == ["zeroshot", "coop", "vpt", "ivlp", "ivlp_reg", "prometar", "prometar_coop",
-                              "prometar_vpt"]
+    assert list_methods() == [
+        "zeroshot",
+        "coop",
+        "vpt",
+        "ivlp",
+        "ivlp_reg",
+        "prometar",
+        "prometar_coop",
+        "prometar_vpt",
+    ]
 
 
 def test_unknown_method_lists_the_valid_ones():
@@ -60,7 +68,10 @@ def test_method_settings_apply_over_any_preset_and_overrides_win():
 def test_deep_depth_sets_the_depth_of_deep_designs_and_leaves_others_alone():
     # A 3-block toy CLIP runs every method of one sweep with a single override.
     shallow = {"prompts.deep_depth": 3}
-    assert (resolved("ivlp", **shallow).prompts.text_depth, resolved("ivlp", **shallow).prompts.vision_depth) == (3, 3)
+    assert (
+        resolved("ivlp", **shallow).prompts.text_depth,
+        resolved("ivlp", **shallow).prompts.vision_depth,
+    ) == (3, 3)
     assert resolved("prometar_vpt", **shallow).prompts.vision_depth == 3
     assert resolved("prometar_vpt", **shallow).prompts.text_depth == 0
     assert resolved("coop", **shallow).prompts.text_depth == 1

@@ -42,9 +42,13 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def tiny_sweep(folder: Path, **extra) -> Path:
-    data = {"name": "tiny", "protocol": "base2new", "overrides": TINY,
-            "grid": {"method": ["ivlp", "coop"], "dataset": ["eurosat", "dtd"], "seed": [1, 2], "shots": [2]},
-            **extra}
+    data = {
+        "name": "tiny",
+        "protocol": "base2new",
+        "overrides": TINY,
+        "grid": {"method": ["ivlp", "coop"], "dataset": ["eurosat", "dtd"], "seed": [1, 2], "shots": [2]},
+        **extra,
+    }
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -67,8 +71,9 @@ def test_validate_builds_each_trial_config_once(builds: list[str]) -> None:
 def test_launch_dry_run_and_status_build_each_trial_config_once(tmp_path: Path, builds: list[str]) -> None:
     sweep = tiny_sweep(tmp_path)
     root = data_root_for(tmp_path, ["eurosat", "dtd"])
-    result = CliRunner().invoke(main, ["launch", str(sweep), "--dry-run", "--data-root", str(root),
-                                       "--output", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, ["launch", str(sweep), "--dry-run", "--data-root", str(root), "--output", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     assert "to do 8 · total 8" in result.output and len(builds) == 8
     builds.clear()
@@ -76,8 +81,9 @@ def test_launch_dry_run_and_status_build_each_trial_config_once(tmp_path: Path, 
     assert result.exit_code == 0 and "total 8" in result.output and len(builds) == 8
 
 
-def test_launch_builds_each_trial_config_once_and_hands_the_plan_on(tmp_path: Path, builds: list[str],
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_launch_builds_each_trial_config_once_and_hands_the_plan_on(
+    tmp_path: Path, builds: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import orchestration.launch.runner as runner
 
     handed: list[TrialTable] = []
@@ -114,8 +120,12 @@ def test_searched_trials_are_resolved_only_by_their_group(builds: list[str]) -> 
     plan = load_plan(SWEEPS / "reg_strength_search.yaml")
     group = plan.groups[0]
     table = TrialTable(groups={g.key: g for g in plan.groups})
-    config = {"group": group.key, "regularizer.text_weight": 10.0, "regularizer.image_weight": 5.0,
-              "meta.inner_lr": 1e-3}
+    config = {
+        "group": group.key,
+        "regularizer.text_weight": 10.0,
+        "regularizer.image_weight": 5.0,
+        "meta.inner_lr": 1e-3,
+    }
     builds.clear()
     request = resources_request(plan.spec, table)
     assert request(config).bundles == [{"CPU": 2.0, "GPU": 0.25}]
@@ -123,4 +133,3 @@ def test_searched_trials_are_resolved_only_by_their_group(builds: list[str]) -> 
     trial = table.resolve(config)
     assert len(builds) == 1 and trial.group == group.key and trial.protocol == "search"
     assert trial.config["regularizer"]["text_weight"] == 10.0 and trial.dataset == group.dataset
-

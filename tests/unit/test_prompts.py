@@ -228,7 +228,10 @@ def test_deep_prompts_are_replaced_before_their_block(model: PromptedCLIP, image
         for hook in hooks:
             hook.remove()
     if model.sequence_first_blocks:  # blocks take [L, N, width] (PromptedCLIP._run_block)
-        vision_inputs, text_inputs = [x.transpose(0, 1) for x in vision_inputs], [x.transpose(0, 1) for x in text_inputs]
+        vision_inputs, text_inputs = (
+            [x.transpose(0, 1) for x in vision_inputs],
+            [x.transpose(0, 1) for x in text_inputs],
+        )
     vision_prompt = model.vision_prompts.blocks[1].detach()
     assert vision_inputs[0].shape == (3, 1 + 16 + 4, 32)  # CLS + 4x4 patches + 4 prompts
     assert torch.equal(vision_inputs[0][:, -4:], vision_prompt.expand(3, -1, -1))

@@ -16,18 +16,34 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def splits_of(n_classes: int, per_class: int = 2) -> DatasetSplits:
     def items(split: str) -> list[Item]:
-        return [Item(f"/{split}/{c}_{i}.jpg", c, f"class{c}") for c in range(n_classes) for i in range(per_class)]
+        return [
+            Item(f"/{split}/{c}_{i}.jpg", c, f"class{c}") for c in range(n_classes) for i in range(per_class)
+        ]
 
     return DatasetSplits(items("train"), items("val"), items("test"), [f"class{c}" for c in range(n_classes)])
 
 
 def test_run_and_sweep_names() -> None:
-    assert protocols.list_protocols() == ["base2new", "domain_generalization", "cross_dataset", "all_classes",
-                                          "search"]
-    assert protocols.list_sweep_protocols() == ["base2new", "domain_generalization", "cross_dataset", "few_shot"]
+    assert protocols.list_protocols() == [
+        "base2new",
+        "domain_generalization",
+        "cross_dataset",
+        "all_classes",
+        "search",
+    ]
+    assert protocols.list_sweep_protocols() == [
+        "base2new",
+        "domain_generalization",
+        "cross_dataset",
+        "few_shot",
+    ]
     assert protocols.sweep_protocol("few_shot").name == "all_classes"
     assert protocols.search_protocol().tag == "search" and protocols.search_protocol().sweep_name is None
-    assert protocols.lookup("few_shot") is protocols.lookup("all_classes") is protocols.get_protocol("all_classes")
+    assert (
+        protocols.lookup("few_shot")
+        is protocols.lookup("all_classes")
+        is protocols.get_protocol("all_classes")
+    )
     assert protocols.lookup("nope") is None
     with pytest.raises(KeyError, match="valid: base2new"):
         protocols.get_protocol("few")
@@ -35,16 +51,19 @@ def test_run_and_sweep_names() -> None:
         protocols.sweep_protocol("zero_shot")
 
 
-@pytest.mark.parametrize("name, trained, metrics", [
-    ("base2new", 4, ["base_acc", "new_acc"]),   # 7 classes: base = the first 4
-    ("all_classes", 7, ["acc"]),
-    ("search", 2, ["val_base", "val_new"]),     # pseudo-base = the first 2 of the 4 base classes
-])
+@pytest.mark.parametrize(
+    "name, trained, metrics",
+    [
+        ("base2new", 4, ["base_acc", "new_acc"]),  # 7 classes: base = the first 4
+        ("all_classes", 7, ["acc"]),
+        ("search", 2, ["val_base", "val_new"]),  # pseudo-base = the first 2 of the 4 base classes
+    ],
+)
 def test_plans_cut_the_training_split_and_name_the_sets(name: str, trained: int, metrics: list[str]) -> None:
     protocol = protocols.get_protocol(name)
     train, sets = protocol.plan(splits_of(7), "eurosat", (), Path("/nowhere"))
     assert train.num_classes == trained
-    assert [s.metric for s in sets] == metrics == list(protocol.metric_names()[:len(metrics)])
+    assert [s.metric for s in sets] == metrics == list(protocol.metric_names()[: len(metrics)])
     assert all(s.template == "a centered satellite photo of {}." for s in sets)
     split = "val" if name == "search" else "test"  # the search never sees test items
     assert all(item.path.startswith(f"/{split}/") for s in sets for item in s.items)
@@ -56,7 +75,9 @@ def test_final_metrics_combine_the_sets() -> None:
     assert b2n == {"base_acc": 80.0, "new_acc": 60.0, "hm": pytest.approx(2 * 80 * 60 / 140)}
     search = protocols.search_protocol().final_metrics({"val_base": 50.0, "val_new": 0.0})
     assert search["val_hm"] == 0.0
-    dg = protocols.get_protocol("domain_generalization").final_metrics({"acc/imagenet_v2": 60.0, "acc/imagenet_a": 50.0})
+    dg = protocols.get_protocol("domain_generalization").final_metrics(
+        {"acc/imagenet_v2": 60.0, "acc/imagenet_a": 50.0}
+    )
     assert dg["acc/mean"] == 55.0
     assert protocols.get_protocol("all_classes").final_metrics({"acc": 70.0}) == {"acc": 70.0}
 
@@ -64,7 +85,9 @@ def test_final_metrics_combine_the_sets() -> None:
 def test_harmonic_mean() -> None:
     assert protocols.harmonic_mean(80.0, 60.0) == pytest.approx(68.5714285714)
     assert protocols.harmonic_mean(0.0, 0.0) == 0.0
-    assert math.isnan(protocols.harmonic_mean(math.nan, 60.0)) and math.isnan(protocols.harmonic_mean(None, 1.0))
+    assert math.isnan(protocols.harmonic_mean(math.nan, 60.0)) and math.isnan(
+        protocols.harmonic_mean(None, 1.0)
+    )
 
 
 def test_targets_and_metric_names() -> None:

@@ -66,8 +66,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("readme")
     (folder / "sweeps").symlink_to(ROOT / "sweeps")
     write_miniatures(folder / "data")
-    (folder / "runs.csv").write_text("method,dataset,seed,shots,base_acc,new_acc\n"
-                                     "prometar,eurosat,1,16,80,60\n")
+    (folder / "runs.csv").write_text(
+        "method,dataset,seed,shots,base_acc,new_acc\nprometar,eurosat,1,16,80,60\n"
+    )
     return folder
 
 

@@ -22,8 +22,11 @@ def write(tmp_path: Path, data: dict | str, name: str = "sweep.yaml") -> Path:
 
 
 def base(**extra) -> dict:
-    data = {"protocol": "base2new", "overrides": dict(TINY),
-            "grid": {"method": ["ivlp"], "dataset": ["eurosat", "dtd"], "seed": [1, 2], "shots": [4]}}
+    data = {
+        "protocol": "base2new",
+        "overrides": dict(TINY),
+        "grid": {"method": ["ivlp"], "dataset": ["eurosat", "dtd"], "seed": [1, 2], "shots": [4]},
+    }
     data.update(extra)
     return data
 
@@ -37,17 +40,35 @@ def test_grid_expands_to_resolved_trials(tmp_path: Path) -> None:
     t = trials[0]
     assert t.config["backbone"]["name"] == "tiny-test" and t.config["optim"]["epochs"] == 1
     assert t.config["prompts"]["text_depth"] == 9  # the method's settings are applied (ivlp)
-    assert trial_tags(t, "sweep") == {"prometar.trial_key": t.key, "dataset": t.dataset, "method": "ivlp",
-                               "seed": str(t.seed), "shots": "4", "protocol": "base2new", "sweep": "sweep"}
+    assert trial_tags(t, "sweep") == {
+        "prometar.trial_key": t.key,
+        "dataset": t.dataset,
+        "method": "ivlp",
+        "seed": str(t.seed),
+        "shots": "4",
+        "protocol": "base2new",
+        "sweep": "sweep",
+    }
     # longest first: dtd (47 classes) before eurosat (10)
     assert [x.dataset for x in trials] == ["dtd", "dtd", "eurosat", "eurosat"]
 
 
 def test_trial_key_ignores_resources_paths_and_workers(tmp_path: Path) -> None:
     a = list(load_plan(write(tmp_path, base(), "a.yaml")).trials)
-    b = list(load_plan(write(tmp_path, base(
-        name="other", resources={"default": {"cpu": 3, "gpu": 0.5}}, max_failures=0,
-        overrides={**TINY, "data.num_workers": 0, "backbone.device": "cpu"}), "b.yaml")).trials)
+    b = list(
+        load_plan(
+            write(
+                tmp_path,
+                base(
+                    name="other",
+                    resources={"default": {"cpu": 3, "gpu": 0.5}},
+                    max_failures=0,
+                    overrides={**TINY, "data.num_workers": 0, "backbone.device": "cpu"},
+                ),
+                "b.yaml",
+            )
+        ).trials
+    )
     assert [t.key for t in a] == [t.key for t in b]
 
 
@@ -75,8 +96,10 @@ def test_trial_key_takes_a_checkpoint_by_content_not_path(tmp_path: Path) -> Non
 
 def test_sweep_yaml_reads_exponent_numbers_as_floats(tmp_path: Path) -> None:
     # PyYAML's YAML 1.1 rules read "1e-5" as a string; the project's one parser reads a float.
-    text = "protocol: base2new\noverrides: {optim.warmup_lr: 1e-5, optim.epochs: 1}\n" \
-           "grid: {method: [ivlp], dataset: [dtd], seed: [1], shots: [4]}\n"
+    text = (
+        "protocol: base2new\noverrides: {optim.warmup_lr: 1e-5, optim.epochs: 1}\n"
+        "grid: {method: [ivlp], dataset: [dtd], seed: [1], shots: [4]}\n"
+    )
     (trial,) = list(load_plan(write(tmp_path, text)).trials)
     assert trial.config["optim"]["warmup_lr"] == 1e-5
 
@@ -88,16 +111,30 @@ def test_protocols_map_to_run_protocols(tmp_path: Path) -> None:
 
 
 def test_resources_per_dataset(tmp_path: Path) -> None:
-    spec = load_plan(write(tmp_path, base(resources={"default": {"cpu": 2, "gpu": 0.25}, "dtd": {"gpu": 1}}))).spec
+    spec = load_plan(
+        write(tmp_path, base(resources={"default": {"cpu": 2, "gpu": 0.25}, "dtd": {"gpu": 1}}))
+    ).spec
     assert spec.resources_for("eurosat").as_dict() == {"cpu": 2.0, "gpu": 0.25}
     assert spec.resources_for("dtd").as_dict() == {"cpu": 1.0, "gpu": 1.0}
 
 
 def test_search_groups_and_resolved_samples(tmp_path: Path) -> None:
-    spec = load_plan(write(tmp_path, base(search={
-        "metric": "val_hm", "num_samples": 3,
-        "space": {"regularizer.text_weight": {"loguniform": [5, 200]}, "meta.order": {"choice": ["first", "second"]}}},
-        grid={"method": ["prometar"], "dataset": ["eurosat"], "seed": [1], "shots": [4]}))).spec
+    spec = load_plan(
+        write(
+            tmp_path,
+            base(
+                search={
+                    "metric": "val_hm",
+                    "num_samples": 3,
+                    "space": {
+                        "regularizer.text_weight": {"loguniform": [5, 200]},
+                        "meta.order": {"choice": ["first", "second"]},
+                    },
+                },
+                grid={"method": ["prometar"], "dataset": ["eurosat"], "seed": [1], "shots": [4]},
+            ),
+        )
+    ).spec
     assert spec.trial_count == 3
     (group,) = list(plan_sweep(spec).groups)
     trial = group.resolve({"regularizer.text_weight": 12.5, "meta.order": "first"})
@@ -133,12 +170,22 @@ def error_of(tmp_path: Path, data: dict | str) -> SpecError:
         (base(overrides={"optim.lr": "fast"}), "overrides.optim.lr", "fast"),
         (base(resources={"default": {"gpu": "all"}}), "resources.default.gpu", "number"),
         (base(resources={"mnist": {"gpu": 1}}), "resources.mnist", "unknown dataset"),
-        (base(search={"space": {"prompts.text_init": {"uniform": [0, 1]}}}), "search.space.prompts.text_init",
-         "numeric"),
+        (
+            base(search={"space": {"prompts.text_init": {"uniform": [0, 1]}}}),
+            "search.space.prompts.text_init",
+            "numeric",
+        ),
         (base(search={"space": {"optim.lr": {"normal": [0, 1]}}}), "search.space.optim.lr", "loguniform"),
-        (base(search={"metric": "new_acc", "space": {"optim.lr": {"uniform": [0.1, 1]}}}), "search.metric",
-         "validation"),
-        (base(search={"space": {"optim.nope": {"uniform": [0.1, 1]}}}), "search.space.optim.nope", "run-config"),
+        (
+            base(search={"metric": "new_acc", "space": {"optim.lr": {"uniform": [0.1, 1]}}}),
+            "search.metric",
+            "validation",
+        ),
+        (
+            base(search={"space": {"optim.nope": {"uniform": [0.1, 1]}}}),
+            "search.space.optim.nope",
+            "run-config",
+        ),
     ],
 )
 def test_bad_sweeps_name_file_and_key(tmp_path: Path, data: dict, key: str, words: str) -> None:
@@ -158,9 +205,18 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_variant_axis_applies_overrides_together(tmp_path: Path) -> None:
-    spec = load_plan(write(tmp_path, base(grid={
-        "method": ["prometar"], "dataset": ["eurosat"],
-        "variant": [{}, {"meta.order": "first", "meta.inner_lr": 0.001}, {"method": "ivlp_reg"}]}))).spec
+    spec = load_plan(
+        write(
+            tmp_path,
+            base(
+                grid={
+                    "method": ["prometar"],
+                    "dataset": ["eurosat"],
+                    "variant": [{}, {"meta.order": "first", "meta.inner_lr": 0.001}, {"method": "ivlp_reg"}],
+                }
+            ),
+        )
+    ).spec
     trials = list(plan_sweep(spec).trials)
     got = {(t.method, t.config["meta"]["order"], t.config["meta"]["inner_lr"]) for t in trials}
     assert got == {("prometar", "second", 5e-4), ("prometar", "first", 0.001), ("ivlp_reg", "second", 5e-4)}

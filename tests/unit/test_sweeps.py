@@ -55,10 +55,19 @@ def test_paper_sweeps_use_the_paper_backbone() -> None:
 
 
 def test_ablation_arms_differ_in_the_intended_keys() -> None:
-    trials = [t for t in load_plan(SWEEPS / "ablation_meta.yaml").trials
-              if t.dataset == "dtd" and t.seed == 1]
-    arms = {(t.method, t.config["meta"]["gate_mode"], t.config["meta"]["order"],
-             t.config["gate_optim"]["step_scheduler"], t.config["meta"]["gate_repeat"]) for t in trials}
+    trials = [
+        t for t in load_plan(SWEEPS / "ablation_meta.yaml").trials if t.dataset == "dtd" and t.seed == 1
+    ]
+    arms = {
+        (
+            t.method,
+            t.config["meta"]["gate_mode"],
+            t.config["meta"]["order"],
+            t.config["gate_optim"]["step_scheduler"],
+            t.config["meta"]["gate_repeat"],
+        )
+        for t in trials
+    }
     assert arms == {
         ("prometar", "learned", "second", False, 8),
         ("prometar", "constant", "second", False, 8),
@@ -76,4 +85,9 @@ def test_few_shot_runs_on_all_classes_and_generalisation_on_its_targets() -> Non
     assert {t.config["protocol"] for t in few} == {"all_classes"}
     assert {t.shots for t in few} == {1, 2, 4, 8, 16}
     dg = list(load_plan(SWEEPS / "domain_generalization.yaml").trials)
-    assert set(dg[0].config["eval"]["targets"]) == {"imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"}
+    assert set(dg[0].config["eval"]["targets"]) == {
+        "imagenet_v2",
+        "imagenet_sketch",
+        "imagenet_a",
+        "imagenet_r",
+    }

@@ -81,13 +81,17 @@ def test_text_teacher_cache_is_written_once_and_read_back(model, tmp_path, monke
         raise AssertionError("the cached teacher should not be recomputed")
 
     monkeypatch.setattr(model, "encode_plain_text", refuse)
-    second = compute_text_teacher(model, ["cat", "dog"], templates, cache_dir=tmp_path, cache_key="tiny|seed0")
+    second = compute_text_teacher(
+        model, ["cat", "dog"], templates, cache_dir=tmp_path, cache_key="tiny|seed0"
+    )
     assert torch.equal(first, second)
     # Another class list or another backbone is another file.
-    assert teacher_cache_path(tmp_path, "tiny|seed0", ["dog", "cat"], templates) != \
-        teacher_cache_path(tmp_path, "tiny|seed0", ["cat", "dog"], templates)
-    assert teacher_cache_path(tmp_path, "other", ["cat", "dog"], templates) != \
-        teacher_cache_path(tmp_path, "tiny|seed0", ["cat", "dog"], templates)
+    assert teacher_cache_path(tmp_path, "tiny|seed0", ["dog", "cat"], templates) != teacher_cache_path(
+        tmp_path, "tiny|seed0", ["cat", "dog"], templates
+    )
+    assert teacher_cache_path(tmp_path, "other", ["cat", "dog"], templates) != teacher_cache_path(
+        tmp_path, "tiny|seed0", ["cat", "dog"], templates
+    )
 
 
 def test_cache_needs_a_backbone_key(model, tmp_path):
@@ -110,8 +114,12 @@ def test_image_teacher_is_normalised_unprompted_and_without_gradient(model):
 def test_zero_shot_weights_use_the_given_template(model):
     weights = compute_zero_shot_weights(model, ["sea_lion", "cat"], "a photo of a {}, a type of animal.")
     with torch.no_grad():
-        expected = F.normalize(model.encode_plain_text(
-            ["a photo of a sea lion, a type of animal.", "a photo of a cat, a type of animal."]), dim=-1)
+        expected = F.normalize(
+            model.encode_plain_text(
+                ["a photo of a sea lion, a type of animal.", "a photo of a cat, a type of animal."]
+            ),
+            dim=-1,
+        )
     assert torch.allclose(weights, expected, atol=1e-6)
     with pytest.raises(ValueError):
         compute_zero_shot_weights(model, ["cat"], "a photo")

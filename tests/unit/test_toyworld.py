@@ -68,14 +68,18 @@ def test_every_style_renders_deterministically() -> None:
 def test_pretraining_set_never_shows_held_out_pairs_and_captions_name_both_attributes() -> None:
     world = tw.render_set(300, seed=1)
     held = {(tw.COLOUR_NAMES.index(c), tw.SHAPES.index(s)) for c, s in tw.HELD_OUT_COMBINATIONS}
-    for colour, shape, text in zip(world.colours.tolist(), world.shapes.tolist(), world.captions, strict=True):
+    for colour, shape, text in zip(
+        world.colours.tolist(), world.shapes.tolist(), world.captions, strict=True
+    ):
         assert (colour, shape) not in held
         assert f"{tw.COLOUR_NAMES[colour]} {tw.SHAPES[shape]}" in text
 
 
 def test_object_colour_is_visible_in_the_pixels() -> None:
     """The clean pretraining render of a large red circle has clearly red pixels in the middle."""
-    img = tw.render(tw.Scene("red", "circle", "large", "center"), tw.PRETRAINING_STYLE, np.random.default_rng(0))
+    img = tw.render(
+        tw.Scene("red", "circle", "large", "center"), tw.PRETRAINING_STYLE, np.random.default_rng(0)
+    )
     r, g, b = img[14:18, 14:18].reshape(-1, 3).mean(axis=0)
     assert r > 170 and g < 90 and b < 90
 
@@ -100,8 +104,11 @@ def test_class_grid_is_a_checkerboard_with_base_labels_first(key: str) -> None:
 
 def test_single_attribute_baseline_is_the_expected_oracle_accuracy() -> None:
     make = tw.ToyClass
-    classes = [make(0, "red", "star", "red star", True), make(1, "red", "ring", "red ring", True),
-               make(2, "blue", "star", "blue star", True)]
+    classes = [
+        make(0, "red", "star", "red star", True),
+        make(1, "red", "ring", "red ring", True),
+        make(2, "blue", "star", "blue star", True),
+    ]
     assert tw.single_attribute_baseline(classes, "colour") == pytest.approx((0.5 + 0.5 + 1.0) / 3)
     assert tw.single_attribute_baseline(classes, "shape") == pytest.approx((0.5 + 1.0 + 0.5) / 3)
     with pytest.raises(ValueError, match="attribute"):
@@ -109,7 +116,9 @@ def test_single_attribute_baseline_is_the_expected_oracle_accuracy() -> None:
 
 
 def test_class_vocabularies_differ_between_datasets() -> None:
-    grids = {frozenset((c.colour, c.shape) for c in tw.toy_dataset_classes(k, seed=0)) for k in tw.TOY_DATASETS}
+    grids = {
+        frozenset((c.colour, c.shape) for c in tw.toy_dataset_classes(k, seed=0)) for k in tw.TOY_DATASETS
+    }
     assert len(grids) > 5
 
 
@@ -119,7 +128,11 @@ def test_split_json_layout(data_root: Path, key: str) -> None:
     path = data_root / folder / split_file
     split = json.loads(path.read_text())
     assert set(split) == {"train", "val", "test"}
-    per_class = {"train": SIZES["train_per_class"], "val": SIZES["val_per_class"], "test": SIZES["test_per_class"]}
+    per_class = {
+        "train": SIZES["train_per_class"],
+        "val": SIZES["val_per_class"],
+        "test": SIZES["test_per_class"],
+    }
     names: dict[int, str] = {}
     for name, entries in split.items():
         assert len(entries) == 16 * per_class[name]
@@ -167,8 +180,9 @@ def test_imagenet_layout(data_root: Path) -> None:
 def test_writing_is_deterministic(tmp_path: Path) -> None:
     a = tw.write_toy_dataset(tmp_path / "a", "dtd", seed=2, **SIZES)
     b = tw.write_toy_dataset(tmp_path / "b", "dtd", seed=2, **SIZES)
-    assert (a.dataset_dir / "split_zhou_DescribableTextures.json").read_bytes() == \
-        (b.dataset_dir / "split_zhou_DescribableTextures.json").read_bytes()
+    assert (a.dataset_dir / "split_zhou_DescribableTextures.json").read_bytes() == (
+        b.dataset_dir / "split_zhou_DescribableTextures.json"
+    ).read_bytes()
     for item in a.splits["test"]:
         assert (a.image_root / item.path).read_bytes() == (b.image_root / item.path).read_bytes()
 

@@ -25,8 +25,14 @@ from prometar.trainer import (
 
 
 class ToyStep:
-    def __init__(self, model: nn.Linear, optimizer, gate: nn.Linear | None = None, gate_optimizer=None,
-                 nan_at: int | None = None):
+    def __init__(
+        self,
+        model: nn.Linear,
+        optimizer,
+        gate: nn.Linear | None = None,
+        gate_optimizer=None,
+        nan_at: int | None = None,
+    ):
         self.model, self.optimizer = model, optimizer
         self.gate, self.gate_optimizer = gate, gate_optimizer
         self.calls = 0
@@ -35,8 +41,12 @@ class ToyStep:
 
     def __call__(self, images, labels, *, generator):
         self.calls += 1
-        self.seen_lrs.append((self.optimizer.param_groups[0]["lr"],
-                              self.gate_optimizer.param_groups[0]["lr"] if self.gate_optimizer else None))
+        self.seen_lrs.append(
+            (
+                self.optimizer.param_groups[0]["lr"],
+                self.gate_optimizer.param_groups[0]["lr"] if self.gate_optimizer else None,
+            )
+        )
         noise = torch.rand((), generator=generator) + 0.1 * torch.randn(())  # task RNG + global RNG
         self.optimizer.zero_grad()
         loss = nn.functional.cross_entropy(self.model(images) * (1 + noise), labels)
@@ -51,27 +61,34 @@ class ToyStep:
         return {"loss": value, "ce": loss.item(), "meta_skipped": float(len(set(labels.tolist())) == 1)}
 
 
-def toy_trainer(tmp_path=None, *, epochs=4, seed=0, callback=None, nan_at=None, keep=1,
-                schedule=None, gate_schedule=None):
+def toy_trainer(
+    tmp_path=None, *, epochs=4, seed=0, callback=None, nan_at=None, keep=1, schedule=None, gate_schedule=None
+):
     seed_everything(seed)
     model = nn.Linear(6, 3)
     gate = nn.Linear(6, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     gate_optimizer = torch.optim.SGD(gate.parameters(), lr=0.1, momentum=0.9)
-    data = TensorDataset(torch.randn(20, 6, generator=torch.Generator().manual_seed(1)),
-                         torch.arange(20) % 3)
+    data = TensorDataset(torch.randn(20, 6, generator=torch.Generator().manual_seed(1)), torch.arange(20) % 3)
     step = ToyStep(model, optimizer, gate, gate_optimizer, nan_at=nan_at)
 
     def make_loader(generator):
         return DataLoader(data, batch_size=4, shuffle=True, drop_last=True, generator=generator)
 
     trainer = Trainer(
-        step, make_loader, modules={"model": model, "gate": gate}, prompt_optimizer=optimizer,
+        step,
+        make_loader,
+        modules={"model": model, "gate": gate},
+        prompt_optimizer=optimizer,
         prompt_schedule=schedule or LearningRateSchedule(0.1, epochs, 1, 1e-3),
         gate_optimizer=gate_optimizer,
         gate_schedule=gate_schedule or LearningRateSchedule(0.05, epochs, 1, 1e-4, stepped=False),
-        epochs=epochs, seed=seed, checkpoint_dir=tmp_path / "checkpoints" if tmp_path else None,
-        keep_checkpoints=keep, callback=callback, fingerprint="toy",
+        epochs=epochs,
+        seed=seed,
+        checkpoint_dir=tmp_path / "checkpoints" if tmp_path else None,
+        keep_checkpoints=keep,
+        callback=callback,
+        fingerprint="toy",
     )
     return trainer, step, model, gate
 
@@ -169,11 +186,16 @@ def test_checkpoints_are_pruned_and_leave_no_temporary_files(tmp_path):
     trainer, _, _, _ = toy_trainer(tmp_path, epochs=3, callback=events.append, keep=1)
     trainer.fit()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_3"]
-    assert [e["checkpoint"] for e in events] == [str(tmp_path / "checkpoints" / f"epoch_{k}") for k in (1, 2, 3)]
+    assert [e["checkpoint"] for e in events] == [
+        str(tmp_path / "checkpoints" / f"epoch_{k}") for k in (1, 2, 3)
+    ]
     keep_all, _, _, _ = toy_trainer(tmp_path / "all", epochs=3, keep=None)
     keep_all.fit()
-    assert sorted(p.name for p in (tmp_path / "all" / "checkpoints").iterdir()) == ["epoch_1", "epoch_2",
-                                                                                    "epoch_3"]
+    assert sorted(p.name for p in (tmp_path / "all" / "checkpoints").iterdir()) == [
+        "epoch_1",
+        "epoch_2",
+        "epoch_3",
+    ]
 
 
 def test_resume_rejects_another_runs_checkpoint(tmp_path):
@@ -229,28 +251,42 @@ def prometar_trainer(backbone, images, labels, *, epochs, lr, text_weight, image
     gate = GateNetwork({name: tuple(p.shape) for name, p in prompts.items()}, reduction=8, repeat=8)
     gate_optimizer = torch.optim.SGD(gate.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
     teacher = compute_text_teacher(model, CLASSES, load_templates()[:4])
-    step = ProMetaRStep(model, optimizer, class_tokens=model.tokenize_classnames(CLASSES),
-                        teacher_text=teacher, text_weight=text_weight, image_weight=image_weight,
-                        gate=gate, gate_optimizer=gate_optimizer)
+    step = ProMetaRStep(
+        model,
+        optimizer,
+        class_tokens=model.tokenize_classnames(CLASSES),
+        teacher_text=teacher,
+        text_weight=text_weight,
+        image_weight=image_weight,
+        gate=gate,
+        gate_optimizer=gate_optimizer,
+    )
     data = TensorDataset(images, labels)
     trainer = Trainer(
-        step, lambda g: DataLoader(data, batch_size=4, shuffle=shuffle, drop_last=True, generator=g),
-        modules={"model": model, "gate": gate}, prompt_optimizer=optimizer,
-        prompt_schedule=LearningRateSchedule(lr, epochs), gate_optimizer=gate_optimizer,
-        gate_schedule=LearningRateSchedule(2.5e-4, epochs, 1, 1e-6, stepped=False), epochs=epochs, seed=0,
+        step,
+        lambda g: DataLoader(data, batch_size=4, shuffle=shuffle, drop_last=True, generator=g),
+        modules={"model": model, "gate": gate},
+        prompt_optimizer=optimizer,
+        prompt_schedule=LearningRateSchedule(lr, epochs),
+        gate_optimizer=gate_optimizer,
+        gate_schedule=LearningRateSchedule(2.5e-4, epochs, 1, 1e-6, stepped=False),
+        epochs=epochs,
+        seed=0,
     )
     return trainer, model
 
 
 def test_single_label_batches_skip_phase_b_and_say_so(tiny_backbone):
     images, labels = coloured_images(per_class=4)  # sorted by label: unshuffled batches hold one label
-    trainer, _ = prometar_trainer(tiny_backbone, images, labels, epochs=1, lr=1e-3, text_weight=50,
-                                  image_weight=20, shuffle=False)
+    trainer, _ = prometar_trainer(
+        tiny_backbone, images, labels, epochs=1, lr=1e-3, text_weight=50, image_weight=20, shuffle=False
+    )
     (record,) = trainer.fit()
     assert record["meta_skipped"] == 1.0 and record["query"] == 0.0
     mixed = torch.tensor([0, 1, 2, 3]).repeat(4)  # every batch holds four labels
-    trainer, _ = prometar_trainer(tiny_backbone, images, mixed, epochs=1, lr=1e-3, text_weight=50,
-                                  image_weight=20, shuffle=False)
+    trainer, _ = prometar_trainer(
+        tiny_backbone, images, mixed, epochs=1, lr=1e-3, text_weight=50, image_weight=20, shuffle=False
+    )
     (record,) = trainer.fit()
     assert record["meta_skipped"] == 0.0 and record["query"] > 0.0
 
@@ -260,8 +296,9 @@ def test_prometar_training_improves_training_accuracy_over_zero_shot(tiny_backbo
 
     images, labels = coloured_images(per_class=4)
     # A random tiny CLIP's teacher is meaningless, so the regularisers are weakened here.
-    trainer, model = prometar_trainer(tiny_backbone, images, labels, epochs=8, lr=0.1, text_weight=0.5,
-                                      image_weight=0.2)
+    trainer, model = prometar_trainer(
+        tiny_backbone, images, labels, epochs=8, lr=0.1, text_weight=0.5, image_weight=0.2
+    )
     before = Evaluator(model).evaluate([(images, labels)], CLASSES).accuracy
     history = trainer.fit()
     after = Evaluator(model).evaluate([(images, labels)], CLASSES).accuracy
