@@ -71,9 +71,14 @@ class DemoReport:
         return self.launch.exit_code
 
 
-def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = None,
-             toy_options: Mapping[str, Any] | None = None, max_concurrent: int | None = None,
-             stream: IO[str] | None = None) -> DemoReport:
+def run_demo(
+    output: Path | str = DEFAULT_OUTPUT,
+    *,
+    sweep: Path | str | None = None,
+    toy_options: Mapping[str, Any] | None = None,
+    max_concurrent: int | None = None,
+    stream: IO[str] | None = None,
+) -> DemoReport:
     """Build the toy world, run the demo sweep on it, print the table and write the plots.
 
     Args:
@@ -111,8 +116,13 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
     print(_toy_line(build), file=out, flush=True)
 
     overrides = {"backbone.name": build.model_name, "backbone.pretrained": str(build.checkpoint)}
-    options = LaunchOptions(data_root=build.data_root, output=output, overrides=overrides,
-                            max_concurrent=max_concurrent, tables=False)
+    options = LaunchOptions(
+        data_root=build.data_root,
+        output=output,
+        overrides=overrides,
+        max_concurrent=max_concurrent,
+        tables=False,
+    )
     report = DemoReport(toy_reused=build.reused, launch=launch(path, options, stream=out))
 
     plan = report.launch.plan
@@ -138,14 +148,17 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
 def _toy_line(build: Any) -> str:
     r = build.results
     how = "reused" if build.reused else f"built in {r['build_seconds']:.0f}s"
-    return (f"[demo] toy CLIP {how}: {r['steps']} pretraining steps; zero-shot on held-out colour x shape "
-            f"combinations {100 * r['heldout_acc']:.1f}% ({r['heldout_acc'] / r['chance']:.0f}x chance "
-            f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%")
+    return (
+        f"[demo] toy CLIP {how}: {r['steps']} pretraining steps; zero-shot on held-out colour x shape "
+        f"combinations {100 * r['heldout_acc']:.1f}% ({r['heldout_acc'] / r['chance']:.0f}x chance "
+        f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%"
+    )
 
 
 def _base2new_table(ledger: RunsTable, plan: SweepPlan) -> RenderedTable:
-    (table,) = build_tables(ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None,
-                            expected_seeds=plan.seeds)
+    (table,) = build_tables(
+        ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None, expected_seeds=plan.seeds
+    )
     return table
 
 
@@ -168,22 +181,45 @@ def baseline_table(toy_datasets: Mapping[str, Mapping[str, Any]], keys: list[str
         accuracy (an oracle knowing one attribute, guessing among the classes that share it), each
         base / new, in percent.
     """
-    metrics = ("chance_base", "chance_new", "colour_only_base", "colour_only_new", "shape_only_base",
-               "shape_only_new")
-    header = ["Dataset", "Style", "Shift", "Chance base", "Chance new", "Colour-only base",
-              "Colour-only new", "Shape-only base", "Shape-only new"]
+    metrics = (
+        "chance_base",
+        "chance_new",
+        "colour_only_base",
+        "colour_only_new",
+        "shape_only_base",
+        "shape_only_new",
+    )
+    header = [
+        "Dataset",
+        "Style",
+        "Shift",
+        "Chance base",
+        "Chance new",
+        "Colour-only base",
+        "Colour-only new",
+        "Shape-only base",
+        "Shape-only new",
+    ]
     table = DisplayTable("Toy datasets: chance and single-attribute baselines (%)", header, label_columns=3)
     if len(keys) > 1:
         means = [sum(100 * float(toy_datasets[k][m]) for k in keys) / len(keys) for m in metrics]
-        table.rows.append([Cell(text=dataset_label(AVERAGE)), Cell(text=""), Cell(text=""),
-                           *(Cell(value=v) for v in means)])
+        table.rows.append(
+            [Cell(text=dataset_label(AVERAGE)), Cell(text=""), Cell(text=""), *(Cell(value=v) for v in means)]
+        )
     for key in keys:
         row = toy_datasets[key]
-        table.rows.append([Cell(text=dataset_label(key)), Cell(text=str(row["style"])),
-                           Cell(text="systematic" if row["systematic"] else "random"),
-                           *(Cell(value=100 * float(row[m])) for m in metrics)])
-    table.notes = ["Colour-only: knows the colour, guesses among the classes of that colour "
-                   "(a checkerboard of a 4 x 4 colour x shape grid: 50%)."]
+        table.rows.append(
+            [
+                Cell(text=dataset_label(key)),
+                Cell(text=str(row["style"])),
+                Cell(text="systematic" if row["systematic"] else "random"),
+                *(Cell(value=100 * float(row[m])) for m in metrics),
+            ]
+        )
+    table.notes = [
+        "Colour-only: knows the colour, guesses among the classes of that colour "
+        "(a checkerboard of a 4 x 4 colour x shape grid: 50%)."
+    ]
     return table
 
 
