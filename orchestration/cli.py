@@ -391,7 +391,7 @@ def toy_build(output, budget_seconds, seed, threads, force) -> None:
     """Build (or reuse) the toy world, its datasets and the toy CLIP; print zero-shot accuracies."""
     import torch
 
-    from prometar.toyclip import build_toy, format_report
+    from prometar.toy.build import build_toy, format_report
 
     torch.set_num_threads(threads)
     click.echo(f"toy build in {output} (budget {budget_seconds:.0f}s, seed {seed}) ...", err=True)

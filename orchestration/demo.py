@@ -2,7 +2,7 @@
 
 Four steps, each a call into the code a real sweep uses:
 
-1. :func:`prometar.toyclip.build_toy` builds (or reuses) the toy world, its datasets and the toy
+1. :func:`prometar.toy.build.build_toy` builds (or reuses) the toy world, its datasets and the toy
    CLIP under ``<output>/toy/``;
 2. :func:`orchestration.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
    with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
@@ -85,7 +85,7 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
         output: The output folder: ``toy/`` (the toy build), ``mlflow.db``, ``ray/``, ``trials/``,
             ``tables/`` and ``plots/``.
         sweep: The sweep file; default :func:`demo_sweep_path`. Its datasets must be toy datasets.
-        toy_options: Keyword arguments of :func:`prometar.toyclip.build_toy` (``seed``,
+        toy_options: Keyword arguments of :func:`prometar.toy.build.build_toy` (``seed``,
             ``budget_s``, reduced sizes for tests); default: the standard toy build.
         max_concurrent: At most this many trials at once (default: as the resources allow).
         stream: Where progress, the table and the baselines go (stdout by default).
@@ -99,7 +99,7 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
     """
     import torch
 
-    from prometar.toyclip import build_toy
+    from prometar.toy.build import build_toy
 
     out = stream or sys.stdout
     started = time.perf_counter()

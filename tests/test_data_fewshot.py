@@ -20,9 +20,9 @@ from prometar.data import (
     sample_few_shot,
     search_split,
     subsample_classes,
-    write_miniatures,
 )
 from prometar.data.fewshot import cache_path, sample_per_label
+from prometar.toy.miniature import write_miniatures
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from prometar.data import (
     build_train_transform,
     few_shot,
     read_dataset,
-    write_miniatures,
 )
+from prometar.toy.miniature import write_miniatures
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)

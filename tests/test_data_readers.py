@@ -19,8 +19,8 @@ from prometar.data import (
     get_dataset,
     list_datasets,
     read_dataset,
-    write_miniatures,
 )
+from prometar.toy.miniature import write_miniatures
 
 ALL_KEYS = [
     "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",

@@ -15,7 +15,7 @@ from orchestration import demo
 from orchestration.cli import main
 from orchestration.spec import load_sweep, plan_trials
 from orchestration.tables import method_label, order_methods, to_markdown
-from prometar.data import toyworld
+from prometar.toy import datasets as toy_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
         assert trial.config["prompts"]["deep_depth"] == 3
         depth = 0 if trial.method == "zeroshot" else 3
         assert trial.config["prompts"]["text_depth"] == depth and trial.config["prompts"]["vision_depth"] == depth
-        assert toyworld.TOY_DATASETS[trial.dataset].style.systematic
+        assert toy_datasets.TOY_DATASETS[trial.dataset].style.systematic
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 0 and "trials: 18" in result.output
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,22 @@ def test_core_sources_never_import_application_layer():
                 if head in {"ray", "mlflow", "click", "orchestration"}:
                     offenders.append(f"{path}: {stripped}")
     assert offenders == []
+
+
+def test_core_never_imports_the_toy_package():
+    """The toy world is a client of the core: only the application, tests and benchmarks import it."""
+    core = [path for path in (ROOT / "prometar").rglob("*.py") if (ROOT / "prometar" / "toy") not in path.parents]
+    offenders = []
+    for path in core:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(ROOT)}: {name}" for name in names
+                          if name == "prometar.toy" or name.startswith("prometar.toy.")]
+            if isinstance(node, ast.ImportFrom) and node.module == "prometar":
+                offenders += [f"{path.relative_to(ROOT)}: prometar.{a.name}" for a in node.names if a.name == "toy"]
+    assert len(core) > 20 and offenders == []
 
 
 DRIVER = r"""

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from prometar.config import build_config, resolve_config
-from prometar.data import write_miniatures
 from prometar.run import run
+from prometar.toy.miniature import write_miniatures
 
 TINY = {
     "backbone.name": "tiny-test",

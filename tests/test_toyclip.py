@@ -10,10 +10,12 @@ import open_clip
 import pytest
 import torch
 
-from prometar import toyclip
 from prometar.backbone import load_clip, load_model_config
-from prometar.data import toyworld as tw
 from prometar.data.catalog import get_dataset
+from prometar.toy import build as toy_build
+from prometar.toy import clip as toy_clip
+from prometar.toy import datasets as td
+from prometar.toy import world as tw
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = [line.strip() for line in (REPO / "prometar/resources/teacher_templates_60.txt").read_text().splitlines() if line.strip()]
@@ -25,24 +27,24 @@ TINY = {"n_pretrain": 256, "batch_size": 32, "warmup_steps": 2, "train_per_class
 
 def _all_toy_class_names() -> list[str]:
     names = {f"{c} {s}" for c, s in tw.ALL_COMBINATIONS}
-    for key in tw.TOY_DATASETS:
-        names.update(c.name.replace("_", " ") for c in tw.toy_dataset_classes(key, seed=0))
+    for key in td.TOY_DATASETS:
+        names.update(c.name.replace("_", " ") for c in td.toy_dataset_classes(key, seed=0))
     return sorted(names)
 
 
 def test_context_length_fits_every_prompt_without_truncation() -> None:
-    length = toyclip.context_length()
+    length = toy_clip.context_length()
     names = _all_toy_class_names()
     assert len(TEMPLATES) == 60
-    longest = max(names, key=lambda n: toyclip.token_count(n))
+    longest = max(names, key=lambda n: toy_clip.token_count(n))
     texts = [t.format(n) for t in TEMPLATES for n in names]
-    texts += [get_dataset(k).template.format(n) for k in tw.TOY_DATASETS for n in names]
+    texts += [get_dataset(k).template.format(n) for k in td.TOY_DATASETS for n in names]
     texts += [f"X X X X {n}." for n in names]  # SOS + 4 prompt tokens + "<class name>." + EOS
     texts += [t.format(c=c, s=s, z=z, p=p) for t in tw.CAPTION_TEMPLATES for c, s in tw.ALL_COMBINATIONS
               for z in tw.SIZES for p in tw.POSITIONS.values()]
-    needed = max(toyclip.token_count(t) for t in texts)
+    needed = max(toy_clip.token_count(t) for t in texts)
     assert needed <= length, f"{needed} tokens needed, context {length} (longest class name {longest!r})"
-    assert toyclip.token_count("X X X X cyan triangle.") == 1 + 4 + 3 + 1 + 1  # "cyan" is two tokens
+    assert toy_clip.token_count("X X X X cyan triangle.") == 1 + 4 + 3 + 1 + 1  # "cyan" is two tokens
 
 
 def test_config_matches_the_design() -> None:
@@ -51,18 +53,18 @@ def test_config_matches_the_design() -> None:
     assert (config["vision_cfg"]["image_size"], config["vision_cfg"]["patch_size"]) == (32, 8)
     assert (config["vision_cfg"]["width"], config["vision_cfg"]["layers"]) == (128, 4)
     assert (config["text_cfg"]["width"], config["text_cfg"]["layers"]) == (128, 3)
-    model = toyclip.create_toy_clip(0)
+    model = toy_clip.create_toy_clip(0)
     assert isinstance(model, open_clip.CLIP)
-    same = toyclip.create_toy_clip(0)
+    same = toy_clip.create_toy_clip(0)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True))
 
 
 def test_pretraining_updates_only_the_token_rows_the_captions_use() -> None:
     world = tw.render_set(64, seed=0)
-    model = toyclip.create_toy_clip(0)
+    model = toy_clip.create_toy_clip(0)
     before = model.token_embedding.weight.detach().clone()
     tower = model.visual.conv1.weight.detach().clone()
-    out = toyclip.pretrain(model, world.images, world.captions, seed=0, budget_s=60, max_steps=2, batch_size=32,
+    out = toy_clip.pretrain(model, world.images, world.captions, seed=0, budget_s=60, max_steps=2, batch_size=32,
                            warmup_steps=1)
     assert out["steps"] == 2 and np.isfinite(out["final_loss"])
     used = torch.unique(open_clip.SimpleTokenizer(context_length=16)(world.captions))
@@ -79,51 +81,51 @@ def test_pretraining_is_deterministic_with_a_step_budget() -> None:
     world = tw.render_set(64, seed=0)
     states = []
     for _ in range(2):
-        model = toyclip.create_toy_clip(1)
-        toyclip.pretrain(model, world.images, world.captions, seed=1, budget_s=60, max_steps=2, batch_size=32)
+        model = toy_clip.create_toy_clip(1)
+        toy_clip.pretrain(model, world.images, world.captions, seed=1, budget_s=60, max_steps=2, batch_size=32)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_settings_are_validated_and_hashed() -> None:
     with pytest.raises(ValueError, match="budget_s"):
-        toyclip.ToySettings(budget_s=0)
+        toy_build.ToySettings(budget_s=0)
     with pytest.raises(ValueError, match="unknown datasets"):
-        toyclip.ToySettings(datasets=("mnist",))
-    assert toyclip.ToySettings().digest() == toyclip.ToySettings().digest()
-    assert toyclip.ToySettings(seed=1).digest() != toyclip.ToySettings().digest()
+        toy_build.ToySettings(datasets=("mnist",))
+    assert toy_build.ToySettings().digest() == toy_build.ToySettings().digest()
+    assert toy_build.ToySettings(seed=1).digest() != toy_build.ToySettings().digest()
 
 
 def test_cache_is_reused_and_a_half_written_build_is_rebuilt(tmp_path: Path) -> None:
     out = tmp_path / "toy"
-    first = toyclip.build_toy(out, seed=0, budget_s=60, max_steps=2, **TINY)
+    first = toy_build.build_toy(out, seed=0, budget_s=60, max_steps=2, **TINY)
     assert not first.reused and first.results["steps"] == 2
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["settings_hash"] == toyclip.ToySettings(seed=0, budget_s=60, max_steps=2, **TINY).digest()
+    assert manifest["settings_hash"] == toy_build.ToySettings(seed=0, budget_s=60, max_steps=2, **TINY).digest()
 
-    again = toyclip.build_toy(out, seed=0, budget_s=60, max_steps=2, **TINY)
+    again = toy_build.build_toy(out, seed=0, budget_s=60, max_steps=2, **TINY)
     assert again.reused and again.results == first.results
 
     # An interrupted build leaves no manifest (it is written last): it is never taken as done.
     (out / "manifest.json").unlink()
     (out / "data" / "half-written").mkdir()
-    rebuilt = toyclip.build_toy(out, seed=0, budget_s=60, max_steps=2, **TINY)
+    rebuilt = toy_build.build_toy(out, seed=0, budget_s=60, max_steps=2, **TINY)
     assert not rebuilt.reused
     assert not (out / "data" / "half-written").exists()
 
     # A manifest whose checkpoint went missing is not done either.
     (out / "toy_clip.pt").unlink()
-    assert not toyclip.build_toy(out, seed=0, budget_s=60, max_steps=2, **TINY).reused
+    assert not toy_build.build_toy(out, seed=0, budget_s=60, max_steps=2, **TINY).reused
 
     # Other settings, another build.
-    assert not toyclip.build_toy(out, seed=1, budget_s=60, max_steps=2, **TINY).reused
+    assert not toy_build.build_toy(out, seed=1, budget_s=60, max_steps=2, **TINY).reused
     assert json.loads((out / "manifest.json").read_text())["settings"]["seed"] == 1
 
 
 @pytest.mark.slow
 def test_reduced_build_learns_and_its_checkpoint_loads(tmp_path: Path) -> None:
     """A reduced toy world and toy CLIP, built within a minute, already read colours and shapes."""
-    build = toyclip.build_toy(tmp_path / "toy", seed=0, budget_s=45, max_steps=60, n_pretrain=4000, batch_size=64,
+    build = toy_build.build_toy(tmp_path / "toy", seed=0, budget_s=45, max_steps=60, n_pretrain=4000, batch_size=64,
                               warmup_steps=5,
                               train_per_class=2, val_per_class=1, test_per_class=10, eval_per_combination=10,
                               datasets=("oxford_pets", "fgvc_aircraft", "imagenet"))
@@ -162,10 +164,10 @@ def test_toy_build_verb_passes_its_options_and_prints_the_figures(monkeypatch: p
 
     def fake_build(output, **kwargs):
         calls.append((output, kwargs))
-        return toyclip.ToyBuild(Path(output), Path(output) / "data", Path(output) / "toy_clip.pt", "toy-clip",
+        return toy_build.ToyBuild(Path(output), Path(output) / "data", Path(output) / "toy_clip.pt", "toy-clip",
                                 False, results)
 
-    monkeypatch.setattr(toyclip, "build_toy", fake_build)
+    monkeypatch.setattr(toy_build, "build_toy", fake_build)
     out = CliRunner().invoke(main, ["toy", "build", "--output", str(tmp_path), "--budget-seconds", "30",
                                     "--seed", "3"])
     assert out.exit_code == 0, out.output

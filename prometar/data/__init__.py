@@ -2,8 +2,8 @@
 
 ``catalog`` (where each dataset lives), ``readers`` (on-disk layouts into items), ``fewshot``
 (the field's K-shot convention, cached atomically), ``protocols`` (base/new cut, search split,
-generalisation targets), ``transforms`` and ``loaders`` (images into tensors), ``check`` (is a
-data root usable?) and ``miniature`` (tiny copies of every layout, for tests).
+generalisation targets), ``transforms`` and ``loaders`` (images into tensors) and ``check`` (is a
+data root usable?). Miniature copies of every layout, for tests, are in ``prometar.toy.miniature``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ _HOME: dict[str, str] = {
     "few_shot": "fewshot", "sample_few_shot": "fewshot",
     "ImageDataset": "loaders", "SeededSampler": "loaders", "build_loader": "loaders",
     "load_image": "loaders",
-    "write_miniatures": "miniature",
     "BaseNewSplits": "protocols", "base_new_split": "protocols", "generalization_targets": "protocols",
     "search_split": "protocols", "select_classes": "protocols", "subsample_classes": "protocols",
     "DatasetSplits": "readers", "Item": "readers", "read_dataset": "readers",
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
     from prometar.data.check import DatasetReport, check_datasets
     from prometar.data.fewshot import few_shot, sample_few_shot
     from prometar.data.loaders import ImageDataset, SeededSampler, build_loader, load_image
-    from prometar.data.miniature import write_miniatures
     from prometar.data.protocols import (
         BaseNewSplits,
         base_new_split,
@@ -96,5 +94,4 @@ __all__ = [
     "search_split",
     "select_classes",
     "subsample_classes",
-    "write_miniatures",
 ]
