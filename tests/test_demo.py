@@ -82,9 +82,9 @@ def test_demo_verb_runs_the_library_function_and_maps_bad_input_to_exit_2(monkey
 
 
 # A toy build reduced to run in well under a minute: few steps, one dataset, few images.
-REDUCED_TOY = {"seed": 0, "budget_s": 40.0, "max_steps": 40, "n_pretrain": 2000, "batch_size": 64,
-               "warmup_steps": 5, "train_per_class": 4, "val_per_class": 1, "test_per_class": 10,
-               "eval_per_combination": 4, "datasets": ("eurosat",)}
+REDUCED_TOY = {"seed": 0, "steps": 40, "n_pretrain": 2000, "batch_size": 64, "warmup_steps": 5,
+               "train_per_class": 4, "val_per_class": 1, "test_per_class": 10, "eval_per_combination": 4,
+               "datasets": ("eurosat",), "min_heldout_acc": 0.0}
 
 
 @pytest.mark.slow
@@ -103,7 +103,9 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
     report = demo.run_demo(output, sweep=path, toy_options=REDUCED_TOY, stream=stream)
     text = stream.getvalue()
     assert report.exit_code == 0 and not report.toy_reused
-    assert json.loads((output / "toy" / "manifest.json").read_text())["results"]["build_seconds"] < 60
+    manifest = json.loads((output / "toy" / "manifest.json").read_text())
+    assert manifest["results"]["steps"] == 40
+    assert f"checkpoint sha256 {manifest['results']['checkpoint_sha256'][:12]}" in text
     assert (report.launch.to_run, report.launch.finished, report.launch.failed) == (1, 1, 0)
 
     # The ledger: one FINISHED child run, trained on the toy build's checkpoint and data.
@@ -142,7 +144,7 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
 
     # A rebuilt toy CLIP (other weights) is a new trial; the table shows only the current one.
     stream = io.StringIO()
-    rebuilt = demo.run_demo(output, sweep=path, toy_options={**REDUCED_TOY, "max_steps": 30}, stream=stream)
+    rebuilt = demo.run_demo(output, sweep=path, toy_options={**REDUCED_TOY, "steps": 30}, stream=stream)
     assert not rebuilt.toy_reused and (rebuilt.launch.to_run, rebuilt.launch.finished) == (1, 1)
     children = [r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags]
     assert len(children) == 2

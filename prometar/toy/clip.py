@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import open_clip
@@ -27,6 +27,7 @@ from prometar.backbone import load_model_config
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "toy-clip"
+Precision = Literal["fp32", "bf16"]
 
 
 def create_toy_clip(seed: int) -> open_clip.CLIP:
@@ -81,47 +82,90 @@ def _param_groups(model: open_clip.CLIP, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _lr_factor(step: int, progress: float, warmup_steps: int) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay over ``progress`` in [0, 1]."""
+def _lr_factor(step: int, steps: int, warmup_steps: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to zero at ``steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    progress = (step - warmup_steps) / max(steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def pretrain(model: open_clip.CLIP, images: np.ndarray, captions: Sequence[str], *, seed: int,
-             budget_s: float, max_steps: int | None = None, batch_size: int = 128, lr: float = 2e-3,
-             weight_decay: float = 0.1, warmup_steps: int = 50, bf16: bool = True,
-             device: torch.device | str = "cpu") -> dict[str, float]:
-    """Contrastive (CLIP) pretraining under a wall-clock budget.
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in bf16 natively (CPU: AVX-512 BF16 or AMX; CUDA: the device says).
 
-    The cosine schedule follows the fraction of the budget spent (or of ``max_steps`` when
-    given), so training ends on time on a loaded machine; batch order and initialisation are
-    deterministic from ``seed``.
+    Without it, bf16 autocast on a CPU is emulated and several times slower than fp32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(probe()) for probe in probes if probe is not None)
+
+
+def resolve_precision(precision: Precision, device: torch.device | str) -> Precision:
+    """The precision pretraining runs in: ``bf16`` only where the device has native bf16, else ``fp32``.
+
+    Args:
+        precision: The requested precision.
+        device: The training device.
+
+    Returns:
+        ``precision``, or ``fp32`` (with a warning) when ``bf16`` is requested without native bf16.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"toy CLIP precision must be fp32 or bf16, got {precision!r}")
+    if precision == "bf16" and not native_bf16(device):
+        logger.warning("toy CLIP: %s has no native bf16; pretraining in fp32 instead (same steps)", device)
+        return "fp32"
+    return precision
+
+
+def pretrain(model: open_clip.CLIP, images: np.ndarray, captions: Sequence[str], *, seed: int, steps: int,
+             batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.1, warmup_steps: int = 50,
+             precision: Precision = "fp32", device: torch.device | str = "cpu",
+             deadline: float | None = None) -> dict[str, float]:
+    """Contrastive (CLIP) pretraining for a fixed number of steps.
+
+    Warm-up, then a cosine decay over ``steps``; initialisation (the caller's), batch order and
+    every update are deterministic from ``seed`` for a fixed torch thread count on one machine.
+    Nothing depends on the clock: ``deadline`` only aborts.
 
     Args:
         model: The model to train in place (fp32 parameters).
         images: uint8 [N, H, W, 3] pretraining images.
         captions: N captions.
         seed: Seed of the batch order.
-        budget_s: Wall-clock budget of the loop in seconds.
-        max_steps: Optional step budget (then the schedule follows steps).
+        steps: Optimisation steps.
         batch_size: Contrastive batch size.
         lr: Peak learning rate.
         weight_decay: AdamW weight decay on weight matrices.
         warmup_steps: Linear warm-up steps.
-        bf16: bf16 autocast (parameters stay fp32).
+        precision: ``fp32``, or ``bf16`` autocast (parameters stay fp32) where the device has native
+            bf16 (``resolve_precision``; elsewhere fp32).
         device: Training device.
+        deadline: A ``time.monotonic()`` value; passing it raises ``TimeoutError`` (a guard,
+            never a shorter schedule).
 
     Returns:
         ``{"steps", "seconds", "final_loss"}``.
+
+    Raises:
+        TimeoutError: ``deadline`` passed before the last step.
     """
+    if steps < 1 or batch_size < 2 or len(images) < batch_size:
+        raise ValueError(f"toy CLIP pretraining: need steps >= 1 and 2 <= batch_size <= {len(images)} images, "
+                         f"got steps={steps}, batch_size={batch_size}")
     device = torch.device(device)
+    precision = resolve_precision(precision, device)
     model.to(device).train()
     tokens, caption_index = _tokenize_unique(list(captions), open_clip.SimpleTokenizer(context_length=model.context_length))
     with _compact_token_embedding(model, tokens) as compact_tokens:
-        result = _contrastive_loop(model, images, compact_tokens.to(device), caption_index, seed=seed,
-                                   budget_s=budget_s, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                                   weight_decay=weight_decay, warmup_steps=warmup_steps, bf16=bf16, device=device)
+        result = _contrastive_loop(model, images, compact_tokens.to(device), caption_index, seed=seed, steps=steps,
+                                   batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                   warmup_steps=warmup_steps, bf16=precision == "bf16", device=device,
+                                   deadline=deadline)
     model.eval()
     return result
 
@@ -151,31 +195,25 @@ def _compact_token_embedding(model: open_clip.CLIP, tokens: torch.Tensor) -> Ite
 
 
 def _contrastive_loop(model: open_clip.CLIP, images: np.ndarray, tokens: torch.Tensor, caption_index: torch.Tensor,
-                      *, seed: int, budget_s: float, max_steps: int | None, batch_size: int, lr: float,
-                      weight_decay: float, warmup_steps: int, bf16: bool, device: torch.device) -> dict[str, float]:
+                      *, seed: int, steps: int, batch_size: int, lr: float, weight_decay: float, warmup_steps: int,
+                      bf16: bool, device: torch.device, deadline: float | None) -> dict[str, float]:
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6,
                                   fused=True)
     generator = torch.Generator().manual_seed(seed)
     n = len(images)
     order = torch.randperm(n, generator=generator)
-    cursor, step, loss_value = 0, 0, float("nan")
+    cursor, loss_value = 0, float("nan")
     labels = torch.arange(batch_size, device=device)
     # CPU flash attention's bf16 backward is several times slower than the plain math path.
     attention = sdpa_kernel(SDPBackend.MATH) if bf16 and device.type == "cpu" else contextlib.nullcontext()
+    start = time.perf_counter()
     with attention:
-        start = time.perf_counter()
-        while True:
-            elapsed = time.perf_counter() - start
-            if (max_steps is not None and step >= max_steps) or (max_steps is None and elapsed >= budget_s):
-                break
-            if max_steps is not None and elapsed >= budget_s:
-                logger.warning("toy CLIP pretraining: wall-clock budget %.0fs reached at step %d of %d", budget_s, step, max_steps)
-                break
-            progress = step / max_steps if max_steps is not None else elapsed / budget_s
-            factor = _lr_factor(step, progress, warmup_steps)
+        for step in range(steps):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"toy CLIP pretraining passed its time limit at step {step} of {steps}")
             for group in optimizer.param_groups:
-                group["lr"] = lr * factor
+                group["lr"] = lr * _lr_factor(step, steps, warmup_steps)
             if cursor + batch_size > n:
                 order, cursor = torch.randperm(n, generator=generator), 0
             batch = order[cursor:cursor + batch_size]
@@ -193,7 +231,7 @@ def _contrastive_loop(model: open_clip.CLIP, images: np.ndarray, tokens: torch.T
             with torch.no_grad():
                 model.logit_scale.clamp_(0.0, math.log(100.0))
             loss_value = float(loss.detach())
-            step += 1
-            if step % 100 == 0:
-                logger.info("toy CLIP step %d (%.0fs): loss %.3f", step, time.perf_counter() - start, loss_value)
-    return {"steps": step, "seconds": time.perf_counter() - start, "final_loss": loss_value}
+            if (step + 1) % 100 == 0:
+                logger.info("toy CLIP step %d of %d (%.0fs): loss %.3f", step + 1, steps,
+                            time.perf_counter() - start, loss_value)
+    return {"steps": steps, "seconds": time.perf_counter() - start, "final_loss": loss_value}
