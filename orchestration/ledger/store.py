@@ -32,6 +32,7 @@ from orchestration import layout
 from orchestration.environment import temporary_environment
 from orchestration.errors import TrackingError
 from orchestration.layout import default_tracking_uri
+from orchestration.ledger.uri import check_tracking_uri, sqlite_path
 from orchestration.ledger.vocabulary import (
     ACTIVE,
     CLOSED_BY_RELAUNCH,
@@ -102,6 +103,7 @@ class TrialLedger:
     artifact_root: Path | None = None
 
     def __post_init__(self) -> None:
+        check_tracking_uri(self.tracking_uri)  # before MLflow makes a client (or folders) of it
         self._client: Any = None
         self._experiment_id: str | None = None
 
@@ -118,8 +120,15 @@ class TrialLedger:
 
     @staticmethod
     def exists(output: Path | str, tracking_uri: str | None = None) -> bool:
-        """Whether the ledger may hold runs: a given tracking URI, or an existing embedded store."""
-        return tracking_uri is not None or layout.ledger_file(output).is_file()
+        """Whether the ledger may hold runs: a store at a given URI (a SQLite file must exist), or an
+        existing embedded store. Reading verbs ask first, so they never create a store."""
+        if tracking_uri is None:
+            if layout.ledger_file(output).exists():
+                check_tracking_uri(default_tracking_uri(output))  # a folder there is no store
+            return layout.ledger_file(output).is_file()
+        check_tracking_uri(tracking_uri)
+        database = sqlite_path(tracking_uri)
+        return database is None or database.is_file()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}  # Tune pickles callbacks; the client is remade

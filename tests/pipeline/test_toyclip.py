@@ -18,7 +18,7 @@ from prometar.toy import clip as toy_clip
 from prometar.toy import datasets as td
 from prometar.toy import world as tw
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = [
     line.strip()
     for line in (REPO / "prometar/resources/teacher_templates_60.txt").read_text().splitlines()
