@@ -103,7 +103,6 @@ class TrialLedger:
     artifact_root: Path | None = None
 
     def __post_init__(self) -> None:
-        check_tracking_uri(self.tracking_uri)  # before MLflow makes a client (or folders) of it
         self._client: Any = None
         self._experiment_id: str | None = None
 
@@ -115,7 +114,10 @@ class TrialLedger:
         artifacts under ``<output>/mlartifacts``; a given tracking URI keeps the server's own.
         """
         if tracking_uri is not None:
+            check_tracking_uri(tracking_uri)  # before MLflow makes a client (or folders) of it
             return cls(tracking_uri, experiment)
+        if layout.ledger_file(output).is_dir():  # the launch makes <output>; a folder there is no store
+            check_tracking_uri(default_tracking_uri(output))
         return cls(default_tracking_uri(output), experiment, artifact_root=layout.artifact_root(output))
 
     @staticmethod
