@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,11 +137,23 @@ class TrialLedger:
 
     @property
     def client(self) -> Any:
-        """The MLflow client, made on first use (making one creates a missing SQLite store)."""
+        """The MLflow client, made on first use (making one creates a missing SQLite store).
+
+        A SQLite store is created and migrated under an ``flock`` beside it: two launches of
+        different sweeps into one fresh output folder would otherwise both create the schema, and
+        one would fail half-way ("unreachable: dimension_attributes").
+        """
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            database = sqlite_path(self.tracking_uri)
+            if database is None or not database.parent.is_dir():
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            else:
+                with _store_lock(database):
+                    client = MlflowClient(tracking_uri=self.tracking_uri)
+                    client.search_experiments(max_results=1)  # the schema exists, migrated, from here on
+                self._client = client
         return self._client
 
     # -- reading ---------------------------------------------------------------------------
@@ -299,6 +311,19 @@ def run_revision(run: Any) -> int:
         return int(run.data.tags.get(RESULT_REVISION_TAG, "1"))
     except ValueError:
         return 1
+
+
+@contextmanager
+def _store_lock(database: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<database>.lock`` (released by the kernel however we end)."""
+    import fcntl
+
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _alive(tags: Mapping[str, str], now: float) -> bool:
