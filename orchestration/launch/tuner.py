@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +91,9 @@ def run_tuner(
     try:
         # Tune's automatic loggers include a TensorBoard writer whose import pulls torch into the
         # driver (~3 s per launch); MLflow is the record, so only the JSON and CSV loggers run.
-        with temporary_environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+        # A failed trial is one line of ours (launch.progress) and its full error is an MLflow
+        # artifact (error.txt): Tune's own traceback log of it stays out of the console.
+        with temporary_environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _quiet_trial_tracebacks():
             tune.Tuner(
                 trainable, param_space=dict(param_space), tune_config=config, run_config=run_config
             ).fit()
@@ -104,6 +107,20 @@ def run_tuner(
     # an interrupted one, never a success.
     asked = len(table.trials) if table.trials else max(config.num_samples, 0)
     report.interrupted += max(0, asked - outcomes.count(FINISHED) - outcomes.count(FAILED))
+
+
+@contextmanager
+def _quiet_trial_tracebacks() -> Iterator[None]:
+    """Silence Tune's controller log of trial errors (tracebacks) for the fan-out."""
+    import logging
+
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def resources_request(spec: Any, table: TrialTable) -> Any:

@@ -749,3 +749,23 @@ def test_sigterm_stops_a_launch_like_ctrl_c(tmp_path: Path, data_root: Path, ray
         r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" not in r.data.tags
     ]
     assert [r.info.status for r in parents] == ["KILLED"]
+
+
+def test_a_failed_trial_is_one_line_with_its_real_reason(
+    tmp_path: Path, data_root: Path, ray_address: str
+) -> None:
+    """A diverging trial: the launch prints one line naming the real error (no Ray traceback),
+    and the FAILED run records the same reason (the error survived Ray's pickling)."""
+    overrides = {**OVERRIDES, "optim.lr": 1e30, "optim.warmup_epochs": 0}
+    sweep = write_sweep(tmp_path, "diverge", seeds=[1], datasets=["eurosat"], overrides=overrides)
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "orchestration.cli", "launch", str(sweep), "--output", str(output),
+               "--data-root", str(data_root), "--address", ray_address]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text[-3000:]
+    failed = [line for line in text.splitlines() if "FAILED: " in line]
+    assert len(failed) == 1 and "NonFiniteLossError: non-finite" in failed[0], text[-3000:]
+    assert "Traceback" not in text and "TypeError" not in text, text[-3000:]
+    (run,) = child_runs(output, "diverge")
+    assert run.info.status == "FAILED" and "NonFiniteLossError: non-finite" in run.data.tags["prometar.error"]
