@@ -25,7 +25,7 @@ from typing import IO, Any
 from orchestration import layout
 from orchestration.errors import ResultsError
 from orchestration.launch.lock import launch_lock
-from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs
+from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs, check_output
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.search import launch_search
@@ -128,6 +128,7 @@ def launch(
     for note in plan.notes:
         print(note, file=sys.stderr)
     output = Path(options.output).resolve()
+    check_output(output)
     if options.address is None:  # a local launch: the data and the weights are here
         check_data_root(plan, Path(options.data_root))
         check_inputs(plan, Path(options.data_root))
