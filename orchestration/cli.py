@@ -208,9 +208,9 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, track
               help="Published numbers drawn beside ours; default: the shipped reference.")
 @click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder for the PNG files.")
+              help="Folder for the figures (PNG, PDF and SVG of each).")
 def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
-    """Draw the paper's figures (PNG) from the FINISHED runs a sweep plans."""
+    """Draw the paper's figures (PNG at 300 dpi, PDF, SVG) from the FINISHED runs a sweep plans."""
     from orchestration.ledger import ResultsError
     from orchestration.plots import plot_source
 
