@@ -182,17 +182,33 @@ _SWEEP_SET_HELP = ("Dotted run-config override the sweep was launched with, YAML
 @click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
 @click.option("--runs", "runs_csv", type=click.Path(dir_okay=False, path_type=str),
               help="CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.")
+@click.option("--per-run", is_flag=True,
+              help="One row per FINISHED run instead (trial key, run id, method, dataset, seed, shots, the "
+                   "hyper-parameters that differ, every final metric) as CSV; -o FILE.parquet writes Parquet.")
 @click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
-def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
+def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, per_run, tracking_uri, out) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
+    from click.core import ParameterSource
 
     from orchestration.ledger import ResultsError
     from orchestration.tables import table_text
 
+    explicit_format = click.get_current_context().get_parameter_source("fmt") is not ParameterSource.DEFAULT
+    if per_run and explicit_format and fmt != "csv":
+        raise click.UsageError("--per-run writes CSV (or Parquet with -o FILE.parquet): leave out --format")
     try:
         source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-        text = table_text(source, fmt, published=published, compare=not no_published)
+        if per_run:
+            from orchestration.export import per_run_csv, per_run_frame, write_per_run
+
+            frame = per_run_frame(source.ledger, include=source.sweep.search_space if source.sweep else ())
+            if out:
+                write_per_run(frame, out)
+                return
+            text = per_run_csv(frame)
+        else:
+            text = table_text(source, fmt, published=published, compare=not no_published)
     except ResultsError as err:
         raise click.UsageError(str(err)) from None
     _emit(text, out)

@@ -31,7 +31,10 @@ RUN_COLUMNS: tuple[str, ...] = (*IDENTITY_COLUMNS, "metric", "value", "run_id")
 """Columns of the tidy runs table, in order."""
 
 CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots", "base_acc", "new_acc")
-"""Columns a ``--runs`` CSV must have (architecture.md)."""
+"""Columns a ``--runs`` CSV of base-to-new runs must have (architecture.md); runs of other protocols
+(a ``protocol`` column) need the first four and their own final metrics."""
+TRIAL_KEY_COLUMN = "trial_key"
+"""Optional column of a runs CSV holding each run's trial key (``table --per-run`` writes it)."""
 
 FINAL_METRIC_PATTERN = re.compile(r"^(base_acc|new_acc|hm|acc|acc/.+|val_.+)$")
 """Names of final metrics (docs/internals.md, ``run.py``); every other metric is a training curve."""
@@ -56,12 +59,14 @@ class Ledger:
         curve_metrics: Names of the non-final metrics the runs logged (training curves, gates).
         unplanned_runs: Runs of the experiment (in the statuses read) left out because the sweep
             does not plan them; 0 when no restriction was asked for.
+        trial_keys: ``run_id`` → trial key, where known (MLflow runs; a CSV's ``trial_key`` column).
     """
 
     runs: pd.DataFrame
     params: pd.DataFrame = field(default_factory=pd.DataFrame)
     curve_metrics: tuple[str, ...] = ()
     unplanned_runs: int = 0
+    trial_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class SweepSummary:
         source: The sweep file, as given.
         overrides: The extra dotted overrides (``--set``) the sweep was planned with.
         seeds: Seeds per cell the sweep plans (tables mark cells with fewer as ``(n=k)``).
+        trials: Trials the sweep plans (the grid, times ``num_samples`` for a search).
     """
 
     name: str
@@ -103,6 +109,7 @@ class SweepSummary:
     source: str = ""
     overrides: tuple[tuple[str, Any], ...] = ()
     seeds: int = 3
+    trials: int = 0
 
 
 def default_tracking_uri(output: Path | str = DEFAULT_OUTPUT) -> str:
@@ -134,14 +141,15 @@ def summarize_sweep(spec: SweepSpec, overrides: Mapping[str, Any] | None = None)
         overrides: The extra overrides it was loaded with (recorded for messages only).
 
     Returns:
-        Its name, datasets in grid order, protocol, search space, planned runs and seeds per cell.
+        Its name, datasets in grid order, protocol, search space, planned runs, seeds per cell and
+        planned trial count.
     """
     grid = spec.grid.get("data.dataset")
     datasets = tuple(str(d) for d in grid) if grid else (str(spec.overrides["data.dataset"]),)
     space = tuple(spec.search.space) if spec.search is not None else ()
     seeds = len(spec.grid.get("seed") or [None])  # no seed axis: one seed per cell
     return SweepSummary(spec.name, datasets, spec.protocol, space, planned_runs(spec), spec.source,
-                        tuple((overrides or {}).items()), seeds)
+                        tuple((overrides or {}).items()), seeds, spec.trial_count)
 
 
 def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
@@ -169,7 +177,7 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
     """Turn one row per run (identity columns, metric columns, config columns) into a :class:`Ledger`.
 
     Metric columns are those whose names match :data:`FINAL_METRIC_PATTERN`; the remaining
-    non-identity columns (other than ``run_id``) become the params frame.
+    non-identity columns (other than ``run_id`` and :data:`TRIAL_KEY_COLUMN`) become the params frame.
 
     Args:
         wide: One row per run; must hold ``method``, ``dataset``, ``seed`` and ``shots``;
@@ -212,15 +220,20 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
         id_vars=[*IDENTITY_COLUMNS, "run_id"], value_vars=metrics, var_name="metric", value_name="value"
     )
     runs = runs.dropna(subset=["value"])[list(RUN_COLUMNS)].reset_index(drop=True)
-    param_columns = [c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id", *metrics}]
+    param_columns = [c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id", TRIAL_KEY_COLUMN, *metrics}]
     params = wide.set_index("run_id")[param_columns]
-    return Ledger(runs=runs, params=params)
+    keys = {}
+    if TRIAL_KEY_COLUMN in wide.columns:
+        known = wide[wide[TRIAL_KEY_COLUMN].notna()]
+        keys = dict(zip(known["run_id"], known[TRIAL_KEY_COLUMN].astype(str), strict=True))
+    return Ledger(runs=runs, params=params, trial_keys=keys)
 
 
-def read_csv_file(path: Path, what: str) -> pd.DataFrame:
-    """Read a CSV file; a missing or unreadable one raises ``ResultsError`` naming ``path`` and ``what``."""
+def read_csv_file(path: Path, what: str, **options: Any) -> pd.DataFrame:
+    """Read a CSV file (``options``: of ``pandas.read_csv``); a missing or unreadable one raises
+    ``ResultsError`` naming ``path`` and ``what``."""
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, **options)
     except FileNotFoundError as error:
         raise ResultsError(f"{path}: {what} not found") from error
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -230,19 +243,22 @@ def read_csv_file(path: Path, what: str) -> pd.DataFrame:
 def read_runs_csv(path: Path | str) -> Ledger:
     """Read a CSV of per-run rows (``method,dataset,seed,shots,base_acc,new_acc`` at least).
 
-    Optional columns: ``protocol`` (default ``base2new``), ``run_id``, further final metrics
-    (``hm``, ``acc``, ``acc/<target>``, ``val_*``) and config columns (dotted keys), which become
-    params.
+    Optional columns: ``protocol`` (default ``base2new``; with no base-to-new row, ``base_acc`` and
+    ``new_acc`` are not required), ``run_id``, ``trial_key``, further final metrics (``hm``, ``acc``,
+    ``acc/<target>``, ``val_*``) and config columns (dotted keys), which become params — as text, like
+    the MLflow params they stand for. The files ``table --per-run`` writes are such CSVs.
 
     Raises:
         ResultsError: The file is missing or unreadable, or a required column is missing or malformed.
     """
     path = Path(path)
-    wide = read_csv_file(path, "runs CSV")
-    missing = [c for c in CSV_REQUIRED_COLUMNS if c not in wide.columns]
+    wide = read_csv_file(path, "runs CSV", dtype=str)  # numbers are parsed by tidy_from_wide
+    base2new = "protocol" not in wide.columns or (wide["protocol"].astype(str) == DEFAULT_PROTOCOL).any()
+    required = CSV_REQUIRED_COLUMNS if base2new else CSV_REQUIRED_COLUMNS[:4]
+    missing = [c for c in required if c not in wide.columns]
     if missing:
         raise ResultsError(
-            f"{path}: missing column(s) {', '.join(missing)} (need {','.join(CSV_REQUIRED_COLUMNS)})"
+            f"{path}: missing column(s) {', '.join(missing)} (need {','.join(required)})"
         )
     return tidy_from_wide(wide, source=str(path))
 
@@ -330,12 +346,13 @@ def read_experiment(
                       unplanned_runs=unplanned)
     wide = pd.DataFrame.from_records(records)
     wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
+    keys = dict(zip(wide["run_id"], wide["_trial_key"], strict=True))
     wide = wide.drop(columns=["_trial_key", "_start"])
     ledger = tidy_from_wide(wide, source=f"experiment {experiment!r}")
     param_frame = pd.DataFrame.from_dict(params, orient="index").reindex(wide["run_id"])
     param_frame.index.name = "run_id"
     return Ledger(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)),
-                  unplanned_runs=unplanned)
+                  unplanned_runs=unplanned, trial_keys=keys)
 
 
 def _require_sqlite_file(tracking_uri: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -121,6 +122,9 @@ class DisplayTable:
         rules: Row indices before which a horizontal rule is drawn (dataset blocks).
         notes: Footnotes printed under the table.
         label_columns: How many leading columns hold labels (left-aligned); the rest hold numbers.
+        label: LaTeX label (``tab:<sweep>-<table>``); empty: none.
+        subrules: Row indices before which a rule under all but the first column is drawn (the
+            published rows of a dataset block).
     """
 
     title: str
@@ -129,6 +133,8 @@ class DisplayTable:
     rules: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     label_columns: int = 1
+    label: str = ""
+    subrules: list[int] = field(default_factory=list)
 
 
 def _is_number(value: float | None) -> bool:
@@ -359,13 +365,19 @@ def add_published(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFram
     return merged[columns]
 
 
-def layout_base2new(summary: pd.DataFrame, *, expected_seeds: int = 3) -> DisplayTable:
+def layout_base2new(summary: pd.DataFrame, *, expected_seeds: int = 3, published_rows: bool = False) -> DisplayTable:
     """Lay out a base-to-new summary (with or without the published comparison).
 
     One block per dataset (Average first), one row per method; columns Base, New, HM (ours), then,
     when the summary carries published numbers, Paper and Δ for each. Best of each of our columns
     within a block in bold.
+
+    With ``published_rows`` (the LaTeX layout), the published numbers are rows instead: each dataset
+    block lists our methods, then, under a partial rule, the published row of each of them (``†``
+    still marks our cells beyond tolerance).
     """
+    if published_rows and "paper_base" in summary.columns:
+        return _layout_base2new_published_rows(summary, expected_seeds=expected_seeds)
     with_paper = "paper_base" in summary.columns
     several_shots = summary["shots"].nunique() > 1 if len(summary) else False
     header = ["Dataset", "Method"]
@@ -409,6 +421,43 @@ def layout_base2new(summary: pd.DataFrame, *, expected_seeds: int = 3) -> Displa
         bold_best(block, [2 + step * k for k in range(3)])
         table.rules.append(len(table.rows))
         table.rows.extend(block)
+    table.notes = sorted(notes)
+    return table
+
+
+def _layout_base2new_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> DisplayTable:
+    """:func:`layout_base2new` with the published numbers as a block of rows under ours."""
+    plain = layout_base2new(summary.drop(columns=[c for c in summary.columns if c.startswith(("paper_", "delta_"))]
+                                         + ["flag_base", "flag_new", "flag_hm", "provenance"]),
+                            expected_seeds=expected_seeds)
+    table = DisplayTable(plain.title, plain.header, label_columns=2)
+    notes = set(plain.notes)
+    starts = [*plain.rules, len(plain.rows)]
+    several_shots = summary["shots"].nunique() > 1
+    for block_index, (start, end) in enumerate(zip(starts[:-1], starts[1:], strict=True)):
+        dataset = list(dict.fromkeys(summary["dataset"]))[block_index]
+        ours = summary[summary["dataset"] == dataset].reset_index(drop=True)
+        table.rules.append(len(table.rows))
+        for i, cells in enumerate(plain.rows[start:end]):
+            row = ours.iloc[i]
+            cells = list(cells)
+            for k, metric in enumerate(("base", "new", "hm")):
+                if bool(row[f"flag_{metric}"]) and _number(row[f"delta_{metric}"]) is not None:
+                    cells[2 + k] = replace(cells[2 + k], flag=True)
+                    notes.add(f"† differs from the published number by > {DELTA_POINTS:g} point and > "
+                              f"{DELTA_STDS:g} std")
+            table.rows.append(cells)
+        paper = ours[ours["paper_base"].notna()]
+        if paper.empty:
+            continue
+        table.subrules.append(len(table.rows))
+        for _, row in paper.iterrows():
+            approx = bool(row["provenance"]) and row["provenance"] != "published"
+            label = method_label(str(row["method"])) + (f" ({row['shots']}-shot)" if several_shots else "")
+            table.rows.append([Cell(text=""), Cell(text=f"{label} (published)")]
+                              + [Cell(value=_number(row[f"paper_{m}"]), approx=approx) for m in ("base", "new", "hm")])
+            if approx:
+                notes.add("~ paper value approximate (provenance not 'published')")
     table.notes = sorted(notes)
     return table
 
@@ -817,7 +866,7 @@ def to_markdown(table: DisplayTable) -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "Δ": r"$\Delta$",
-                  "†": r"$^\dagger$", "±": r"$\pm$"}  # fmt: skip
+                  "†": r"$^\dagger$", "±": r"$\pm$", "<": r"$<$", ">": r"$>$"}  # fmt: skip
 
 
 def latex_escape(text: str) -> str:
@@ -846,11 +895,14 @@ def to_latex(table: DisplayTable) -> str:
     """Render as a booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
     spec = "l" * table.label_columns + "r" * (len(table.header) - table.label_columns)
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(table.title)}}}",
+             *([rf"\label{{{table.label}}}"] if table.label else []),
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]  # fmt: skip
     for i, row in enumerate(table.rows):
         if i in table.rules and i > 0:
             lines.append(r"\midrule")
+        if i in table.subrules:
+            lines.append(rf"\cmidrule(l){{2-{len(table.header)}}}")
         lines.append(" & ".join(_cell_latex(c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
@@ -869,18 +921,26 @@ def to_csv(summary: pd.DataFrame) -> str:
 
 @dataclass(frozen=True)
 class RenderedTable:
-    """One table of an experiment: its name, numeric summary and layout."""
+    """One table of an experiment: its name, numeric summary and layout.
+
+    Attributes:
+        name: The table's kind (``base2new``, ``few_shot``, ...).
+        summary: The numeric summary (the CSV).
+        display: The layout Markdown (and, without ``latex_display``, LaTeX) renders.
+        latex_display: The LaTeX layout when it differs (published numbers as rows).
+    """
 
     name: str
     summary: pd.DataFrame
     display: DisplayTable
+    latex_display: DisplayTable | None = None
 
     def render(self, fmt: Format) -> str:
         """The table in ``markdown``, ``latex`` or ``csv``."""
         if fmt == "markdown":
             return to_markdown(self.display)
         if fmt == "latex":
-            return to_latex(self.display)
+            return to_latex(self.latex_display or self.display)
         if fmt == "csv":
             return to_csv(self.summary)
         raise ResultsError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
@@ -895,6 +955,7 @@ def build_tables(
     expected_seeds: int = 3,
     search_space: Sequence[str] = (),
     objective: str = "val_hm",
+    name: str | None = None,
 ) -> list[RenderedTable]:
     """The tables an experiment's runs support, by protocol.
 
@@ -912,12 +973,16 @@ def build_tables(
         search_space: Searched config keys; with them (or runs of protocol ``search``) a search
             table is added, ranked on ``objective``.
         objective: The search metric.
+        name: The sweep (or experiment) name: each table's LaTeX label is ``tab:<name>-<table>``.
+
+    Every caption ends with the seeds, shots and backbone of the runs (:func:`caption_context`).
 
     Raises:
         ResultsError: No runs, no table applies to them, or base-to-new runs share a cell without a
             config param telling them apart.
     """
     runs = ledger.runs
+    label_name = name
     if runs.empty:
         raise ResultsError("no FINISHED runs to tabulate")
     present = set(runs["protocol"])
@@ -936,11 +1001,14 @@ def build_tables(
             tables.append(RenderedTable("ablation", summary, layout_ablation(summary, by)))
         else:
             summary = base2new_summary(runs, datasets=grid)
+            latex = None
             if published is not None:
                 summary = add_published(summary, published)
-            tables.append(
-                RenderedTable("base2new", summary, layout_base2new(summary, expected_seeds=expected_seeds))
-            )
+                latex = layout_base2new(summary, expected_seeds=expected_seeds, published_rows=True)
+                if latex.subrules:
+                    latex.title += "; published numbers in the lower rows of each block"
+            tables.append(RenderedTable("base2new", summary, layout_base2new(summary, expected_seeds=expected_seeds),
+                                        latex))
     for name, targets, title in (
         ("domain_generalization", DOMAIN_TARGETS, "Domain generalisation (source ImageNet)"),
         ("cross_dataset", tuple(datasets) if datasets else CROSS_DATASET_TARGETS, "Cross-dataset transfer"),
@@ -964,7 +1032,46 @@ def build_tables(
         tables.append(RenderedTable("search", summary, layout_search(summary, space, objective=objective)))
     if not tables:
         raise ResultsError(f"no table applies to these runs (protocols: {', '.join(sorted(present))})")
+    context = caption_context(ledger)
+    for table in tables:
+        for display in (table.display, table.latex_display):
+            if display is not None:
+                display.title = f"{display.title}; {context}"
+                display.label = latex_label(label_name, table.name) if label_name else ""
     return tables
+
+
+def caption_context(ledger: Ledger) -> str:
+    """What a caption states about the runs: their seeds, shots and backbone.
+
+    Example: ``seeds 1, 2, 3; 16 shots; backbone ViT-B-16-quickgelu (openai)``. The backbone comes
+    from the runs' ``backbone.name`` and ``backbone.pretrained`` params (a checkpoint path shows its
+    file name) and is left out when the runs do not carry them (a runs CSV without those columns).
+    """
+    runs = ledger.runs
+    seeds = sorted(int(s) for s in runs["seed"].unique())
+    shots = sorted(int(k) for k in runs["shots"].unique())
+    parts = [f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}",
+             f"{', '.join(map(str, shots))} shot{'s' if shots != [1] else ''}"]
+    params = ledger.params
+    if "backbone.name" in params.columns:
+        backbones = []
+        pairs = params[[c for c in ("backbone.name", "backbone.pretrained") if c in params.columns]]
+        for values in pairs.drop_duplicates().itertuples(index=False):
+            model, pretrained = str(values[0]), str(values[1]) if len(values) > 1 else ""
+            if pretrained and pretrained not in ("None", "nan"):
+                shown = Path(pretrained).name if ("/" in pretrained or "\\" in pretrained) else pretrained
+                backbones.append(f"{model} ({shown})")
+            else:
+                backbones.append(model)
+        parts.append("backbone " + ", ".join(dict.fromkeys(backbones)))
+    return "; ".join(parts)
+
+
+def latex_label(sweep: str, table: str) -> str:
+    """``tab:<sweep>-<table>``, with characters LaTeX labels cannot hold replaced by ``-``."""
+    safe = re.sub(r"[^A-Za-z0-9_.:-]", "-", f"{sweep}-{table}")
+    return f"tab:{safe}"
 
 
 _IDENTITY_PARAMS = {"seed", "method", "protocol", "data.dataset", "data.shots"}
@@ -1013,6 +1120,7 @@ def table_text(
         published=load_published(published) if compare else None,
         expected_seeds=expected_seeds,
         search_space=sweep.search_space if sweep else (),
+        name=sweep.name if sweep else source.experiment or "runs",
     )
     return render_tables(tables, fmt)
 
@@ -1048,6 +1156,7 @@ def render_tables_for_experiment(
         published=load_published(published),
         expected_seeds=expected_seeds,
         search_space=search_space,
+        name=experiment,
     )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
