@@ -239,6 +239,34 @@ def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> Non
         click.echo(str(path))
 
 
+@main.command("report")
+@click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every run.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
+@click.option("--published", type=click.Path(dir_okay=False, path_type=str),
+              help="Published numbers to compare with; default: the shipped reference.")
+@click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
+@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option("--no-log", is_flag=True, help="Do not log the report as an artifact of the sweep's latest launch.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for report.html, report.md and figures/.")
+def report(sweep, experiment, sets, published, no_published, tracking_uri, no_log, out) -> None:
+    """Write a sweep's report: one self-contained HTML page (tables, figures, trial counts and failures,
+    provenance) and its Markdown twin; logged on the sweep's latest launch run."""
+    from orchestration.ledger import ResultsError
+    from orchestration.report import REPORT_ARTIFACT_PATH, report_source
+
+    try:
+        source = _load_source(sweep, experiment, None, tracking_uri, sets)
+        files = report_source(source, out, published=published, compare=not no_published, log=not no_log)
+    except ResultsError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(str(files.html))
+    click.echo(str(files.markdown))
+    if files.logged_to:
+        click.echo(f"logged as artifacts {REPORT_ARTIFACT_PATH}/ of run {files.logged_to}", err=True)
+
+
 @main.command("launch")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--data-root", default="data", show_default=True, type=click.Path(file_okay=False, path_type=str),

@@ -11,7 +11,9 @@ Four steps, each a call into the code a real sweep uses:
 3. the base / new / HM table (``orchestration.tables``) of the runs this sweep plans, without the
    published comparison (toy numbers are not the paper's), and beside it the toy datasets' chance
    and single-attribute (colour-only, shape-only) baselines from the toy build;
-4. the plots (``orchestration.plots``) under ``<output>/plots/``.
+4. the figures (``orchestration.figures``) under ``<output>/plots/`` (PNG, PDF, SVG), and the
+   report (``orchestration.report``: tables, figures, trial counts, provenance) at
+   ``<output>/reports/demo/report.html``, logged on the launch's parent run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from orchestration.ledger import Ledger, planned_runs, read_experiment
+from orchestration.figures import NamedFigure, save_figure
+from orchestration.ledger import Ledger, Source, planned_runs, read_experiment, summarize_sweep
 from orchestration.runner import DEFAULT_OUTPUT, LaunchOptions, LaunchReport, launch, validate_sweep
 from orchestration.spec import SweepSpec
 from orchestration.tables import (
@@ -60,7 +63,8 @@ class DemoReport:
         toy_reused: True if the toy build was taken from the cache.
         launch: The launch's report (trials run, skipped, failed).
         tables: Paths of the written tables (``<output>/tables/<sweep>/``).
-        plots: Paths of the written PNG files (``<output>/plots/``).
+        plots: Paths of the written figures (``<output>/plots/``: PNG, PDF, SVG of each).
+        report: The report page (``<output>/reports/<sweep>/report.html``), or None.
         seconds: Wall-clock time of the whole demo.
     """
 
@@ -68,6 +72,7 @@ class DemoReport:
     launch: LaunchReport
     tables: list[Path] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
+    report: Path | None = None
     seconds: float = 0.0
 
     @property
@@ -117,7 +122,7 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
 
     overrides = {"backbone.name": build.model_name, "backbone.pretrained": str(build.checkpoint)}
     options = LaunchOptions(data_root=build.data_root, output=output, overrides=overrides,
-                            max_concurrent=max_concurrent, tables=False)
+                            max_concurrent=max_concurrent, tables=False, report=False)
     report = DemoReport(toy_reused=build.reused, launch=launch(path, options, stream=out))
 
     spec, trials = validate_sweep(path, overrides)
@@ -131,11 +136,18 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
         table = _base2new_table(ledger, spec)
         report.tables = _write_table(table, output / "tables" / spec.name)
         print(f"\n{table.render('markdown')}", file=out)
-        print(to_markdown(baseline_table(build.results["datasets"], order_datasets(_datasets(spec)))), file=out)
-        report.plots = _write_plots(ledger, spec, uri, output / "plots")
-        print("plots: " + ", ".join(str(p) for p in report.plots), file=out)
+        baselines = baseline_table(build.results["datasets"], order_datasets(_datasets(spec)))
+        print(to_markdown(baselines), file=out)
+        source = Source(ledger, summarize_sweep(spec, overrides), uri, spec.name)
+        figures = _figures(source)
+        report.plots = [path for f in figures for path in save_figure(f.figure, output / "plots" / f.name)]
+        print("plots: " + ", ".join(str(p) for p in report.plots if p.suffix == ".png") + " (and PDF, SVG)", file=out)
+        report.report = _write_report(source, figures, baselines, output / "reports" / spec.name,
+                                      report.launch.parent_run_id)
+        print(f"report: {report.report}", file=out)
     report.seconds = time.perf_counter() - started
-    print(f"[demo] done in {report.seconds:.0f}s · ledger {uri}", file=out)
+    print(f"[demo] done in {report.seconds:.0f}s · ledger {uri}"
+          + (f" · open {report.report}" if report.report else ""), file=out)
     return report
 
 
@@ -169,10 +181,24 @@ def _write_table(table: RenderedTable, folder: Path) -> list[Path]:
     return written
 
 
-def _write_plots(ledger: Ledger, spec: SweepSpec, tracking_uri: str, folder: Path) -> list[Path]:
-    from orchestration.plots import write_plots
+def _figures(source: Source) -> list[NamedFigure]:
+    """The demo's figures: those of its sweep, without the published numbers (toy numbers are not the paper's)."""
+    from orchestration.plots import collect_figures
 
-    return write_plots(ledger, folder, tracking_uri=tracking_uri, datasets=_datasets(spec), published=None)
+    sweep = source.sweep
+    assert sweep is not None
+    return collect_figures(source.ledger, tracking_uri=source.tracking_uri, protocol=sweep.protocol,
+                           datasets=sweep.datasets, published=None, expected_seeds=sweep.seeds)
+
+
+def _write_report(source: Source, figures: list[NamedFigure], baselines: DisplayTable, folder: Path,
+                  parent_run_id: str | None) -> Path:
+    """The demo's report (its figures, the toy baselines after the table), logged on the launch's parent
+    run (the latest launch's when this one had nothing to do)."""
+    from orchestration.report import build_report, latest_launch, write_report
+
+    built = build_report(source, compare=False, figures=figures, extra_tables=[baselines])
+    return write_report(built, folder, log_to=parent_run_id or latest_launch(built)).html
 
 
 def baseline_table(toy_datasets: Mapping[str, Mapping[str, Any]], keys: list[str]) -> DisplayTable:

@@ -73,6 +73,7 @@ class LaunchOptions:
     max_concurrent: int | None = None
     write_best: Path | None = None
     tables: bool = True
+    report: bool = True
 
 
 @dataclass
@@ -657,7 +658,8 @@ def write_best_sweeps(spec: SweepSpec, best: list[dict[str, Any]], target: Path)
 
 def _finish(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchReport, options: LaunchOptions,
             out: IO[str]) -> None:
-    """Summary line, the tables (``orchestration.tables``, when present), then close the parent run."""
+    """Summary line, the tables (``orchestration.tables``, when present), close the parent run, then
+    the report (``orchestration.report``: it shows this launch as ended)."""
     print(f"[{spec.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
           f"skipped (done before) {report.done_before}", file=out)
     try:
@@ -666,6 +668,28 @@ def _finish(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchRe
     finally:
         if report.parent_run_id:
             ledger.end_run(report.parent_run_id, "FAILED" if report.exit_code else "FINISHED")
+    if options.report:
+        _write_report(spec, ledger, output, report, options, out)
+
+
+def _write_report(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchReport, options: LaunchOptions,
+                  out: IO[str]) -> None:
+    """``<output>/reports/<sweep>/report.html`` (and ``report.md``), logged on this launch's parent run."""
+    if ledger.experiment_id() is None:
+        return
+    from orchestration.ledger import Source, read_experiment, summarize_sweep
+    from orchestration.report import build_report, latest_launch, write_report
+
+    summary = summarize_sweep(spec, options.overrides)
+    try:
+        source = Source(read_experiment(spec.name, ledger.tracking_uri, planned=summary.planned), summary,
+                        ledger.tracking_uri, spec.name)
+        built = build_report(source)
+        files = write_report(built, output / "reports" / spec.name, log_to=report.parent_run_id or latest_launch(built))
+    except Exception as err:  # a report problem must not hide the sweep's outcome
+        print(f"[{spec.name}] no report: {err}", file=out)
+        return
+    print(f"[{spec.name}] report: {files.html}", file=out)
 
 
 def _render_tables(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchReport, out: IO[str]) -> None:
