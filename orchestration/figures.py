@@ -43,8 +43,6 @@ from orchestration.ledger import Ledger, attach_params
 from orchestration.tables import (
     AVERAGE,
     BASE2NEW_DATASETS,
-    CROSS_DATASET_TARGETS,
-    DOMAIN_TARGETS,
     FEW_SHOT_PROTOCOLS,
     TARGET_MEAN,
     base2new_summary,
@@ -55,6 +53,7 @@ from orchestration.tables import (
     order_datasets,
     order_methods,
     transfer_summary,
+    transfer_targets,
     varying_params,
 )
 
@@ -864,11 +863,10 @@ def build_figures(ledger: Ledger, *, history: pd.DataFrame | None = None, protoc
     if wanted & present & set(FEW_SHOT_PROTOCOLS):
         add("few_shot", figure_few_shot(runs, datasets=grid, expected_seeds=expected_seeds),
             "Few-shot accuracy against shots per class K (log-2 axis), per dataset and on Average. " + _SPREAD)
-    for name, targets, title in (("domain_generalization", DOMAIN_TARGETS, "Domain generalisation"),
-                                 ("cross_dataset", tuple(datasets) if datasets else CROSS_DATASET_TARGETS,
-                                  "Cross-dataset transfer")):
+    for name, title in (("domain_generalization", "Domain generalisation"), ("cross_dataset", "Cross-dataset transfer")):
         if name in wanted & present:
-            add(name, figure_transfer(runs, protocol=name, targets=targets, expected_seeds=expected_seeds),
+            add(name, figure_transfer(runs, protocol=name, targets=transfer_targets(runs, name),
+                                      expected_seeds=expected_seeds),
                 f"{title}: accuracy on the source (hatched) and on each target, and the target mean. " + _SPREAD)
     if history is not None and not history.empty:
         add("training_curves", figure_training_curves(history, runs, expected_seeds=expected_seeds),

@@ -479,6 +479,23 @@ TARGET_MEAN = "target_mean"
 SOURCE_METRIC = "acc/<source>"  # internal name of the source accuracy while pivoting
 
 
+def transfer_targets(runs: pd.DataFrame, protocol: str) -> tuple[str, ...]:
+    """The target datasets of a transfer protocol's runs: the ``acc/<target>`` they logged (not the
+    source's, not ``acc/mean``), in the standard order; the standard list when they logged none.
+
+    A cross-dataset sweep's grid holds its source (ImageNet), not its targets, so the targets come
+    from the runs (a sweep may also set its own ``eval.targets``).
+    """
+    standard = DOMAIN_TARGETS if protocol == "domain_generalization" else CROSS_DATASET_TARGETS
+    rows = runs[runs["protocol"] == protocol]
+    sources = set(rows["dataset"])
+    logged = {m.removeprefix("acc/") for m in rows["metric"].unique() if str(m).startswith("acc/")}
+    logged -= sources | {"mean"}
+    if not logged:
+        return standard
+    return tuple(t for t in standard if t in logged) + tuple(sorted(logged - set(standard)))
+
+
 def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str]) -> pd.DataFrame:
     """Source and target accuracies of models trained on one dataset (ImageNet) and tested on others.
 
@@ -1009,12 +1026,10 @@ def build_tables(
                     latex.title += "; published numbers in the lower rows of each block"
             tables.append(RenderedTable("base2new", summary, layout_base2new(summary, expected_seeds=expected_seeds),
                                         latex))
-    for name, targets, title in (
-        ("domain_generalization", DOMAIN_TARGETS, "Domain generalisation (source ImageNet)"),
-        ("cross_dataset", tuple(datasets) if datasets else CROSS_DATASET_TARGETS, "Cross-dataset transfer"),
-    ):
+    for name, title in (("domain_generalization", "Domain generalisation (source ImageNet)"),
+                        ("cross_dataset", "Cross-dataset transfer")):
         if name in wanted & present:
-            summary = transfer_summary(runs, protocol=name, targets=targets)
+            summary = transfer_summary(runs, protocol=name, targets=transfer_targets(runs, name))
             tables.append(
                 RenderedTable(
                     name, summary, layout_transfer(summary, title=title, expected_seeds=expected_seeds)

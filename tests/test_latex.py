@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from orchestration.ledger import Ledger, tidy_from_wide
-from orchestration.tables import DOMAIN_TARGETS, build_tables, latex_label, load_published
+from orchestration.tables import DOMAIN_TARGETS, build_tables, latex_label, load_published, transfer_targets
 
 BACKBONE = {"backbone.name": "ViT-B-16-quickgelu", "backbone.pretrained": "openai"}
 
@@ -149,3 +149,12 @@ def test_every_table_compiles(tmp_path: Path):
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
     assert (tmp_path / "tables.pdf").is_file()
+
+
+def test_cross_dataset_targets_come_from_the_runs_not_the_grid():
+    # a cross-dataset sweep's grid holds its source: the table's columns are the targets the runs logged
+    ledger = transfer("cross_dataset", ("eurosat", "dtd"))
+    (table,) = build_tables(ledger, protocol="cross_dataset", datasets=("imagenet",))
+    assert table.display.header == ["Method", "Source", "DTD", "EuroSAT", "Target mean"]  # the paper's order
+    assert transfer_targets(ledger.runs, "cross_dataset") == ("dtd", "eurosat")
+    assert transfer_targets(ledger.runs, "domain_generalization") == DOMAIN_TARGETS  # no runs: the standard list
