@@ -222,17 +222,18 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, per_r
               help="CSV of per-run rows: no MLflow (no training curves).")
 @click.option("--published", type=click.Path(dir_okay=False, path_type=str),
               help="Published numbers drawn beside ours; default: the shipped reference.")
+@click.option("--no-published", is_flag=True, help="Leave out the published numbers.")
 @click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder for the figures (PNG, PDF and SVG of each).")
-def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
+def plot(sweep, experiment, sets, runs_csv, published, no_published, tracking_uri, out) -> None:
     """Draw the paper's figures (PNG at 300 dpi, PDF, SVG) from the FINISHED runs a sweep plans."""
     from orchestration.ledger import ResultsError
     from orchestration.plots import plot_source
 
     try:
         source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-        paths = plot_source(source, out, published=published)
+        paths = plot_source(source, out, published=published, compare=not no_published)
     except ResultsError as err:
         raise click.UsageError(str(err)) from None
     for path in paths:

@@ -84,8 +84,8 @@ ALIGNMENT_METRICS: tuple[str, ...] = ("grad_cos/text", "grad_cos/vision")
 (``prometar/steps.py``); only the ``prometar`` scheme takes the two gradients separately."""
 
 METRIC_LABELS: dict[str, str] = {
-    "loss": "Training loss", "ce": "Cross-entropy", "text_reg": "Text regulariser (weighted)",
-    "image_reg": "Image regulariser (weighted)", "query": "Meta (query) loss, scaled",
+    "loss": "Training loss", "ce": "Cross-entropy", "text_reg": "Text reg., weighted",
+    "image_reg": "Image reg., weighted", "query": "Meta (query) loss, scaled",
     "train_acc": "Training accuracy (%)", "lr": "Prompt learning rate", "gate_lr": "Gate learning rate",
     "meta_skipped": "Meta step skipped (fraction)", "steps": "Steps per epoch",
     "gate_mean/text": "Gate mean · text", "gate_mean/vision": "Gate mean · vision",

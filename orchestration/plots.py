@@ -102,7 +102,8 @@ def write_plots(
     return written
 
 
-def plot_source(source: Source, out_dir: Path | str, *, published: Path | str | None = None) -> list[Path]:
+def plot_source(source: Source, out_dir: Path | str, *, published: Path | str | None = None,
+                compare: bool = True) -> list[Path]:
     """Every figure of a resolved source (``ledger.load_source``): the ``plot`` verb.
 
     Args:
@@ -110,6 +111,7 @@ def plot_source(source: Source, out_dir: Path | str, *, published: Path | str | 
             file was given.
         out_dir: Folder for the files.
         published: Published base-to-new numbers to mark (default: the shipped reference).
+        compare: Mark the published numbers at all.
     """
     sweep = source.sweep
     return write_plots(
@@ -118,7 +120,7 @@ def plot_source(source: Source, out_dir: Path | str, *, published: Path | str | 
         tracking_uri=source.tracking_uri,
         protocol=("search" if sweep.search_space else sweep.protocol) if sweep else None,
         datasets=sweep.datasets if sweep and sweep.datasets else None,
-        published=load_published(published),
+        published=load_published(published) if compare else None,
         expected_seeds=sweep.seeds if sweep else 3,
         search_space=sweep.search_space if sweep else (),
     )

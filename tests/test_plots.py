@@ -113,3 +113,8 @@ def test_cli_plot_from_a_runs_csv(tmp_path: Path):
     assert_figure_files(sorted(out.iterdir()), ["base_vs_new", "hm"])  # no MLflow: no training curves
     assert result.stdout.splitlines() == [str(out / f"{n}.{e}") for n in ("base_vs_new", "hm")
                                           for e in ("png", "pdf", "svg")]
+    assert 'id="published:prometar"' in (out / "hm.svg").read_text()  # the paper's DTD HM, marked
+    bare = tmp_path / "bare"
+    result = CliRunner().invoke(main, ["plot", "--runs", str(runs), "--no-published", "-o", str(bare)])
+    assert result.exit_code == 0, result.output
+    assert 'id="published:' not in (bare / "hm.svg").read_text()
