@@ -4,15 +4,15 @@ Four steps, each a call into the code a real sweep uses:
 
 1. :func:`prometar.toyclip.build_toy` builds (or reuses) the toy world, its datasets and the toy
    CLIP under ``<output>/toy/``;
-2. :func:`orchestration.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
+2. :func:`orchestration.launch.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
    with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
    the toy checkpoint as a ``backbone.pretrained`` override — so a second demo finds every trial
    FINISHED and starts none;
-3. the base / new / HM table (``orchestration.tables``) of the runs this sweep plans, without the
+3. the base / new / HM table (``orchestration.results.tables``) of the runs this sweep plans, without the
    published comparison (toy numbers are not the paper's), and beside it the toy datasets' chance
    and single-attribute (colour-only, shape-only) baselines from the toy build;
-4. the figures (``orchestration.figures``) under ``<output>/plots/`` (PNG, PDF, SVG), and the
-   report (``orchestration.report``: tables, figures, trial counts, provenance) at
+4. the figures (``orchestration.results.figures``) under ``<output>/plots/`` (PNG, PDF, SVG), and
+   the report (``orchestration.results.report``: tables, figures, trial counts, provenance) at
    ``<output>/reports/demo/report.html``, logged on the launch's parent run.
 """
 
@@ -26,33 +26,29 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from orchestration.figures import NamedFigure, save_figure
-from orchestration.ledger import Ledger, Source, planned_runs, read_experiment, summarize_sweep
-from orchestration.runner import DEFAULT_OUTPUT, LaunchOptions, LaunchReport, launch, validate_sweep
-from orchestration.spec import SweepSpec
-from orchestration.tables import (
-    AVERAGE,
-    Cell,
-    DisplayTable,
-    RenderedTable,
-    build_tables,
-    dataset_label,
-    order_datasets,
-    to_markdown,
-)
-from orchestration.tracking import default_tracking_uri
+from orchestration import layout
+from orchestration.launch.runner import LaunchOptions, LaunchReport, launch
+from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
+from orchestration.ledger.runs import RunsTable, planned_runs, read_experiment
+from orchestration.results.base2new import PROTOCOL as BASE2NEW
+from orchestration.results.display import Cell, DisplayTable
+from orchestration.results.figures import NamedFigure, save_figure
+from orchestration.results.labels import AVERAGE, dataset_label, order_datasets
+from orchestration.results.render import RenderedTable, to_markdown
+from orchestration.results.source import Source, summarize_plan
+from orchestration.results.tables import build_tables, write_tables
+from orchestration.sweeps.planning import SweepPlan
 
 DEMO_SWEEP_FILE = "demo.yaml"
-TOY_DIR_NAME = "toy"
 
 
 def demo_sweep_path() -> Path:
     """The demo sweep file: ``sweeps/demo.yaml`` of the source checkout.
 
-    ``orchestration/sweeps`` is a link to the checkout's ``sweeps/`` folder, so a source checkout
-    and an installed package (whose package data follows the link) read the same file.
+    ``orchestration/resources/sweeps`` is a link to the checkout's ``sweeps/`` folder, so a source
+    checkout and an installed package (whose package data follows the link) read the same file.
     """
-    return Path(str(resources.files("orchestration") / "sweeps" / DEMO_SWEEP_FILE))
+    return Path(str(resources.files("orchestration") / "resources" / "sweeps" / DEMO_SWEEP_FILE))
 
 
 @dataclass
@@ -84,11 +80,11 @@ class DemoReport:
 def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = None,
              toy_options: Mapping[str, Any] | None = None, max_concurrent: int | None = None,
              stream: IO[str] | None = None) -> DemoReport:
-    """Build the toy world, run the demo sweep on it, print the table and write the plots.
+    """Build the toy world, run the demo sweep on it, print the table, write the figures and the report.
 
     Args:
         output: The output folder: ``toy/`` (the toy build), ``mlflow.db``, ``ray/``, ``trials/``,
-            ``tables/`` and ``plots/``.
+            ``tables/``, ``plots/`` and ``reports/``.
         sweep: The sweep file; default :func:`demo_sweep_path`. Its datasets must be toy datasets.
         toy_options: Keyword arguments of :func:`prometar.toyclip.build_toy` (``seed``,
             ``budget_s``, reduced sizes for tests); default: the standard toy build.
@@ -111,11 +107,11 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
     output = Path(output).resolve()
     path = Path(sweep) if sweep is not None else demo_sweep_path()
 
-    print(f"[demo] toy world and toy CLIP in {output / TOY_DIR_NAME} ...", file=out, flush=True)
+    print(f"[demo] toy world and toy CLIP in {layout.toy_folder(output)} ...", file=out, flush=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the toy datasets are written on the other core meanwhile
     try:
-        build = build_toy(output / TOY_DIR_NAME, **dict(toy_options or {}))
+        build = build_toy(layout.toy_folder(output), **dict(toy_options or {}))
     finally:
         torch.set_num_threads(threads)
     print(_toy_line(build), file=out, flush=True)
@@ -125,24 +121,25 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
                             max_concurrent=max_concurrent, tables=False, report=False)
     report = DemoReport(toy_reused=build.reused, launch=launch(path, options, stream=out))
 
-    spec, trials = validate_sweep(path, overrides)
+    plan = report.launch.plan
+    assert plan is not None
     uri = default_tracking_uri(output)
     # Only the runs this sweep plans: the experiment may also hold runs of other configurations of
     # the same cells (an earlier toy build's checkpoint, an edited demo sweep).
-    ledger = read_experiment(spec.name, uri, planned=planned_runs(spec, trials))
+    ledger = read_experiment(plan.name, uri, planned=planned_runs(plan))
     if ledger.runs.empty:
         print(f"[demo] no FINISHED trial to tabulate in {uri}", file=out)
     else:
-        table = _base2new_table(ledger, spec)
-        report.tables = _write_table(table, output / "tables" / spec.name)
+        table = _base2new_table(ledger, plan)
+        report.tables = list(write_tables([table], layout.tables_folder(output, plan.name)).values())
         print(f"\n{table.render('markdown')}", file=out)
-        baselines = baseline_table(build.results["datasets"], order_datasets(_datasets(spec)))
+        baselines = baseline_table(build.results["datasets"], order_datasets(plan.datasets))
         print(to_markdown(baselines), file=out)
-        source = Source(ledger, summarize_sweep(spec, overrides), uri, spec.name)
+        source = Source(ledger, summarize_plan(plan, overrides), uri, plan.name)
         figures = _figures(source)
-        report.plots = [path for f in figures for path in save_figure(f.figure, output / "plots" / f.name)]
+        report.plots = [path for f in figures for path in save_figure(f.figure, layout.plots_folder(output) / f.name)]
         print("plots: " + ", ".join(str(p) for p in report.plots if p.suffix == ".png") + " (and PDF, SVG)", file=out)
-        report.report = _write_report(source, figures, baselines, output / "reports" / spec.name,
+        report.report = _write_report(source, figures, baselines, layout.reports_folder(output, plan.name),
                                       report.launch.parent_run_id)
         print(f"report: {report.report}", file=out)
     report.seconds = time.perf_counter() - started
@@ -159,31 +156,15 @@ def _toy_line(build: Any) -> str:
             f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%")
 
 
-def _datasets(spec: SweepSpec) -> list[str]:
-    grid = spec.grid.get("data.dataset")
-    return list(grid) if grid else [str(spec.overrides["data.dataset"])]
-
-
-def _base2new_table(ledger: Ledger, spec: SweepSpec) -> RenderedTable:
-    seeds = spec.grid.get("seed") or [spec.overrides.get("seed", 1)]
-    (table,) = build_tables(ledger, protocol="base2new", datasets=_datasets(spec), published=None,
-                            expected_seeds=len(seeds))
+def _base2new_table(ledger: RunsTable, plan: SweepPlan) -> RenderedTable:
+    (table,) = build_tables(ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None,
+                            expected_seeds=plan.seeds)
     return table
-
-
-def _write_table(table: RenderedTable, folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt, extension in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
-        path = folder / f"{table.name}.{extension}"
-        path.write_text(table.render(fmt))  # type: ignore[arg-type]
-        written.append(path)
-    return written
 
 
 def _figures(source: Source) -> list[NamedFigure]:
     """The demo's figures: those of its sweep, without the published numbers (toy numbers are not the paper's)."""
-    from orchestration.plots import collect_figures
+    from orchestration.results.plots import collect_figures
 
     sweep = source.sweep
     assert sweep is not None
@@ -195,7 +176,7 @@ def _write_report(source: Source, figures: list[NamedFigure], baselines: Display
                   parent_run_id: str | None) -> Path:
     """The demo's report (its figures, the toy baselines after the table), logged on the launch's parent
     run (the latest launch's when this one had nothing to do)."""
-    from orchestration.report import build_report, latest_launch, write_report
+    from orchestration.results.report import build_report, latest_launch, write_report
 
     built = build_report(source, compare=False, figures=figures, extra_tables=[baselines])
     return write_report(built, folder, log_to=parent_run_id or latest_launch(built)).html

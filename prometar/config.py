@@ -42,11 +42,12 @@ from typing import Any, Literal
 import yaml
 
 from prometar import methods as _methods
+from prometar import protocols
+from prometar.errors import ConfigError
 from prometar.yamlio import MAX_SHOWN, YamlFileError, cap, parse_yaml, read_text_file
 
 __all__ = [
     "BackboneConfig",
-    "ConfigError",
     "DataConfig",
     "EvalConfig",
     "GateOptimConfig",
@@ -67,27 +68,10 @@ __all__ = [
     "resolve_config",
 ]
 
-Protocol = Literal["base2new", "all_classes", "cross_dataset", "domain_generalization", "search"]
-PROTOCOLS: tuple[str, ...] = typing.get_args(Protocol)
+ProtocolName = Literal[tuple(protocols.list_protocols())]  # type: ignore[valid-type]
+"""The run protocols of ``prometar.protocols`` (validated as a Literal)."""
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-
-
-class ConfigError(ValueError):
-    """An invalid run configuration.
-
-    Attributes:
-        key: Dotted key of the offending value (``optim.lr``), or ``""`` for the whole config.
-        source: Where the value came from: a file path, ``"<dict>"`` or ``"<overrides>"``.
-        reason: Why it is invalid.
-    """
-
-    def __init__(self, key: str, reason: str, *, source: str = "<dict>") -> None:
-        self.key = key
-        self.source = source
-        self.reason = reason
-        where = f"{key}: " if key else ""
-        super().__init__(f"{source}: {where}{reason}")
 
 
 def _doc(text: str, *, scientific: bool = True) -> dict[str, Any]:
@@ -210,7 +194,7 @@ class EvalConfig:
     """Evaluation (algorithm.md §6)."""
 
     targets: tuple[str, ...] = field(default=(), metadata=_doc(
-        "target datasets of cross_dataset / domain_generalization; empty = the protocol's standard list"))
+        "target datasets of the protocols that evaluate on other datasets; empty = the protocol's standard list"))
     per_class: bool = field(default=True, metadata=_doc(
         "write per-class accuracies (per_class.json)", scientific=False))
 
@@ -221,8 +205,8 @@ class RunConfig:
 
     method: str = field(default="prometar", metadata=_doc(
         "prompt design × training scheme (see prometar.methods)"))
-    protocol: Protocol = field(default="base2new", metadata=_doc(
-        "base2new | all_classes | cross_dataset | domain_generalization | search"))
+    protocol: ProtocolName = field(default=protocols.DEFAULT, metadata=_doc(
+        "evaluation protocol: " + " | ".join(protocols.list_protocols()) + " (prometar.protocols)"))
     seed: int = field(default=1, metadata=_doc("run seed: few-shot sampling, initialisation, shuffling"))
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
@@ -251,10 +235,49 @@ class RunConfig:
     def scientific_dict(self) -> dict[str, Any]:
         """The subset of :meth:`to_dict` that can change a result (hashed into trial keys).
 
-        Leaves out what only affects speed, placement or bookkeeping: the device, weight and
-        few-shot cache folders, loader workers, exact text truncation, per-class output.
+        Leaves out what only affects speed, placement or bookkeeping (the device, weight and
+        few-shot cache folders, loader workers, exact text truncation, per-class output) and the
+        keys this run's method never reads (:meth:`ignored_keys`).
         """
-        return _to_plain(_scientific(self))
+        scientific = _to_plain(_scientific(self))
+        # prompts.deep_depth only sets the depths of deep designs, which are keys of their own.
+        for key in (*self.ignored_keys(), "prompts.deep_depth"):
+            section, _, name = key.partition(".")
+            if name:
+                scientific.get(section, {}).pop(name, None)
+            else:
+                scientific.pop(section, None)
+        return {section: value for section, value in scientific.items() if value != {}}
+
+    def ignored_keys(self) -> tuple[str, ...]:
+        """Dotted keys this run never reads, whatever their value, given its scheme and prompts.
+
+        Zero-shot trains nothing: no optimiser, regulariser, meta step, training batches or
+        prompt tokens (it evaluates with the dataset's single template). The plain scheme has
+        no regulariser and no meta step; the regularised scheme no meta step. A gate that is not
+        learned (``meta.gate_mode``: ``constant``, ``off``) has no network, so no gate optimiser
+        and no gate sizes. A tower without prompts reads no token count. A design without deep
+        prompts (zero-shot, CoOp) never reads ``prompts.deep_depth``.
+        """
+        sections = {"zeroshot": ("optim", "gate_optim", "regularizer", "meta"),
+                    "plain": ("gate_optim", "regularizer", "meta"),
+                    "regularized": ("gate_optim", "meta"),
+                    "prometar": ()}[self.scheme]
+        keys = [f"{section}.{f.name}" for section in sections for f in dataclasses.fields(_SECTIONS[section])]
+        if not _methods.get_method(self.method).uses_deep_depth:
+            keys.append("prompts.deep_depth")
+        if self.scheme == "zeroshot":
+            keys += ["prompts.text_tokens", "prompts.vision_tokens", "prompts.text_init",
+                     "data.batch_size", "data.drop_last"]
+        else:
+            if self.prompts.text_depth == 0:
+                keys.append("prompts.text_tokens")
+            if self.prompts.vision_depth == 0:
+                keys.append("prompts.vision_tokens")
+        if self.scheme == "prometar" and self.meta.gate_mode != "learned":
+            keys += [f"gate_optim.{f.name}" for f in dataclasses.fields(GateOptimConfig)]
+            keys += ["meta.gate_reduction", "meta.gate_repeat"]
+        return tuple(dict.fromkeys(keys))
 
     def to_json(self) -> str:
         """Canonical JSON of :meth:`to_dict` (sorted keys)."""
@@ -695,12 +718,8 @@ def _normalise(cfg: RunConfig) -> RunConfig:
     if data.cache_dir is not None:
         data = dataclasses.replace(data, cache_dir=_absolute(data.cache_dir))
     evaluation = cfg.eval
-    if not evaluation.targets and cfg.protocol in ("cross_dataset", "domain_generalization"):
-        from prometar.data import catalog
-
-        targets = (catalog.CROSS_DATASET_TARGETS if cfg.protocol == "cross_dataset"
-                   else catalog.DOMAIN_GENERALIZATION_TARGETS)
-        evaluation = dataclasses.replace(evaluation, targets=tuple(targets))
+    if not evaluation.targets:
+        evaluation = dataclasses.replace(evaluation, targets=protocols.get_protocol(cfg.protocol).default_targets)
     return dataclasses.replace(cfg, backbone=backbone, data=data, eval=evaluation)
 
 
@@ -721,16 +740,19 @@ def _validate(cfg: RunConfig, source: str) -> None:
                           source=source)
     if cfg.data.dataset not in datasets:
         fail("data.dataset", cfg.data.dataset, f"is not a dataset; valid datasets: {', '.join(datasets)}")
-    info = catalog.get_dataset(cfg.data.dataset)
-    if cfg.protocol in ("base2new", "all_classes", "search", "cross_dataset", "domain_generalization") \
-            and not info.base_to_new:
+    protocol = protocols.get_protocol(cfg.protocol)
+    if not catalog.get_dataset(cfg.data.dataset).base_to_new:  # every protocol trains on data.dataset
         fail("data.dataset", cfg.data.dataset, "is test-only and cannot be trained on")
+    if protocol.sources and cfg.data.dataset not in protocol.sources:
+        fail("data.dataset", cfg.data.dataset, f"cannot be the source of protocol {cfg.protocol!r}: it trains on "
+             f"{' / '.join(protocol.sources)} (its targets share that label space)")
     for i, target in enumerate(cfg.eval.targets):
         if target not in datasets:
             fail(f"eval.targets[{i}]", target, f"is not a dataset; valid datasets: {', '.join(datasets)}")
-    if cfg.eval.targets and cfg.protocol not in ("cross_dataset", "domain_generalization"):
+    if cfg.eval.targets and not protocol.takes_targets:
+        with_targets = [name for name in protocols.list_protocols() if protocols.get_protocol(name).takes_targets]
         fail("eval.targets", list(cfg.eval.targets),
-             f"only apply to cross_dataset / domain_generalization, not protocol {cfg.protocol!r}")
+             f"only apply to {' / '.join(with_targets)}, not protocol {cfg.protocol!r}")
 
     if cfg.seed < 0:
         fail("seed", cfg.seed, "must be >= 0")
@@ -805,7 +827,7 @@ def _validate(cfg: RunConfig, source: str) -> None:
     if zeroshot and (cfg.meta.enabled or cfg.regularizer.enabled):
         key = "meta.enabled" if cfg.meta.enabled else "regularizer.enabled"
         fail(key, True, "must be false for method 'zeroshot' (no training)")
-    if cfg.protocol in ("cross_dataset", "domain_generalization") and not cfg.eval.targets:
+    if protocol.takes_targets and not cfg.eval.targets:
         fail("eval.targets", [], f"protocol {cfg.protocol!r} needs at least one target")
 
 

@@ -58,6 +58,11 @@ class Method:
     scheme: Scheme
     description: str
 
+    @property
+    def uses_deep_depth(self) -> bool:
+        """Whether ``prompts.deep_depth`` sets one of this design's prompt depths."""
+        return DEEP in _DESIGNS[self.design].values()
+
     def settings(self, deep_depth: int = 9) -> dict[str, Any]:
         """Dotted run-config settings the method implies (prompt depths, scheme switches).
 

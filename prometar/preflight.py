@@ -25,7 +25,8 @@ from pathlib import Path
 
 from prometar.backbone import load_clip, load_model_config
 from prometar.config import ConfigError, RunConfig
-from prometar.data import DataError, check_datasets
+from prometar.data.check import check_datasets
+from prometar.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,15 @@ class Preflight:
     """Checks run configs' inputs before they run, each distinct input once.
 
     Args:
-        data_root: The data root the runs will read.
+        data_root: The data root the runs will read; None checks the backbone parts only (the
+            data lives elsewhere, e.g. on a cluster's nodes).
+        weights: Load each distinct (backbone, pretrained) pair's weights; False checks the
+            backbone's name and the prompt depths only (the weights live elsewhere).
     """
 
-    def __init__(self, data_root: str | Path) -> None:
-        self.data_root = Path(data_root).expanduser().resolve()
+    def __init__(self, data_root: str | Path | None, *, weights: bool = True) -> None:
+        self.data_root = None if data_root is None else Path(data_root).expanduser().resolve()
+        self.weights = weights
         self._datasets: set[str] = set()
         self._backbones: set[tuple[str, str | None]] = set()
 
@@ -54,8 +59,9 @@ class Preflight:
             prometar.data.DataError: A dataset that a run would fail to read (names the path).
         """
         self._check_backbone(config, source)
-        for key in dict.fromkeys((config.data.dataset, *config.eval.targets)):
-            self._check_dataset(key)
+        if self.data_root is not None:
+            for key in dict.fromkeys((config.data.dataset, *config.eval.targets)):
+                self._check_dataset(key)
 
     def _check_backbone(self, config: RunConfig, source: str) -> None:
         name, pretrained = config.backbone.name, config.backbone.pretrained
@@ -67,13 +73,14 @@ class Preflight:
                 raise ConfigError(f"prompts.{tower}_depth",
                                   f"{tower}_depth={depth}: expected an integer in 0..{blocks} (the tower's "
                                   f"blocks; backbone {name})", source=source)
-        if pretrained is not None and (name, pretrained) not in self._backbones:
+        if self.weights and pretrained is not None and (name, pretrained) not in self._backbones:
             # Exactly as a run loads them: a missing file, an unknown or unavailable tag and
             # weights that do not fit the architecture are each a BackboneError naming them.
             load_clip(name, pretrained, device="cpu", precision="fp32", cache_dir=config.backbone.cache_dir)
             self._backbones.add((name, pretrained))
 
     def _check_dataset(self, key: str) -> None:
+        assert self.data_root is not None
         if key in self._datasets:
             return
         (report,) = check_datasets(self.data_root, [key], decode=False)

@@ -45,12 +45,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from prometar import events
+from prometar.errors import CheckpointError, NonFiniteLossError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CheckpointError",
     "LearningRateSchedule",
-    "NonFiniteLossError",
     "Trainer",
     "checkpoint_files",
     "derive_seed",
@@ -61,19 +62,6 @@ CHECKPOINT_FILE = "state.pt"
 # 2: tensors and plain data only, read with weights_only=True (1 held NumPy objects and needed the
 # full unpickler, which can run code from the file: version-1 checkpoints are refused, not read).
 CHECKPOINT_VERSION = 2
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A step returned a non-finite metric; the message names the epoch, step and metric."""
-
-    def __init__(self, epoch: int, step: int, name: str, value: float) -> None:
-        self.epoch = epoch
-        self.step = step
-        super().__init__(f"non-finite {name} ({value}) at epoch {epoch}, step {step}")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from; the message names its path."""
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -330,7 +318,7 @@ class Trainer:
                 finally:
                     _set_rng_state(rng, self._generators())
             self.epoch += 1
-            record = {"epoch": self.epoch, **metrics}
+            record = {events.EPOCH_KEY: self.epoch, **metrics}
             self.history.append(record)
             logger.info("epoch %d/%d: %s", self.epoch, self.epochs,
                         ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
@@ -340,8 +328,8 @@ class Trainer:
                             self.epoch, round(skipped * metrics["steps"]), metrics["steps"])
             path = self.save_checkpoint() if self.checkpoint_dir is not None else None
             if self.callback is not None:
-                self.callback({"event": "epoch", "epoch": self.epoch,
-                               "checkpoint": str(path) if path else None, **metrics})
+                self.callback({events.EVENT: events.EPOCH, events.EPOCH_KEY: self.epoch,
+                               events.CHECKPOINT: str(path) if path else None, **metrics})
             self._prune_checkpoints()
         return list(self.history)
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from prometar.errors import InputError
+
 __all__ = [
     "MAX_EXPANDED_NODES", "MAX_SHOWN", "YamlFileError", "cap", "parse_yaml", "read_text_file", "shorten",
 ]
@@ -41,16 +43,13 @@ def shorten(value: Any, limit: int = MAX_SHOWN) -> str:
     return cap(repr(value), limit)
 
 
-class YamlFileError(ValueError):
+class YamlFileError(InputError):
     """A YAML file that cannot be read as text; the message names the path."""
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path, self.reason))
 
 
 def read_text_file(path: str | Path) -> str:

@@ -402,7 +402,7 @@ def test_submit_follow_runs_the_sweep_on_the_cluster(cluster: LocalCluster) -> N
     # the job ran the shipped copy of the code, not the installed package
     assert "python -m orchestration.cli launch sweeps/tiny-submit.yaml --address auto" in result.stderr
 
-    from orchestration.cluster import job_status
+    from orchestration.cluster.jobs import job_status
 
     assert job_status(cluster.dashboard, "tiny-submit-1", token=cluster.token) == "SUCCEEDED"
     assert job_status(cluster.dashboard, "tiny-submit-9", token=cluster.token) is None
@@ -414,7 +414,7 @@ def test_submit_follow_runs_the_sweep_on_the_cluster(cluster: LocalCluster) -> N
 
 
 def test_duplicate_submission_is_refused(cluster: LocalCluster) -> None:
-    from orchestration.cluster import connect
+    from orchestration.cluster.jobs import connect
 
     sweep = write_sweep(cluster.project, "tiny-dup", seeds=[1], datasets=["eurosat"])
     first = subprocess.run(cluster.submit(sweep), env=cluster.env, capture_output=True, text=True, timeout=180)
@@ -476,9 +476,9 @@ def test_node_loss_mid_sweep_retries_trials_and_loses_no_run(cluster: LocalClust
     runs = finished_runs(cluster.tracking_uri, "tiny-fault")
     keys = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
     assert len(keys) == len(set(keys)), "a trial key has two FINISHED runs"
-    from orchestration.spec import load_sweep, plan_trials
+    from orchestration.sweeps.planning import load_plan
 
-    planned = {t.key for t in plan_trials(load_sweep(sweep))}
+    planned = {t.key for t in load_plan(sweep).trials}
     lost = planned - set(keys)
     retried = sum(1 for r in runs if int(r.data.tags.get("prometar.retries", "0") or 0) > 0)
     print(f"trials retried: {retried}, runs lost: {len(lost)}")

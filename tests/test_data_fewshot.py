@@ -10,19 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from prometar.data import (
-    DataError,
-    DatasetSplits,
-    Item,
-    base_new_split,
+from prometar.data.fewshot import (
+    CACHE_FORMAT,
+    cache_path,
     few_shot,
-    read_dataset,
     sample_few_shot,
-    search_split,
-    subsample_classes,
-    write_miniatures,
+    sample_per_label,
+    subset_listing,
 )
-from prometar.data.fewshot import CACHE_FORMAT, cache_path, sample_per_label, subset_listing
+from prometar.data.miniature import write_miniatures
+from prometar.data.readers import DatasetSplits, Item, read_dataset
+from prometar.data.splits import base_new_split, search_split, subsample_classes
+from prometar.errors import DataError
 
 
 @pytest.fixture(scope="module")

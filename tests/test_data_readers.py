@@ -11,17 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from prometar.data import (
-    CROSS_DATASET_TARGETS,
-    DOMAIN_GENERALIZATION_TARGETS,
-    DataError,
-    check_datasets,
-    generalization_targets,
-    get_dataset,
-    list_datasets,
-    read_dataset,
-    write_miniatures,
-)
+from prometar.data.catalog import get_dataset, list_datasets
+from prometar.data.check import check_datasets
+from prometar.data.miniature import write_miniatures
+from prometar.data.readers import read_dataset
+from prometar.errors import DataError
+from prometar.protocols import get_protocol
 
 ALL_KEYS = [
     "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
@@ -67,12 +62,14 @@ def test_unknown_key_lists_valid_keys():
 
 
 def test_generalization_targets():
-    assert generalization_targets("domain_generalization") == list(DOMAIN_GENERALIZATION_TARGETS) == [
+    assert list(get_protocol("domain_generalization").default_targets) == [
         "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
-    assert len(CROSS_DATASET_TARGETS) == 10 and "imagenet" not in CROSS_DATASET_TARGETS
-    assert generalization_targets("cross_dataset")[0] == "caltech101"
-    with pytest.raises(ValueError):
-        generalization_targets("few_shot")
+    cross = get_protocol("cross_dataset").default_targets
+    assert len(cross) == 10 and "imagenet" not in cross
+    assert cross[0] == "caltech101"
+    assert get_protocol("all_classes").default_targets == ()  # takes no targets
+    with pytest.raises(KeyError):
+        get_protocol("few_shot")  # the sweep files' name, not the run protocol
 
 
 def test_split_json_reader(mini_root):
@@ -333,8 +330,8 @@ def test_cli_data_check_lists_undecodable_images_and_quick_skips_decoding(fresh_
 
 
 def test_a_corrupt_image_met_by_a_loader_names_the_file(fresh_root):
-    from prometar.data import DataError
     from prometar.data.loaders import ImageDataset
+    from prometar.errors import DataError
 
     write_miniatures(fresh_root, ["dtd"])
     bad = corrupt_three_images(fresh_root, "dtd")

@@ -10,9 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.export import LEADING_COLUMNS, exported_params, per_run_frame
-from orchestration.ledger import SEARCH_GROUP_TAG, TRIAL_KEY_TAG, load_source, tidy_from_wide
-from orchestration.spec import load_sweep, plan_search_groups, plan_trials
+from orchestration.ledger.runs import tidy_from_wide
+from orchestration.ledger.vocabulary import SEARCH_GROUP_TAG, TRIAL_KEY_TAG
+from orchestration.results.export import LEADING_COLUMNS, exported_params, per_run_frame
+from orchestration.results.source import load_source
+from orchestration.sweeps.planning import load_plan
 
 BACKBONE = {"backbone.name": "toy-clip", "backbone.pretrained": "/somewhere/toy/toy_clip.pt"}
 
@@ -50,7 +52,7 @@ def b2n_store(tmp_path: Path) -> tuple[Path, str]:
     sweep = tmp_path / "b2n.yaml"
     sweep.write_text(B2N_SWEEP)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for i, trial in enumerate(plan_trials(load_sweep(sweep))):
+    for i, trial in enumerate(load_plan(sweep).trials):
         offset = {"coop": 0.0, "prometar": 3.0}[trial.method] + 0.37 * trial.seed
         failed = (trial.method, trial.dataset, trial.seed) == ("prometar", "eurosat", 3)
         metrics = {"base_acc": 80.0 + offset + 0.011 * i, "new_acc": 60.0 + offset / 3, "hm": 1.0}
@@ -73,7 +75,7 @@ def test_per_run_rows_and_columns(tmp_path: Path):
     assert len(frame) == 11  # 12 trials, one FAILED
     assert list(frame.columns) == [*LEADING_COLUMNS, "backbone.name", "backbone.pretrained",
                                    "regularizer.text_weight", "base_acc", "new_acc", "hm"]
-    planned = {t.key: t for t in plan_trials(load_sweep(sweep))}
+    planned = {t.key: t for t in load_plan(sweep).trials}
     for row in frame.itertuples(index=False):
         trial = planned[row.trial_key]
         assert (row.method, row.dataset, row.seed, row.shots, row.protocol) == (
@@ -108,7 +110,7 @@ def test_per_run_few_shot_and_search_round_trip(tmp_path: Path):
     sweep = tmp_path / "fs.yaml"
     sweep.write_text(FEW_SHOT_SWEEP)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for trial in plan_trials(load_sweep(sweep)):
+    for trial in load_plan(sweep).trials:
         acc = 40.0 + 2 * trial.shots + 0.5 * trial.seed + (3.0 if trial.dataset == "dtd" else 0.0)
         log_run(uri, "fs", tags_of(trial, "fs"), {"acc": acc}, {})
     runs_csv = tmp_path / "fs.csv"
@@ -122,7 +124,7 @@ def test_per_run_few_shot_and_search_round_trip(tmp_path: Path):
     search.write_text("name: search\ngrid:\n  method: [prometar]\n  dataset: [dtd]\n  seed: [1]\n"
                       "search:\n  num_samples: 3\n  space:\n    regularizer.text_weight: {loguniform: [5, 200]}\n"
                       "    regularizer.image_weight: {loguniform: [2, 100]}\n")
-    (group,) = plan_search_groups(load_sweep(search))
+    (group,) = load_plan(search).groups
     for i, (text_weight, val_hm) in enumerate([(10.0, 70.0), (40.0, 75.5), (160.0, 72.25)]):
         tags = {TRIAL_KEY_TAG: f"sample{i}", SEARCH_GROUP_TAG: group.key, "method": "prometar", "dataset": "dtd",
                 "seed": "1", "shots": "16", "protocol": "search"}
@@ -132,7 +134,7 @@ def test_per_run_few_shot_and_search_round_trip(tmp_path: Path):
     invoke("table", str(search), "--tracking-uri", uri, "--per-run", "-o", str(search_csv))
     header = search_csv.read_text().splitlines()[0].split(",")
     assert "regularizer.image_weight" in header  # searched: exported although it did not vary
-    assert header[-3:] == ["val_base", "val_hm", "val_new"]
+    assert header[-3:] == ["val_base", "val_new", "val_hm"]  # the protocol registry's order
     assert invoke("table", str(search), "--runs", str(search_csv), "--format", "csv") == invoke(
         "table", str(search), "--tracking-uri", uri, "--format", "csv")
 

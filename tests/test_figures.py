@@ -22,7 +22,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
-from orchestration.figures import (
+from orchestration.ledger.runs import RunsTable as Ledger
+from orchestration.ledger.runs import attach_params, tidy_from_wide
+from orchestration.results.base2new import base2new_summary
+from orchestration.results.figures import (
     ALIGNMENT_METRICS,
     DPI,
     GATE_METRICS,
@@ -43,8 +46,9 @@ from orchestration.figures import (
     save_figure,
     transfer_stats,
 )
-from orchestration.ledger import Ledger, attach_params, tidy_from_wide
-from orchestration.tables import DOMAIN_TARGETS, base2new_summary, harmonic_mean, load_published
+from orchestration.results.published import load_published
+from orchestration.results.transfer import DOMAIN_TARGETS
+from prometar.protocols import harmonic_mean
 
 DATASETS = ["dtd", "eurosat"]
 

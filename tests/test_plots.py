@@ -8,10 +8,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.figures import ALIGNMENT_METRICS, GATE_METRICS
-from orchestration.ledger import load_source
-from orchestration.plots import plot_source
-from orchestration.spec import load_sweep, plan_trials
+from orchestration.results.figures import ALIGNMENT_METRICS, GATE_METRICS
+from orchestration.results.plots import plot_source
+from orchestration.results.source import load_source
+from orchestration.sweeps.planning import load_plan
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -46,7 +46,7 @@ def make_store(tmp_path: Path) -> str:
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "toy.yaml").write_text(TOY_SWEEP)
-    keys = {(t.method, t.dataset, t.seed): t.key for t in plan_trials(load_sweep(tmp_path / "toy.yaml"))}
+    keys = {(t.method, t.dataset, t.seed): t.key for t in load_plan(tmp_path / "toy.yaml").trials}
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("toy", artifact_location=(tmp_path / "artifacts").as_uri())
     other = {"prometar.trial_key": "other-config", "method": "coop", "dataset": "dtd", "seed": "1", "shots": "16",

@@ -10,7 +10,8 @@ import torch
 import prometar.preflight as preflight_module
 from prometar.backbone import BackboneError, load_clip
 from prometar.config import ConfigError, resolve_config
-from prometar.data import DataError, write_miniatures
+from prometar.data.miniature import write_miniatures
+from prometar.errors import DataError
 from prometar.preflight import Preflight
 
 TINY = {"backbone.name": "tiny-test", "backbone.pretrained": None, "prompts.text_depth": 2,

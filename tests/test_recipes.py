@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestration.spec import load_sweep, plan_trials
+from orchestration.sweeps.planning import load_plan
 from prometar.config import flatten, list_presets, load_preset, parse_yaml, resolve_config
 from prometar.data import catalog
 
@@ -136,9 +136,9 @@ def _documented_values(method: str, dataset: str) -> dict[str, Any]:
 def test_the_baseline_sweeps_train_each_method_with_its_documented_recipe() -> None:
     cells: list[tuple[str, str, int]] = []
     for name in BASELINE_SWEEPS:
-        spec = load_sweep(SWEEPS / name)
-        assert spec.name == "baselines"  # one MLflow experiment, one table
-        for trial in plan_trials(spec):
+        plan = load_plan(SWEEPS / name)
+        assert plan.name == "baselines"  # one MLflow experiment, one table
+        for trial in plan.trials:
             cells.append((trial.method, trial.dataset, trial.seed))
             flat = flatten(trial.config)
             for key, value in _documented_values(trial.method, trial.dataset).items():

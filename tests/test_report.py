@@ -11,12 +11,14 @@ from click.testing import CliRunner
 
 import prometar
 from orchestration.cli import main
-from orchestration.figures import ALIGNMENT_METRICS, GATE_METRICS
-from orchestration.ledger import TRIAL_KEY_TAG, load_source
-from orchestration.plots import collect_figures
-from orchestration.report import build_report, render_html, report_source, table_html
-from orchestration.spec import load_sweep, plan_trials
-from orchestration.tables import build_tables, load_published
+from orchestration.ledger.vocabulary import TRIAL_KEY_TAG
+from orchestration.results.figures import ALIGNMENT_METRICS, GATE_METRICS
+from orchestration.results.plots import collect_figures
+from orchestration.results.published import load_published
+from orchestration.results.report import build_report, render_html, report_source, table_html
+from orchestration.results.source import load_source
+from orchestration.results.tables import build_tables
+from orchestration.sweeps.planning import load_plan
 
 SWEEP = "name: rep\ngrid:\n  method: [ivlp, prometar]\n  dataset: [dtd, eurosat]\n  seed: [1, 2]\n"
 TRACEBACK = ('Traceback (most recent call last):\n  File "prometar/run.py", line 10, in run\n'
@@ -38,7 +40,7 @@ def make_store(tmp_path: Path) -> tuple[Path, str, str]:
                                                  "prometar.git_sha": "abc123def4567890", "prometar.result_revision":
                                                  str(prometar.RESULT_REVISION), "prometar.trials_planned": "8"},
                                start_time=1_700_000_000_000).info.run_id
-    for trial in plan_trials(load_sweep(sweep)):
+    for trial in load_plan(sweep).trials:
         tags = {TRIAL_KEY_TAG: trial.key, "method": trial.method, "dataset": trial.dataset, "seed": str(trial.seed),
                 "shots": "16", "protocol": "base2new", "sweep": "rep", "mlflow.parentRunId": parent,
                 "prometar.git_sha": "abc123def4567890", "prometar.result_revision": str(prometar.RESULT_REVISION)}

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from prometar.config import build_config, resolve_config
-from prometar.data import read_dataset, sample_few_shot, write_miniatures
+from prometar.data.fewshot import sample_few_shot
+from prometar.data.miniature import write_miniatures
+from prometar.data.readers import read_dataset
 from prometar.run import run
 
 TINY = {
@@ -171,7 +173,7 @@ def test_results_do_not_depend_on_loader_workers_and_resume_with_persistent_work
 
 
 def test_resume_from_another_config_is_refused(data_root, tmp_path):
-    from prometar.trainer import CheckpointError
+    from prometar.errors import CheckpointError
 
     cfg = tiny_config(**{"optim.epochs": 1})
     run(cfg, data_root=data_root, output_dir=tmp_path / "one")
@@ -280,7 +282,7 @@ def test_zero_shot_run_trains_nothing(data_root, tmp_path):
 
 
 def test_missing_data_fails_before_anything_is_written(tmp_path):
-    from prometar.data import DataError
+    from prometar.errors import DataError
 
     with pytest.raises(DataError, match="eurosat"):
         run(tiny_config(), data_root=tmp_path / "nowhere", output_dir=tmp_path / "out")
@@ -360,7 +362,7 @@ def test_train_verb_bad_input_exits_2_naming_the_key_and_writes_nothing(data_roo
 
 
 def test_a_prompt_design_the_backbone_cannot_take_names_the_key(data_root, tmp_path):
-    from prometar.config import ConfigError
+    from prometar.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         run(tiny_config(**{"prompts.vision_depth": 9}), data_root=data_root, output_dir=tmp_path / "out")

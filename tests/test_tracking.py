@@ -21,18 +21,13 @@ from mlflow import MlflowClient
 from ray import tune
 
 import prometar
-from orchestration.spec import Trial, trial_key
-from orchestration.tracking import (
-    HEARTBEAT_EVERY_S,
-    HEARTBEAT_TAG,
-    HOST_TAG,
-    LAUNCH_ALIVE_S,
-    PID_TAG,
-    MlflowTrialCallback,
-    TrackingError,
-    TrialLedger,
-    default_tracking_uri,
-)
+from orchestration.errors import TrackingError
+from orchestration.layout import default_tracking_uri
+from orchestration.ledger.callback import MlflowTrialCallback
+from orchestration.ledger.store import HEARTBEAT_EVERY_S, LAUNCH_ALIVE_S, TrialLedger
+from orchestration.ledger.vocabulary import HEARTBEAT_TAG, HOST_TAG, PID_TAG
+from orchestration.sweeps.keys import trial_key
+from orchestration.sweeps.planning import Trial
 
 CONFIG = {"method": "ivlp", "seed": 1, "data": {"dataset": "eurosat", "shots": 4}, "optim": {"lr": 0.1, "epochs": 2}}
 
@@ -176,7 +171,7 @@ def test_the_callback_refreshes_the_heartbeat_at_most_once_a_minute(ledger: Tria
     callback.on_step(0, [])  # just started: no write
     assert client.get_run(parent).data.tags[HEARTBEAT_TAG] == "1000"
     clock = time.monotonic()
-    monkeypatch.setattr("orchestration.tracking.time.monotonic", lambda: clock + HEARTBEAT_EVERY_S + 1)
+    monkeypatch.setattr("orchestration.ledger.store.time.monotonic", lambda: clock + HEARTBEAT_EVERY_S + 1)
     before = time.time()
     callback.on_step(1, [])
     assert float(client.get_run(parent).data.tags[HEARTBEAT_TAG]) >= before - 1

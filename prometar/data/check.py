@@ -27,8 +27,9 @@ from typing import Literal
 
 from PIL import Image
 
-from prometar.data.catalog import DataError, get_dataset, list_datasets
+from prometar.data.catalog import get_dataset, list_datasets
 from prometar.data.readers import DatasetSplits, Item, read_dataset
+from prometar.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -1,20 +1,18 @@
-"""Reading the ledger: MLflow child runs (or a CSV of per-run rows) into one tidy runs table.
+"""The runs reader: MLflow child runs (or a CSV of per-run rows) into one tidy :class:`RunsTable`.
 
-Everything downstream (``tables.py``, ``plots.py``) is a pure function of the tidy table this module
+Everything downstream (``orchestration.results``) is a pure function of the tidy table this module
 returns: one row per (run, final metric) with the columns :data:`RUN_COLUMNS`. The configuration of
 each run (MLflow params, dotted keys) travels beside it in a wide frame keyed by ``run_id``.
 
-Writing the ledger belongs to ``tracking.py``; this module only reads it, through the child-run tags
-pinned in ``docs/internals.md`` (``prometar.trial_key``, ``prometar.search_group``, ``dataset``,
-``method``, ``seed``, ``shots``, ``protocol``). Given a sweep file, only the runs the sweep plans are
-read (:class:`PlannedRuns`): the experiment may also hold runs of other configurations of the same
-cells (an edited sweep, a launch with ``--set``, another checkpoint).
+Writing the ledger belongs to the store and the callback; this module only reads it, through the
+child-run tags of ``orchestration.ledger.vocabulary``; which metrics are final results is the
+protocol registry's word (``prometar.protocols``). Given a sweep's plan, only the runs it plans
+are read (:class:`PlannedRuns`): the experiment may also hold runs of other configurations of the
+same cells (an edited sweep, a launch with ``--set``, another checkpoint).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,36 +20,38 @@ from typing import Any
 
 import pandas as pd
 
-from orchestration.spec import SpecError, SweepSpec, Trial, load_sweep, plan_search_groups, plan_trials
+from orchestration.errors import ResultsError
+from orchestration.ledger.store import search_runs
+from orchestration.ledger.vocabulary import (
+    FINISHED,
+    IDENTITY_TAGS,
+    PROTOCOL_TAG,
+    SEARCH_GROUP_TAG,
+    TRIAL_KEY_TAG,
+)
+from orchestration.sweeps.planning import SweepPlan
+from prometar import protocols
 
-IDENTITY_COLUMNS: tuple[str, ...] = ("method", "dataset", "protocol", "shots", "seed")
+IDENTITY_COLUMNS: tuple[str, ...] = tuple(IDENTITY_TAGS)
 """Columns that identify where a run sits in the paper's grid."""
 
 RUN_COLUMNS: tuple[str, ...] = (*IDENTITY_COLUMNS, "metric", "value", "run_id")
 """Columns of the tidy runs table, in order."""
 
-CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots", "base_acc", "new_acc")
-"""Columns a ``--runs`` CSV of base-to-new runs must have (architecture.md); runs of other protocols
-(a ``protocol`` column) need the first four and their own final metrics."""
+CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots",
+                                         *protocols.get_protocol(protocols.DEFAULT).set_metrics)
+"""Columns a ``--runs`` CSV of base-to-new runs must have (architecture.md): ``base_acc`` and ``new_acc``
+as metrics; runs of other protocols (a ``protocol`` column) need the first four and their own metrics."""
 TRIAL_KEY_COLUMN = "trial_key"
 """Optional column of a runs CSV holding each run's trial key (``table --per-run`` writes it)."""
 
-FINAL_METRIC_PATTERN = re.compile(r"^(base_acc|new_acc|hm|acc|acc/.+|val_.+)$")
-"""Names of final metrics (docs/internals.md, ``run.py``); every other metric is a training curve."""
-
-TRIAL_KEY_TAG = "prometar.trial_key"
-SEARCH_GROUP_TAG = "prometar.search_group"
-DEFAULT_OUTPUT = Path("prometar_runs")
-DEFAULT_PROTOCOL = "base2new"
-
-
-class ResultsError(ValueError):
-    """Bad input to the results layer; the message names the file, experiment or key."""
+DEFAULT_PROTOCOL = protocols.get_protocol(protocols.DEFAULT).tag
+"""The protocol of runs-CSV rows without a ``protocol`` column."""
 
 
 @dataclass(frozen=True)
-class Ledger:
-    """The runs of one experiment, ready for tables and plots.
+class RunsTable:
+    """The runs of one experiment (or runs CSV), ready for tables and plots.
 
     Attributes:
         runs: The tidy runs table, columns :data:`RUN_COLUMNS`, final metrics only.
@@ -84,99 +84,25 @@ class PlannedRuns:
     keys: frozenset[str]
 
 
-@dataclass(frozen=True)
-class SweepSummary:
-    """The facts about a sweep file the results layer needs.
-
-    Attributes:
-        name: MLflow experiment name (the sweep's ``name``, default: the file stem).
-        datasets: The grid's datasets, in grid order (the Average row is taken over these); the
-            ``data.dataset`` override when the dataset is not a grid axis.
-        protocol: The sweep's protocol.
-        search_space: Dotted keys of the searched hyper-parameters (empty without a search).
-        planned: The runs the sweep plans (trial keys, or search-group keys for a search sweep).
-        source: The sweep file, as given.
-        overrides: The extra dotted overrides (``--set``) the sweep was planned with.
-        seeds: Seeds per cell the sweep plans (tables mark cells with fewer as ``(n=k)``).
-        trials: Trials the sweep plans (the grid, times ``num_samples`` for a search).
-    """
-
-    name: str
-    datasets: tuple[str, ...]
-    protocol: str
-    search_space: tuple[str, ...] = ()
-    planned: PlannedRuns | None = None
-    source: str = ""
-    overrides: tuple[tuple[str, Any], ...] = ()
-    seeds: int = 3
-    trials: int = 0
-
-
-def default_tracking_uri(output: Path | str = DEFAULT_OUTPUT) -> str:
-    """The embedded ledger under the output folder: ``sqlite:///<output>/mlflow.db``."""
-    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
-
-
-def planned_runs(spec: SweepSpec, trials: Sequence[Trial] | None = None) -> PlannedRuns:
-    """The runs a validated sweep plans, to restrict :func:`read_experiment` to them.
+def planned_runs(plan: SweepPlan) -> PlannedRuns:
+    """The runs a sweep's plan plans, to restrict :func:`read_experiment` to them.
 
     Args:
-        spec: The sweep (with any ``--set`` overrides already applied).
-        trials: ``plan_trials(spec)`` when the caller has it (saves expanding the grid again).
+        plan: The sweep's plan (with any ``--set`` overrides already applied).
 
     Returns:
         The planned search-group keys for a search sweep (child runs carry
         :data:`SEARCH_GROUP_TAG`), else the planned trial keys.
     """
-    if spec.search is not None:
-        return PlannedRuns(SEARCH_GROUP_TAG, frozenset(g.key for g in plan_search_groups(spec)))
-    return PlannedRuns(TRIAL_KEY_TAG, frozenset(t.key for t in (trials if trials is not None else plan_trials(spec))))
+    if plan.groups:
+        return PlannedRuns(SEARCH_GROUP_TAG, frozenset(g.key for g in plan.groups))
+    return PlannedRuns(TRIAL_KEY_TAG, frozenset(t.key for t in plan.trials))
 
 
-def summarize_sweep(spec: SweepSpec, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
-    """The :class:`SweepSummary` of a validated sweep.
+def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
+    """Turn one row per run (identity columns, metric columns, config columns) into a :class:`RunsTable`.
 
-    Args:
-        spec: The sweep (``load_sweep``).
-        overrides: The extra overrides it was loaded with (recorded for messages only).
-
-    Returns:
-        Its name, datasets in grid order, protocol, search space, planned runs, seeds per cell and
-        planned trial count.
-    """
-    grid = spec.grid.get("data.dataset")
-    datasets = tuple(str(d) for d in grid) if grid else (str(spec.overrides["data.dataset"]),)
-    space = tuple(spec.search.space) if spec.search is not None else ()
-    seeds = len(spec.grid.get("seed") or [None])  # no seed axis: one seed per cell
-    return SweepSummary(spec.name, datasets, spec.protocol, space, planned_runs(spec), spec.source,
-                        tuple((overrides or {}).items()), seeds, spec.trial_count)
-
-
-def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
-    """Read and validate a sweep file (``orchestration.spec.load_sweep``) into its summary.
-
-    Args:
-        path: The sweep YAML file.
-        overrides: Extra dotted run-config overrides (``--set``), applied as ``launch`` applies them.
-
-    Returns:
-        The sweep's summary, with the trial keys (or search-group keys) it plans.
-
-    Raises:
-        ResultsError: The file is missing or not a valid sweep, or an override is rejected; the
-            message (the ``SpecError``'s) names the file and the key.
-    """
-    try:
-        spec = load_sweep(path, overrides=overrides)
-    except SpecError as error:
-        raise ResultsError(str(error)) from None
-    return summarize_sweep(spec, overrides)
-
-
-def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
-    """Turn one row per run (identity columns, metric columns, config columns) into a :class:`Ledger`.
-
-    Metric columns are those whose names match :data:`FINAL_METRIC_PATTERN`; the remaining
+    Metric columns are the final metrics of a protocol (``prometar.protocols``); the remaining
     non-identity columns (other than ``run_id`` and :data:`TRIAL_KEY_COLUMN`) become the params frame.
 
     Args:
@@ -206,7 +132,7 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
         wide[column] = numbers.astype("int64")
     for column in ("method", "dataset", "protocol", "run_id"):
         wide[column] = wide[column].astype(str)
-    metrics = [c for c in wide.columns if FINAL_METRIC_PATTERN.match(str(c))]
+    metrics = [c for c in wide.columns if protocols.is_final_metric(str(c))]
     for column in metrics:
         numbers = pd.to_numeric(wide[column], errors="coerce")
         bad = wide.index[numbers.isna() & wide[column].notna()]
@@ -226,7 +152,7 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> Ledger:
     if TRIAL_KEY_COLUMN in wide.columns:
         known = wide[wide[TRIAL_KEY_COLUMN].notna()]
         keys = dict(zip(known["run_id"], known[TRIAL_KEY_COLUMN].astype(str), strict=True))
-    return Ledger(runs=runs, params=params, trial_keys=keys)
+    return RunsTable(runs=runs, params=params, trial_keys=keys)
 
 
 def read_csv_file(path: Path, what: str, **options: Any) -> pd.DataFrame:
@@ -240,7 +166,7 @@ def read_csv_file(path: Path, what: str, **options: Any) -> pd.DataFrame:
         raise ResultsError(f"{path}: not a readable CSV ({error})") from error
 
 
-def read_runs_csv(path: Path | str) -> Ledger:
+def read_runs_csv(path: Path | str) -> RunsTable:
     """Read a CSV of per-run rows (``method,dataset,seed,shots,base_acc,new_acc`` at least).
 
     Optional columns: ``protocol`` (default ``base2new``; with no base-to-new row, ``base_acc`` and
@@ -264,31 +190,22 @@ def read_runs_csv(path: Path | str) -> Ledger:
 
 
 def _search_child_runs(client: Any, experiment_id: str, statuses: Sequence[str]) -> list[Any]:
-    """All runs of an experiment carrying a trial key, in the given statuses (paginated)."""
-    status_filter = " or ".join(f"attributes.status = '{s}'" for s in statuses)
+    """All runs of an experiment carrying a trial key, in the given statuses."""
     filter_string = f"tags.`{TRIAL_KEY_TAG}` != ''"
     if len(statuses) == 1:
-        filter_string += f" and {status_filter}"
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string=filter_string, max_results=50_000, page_token=token
-        )
-        runs.extend(r for r in page if r.info.status in statuses)
-        token = page.token
-        if not token:
-            return runs
+        filter_string += f" and attributes.status = '{statuses[0]}'"
+    return search_runs(client, experiment_id, filter_string=filter_string, statuses=statuses,
+                       page_size=50_000)
 
 
 def read_experiment(
     experiment: str,
     tracking_uri: str,
     *,
-    statuses: Sequence[str] = ("FINISHED",),
+    statuses: Sequence[str] = (FINISHED,),
     planned: PlannedRuns | None = None,
-) -> Ledger:
-    """Read the child runs of an MLflow experiment into a :class:`Ledger`.
+) -> RunsTable:
+    """Read the child runs of an MLflow experiment into a :class:`RunsTable`.
 
     When a trial key was run more than once (``launch --force``), the latest start wins.
 
@@ -326,15 +243,15 @@ def read_experiment(
             "_trial_key": tags[TRIAL_KEY_TAG],
             "_start": run.info.start_time or 0,
         }
-        for column in IDENTITY_COLUMNS:
-            if column not in tags:
-                if column == "protocol":
+        for column, tag in IDENTITY_TAGS.items():
+            if tag not in tags:
+                if tag == PROTOCOL_TAG:
                     record[column] = DEFAULT_PROTOCOL
                     continue
-                raise ResultsError(f"experiment {experiment!r}: run {run.info.run_id} has no tag {column!r}")
-            record[column] = tags[column]
+                raise ResultsError(f"experiment {experiment!r}: run {run.info.run_id} has no tag {tag!r}")
+            record[column] = tags[tag]
         for key, value in run.data.metrics.items():
-            if FINAL_METRIC_PATTERN.match(key):
+            if protocols.is_final_metric(key):
                 record[key] = value
             else:
                 curve_metrics.add(key)
@@ -342,7 +259,7 @@ def read_experiment(
         params[run.info.run_id] = dict(run.data.params)
     if not records:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
-        return Ledger(runs=empty, params=pd.DataFrame(), curve_metrics=tuple(sorted(curve_metrics)),
+        return RunsTable(runs=empty, params=pd.DataFrame(), curve_metrics=tuple(sorted(curve_metrics)),
                       unplanned_runs=unplanned)
     wide = pd.DataFrame.from_records(records)
     wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
@@ -351,7 +268,7 @@ def read_experiment(
     ledger = tidy_from_wide(wide, source=f"experiment {experiment!r}")
     param_frame = pd.DataFrame.from_dict(params, orient="index").reindex(wide["run_id"])
     param_frame.index.name = "run_id"
-    return Ledger(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)),
+    return RunsTable(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)),
                   unplanned_runs=unplanned, trial_keys=keys)
 
 
@@ -399,74 +316,3 @@ def attach_params(runs: pd.DataFrame, params: pd.DataFrame, names: Sequence[str]
         known = ", ".join(sorted(map(str, params.columns))[:20]) or "none"
         raise ResultsError(f"unknown param(s) {', '.join(missing)}; known: {known}")
     return runs.merge(params[list(names)], left_on="run_id", right_index=True, how="left")
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a table or plot command reads its runs from, resolved.
-
-    Attributes:
-        ledger: The runs.
-        sweep: The sweep file's summary, when one was given.
-        tracking_uri: The MLflow tracking URI read (None for a runs CSV).
-        experiment: The experiment name (None for a runs CSV).
-    """
-
-    ledger: Ledger
-    sweep: SweepSummary | None
-    tracking_uri: str | None
-    experiment: str | None
-
-    def unplanned_note(self) -> str | None:
-        """One line saying how many FINISHED runs the sweep file left out, or None if none were."""
-        count = self.ledger.unplanned_runs
-        if not count or self.sweep is None:
-            return None
-        shown = " ".join(f"--set {key}={value if isinstance(value, str) else json.dumps(value)}"
-                         for key, value in self.sweep.overrides)
-        planned_by = f"{self.sweep.source} {shown}" if shown else self.sweep.source
-        return (f"note: {count} FINISHED run(s) of experiment {self.experiment!r} are not planned by "
-                f"{planned_by} (other configurations); --experiment {self.experiment} shows every run")
-
-
-def load_source(
-    sweep: Path | str | None = None,
-    *,
-    experiment: str | None = None,
-    runs_csv: Path | str | None = None,
-    tracking_uri: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Source:
-    """Resolve the ``table``/``plot`` arguments into runs: a runs CSV, or an experiment's child runs.
-
-    Args:
-        sweep: A sweep file: gives the experiment name, grid datasets, protocol and search space,
-            and restricts the experiment's runs to those the sweep plans (its trial keys, or its
-            search groups).
-        experiment: An experiment name (instead of a sweep file): every FINISHED child run.
-        runs_csv: A CSV of per-run rows; read instead of MLflow, without restriction (the sweep
-            file, if any, still gives the datasets, protocol and search space).
-        tracking_uri: The MLflow tracking URI; default ``sqlite:///./prometar_runs/mlflow.db``.
-        overrides: Extra dotted overrides (``--set``) the sweep was launched with; they change the
-            planned trial keys. Only with a sweep file.
-
-    Returns:
-        The resolved source; ``source.ledger.unplanned_runs`` counts the runs the sweep left out.
-
-    Raises:
-        ResultsError: Neither or both of ``sweep`` and ``experiment``, overrides without a sweep
-            file, a bad sweep file, or bad input.
-    """
-    if sweep is not None and experiment is not None:
-        raise ResultsError("give a sweep file or --experiment, not both")
-    if overrides and sweep is None:
-        raise ResultsError("--set needs a sweep file: the overrides change the trials it plans")
-    summary = load_sweep_summary(sweep, overrides=overrides) if sweep is not None else None
-    if runs_csv is not None:
-        return Source(read_runs_csv(runs_csv), summary, None, None)
-    name = summary.name if summary is not None else experiment
-    if name is None:
-        raise ResultsError("give a sweep file, --experiment NAME or --runs CSV")
-    uri = tracking_uri or default_tracking_uri()
-    planned = summary.planned if summary is not None else None
-    return Source(read_experiment(name, uri, planned=planned), summary, uri, name)

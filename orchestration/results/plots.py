@@ -1,8 +1,8 @@
-"""The paper's figures as files: each figure of ``figures.py`` written as PNG (300 dpi), PDF and SVG.
+"""The paper's figures as files: each figure of ``results.figures`` written as PNG (300 dpi), PDF and SVG.
 
 This module does the I/O around the pure figure functions: it reads the per-epoch histories the
 training-curve figures need from MLflow (a bounded number of runs), builds every figure the runs
-support (:func:`orchestration.figures.build_figures`) and writes them under one folder.
+support (:func:`orchestration.results.figures.build_figures`) and writes them under one folder.
 """
 
 from __future__ import annotations
@@ -12,14 +12,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.figures import ALIGNMENT_METRICS, GATE_METRICS, NamedFigure, build_figures, save_figure
-from orchestration.ledger import Ledger, ResultsError, Source, read_metric_history
-from orchestration.tables import load_published
+from orchestration.errors import ResultsError
+from orchestration.ledger.runs import RunsTable, read_metric_history
+from orchestration.results import search
+from orchestration.results.figures import (
+    ALIGNMENT_METRICS,
+    GATE_METRICS,
+    NamedFigure,
+    build_figures,
+    save_figure,
+)
+from orchestration.results.published import load_published
+from orchestration.results.source import Source
 
 __all__ = ["ALIGNMENT_METRICS", "GATE_METRICS", "collect_figures", "plot_source", "read_history", "write_plots"]
 
 
-def read_history(ledger: Ledger, tracking_uri: str | None, *, max_runs: int = 60) -> pd.DataFrame | None:
+def read_history(ledger: RunsTable, tracking_uri: str | None, *, max_runs: int = 60) -> pd.DataFrame | None:
     """The per-epoch metrics of at most ``max_runs`` runs (lowest seeds first), or None without MLflow.
 
     Args:
@@ -36,7 +45,7 @@ def read_history(ledger: Ledger, tracking_uri: str | None, *, max_runs: int = 60
 
 
 def collect_figures(
-    ledger: Ledger,
+    ledger: RunsTable,
     *,
     tracking_uri: str | None = None,
     protocol: str | None = None,
@@ -44,7 +53,8 @@ def collect_figures(
     published: pd.DataFrame | None = None,
     expected_seeds: int = 3,
     search_space: Sequence[str] = (),
-    objective: str = "val_hm",
+    objective: str = search.OBJECTIVE,
+    targets: Sequence[str] = (),
     max_history_runs: int = 60,
 ) -> list[NamedFigure]:
     """Every figure the runs support (the histories read from ``tracking_uri`` when given).
@@ -56,7 +66,8 @@ def collect_figures(
         raise ResultsError("no FINISHED runs to plot")
     history = read_history(ledger, tracking_uri, max_runs=max_history_runs)
     figures = build_figures(ledger, history=history, protocol=protocol, datasets=datasets, published=published,
-                            expected_seeds=expected_seeds, search_space=search_space, objective=objective)
+                            expected_seeds=expected_seeds, search_space=search_space, objective=objective,
+                            targets=targets)
     if not figures:
         raise ResultsError("nothing to plot: no base-to-new, few-shot, transfer or search results, and no "
                            "training history that varies")
@@ -64,7 +75,7 @@ def collect_figures(
 
 
 def write_plots(
-    ledger: Ledger,
+    ledger: RunsTable,
     out_dir: Path | str,
     *,
     tracking_uri: str | None = None,
@@ -73,7 +84,8 @@ def write_plots(
     published: pd.DataFrame | None = None,
     expected_seeds: int = 3,
     search_space: Sequence[str] = (),
-    objective: str = "val_hm",
+    objective: str = search.OBJECTIVE,
+    targets: Sequence[str] = (),
     max_history_runs: int = 60,
 ) -> list[Path]:
     """Every figure the runs support, each as ``<out_dir>/<name>.{png,pdf,svg}``.
@@ -88,6 +100,7 @@ def write_plots(
         expected_seeds: Seeds per cell the sweep plans (fewer are marked ``n=k``).
         search_space: Searched config keys (search figure).
         objective: The search metric.
+        targets: Targets of the transfer figures (default: the protocol's standard ones).
         max_history_runs: At most this many runs' histories are read.
 
     Returns:
@@ -95,7 +108,7 @@ def write_plots(
     """
     figures = collect_figures(ledger, tracking_uri=tracking_uri, protocol=protocol, datasets=datasets,
                               published=published, expected_seeds=expected_seeds, search_space=search_space,
-                              objective=objective, max_history_runs=max_history_runs)
+                              objective=objective, targets=targets, max_history_runs=max_history_runs)
     written: list[Path] = []
     for named in figures:
         written += save_figure(named.figure, Path(out_dir) / named.name)
@@ -104,7 +117,7 @@ def write_plots(
 
 def plot_source(source: Source, out_dir: Path | str, *, published: Path | str | None = None,
                 compare: bool = True) -> list[Path]:
-    """Every figure of a resolved source (``ledger.load_source``): the ``plot`` verb.
+    """Every figure of a resolved source (``results.source.load_source``): the ``plot`` verb.
 
     Args:
         source: The runs, and the sweep's datasets, protocol, seeds and search space when a sweep
@@ -118,9 +131,10 @@ def plot_source(source: Source, out_dir: Path | str, *, published: Path | str | 
         source.ledger,
         out_dir,
         tracking_uri=source.tracking_uri,
-        protocol=("search" if sweep.search_space else sweep.protocol) if sweep else None,
+        protocol=sweep.protocol if sweep else None,
         datasets=sweep.datasets if sweep and sweep.datasets else None,
         published=load_published(published) if compare else None,
         expected_seeds=sweep.seeds if sweep else 3,
         search_space=sweep.search_space if sweep else (),
+        targets=sweep.targets if sweep else (),
     )
