@@ -77,9 +77,14 @@ class DemoReport:
         return self.launch.exit_code
 
 
-def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = None,
-             toy_options: Mapping[str, Any] | None = None, max_concurrent: int | None = None,
-             stream: IO[str] | None = None) -> DemoReport:
+def run_demo(
+    output: Path | str = DEFAULT_OUTPUT,
+    *,
+    sweep: Path | str | None = None,
+    toy_options: Mapping[str, Any] | None = None,
+    max_concurrent: int | None = None,
+    stream: IO[str] | None = None,
+) -> DemoReport:
     """Build the toy world, run the demo sweep on it, print the table, write the figures and the report.
 
     Args:
@@ -117,8 +122,14 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
     print(_toy_line(build), file=out, flush=True)
 
     overrides = {"backbone.name": build.model_name, "backbone.pretrained": str(build.checkpoint)}
-    options = LaunchOptions(data_root=build.data_root, output=output, overrides=overrides,
-                            max_concurrent=max_concurrent, tables=False, report=False)
+    options = LaunchOptions(
+        data_root=build.data_root,
+        output=output,
+        overrides=overrides,
+        max_concurrent=max_concurrent,
+        tables=False,
+        report=False,
+    )
     report = DemoReport(toy_reused=build.reused, launch=launch(path, options, stream=out))
 
     plan = report.launch.plan
@@ -137,43 +148,66 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
         print(to_markdown(baselines), file=out)
         source = Source(ledger, summarize_plan(plan, overrides), uri, plan.name)
         figures = _figures(source)
-        report.plots = [path for f in figures for path in save_figure(f.figure, layout.plots_folder(output) / f.name)]
-        print("plots: " + ", ".join(str(p) for p in report.plots if p.suffix == ".png") + " (and PDF, SVG)", file=out)
-        report.report = _write_report(source, figures, baselines, layout.reports_folder(output, plan.name),
-                                      report.launch.parent_run_id)
+        report.plots = [
+            path for f in figures for path in save_figure(f.figure, layout.plots_folder(output) / f.name)
+        ]
+        print(
+            "plots: " + ", ".join(str(p) for p in report.plots if p.suffix == ".png") + " (and PDF, SVG)",
+            file=out,
+        )
+        report.report = _write_report(
+            source, figures, baselines, layout.reports_folder(output, plan.name), report.launch.parent_run_id
+        )
         print(f"report: {report.report}", file=out)
     report.seconds = time.perf_counter() - started
-    print(f"[demo] done in {report.seconds:.0f}s · ledger {uri}"
-          + (f" · open {report.report}" if report.report else ""), file=out)
+    print(
+        f"[demo] done in {report.seconds:.0f}s · ledger {uri}"
+        + (f" · open {report.report}" if report.report else ""),
+        file=out,
+    )
     return report
 
 
 def _toy_line(build: Any) -> str:
     r = build.results
     how = "reused" if build.reused else f"built in {r['build_seconds']:.0f}s"
-    return (f"[demo] toy CLIP {how}: {r['steps']} pretraining steps; zero-shot on held-out colour x shape "
-            f"combinations {100 * r['heldout_acc']:.1f}% ({r['heldout_acc'] / r['chance']:.0f}x chance "
-            f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%")
+    return (
+        f"[demo] toy CLIP {how}: {r['steps']} pretraining steps; zero-shot on held-out colour x shape "
+        f"combinations {100 * r['heldout_acc']:.1f}% ({r['heldout_acc'] / r['chance']:.0f}x chance "
+        f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%"
+    )
 
 
 def _base2new_table(ledger: RunsTable, plan: SweepPlan) -> RenderedTable:
-    (table,) = build_tables(ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None,
-                            expected_seeds=plan.seeds)
+    (table,) = build_tables(
+        ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None, expected_seeds=plan.seeds
+    )
     return table
 
 
 def _figures(source: Source) -> list[NamedFigure]:
-    """The demo's figures: those of its sweep, without the published numbers (toy numbers are not the paper's)."""
+    """The demo's figures: its sweep's, without the published numbers (toy numbers are not the paper's)."""
     from orchestration.results.plots import collect_figures
 
     sweep = source.sweep
     assert sweep is not None
-    return collect_figures(source.ledger, tracking_uri=source.tracking_uri, protocol=sweep.protocol,
-                           datasets=sweep.datasets, published=None, expected_seeds=sweep.seeds)
+    return collect_figures(
+        source.ledger,
+        tracking_uri=source.tracking_uri,
+        protocol=sweep.protocol,
+        datasets=sweep.datasets,
+        published=None,
+        expected_seeds=sweep.seeds,
+    )
 
 
-def _write_report(source: Source, figures: list[NamedFigure], baselines: DisplayTable, folder: Path,
-                  parent_run_id: str | None) -> Path:
+def _write_report(
+    source: Source,
+    figures: list[NamedFigure],
+    baselines: DisplayTable,
+    folder: Path,
+    parent_run_id: str | None,
+) -> Path:
     """The demo's report (its figures, the toy baselines after the table), logged on the launch's parent
     run (the latest launch's when this one had nothing to do)."""
     from orchestration.results.report import build_report, latest_launch, write_report
@@ -195,22 +229,45 @@ def baseline_table(toy_datasets: Mapping[str, Mapping[str, Any]], keys: list[str
         accuracy (an oracle knowing one attribute, guessing among the classes that share it), each
         base / new, in percent.
     """
-    metrics = ("chance_base", "chance_new", "colour_only_base", "colour_only_new", "shape_only_base",
-               "shape_only_new")
-    header = ["Dataset", "Style", "Shift", "Chance base", "Chance new", "Colour-only base",
-              "Colour-only new", "Shape-only base", "Shape-only new"]
+    metrics = (
+        "chance_base",
+        "chance_new",
+        "colour_only_base",
+        "colour_only_new",
+        "shape_only_base",
+        "shape_only_new",
+    )
+    header = [
+        "Dataset",
+        "Style",
+        "Shift",
+        "Chance base",
+        "Chance new",
+        "Colour-only base",
+        "Colour-only new",
+        "Shape-only base",
+        "Shape-only new",
+    ]
     table = DisplayTable("Toy datasets: chance and single-attribute baselines (%)", header, label_columns=3)
     if len(keys) > 1:
         means = [sum(100 * float(toy_datasets[k][m]) for k in keys) / len(keys) for m in metrics]
-        table.rows.append([Cell(text=dataset_label(AVERAGE)), Cell(text=""), Cell(text=""),
-                           *(Cell(value=v) for v in means)])
+        table.rows.append(
+            [Cell(text=dataset_label(AVERAGE)), Cell(text=""), Cell(text=""), *(Cell(value=v) for v in means)]
+        )
     for key in keys:
         row = toy_datasets[key]
-        table.rows.append([Cell(text=dataset_label(key)), Cell(text=str(row["style"])),
-                           Cell(text="systematic" if row["systematic"] else "random"),
-                           *(Cell(value=100 * float(row[m])) for m in metrics)])
-    table.notes = ["Colour-only: knows the colour, guesses among the classes of that colour "
-                   "(a checkerboard of a 4 x 4 colour x shape grid: 50%)."]
+        table.rows.append(
+            [
+                Cell(text=dataset_label(key)),
+                Cell(text=str(row["style"])),
+                Cell(text="systematic" if row["systematic"] else "random"),
+                *(Cell(value=100 * float(row[m])) for m in metrics),
+            ]
+        )
+    table.notes = [
+        "Colour-only: knows the colour, guesses among the classes of that colour "
+        "(a checkerboard of a 4 x 4 colour x shape grid: 50%)."
+    ]
     return table
 
 

@@ -18,8 +18,15 @@ JOB_ENV_VARS: dict[str, str] = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM
 """Set in the job's environment (logs stream line by line); ``--env`` adds more."""
 
 
-def launch_args(sweep: str, *, address: str, tracking_uri: str | None = None, data_root: str | None = None,
-                output: str | None = None, overrides: Sequence[str] = ()) -> list[str]:
+def launch_args(
+    sweep: str,
+    *,
+    address: str,
+    tracking_uri: str | None = None,
+    data_root: str | None = None,
+    output: str | None = None,
+    overrides: Sequence[str] = (),
+) -> list[str]:
     """The arguments of ``prometar-sweep launch`` (after the verb's name) for a cluster run.
 
     Args:

@@ -25,7 +25,9 @@ def check_data_root(plan: SweepPlan, data_root: Path) -> None:
     for key in needed:
         folder = root / get_dataset(key).folder
         if not folder.is_dir():
-            raise LaunchError(f"{plan.spec.source}: dataset {key!r} not found: {folder} does not exist (--data-root)")
+            raise LaunchError(
+                f"{plan.spec.source}: dataset {key!r} not found: {folder} does not exist (--data-root)"
+            )
 
 
 def check_inputs(plan: SweepPlan, data_root: Path | None, *, weights: bool = True) -> None:
@@ -70,8 +72,12 @@ def check_cluster_fits(plan: SweepPlan, datasets: Iterable[str], *, strict: bool
         if any(n.get("CPU", 0) >= want.cpu and n.get("GPU", 0) >= want.gpu for n in nodes):
             continue
         key = "resources." + (dataset if dataset in plan.spec.resources else "default")
-        message = (f"{plan.spec.source}: {key}: a {dataset} trial asks for cpu={want.cpu:g} gpu={want.gpu:g}, "
-                   f"but no node of the cluster has that much (nodes: {have})")
+        message = (
+            f"{plan.spec.source}: {key}: a {dataset} trial asks for cpu={want.cpu:g} gpu={want.gpu:g}, "
+            f"but no node of the cluster has that much (nodes: {have})"
+        )
         if strict:
-            raise LaunchError(message + "; lower the request in the sweep's resources, or launch where it fits")
+            raise LaunchError(
+                message + "; lower the request in the sweep's resources, or launch where it fits"
+            )
         print(f"warning: {message}; its trials wait until a node that fits joins", file=stream)

@@ -100,7 +100,9 @@ class Launch:
     out: IO[str]
 
 
-def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream: IO[str] | None = None) -> LaunchReport:
+def launch(
+    path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream: IO[str] | None = None
+) -> LaunchReport:
     """Run a sweep: the trials the ledger does not have FINISHED, on Ray Tune, recorded in MLflow.
 
     Args:
@@ -131,8 +133,11 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
     if options.dry_run:
         status = plan_status(plan, output, options.tracking_uri)
         done = 0 if options.force else status.done
-        print(f"[{plan.name}] dry run: done {done} · to do {status.total - done} · total {status.total}"
-              + (f" · {revision_note(status.other_revisions)}" if status.other_revisions else ""), file=out)
+        print(
+            f"[{plan.name}] dry run: done {done} · to do {status.total - done} · total {status.total}"
+            + (f" · {revision_note(status.other_revisions)}" if status.other_revisions else ""),
+            file=out,
+        )
         return LaunchReport(plan.name, status.total, done, status.total - done, plan=plan)
 
     if options.tracking_uri is not None:
@@ -142,8 +147,9 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
         return _launch_locked(plan, ledger, output, options, out)
 
 
-def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: LaunchOptions,
-                   out: IO[str]) -> LaunchReport:
+def _launch_locked(
+    plan: SweepPlan, ledger: TrialLedger, output: Path, options: LaunchOptions, out: IO[str]
+) -> LaunchReport:
     """The launch proper, while this process holds the sweep's launch lock."""
     if options.tracking_uri is None:
         ledger.check_reachable()  # creates the SQLite ledger in the output folder
@@ -158,8 +164,11 @@ def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: 
     elsewhere = {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in busy}
     if elsewhere:
         holders = ", ".join(sorted(set(elsewhere.values())))
-        print(f"[{plan.name}] {len(elsewhere)} trial(s) are running in another live launch ({holders}); "
-              "not started here", file=out)
+        print(
+            f"[{plan.name}] {len(elsewhere)} trial(s) are running in another live launch ({holders}); "
+            "not started here",
+            file=out,
+        )
 
     trials = list(plan.trials)
     if plan.groups:
@@ -177,17 +186,29 @@ def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: 
         if not todo and len(done) == len(trials):
             print(f"[{plan.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
         elif not todo:
-            print(f"[{plan.name}] nothing to do here: {len(done)} of {len(trials)} trials FINISHED, the rest "
-                  "running in another live launch", file=out)
+            print(
+                f"[{plan.name}] nothing to do here: {len(done)} of {len(trials)} trials FINISHED, the rest "
+                "running in another live launch",
+                file=out,
+            )
         else:
-            print(f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
-                  file=out)
+            print(
+                f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, "
+                f"{len(trials)} in total",
+                file=out,
+            )
             with _closing_parent(ledger, report), ray_session(options.address):
-                check_cluster_fits(plan, (t.dataset for t in todo), strict=options.address is None,
-                                   stream=sys.stderr)
+                check_cluster_fits(
+                    plan, (t.dataset for t in todo), strict=options.address is None, stream=sys.stderr
+                )
                 progress = ProgressLine(plan.name, report.total, report.done_before, out)
-                run_tuner(current, TrialTable(trials={t.key: t for t in todo}), grid_space(todo),
-                          tune_config(current), progress)
+                run_tuner(
+                    current,
+                    TrialTable(trials={t.key: t for t in todo}),
+                    grid_space(todo),
+                    tune_config(current),
+                    progress,
+                )
     _finish(current)
     return report
 
@@ -207,8 +228,11 @@ def _finish(launch: Launch) -> None:
     """Summary line, the tables of the planned runs, close the parent run, then the report (it shows
     this launch as ended)."""
     plan, report, out = launch.plan, launch.report, launch.out
-    print(f"[{plan.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
-          f"skipped (done before) {report.done_before}", file=out)
+    print(
+        f"[{plan.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
+        f"skipped (done before) {report.done_before}",
+        file=out,
+    )
     try:
         if launch.options.tables and launch.ledger.experiment_id() is not None:
             _write_tables(launch)
@@ -229,11 +253,18 @@ def _write_report(launch: Launch) -> None:
     plan = launch.plan
     summary = summarize_plan(plan, launch.options.overrides)
     try:
-        source = Source(read_experiment(plan.name, launch.ledger.tracking_uri, planned=summary.planned), summary,
-                        launch.ledger.tracking_uri, plan.name)
+        source = Source(
+            read_experiment(plan.name, launch.ledger.tracking_uri, planned=summary.planned),
+            summary,
+            launch.ledger.tracking_uri,
+            plan.name,
+        )
         built = build_report(source)
-        files = write_report(built, layout.reports_folder(launch.output, plan.name),
-                             log_to=launch.report.parent_run_id or latest_launch(built))
+        files = write_report(
+            built,
+            layout.reports_folder(launch.output, plan.name),
+            log_to=launch.report.parent_run_id or latest_launch(built),
+        )
     except Exception as err:  # a report problem must not hide the sweep's outcome
         print(f"[{plan.name}] no report: {err}", file=launch.out)
         return
@@ -248,10 +279,17 @@ def _write_tables(launch: Launch) -> None:
     summary = summarize_plan(plan)
     try:
         written = write_experiment_tables(
-            plan.name, launch.ledger.tracking_uri, layout.tables_folder(launch.output, plan.name),
-            datasets=summary.datasets, protocol=summary.protocol, search_space=summary.search_space,
-            expected_seeds=summary.seeds, parent_run_id=launch.report.parent_run_id, planned=summary.planned,
-            targets=summary.targets)
+            plan.name,
+            launch.ledger.tracking_uri,
+            layout.tables_folder(launch.output, plan.name),
+            datasets=summary.datasets,
+            protocol=summary.protocol,
+            search_space=summary.search_space,
+            expected_seeds=summary.seeds,
+            parent_run_id=launch.report.parent_run_id,
+            planned=summary.planned,
+            targets=summary.targets,
+        )
     except ResultsError as err:  # no table for these runs: the sweep's outcome stands
         print(f"[{plan.name}] no table: {err}", file=launch.out)
         return

@@ -68,32 +68,44 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
                 continue
             if report.to_run == 0:
                 stack.enter_context(ray_session(options.address))
-                check_cluster_fits(plan, (g.dataset for g in plan.groups), strict=options.address is None,
-                                   stream=sys.stderr)
+                check_cluster_fits(
+                    plan, (g.dataset for g in plan.groups), strict=options.address is None, stream=sys.stderr
+                )
             report.to_run += samples
             points = [{k: _param_value(r.data.params[k]) for k in search.space} for r in prior]
             rewards = [r.data.metrics[search.metric] for r in prior]
-            print(f"[{plan.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done{running}", file=out)
+            print(
+                f"[{plan.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done{running}",
+                file=out,
+            )
             _search_group(launch, group, samples, points, rewards)
     report.best = best_samples(plan, launch.ledger)
     for best in report.best:
-        values = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        values = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()
+        )
         print(f"[{plan.name}] best {best['label']}: {search.metric}={best['value']:.2f}  {values}", file=out)
     if options.write_best and report.best:
         for written in write_best_sweeps(plan.spec, report.best, Path(options.write_best)):
             print(f"[{plan.name}] wrote {written}", file=out)
 
 
-def _search_group(launch: Launch, group: SearchGroup, samples: int, points: list[dict[str, Any]],
-                  rewards: list[float]) -> None:
+def _search_group(
+    launch: Launch, group: SearchGroup, samples: int, points: list[dict[str, Any]], rewards: list[float]
+) -> None:
     """One Tuner: ``samples`` new samples of one group, Optuna warm-started with the prior ones."""
     search = launch.plan.spec.search
     assert search is not None
     space = {GROUP_KEY: group.key, **{k: _domain(kind, args) for k, (kind, args) in search.space.items()}}
-    progress = ProgressLine(f"{launch.plan.name}:{group.label}", search.num_samples, search.num_samples - samples,
-                            launch.out)
-    config = tune_config(launch, search_alg=_searcher(launch.plan.spec, points, rewards),
-                         scheduler=_scheduler(launch.plan.spec, group), num_samples=samples)
+    progress = ProgressLine(
+        f"{launch.plan.name}:{group.label}", search.num_samples, search.num_samples - samples, launch.out
+    )
+    config = tune_config(
+        launch,
+        search_alg=_searcher(launch.plan.spec, points, rewards),
+        scheduler=_scheduler(launch.plan.spec, group),
+        num_samples=samples,
+    )
     run_tuner(launch, TrialTable(groups={group.key: group}), space, config, progress)
 
 
@@ -111,8 +123,13 @@ def _domain(kind: str, args: list[Any]) -> Any:
 
 def _searcher(spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float]) -> Any:
     assert spec.search is not None
-    return FinalMetricOptunaSearch(metric=spec.search.metric, mode=spec.search.mode, seed=spec.search.seed,
-                                   points_to_evaluate=points or None, evaluated_rewards=rewards or None)
+    return FinalMetricOptunaSearch(
+        metric=spec.search.metric,
+        mode=spec.search.mode,
+        seed=spec.search.seed,
+        points_to_evaluate=points or None,
+        evaluated_rewards=rewards or None,
+    )
 
 
 def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
@@ -123,12 +140,17 @@ def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
         return FIFOScheduler()
     epochs = int(group.base_config["optim"]["epochs"])
     # stops trials on the searched metric at epoch rungs (needs it in the per-epoch reports)
-    return ASHAScheduler(metric=spec.search.metric, mode=spec.search.mode, time_attr="training_iteration",
-                         grace_period=1, max_t=max(2, epochs + 1))
+    return ASHAScheduler(
+        metric=spec.search.metric,
+        mode=spec.search.mode,
+        time_attr="training_iteration",
+        grace_period=1,
+        max_t=max(2, epochs + 1),
+    )
 
 
 def _param_value(text: str) -> Any:
-    from prometar.config import parse_yaml
+    from prometar.yamlio import parse_yaml
 
     return parse_yaml(text)
 
@@ -144,9 +166,16 @@ def best_samples(plan: SweepPlan, ledger: Any) -> list[dict[str, Any]]:
         if not runs:
             continue
         top = max(runs, key=lambda r: sign * r.data.metrics[search.metric])
-        best.append({"group": group.key, "label": group.label, "dataset": group.dataset,
-                     "shots": group.base.shots, "value": top.data.metrics[search.metric],
-                     "params": {k: _param_value(top.data.params[k]) for k in search.space}})
+        best.append(
+            {
+                "group": group.key,
+                "label": group.label,
+                "dataset": group.dataset,
+                "shots": group.base.shots,
+                "value": top.data.metrics[search.metric],
+                "params": {k: _param_value(top.data.params[k]) for k in search.space},
+            }
+        )
     return best
 
 
@@ -158,12 +187,27 @@ def write_best_sweeps(spec: SweepSpec, best: list[dict[str, Any]], target: Path)
     """
     written = []
     for entry in best:
-        sub = replace(spec, grid={**spec.grid, "data.dataset": [entry["dataset"]], "data.shots": [entry["shots"]]})
-        path = target if len(best) == 1 else target.with_name(f"{target.stem}.{entry['dataset']}-{entry['shots']}shots.yaml")
-        name = f"{spec.name}_best" if len(best) == 1 else f"{spec.name}_best_{entry['dataset']}_{entry['shots']}shots"
-        header = (f"# Best configuration of {spec.source} for {entry['label']}: "
-                  f"{spec.search.metric if spec.search else 'metric'}={entry['value']:.2f} (validation, base classes)\n")
+        sub = replace(
+            spec, grid={**spec.grid, "data.dataset": [entry["dataset"]], "data.shots": [entry["shots"]]}
+        )
+        path = (
+            target
+            if len(best) == 1
+            else target.with_name(f"{target.stem}.{entry['dataset']}-{entry['shots']}shots.yaml")
+        )
+        name = (
+            f"{spec.name}_best"
+            if len(best) == 1
+            else f"{spec.name}_best_{entry['dataset']}_{entry['shots']}shots"
+        )
+        header = (
+            f"# Best configuration of {spec.source} for {entry['label']}: "
+            f"{spec.search.metric if spec.search else 'metric'}={entry['value']:.2f} "
+            "(validation, base classes)\n"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(header + spec_to_yaml(sub, name=name, overrides={**spec.overrides, **entry["params"]}))
+        path.write_text(
+            header + spec_to_yaml(sub, name=name, overrides={**spec.overrides, **entry["params"]})
+        )
         written.append(path)
     return written

@@ -1,12 +1,13 @@
 """The Ray Tune function trainable: a thin adapter over ``prometar.run.run``.
 
 Tune config → :class:`~orchestration.sweeps.planning.Trial` (looked up by trial key, or resolved
-from a search group and the sampled values: ``TrialTable.resolve``) → its run config → ``run(...)``. Each epoch's checkpoint is
-reported with ``tune.report(metrics, checkpoint=...)``; a retried trial resumes from
-``tune.get_checkpoint()``. The last report carries the final metrics and a checkpoint holding the
-trial's artifacts (resolved config, few-shot subset, prompt weights, per-class accuracies, environment), which the
-driver-side tracker logs to MLflow. Paths are absolute (Tune changes the working directory); the
-device and the thread count follow the resources Tune granted.
+from a search group and the sampled values: ``TrialTable.resolve``) → its run config →
+``run(...)``. Each epoch's checkpoint is reported with ``tune.report(metrics, checkpoint=...)``; a
+retried trial resumes from ``tune.get_checkpoint()``, then from its own newest readable epoch
+(``run_resuming``). The last report carries the final metrics and a checkpoint holding the
+trial's artifacts (resolved config, few-shot subset, prompt weights, per-class accuracies,
+environment), which the driver-side tracker logs to MLflow. Paths are absolute (Tune changes the
+working directory); the device and the thread count follow the resources Tune granted.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from prometar import events
 logger = logging.getLogger(__name__)
 
 ARTIFACTS = ("config.json", "fewshot_subset.json", "prompts.pt", "per_class.json", "metrics.jsonl")
-"""The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the final metrics)."""
+"""The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the
+final metrics)."""
 
 
 def run_resuming(run_config: Any, resume_candidates: list[Path], *, output_dir: Path, **kwargs: Any) -> Any:
@@ -54,8 +56,15 @@ def run_resuming(run_config: Any, resume_candidates: list[Path], *, output_dir: 
     return run(run_config, output_dir=output_dir, **kwargs)
 
 
-def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, output_root: str,
-                git_sha: str = "unknown", resume_local: bool = True) -> None:
+def train_trial(
+    config: dict[str, Any],
+    *,
+    table: TrialTable,
+    data_root: str,
+    output_root: str,
+    git_sha: str = "unknown",
+    resume_local: bool = True,
+) -> None:
     """The Tune function trainable (bind the keyword arguments with ``tune.with_parameters``).
 
     Args:
@@ -92,8 +101,12 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
 
     local = output_dir / "checkpoints"
     local_candidates = [local] if resume_local and any(local.glob("epoch_*")) else []
-    common = {"data_root": Path(data_root).resolve(), "output_dir": output_dir, "callback": on_event,
-              "device": device}
+    common = {
+        "data_root": Path(data_root).resolve(),
+        "output_dir": output_dir,
+        "callback": on_event,
+        "device": device,
+    }
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         run_resuming(run_config, local_candidates, **common)
@@ -102,7 +115,9 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
             done = Path(resume_dir) / FINAL_FILE
             if done.is_file():  # failed after its last report: report the same result again
                 final.update(json.loads(done.read_text()))
-                tune.report({**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(resume_dir))
+                tune.report(
+                    {**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(resume_dir)
+                )
                 return
             run_resuming(run_config, [Path(resume_dir), *local_candidates], **common)
 

@@ -38,12 +38,18 @@ def tune_config(launch: Launch, **kwargs: Any) -> Any:
     """A ``tune.TuneConfig`` with the launch's concurrency, actor reuse and short trial names."""
     from ray import tune
 
-    return tune.TuneConfig(max_concurrent_trials=launch.options.max_concurrent, reuse_actors=True,
-                           trial_name_creator=trial_name, trial_dirname_creator=trial_name, **kwargs)
+    return tune.TuneConfig(
+        max_concurrent_trials=launch.options.max_concurrent,
+        reuse_actors=True,
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_name,
+        **kwargs,
+    )
 
 
-def run_tuner(launch: Launch, table: TrialTable, param_space: Mapping[str, Any], config: Any,
-              progress: Any) -> None:
+def run_tuner(
+    launch: Launch, table: TrialTable, param_space: Mapping[str, Any], config: Any, progress: Any
+) -> None:
     """Fit one Tuner; its trials' outcomes are added to the launch's report.
 
     The launch's parent run is created on the first Tuner (``report.parent_run_id``).
@@ -65,9 +71,14 @@ def run_tuner(launch: Launch, table: TrialTable, param_space: Mapping[str, Any],
     parent = report.parent_run_id or launch.ledger.start_launch({TRIALS_PLANNED_TAG: str(report.total)})
     report.parent_run_id = parent
     tracker = MlflowTrialCallback(launch.ledger, parent, table.resolve, plan.name)
-    trainable = tune.with_parameters(train_trial, table=table, data_root=str(Path(launch.options.data_root).resolve()),
-                                     output_root=str(launch.output), git_sha=git_sha(),
-                                     resume_local=not launch.options.force)
+    trainable = tune.with_parameters(
+        train_trial,
+        table=table,
+        data_root=str(Path(launch.options.data_root).resolve()),
+        output_root=str(launch.output),
+        git_sha=git_sha(),
+        resume_local=not launch.options.force,
+    )
     trainable = tune.with_resources(trainable, resources_request(plan.spec, table))
     run_config = tune.RunConfig(
         name=f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -80,7 +91,9 @@ def run_tuner(launch: Launch, table: TrialTable, param_space: Mapping[str, Any],
         # Tune's automatic loggers include a TensorBoard writer whose import pulls torch into the
         # driver (~3 s per launch); MLflow is the record, so only the JSON and CSV loggers run.
         with temporary_environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
-            tune.Tuner(trainable, param_space=dict(param_space), tune_config=config, run_config=run_config).fit()
+            tune.Tuner(
+                trainable, param_space=dict(param_space), tune_config=config, run_config=run_config
+            ).fit()
     finally:
         outcomes = list(tracker.outcomes.values())
         report.finished += outcomes.count(FINISHED)

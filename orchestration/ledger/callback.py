@@ -77,8 +77,13 @@ class MlflowTrialCallback(tune.Callback):
         sweep: The sweep's name (the ``sweep`` tag).
     """
 
-    def __init__(self, ledger: TrialLedger, parent_run_id: str, resolve: Callable[[Mapping[str, Any]], Trial],
-                 sweep: str) -> None:
+    def __init__(
+        self,
+        ledger: TrialLedger,
+        parent_run_id: str,
+        resolve: Callable[[Mapping[str, Any]], Trial],
+        sweep: str,
+    ) -> None:
         self.ledger = ledger
         self.parent_run_id = parent_run_id
         self.resolve = resolve
@@ -99,17 +104,27 @@ class MlflowTrialCallback(tune.Callback):
         spec_trial = self.resolve(trial.config)
         exp = self.ledger.experiment_id(create=True)
         assert exp is not None
-        tags = {**trial_tags(spec_trial, self.sweep), PARENT_TAG: self.parent_run_id,
-                VERSION_TAG: code_version(), GIT_SHA_TAG: self.sha, TUNE_TRIAL_ID_TAG: trial.trial_id,
-                RESULT_REVISION_TAG: str(RESULT_REVISION)}
-        run = self.ledger.client.create_run(exp, tags=tags, run_name=f"{spec_trial.dataset}-{spec_trial.method}-"
-                                                              f"s{spec_trial.seed}-{spec_trial.key}")
+        tags = {
+            **trial_tags(spec_trial, self.sweep),
+            PARENT_TAG: self.parent_run_id,
+            VERSION_TAG: code_version(),
+            GIT_SHA_TAG: self.sha,
+            TUNE_TRIAL_ID_TAG: trial.trial_id,
+            RESULT_REVISION_TAG: str(RESULT_REVISION),
+        }
+        run = self.ledger.client.create_run(
+            exp,
+            tags=tags,
+            run_name=f"{spec_trial.dataset}-{spec_trial.method}-s{spec_trial.seed}-{spec_trial.key}",
+        )
         run_id = run.info.run_id
-        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                  for k, v in sorted(flatten(spec_trial.config).items())]
+        params = [
+            Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+            for k, v in sorted(flatten(spec_trial.config).items())
+        ]
         params.append(Param(PROTOCOL_PARAM, spec_trial.protocol))
         for i in range(0, len(params), PARAM_BATCH):
-            self.ledger.client.log_batch(run_id, params=params[i:i + PARAM_BATCH])
+            self.ledger.client.log_batch(run_id, params=params[i : i + PARAM_BATCH])
         self.runs[trial.trial_id] = run_id
         self.keys[trial.trial_id] = spec_trial.key
         return run_id
@@ -134,7 +149,7 @@ class MlflowTrialCallback(tune.Callback):
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(batch), METRIC_BATCH):
-            self.ledger.client.log_batch(run_id, metrics=batch[i:i + METRIC_BATCH])
+            self.ledger.client.log_batch(run_id, metrics=batch[i : i + METRIC_BATCH])
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)

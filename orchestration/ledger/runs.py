@@ -38,8 +38,13 @@ IDENTITY_COLUMNS: tuple[str, ...] = tuple(IDENTITY_TAGS)
 RUN_COLUMNS: tuple[str, ...] = (*IDENTITY_COLUMNS, "metric", "value", "run_id")
 """Columns of the tidy runs table, in order."""
 
-CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots",
-                                         *protocols.get_protocol(protocols.DEFAULT).set_metrics)
+CSV_REQUIRED_COLUMNS: tuple[str, ...] = (
+    "method",
+    "dataset",
+    "seed",
+    "shots",
+    *protocols.get_protocol(protocols.DEFAULT).set_metrics,
+)
 """Columns a ``--runs`` CSV of base-to-new runs must have (architecture.md): ``base_acc`` and ``new_acc``
 as metrics; runs of other protocols (a ``protocol`` column) need the first four and their own metrics."""
 TRIAL_KEY_COLUMN = "trial_key"
@@ -146,7 +151,9 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
         id_vars=[*IDENTITY_COLUMNS, "run_id"], value_vars=metrics, var_name="metric", value_name="value"
     )
     runs = runs.dropna(subset=["value"])[list(RUN_COLUMNS)].reset_index(drop=True)
-    param_columns = [c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id", TRIAL_KEY_COLUMN, *metrics}]
+    param_columns = [
+        c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id", TRIAL_KEY_COLUMN, *metrics}
+    ]
     params = wide.set_index("run_id")[param_columns]
     keys = {}
     if TRIAL_KEY_COLUMN in wide.columns:
@@ -183,9 +190,7 @@ def read_runs_csv(path: Path | str) -> RunsTable:
     required = CSV_REQUIRED_COLUMNS if base2new else CSV_REQUIRED_COLUMNS[:4]
     missing = [c for c in required if c not in wide.columns]
     if missing:
-        raise ResultsError(
-            f"{path}: missing column(s) {', '.join(missing)} (need {','.join(required)})"
-        )
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} (need {','.join(required)})")
     return tidy_from_wide(wide, source=str(path))
 
 
@@ -194,8 +199,9 @@ def _search_child_runs(client: Any, experiment_id: str, statuses: Sequence[str])
     filter_string = f"tags.`{TRIAL_KEY_TAG}` != ''"
     if len(statuses) == 1:
         filter_string += f" and attributes.status = '{statuses[0]}'"
-    return search_runs(client, experiment_id, filter_string=filter_string, statuses=statuses,
-                       page_size=50_000)
+    return search_runs(
+        client, experiment_id, filter_string=filter_string, statuses=statuses, page_size=50_000
+    )
 
 
 def read_experiment(
@@ -259,8 +265,12 @@ def read_experiment(
         params[run.info.run_id] = dict(run.data.params)
     if not records:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
-        return RunsTable(runs=empty, params=pd.DataFrame(), curve_metrics=tuple(sorted(curve_metrics)),
-                      unplanned_runs=unplanned)
+        return RunsTable(
+            runs=empty,
+            params=pd.DataFrame(),
+            curve_metrics=tuple(sorted(curve_metrics)),
+            unplanned_runs=unplanned,
+        )
     wide = pd.DataFrame.from_records(records)
     wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
     keys = dict(zip(wide["run_id"], wide["_trial_key"], strict=True))
@@ -268,8 +278,13 @@ def read_experiment(
     ledger = tidy_from_wide(wide, source=f"experiment {experiment!r}")
     param_frame = pd.DataFrame.from_dict(params, orient="index").reindex(wide["run_id"])
     param_frame.index.name = "run_id"
-    return RunsTable(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)),
-                  unplanned_runs=unplanned, trial_keys=keys)
+    return RunsTable(
+        runs=ledger.runs,
+        params=param_frame,
+        curve_metrics=tuple(sorted(curve_metrics)),
+        unplanned_runs=unplanned,
+        trial_keys=keys,
+    )
 
 
 def _require_sqlite_file(tracking_uri: str) -> None:

@@ -61,14 +61,21 @@ LAUNCH_ALIVE_S = 600.0
 """A launch whose heartbeat is older than this is dead (its RUNNING runs are closed as KILLED)."""
 
 
-def search_runs(client: Any, experiment_id: str, *, filter_string: str = "",
-                statuses: Sequence[str] | None = None, page_size: int = 1000) -> list[Any]:
+def search_runs(
+    client: Any,
+    experiment_id: str,
+    *,
+    filter_string: str = "",
+    statuses: Sequence[str] | None = None,
+    page_size: int = 1000,
+) -> list[Any]:
     """Every run of an experiment matching ``filter_string`` (all pages), in ``statuses`` if given."""
     runs: list[Any] = []
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=page_size,
-                                  page_token=token)
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=page_size, page_token=token
+        )
         runs.extend(r for r in page if statuses is None or r.info.status in statuses)
         token = page.token
         if not token:
@@ -147,7 +154,9 @@ class TrialLedger:
                 self._experiment_id = found.experiment_id
             elif create:
                 location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
-                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=location
+                )
         return self._experiment_id
 
     def runs(self) -> list[Any]:
@@ -184,8 +193,9 @@ class TrialLedger:
 
     def finished_in_group(self, group: str) -> list[Any]:
         """FINISHED child runs of one search group (to resume a search where it stopped)."""
-        return [r for r in self.runs()
-                if r.data.tags.get(SEARCH_GROUP_TAG) == group and r.info.status == FINISHED]
+        return [
+            r for r in self.runs() if r.data.tags.get(SEARCH_GROUP_TAG) == group and r.info.status == FINISHED
+        ]
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -199,25 +209,42 @@ class TrialLedger:
                 live[run.info.run_id] = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
         return live
 
-    def running_in_live_launches(self, runs: list[Any] | None = None, *,
-                                 now: float | None = None) -> list[tuple[Any, str]]:
+    def running_in_live_launches(
+        self, runs: list[Any] | None = None, *, now: float | None = None
+    ) -> list[tuple[Any, str]]:
         """The RUNNING child runs of live launches, each with its launch (``"pid P on HOST"``)."""
         runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
-        return [(run, live[run.data.tags[PARENT_TAG]]) for run in runs
-                if run.info.status in ACTIVE and run.data.tags.get(TRIAL_KEY_TAG)
-                and run.data.tags.get(PARENT_TAG) in live]
+        return [
+            (run, live[run.data.tags[PARENT_TAG]])
+            for run in runs
+            if run.info.status in ACTIVE
+            and run.data.tags.get(TRIAL_KEY_TAG)
+            and run.data.tags.get(PARENT_TAG) in live
+        ]
 
     def running_elsewhere(self, runs: list[Any] | None = None, *, now: float | None = None) -> dict[str, str]:
         """Trial key → the live launch (``"pid P on HOST"``) whose RUNNING run holds it."""
-        return {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in self.running_in_live_launches(runs, now=now)}
+        return {
+            run.data.tags[TRIAL_KEY_TAG]: holder
+            for run, holder in self.running_in_live_launches(runs, now=now)
+        }
 
     def close_stale_runs(self, runs: list[Any] | None = None, *, now: float | None = None) -> int:
-        """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay); returns how many."""
+        """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay).
+
+        Returns:
+            How many runs were closed.
+        """
         runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
-        stale = [r for r in runs if r.info.status in ACTIVE
-                 and r.info.run_id not in live and r.data.tags.get(PARENT_TAG) not in live]
+        stale = [
+            r
+            for r in runs
+            if r.info.status in ACTIVE
+            and r.info.run_id not in live
+            and r.data.tags.get(PARENT_TAG) not in live
+        ]
         for run in stale:
             self.client.set_tag(run.info.run_id, CLOSED_BY_TAG, CLOSED_BY_RELAUNCH)
             self.client.set_terminated(run.info.run_id, KILLED)
@@ -227,10 +254,17 @@ class TrialLedger:
         """Create the parent run of this launch (host, pid, a first heartbeat); returns its id."""
         exp = self.experiment_id(create=True)
         assert exp is not None
-        all_tags = {ROLE_TAG: LAUNCH_ROLE, SWEEP_TAG: self.experiment, VERSION_TAG: code_version(),
-                    RESULT_REVISION_TAG: str(RESULT_REVISION),
-                    GIT_SHA_TAG: git_sha(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-                    HEARTBEAT_TAG: f"{time.time():.0f}", **tags}
+        all_tags = {
+            ROLE_TAG: LAUNCH_ROLE,
+            SWEEP_TAG: self.experiment,
+            VERSION_TAG: code_version(),
+            RESULT_REVISION_TAG: str(RESULT_REVISION),
+            GIT_SHA_TAG: git_sha(),
+            HOST_TAG: socket.gethostname(),
+            PID_TAG: str(os.getpid()),
+            HEARTBEAT_TAG: f"{time.time():.0f}",
+            **tags,
+        }
         run = self.client.create_run(exp, tags=all_tags, run_name=f"launch-{time.strftime('%Y%m%d-%H%M%S')}")
         return run.info.run_id
 
@@ -274,4 +308,3 @@ def _alive(tags: Mapping[str, str], now: float) -> bool:
         except (ValueError, OverflowError):
             return False
     return True
-

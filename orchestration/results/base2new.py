@@ -32,8 +32,17 @@ BASE2NEW_DATASETS: tuple[str, ...] = catalog.BASE_TO_NEW_DATASETS
 
 
 BASE2NEW_COLUMNS: tuple[str, ...] = (
-    "method", "dataset", "base", "new", "hm", "base_std", "new_std", "n_seeds", "shots", "missing",
-)  # fmt: skip
+    "method",
+    "dataset",
+    "base",
+    "new",
+    "hm",
+    "base_std",
+    "new_std",
+    "n_seeds",
+    "shots",
+    "missing",
+)
 
 
 def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS) -> pd.DataFrame:
@@ -72,24 +81,49 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
                 key = (method, shots, dataset)
                 if key in base.index:
                     b, n = base.loc[key], new.loc[key]
-                    block.append({
-                        "method": method, "dataset": dataset, "base": b["mean"], "new": n["mean"],
-                        "hm": harmonic_mean(b["mean"], n["mean"]), "base_std": b["std"],
-                        "new_std": n["std"], "n_seeds": int(b["n"]), "shots": int(shots), "missing": "",
-                    })  # fmt: skip
+                    block.append(
+                        {
+                            "method": method,
+                            "dataset": dataset,
+                            "base": b["mean"],
+                            "new": n["mean"],
+                            "hm": harmonic_mean(b["mean"], n["mean"]),
+                            "base_std": b["std"],
+                            "new_std": n["std"],
+                            "n_seeds": int(b["n"]),
+                            "shots": int(shots),
+                            "missing": "",
+                        }
+                    )
                 else:
-                    block.append({
-                        "method": method, "dataset": dataset, "base": math.nan, "new": math.nan,
-                        "hm": math.nan, "base_std": math.nan, "new_std": math.nan, "n_seeds": 0,
-                        "shots": int(shots), "missing": "no runs",
-                    })  # fmt: skip
+                    block.append(
+                        {
+                            "method": method,
+                            "dataset": dataset,
+                            "base": math.nan,
+                            "new": math.nan,
+                            "hm": math.nan,
+                            "base_std": math.nan,
+                            "new_std": math.nan,
+                            "n_seeds": 0,
+                            "shots": int(shots),
+                            "missing": "no runs",
+                        }
+                    )
             in_average = [r for r in block if r["dataset"] in expected]
             missing = [str(r["dataset"]) for r in in_average if r["n_seeds"] == 0]
             average: dict[str, object] = {
-                "method": method, "dataset": AVERAGE, "base": math.nan, "new": math.nan, "hm": math.nan,
-                "base_std": math.nan, "new_std": math.nan, "n_seeds": 0, "shots": int(shots),
+                "method": method,
+                "dataset": AVERAGE,
+                "base": math.nan,
+                "new": math.nan,
+                "hm": math.nan,
+                "base_std": math.nan,
+                "new_std": math.nan,
+                "n_seeds": 0,
+                "shots": int(shots),
                 "missing": ", ".join(missing),
-            }  # fmt: skip
+            }
             if not missing and in_average:
                 mean_base = sum(float(r["base"]) for r in in_average) / len(in_average)  # type: ignore[arg-type]
                 mean_new = sum(float(r["new"]) for r in in_average) / len(in_average)  # type: ignore[arg-type]
@@ -105,7 +139,9 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
     return summary.astype({"n_seeds": "int64", "shots": "int64"}) if len(summary) else summary
 
 
-def layout_base2new(summary: pd.DataFrame, *, expected_seeds: int = 3, published_rows: bool = False) -> DisplayTable:
+def layout_base2new(
+    summary: pd.DataFrame, *, expected_seeds: int = 3, published_rows: bool = False
+) -> DisplayTable:
     """Lay out a base-to-new summary (with or without the published comparison).
 
     One block per dataset (Average first), one row per method; columns Base, New, HM (ours), then,
@@ -167,9 +203,13 @@ def layout_base2new(summary: pd.DataFrame, *, expected_seeds: int = 3, published
 
 def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> DisplayTable:
     """:func:`layout_base2new` with the published numbers as a block of rows under ours."""
-    plain = layout_base2new(summary.drop(columns=[c for c in summary.columns if c.startswith(("paper_", "delta_"))]
-                                         + ["flag_base", "flag_new", "flag_hm", "provenance"]),
-                            expected_seeds=expected_seeds)
+    plain = layout_base2new(
+        summary.drop(
+            columns=[c for c in summary.columns if c.startswith(("paper_", "delta_"))]
+            + ["flag_base", "flag_new", "flag_hm", "provenance"]
+        ),
+        expected_seeds=expected_seeds,
+    )
     table = DisplayTable(plain.title, plain.header, label_columns=2)
     notes = set(plain.notes)
     starts = [*plain.rules, len(plain.rows)]
@@ -184,8 +224,10 @@ def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> Dis
             for k, metric in enumerate(("base", "new", "hm")):
                 if bool(row[f"flag_{metric}"]) and number(row[f"delta_{metric}"]) is not None:
                     cells[2 + k] = replace(cells[2 + k], flag=True)
-                    notes.add(f"† differs from the published number by > {DELTA_POINTS:g} point and > "
-                              f"{DELTA_STDS:g} std")
+                    notes.add(
+                        f"† differs from the published number by > {DELTA_POINTS:g} point and > "
+                        f"{DELTA_STDS:g} std"
+                    )
             table.rows.append(cells)
         paper = ours[ours["paper_base"].notna()]
         if paper.empty:
@@ -194,8 +236,10 @@ def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> Dis
         for _, row in paper.iterrows():
             approx = bool(row["provenance"]) and row["provenance"] != "published"
             label = method_label(str(row["method"])) + (f" ({row['shots']}-shot)" if several_shots else "")
-            table.rows.append([Cell(text=""), Cell(text=f"{label} (published)")]
-                              + [Cell(value=number(row[f"paper_{m}"]), approx=approx) for m in ("base", "new", "hm")])
+            table.rows.append(
+                [Cell(text=""), Cell(text=f"{label} (published)")]
+                + [Cell(value=number(row[f"paper_{m}"]), approx=approx) for m in ("base", "new", "hm")]
+            )
             if approx:
                 notes.add("~ paper value approximate (provenance not 'published')")
     table.notes = sorted(notes)

@@ -20,13 +20,26 @@ from orchestration.results.ablation import non_result_params
 from orchestration.results.search import varying_params
 from prometar import protocols
 
-LEADING_COLUMNS: tuple[str, ...] = (TRIAL_KEY_COLUMN, "run_id", "method", "dataset", "protocol", "seed", "shots")
+LEADING_COLUMNS: tuple[str, ...] = (
+    TRIAL_KEY_COLUMN,
+    "run_id",
+    "method",
+    "dataset",
+    "protocol",
+    "seed",
+    "shots",
+)
 """The first columns of the export, in order."""
 ALWAYS_EXPORTED: tuple[str, ...] = ("backbone.name", "backbone.pretrained")
 """Config keys exported even when every run shares them (captions state the backbone)."""
 
-_METRIC_ORDER: tuple[str, ...] = tuple(dict.fromkeys(
-    name for protocol in protocols.list_protocols() for name in protocols.get_protocol(protocol).metric_names()))
+_METRIC_ORDER: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        name
+        for protocol in protocols.list_protocols()
+        for name in protocols.get_protocol(protocol).metric_names()
+    )
+)
 """Final metrics in the protocol registry's order (per-target accuracies come after them)."""
 
 
@@ -69,8 +82,9 @@ def per_run_frame(ledger: RunsTable, *, include: Sequence[str] = ()) -> pd.DataF
     runs = ledger.runs
     if runs.empty:
         raise ResultsError("no FINISHED runs to export")
-    wide = runs.pivot_table(index=[*IDENTITY_COLUMNS, "run_id"], columns="metric", values="value",
-                            aggfunc="first").reset_index()  # [runs, identity + run_id + metrics]
+    wide = runs.pivot_table(
+        index=[*IDENTITY_COLUMNS, "run_id"], columns="metric", values="value", aggfunc="first"
+    ).reset_index()  # [runs, identity + run_id + metrics]
     wide.columns.name = None
     metrics = sorted((c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id"}), key=_metric_key)
     wide.insert(0, TRIAL_KEY_COLUMN, wide["run_id"].map(dict(ledger.trial_keys)))
@@ -97,12 +111,22 @@ def write_per_run(frame: pd.DataFrame, path: Path | str) -> Path:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ResultsError(f"{path}: writing Parquet needs pyarrow (pip install pyarrow); "
-                               "write a .csv instead") from None
-        frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(path, index=False)
+            raise ResultsError(
+                f"{path}: writing Parquet needs pyarrow (pip install pyarrow); write a .csv instead"
+            ) from None
+        frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(
+            path, index=False
+        )
     else:
         path.write_text(per_run_csv(frame))
     return path
 
 
-__all__ = ["ALWAYS_EXPORTED", "LEADING_COLUMNS", "exported_params", "per_run_csv", "per_run_frame", "write_per_run"]
+__all__ = [
+    "ALWAYS_EXPORTED",
+    "LEADING_COLUMNS",
+    "exported_params",
+    "per_run_csv",
+    "per_run_frame",
+    "write_per_run",
+]

@@ -1,4 +1,4 @@
-"""The paper's figures as matplotlib figures: pure functions of the tidy runs table (``orchestration.ledger.runs``).
+"""The paper's figures as matplotlib figures: pure functions of the tidy runs table (``ledger.runs``).
 
 One function per figure, each taking the runs table the tables use (and, for training curves, the
 per-epoch history) and returning a :class:`matplotlib.figure.Figure` — or ``None`` when the runs
@@ -46,7 +46,9 @@ from orchestration.results.few_shot import few_shot_summary
 from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets, order_methods
 from orchestration.results.search import varying_params
 from orchestration.results.transfer import TARGET_MEAN, transfer_summary
+from prometar import metrics as names
 from prometar import protocols
+from prometar.metrics import ALIGNMENT_METRICS, GATE_METRICS
 from prometar.protocols import harmonic_mean
 
 TEXT_WIDTH_IN = 7.0
@@ -61,33 +63,59 @@ FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
 """Every figure is written in each of these formats."""
 
 STYLE: dict[str, object] = {
-    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
-    "legend.fontsize": 7, "figure.titlesize": 8, "lines.linewidth": 1.2, "lines.markersize": 4.5,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-    "grid.linewidth": 0.5, "errorbar.capsize": 2, "legend.frameon": False, "savefig.dpi": DPI,
-    "svg.hashsalt": "prometar", "pdf.fonttype": 42, "figure.dpi": 100,
-}  # fmt: skip
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "figure.titlesize": 8,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 4.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "errorbar.capsize": 2,
+    "legend.frameon": False,
+    "savefig.dpi": DPI,
+    "svg.hashsalt": "prometar",
+    "pdf.fonttype": 42,
+    "figure.dpi": 100,
+}
 """Matplotlib settings every figure is drawn and saved under."""
 
-GATE_METRICS: tuple[str, ...] = ("gate_mean/text", "gate_mean/vision", "gate_std/text", "gate_std/vision")
-"""Per-epoch statistics of the effective regulariser-gradient multiplier (the gate), per tower."""
-ALIGNMENT_METRICS: tuple[str, ...] = ("grad_cos/text", "grad_cos/vision")
-"""Per-epoch cosine between a tower's cross-entropy gradient and its regulariser gradient
-(``prometar/steps.py``); only the ``prometar`` scheme takes the two gradients separately."""
-
 METRIC_LABELS: dict[str, str] = {
-    "loss": "Training loss", "ce": "Cross-entropy", "text_reg": "Text reg., weighted",
-    "image_reg": "Image reg., weighted", "query": "Meta (query) loss, scaled",
-    "train_acc": "Training accuracy (%)", "lr": "Prompt learning rate", "gate_lr": "Gate learning rate",
-    "meta_skipped": "Meta step skipped (fraction)", "steps": "Steps per epoch",
-    "gate_mean/text": "Gate mean · text", "gate_mean/vision": "Gate mean · vision",
-    "gate_std/text": "Gate std · text", "gate_std/vision": "Gate std · vision",
-    "grad_cos/text": "cos(∇CE, ∇reg) · text", "grad_cos/vision": "cos(∇CE, ∇reg) · vision",
-}  # fmt: skip
+    names.LOSS: "Training loss",
+    names.CE: "Cross-entropy",
+    names.TEXT_REG: "Text reg., weighted",
+    names.IMAGE_REG: "Image reg., weighted",
+    names.QUERY: "Meta (query) loss, scaled",
+    names.TRAIN_ACC: "Training accuracy (%)",
+    names.LR: "Prompt learning rate",
+    names.GATE_LR: "Gate learning rate",
+    names.META_SKIPPED: "Meta step skipped (fraction)",
+    names.STEPS: "Steps per epoch",
+    **{names.GATE_MEAN[tower]: f"Gate mean · {tower}" for tower in names.TOWERS},
+    **{names.GATE_STD[tower]: f"Gate std · {tower}" for tower in names.TOWERS},
+    **{names.GRAD_COS[tower]: f"cos(∇CE, ∇reg) · {tower}" for tower in names.TOWERS},
+}
 """Panel titles of the logged per-epoch metrics (others are titled by their name)."""
 
-_CURVE_ORDER: tuple[str, ...] = ("loss", "ce", "text_reg", "image_reg", "query", "train_acc", "lr", "gate_lr",
-                                 "meta_skipped", "steps")  # fmt: skip
+_CURVE_ORDER: tuple[str, ...] = (
+    *(
+        m
+        for m in names.STEP_METRICS
+        if m not in (*GATE_METRICS, *ALIGNMENT_METRICS, names.META_SKIPPED, names.TRAIN_ACC)
+    ),
+    names.TRAIN_ACC,
+    names.LR,
+    names.GATE_LR,
+    names.META_SKIPPED,
+    names.STEPS,
+)
+"""Order of the training-curve panels: losses, accuracy, learning rates, bookkeeping."""
 
 # ------------------------------------------------------------------------------------------- style
 
@@ -108,11 +136,18 @@ class MethodStyle:
 
 
 _METHOD_COLORS: dict[str, tuple[str, str]] = {
-    "clip": ("#000000", "v"), "zeroshot": ("#8C8C8C", "o"), "coop": ("#56B4E9", "s"),
-    "cocoop": ("#009E73", "D"), "kgcoop": ("#E69F00", "^"), "maple": ("#CC79A7", "P"),
-    "vpt": ("#999933", "<"), "ivlp": ("#0072B2", "X"), "ivlp_reg": ("#882255", "h"),
-    "promptsrc": ("#332288", "p"), "prometar": ("#D55E00", "*"),
-}  # fmt: skip
+    "clip": ("#000000", "v"),
+    "zeroshot": ("#8C8C8C", "o"),
+    "coop": ("#56B4E9", "s"),
+    "cocoop": ("#009E73", "D"),
+    "kgcoop": ("#E69F00", "^"),
+    "maple": ("#CC79A7", "P"),
+    "vpt": ("#999933", "<"),
+    "ivlp": ("#0072B2", "X"),
+    "ivlp_reg": ("#882255", "h"),
+    "promptsrc": ("#332288", "p"),
+    "prometar": ("#D55E00", "*"),
+}
 """Colour (Okabe–Ito, then Tol's) and marker of the known methods; ProMetaR in vermillion."""
 _OTHER_COLORS: tuple[str, ...] = ("#44AA99", "#117733", "#88CCEE", "#DDCC77", "#AA4499", "#661100")
 _OTHER_MARKERS: tuple[str, ...] = ("o", "s", "D", "^", "v", "P")
@@ -148,8 +183,14 @@ def _grid(figure: Figure, n_panels: int, *, columns: int = 4) -> list:
     return [figure.add_subplot(rows, columns, i + 1) for i in range(n_panels)]
 
 
-def _panel_figure(n_panels: int, *, panel_width: float = 1.75, panel_height: float = 1.6,
-                  columns: int = 4, extra_height: float = 0.35) -> tuple[Figure, list]:
+def _panel_figure(
+    n_panels: int,
+    *,
+    panel_width: float = 1.75,
+    panel_height: float = 1.6,
+    columns: int = 4,
+    extra_height: float = 0.35,
+) -> tuple[Figure, list]:
     """A figure of ``n_panels`` axes (at most ``columns`` per row), no wider than the text width."""
     columns = min(columns, max(1, n_panels))
     rows = math.ceil(n_panels / columns)
@@ -158,8 +199,15 @@ def _panel_figure(n_panels: int, *, panel_width: float = 1.75, panel_height: flo
     return figure, _grid(figure, n_panels, columns=columns)
 
 
-def _legend(figure: Figure, methods: Sequence[str], *, kind: str = "line", published: bool = False,
-            extra: Sequence = (), note: str = "") -> None:
+def _legend(
+    figure: Figure,
+    methods: Sequence[str],
+    *,
+    kind: str = "line",
+    published: bool = False,
+    extra: Sequence = (),
+    note: str = "",
+) -> None:
     """One legend above the panels (outside every axes): one entry per method, then the extras.
 
     Args:
@@ -172,8 +220,11 @@ def _legend(figure: Figure, methods: Sequence[str], *, kind: str = "line", publi
         if kind == "bar":
             handles.append(Patch(facecolor=style.color))
         else:
-            handles.append(Line2D([], [], color=style.color, marker=style.marker,
-                                  linestyle="-" if kind == "line" else ""))
+            handles.append(
+                Line2D(
+                    [], [], color=style.color, marker=style.marker, linestyle="-" if kind == "line" else ""
+                )
+            )
         labels.append(style.label)
     if published:
         handles.append(Line2D([], [], color="0.2", marker="o", markerfacecolor="none", linestyle=""))
@@ -186,8 +237,14 @@ def _legend(figure: Figure, methods: Sequence[str], *, kind: str = "line", publi
         labels.append(note)
     if handles:
         per_row = max(2, int(figure.get_figwidth() / 1.25))
-        figure.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), per_row),
-                      handlelength=1.8, columnspacing=1.2)
+        figure.legend(
+            handles,
+            labels,
+            loc="outside upper center",
+            ncols=min(len(labels), per_row),
+            handlelength=1.8,
+            columnspacing=1.2,
+        )
 
 
 @dataclass(frozen=True)
@@ -232,8 +289,9 @@ def _tag(artists: object, gid: str) -> None:
 def _errorbar(ax, x, y, *, xerr=None, yerr=None, method: str, gid: str = "", **kwargs):
     """``ax.errorbar`` in the method's style, every part tagged ``mean:<method>``."""
     style = method_style(method)
-    container = ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=style.color, marker=style.marker,
-                            label=style.label, **kwargs)
+    container = ax.errorbar(
+        x, y, xerr=xerr, yerr=yerr, color=style.color, marker=style.marker, label=style.label, **kwargs
+    )
     _tag(container.lines[0], gid or f"mean:{method}")
     _tag(container.lines[1], gid or f"mean:{method}")
     _tag(container.lines[2], gid or f"error:{method}")
@@ -261,8 +319,9 @@ def _n_note(ax, x: float, y: float, n: int, notes: SeedNotes, color: str, **kwar
 # ------------------------------------------------------------------------------- seed statistics
 
 
-def _per_seed(runs: pd.DataFrame, protocols: Sequence[str], metrics: Sequence[str],
-              keys: Sequence[str]) -> pd.DataFrame:
+def _per_seed(
+    runs: pd.DataFrame, protocols: Sequence[str], metrics: Sequence[str], keys: Sequence[str]
+) -> pd.DataFrame:
     """One row per run (``keys`` + seed) with the given metrics as columns (NaN where absent)."""
     rows = runs[runs["protocol"].isin(protocols) & runs["metric"].isin(metrics)]
     if rows.empty:
@@ -276,8 +335,13 @@ def _per_seed(runs: pd.DataFrame, protocols: Sequence[str], metrics: Sequence[st
     return wide
 
 
-def _seed_averages(per_seed: pd.DataFrame, keys: Sequence[str], datasets: Sequence[str],
-                   metrics: Sequence[str], column: str = "dataset") -> pd.DataFrame:
+def _seed_averages(
+    per_seed: pd.DataFrame,
+    keys: Sequence[str],
+    datasets: Sequence[str],
+    metrics: Sequence[str],
+    column: str = "dataset",
+) -> pd.DataFrame:
     """Per (``keys``, seed): each metric's mean over ``datasets``, for seeds that have all of them."""
     inside = per_seed[per_seed[column].isin(datasets)].dropna(subset=list(metrics))
     if inside.empty:
@@ -296,8 +360,9 @@ def _std_n(frame: pd.DataFrame, keys: Sequence[str], metric: str) -> pd.DataFram
     return grouped.agg(**{f"{metric}_std": "std", "n": "count"}).reset_index()
 
 
-def _fill(frame: pd.DataFrame, rows: pd.Series, stats: pd.DataFrame, keys: Sequence[str],
-          columns: dict[str, str]) -> pd.DataFrame:
+def _fill(
+    frame: pd.DataFrame, rows: pd.Series, stats: pd.DataFrame, keys: Sequence[str], columns: dict[str, str]
+) -> pd.DataFrame:
     """``frame`` with ``columns`` (target → column of ``stats``) replaced on ``rows`` by the stats of the
     same ``keys`` (NaN, or 0 seeds, where ``stats`` has none); ``n_seeds`` stays an integer."""
     frame = frame.copy()
@@ -327,18 +392,35 @@ def base2new_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DAT
     base_metric, new_metric = base2new.BASE_METRIC, base2new.NEW_METRIC
     per_seed = _per_seed(runs, base2new.PROTOCOL.recorded_names, [base_metric, new_metric], keys)
     per_seed = per_seed.dropna(subset=[base_metric, new_metric])
-    per_seed["hm"] = [harmonic_mean(b, n) for b, n in zip(per_seed[base_metric], per_seed[new_metric], strict=True)]
+    per_seed["hm"] = [
+        harmonic_mean(b, n) for b, n in zip(per_seed[base_metric], per_seed[new_metric], strict=True)
+    ]
     hm = _std_n(per_seed, keys, "hm").drop(columns="n")
-    averages = _seed_averages(per_seed, ["method", "shots"], order_datasets(datasets), [base_metric, new_metric])
-    averages["hm"] = [harmonic_mean(b, n) for b, n in zip(averages[base_metric], averages[new_metric], strict=True)]
-    average_stats = _std_n(averages, ["method", "shots"], base_metric).rename(columns={f"{base_metric}_std": "base_std"})
+    averages = _seed_averages(
+        per_seed, ["method", "shots"], order_datasets(datasets), [base_metric, new_metric]
+    )
+    averages["hm"] = [
+        harmonic_mean(b, n) for b, n in zip(averages[base_metric], averages[new_metric], strict=True)
+    ]
+    average_stats = _std_n(averages, ["method", "shots"], base_metric).rename(
+        columns={f"{base_metric}_std": "base_std"}
+    )
     for metric, name in ((new_metric, "new_std"), ("hm", "hm_std")):
         average_stats = average_stats.merge(
-            _std_n(averages, ["method", "shots"], metric).drop(columns="n").rename(columns={f"{metric}_std": name}),
-            on=["method", "shots"], how="left")
+            _std_n(averages, ["method", "shots"], metric)
+            .drop(columns="n")
+            .rename(columns={f"{metric}_std": name}),
+            on=["method", "shots"],
+            how="left",
+        )
     stats = summary.merge(hm, on=keys, how="left")
-    stats = _fill(stats, stats["dataset"] == AVERAGE, average_stats, ["method", "shots"],
-                  {"base_std": "base_std", "new_std": "new_std", "hm_std": "hm_std", "n_seeds": "n"})
+    stats = _fill(
+        stats,
+        stats["dataset"] == AVERAGE,
+        average_stats,
+        ["method", "shots"],
+        {"base_std": "base_std", "new_std": "new_std", "hm_std": "hm_std", "n_seeds": "n"},
+    )
     columns = ["method", "shots", "dataset", "base", "new", "hm", "base_std", "new_std", "hm_std", "n_seeds"]
     return stats[columns].reset_index(drop=True)
 
@@ -356,8 +438,13 @@ def few_shot_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DAT
     per_seed = _per_seed(runs, few_shot.PROTOCOL.recorded_names, [acc], ["method", "dataset", "shots"])
     averages = _seed_averages(per_seed, ["method", "shots"], order_datasets(datasets), [acc])
     stats = _std_n(averages, ["method", "shots"], acc).rename(columns={f"{acc}_std": "acc_std"})
-    summary = _fill(summary, summary["dataset"] == AVERAGE, stats, ["method", "shots"],
-                    {"acc_std": "acc_std", "n_seeds": "n"})
+    summary = _fill(
+        summary,
+        summary["dataset"] == AVERAGE,
+        stats,
+        ["method", "shots"],
+        {"acc_std": "acc_std", "n_seeds": "n"},
+    )
     return summary[["method", "dataset", "shots", "acc", "acc_std", "n_seeds"]].reset_index(drop=True)
 
 
@@ -373,13 +460,27 @@ def transfer_stats(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str])
     recorded = found.recorded_names if found is not None else (protocol,)
     metrics = [transfer.TARGET_METRIC.format(t) for t in targets]
     per_seed = _per_seed(runs, recorded, metrics, ["method", "shots", "dataset"])
-    long = per_seed.melt(id_vars=["method", "shots", "dataset", "seed"], value_vars=metrics,
-                         var_name="target", value_name="acc").dropna(subset=["acc"])
-    averages = _seed_averages(long.rename(columns={"dataset": "source"}), ["method", "shots", "source"],
-                              metrics, ["acc"], column="target")
+    long = per_seed.melt(
+        id_vars=["method", "shots", "dataset", "seed"],
+        value_vars=metrics,
+        var_name="target",
+        value_name="acc",
+    ).dropna(subset=["acc"])
+    averages = _seed_averages(
+        long.rename(columns={"dataset": "source"}),
+        ["method", "shots", "source"],
+        metrics,
+        ["acc"],
+        column="target",
+    )
     stats = _std_n(averages, ["method", "shots", "source"], "acc")
-    summary = _fill(summary, summary["column"] == TARGET_MEAN, stats, ["method", "shots", "source"],
-                    {"std": "acc_std", "n_seeds": "n"})
+    summary = _fill(
+        summary,
+        summary["column"] == TARGET_MEAN,
+        stats,
+        ["method", "shots", "source"],
+        {"std": "acc_std", "n_seeds": "n"},
+    )
     return summary[summary["mean"].notna()].reset_index(drop=True)
 
 
@@ -405,12 +506,26 @@ def _draw_iso_hm(ax, low: float, high: float) -> None:
         (line,) = ax.plot(base, new, linestyle="--", linewidth=0.6, color="0.65", zorder=0)
         line.set_gid(f"iso-hm:{level:g}")
         top = int(np.nanargmax(new))  # where the curve leaves the panel at the top (or the left)
-        ax.annotate(f"{level:g}", (base[top], new[top]), xytext=(2, -2), textcoords="offset points",
-                    ha="left", va="top", fontsize=MIN_FONT_PT, color="0.45", gid=f"iso-hm-label:{level:g}")
+        ax.annotate(
+            f"{level:g}",
+            (base[top], new[top]),
+            xytext=(2, -2),
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize=MIN_FONT_PT,
+            color="0.45",
+            gid=f"iso-hm-label:{level:g}",
+        )
 
 
-def figure_base_vs_new(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS,
-                       published: pd.DataFrame | None = None, expected_seeds: int = 3) -> Figure | None:
+def figure_base_vs_new(
+    runs: pd.DataFrame,
+    *,
+    datasets: Sequence[str] = BASE2NEW_DATASETS,
+    published: pd.DataFrame | None = None,
+    expected_seeds: int = 3,
+) -> Figure | None:
     """Base (x) against new (y) accuracy per dataset (Average first), with iso-HM curves.
 
     Points are seed means with the seed std as error bars in both directions; published numbers of
@@ -434,21 +549,43 @@ def figure_base_vs_new(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW
         for ax, dataset in zip(axes, panels, strict=True):
             rows = stats[stats["dataset"] == dataset]
             paper = _published_rows(published, dataset, methods, datasets)
-            values = [*(rows["base"] - rows["base_std"].fillna(0)), *(rows["base"] + rows["base_std"].fillna(0)),
-                      *(rows["new"] - rows["new_std"].fillna(0)), *(rows["new"] + rows["new_std"].fillna(0)),
-                      *paper["base"], *paper["new"]]
+            values = [
+                *(rows["base"] - rows["base_std"].fillna(0)),
+                *(rows["base"] + rows["base_std"].fillna(0)),
+                *(rows["new"] - rows["new_std"].fillna(0)),
+                *(rows["new"] + rows["new_std"].fillna(0)),
+                *paper["base"],
+                *paper["new"],
+            ]
             low, high = min(values), max(values)
             pad = max(2.0, 0.08 * (high - low))
             low, high = max(0.0, low - pad), min(100.0, high + pad)
             for _, row in rows.iterrows():
                 method = str(row["method"])
-                _errorbar(ax, [row["base"]], [row["new"]], xerr=_spread(row["base_std"]), yerr=_spread(row["new_std"]),
-                          method=method, linestyle="", markersize=6 if method == "prometar" else 4.5, zorder=3)
+                _errorbar(
+                    ax,
+                    [row["base"]],
+                    [row["new"]],
+                    xerr=_spread(row["base_std"]),
+                    yerr=_spread(row["new_std"]),
+                    method=method,
+                    linestyle="",
+                    markersize=6 if method == "prometar" else 4.5,
+                    zorder=3,
+                )
                 _n_note(ax, row["base"], row["new"], int(row["n_seeds"]), notes, method_style(method).color)
             for _, row in paper.iterrows():
                 style = method_style(str(row["method"]))
-                (mark,) = ax.plot([row["base"]], [row["new"]], linestyle="", marker=style.marker, markersize=5,
-                                  markerfacecolor="none", markeredgecolor=style.color, zorder=2)
+                (mark,) = ax.plot(
+                    [row["base"]],
+                    [row["new"]],
+                    linestyle="",
+                    marker=style.marker,
+                    markersize=5,
+                    markerfacecolor="none",
+                    markeredgecolor=style.color,
+                    zorder=2,
+                )
                 mark.set_gid(f"published:{row['method']}")
                 shown_published = True
             _draw_iso_hm(ax, low, high)
@@ -459,13 +596,20 @@ def figure_base_vs_new(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW
             ax.set_xlabel("Base accuracy (%)")
             ax.set_ylabel("New accuracy (%)")
         iso = Line2D([], [], linestyle="--", linewidth=0.6, color="0.65")
-        _legend(figure, methods, kind="marker", published=shown_published, extra=[(iso, "equal HM")],
-                note=notes.legend())
+        _legend(
+            figure,
+            methods,
+            kind="marker",
+            published=shown_published,
+            extra=[(iso, "equal HM")],
+            note=notes.legend(),
+        )
     return figure
 
 
-def _published_rows(published: pd.DataFrame | None, dataset: str, methods: Sequence[str],
-                    datasets: Sequence[str]) -> pd.DataFrame:
+def _published_rows(
+    published: pd.DataFrame | None, dataset: str, methods: Sequence[str], datasets: Sequence[str]
+) -> pd.DataFrame:
     """Published rows of the methods run, for one dataset; the paper's Average only when ours is over
     the paper's datasets."""
     empty = pd.DataFrame(columns=["method", "dataset", "base", "new", "hm"])
@@ -476,8 +620,13 @@ def _published_rows(published: pd.DataFrame | None, dataset: str, methods: Seque
     return published[(published["dataset"] == dataset) & published["method"].isin(methods)]
 
 
-def figure_hm(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS,
-              published: pd.DataFrame | None = None, expected_seeds: int = 3) -> Figure | None:
+def figure_hm(
+    runs: pd.DataFrame,
+    *,
+    datasets: Sequence[str] = BASE2NEW_DATASETS,
+    published: pd.DataFrame | None = None,
+    expected_seeds: int = 3,
+) -> Figure | None:
     """HM per dataset (Average first) as grouped bars, one per method, with the published HM marked.
 
     Bars are the HM of the seed means (the table's); error bars are the sample std over seeds of each
@@ -502,33 +651,73 @@ def figure_hm(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS
             positions = x + (i - (len(methods) - 1) / 2) * width
             heights = rows["hm"].to_numpy(dtype=float)
             errors = np.nan_to_num(rows["hm_std"].to_numpy(dtype=float))
-            bars = ax.bar(positions, heights, width * 0.92, yerr=errors, color=style.color, label=style.label,
-                          error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.15"})
+            bars = ax.bar(
+                positions,
+                heights,
+                width * 0.92,
+                yerr=errors,
+                color=style.color,
+                label=style.label,
+                error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.15"},
+            )
             _tag(bars.patches, f"bar:{method}")
             if bars.errorbar is not None:
                 _tag(bars.errorbar.lines[2], f"error:{method}")
             lows += [h for h in heights if not math.isnan(h)]
-            for position, height, error, n in zip(positions, heights, errors, rows["n_seeds"].fillna(0), strict=True):
+            for position, height, error, n in zip(
+                positions, heights, errors, rows["n_seeds"].fillna(0), strict=True
+            ):
                 if not math.isnan(height):
-                    _n_note(ax, position, height + error, int(n), notes, "black", xytext=(0, 2), ha="center",
-                            va="bottom", rotation=90)
+                    _n_note(
+                        ax,
+                        position,
+                        height + error,
+                        int(n),
+                        notes,
+                        "black",
+                        xytext=(0, 2),
+                        ha="center",
+                        va="bottom",
+                        rotation=90,
+                    )
             for group, position in zip(groups, positions, strict=True):
                 paper = _published_rows(published, group, [method], datasets)
                 if not paper.empty:
-                    (tick,) = ax.plot([position], [float(paper["hm"].iloc[0])], marker="_", color="black",
-                                      markersize=max(4.0, 72 * width * 0.9 * _axes_width(figure) / len(groups)),
-                                      markeredgewidth=1.4, linestyle="", zorder=4)
+                    (tick,) = ax.plot(
+                        [position],
+                        [float(paper["hm"].iloc[0])],
+                        marker="_",
+                        color="black",
+                        markersize=max(4.0, 72 * width * 0.9 * _axes_width(figure) / len(groups)),
+                        markeredgewidth=1.4,
+                        linestyle="",
+                        zorder=4,
+                    )
                     tick.set_gid(f"published:{method}")
                     lows.append(float(paper["hm"].iloc[0]))
                     shown_published = True
         bottom = max(0.0, 5 * math.floor((min(lows) - 8) / 5)) if lows else 0.0
         ax.set_ylim(bottom=bottom)
-        ax.set_xticks(x, [dataset_label(g) for g in groups], rotation=30 if len(groups) > 3 else 0,
-                      ha="right" if len(groups) > 3 else "center")
+        ax.set_xticks(
+            x,
+            [dataset_label(g) for g in groups],
+            rotation=30 if len(groups) > 3 else 0,
+            ha="right" if len(groups) > 3 else "center",
+        )
         ax.set_ylabel("HM (%)")
         ax.grid(axis="x", visible=False)
-        extra = [(Line2D([], [], marker="_", color="black", markersize=8, markeredgewidth=1.4, linestyle=""),
-                  "published")] if shown_published else []
+        extra = (
+            [
+                (
+                    Line2D(
+                        [], [], marker="_", color="black", markersize=8, markeredgewidth=1.4, linestyle=""
+                    ),
+                    "published",
+                )
+            ]
+            if shown_published
+            else []
+        )
         _legend(figure, methods, kind="bar", extra=extra, note=notes.legend())
     return figure
 
@@ -541,8 +730,9 @@ def _axes_width(figure: Figure) -> float:
 # ---------------------------------------------------------------------------------------- few-shot
 
 
-def figure_few_shot(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS,
-                    expected_seeds: int = 3) -> Figure | None:
+def figure_few_shot(
+    runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS, expected_seeds: int = 3
+) -> Figure | None:
     """Accuracy against the number of shots K (log-2 axis), per dataset and on Average.
 
     Means over seeds with the seed std as error bars; Average: the mean over datasets, its std over
@@ -564,10 +754,19 @@ def figure_few_shot(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DA
                 series = rows[rows["method"] == method].sort_values("shots")
                 if series.empty:
                     continue
-                _errorbar(ax, series["shots"], series["acc"], yerr=[_std(s) for s in series["acc_std"]],
-                          method=method, linestyle="-", zorder=3)
+                _errorbar(
+                    ax,
+                    series["shots"],
+                    series["acc"],
+                    yerr=[_std(s) for s in series["acc_std"]],
+                    method=method,
+                    linestyle="-",
+                    zorder=3,
+                )
                 for _, row in series.iterrows():
-                    _n_note(ax, row["shots"], row["acc"], int(row["n_seeds"]), notes, method_style(method).color)
+                    _n_note(
+                        ax, row["shots"], row["acc"], int(row["n_seeds"]), notes, method_style(method).color
+                    )
             ax.set_xscale("log", base=2)
             ax.set_xticks(shots, [str(k) for k in shots])
             ax.minorticks_off()
@@ -581,8 +780,9 @@ def figure_few_shot(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DA
 # ----------------------------------------------------------------------------------------- transfer
 
 
-def figure_transfer(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str],
-                    expected_seeds: int = 3) -> Figure | None:
+def figure_transfer(
+    runs: pd.DataFrame, *, protocol: str, targets: Sequence[str], expected_seeds: int = 3
+) -> Figure | None:
     """Per-target accuracy bars of models trained on one source (domain generalisation, cross-dataset).
 
     One group of bars per column: the source (shaded, left of a dashed divider), each target, then
@@ -611,8 +811,14 @@ def figure_transfer(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str]
                 positions = x + (i - (len(methods) - 1) / 2) * bar_width
                 heights = rows["mean"].to_numpy(dtype=float)
                 errors = np.nan_to_num(rows["std"].to_numpy(dtype=float))
-                bars = ax.bar(positions, heights, bar_width * 0.92, yerr=errors, color=style.color,
-                              error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.15"})
+                bars = ax.bar(
+                    positions,
+                    heights,
+                    bar_width * 0.92,
+                    yerr=errors,
+                    color=style.color,
+                    error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.15"},
+                )
                 _tag(bars.patches, f"bar:{method}")
                 if bars.errorbar is not None:
                     _tag(bars.errorbar.lines[2], f"error:{method}")
@@ -621,17 +827,44 @@ def figure_transfer(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str]
                         patch.set_hatch("///")
                         patch.set_edgecolor("white")
                 values += [h for h in heights if not math.isnan(h)]
-                for position, height, error, n in zip(positions, heights, errors, rows["n_seeds"].fillna(0),
-                                                      strict=True):
+                for position, height, error, n in zip(
+                    positions, heights, errors, rows["n_seeds"].fillna(0), strict=True
+                ):
                     if not math.isnan(height):
-                        _n_note(ax, position, height + error, int(n), notes, "black", xytext=(0, 2), ha="center",
-                                va="bottom", rotation=90)
+                        _n_note(
+                            ax,
+                            position,
+                            height + error,
+                            int(n),
+                            notes,
+                            "black",
+                            xytext=(0, 2),
+                            ha="center",
+                            va="bottom",
+                            rotation=90,
+                        )
             if "source" in columns:
-                ax.axvline(columns.index("source") + 0.5, color="0.5", linestyle="--", linewidth=0.8,
-                           gid="source-divider")
-            labels = [f"{dataset_label(source)}\n(source)" if c == "source" else
-                      "Target\nmean" if c == TARGET_MEAN else dataset_label(c) for c in columns]
-            ax.set_xticks(x, labels, rotation=30 if len(columns) > 5 else 0, ha="right" if len(columns) > 5 else "center")
+                ax.axvline(
+                    columns.index("source") + 0.5,
+                    color="0.5",
+                    linestyle="--",
+                    linewidth=0.8,
+                    gid="source-divider",
+                )
+            labels = [
+                f"{dataset_label(source)}\n(source)"
+                if c == "source"
+                else "Target\nmean"
+                if c == TARGET_MEAN
+                else dataset_label(c)
+                for c in columns
+            ]
+            ax.set_xticks(
+                x,
+                labels,
+                rotation=30 if len(columns) > 5 else 0,
+                ha="right" if len(columns) > 5 else "center",
+            )
             if values:
                 ax.set_ylim(bottom=max(0.0, 5 * math.floor((min(values) - 8) / 5)))
             ax.set_ylabel("Accuracy (%)")
@@ -667,7 +900,9 @@ def curve_series(history: pd.DataFrame, runs: pd.DataFrame, metric: str) -> dict
     series: dict[str, pd.DataFrame] = {}
     for method in order_methods(rows["method"].unique()):
         mine = rows[rows["method"] == method]
-        if not any(_varies(g.sort_values("step")["value"].to_numpy(dtype=float)) for _, g in mine.groupby("run_id")):
+        if not any(
+            _varies(g.sort_values("step")["value"].to_numpy(dtype=float)) for _, g in mine.groupby("run_id")
+        ):
             continue
         per_seed = mine.groupby(["seed", "step"])["value"].mean().reset_index()  # mean over datasets
         grouped = per_seed.groupby("step")["value"]
@@ -675,25 +910,45 @@ def curve_series(history: pd.DataFrame, runs: pd.DataFrame, metric: str) -> dict
     return series
 
 
-def _curve_figure(history: pd.DataFrame, runs: pd.DataFrame, metrics: Sequence[str], *,
-                  expected_seeds: int, columns: int = 4) -> Figure | None:
+def _curve_figure(
+    history: pd.DataFrame,
+    runs: pd.DataFrame,
+    metrics: Sequence[str],
+    *,
+    expected_seeds: int,
+    columns: int = 4,
+) -> Figure | None:
     panels = {m: s for m in metrics if (s := curve_series(history, runs, m))}
     if not panels:
         return None
     methods = order_methods({method for series in panels.values() for method in series})
-    notes = SeedNotes.of([int(c["n"].min()) for series in panels.values() for c in series.values()], expected_seeds)
+    notes = SeedNotes.of(
+        [int(c["n"].min()) for series in panels.values() for c in series.values()], expected_seeds
+    )
     with figure_style():
         figure, axes = _panel_figure(len(panels), columns=columns, panel_height=1.45)
         for ax, (metric, series) in zip(axes, panels.items(), strict=True):
             for method, curve in series.items():
                 style = method_style(method)
-                (line,) = ax.plot(curve["step"], curve["mean"], color=style.color, marker=style.marker,
-                                  markersize=3, label=style.label)
+                (line,) = ax.plot(
+                    curve["step"],
+                    curve["mean"],
+                    color=style.color,
+                    marker=style.marker,
+                    markersize=3,
+                    label=style.label,
+                )
                 line.set_gid(f"mean:{method}")
                 std = curve["std"].fillna(0).to_numpy(dtype=float)
                 if (curve["n"] > 1).any():
-                    band = ax.fill_between(curve["step"], curve["mean"] - std, curve["mean"] + std,
-                                           color=style.color, alpha=0.2, linewidth=0)
+                    band = ax.fill_between(
+                        curve["step"],
+                        curve["mean"] - std,
+                        curve["mean"] + std,
+                        color=style.color,
+                        alpha=0.2,
+                        linewidth=0,
+                    )
                     band.set_gid(f"band:{method}")
                 last = curve.iloc[-1]
                 _n_note(ax, last["step"], last["mean"], int(curve["n"].min()), notes, style.color)
@@ -706,7 +961,9 @@ def _curve_figure(history: pd.DataFrame, runs: pd.DataFrame, metrics: Sequence[s
     return figure
 
 
-def figure_training_curves(history: pd.DataFrame, runs: pd.DataFrame, *, expected_seeds: int = 3) -> Figure | None:
+def figure_training_curves(
+    history: pd.DataFrame, runs: pd.DataFrame, *, expected_seeds: int = 3
+) -> Figure | None:
     """The per-epoch metrics that vary (losses, training accuracy, learning rate), one panel each.
 
     Lines: the mean over seeds of each seed's curve averaged over datasets; bands: the seed std.
@@ -723,21 +980,25 @@ def figure_training_curves(history: pd.DataFrame, runs: pd.DataFrame, *, expecte
     return _curve_figure(history, runs, metrics, expected_seeds=expected_seeds)
 
 
-def figure_gate_alignment(history: pd.DataFrame, runs: pd.DataFrame, *, expected_seeds: int = 3) -> Figure | None:
+def figure_gate_alignment(
+    history: pd.DataFrame, runs: pd.DataFrame, *, expected_seeds: int = 3
+) -> Figure | None:
     """Gate statistics and the CE-vs-regulariser gradient cosine over training, per tower.
 
     Only the methods whose values vary are drawn (the gate is a constant, and the cosine is not
     measured, outside the learned-gate ProMetaR scheme).
     """
-    return _curve_figure(history, runs, [*GATE_METRICS, *ALIGNMENT_METRICS], expected_seeds=expected_seeds,
-                         columns=3)
+    return _curve_figure(
+        history, runs, [*GATE_METRICS, *ALIGNMENT_METRICS], expected_seeds=expected_seeds, columns=3
+    )
 
 
 # -------------------------------------------------------------------------------------------- search
 
 
-def figure_search(runs: pd.DataFrame, params: Sequence[str], *, objective: str = search.OBJECTIVE,
-                  mode: str = "max") -> Figure | None:
+def figure_search(
+    runs: pd.DataFrame, params: Sequence[str], *, objective: str = search.OBJECTIVE, mode: str = "max"
+) -> Figure | None:
     """The validation objective of every sampled configuration against each searched parameter.
 
     One panel per parameter (rows: one per searched dataset and shots); one point per run in its
@@ -756,8 +1017,10 @@ def figure_search(runs: pd.DataFrame, params: Sequence[str], *, objective: str =
     methods = order_methods(rows["method"].unique())
     with figure_style():
         columns = min(len(params), 3)
-        figure = _figure(min(TEXT_WIDTH_IN, max(COLUMN_WIDTH_IN, 2.2 * columns)),
-                         1.8 * len(groups) * math.ceil(len(params) / columns) + 0.35)
+        figure = _figure(
+            min(TEXT_WIDTH_IN, max(COLUMN_WIDTH_IN, 2.2 * columns)),
+            1.8 * len(groups) * math.ceil(len(params) / columns) + 0.35,
+        )
         axes = _grid(figure, len(groups) * len(params), columns=columns)
         panels = [(g, p) for g in groups for p in params]
         for ax, ((dataset, shots), param) in zip(axes, panels, strict=True):
@@ -766,7 +1029,9 @@ def figure_search(runs: pd.DataFrame, params: Sequence[str], *, objective: str =
             categorical = numeric.isna().any()
             if categorical:
                 categories = sorted(group[param].astype(str).unique())
-                positions = group[param].astype(str).map({c: i for i, c in enumerate(categories)}).astype(float)
+                positions = (
+                    group[param].astype(str).map({c: i for i, c in enumerate(categories)}).astype(float)
+                )
             else:
                 positions = numeric
             for method in methods:
@@ -774,12 +1039,26 @@ def figure_search(runs: pd.DataFrame, params: Sequence[str], *, objective: str =
                 if not mine.any():
                     continue
                 style = method_style(method)
-                points = ax.scatter(positions[mine], group.loc[mine, "value"], s=14, color=style.color,
-                                    marker=style.marker, alpha=0.85, linewidths=0)
+                points = ax.scatter(
+                    positions[mine],
+                    group.loc[mine, "value"],
+                    s=14,
+                    color=style.color,
+                    marker=style.marker,
+                    alpha=0.85,
+                    linewidths=0,
+                )
                 points.set_gid(f"sample:{method}")
             best = group["value"].idxmax() if mode == "max" else group["value"].idxmin()
-            ax.scatter([positions[best]], [group.loc[best, "value"]], s=60, facecolors="none", edgecolors="black",
-                       linewidths=0.8, gid="best")
+            ax.scatter(
+                [positions[best]],
+                [group.loc[best, "value"]],
+                s=60,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=0.8,
+                gid="best",
+            )
             if categorical:
                 ax.set_xticks(range(len(categories)), categories)
             elif (numeric > 0).all() and numeric.max() / numeric.min() > 20:
@@ -788,14 +1067,34 @@ def figure_search(runs: pd.DataFrame, params: Sequence[str], *, objective: str =
             ax.set_ylabel(_objective_label(objective))
             if len(groups) > 1:
                 ax.set_title(f"{dataset_label(dataset)}, {shots} shots")
-        _legend(figure, methods, kind="marker", extra=[(Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="black",
-                                                 linestyle="", markersize=7), "best")])
+        _legend(
+            figure,
+            methods,
+            kind="marker",
+            extra=[
+                (
+                    Line2D(
+                        [],
+                        [],
+                        marker="o",
+                        markerfacecolor="none",
+                        markeredgecolor="black",
+                        linestyle="",
+                        markersize=7,
+                    ),
+                    "best",
+                )
+            ],
+        )
     return figure
 
 
 def _objective_label(objective: str) -> str:
-    names = {"val_hm": "Validation HM (%)", "val_base": "Validation base acc. (%)",
-             "val_new": "Validation new acc. (%)"}
+    names = {
+        "val_hm": "Validation HM (%)",
+        "val_base": "Validation base acc. (%)",
+        "val_new": "Validation new acc. (%)",
+    }
     return names.get(objective, objective)
 
 
@@ -820,10 +1119,18 @@ class NamedFigure:
 _SPREAD = "Error bars: sample standard deviation over seeds; n=k marks a mean of fewer seeds than planned."
 
 
-def build_figures(ledger: RunsTable, *, history: pd.DataFrame | None = None, protocol: str | None = None,
-                  datasets: Sequence[str] | None = None, published: pd.DataFrame | None = None,
-                  expected_seeds: int = 3, search_space: Sequence[str] = (),
-                  objective: str = search.OBJECTIVE, targets: Sequence[str] = ()) -> list[NamedFigure]:
+def build_figures(
+    ledger: RunsTable,
+    *,
+    history: pd.DataFrame | None = None,
+    protocol: str | None = None,
+    datasets: Sequence[str] | None = None,
+    published: pd.DataFrame | None = None,
+    expected_seeds: int = 3,
+    search_space: Sequence[str] = (),
+    objective: str = search.OBJECTIVE,
+    targets: Sequence[str] = (),
+) -> list[NamedFigure]:
     """Every figure the runs support, by protocol, in the order a report shows them.
 
     Args:
@@ -854,39 +1161,67 @@ def build_figures(ledger: RunsTable, *, history: pd.DataFrame | None = None, pro
             out.append(NamedFigure(name, figure, caption))
 
     if base2new.PROTOCOL.name in wanted & present:
-        add("base_vs_new", figure_base_vs_new(runs, datasets=grid, published=published,
-                                              expected_seeds=expected_seeds),
+        add(
+            "base_vs_new",
+            figure_base_vs_new(runs, datasets=grid, published=published, expected_seeds=expected_seeds),
             "Base against new accuracy per dataset (Average first): seed means, dashed curves of equal "
-            "harmonic mean (HM)" + (", hollow markers the published numbers" if published is not None else "")
-            + ". " + _SPREAD)
-        add("hm", figure_hm(runs, datasets=grid, published=published, expected_seeds=expected_seeds),
+            "harmonic mean (HM)"
+            + (", hollow markers the published numbers" if published is not None else "")
+            + ". "
+            + _SPREAD,
+        )
+        add(
+            "hm",
+            figure_hm(runs, datasets=grid, published=published, expected_seeds=expected_seeds),
             "Harmonic mean of base and new accuracy per dataset (HM of the seed means)"
             + ("; black ticks: published HM" if published is not None else "")
-            + ". Error bars: sample standard deviation over seeds of each seed's HM.")
+            + ". Error bars: sample standard deviation over seeds of each seed's HM.",
+        )
     if few_shot.PROTOCOL.name in wanted & present:
-        add("few_shot", figure_few_shot(runs, datasets=grid, expected_seeds=expected_seeds),
-            "Few-shot accuracy against shots per class K (log-2 axis), per dataset and on Average. " + _SPREAD)
+        add(
+            "few_shot",
+            figure_few_shot(runs, datasets=grid, expected_seeds=expected_seeds),
+            "Few-shot accuracy against shots per class K (log-2 axis), per dataset and on Average. "
+            + _SPREAD,
+        )
     for entry in transfer.PROTOCOLS:
         if entry.name in wanted & present:
             title = transfer.TITLES[entry.table].split(" (")[0]
-            add(entry.table, figure_transfer(runs, protocol=entry.name, targets=tuple(targets) or entry.default_targets,
-                                             expected_seeds=expected_seeds),
-                f"{title}: accuracy on the source (hatched) and on each target, and the target mean. " + _SPREAD)
+            add(
+                entry.table,
+                figure_transfer(
+                    runs,
+                    protocol=entry.name,
+                    targets=tuple(targets) or entry.default_targets,
+                    expected_seeds=expected_seeds,
+                ),
+                f"{title}: accuracy on the source (hatched) and on each target, and the target mean. "
+                + _SPREAD,
+            )
     if history is not None and not history.empty:
-        add("training_curves", figure_training_curves(history, runs, expected_seeds=expected_seeds),
+        add(
+            "training_curves",
+            figure_training_curves(history, runs, expected_seeds=expected_seeds),
             "Per-epoch training metrics that vary, mean over seeds of each seed's curve averaged over "
-            "datasets; bands: sample standard deviation over seeds.")
-        add("gate_and_alignment", figure_gate_alignment(history, runs, expected_seeds=expected_seeds),
+            "datasets; bands: sample standard deviation over seeds.",
+        )
+        add(
+            "gate_and_alignment",
+            figure_gate_alignment(history, runs, expected_seeds=expected_seeds),
             "The gate's effective multiplier of the regulariser gradient (mean and spread over prompt "
             "entries) and the cosine between the cross-entropy and the regulariser gradients, per tower, "
-            "for the methods where they vary; bands: sample standard deviation over seeds.")
+            "for the methods where they vary; bands: sample standard deviation over seeds.",
+        )
     has_objective = (runs["metric"] == objective).any()
     if has_objective and (search_space or search.PROTOCOL.name in present):
         space = list(search_space) or varying_params(ledger.params)
         if space:
-            add("search", figure_search(attach_params(runs, ledger.params, space), space, objective=objective),
-                f"Sampled hyper-parameters against {objective} (validation on base classes only), one point per "
-                "run; ringed: the best.")
+            add(
+                "search",
+                figure_search(attach_params(runs, ledger.params, space), space, objective=objective),
+                f"Sampled hyper-parameters against {objective} (validation on base classes only), "
+                "one point per run; ringed: the best.",
+            )
     return out
 
 
@@ -894,8 +1229,11 @@ def save_figure(figure: Figure, stem: Path | str) -> list[Path]:
     """Write ``<stem>.png`` (300 dpi), ``<stem>.pdf`` and ``<stem>.svg``; returns the paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None},
-                "svg": {"Date": None}}  # reproducible files
+    metadata = {
+        "png": {"Software": None},
+        "pdf": {"CreationDate": None, "ModDate": None},
+        "svg": {"Date": None},
+    }  # reproducible files
     written = []
     with figure_style():
         for fmt in FORMATS:
@@ -906,8 +1244,27 @@ def save_figure(figure: Figure, stem: Path | str) -> list[Path]:
 
 
 __all__ = [
-    "ALIGNMENT_METRICS", "COLUMN_WIDTH_IN", "DPI", "FORMATS", "GATE_METRICS", "MIN_FONT_PT", "MethodStyle",
-    "NamedFigure", "TEXT_WIDTH_IN", "base2new_stats", "build_figures", "curve_series", "few_shot_stats",
-    "figure_base_vs_new", "figure_few_shot", "figure_gate_alignment", "figure_hm", "figure_search",
-    "figure_training_curves", "figure_transfer", "method_style", "save_figure", "transfer_stats",
+    "ALIGNMENT_METRICS",
+    "COLUMN_WIDTH_IN",
+    "DPI",
+    "FORMATS",
+    "GATE_METRICS",
+    "MIN_FONT_PT",
+    "MethodStyle",
+    "NamedFigure",
+    "TEXT_WIDTH_IN",
+    "base2new_stats",
+    "build_figures",
+    "curve_series",
+    "few_shot_stats",
+    "figure_base_vs_new",
+    "figure_few_shot",
+    "figure_gate_alignment",
+    "figure_hm",
+    "figure_search",
+    "figure_training_curves",
+    "figure_transfer",
+    "method_style",
+    "save_figure",
+    "transfer_stats",
 ]

@@ -25,7 +25,14 @@ from orchestration.results.figures import (
 from orchestration.results.published import load_published
 from orchestration.results.source import Source
 
-__all__ = ["ALIGNMENT_METRICS", "GATE_METRICS", "collect_figures", "plot_source", "read_history", "write_plots"]
+__all__ = [
+    "ALIGNMENT_METRICS",
+    "GATE_METRICS",
+    "collect_figures",
+    "plot_source",
+    "read_history",
+    "write_plots",
+]
 
 
 def read_history(ledger: RunsTable, tracking_uri: str | None, *, max_runs: int = 60) -> pd.DataFrame | None:
@@ -39,8 +46,12 @@ def read_history(ledger: RunsTable, tracking_uri: str | None, *, max_runs: int =
     """
     if tracking_uri is None or not ledger.curve_metrics or ledger.runs.empty:
         return None
-    chosen = (ledger.runs[["run_id", "method", "dataset", "seed"]].drop_duplicates("run_id")
-              .sort_values(["seed", "method", "dataset"]).head(max_runs)["run_id"])
+    chosen = (
+        ledger.runs[["run_id", "method", "dataset", "seed"]]
+        .drop_duplicates("run_id")
+        .sort_values(["seed", "method", "dataset"])
+        .head(max_runs)["run_id"]
+    )
     return read_metric_history(tracking_uri, chosen, ledger.curve_metrics)
 
 
@@ -65,12 +76,22 @@ def collect_figures(
     if ledger.runs.empty:
         raise ResultsError("no FINISHED runs to plot")
     history = read_history(ledger, tracking_uri, max_runs=max_history_runs)
-    figures = build_figures(ledger, history=history, protocol=protocol, datasets=datasets, published=published,
-                            expected_seeds=expected_seeds, search_space=search_space, objective=objective,
-                            targets=targets)
+    figures = build_figures(
+        ledger,
+        history=history,
+        protocol=protocol,
+        datasets=datasets,
+        published=published,
+        expected_seeds=expected_seeds,
+        search_space=search_space,
+        objective=objective,
+        targets=targets,
+    )
     if not figures:
-        raise ResultsError("nothing to plot: no base-to-new, few-shot, transfer or search results, and no "
-                           "training history that varies")
+        raise ResultsError(
+            "nothing to plot: no base-to-new, few-shot, transfer or search results, and no "
+            "training history that varies"
+        )
     return figures
 
 
@@ -106,17 +127,27 @@ def write_plots(
     Returns:
         The files written, figure by figure (PNG, PDF, SVG).
     """
-    figures = collect_figures(ledger, tracking_uri=tracking_uri, protocol=protocol, datasets=datasets,
-                              published=published, expected_seeds=expected_seeds, search_space=search_space,
-                              objective=objective, targets=targets, max_history_runs=max_history_runs)
+    figures = collect_figures(
+        ledger,
+        tracking_uri=tracking_uri,
+        protocol=protocol,
+        datasets=datasets,
+        published=published,
+        expected_seeds=expected_seeds,
+        search_space=search_space,
+        objective=objective,
+        targets=targets,
+        max_history_runs=max_history_runs,
+    )
     written: list[Path] = []
     for named in figures:
         written += save_figure(named.figure, Path(out_dir) / named.name)
     return written
 
 
-def plot_source(source: Source, out_dir: Path | str, *, published: Path | str | None = None,
-                compare: bool = True) -> list[Path]:
+def plot_source(
+    source: Source, out_dir: Path | str, *, published: Path | str | None = None, compare: bool = True
+) -> list[Path]:
     """Every figure of a resolved source (``results.source.load_source``): the ``plot`` verb.
 
     Args:

@@ -226,17 +226,30 @@ def _reason(error: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _ledger_state(source: Source) -> tuple[Counts, list[Failure], list[LaunchRecord], dict[str, int], dict[str, int]]:
+def _ledger_state(
+    source: Source,
+) -> tuple[Counts, list[Failure], list[LaunchRecord], dict[str, int], dict[str, int]]:
     """Counts, failures, launches and the revisions of the FINISHED runs, from the MLflow ledger."""
     sweep = source.sweep
     planned = sweep.planned if sweep is not None else None
     runs = _experiment_runs(source.tracking_uri, source.experiment)  # type: ignore[arg-type]
     launches = []
-    for run in sorted((r for r in runs if r.data.tags.get(ROLE_TAG) == LAUNCH_ROLE), key=lambda r: r.info.start_time or 0):
+    for run in sorted(
+        (r for r in runs if r.data.tags.get(ROLE_TAG) == LAUNCH_ROLE), key=lambda r: r.info.start_time or 0
+    ):
         tags = run.data.tags
-        launches.append(LaunchRecord(run.info.run_id, run.info.status, _utc(run.info.start_time),
-                                     _utc(run.info.end_time), tags.get(HOST_TAG, ""), tags.get(GIT_SHA_TAG, ""),
-                                     tags.get(RESULT_REVISION_TAG, "1"), tags.get(TRIALS_PLANNED_TAG, "")))
+        launches.append(
+            LaunchRecord(
+                run.info.run_id,
+                run.info.status,
+                _utc(run.info.start_time),
+                _utc(run.info.end_time),
+                tags.get(HOST_TAG, ""),
+                tags.get(GIT_SHA_TAG, ""),
+                tags.get(RESULT_REVISION_TAG, "1"),
+                tags.get(TRIALS_PLANNED_TAG, ""),
+            )
+        )
     children = [r for r in runs if r.data.tags.get(TRIAL_KEY_TAG)]
     if planned is not None:
         children = [r for r in children if r.data.tags.get(planned.tag) in planned.keys]
@@ -251,7 +264,9 @@ def _ledger_state(source: Source) -> tuple[Counts, list[Failure], list[LaunchRec
         statuses = {r.info.status for r in key_runs}
         if FINISHED in statuses:
             finished += 1
-            latest = max((r for r in key_runs if r.info.status == FINISHED), key=lambda r: r.info.start_time or 0)
+            latest = max(
+                (r for r in key_runs if r.info.status == FINISHED), key=lambda r: r.info.start_time or 0
+            )
             sha = latest.data.tags.get(GIT_SHA_TAG, "unknown")
             code[sha] = code.get(sha, 0) + 1
             revision = latest.data.tags.get(RESULT_REVISION_TAG, "1")
@@ -265,19 +280,26 @@ def _ledger_state(source: Source) -> tuple[Counts, list[Failure], list[LaunchRec
         tags = latest.data.tags
         if status == KILLED:
             killed += 1
-            reason = ("closed by a later launch (its launch had died)" if tags.get(CLOSED_BY_TAG)
-                      else "killed (the launch was interrupted)")
+            reason = (
+                "closed by a later launch (its launch had died)"
+                if tags.get(CLOSED_BY_TAG)
+                else "killed (the launch was interrupted)"
+            )
             detail = ""
         else:
             failed += 1
             detail = tags.get(ERROR_TAG, "")
             reason = _reason(detail) or "failed without a recorded error"
-        where = (f"{method_label(tags.get('method', '?'))} · {dataset_label(tags.get('dataset', '?'))} · seed "
-                 f"{tags.get('seed', '?')} · {tags.get('shots', '?')} shots")
+        where = (
+            f"{method_label(tags.get('method', '?'))} · {dataset_label(tags.get('dataset', '?'))} · seed "
+            f"{tags.get('seed', '?')} · {tags.get('shots', '?')} shots"
+        )
         if tags.get(SEARCH_GROUP_TAG):
             where += " (search sample)"
         failures.append(Failure(key, latest.info.run_id, where, status, reason, detail[-3000:]))
-    counts = Counts(sweep.trials if sweep is not None and sweep.trials else None, finished, failed, killed, running)
+    counts = Counts(
+        sweep.trials if sweep is not None and sweep.trials else None, finished, failed, killed, running
+    )
     failures.sort(key=lambda f: (f.where, f.trial_key))
     return counts, failures, launches, dict(sorted(code.items())), dict(sorted(results.items()))
 
@@ -331,17 +353,39 @@ def build_report(
             notes.append(f"No table: {error}")
         if figures is None:
             try:
-                figures = collect_figures(source.ledger, tracking_uri=source.tracking_uri,
-                                          max_history_runs=max_history_runs, **options)
+                figures = collect_figures(
+                    source.ledger,
+                    tracking_uri=source.tracking_uri,
+                    max_history_runs=max_history_runs,
+                    **options,
+                )
             except ResultsError as error:
                 notes.append(f"No figure: {error}")
                 figures = []
     counts, failures, launches, code, results = _ledger_state(source)
-    origin = Provenance(provenance.git_sha(), prometar.RESULT_REVISION, code, results, package_versions(),
-                        source.tracking_uri, source.experiment, sweep.source if sweep else "",
-                        sweep.overrides if sweep else ())
-    return Report(sweep.name if sweep else source.experiment, sweep.protocol if sweep else "", tables,
-                  figures or [], counts, failures, launches, origin, list(extra_tables), notes)
+    origin = Provenance(
+        provenance.git_sha(),
+        prometar.RESULT_REVISION,
+        code,
+        results,
+        package_versions(),
+        source.tracking_uri,
+        source.experiment,
+        sweep.source if sweep else "",
+        sweep.overrides if sweep else (),
+    )
+    return Report(
+        sweep.name if sweep else source.experiment,
+        sweep.protocol if sweep else "",
+        tables,
+        figures or [],
+        counts,
+        failures,
+        launches,
+        origin,
+        list(extra_tables),
+        notes,
+    )
 
 
 # -------------------------------------------------------------------------------------------- HTML
@@ -368,19 +412,25 @@ def _cell_html(cell: Cell) -> str:
 
 def table_html(table: DisplayTable) -> str:
     """A table as an HTML ``<table>`` with its caption and notes (block rules as row classes)."""
-    head = "".join(f"<th class=\"{'label' if i < table.label_columns else 'number'}\">{html.escape(h)}</th>"
-                   for i, h in enumerate(table.header))
+    head = "".join(
+        f'<th class="{"label" if i < table.label_columns else "number"}">{html.escape(h)}</th>'
+        for i, h in enumerate(table.header)
+    )
     rows = []
     for i, row in enumerate(table.rows):
         classes = ["block"] if i in table.rules and i > 0 else []
         if i in table.subrules:
             classes.append("published")
-        cells = "".join(f"<td class=\"{'label' if j < table.label_columns else 'number'}\">{_cell_html(c)}</td>"
-                        for j, c in enumerate(row))
-        rows.append(f"<tr class=\"{' '.join(classes)}\">{cells}</tr>" if classes else f"<tr>{cells}</tr>")
-    notes = "".join(f"<p class=\"note\">{html.escape(n)}</p>" for n in table.notes)
-    return (f"<figure class=\"table\"><figcaption>{html.escape(table.title)}</figcaption><table><thead><tr>{head}"
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{notes}</figure>")
+        cells = "".join(
+            f'<td class="{"label" if j < table.label_columns else "number"}">{_cell_html(c)}</td>'
+            for j, c in enumerate(row)
+        )
+        rows.append(f'<tr class="{" ".join(classes)}">{cells}</tr>' if classes else f"<tr>{cells}</tr>")
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
+    return (
+        f'<figure class="table"><figcaption>{html.escape(table.title)}</figcaption><table><thead><tr>{head}'
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{notes}</figure>"
+    )
 
 
 _SVG_PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
@@ -410,7 +460,8 @@ table { border-collapse: collapse; font-size: 0.9rem; margin: 0.4rem 0; }
 th, td { padding: 0.2rem 0.6rem; } thead th { border-top: 2px solid #333; border-bottom: 1px solid #333; }
 tbody tr:last-child td { border-bottom: 2px solid #333; } tr.block td { border-top: 1px solid #999; }
 tr.published td { border-top: 1px dashed #bbb; font-style: italic; }
-td.number, th.number { text-align: right; font-variant-numeric: tabular-nums; } td.label, th.label { text-align: left; }
+td.number, th.number { text-align: right; font-variant-numeric: tabular-nums; }
+td.label, th.label { text-align: left; }
 figure { margin: 1.2rem 0; } figcaption { font-weight: 600; margin-bottom: 0.3rem; }
 figure.plot figcaption { font-weight: normal; color: #333; max-width: 50rem; }
 figure.plot svg { max-width: 100%; height: auto; }
@@ -423,8 +474,11 @@ dl.counts dt { color: #555; } dl.counts dd { margin: 0; font-variant-numeric: ta
 
 
 def _counts_rows(counts: Counts) -> list[tuple[str, str]]:
-    rows = [("planned", "–" if counts.planned is None else str(counts.planned)), ("finished", str(counts.finished)),
-            ("failed", str(counts.failed))]
+    rows = [
+        ("planned", "–" if counts.planned is None else str(counts.planned)),
+        ("finished", str(counts.finished)),
+        ("failed", str(counts.failed)),
+    ]
     if counts.killed:
         rows.append(("killed", str(counts.killed)))
     if counts.running:
@@ -436,13 +490,20 @@ def _counts_rows(counts: Counts) -> list[tuple[str, str]]:
 
 def _provenance_rows(report: Report) -> list[tuple[str, str]]:
     p = report.provenance
-    rows = [("code revision (this report)", p.code_revision),
-            ("result revision (this code)", str(p.result_revision)),
-            ("code revisions of the finished runs",
-             ", ".join(f"{sha} ({n} runs)" for sha, n in p.run_code_revisions.items()) or "–"),
-            ("result revisions of the finished runs",
-             ", ".join(f"r{rev} ({n} runs)" for rev, n in p.run_result_revisions.items()) or "–"),
-            ("tracking URI", p.tracking_uri or "–"), ("experiment", p.experiment or "–")]
+    rows = [
+        ("code revision (this report)", p.code_revision),
+        ("result revision (this code)", str(p.result_revision)),
+        (
+            "code revisions of the finished runs",
+            ", ".join(f"{sha} ({n} runs)" for sha, n in p.run_code_revisions.items()) or "–",
+        ),
+        (
+            "result revisions of the finished runs",
+            ", ".join(f"r{rev} ({n} runs)" for rev, n in p.run_result_revisions.items()) or "–",
+        ),
+        ("tracking URI", p.tracking_uri or "–"),
+        ("experiment", p.experiment or "–"),
+    ]
     if p.sweep_file:
         rows.append(("sweep file", p.sweep_file))
     if p.overrides:
@@ -452,50 +513,98 @@ def _provenance_rows(report: Report) -> list[tuple[str, str]]:
 
 
 def _launch_rows(report: Report) -> list[list[str]]:
-    return [[launch.start, launch.end or "–", launch.status, launch.host or "–", launch.trials_planned or "–",
-             launch.code_revision[:12] or "–", f"r{launch.result_revision}", launch.run_id]
-            for launch in report.launches]
+    return [
+        [
+            launch.start,
+            launch.end or "–",
+            launch.status,
+            launch.host or "–",
+            launch.trials_planned or "–",
+            launch.code_revision[:12] or "–",
+            f"r{launch.result_revision}",
+            launch.run_id,
+        ]
+        for launch in report.launches
+    ]
 
 
-_LAUNCH_HEADER = ["started", "ended", "status", "host", "trials planned", "code", "result revision", "parent run"]
+_LAUNCH_HEADER = [
+    "started",
+    "ended",
+    "status",
+    "host",
+    "trials planned",
+    "code",
+    "result revision",
+    "parent run",
+]
 
 
 def render_html(report: Report) -> str:
     """The report as one self-contained HTML page (inline styles and SVG; no URL)."""
     e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>{e(report.title)} — prometar report</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
-             f"<h1>{e(report.title)}</h1>",
-             f"<p class=\"subtitle\">{e(_subtitle(report))}</p>"]
-    parts.append("<h2 id=\"trials\">Trials</h2><dl class=\"counts\">"
-                 + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _counts_rows(report.counts)) + "</dl>")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{e(report.title)} — prometar report</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{e(report.title)}</h1>",
+        f'<p class="subtitle">{e(_subtitle(report))}</p>',
+    ]
+    parts.append(
+        '<h2 id="trials">Trials</h2><dl class="counts">'
+        + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _counts_rows(report.counts))
+        + "</dl>"
+    )
     if report.failures:
-        parts.append("<h3 class=\"failed\">Failures</h3><ul>")
+        parts.append('<h3 class="failed">Failures</h3><ul>')
         for failure in report.failures:
-            detail = (f"<details><summary>traceback</summary><pre>{e(failure.detail)}</pre></details>"
-                      if failure.detail else "")
-            parts.append(f"<li><strong>{e(failure.where)}</strong> — {e(failure.status)}: {e(failure.reason)} "
-                         f"<code>trial {e(failure.trial_key)}, run {e(failure.run_id)}</code>{detail}</li>")
+            detail = (
+                f"<details><summary>traceback</summary><pre>{e(failure.detail)}</pre></details>"
+                if failure.detail
+                else ""
+            )
+            parts.append(
+                f"<li><strong>{e(failure.where)}</strong> — {e(failure.status)}: {e(failure.reason)} "
+                f"<code>trial {e(failure.trial_key)}, run {e(failure.run_id)}</code>{detail}</li>"
+            )
         parts.append("</ul>")
     for note in report.notes:
-        parts.append(f"<p class=\"note\">{e(note)}</p>")
+        parts.append(f'<p class="note">{e(note)}</p>')
     if report.tables or report.extra_tables:
-        parts.append("<h2 id=\"tables\">Tables</h2>")
+        parts.append('<h2 id="tables">Tables</h2>')
         parts += [table_html(t.display) for t in report.tables]
         parts += [table_html(t) for t in report.extra_tables]
     if report.figures:
-        parts.append("<h2 id=\"figures\">Figures</h2>")
+        parts.append('<h2 id="figures">Figures</h2>')
         for figure in report.figures:
-            parts.append(f"<figure class=\"plot\" id=\"figure-{e(figure.name)}\">{inline_svg(figure)}"
-                         f"<figcaption><strong>{e(figure.name)}</strong>: {e(figure.caption)}</figcaption></figure>")
-    parts.append("<h2 id=\"provenance\">Provenance</h2><table><tbody>"
-                 + "".join(f"<tr><td class=\"label\">{e(k)}</td><td class=\"label\"><code>{e(v)}</code></td></tr>"
-                           for k, v in _provenance_rows(report)) + "</tbody></table>")
+            parts.append(
+                f'<figure class="plot" id="figure-{e(figure.name)}">{inline_svg(figure)}'
+                f"<figcaption><strong>{e(figure.name)}</strong>: {e(figure.caption)}</figcaption></figure>"
+            )
+    parts.append(
+        '<h2 id="provenance">Provenance</h2><table><tbody>'
+        + "".join(
+            f'<tr><td class="label">{e(k)}</td><td class="label"><code>{e(v)}</code></td></tr>'
+            for k, v in _provenance_rows(report)
+        )
+        + "</tbody></table>"
+    )
     if report.launches:
-        parts.append("<h3>Launches</h3><table><thead><tr>"
-                     + "".join(f"<th class=\"label\">{e(h)}</th>" for h in _LAUNCH_HEADER) + "</tr></thead><tbody>"
-                     + "".join("<tr>" + "".join(f"<td class=\"label\">{e(v)}</td>" for v in row) + "</tr>"
-                               for row in _launch_rows(report)) + "</tbody></table>")
+        parts.append(
+            "<h3>Launches</h3><table><thead><tr>"
+            + "".join(f'<th class="label">{e(h)}</th>' for h in _LAUNCH_HEADER)
+            + "</tr></thead><tbody>"
+            + "".join(
+                "<tr>" + "".join(f'<td class="label">{e(v)}</td>' for v in row) + "</tr>"
+                for row in _launch_rows(report)
+            )
+            + "</tbody></table>"
+        )
     parts += ["</body>", "</html>"]
     return "\n".join(parts) + "\n"
 
@@ -522,12 +631,21 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 def render_markdown(report: Report, *, figures_dir: str = FIGURES_DIR) -> str:
     """The report as Markdown: the same sections, figures linked as ``<figures_dir>/<name>.png``."""
-    parts = [f"# {report.title}", "", _subtitle(report), "", "## Trials", "",
-             _markdown_table(["", "trials"], _counts_rows(report.counts))]
+    parts = [
+        f"# {report.title}",
+        "",
+        _subtitle(report),
+        "",
+        "## Trials",
+        "",
+        _markdown_table(["", "trials"], _counts_rows(report.counts)),
+    ]
     if report.failures:
         parts += ["### Failures", ""]
-        parts += [f"- **{f.where}** — {f.status}: {f.reason} (`trial {f.trial_key}`, `run {f.run_id}`)"
-                  for f in report.failures]
+        parts += [
+            f"- **{f.where}** — {f.status}: {f.reason} (`trial {f.trial_key}`, `run {f.run_id}`)"
+            for f in report.failures
+        ]
         parts.append("")
     parts += [f"{note}\n" for note in report.notes]
     if report.tables or report.extra_tables:
@@ -537,9 +655,17 @@ def render_markdown(report: Report, *, figures_dir: str = FIGURES_DIR) -> str:
     if report.figures:
         parts += ["## Figures", ""]
         for figure in report.figures:
-            parts += [f"![{figure.name}]({figures_dir}/{figure.name}.png)", "",
-                      f"*{figure.name}*: {figure.caption} (PDF and SVG beside the PNG.)", ""]
-    parts += ["## Provenance", "", _markdown_table(["", "value"], [(k, f"`{v}`") for k, v in _provenance_rows(report)])]
+            parts += [
+                f"![{figure.name}]({figures_dir}/{figure.name}.png)",
+                "",
+                f"*{figure.name}*: {figure.caption} (PDF and SVG beside the PNG.)",
+                "",
+            ]
+    parts += [
+        "## Provenance",
+        "",
+        _markdown_table(["", "value"], [(k, f"`{v}`") for k, v in _provenance_rows(report)]),
+    ]
     if report.launches:
         parts += ["### Launches", "", _markdown_table(_LAUNCH_HEADER, _launch_rows(report))]
     return "\n".join(parts).rstrip() + "\n"
@@ -598,15 +724,33 @@ def latest_launch(report: Report) -> str | None:
     return report.launches[-1].run_id if report.launches else None
 
 
-def report_source(source: Source, out_dir: Path | str, *, published: Path | str | None = None,
-                  compare: bool = True, log: bool = True) -> ReportFiles:
+def report_source(
+    source: Source,
+    out_dir: Path | str,
+    *,
+    published: Path | str | None = None,
+    compare: bool = True,
+    log: bool = True,
+) -> ReportFiles:
     """Build and write a source's report, logged to the sweep's latest launch: the ``report`` verb."""
     report = build_report(source, published=published, compare=compare)
     return write_report(report, out_dir, log_to=latest_launch(report) if log else None)
 
 
 __all__ = [
-    "Counts", "Failure", "LaunchRecord", "Provenance", "Report", "ReportFiles", "build_report", "inline_svg",
-    "latest_launch", "package_versions", "render_html", "render_markdown", "report_source", "table_html",
+    "Counts",
+    "Failure",
+    "LaunchRecord",
+    "Provenance",
+    "Report",
+    "ReportFiles",
+    "build_report",
+    "inline_svg",
+    "latest_launch",
+    "package_versions",
+    "render_html",
+    "render_markdown",
+    "report_source",
+    "table_html",
     "write_report",
 ]

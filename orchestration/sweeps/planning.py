@@ -75,8 +75,10 @@ class Trial:
 
     def line(self) -> str:
         """A short human-readable line."""
-        return (f"{self.key}  {self.method:<10} {self.dataset:<15} seed={self.seed} shots={self.shots} "
-                f"[{self.protocol}]")
+        return (
+            f"{self.key}  {self.method:<10} {self.dataset:<15} seed={self.seed} shots={self.shots} "
+            f"[{self.protocol}]"
+        )
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,10 @@ class SweepPlan:
         spec = self.spec
         lines = [f"{spec.source}: valid sweep {spec.name!r} ({spec.protocol})", f"trials: {spec.trial_count}"]
         if spec.search:
-            lines.append(f"search: {len(self.groups)} group(s) × {spec.search.num_samples} samples on "
-                         f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}")
+            lines.append(
+                f"search: {len(self.groups)} group(s) × {spec.search.num_samples} samples on "
+                f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}"
+            )
         lines.append(f"sample trial: {self.trials[0].line()}")
         lines.append(json.dumps(self.trials[0].config, indent=2, sort_keys=True))
         return "\n".join(lines)
@@ -226,10 +230,16 @@ def _check_overrides_reach_trials(spec: SweepSpec, trials: tuple[Trial, ...]) ->
             if not skipping:
                 continue
             if all(leaf in keys for keys in ignored):
-                raise SpecError(spec.source, f"overrides.{leaf}", f"no trial reads it: {', '.join(skipping)} "
-                                f"never read{'s' if len(skipping) == 1 else ''} {leaf} (drop the override)")
-            notes.append(f"{spec.source}: overrides.{leaf} reaches only some trials: "
-                         f"{', '.join(skipping)} never read{'s' if len(skipping) == 1 else ''} it")
+                raise SpecError(
+                    spec.source,
+                    f"overrides.{leaf}",
+                    f"no trial reads it: {', '.join(skipping)} "
+                    f"never read{'s' if len(skipping) == 1 else ''} {leaf} (drop the override)",
+                )
+            notes.append(
+                f"{spec.source}: overrides.{leaf} reaches only some trials: "
+                f"{', '.join(skipping)} never read{'s' if len(skipping) == 1 else ''} it"
+            )
     return tuple(notes)
 
 
@@ -246,8 +256,13 @@ def resolve_trial(
 
     data = apply_overrides(dict(base), dict(overrides or {}), source=source) if overrides else dict(base)
     config = build_config(data, source=source)
-    return Trial(key=trial_key(config.scientific_dict(), protocol), protocol=protocol,
-                 config=config.to_dict(), group=group, run_config=config)
+    return Trial(
+        key=trial_key(config.scientific_dict(), protocol),
+        protocol=protocol,
+        config=config.to_dict(),
+        group=group,
+        run_config=config,
+    )
 
 
 def _check_space(spec: SweepSpec, trial: Trial) -> None:
@@ -297,8 +312,12 @@ def _resolve_point(spec: SweepSpec, point: Mapping[str, Any], protocol: Protocol
             section = "grid" if key in point else "overrides"
             short = {v: k for k, v in GRID_ALIASES.items()}.get(key, key) if section == "grid" else key
         raise SpecError(spec.source, f"{section}.{short}".rstrip("."), err.reason) from None
-    return Trial(key=trial_key(config.scientific_dict(), protocol.tag), protocol=protocol.tag,
-                 config=config.to_dict(), run_config=config)
+    return Trial(
+        key=trial_key(config.scientific_dict(), protocol.tag),
+        protocol=protocol.tag,
+        config=config.to_dict(),
+        run_config=config,
+    )
 
 
 def _num_classes(dataset: str) -> int:
