@@ -1,7 +1,7 @@
 """Benchmark: orchestration overhead — N tiny trials through ``prometar-sweep launch`` vs in process.
 
 The same N trials (IVLP, ``tiny-test`` backbone with random weights, prompt depth 1, 2 epochs,
-2 shots, base-to-new on the miniature EuroSAT from ``prometar.data.miniature.write_miniatures``,
+2 shots, base-to-new on the miniature EuroSAT from ``prometar.toy.miniature.write_miniatures``,
 seeds 1..N) run twice:
 
 - in process, back to back: ``prometar.run.run`` per trial, with the config resolved the way the
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch  # noqa: F401  (imports are not what is measured in process)
 
-    from prometar.data.miniature import write_miniatures
+    from prometar.toy.miniature import write_miniatures
 
     if args.trials < 2:
         parser.error("--trials must be at least 2 (the launch is also timed with 1 trial)")

@@ -2,7 +2,7 @@
 
 Four steps, each a call into the code a real sweep uses:
 
-1. :func:`prometar.toyclip.build_toy` builds (or reuses) the toy world, its datasets and the toy
+1. :func:`prometar.toy.build.build_toy` builds (or reuses) the toy world, its datasets and the toy
    CLIP under ``<output>/toy/``;
 2. :func:`orchestration.launch.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
    with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
@@ -91,8 +91,8 @@ def run_demo(
         output: The output folder: ``toy/`` (the toy build), ``mlflow.db``, ``ray/``, ``trials/``,
             ``tables/``, ``plots/`` and ``reports/``.
         sweep: The sweep file; default :func:`demo_sweep_path`. Its datasets must be toy datasets.
-        toy_options: Keyword arguments of :func:`prometar.toyclip.build_toy` (``seed``,
-            ``budget_s``, reduced sizes for tests); default: the standard toy build.
+        toy_options: Keyword arguments of :func:`prometar.toy.build.build_toy` (``seed``,
+            ``steps``, reduced sizes and ``min_heldout_acc`` for tests); default: the standard toy build.
         max_concurrent: At most this many trials at once (default: as the resources allow).
         stream: Where progress, the table and the baselines go (stdout by default).
 
@@ -102,10 +102,9 @@ def run_demo(
     Raises:
         SpecError, LaunchError, TrackingError, ConfigError: Bad sweep file or unusable output
             folder, as ``launch`` raises them (before any trial starts).
+        ToyBuildError: The toy build failed its quality floor or time limit (no trial starts).
     """
-    import torch
-
-    from prometar.toyclip import build_toy
+    from prometar.toy.build import build_toy
 
     out = stream or sys.stdout
     started = time.perf_counter()
@@ -113,12 +112,7 @@ def run_demo(
     path = Path(sweep) if sweep is not None else demo_sweep_path()
 
     print(f"[demo] toy world and toy CLIP in {layout.toy_folder(output)} ...", file=out, flush=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the toy datasets are written on the other core meanwhile
-    try:
-        build = build_toy(layout.toy_folder(output), **dict(toy_options or {}))
-    finally:
-        torch.set_num_threads(threads)
+    build = build_toy(layout.toy_folder(output), **dict(toy_options or {}))  # one torch thread by default
     print(_toy_line(build), file=out, flush=True)
 
     overrides = {"backbone.name": build.model_name, "backbone.pretrained": str(build.checkpoint)}
@@ -174,7 +168,8 @@ def _toy_line(build: Any) -> str:
     return (
         f"[demo] toy CLIP {how}: {r['steps']} pretraining steps; zero-shot on held-out colour x shape "
         f"combinations {100 * r['heldout_acc']:.1f}% ({r['heldout_acc'] / r['chance']:.0f}x chance "
-        f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%"
+        f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%; checkpoint sha256 "
+        f"{r['checkpoint_sha256'][:12]}"
     )
 
 

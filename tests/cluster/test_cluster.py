@@ -320,7 +320,7 @@ def start_node(args: list[str], env: dict[str, str], log: Path, *, head: bool) -
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    from prometar.data.miniature import write_miniatures
+    from prometar.toy.miniature import write_miniatures
 
     root = Path(tempfile.mkdtemp(prefix="pmrc", dir="/tmp"))  # short: Ray's socket paths are length-limited
     marker = root.name
@@ -416,7 +416,7 @@ exec "$@"
 
 
 def test_slurm_script_runs_a_sweep_on_a_fake_allocation(tmp_path_factory) -> None:
-    from prometar.data.miniature import write_miniatures
+    from prometar.toy.miniature import write_miniatures
 
     root = Path(tempfile.mkdtemp(prefix="pmrs", dir="/tmp"))
     marker = root.name

@@ -17,7 +17,7 @@ from orchestration.cli import main
 from orchestration.results.labels import method_label, order_methods
 from orchestration.results.render import to_markdown
 from orchestration.sweeps.planning import load_plan
-from prometar.data import toyworld
+from prometar.toy import datasets as toy_datasets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
             trial.config["prompts"]["text_depth"] == depth
             and trial.config["prompts"]["vision_depth"] == depth
         )
-        assert toyworld.TOY_DATASETS[trial.dataset].style.systematic
+        assert toy_datasets.TOY_DATASETS[trial.dataset].style.systematic
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 0 and "trials: 18" in result.output
 
@@ -113,8 +113,7 @@ def test_demo_verb_runs_the_library_function_and_maps_bad_input_to_exit_2(
 # A toy build reduced to run in well under a minute: few steps, one dataset, few images.
 REDUCED_TOY = {
     "seed": 0,
-    "budget_s": 40.0,
-    "max_steps": 40,
+    "steps": 40,
     "n_pretrain": 2000,
     "batch_size": 64,
     "warmup_steps": 5,
@@ -123,6 +122,7 @@ REDUCED_TOY = {
     "test_per_class": 10,
     "eval_per_combination": 4,
     "datasets": ("eurosat",),
+    "min_heldout_acc": 0.0,
 }
 
 
@@ -142,7 +142,9 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
     report = demo.run_demo(output, sweep=path, toy_options=REDUCED_TOY, stream=stream)
     text = stream.getvalue()
     assert report.exit_code == 0 and not report.toy_reused
-    assert json.loads((output / "toy" / "manifest.json").read_text())["results"]["build_seconds"] < 60
+    manifest = json.loads((output / "toy" / "manifest.json").read_text())
+    assert manifest["results"]["steps"] == 40
+    assert f"checkpoint sha256 {manifest['results']['checkpoint_sha256'][:12]}" in text
     assert (report.launch.to_run, report.launch.finished, report.launch.failed) == (1, 1, 0)
 
     # The ledger: one FINISHED child run, trained on the toy build's checkpoint and data.
@@ -218,7 +220,7 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
 
     # A rebuilt toy CLIP (other weights) is a new trial; the table shows only the current one.
     stream = io.StringIO()
-    rebuilt = demo.run_demo(output, sweep=path, toy_options={**REDUCED_TOY, "max_steps": 30}, stream=stream)
+    rebuilt = demo.run_demo(output, sweep=path, toy_options={**REDUCED_TOY, "steps": 30}, stream=stream)
     assert not rebuilt.toy_reused and (rebuilt.launch.to_run, rebuilt.launch.finished) == (1, 1)
     children = [
         r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags

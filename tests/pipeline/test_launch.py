@@ -409,7 +409,7 @@ def test_progress_line_counts_and_eta() -> None:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from prometar.data.miniature import write_miniatures
+    from prometar.toy.miniature import write_miniatures
 
     root = tmp_path_factory.mktemp("data")
     write_miniatures(root, DATASETS)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from orchestration.cli import main
 from prometar.backbone import load_clip
-from prometar.data.miniature import write_miniatures
+from prometar.toy.miniature import write_miniatures
 
 OVERRIDES = {
     "backbone.name": "tiny-test",

@@ -18,9 +18,9 @@ from PIL import Image
 
 from prometar.config import build_config, resolve_config
 from prometar.data.fewshot import sample_few_shot
-from prometar.data.miniature import write_miniatures
 from prometar.data.readers import read_dataset
 from prometar.run import run
+from prometar.toy.miniature import write_miniatures
 
 TINY = {
     "backbone.name": "tiny-test",

@@ -118,7 +118,7 @@ def test_gpus_asked_on_a_machine_without_any_are_refused_before_the_first_trial(
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the request fits")  # CI and dev machines have none
-    from prometar.data.miniature import write_miniatures
+    from prometar.toy.miniature import write_miniatures
 
     monkeypatch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
     root = tmp_path / "data"

@@ -18,10 +18,10 @@ from prometar.data.fewshot import (
     sample_per_label,
     subset_listing,
 )
-from prometar.data.miniature import write_miniatures
 from prometar.data.readers import DatasetSplits, Item, read_dataset
 from prometar.data.splits import base_new_split, search_split, subsample_classes
 from prometar.errors import DataError
+from prometar.toy.miniature import write_miniatures
 
 
 @pytest.fixture(scope="module")

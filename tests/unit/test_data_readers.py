@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from orchestration.cli import main
 from prometar.data.catalog import get_dataset, list_datasets
 from prometar.data.check import check_datasets
-from prometar.data.miniature import write_miniatures
 from prometar.data.readers import read_dataset
 from prometar.errors import DataError
 from prometar.protocols import get_protocol
+from prometar.toy.miniature import write_miniatures
 
 ALL_KEYS = [
     "imagenet",

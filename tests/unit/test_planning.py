@@ -55,7 +55,7 @@ def tiny_sweep(folder: Path, **extra) -> Path:
 
 def data_root_for(folder: Path, datasets: list[str]) -> Path:
     """Miniature datasets: a launch checks every trial's split files and images before it starts."""
-    from prometar.data.miniature import write_miniatures
+    from prometar.toy.miniature import write_miniatures
 
     root = folder / "data"
     write_miniatures(root, datasets)

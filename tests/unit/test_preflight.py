@@ -10,9 +10,9 @@ import torch
 import prometar.preflight as preflight_module
 from prometar.backbone import BackboneError, load_clip
 from prometar.config import ConfigError, resolve_config
-from prometar.data.miniature import write_miniatures
 from prometar.errors import DataError
 from prometar.preflight import Preflight
+from prometar.toy.miniature import write_miniatures
 
 TINY = {
     "backbone.name": "tiny-test",

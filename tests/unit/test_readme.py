@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from prometar.data.miniature import write_miniatures
+from prometar.toy.miniature import write_miniatures
 
 ROOT = Path(__file__).resolve().parents[2]
 

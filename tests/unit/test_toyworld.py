@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prometar.data import toyworld as tw
+from prometar.toy import datasets as td
+from prometar.toy import world as tw
 
 SPLIT_FILES = {
     "caltech101": ("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json"),
@@ -33,7 +34,7 @@ SIZES = {"train_per_class": 3, "val_per_class": 2, "test_per_class": 4}
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("toydata")
-    tw.write_toy_datasets(root, seed=5, **SIZES)
+    td.write_toy_datasets(root, seed=5, **SIZES)
     return root
 
 
@@ -58,7 +59,7 @@ def test_rendering_is_deterministic_from_the_seed() -> None:
 
 def test_every_style_renders_deterministically() -> None:
     scene = tw.Scene("red", "star", "large", "left")
-    for spec in tw.TOY_DATASETS.values():
+    for spec in td.TOY_DATASETS.values():
         first = tw.render(scene, spec.style, np.random.default_rng(0))
         second = tw.render(scene, spec.style, np.random.default_rng(0))
         np.testing.assert_array_equal(first, second)
@@ -84,9 +85,9 @@ def test_object_colour_is_visible_in_the_pixels() -> None:
     assert r > 170 and g < 90 and b < 90
 
 
-@pytest.mark.parametrize("key", tw.list_toy_datasets())
+@pytest.mark.parametrize("key", td.list_toy_datasets())
 def test_class_grid_is_a_checkerboard_with_base_labels_first(key: str) -> None:
-    classes = tw.toy_dataset_classes(key, seed=0)
+    classes = td.toy_dataset_classes(key, seed=0)
     assert [c.label for c in classes] == list(range(16))
     assert len({(c.colour, c.shape) for c in classes}) == 16
     base = [c for c in classes if c.is_base]
@@ -96,28 +97,28 @@ def test_class_grid_is_a_checkerboard_with_base_labels_first(key: str) -> None:
     for half in (base, new):
         assert set(Counter(c.colour for c in half).values()) == {2}
         assert set(Counter(c.shape for c in half).values()) == {2}
-        assert tw.single_attribute_baseline(half, "colour") == pytest.approx(0.5)
-        assert tw.single_attribute_baseline(half, "shape") == pytest.approx(0.5)
+        assert td.single_attribute_baseline(half, "colour") == pytest.approx(0.5)
+        assert td.single_attribute_baseline(half, "shape") == pytest.approx(0.5)
     sep = "_" if key == "ucf101" else " "
     assert all(c.name == f"{c.colour}{sep}{c.shape}" for c in classes)
 
 
 def test_single_attribute_baseline_is_the_expected_oracle_accuracy() -> None:
-    make = tw.ToyClass
+    make = td.ToyClass
     classes = [
         make(0, "red", "star", "red star", True),
         make(1, "red", "ring", "red ring", True),
         make(2, "blue", "star", "blue star", True),
     ]
-    assert tw.single_attribute_baseline(classes, "colour") == pytest.approx((0.5 + 0.5 + 1.0) / 3)
-    assert tw.single_attribute_baseline(classes, "shape") == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+    assert td.single_attribute_baseline(classes, "colour") == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert td.single_attribute_baseline(classes, "shape") == pytest.approx((0.5 + 1.0 + 0.5) / 3)
     with pytest.raises(ValueError, match="attribute"):
-        tw.single_attribute_baseline(classes, "size")  # type: ignore[arg-type]
+        td.single_attribute_baseline(classes, "size")  # type: ignore[arg-type]
 
 
 def test_class_vocabularies_differ_between_datasets() -> None:
     grids = {
-        frozenset((c.colour, c.shape) for c in tw.toy_dataset_classes(k, seed=0)) for k in tw.TOY_DATASETS
+        frozenset((c.colour, c.shape) for c in td.toy_dataset_classes(k, seed=0)) for k in td.TOY_DATASETS
     }
     assert len(grids) > 5
 
@@ -178,8 +179,8 @@ def test_imagenet_layout(data_root: Path) -> None:
 
 
 def test_writing_is_deterministic(tmp_path: Path) -> None:
-    a = tw.write_toy_dataset(tmp_path / "a", "dtd", seed=2, **SIZES)
-    b = tw.write_toy_dataset(tmp_path / "b", "dtd", seed=2, **SIZES)
+    a = td.write_toy_dataset(tmp_path / "a", "dtd", seed=2, **SIZES)
+    b = td.write_toy_dataset(tmp_path / "b", "dtd", seed=2, **SIZES)
     assert (a.dataset_dir / "split_zhou_DescribableTextures.json").read_bytes() == (
         b.dataset_dir / "split_zhou_DescribableTextures.json"
     ).read_bytes()
@@ -187,12 +188,13 @@ def test_writing_is_deterministic(tmp_path: Path) -> None:
         assert (a.image_root / item.path).read_bytes() == (b.image_root / item.path).read_bytes()
 
 
-@pytest.mark.parametrize("key", tw.list_toy_datasets())
+@pytest.mark.parametrize("key", td.list_toy_datasets())
 def test_the_real_readers_read_every_toy_dataset(data_root: Path, key: str) -> None:
-    readers = pytest.importorskip("prometar.data.readers")
-    protocols = pytest.importorskip("prometar.data.protocols")
+    from prometar.data import readers
+    from prometar.data import splits as protocols
+
     splits = readers.read_dataset(key, data_root)
-    classes = tw.toy_dataset_classes(key, seed=5)
+    classes = td.toy_dataset_classes(key, seed=5)
     assert splits.classnames == [c.name for c in classes]
     assert len(splits.train) == 16 * SIZES["train_per_class"]
     assert len(splits.test) == 16 * SIZES["test_per_class"]

@@ -159,7 +159,7 @@ def test_no_readable_checkpoint_in_a_folder_is_one_error_listing_them(tmp_path):
 
 def test_train_verb_resume_from_a_code_carrying_checkpoint_exits_2(tmp_path):
     from orchestration.cli import main
-    from prometar.data.miniature import write_miniatures
+    from prometar.toy.miniature import write_miniatures
 
     data_root = tmp_path / "data"
     write_miniatures(data_root, ["eurosat"])

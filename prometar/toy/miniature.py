@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from prometar.data.catalog import DataError, get_dataset, list_datasets
+from prometar.data.catalog import get_dataset, list_datasets
+from prometar.errors import DataError
 
 IMAGE_SIDE = 16
 VAL_PER_CLASS = 2
@@ -32,32 +33,80 @@ TEST_PER_CLASS = 2
 
 #: (folder or file stem used in paths, class name as the split file spells it)
 _CLASSES: dict[str, list[tuple[str, str]]] = {
-    "caltech101": [("accordion", "accordion"), ("Faces_easy", "face"), ("Leopards", "leopard"),
-                   ("airplanes", "airplane"), ("anchor", "anchor")],
-    "oxford_pets": [("Abyssinian", "abyssinian"), ("american_bulldog", "american_bulldog"),
-                    ("basset_hound", "basset_hound"), ("Bengal", "bengal"), ("beagle", "beagle")],
-    "stanford_cars": [("", "2012 Tesla Model S"), ("", "AM General Hummer SUV 2000"),
-                      ("", "Acura RL Sedan 2012"), ("", "BMW M3 Coupe 2012"), ("", "Volvo 240 Sedan 1993")],
-    "oxford_flowers": [("", "pink primrose"), ("", "hard-leaved pocket orchid"), ("", "canterbury bells"),
-                       ("", "sweet pea"), ("", "english marigold")],
-    "food101": [("apple_pie", "apple_pie"), ("baby_back_ribs", "baby_back_ribs"), ("baklava", "baklava"),
-                ("beef_carpaccio", "beef_carpaccio"), ("beef_tartare", "beef_tartare")],
-    "sun397": [("a/abbey", "abbey"), ("a/airplane_cabin", "airplane cabin"), ("s/shop/bakery", "shop bakery"),
-               ("b/bamboo_forest", "bamboo forest"), ("c/cathedral/outdoor", "cathedral outdoor")],
-    "dtd": [("banded", "banded"), ("blotchy", "blotchy"), ("braided", "braided"), ("bubbly", "bubbly"),
-            ("bumpy", "bumpy")],
-    "eurosat": [("AnnualCrop", "Annual Crop Land"), ("Forest", "Forest"),
-                ("HerbaceousVegetation", "Herbaceous Vegetation Land"), ("Highway", "Highway or Road"),
-                ("Industrial", "Industrial Buildings")],
-    "ucf101": [("ApplyEyeMakeup", "Apply_Eye_Makeup"), ("ApplyLipstick", "Apply_Lipstick"),
-               ("Archery", "Archery"), ("BabyCrawling", "Baby_Crawling"), ("BalanceBeam", "Balance_Beam")],
+    "caltech101": [
+        ("accordion", "accordion"),
+        ("Faces_easy", "face"),
+        ("Leopards", "leopard"),
+        ("airplanes", "airplane"),
+        ("anchor", "anchor"),
+    ],
+    "oxford_pets": [
+        ("Abyssinian", "abyssinian"),
+        ("american_bulldog", "american_bulldog"),
+        ("basset_hound", "basset_hound"),
+        ("Bengal", "bengal"),
+        ("beagle", "beagle"),
+    ],
+    "stanford_cars": [
+        ("", "2012 Tesla Model S"),
+        ("", "AM General Hummer SUV 2000"),
+        ("", "Acura RL Sedan 2012"),
+        ("", "BMW M3 Coupe 2012"),
+        ("", "Volvo 240 Sedan 1993"),
+    ],
+    "oxford_flowers": [
+        ("", "pink primrose"),
+        ("", "hard-leaved pocket orchid"),
+        ("", "canterbury bells"),
+        ("", "sweet pea"),
+        ("", "english marigold"),
+    ],
+    "food101": [
+        ("apple_pie", "apple_pie"),
+        ("baby_back_ribs", "baby_back_ribs"),
+        ("baklava", "baklava"),
+        ("beef_carpaccio", "beef_carpaccio"),
+        ("beef_tartare", "beef_tartare"),
+    ],
+    "sun397": [
+        ("a/abbey", "abbey"),
+        ("a/airplane_cabin", "airplane cabin"),
+        ("s/shop/bakery", "shop bakery"),
+        ("b/bamboo_forest", "bamboo forest"),
+        ("c/cathedral/outdoor", "cathedral outdoor"),
+    ],
+    "dtd": [
+        ("banded", "banded"),
+        ("blotchy", "blotchy"),
+        ("braided", "braided"),
+        ("bubbly", "bubbly"),
+        ("bumpy", "bumpy"),
+    ],
+    "eurosat": [
+        ("AnnualCrop", "Annual Crop Land"),
+        ("Forest", "Forest"),
+        ("HerbaceousVegetation", "Herbaceous Vegetation Land"),
+        ("Highway", "Highway or Road"),
+        ("Industrial", "Industrial Buildings"),
+    ],
+    "ucf101": [
+        ("ApplyEyeMakeup", "Apply_Eye_Makeup"),
+        ("ApplyLipstick", "Apply_Lipstick"),
+        ("Archery", "Archery"),
+        ("BabyCrawling", "Baby_Crawling"),
+        ("BalanceBeam", "Balance_Beam"),
+    ],
 }
 
 FGVC_VARIANTS = ["707-320", "727-200", "A300B4", "Cessna 172", "DC-3"]
 
 IMAGENET_CLASSES: list[tuple[str, str]] = [
-    ("n01440764", "tench"), ("n01443537", "goldfish"), ("n01484850", "great white shark"),
-    ("n01491361", "tiger shark"), ("n01494475", "hammerhead shark"), ("n01496331", "electric ray"),
+    ("n01440764", "tench"),
+    ("n01443537", "goldfish"),
+    ("n01484850", "great white shark"),
+    ("n01491361", "tiger shark"),
+    ("n01494475", "hammerhead shark"),
+    ("n01496331", "electric ray"),
     ("n01498041", "stingray"),
 ]
 IMAGENET_A_INDICES = (1, 3, 4, 6)
@@ -75,8 +124,9 @@ class MiniatureInfo:
     test: int
 
 
-def write_miniatures(root: str | os.PathLike, keys: Iterable[str] | None = None, *, seed: int = 0,
-                     images_per_class: int = 4) -> dict[str, MiniatureInfo]:
+def write_miniatures(
+    root: str | os.PathLike, keys: Iterable[str] | None = None, *, seed: int = 0, images_per_class: int = 4
+) -> dict[str, MiniatureInfo]:
     """Write miniature copies of dataset layouts under ``root``.
 
     Args:
@@ -122,8 +172,9 @@ def _write_image(path: Path, rng: np.random.Generator) -> None:
     Image.fromarray(pixels, "RGB").save(path, format=fmt)
 
 
-def _relative_path(key: str, folder_name: str, split: str, index_in_class: int, counter: int,
-                   rng: np.random.Generator) -> str:
+def _relative_path(
+    key: str, folder_name: str, split: str, index_in_class: int, counter: int, rng: np.random.Generator
+) -> str:
     """Relative image path in ``key``'s real naming scheme."""
     n = index_in_class + 1
     if key == "caltech101":
@@ -148,11 +199,15 @@ def _relative_path(key: str, folder_name: str, split: str, index_in_class: int, 
     raise DataError(f"no miniature naming scheme for {key!r}")
 
 
-def _write_split_json(key: str, folder: Path, image_root: Path, rng: np.random.Generator,
-                      images_per_class: int) -> MiniatureInfo:
+def _write_split_json(
+    key: str, folder: Path, image_root: Path, rng: np.random.Generator, images_per_class: int
+) -> MiniatureInfo:
     classes = _CLASSES[key]
-    counts = {"train": _train_counts(len(classes), images_per_class),
-              "val": [VAL_PER_CLASS] * len(classes), "test": [TEST_PER_CLASS] * len(classes)}
+    counts = {
+        "train": _train_counts(len(classes), images_per_class),
+        "val": [VAL_PER_CLASS] * len(classes),
+        "test": [TEST_PER_CLASS] * len(classes),
+    }
     split: dict[str, list[list[object]]] = {"train": [], "val": [], "test": []}
     counter = 0
     per_class_index = [0] * len(classes)
@@ -167,15 +222,20 @@ def _write_split_json(key: str, folder: Path, image_root: Path, rng: np.random.G
     info = get_dataset(key)
     assert info.split_file is not None
     (folder / info.split_file).write_text(json.dumps(split, indent=1), encoding="utf-8")
-    return MiniatureInfo(key, tuple(c for _, c in classes), len(split["train"]), len(split["val"]),
-                         len(split["test"]))
+    return MiniatureInfo(
+        key, tuple(c for _, c in classes), len(split["train"]), len(split["val"]), len(split["test"])
+    )
 
 
-def _write_fgvc(key: str, folder: Path, image_root: Path, rng: np.random.Generator,
-                images_per_class: int) -> MiniatureInfo:
+def _write_fgvc(
+    key: str, folder: Path, image_root: Path, rng: np.random.Generator, images_per_class: int
+) -> MiniatureInfo:
     (folder / "variants.txt").write_text("".join(f"{v}\n" for v in FGVC_VARIANTS), encoding="utf-8")
-    counts = {"train": _train_counts(len(FGVC_VARIANTS), images_per_class),
-              "val": [VAL_PER_CLASS] * len(FGVC_VARIANTS), "test": [TEST_PER_CLASS] * len(FGVC_VARIANTS)}
+    counts = {
+        "train": _train_counts(len(FGVC_VARIANTS), images_per_class),
+        "val": [VAL_PER_CLASS] * len(FGVC_VARIANTS),
+        "test": [TEST_PER_CLASS] * len(FGVC_VARIANTS),
+    }
     counter = 0
     sizes = {}
     for name in ("train", "val", "test"):
@@ -191,8 +251,9 @@ def _write_fgvc(key: str, folder: Path, image_root: Path, rng: np.random.Generat
     return MiniatureInfo(key, tuple(FGVC_VARIANTS), sizes["train"], sizes["val"], sizes["test"])
 
 
-def _write_imagenet_family(key: str, folder: Path, image_root: Path, rng: np.random.Generator,
-                           images_per_class: int) -> MiniatureInfo:
+def _write_imagenet_family(
+    key: str, folder: Path, image_root: Path, rng: np.random.Generator, images_per_class: int
+) -> MiniatureInfo:
     (folder / "classnames.txt").write_text(
         "".join(f"{wnid} {name}\n" for wnid, name in IMAGENET_CLASSES), encoding="utf-8"
     )
