@@ -1179,7 +1179,7 @@ def build_figures(
         )
     if few_shot.PROTOCOL.name in wanted & present:
         add(
-            "few_shot",
+            few_shot.KIND,
             figure_few_shot(runs, datasets=grid, expected_seeds=expected_seeds),
             "Few-shot accuracy against shots per class K (log-2 axis), per dataset and on Average. "
             + _SPREAD,
