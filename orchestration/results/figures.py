@@ -1217,7 +1217,7 @@ def build_figures(
         space = list(search_space) or varying_params(ledger.params)
         if space:
             add(
-                "search",
+                search.KIND,
                 figure_search(attach_params(runs, ledger.params, space), space, objective=objective),
                 f"Sampled hyper-parameters against {objective} (validation on base classes only), "
                 "one point per run; ringed: the best.",
