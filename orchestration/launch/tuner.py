@@ -99,6 +99,11 @@ def run_tuner(
         report.finished += outcomes.count(FINISHED)
         report.failed += outcomes.count(FAILED)
         report.killed += outcomes.count(KILLED)
+    # Tune returns normally when it was stopped (Ctrl-C, SIGTERM: see launch.signals): the trials
+    # asked for that neither finished nor failed (killed mid-run, or never started) make the launch
+    # an interrupted one, never a success.
+    asked = len(table.trials) if table.trials else max(config.num_samples, 0)
+    report.interrupted += max(0, asked - outcomes.count(FINISHED) - outcomes.count(FAILED))
 
 
 def resources_request(spec: Any, table: TrialTable) -> Any:

@@ -288,7 +288,11 @@ def read_experiment(
 
 
 def _require_sqlite_file(tracking_uri: str) -> None:
-    """Refuse a SQLite ledger that does not exist (MLflow would create an empty one)."""
+    """Refuse a URI no store opens from, and a SQLite ledger that does not exist (MLflow would
+    create an empty one)."""
+    from orchestration.ledger.uri import check_tracking_uri
+
+    check_tracking_uri(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if str(path) != ":memory:" and not path.exists():

@@ -32,6 +32,7 @@ from orchestration import layout
 from orchestration.environment import temporary_environment
 from orchestration.errors import TrackingError
 from orchestration.layout import default_tracking_uri
+from orchestration.ledger.uri import check_tracking_uri, sqlite_path
 from orchestration.ledger.vocabulary import (
     ACTIVE,
     CLOSED_BY_RELAUNCH,
@@ -113,13 +114,23 @@ class TrialLedger:
         artifacts under ``<output>/mlartifacts``; a given tracking URI keeps the server's own.
         """
         if tracking_uri is not None:
+            check_tracking_uri(tracking_uri)  # before MLflow makes a client (or folders) of it
             return cls(tracking_uri, experiment)
+        if layout.ledger_file(output).is_dir():  # the launch makes <output>; a folder there is no store
+            check_tracking_uri(default_tracking_uri(output))
         return cls(default_tracking_uri(output), experiment, artifact_root=layout.artifact_root(output))
 
     @staticmethod
     def exists(output: Path | str, tracking_uri: str | None = None) -> bool:
-        """Whether the ledger may hold runs: a given tracking URI, or an existing embedded store."""
-        return tracking_uri is not None or layout.ledger_file(output).is_file()
+        """Whether the ledger may hold runs: a store at a given URI (a SQLite file must exist), or an
+        existing embedded store. Reading verbs ask first, so they never create a store."""
+        if tracking_uri is None:
+            if layout.ledger_file(output).exists():
+                check_tracking_uri(default_tracking_uri(output))  # a folder there is no store
+            return layout.ledger_file(output).is_file()
+        check_tracking_uri(tracking_uri)
+        database = sqlite_path(tracking_uri)
+        return database is None or database.is_file()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}  # Tune pickles callbacks; the client is remade

@@ -18,7 +18,7 @@ from prometar.toy import clip as toy_clip
 from prometar.toy import datasets as td
 from prometar.toy import world as tw
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = [
     line.strip()
     for line in (REPO / "prometar/resources/teacher_templates_60.txt").read_text().splitlines()
@@ -269,7 +269,7 @@ def test_two_builds_with_the_same_seed_give_the_same_checkpoint(tmp_path: Path) 
     )
     assert all((first.data_root / f).read_bytes() == (second.data_root / f).read_bytes() for f in files)
     # Trials take the checkpoint by content: a rebuild from scratch is the same trial, other weights are not.
-    from orchestration.spec import trial_key
+    from orchestration.sweeps.keys import trial_key
 
     def key(build: toy_build.ToyBuild) -> str:
         return trial_key({"backbone": {"name": "toy-clip", "pretrained": str(build.checkpoint)}}, "base2new")
