@@ -10,6 +10,13 @@ import click
 
 import prometar
 
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+"""Read by every verb with ``--tracking-uri`` (MLflow's own variable)."""
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+"""Read by ``launch --address`` and ``submit --address`` (Ray's own variable)."""
+DATA_ROOT_ENV = "PROMETAR_DATA_ROOT"
+"""Read by every verb with ``--data-root``."""
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(prometar.__version__, prog_name="prometar-sweep")
@@ -36,7 +43,7 @@ def data_group() -> None:
 
 @data_group.command("check")
 @click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder holding the datasets ($DATA).")
+              envvar=DATA_ROOT_ENV, show_envvar=True, help="Folder holding the datasets.")
 @click.option("--dataset", "datasets", multiple=True, metavar="KEY",
               help="Dataset key to check (repeatable); default: all 15.")
 def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
@@ -62,8 +69,8 @@ def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
               help="Run-config preset (official, fixed) or a run-config YAML file.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Dotted run-config override, YAML-typed (repeatable), e.g. optim.epochs=5.")
-@click.option("--data-root", default="data", show_default=True,
-              type=click.Path(file_okay=False, path_type=str), help="Folder holding the datasets ($DATA).")
+@click.option("--data-root", default="data", show_default=True, envvar=DATA_ROOT_ENV, show_envvar=True,
+              type=click.Path(file_okay=False, path_type=str), help="Folder holding the datasets.")
 @click.option("--output", type=click.Path(file_okay=False, path_type=str),
               help="Run folder; default: ./prometar_runs/train/<dataset>/<method>/<shots>shots_seed<seed>.")
 @click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (backbone.device).")
@@ -147,7 +154,8 @@ _SWEEP_SET_HELP = ("Dotted run-config override the sweep was launched with, YAML
 @click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
 @click.option("--runs", "runs_csv", type=click.Path(dir_okay=False, path_type=str),
               help="CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.")
-@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
+              help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
@@ -171,7 +179,8 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, track
               help="CSV of per-run rows: no MLflow (no training curves).")
 @click.option("--published", type=click.Path(dir_okay=False, path_type=str),
               help="Published numbers drawn beside ours; default: the shipped reference.")
-@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
+              help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder for the PNG files.")
 def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
@@ -191,11 +200,16 @@ def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> Non
 @main.command("launch")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--data-root", default="data", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder holding the datasets ($DATA).")
+              envvar=DATA_ROOT_ENV, show_envvar=True, help="Folder holding the datasets.")
 @click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Ray storage, the SQLite ledger mlflow.db, artifacts and tables.")
-@click.option("--address", metavar="ADDR", help="Join a running Ray cluster; default: a local Ray on 127.0.0.1.")
-@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:///<output>/mlflow.db.")
+              help="Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.")
+@click.option("--storage", metavar="URI", envvar="PROMETAR_STORAGE", show_envvar=True,
+              help="Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
+                   "credentials from the AWS_* variables); default: <output>/ray.")
+@click.option("--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True,
+              help="Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
+              help="MLflow tracking URI (a server: http://HOST:PORT); default: sqlite:///<output>/mlflow.db.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Dotted run-config override for every trial, YAML-typed (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print done / to do / total and write nothing.")
@@ -203,7 +217,8 @@ def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> Non
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="At most N trials at once.")
 @click.option("--write-best", type=click.Path(dir_okay=False, path_type=str),
               help="Search sweeps: write the best configuration as a sweep file for the real protocol.")
-def launch(sweep, data_root, output, address, tracking_uri, sets, dry_run, force, max_concurrent, write_best) -> None:
+def launch(sweep, data_root, output, storage, address, tracking_uri, sets, dry_run, force, max_concurrent,
+           write_best) -> None:
     """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
     from pathlib import Path
 
@@ -213,7 +228,7 @@ def launch(sweep, data_root, output, address, tracking_uri, sets, dry_run, force
 
     try:
         options = LaunchOptions(
-            data_root=Path(data_root), output=Path(output), address=address, tracking_uri=tracking_uri,
+            data_root=Path(data_root), output=Path(output), storage=storage, address=address, tracking_uri=tracking_uri,
             overrides=dict(parse_override(text) for text in sets), dry_run=dry_run, force=force,
             max_concurrent=max_concurrent, write_best=Path(write_best) if write_best else None)
         report = launch(sweep, options)
@@ -226,22 +241,58 @@ def launch(sweep, data_root, output, address, tracking_uri, sets, dry_run, force
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
               help="The launch's output folder (holds the default ledger).")
-@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:///<output>/mlflow.db.")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
+              help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
 @click.option("--address", metavar="URL", help="Ray dashboard the sweep was submitted to: adds the job's state.")
 @click.option("--token", metavar="TOKEN", help="Ray auth token for --address; default: $RAY_AUTH_TOKEN.")
-def status(sweep, output, tracking_uri, address, token) -> None:
-    """Print done / failed / running / to do of a sweep, from the ledger."""
+def status(sweep, output, tracking_uri, sets, address, token) -> None:
+    """Print done / failed / running / to do of a sweep, from the ledger (reads only)."""
     from pathlib import Path
 
     from orchestration.cluster import ClusterError, job_line
     from orchestration.runner import TrackingError, sweep_status
     from orchestration.spec import SpecError
+    from prometar.config import ConfigError, parse_override
 
     try:
-        result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri)
+        overrides = dict(parse_override(text) for text in sets)
+        result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri, overrides=overrides)
         click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
-    except (SpecError, TrackingError, ClusterError) as err:
+    except (SpecError, TrackingError, ClusterError, ConfigError) as err:
         raise click.UsageError(str(err)) from None
+
+
+@main.command("ui")
+@click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
+              help="The launch's output folder (holds the default ledger).")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
+              help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the UI listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port of the UI.")
+def ui(output, tracking_uri, host, port) -> None:
+    """Show the runs in the MLflow UI: `mlflow ui` on the launch's ledger, or the server's own UI."""
+    import subprocess
+    from pathlib import Path
+
+    from orchestration.tracking import default_tracking_uri
+    from orchestration.ui import UiError, ui_target
+
+    uri = tracking_uri or default_tracking_uri(Path(output))
+    try:
+        target = ui_target(uri, host=host, port=port)
+    except UiError as err:
+        raise click.UsageError(str(err)) from None
+    if target.command is None:
+        click.echo(f"MLflow UI of {uri}: {target.url} (the tracking server serves it)")
+        return
+    click.echo(f"MLflow UI of {uri}: {target.url} (Ctrl-C stops it)", err=True)
+    process = subprocess.Popen(target.command)
+    try:
+        raise SystemExit(process.wait())
+    except KeyboardInterrupt:
+        process.terminate()
+        raise SystemExit(process.wait()) from None
 
 
 @main.command("validate")
@@ -259,19 +310,23 @@ def validate(sweep) -> None:
 
 @main.command("submit")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--address", required=True, metavar="URL", help="The cluster's Ray dashboard, http://HEAD:8265.")
+@click.option("--address", required=True, metavar="URL", envvar=RAY_ADDRESS_ENV, show_envvar=True,
+              help="The cluster's Ray dashboard, http://HEAD:8265.")
 @click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
               help="Attempt number: the submission id is <sweep name>-<attempt>; a repeat is refused.")
 @click.option("--follow", is_flag=True, help="Stream the job's logs; exit 0 if it SUCCEEDED, 1 otherwise.")
 @click.option("--token", metavar="TOKEN", help="Ray auth token; default: $RAY_AUTH_TOKEN, then $RAY_AUTH_TOKEN_PATH.")
-@click.option("--tracking-uri", metavar="URI", help="MLflow tracking URI the cluster reaches (server or shared SQLite).")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
+              help="MLflow tracking URI the cluster reaches (a server, or SQLite on shared storage).")
 @click.option("--data-root", metavar="DIR", help="Dataset root on the cluster's nodes.")
-@click.option("--output", metavar="DIR", help="Output folder on shared storage (absolute).")
+@click.option("--output", metavar="DIR", help="Output folder on the head node (absolute).")
+@click.option("--storage", metavar="URI", help="Ray storage the nodes share: s3://BUCKET/PREFIX or a shared folder.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
 @click.option("--env", "envs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the job (repeatable).")
 @click.option("--working-dir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder shipped with the job; it must hold the sweep file.")
-def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, output, sets, envs, working_dir) -> None:
+def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, output, storage, sets, envs,
+           working_dir) -> None:
     """Submit `launch SWEEP --address auto` to a Ray cluster as a Ray Job."""
     from orchestration.cluster import ClusterError, follow_job, parse_env, submit_sweep
     from orchestration.spec import SpecError
@@ -279,8 +334,8 @@ def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, outp
 
     try:
         done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
-                            tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
-                            env_vars=parse_env(envs))
+                            tracking_uri=tracking_uri, data_root=data_root, output=output, storage=storage,
+                            overrides=sets, env_vars=parse_env(envs))
         for warning in done.warnings:
             click.echo(f"warning: {warning}", err=True)
         click.echo(f"submitted {done.submission_id} to {address}: {done.entrypoint}", err=True)

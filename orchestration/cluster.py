@@ -76,7 +76,7 @@ class ClusterError(RuntimeError):
 
 
 def launch_args(sweep: str, *, address: str, tracking_uri: str | None = None, data_root: str | None = None,
-                output: str | None = None, overrides: Sequence[str] = ()) -> list[str]:
+                output: str | None = None, overrides: Sequence[str] = (), storage: str | None = None) -> list[str]:
     """The arguments of ``prometar-sweep launch`` (after the verb's name) for a cluster run.
 
     Args:
@@ -86,12 +86,14 @@ def launch_args(sweep: str, *, address: str, tracking_uri: str | None = None, da
         data_root: Dataset root on the cluster's nodes.
         output: Output folder (Ray storage, artifacts) on shared storage.
         overrides: ``KEY=VALUE`` run-config overrides (``--set``).
+        storage: Ray storage every node reaches (``s3://...`` or a shared folder).
 
     Returns:
         ``["launch", sweep, "--address", address, ...]``.
     """
     args = ["launch", sweep, "--address", address]
-    for flag, value in (("--tracking-uri", tracking_uri), ("--data-root", data_root), ("--output", output)):
+    for flag, value in (("--tracking-uri", tracking_uri), ("--data-root", data_root), ("--output", output),
+                        ("--storage", storage)):
         if value:
             args += [flag, value]
     for item in overrides:
@@ -206,7 +208,8 @@ class Submission:
 def build_submission(sweep: str | Path, *, attempt: int = 1, working_dir: str | Path = ".",
                      tracking_uri: str | None = None, data_root: str | None = None,
                      output: str | None = None, overrides: Sequence[str] = (),
-                     env_vars: Mapping[str, str] | None = None) -> tuple[str, str, dict[str, Any], list[str]]:
+                     env_vars: Mapping[str, str] | None = None,
+                     storage: str | None = None) -> tuple[str, str, dict[str, Any], list[str]]:
     """Validate the sweep and build the job's submission id, entrypoint and runtime environment.
 
     The entrypoint runs ``python -m orchestration.cli launch <sweep> --address auto ...`` in the
@@ -263,7 +266,7 @@ def build_submission(sweep: str | Path, *, attempt: int = 1, working_dir: str | 
                         "job's temporary working directory on the head node")
 
     args = launch_args(relative.as_posix(), address="auto", tracking_uri=tracking_uri, data_root=data_root,
-                       output=output, overrides=overrides)
+                       output=output, overrides=overrides, storage=storage)
     entrypoint = shlex.join(["python", "-m", "orchestration.cli", *args])
     runtime_env = {"working_dir": str(work), "excludes": excludes,
                    "env_vars": {**JOB_ENV_VARS, **dict(env_vars or {})}}
@@ -273,7 +276,8 @@ def build_submission(sweep: str | Path, *, attempt: int = 1, working_dir: str | 
 def submit_sweep(sweep: str | Path, *, address: str, attempt: int = 1, token: str | None = None,
                  working_dir: str | Path = ".", tracking_uri: str | None = None,
                  data_root: str | None = None, output: str | None = None,
-                 overrides: Sequence[str] = (), env_vars: Mapping[str, str] | None = None) -> Submission:
+                 overrides: Sequence[str] = (), env_vars: Mapping[str, str] | None = None,
+                 storage: str | None = None) -> Submission:
     """Submit ``prometar-sweep launch SWEEP --address auto`` to a Ray cluster as a Ray Job.
 
     Args:
@@ -298,7 +302,7 @@ def submit_sweep(sweep: str | Path, *, address: str, attempt: int = 1, token: st
     """
     sub_id, entrypoint, runtime_env, warnings = build_submission(
         sweep, attempt=attempt, working_dir=working_dir, tracking_uri=tracking_uri, data_root=data_root,
-        output=output, overrides=overrides, env_vars=env_vars)
+        output=output, overrides=overrides, env_vars=env_vars, storage=storage)
     client = connect(address, token)
     existing = _job_info(client, sub_id)
     if existing is not None:

@@ -296,6 +296,10 @@ def read_experiment(
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
+    if found.lifecycle_stage == "deleted":  # reported, never restored: reading does not write
+        from orchestration.tracking import deleted_experiment_message
+
+        raise ResultsError(deleted_experiment_message(experiment, found.experiment_id, tracking_uri))
     records: list[dict[str, Any]] = []
     params: dict[str, dict[str, str]] = {}
     curve_metrics: set[str] = set()

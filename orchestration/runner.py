@@ -5,9 +5,16 @@ raises :class:`LaunchError` / ``SpecError`` / ``TrackingError`` before anything 
 closes runs a dead launch left RUNNING, skips trial keys already FINISHED (``force`` reruns them)
 and runs the rest on a ``tune.Tuner``: a grid over trial keys, longest trials first, per-trial
 resources by dataset (fractional GPUs pack trials), ``FailureConfig(max_failures)`` with resume
-from the last epoch checkpoint, ``max_concurrent_trials``, short trial directories and Ray storage
-under ``<output>/ray``. A sweep with a ``search:`` section runs one Optuna search (optionally with
-ASHA) per grid point on the ``search`` run protocol, resuming from the samples already finished.
+from the last epoch checkpoint, ``max_concurrent_trials``, and short trial directories. A sweep
+with a ``search:`` section runs one Optuna search (optionally with ASHA) per grid point on the
+``search`` run protocol, resuming from the samples already finished.
+
+Ray storage (``--storage``; default ``<output>/ray``, or ``s3://...``, see
+:mod:`orchestration.storage`) holds one experiment folder per sweep, ``<storage>/<sweep name>/``,
+reused by every launch; each launch's trial folders are ``t_<key>-<launch>`` in it. Tune keeps the
+last ``checkpoint.keep`` checkpoints of a running trial; the tracker deletes a trial's
+checkpoints once its run FINISHED, and a trial an earlier launch left unfinished reopens its
+MLflow run and resumes from the checkpoint the run names.
 
 Embedded default: a local Ray started in-process, bound to 127.0.0.1, no dashboard; ``address``
 joins a running cluster instead.
@@ -39,6 +46,7 @@ from orchestration.spec import (
     plan_trials,
     spec_to_yaml,
 )
+from orchestration.storage import is_uri
 from orchestration.tracking import (
     GROUP_TAG,
     TRIAL_KEY_TAG,
@@ -62,6 +70,7 @@ class LaunchOptions:
 
     data_root: Path = DEFAULT_DATA_ROOT
     output: Path = DEFAULT_OUTPUT
+    storage: str | None = None
     address: str | None = None
     tracking_uri: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -194,9 +203,14 @@ def _status(spec: SweepSpec, trials: list[Trial], output: Path, tracking_uri: st
     return _ledger_status(spec, trials, ledger)
 
 
-def sweep_status(path: str | Path, *, output: Path = DEFAULT_OUTPUT, tracking_uri: str | None = None) -> SweepStatus:
-    """done / failed / running / to do of a sweep, from the ledger (reads only)."""
-    spec, trials = validate_sweep(path)
+def sweep_status(path: str | Path, *, output: Path = DEFAULT_OUTPUT, tracking_uri: str | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> SweepStatus:
+    """done / failed / running / to do of a sweep, from the ledger (reads only: nothing is created,
+    restored or closed; a deleted experiment is a ``TrackingError``).
+
+    ``overrides``: the ``--set`` overrides the sweep was launched with (they change its trial keys).
+    """
+    spec, trials = validate_sweep(path, overrides or None)
     return _status(spec, trials, Path(output), tracking_uri)
 
 
@@ -236,6 +250,9 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
     """
     out = stream or sys.stdout
     spec, trials = validate_sweep(path, options.overrides)
+    if is_uri(options.output):
+        raise LaunchError(f"--output {options.output}: the output folder is a local folder (lock, tables, the "
+                          "default SQLite ledger); put Ray storage on object storage with --storage URI")
     output = Path(options.output).resolve()
     if options.address is None:
         check_data_root(spec, trials, Path(options.data_root))
@@ -249,6 +266,7 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
 
     if options.tracking_uri is not None:
         ledger.check_reachable()  # a remote store: before anything is written locally
+    _check_storage(options.storage)
     output.mkdir(parents=True, exist_ok=True)
     with launch_lock(output, spec.name, source=spec.source):
         return _launch_locked(spec, trials, ledger, output, options, out)
@@ -280,6 +298,8 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
         done = [t for t in trials if "FINISHED" in statuses.get(t.key, set())]
         todo = [t for t in trials if t not in done and t.key not in elsewhere]
         report = LaunchReport(spec.name, len(trials), len(done), len(todo))
+        # one run per trial key: a trial an earlier launch left unfinished continues its run
+        reopen = {} if options.force else ledger.reopenable({t.key for t in todo}, runs)
         if not todo and len(done) == len(trials):
             print(f"[{spec.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
         elif not todo:
@@ -288,10 +308,32 @@ def _launch_locked(spec: SweepSpec, trials: list[Trial], ledger: TrialLedger, ou
         else:
             print(f"[{spec.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
                   file=out)
+            if reopen:
+                print(f"[{spec.name}] {len(reopen)} trial(s) continue the MLflow run an earlier launch left "
+                      "unfinished", file=out)
             with _closing_parent(ledger, report), _ray(options.address):
-                _fan_out(spec, {t.key: t for t in todo}, {}, ledger, report, output, options, out)
+                _fan_out(spec, {t.key: t for t in todo}, {}, ledger, report, output, options, out, reopen=reopen)
     _finish(spec, ledger, output, report, options, out)
     return report
+
+
+def storage_location(options: LaunchOptions, output: Path) -> str:
+    """Where Ray storage lives: ``--storage`` (a local folder or a URI), else ``<output>/ray``."""
+    return options.storage or str(Path(output) / "ray")
+
+
+def _check_storage(location: str | None) -> None:
+    """A ``--storage`` URI must open and answer before anything is written (``LaunchError`` otherwise)."""
+    if not location or not is_uri(location):
+        return
+    from orchestration.storage import StorageError, open_storage
+
+    try:
+        storage = open_storage(location)
+        storage.filesystem.get_file_info(storage.path)
+    except (StorageError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LaunchError(f"--storage {location}: cannot be used: {first[:300]}") from None
 
 
 @contextmanager
@@ -439,28 +481,41 @@ def _resources_fn(spec: SweepSpec, table: Any) -> Any:
 
 def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, SearchGroup], ledger: TrialLedger,
              report: LaunchReport, output: Path, options: LaunchOptions, out: IO[str],
-             search: tuple[SearchGroup, int, list[dict[str, Any]], list[float]] | None = None) -> None:
-    """One Tuner: a grid over ``trials`` (by key, in order), or one search group's samples."""
+             search: tuple[SearchGroup, int, list[dict[str, Any]], list[float]] | None = None,
+             reopen: Mapping[str, Any] | None = None) -> None:
+    """One Tuner: a grid over ``trials`` (by key, in order), or one search group's samples.
+
+    ``reopen``: trial key → the MLflow run (of an earlier launch) the trial continues.
+    """
     from ray import tune
 
     from orchestration.progress import ProgressLine
-    from orchestration.tracking import MlflowTrialCallback
+    from orchestration.storage import open_storage
+    from orchestration.tracking import CHECKPOINT_TAG, MlflowTrialCallback
     from orchestration.trainable import TrialTable, train_trial
 
-    table = TrialTable(trials=trials, groups=groups)
+    reopen = dict(reopen or {})
+    resume = {key: run.data.tags[CHECKPOINT_TAG] for key, run in reopen.items() if run.data.tags.get(CHECKPOINT_TAG)}
+    table = TrialTable(trials=trials, groups=groups, resume=resume)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: only our progress line
     parent = report.parent_run_id or ledger.start_launch({"prometar.trials_planned": str(report.total)})
     report.parent_run_id = parent
-    tracker = MlflowTrialCallback(ledger, parent, table.resolve, spec.name)
+    storage = open_storage(storage_location(options, output))
+    tracker = MlflowTrialCallback(ledger, parent, table.resolve, spec.name, reopen=reopen)
     trainable = tune.with_parameters(train_trial, table=table, data_root=str(Path(options.data_root).resolve()),
-                                     output_root=str(output), git_sha=git_sha(), resume_local=not options.force)
+                                     output_root=str(output), git_sha=git_sha(), resume_local=not options.force,
+                                     node_local=storage.remote, keep_checkpoints=spec.checkpoint_keep)
     trainable = tune.with_resources(trainable, _resources_fn(spec, table))
+    launch_tag = parent[:8]
+
+    def trial_folder(trial: Any) -> str:  # this launch's folder of the trial, in the sweep's one experiment folder
+        return f"{_trial_name(trial)}-{launch_tag}"
 
     if search is None:
         param_space: dict[str, Any] = {"trial_key": tune.grid_search(list(trials))}
         progress = ProgressLine(spec.name, report.total, report.done_before, out)
         tune_config = tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=True,
-                                      trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+                                      trial_name_creator=_trial_name, trial_dirname_creator=trial_folder)
     else:
         group, samples, points, rewards = search
         assert spec.search is not None
@@ -470,19 +525,22 @@ def _fan_out(spec: SweepSpec, trials: dict[str, Trial], groups: dict[str, Search
         tune_config = tune.TuneConfig(
             search_alg=_searcher(spec, points, rewards), scheduler=_scheduler(spec, group),
             num_samples=samples, max_concurrent_trials=options.max_concurrent, reuse_actors=True,
-            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+            trial_name_creator=_trial_name, trial_dirname_creator=trial_folder)
 
     run_config = tune.RunConfig(
-        name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        storage_path=str(output / "ray"),
+        name=spec.name,  # one experiment folder per sweep, reused by every launch
+        **storage.ray_run_config(),
         callbacks=[tracker, progress, *_tune_loggers()],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint_keep),
         verbose=0,
     )
     try:
         # Tune's automatic loggers include a TensorBoard writer whose import pulls torch into the
         # driver (~3 s per launch); MLflow is the record, so only the JSON and CSV loggers run.
-        with temporary_environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"):
+        # Keeping few checkpoints makes Tune snapshot its state often; its warning about that is noise.
+        with temporary_environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+                                   TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0"):
             tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
     finally:
         outcomes = list(tracker.outcomes.values())
@@ -631,8 +689,12 @@ def write_best_sweeps(spec: SweepSpec, best: list[dict[str, Any]], target: Path)
 def _finish(spec: SweepSpec, ledger: TrialLedger, output: Path, report: LaunchReport, options: LaunchOptions,
             out: IO[str]) -> None:
     """Summary line, the tables (``orchestration.tables``, when present), then close the parent run."""
+    from orchestration.ui import ui_hint
+
     print(f"[{spec.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
           f"skipped (done before) {report.done_before}", file=out)
+    print(f"[{spec.name}] {ui_hint(ledger.tracking_uri, output=options.output, default_uri=default_tracking_uri(output))}",
+          file=out)
     try:
         if options.tables:
             _render_tables(spec, ledger, output, report, out)

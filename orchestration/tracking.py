@@ -9,9 +9,19 @@ Layout (``architecture.md``, ``docs/internals.md``):
   artifacts = resolved config, prompt weights, per-class accuracies, environment.
 
 Only the driver writes (:class:`MlflowTrialCallback`, a Tune callback), so the default SQLite
-store ``<output>/mlflow.db`` has a single writer. Before fan-out :meth:`TrialLedger.statuses` says
-which keys already FINISHED (they are skipped) and :meth:`TrialLedger.close_stale_runs` closes, as
-KILLED, runs a dead launch left RUNNING.
+store ``<output>/mlflow.db`` has a single writer; with a tracking server (``http://``) the same
+callback talks to it over HTTP, and no node needs the store's files. Before fan-out
+:meth:`TrialLedger.statuses` says which keys already FINISHED (they are skipped) and
+:meth:`TrialLedger.close_stale_runs` closes, as KILLED, runs a dead launch left RUNNING.
+
+One run per trial key across launches: a trial a later launch runs again (its run ended KILLED or
+FAILED) reopens its run (:meth:`TrialLedger.reopenable`): same run id, status RUNNING again,
+:data:`ATTEMPT_TAG` counting the launches, the parent tag moved to the new launch; epochs the run
+already holds are not logged twice. The run's :data:`CHECKPOINT_TAG` names its latest checkpoint
+Tune registered (the trial resumes from it in the next launch); once the run is FINISHED (its
+prompts and metrics are artifacts) the callback deletes the trial's checkpoints.
+
+Reading never writes: a deleted experiment is reported (:class:`TrackingError`), never restored.
 
 Which launches are alive: a launch's parent run carries its host and pid and a heartbeat tag
 (:data:`HEARTBEAT_TAG`, Unix seconds) the callback refreshes every :data:`HEARTBEAT_EVERY_S`. A
@@ -22,6 +32,7 @@ tracking server) are neither closed nor started again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -49,6 +60,12 @@ PARENT_TAG = "mlflow.parentRunId"
 HOST_TAG = "prometar.host"
 PID_TAG = "prometar.pid"
 HEARTBEAT_TAG = "prometar.heartbeat"
+ATTEMPT_TAG = "prometar.attempt"
+"""How many launches ran this trial's run (1, then 2 when a later launch reopened it, ...)."""
+CHECKPOINT_TAG = "prometar.checkpoint"
+"""URI of the run's latest checkpoint registered by Tune (removed when the run FINISHED)."""
+EPOCH_METRIC = "lr"
+"""A metric every epoch report carries: its history says which epochs a run already holds."""
 HEARTBEAT_EVERY_S = 60.0
 """How often a launch refreshes its parent run's heartbeat (from the Tune callback)."""
 LAUNCH_ALIVE_S = 600.0
@@ -124,20 +141,28 @@ class TrialLedger:
     # -- reading ---------------------------------------------------------------------------
 
     def check_reachable(self) -> None:
-        """Fail with :class:`TrackingError` unless the store answers (no trial has started yet)."""
+        """Fail with :class:`TrackingError` unless the store answers and the sweep's experiment,
+        if it exists, is not deleted (no trial has started yet)."""
         try:
             with _fail_fast():
                 self.client.search_experiments(max_results=1)
         except Exception as err:  # any failure to talk to the store means: do not start
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TrackingError(f"tracking URI {self.tracking_uri} is unreachable: {first[:300]}") from None
+        self.experiment_id()
 
     def experiment_id(self, *, create: bool = False) -> str | None:
-        """The experiment's id; created (with ``artifact_root``) when ``create`` and missing."""
+        """The experiment's id; created (with ``artifact_root``) when ``create`` and missing.
+
+        Raises:
+            TrackingError: The experiment exists but is deleted. It is not restored (reading
+                never writes, and a launch does not bring back runs someone deleted); the message
+                says how to restore it or remove it for good.
+        """
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is not None and found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
+                raise TrackingError(deleted_experiment_message(self.experiment, found.experiment_id, self.tracking_uri))
             if found is not None:
                 self._experiment_id = found.experiment_id
             elif create:
@@ -169,6 +194,16 @@ class TrialLedger:
             if key:
                 out.setdefault(key, set()).add(run.info.status)
         return out
+
+    def reopenable(self, keys: set[str] | frozenset[str], runs: list[Any] | None = None) -> dict[str, Any]:
+        """Trial key → its latest run, for the keys whose latest run ended without finishing
+        (KILLED or FAILED, or RUNNING in a dead launch): the run a new launch of the key reopens."""
+        latest: dict[str, Any] = {}
+        for run in self.runs() if runs is None else runs:
+            key = run.data.tags.get(TRIAL_KEY_TAG)
+            if key in keys and (key not in latest or (run.info.start_time or 0) > (latest[key].info.start_time or 0)):
+                latest[key] = run
+        return {key: run for key, run in latest.items() if run.info.status != "FINISHED"}
 
     def finished_in_group(self, group: str) -> list[Any]:
         """FINISHED child runs of one search group (to resume a search where it stopped)."""
@@ -229,6 +264,13 @@ class TrialLedger:
         self.client.set_terminated(run_id, status)
 
 
+def deleted_experiment_message(experiment: str, experiment_id: str, tracking_uri: str) -> str:
+    """What a verb says about a deleted experiment (and how to restore it or remove it for good)."""
+    return (f"experiment {experiment!r} (id {experiment_id}) is deleted in {tracking_uri}; it is left as it is. "
+            f"Restore it with `mlflow experiments restore --experiment-id {experiment_id}` (with "
+            f"MLFLOW_TRACKING_URI={tracking_uri}), or remove it for good with `mlflow gc`, then run this again")
+
+
 def _alive(tags: Mapping[str, str], now: float) -> bool:
     """Whether the launch with these parent-run tags is alive (recent heartbeat; on this host, its pid)."""
     try:
@@ -274,33 +316,45 @@ class MlflowTrialCallback(tune.Callback):
         parent_run_id: The launch's parent run.
         resolve: Tune trial config → :class:`~orchestration.spec.Trial`.
         sweep: The sweep's name (the ``sweep`` tag).
+        reopen: Trial key → the run this launch reopens for it (:meth:`TrialLedger.reopenable`);
+            other keys get a new run.
     """
 
     def __init__(self, ledger: TrialLedger, parent_run_id: str, resolve: Callable[[Mapping[str, Any]], Trial],
-                 sweep: str) -> None:
+                 sweep: str, reopen: Mapping[str, Any] | None = None) -> None:
         self.ledger = ledger
         self.parent_run_id = parent_run_id
         self.resolve = resolve
         self.sweep = sweep
+        self.reopen = dict(reopen or {})
         self.sha = git_sha()
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.keys: dict[str, str] = {}  # Tune trial id -> trial key
         self.outcomes: dict[str, str] = {}  # trial key -> FINISHED / FAILED / KILLED
+        self.logged_epochs: dict[str, int] = {}  # run id -> epochs it held when reopened
+        self.checkpoints: dict[str, str] = {}  # run id -> URI of its latest registered checkpoint
         self._last_beat = time.monotonic()  # start_launch wrote the first heartbeat
 
     def _run_for(self, trial: Any) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
+        spec_trial = self.resolve(trial.config)
+        previous = self.reopen.pop(spec_trial.key, None)
+        run_id = self._reopen(previous, trial) if previous is not None else self._create(spec_trial, trial)
+        self.runs[trial.trial_id] = run_id
+        self.keys[trial.trial_id] = spec_trial.key
+        return run_id
+
+    def _create(self, spec_trial: Trial, trial: Any) -> str:
         from mlflow.entities import Param
 
         from prometar.config import flatten
 
-        spec_trial = self.resolve(trial.config)
         exp = self.ledger.experiment_id(create=True)
         assert exp is not None
         tags = {**spec_trial.tags(self.sweep), PARENT_TAG: self.parent_run_id,
                 "prometar.version": prometar.__version__, "prometar.git_sha": self.sha,
-                "prometar.tune_trial_id": trial.trial_id}
+                "prometar.tune_trial_id": trial.trial_id, ATTEMPT_TAG: "1"}
         run = self.ledger.client.create_run(exp, tags=tags, run_name=f"{spec_trial.dataset}-{spec_trial.method}-"
                                                               f"s{spec_trial.seed}-{spec_trial.key}")
         run_id = run.info.run_id
@@ -309,8 +363,33 @@ class MlflowTrialCallback(tune.Callback):
         params.append(Param("protocol_sweep", spec_trial.protocol))
         for i in range(0, len(params), PARAM_BATCH):
             self.ledger.client.log_batch(run_id, params=params[i:i + PARAM_BATCH])
-        self.runs[trial.trial_id] = run_id
-        self.keys[trial.trial_id] = spec_trial.key
+        return run_id
+
+    def _reopen(self, run: Any, trial: Any) -> str:
+        """The same run again: RUNNING, one more attempt, owned by this launch; earlier errors kept aside."""
+        from mlflow.entities import RunTag
+
+        client, run_id, tags = self.ledger.client, run.info.run_id, run.data.tags
+        try:
+            attempt = int(tags.get(ATTEMPT_TAG, "1")) + 1
+        except ValueError:
+            attempt = 2
+        new_tags = {PARENT_TAG: self.parent_run_id, ATTEMPT_TAG: str(attempt), "prometar.tune_trial_id": trial.trial_id,
+                    "prometar.git_sha": self.sha, "prometar.version": prometar.__version__,
+                    # a run still RUNNING in the snapshot was a dead launch's, closed as KILLED before fan-out
+                    "prometar.reopened_from": "KILLED" if run.info.status in ("RUNNING", "SCHEDULED")
+                    else run.info.status}
+        if ERROR_TAG in tags:
+            new_tags["prometar.previous_error"] = tags[ERROR_TAG]
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in new_tags.items()])
+        for stale in (ERROR_TAG, "prometar.closed_by", "prometar.stopped_early"):
+            if stale in tags:
+                client.delete_tag(run_id, stale)
+        client.update_run(run_id, status="RUNNING")
+        history = client.get_metric_history(run_id, EPOCH_METRIC)
+        self.logged_epochs[run_id] = max((m.step for m in history), default=0)
+        if tags.get(CHECKPOINT_TAG):
+            self.checkpoints[run_id] = tags[CHECKPOINT_TAG]
         return run_id
 
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
@@ -330,6 +409,8 @@ class MlflowTrialCallback(tune.Callback):
             step = int(result.get("epoch", 0) or 0)
         else:
             step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
+            if step <= self.logged_epochs.get(run_id, 0):
+                return  # a reopened run already holds this epoch (computed again after a resume)
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(batch), 1000):
@@ -339,6 +420,30 @@ class MlflowTrialCallback(tune.Callback):
         run_id = self._run_for(trial)
         self.ledger.client.set_tag(run_id, "prometar.retries", str(trial.num_failures))
         self.ledger.client.set_tag(run_id, "prometar.last_retry_error", _read_error(trial)[-MAX_TAG_LENGTH:])
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """Tune registered a checkpoint (after the result it came with was logged): the run names
+        it, and the checkpoint an earlier launch left for this run is deleted."""
+        from orchestration.storage import uri_of
+
+        run_id = self._run_for(trial)
+        uri = uri_of(checkpoint.filesystem, checkpoint.path)
+        self.ledger.client.set_tag(run_id, CHECKPOINT_TAG, uri)
+        previous = self.checkpoints.get(run_id)
+        self.checkpoints[run_id] = uri
+        if previous and previous.rsplit("/", 1)[0] != uri.rsplit("/", 1)[0]:
+            _delete_earlier_checkpoints(previous)  # another launch's trial folder: Tune does not prune it
+
+    def _delete_trial_checkpoints(self, trial: Any, run_id: str) -> None:
+        """Every checkpoint of the trial: this launch's (Tune's trial folder) and an earlier one's."""
+        from orchestration.storage import delete_checkpoints
+
+        storage = getattr(trial, "storage", None)
+        if storage is not None:
+            delete_checkpoints(storage.storage_filesystem, storage.trial_fs_path)
+        previous = self.checkpoints.pop(run_id, None)
+        if previous:
+            _delete_earlier_checkpoints(previous)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
@@ -353,6 +458,10 @@ class MlflowTrialCallback(tune.Callback):
             self.ledger.client.set_tag(run_id, "prometar.stopped_early", "1")
         self.ledger.client.set_terminated(run_id, "FINISHED")
         self.outcomes[self.keys[trial.trial_id]] = "FINISHED"
+        # FINISHED: the prompts and metrics are artifacts now, the checkpoints are not needed
+        self._delete_trial_checkpoints(trial, run_id)
+        with contextlib.suppress(Exception):  # the tag names nothing any more
+            self.ledger.client.delete_tag(run_id, CHECKPOINT_TAG)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
@@ -367,3 +476,18 @@ class MlflowTrialCallback(tune.Callback):
             if self.keys[trial_id] not in self.outcomes:
                 self.ledger.client.set_terminated(run_id, "KILLED")
                 self.outcomes[self.keys[trial_id]] = "KILLED"
+        for trial in trials:  # a search sample never resumes in another launch: its checkpoints go
+            if "group" in getattr(trial, "config", {}) and trial.trial_id in self.runs:
+                self._delete_trial_checkpoints(trial, self.runs[trial.trial_id])
+
+
+def _delete_earlier_checkpoints(uri: str) -> None:
+    """Delete the checkpoint at ``uri`` and every other checkpoint in its trial folder (an earlier
+    launch's folder of the same trial; best effort: storage trouble must not stop a sweep)."""
+    from orchestration.storage import StorageError, delete_checkpoints, open_storage
+
+    try:
+        storage = open_storage(uri.rsplit("/", 1)[0])
+    except StorageError:
+        return
+    delete_checkpoints(storage.filesystem, storage.path)

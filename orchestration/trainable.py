@@ -3,10 +3,18 @@
 Tune config → :class:`~orchestration.spec.Trial` (looked up by trial key, or resolved from a
 search group and the sampled values) → ``build_config`` → ``run(...)``. Each epoch's checkpoint is
 reported with ``tune.report(metrics, checkpoint=...)``; a retried trial resumes from
-``tune.get_checkpoint()``. The last report carries the final metrics and a checkpoint holding the
-trial's artifacts (resolved config, prompt weights, per-class accuracies, environment), which the
-driver-side tracker logs to MLflow. Paths are absolute (Tune changes the working directory); the
-device and the thread count follow the resources Tune granted.
+``tune.get_checkpoint()``; a trial an earlier launch left unfinished resumes from the checkpoint
+its MLflow run names (:attr:`TrialTable.resume`, fetched from Ray storage, local or ``s3://``).
+The last report carries the final metrics and a checkpoint holding the trial's artifacts
+(resolved config, prompt weights, per-class accuracies, environment), which the driver-side
+tracker logs to MLflow; the trial's local epoch checkpoints are then removed. Paths are absolute
+(Tune changes the working directory); the device and the thread count follow the resources Tune
+granted.
+
+Where a trial writes: ``<output>/trials/<key>/`` when Ray storage is a local folder (one machine,
+or a filesystem every node mounts); with object storage (``node_local``), a folder of its own in
+the node-local working directory Tune gives the trial: nodes share nothing but the storage, and
+the folder is removed once the trial has reported its final result.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ import os
 import platform
 import shutil
 import socket
+import tempfile
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +49,15 @@ FINAL_FILE = "final.json"
 
 @dataclass(frozen=True)
 class TrialTable:
-    """How a Tune config maps onto trials: grid trials by key, search trials by group."""
+    """How a Tune config maps onto trials: grid trials by key, search trials by group.
+
+    ``resume``: trial key → URI of the checkpoint an earlier launch registered for it (the MLflow
+    run's ``prometar.checkpoint`` tag), resumed from when Tune has none of its own.
+    """
 
     trials: dict[str, Trial] = field(default_factory=dict)
     groups: dict[str, SearchGroup] = field(default_factory=dict)
+    resume: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, config: Mapping[str, Any]) -> Trial:
         """The trial a Tune config stands for."""
@@ -107,8 +122,21 @@ def run_resuming(run_config: Any, resume_candidates: list[Path], *, output_dir: 
     return run(run_config, output_dir=output_dir, **kwargs)
 
 
+def _fetch_earlier(uri: str, stack: ExitStack) -> Path | None:
+    """Download the checkpoint an earlier launch registered (``None``, with a warning, if it is gone)."""
+    from orchestration.storage import StorageError, download
+
+    target = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prometar-resume-")))
+    try:
+        return download(uri, target / "checkpoint")
+    except StorageError as error:
+        logger.warning("not resuming from the earlier launch's checkpoint: %s", error)
+        return None
+
+
 def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, output_root: str,
-                git_sha: str = "unknown", resume_local: bool = True) -> None:
+                git_sha: str = "unknown", resume_local: bool = True, node_local: bool = False,
+                keep_checkpoints: int = 1) -> None:
     """The Tune function trainable (bind the keyword arguments with ``tune.with_parameters``).
 
     Args:
@@ -118,8 +146,12 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
         data_root: Absolute dataset root.
         output_root: Absolute output folder; the run writes under ``<output_root>/trials/<key>/``.
         git_sha: The driver's code version, recorded in ``environment.json``.
-        resume_local: Without a Tune checkpoint (a new launch), continue from the newest epoch
-            checkpoint an earlier, killed launch left under the trial's folder (``--force``: no).
+        resume_local: Without a Tune checkpoint (a new launch), continue from the checkpoint an
+            earlier launch registered (``table.resume``), else from the newest epoch checkpoint it
+            left under the trial's folder (``--force``: neither).
+        node_local: Write the run's files in the node-local working directory (object storage)
+            instead of under ``output_root``.
+        keep_checkpoints: Epoch checkpoints kept in the run's folder (``checkpoint.keep``).
     """
     import torch
 
@@ -130,7 +162,10 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     granted = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
     device = "cuda" if granted.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
-    output_dir = Path(output_root).resolve() / "trials" / trial.key
+    if node_local:
+        output_dir = Path.cwd().resolve() / f"prometar-{trial.key}"
+    else:
+        output_dir = Path(output_root).resolve() / "trials" / trial.key
     output_dir.mkdir(parents=True, exist_ok=True)
     final: dict[str, Any] = {}
 
@@ -146,18 +181,22 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     local = output_dir / "checkpoints"
     local_candidates = [local] if resume_local and any(local.glob("epoch_*")) else []
     common = {"data_root": Path(data_root).resolve(), "output_dir": output_dir, "callback": on_event,
-              "device": device}
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        run_resuming(run_config, local_candidates, **common)
-    else:
-        with checkpoint.as_directory() as resume_dir:
-            done = Path(resume_dir) / FINAL_FILE
-            if done.is_file():  # failed after its last report: report the same result again
-                final.update(json.loads(done.read_text()))
-                tune.report({**final, "prometar_event": "final"}, checkpoint=tune.Checkpoint.from_directory(resume_dir))
-                return
-            run_resuming(run_config, [Path(resume_dir), *local_candidates], **common)
+              "device": device, "keep_checkpoints": keep_checkpoints}
+    with ExitStack() as stack:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_dir: Path | None = Path(stack.enter_context(checkpoint.as_directory()))
+        elif resume_local and trial.key in table.resume:
+            resume_dir = _fetch_earlier(table.resume[trial.key], stack)
+        else:
+            resume_dir = None
+        if resume_dir is not None and (resume_dir / FINAL_FILE).is_file():
+            # failed after its last report: report the same result again
+            final.update(json.loads((resume_dir / FINAL_FILE).read_text()))
+            tune.report({**final, "prometar_event": "final"},
+                        checkpoint=tune.Checkpoint.from_directory(str(resume_dir)))
+            return
+        run_resuming(run_config, [*([resume_dir] if resume_dir else []), *local_candidates], **common)
 
     artifacts = output_dir / "final"
     artifacts.mkdir(exist_ok=True)
@@ -168,3 +207,5 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     (artifacts / FINAL_FILE).write_text(json.dumps(final, indent=2, sort_keys=True))
     report = {**final, "prometar_event": "final", "epoch": trial.epochs}
     tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
+    # the final checkpoint (in Ray storage) holds everything now: no epoch checkpoint is needed
+    shutil.rmtree(output_dir if node_local else local, ignore_errors=True)

@@ -267,11 +267,12 @@ def test_dockerfile_installs_with_the_makefile_constraints() -> None:
     makefile = (REPO / "Makefile").read_text()
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     make_lines = [line for line in makefile.splitlines() if "pip install" in line and " -c " in line]
-    docker_lines = [line.split("&&")[0].replace("RUN", "", 1) for line in dockerfile.splitlines()
-                    if "pip install" in line]
-    assert len(make_lines) == 1 and len(docker_lines) == 1
+    docker_lines = [line.strip().removeprefix("RUN").removeprefix("&&").split("&&")[0]
+                    for line in dockerfile.splitlines() if "pip install" in line]
+    assert len(make_lines) == 1 and len(docker_lines) == 2  # the dependencies, then the project
     constraints = _constraints_flag(make_lines[0])
-    assert _constraints_flag(docker_lines[0].rstrip("\\")) == constraints == "constraints.txt"
+    for line in docker_lines:
+        assert _constraints_flag(line.rstrip("\\")) == constraints == "constraints.txt"
     assert re.search(rf"^COPY .*\b{re.escape(constraints)}\b", dockerfile, flags=re.M)
     assert (REPO / constraints).is_file()
 
@@ -311,3 +312,27 @@ def test_cluster_doc_commands_use_real_options() -> None:
         for token in argv[2:]:
             if token.startswith("-"):
                 assert token in known, f"docs/cluster.md: {' '.join(argv)}: unknown option {token}"
+
+
+def _docker_steps() -> list[str]:
+    """The Dockerfile's lines without comments and blank lines."""
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_dependencies_are_installed_before_the_source_is_copied() -> None:
+    steps = _docker_steps()
+    deps = next(i for i, s in enumerate(steps) if "pip install -c constraints.txt -r /tmp/requirements.txt" in s)
+    first_source = next(i for i, s in enumerate(steps) if re.match(r"COPY (--\S+ )*(prometar|orchestration)\b", s))
+    copies_before = [s for s in steps[:deps] if s.startswith("COPY")]
+    assert deps < first_source
+    assert copies_before == ["COPY pyproject.toml constraints.txt ./"]
+    assert any("pip install --no-deps" in s for s in steps[first_source:])
+
+
+def test_the_user_owns_the_work_folder() -> None:
+    steps = _docker_steps()
+    user = steps.index("USER prometar")
+    workdirs = [i for i, s in enumerate(steps) if s.startswith("WORKDIR")]
+    assert steps[workdirs[-1]] == "WORKDIR /work" and workdirs[-1] > user
+    assert any("chown -R prometar:prometar /work" in s for s in steps[:user])

@@ -54,15 +54,18 @@ def child_runs(output: Path, experiment: str) -> list:
             if "prometar.trial_key" in r.data.tags]
 
 
-def peek_child_statuses(db: Path) -> list[str]:
+def peek_child_statuses(db: Path, *, with_epochs: bool = False) -> list[str]:
     """Child-run statuses read straight from SQLite, read-only: an MLflow client here would race
-    the launch that is still creating the store's tables."""
+    the launch that is still creating the store's tables. ``with_epochs``: only runs that have
+    logged at least one epoch."""
     if not db.exists():
         return []
+    epochs = " AND EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = runs.run_uuid AND m.key = 'lr')"
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
             rows = connection.execute("SELECT runs.status FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
-                                      "WHERE tags.key = 'prometar.trial_key'").fetchall()
+                                      "WHERE tags.key = 'prometar.trial_key'" + (epochs if with_epochs else "")
+                                      ).fetchall()
     except sqlite3.Error:
         return []
     return [status for (status,) in rows]
@@ -414,7 +417,10 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(first_launch: dict,
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, ray_address: str) -> None:
+def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(tmp_path: Path, data_root: Path,
+                                                                ray_address: str) -> None:
+    """Two launches, one run per trial key: the trial the first launch was killed in continues its
+    own MLflow run (attempt 2) from the checkpoint the run names, with each epoch logged once."""
     # Longer trials than elsewhere: a window in which one trial has FINISHED and the next runs.
     sweep = write_sweep(tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"],
                         overrides={**OVERRIDES, "optim.epochs": 8})
@@ -426,8 +432,8 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and process.poll() is None:
-            statuses = peek_child_statuses(output / "mlflow.db")
-            if "FINISHED" in statuses and "RUNNING" in statuses:
+            statuses = peek_child_statuses(output / "mlflow.db", with_epochs=True)
+            if "FINISHED" in statuses and "RUNNING" in statuses:  # the running one has a checkpoint
                 break
             time.sleep(0.2)
         assert process.poll() is None, "the launch ended before it could be killed"
@@ -435,20 +441,32 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    statuses = sorted(r.info.status for r in child_runs(output, "killed"))
-    assert statuses == ["FINISHED", "RUNNING"]
+    before = {r.info.run_id: r for r in child_runs(output, "killed")}
+    assert sorted(r.info.status for r in before.values()) == ["FINISHED", "RUNNING"]
+    (interrupted,) = [r for r in before.values() if r.info.status == "RUNNING"]
+    assert interrupted.data.tags["prometar.checkpoint"].startswith(str(output / "ray" / "killed" / "t_"))
     status = sweep_status(sweep, output=output)  # the RUNNING one is known to be stale: its launch died
     assert (status.done, status.running, status.stale, status.launches) == (1, 1, 1, ())
     assert "1 of the running left by a dead launch" in status.line()
 
-    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
+    log = tmp_path / "relaunch.txt"
+    with log.open("w") as stream:
+        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
     assert report.to_run == 1 and report.done_before == 1 and report.exit_code == 0
+    assert "1 trial(s) continue the MLflow run an earlier launch left unfinished" in log.read_text()
     runs = child_runs(output, "killed")
     finished = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
     assert sorted(finished) == sorted(t.key for t in plan_trials(load_sweep(sweep)))  # each key once
-    assert "RUNNING" not in {r.info.status for r in runs}
-    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # one run per key, none left over
+    assert {r.info.run_id for r in runs} == set(before)  # the interrupted trial's own run, reopened
     client = MlflowClient(default_tracking_uri(output))
+    resumed = client.get_run(interrupted.info.run_id)
+    assert resumed.data.tags["prometar.attempt"] == "2" and resumed.data.tags["prometar.reopened_from"] == "KILLED"
+    assert "prometar.checkpoint" not in resumed.data.tags  # FINISHED: its checkpoints are gone
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "loss")] == list(range(1, 9))
+    # one Ray experiment folder for the sweep, reused; no checkpoint of a FINISHED trial is left
+    assert [p.name for p in (output / "ray").iterdir() if p.is_dir()] == ["killed"]
+    assert not list((output / "ray").rglob("checkpoint_*")) and not list((output / "trials").rglob("epoch_*"))
     parents = [r for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
                if r.data.tags.get("prometar.role") == "launch"]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]

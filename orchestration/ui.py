@@ -1,0 +1,72 @@
+"""Looking at the runs: the MLflow UI on a launch's ledger (``prometar-sweep ui``).
+
+A tracking server (``http://``, ``https://``) already serves its UI: :func:`ui_target` names its
+address and nothing is started. A file store (the default SQLite ``<output>/mlflow.db``) is shown
+by ``mlflow ui`` started on it, bound to 127.0.0.1 unless another host is asked for; the store is
+never created (a missing ledger is an error naming it).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+
+
+class UiError(ValueError):
+    """The ledger to show does not exist or cannot be shown; names it."""
+
+
+@dataclass(frozen=True)
+class UiTarget:
+    """What ``ui`` shows.
+
+    Attributes:
+        tracking_uri: The ledger.
+        url: Where to point a browser.
+        command: The ``mlflow ui`` command line to start, or ``None`` when a server already serves it.
+    """
+
+    tracking_uri: str
+    url: str
+    command: list[str] | None
+
+
+def is_server(tracking_uri: str) -> bool:
+    """Whether the tracking URI is a server (it serves its own UI)."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def ui_target(tracking_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> UiTarget:
+    """The UI of a ledger: a server's own address, or an ``mlflow ui`` command on a file store.
+
+    Raises:
+        UiError: A SQLite ledger that does not exist.
+    """
+    if is_server(tracking_uri):
+        return UiTarget(tracking_uri, tracking_uri.rstrip("/"), None)
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise UiError(f"no MLflow ledger at {path} (tracking URI {tracking_uri}): nothing has been launched "
+                          "into this output folder yet (--output / --tracking-uri)")
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", tracking_uri,
+               "--host", host, "--port", str(port)]
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    return UiTarget(tracking_uri, f"http://{shown}:{port}", command)
+
+
+def ui_hint(tracking_uri: str, *, output: Path | str | None = None, default_uri: str | None = None) -> str:
+    """The command a launch prints at its end to look at its runs."""
+    if is_server(tracking_uri):
+        return f"look at the runs: {tracking_uri.rstrip('/')} (or prometar-sweep ui --tracking-uri {tracking_uri})"
+    if default_uri is not None and tracking_uri == default_uri and output is not None:
+        args = [] if Path(output).resolve() == Path("prometar_runs").resolve() else ["--output", str(output)]
+    else:
+        args = ["--tracking-uri", tracking_uri]
+    return f"look at the runs: {shlex.join(['prometar-sweep', 'ui', *args])}"
