@@ -17,7 +17,8 @@ callback talks to it over HTTP, and no node needs the store's files. Before fan-
 One run per trial key across launches: a trial a later launch runs again (its run ended KILLED or
 FAILED) reopens its run (:meth:`TrialLedger.reopenable`): same run id, status RUNNING again,
 :data:`ATTEMPT_TAG` counting the launches, the parent tag moved to the new launch; epochs the run
-already holds are not logged twice. The run's :data:`CHECKPOINT_TAG` names its latest checkpoint
+already holds are not logged twice (nor after a retry within a launch that resumed from an older
+checkpoint than the last epoch logged). The run's :data:`CHECKPOINT_TAG` names its latest checkpoint
 Tune registered (the trial resumes from it in the next launch); once the run is FINISHED (its
 prompts and metrics are artifacts) the callback deletes the trial's checkpoints.
 
@@ -331,7 +332,7 @@ class MlflowTrialCallback(tune.Callback):
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.keys: dict[str, str] = {}  # Tune trial id -> trial key
         self.outcomes: dict[str, str] = {}  # trial key -> FINISHED / FAILED / KILLED
-        self.logged_epochs: dict[str, int] = {}  # run id -> epochs it held when reopened
+        self.logged_epochs: dict[str, int] = {}  # run id -> the last epoch it holds
         self.checkpoints: dict[str, str] = {}  # run id -> URI of its latest registered checkpoint
         self._last_beat = time.monotonic()  # start_launch wrote the first heartbeat
 
@@ -410,7 +411,11 @@ class MlflowTrialCallback(tune.Callback):
         else:
             step = int(result.get("epoch", result.get("training_iteration", 0)) or 0)
             if step <= self.logged_epochs.get(run_id, 0):
-                return  # a reopened run already holds this epoch (computed again after a resume)
+                # the run holds this epoch already: a retry resumed from an earlier checkpoint than
+                # the last epoch logged (the node died before Tune registered the newer one), or a
+                # reopened run; training is deterministic, so the values are the same
+                return
+            self.logged_epochs[run_id] = step
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(batch), 1000):
