@@ -17,8 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestration.ledger import read_experiment
-from orchestration.tables import BASE2NEW_DATASETS, build_tables, load_published
+from orchestration.ledger.runs import read_experiment
+from orchestration.results.base2new import BASE2NEW_DATASETS
+from orchestration.results.published import load_published
+from orchestration.results.tables import build_tables
 
 METHODS = ("clip", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "prometar")
 TARGET_S = 10.0

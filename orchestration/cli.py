@@ -1,6 +1,7 @@
 """The ``prometar-sweep`` command line: one short click function per verb.
 
-Each verb parses its arguments and calls one library function. Bad input exits with code 2 and
+Each verb parses its arguments and calls one library function. Bad input — any
+:class:`~prometar.errors.InputError`, caught in one place (:class:`_Verb`) — exits with code 2 and
 one message naming the file, key or path; failed trials exit with code 1.
 """
 
@@ -9,16 +10,41 @@ from __future__ import annotations
 import click
 
 import prometar
+from prometar.errors import InputError
+from prometar.yamlio import cap
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 """Read by every verb with ``--tracking-uri`` (MLflow's own variable)."""
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 """Read by ``launch --address`` and ``submit --address`` (Ray's own variable)."""
 DATA_ROOT_ENV = "PROMETAR_DATA_ROOT"
-"""Read by every verb with ``--data-root``."""
+"""Read by every verb with a local ``--data-root`` (``launch``, ``train``, ``data``)."""
+STORAGE_ENV = "PROMETAR_STORAGE"
+"""Read by ``launch --storage``."""
+
+MAX_MESSAGE = 2000
+"""Most characters of an input error's message the CLI prints."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Verb(click.Command):
+    """A verb whose bad input (an :class:`~prometar.errors.InputError`) is a usage error: exit 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InputError as err:
+            # One line's worth, whatever the input echoed (an alias bomb, a huge value).
+            raise click.UsageError(cap(str(err), MAX_MESSAGE), ctx=ctx) from None
+
+
+class _Verbs(click.Group):
+    """The verb group: every verb (and sub-verb) is a :class:`_Verb`."""
+
+    command_class = _Verb
+    group_class = type  # sub-groups (``data``, ``toy``) are _Verbs too
+
+
+@click.group(cls=_Verbs, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(prometar.__version__, prog_name="prometar-sweep")
 def main() -> None:
     """Run ProMetaR and its baselines on CLIP at cluster scale, and print the paper's tables."""
@@ -46,18 +72,47 @@ def data_group() -> None:
               envvar=DATA_ROOT_ENV, show_envvar=True, help="Folder holding the datasets.")
 @click.option("--dataset", "datasets", multiple=True, metavar="KEY",
               help="Dataset key to check (repeatable); default: all 15.")
-def data_check(data_root: str, datasets: tuple[str, ...]) -> None:
+@click.option("--quick", is_flag=True,
+              help="Check that images exist without decoding them (default: decode every image).")
+def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
     """Check layout, split files and images; exit 2 if a requested dataset is unusable."""
-    from prometar.data import DataError, check_datasets
+    from prometar.data.check import check_datasets
 
-    try:
-        reports = check_datasets(data_root, list(datasets) or None)
-    except DataError as err:
-        raise click.UsageError(str(err)) from None
+    reports = check_datasets(data_root, list(datasets) or None, decode=not quick)
     for report in reports:
         click.echo(report.line())
+        for bad in report.bad_images:
+            click.echo(f"  cannot decode {bad}")
     if not all(report.usable for report in reports):
         raise SystemExit(2)
+
+
+@data_group.command("fewshot")
+@click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
+@click.option("--shots", required=True, type=click.IntRange(min=1), help="Training images per class (K).")
+@click.option("--seed", required=True, type=int, help="Run seed.")
+@click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=str),
+              envvar=DATA_ROOT_ENV, show_envvar=True, help="Folder holding the datasets.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+def data_fewshot(dataset, shots, seed, data_root, out) -> None:
+    """Print the few-shot subsets a seed picks, as JSON {"train": [...], "val": [...]}; trains nothing.
+
+    Each entry is [image path as the split file names it, label, class name]; the same record a
+    trial writes as fewshot_subset.json. Nothing is written to the data root.
+    """
+    import json
+
+    from prometar.data.fewshot import few_shot, subset_listing
+    from prometar.data.readers import read_dataset
+
+    sampled = few_shot(read_dataset(dataset, data_root), key=dataset, data_root=data_root, shots=shots,
+                       seed=seed, use_cache=False)
+    listing = subset_listing(sampled, dataset, data_root)
+    blocks = []
+    for name, rows in listing.items():  # one image per line
+        lines = ",\n".join(f"    {json.dumps(row)}" for row in rows)
+        blocks.append(f"  {json.dumps(name)}: [\n{lines}\n  ]" if rows else f"  {json.dumps(name)}: []")
+    _emit("{\n" + ",\n".join(blocks) + "\n}\n", out)
 
 
 @main.command("train")
@@ -82,25 +137,20 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
     import time
     from pathlib import Path
 
-    from prometar.backbone import BackboneError
-    from prometar.config import ConfigError, parse_override, resolve_config
-    from prometar.data import DataError
+    from prometar import events
+    from prometar.config import parse_override, resolve_config
     from prometar.run import run
-    from prometar.trainer import CheckpointError
 
-    try:
-        overrides = dict(parse_override(text) for text in sets)
-        overrides.update({"data.dataset": dataset, "seed": seed, "data.shots": shots})
-        if method is not None:
-            overrides["method"] = method
-        config = resolve_config(preset, overrides)
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
+    overrides = dict(parse_override(text) for text in sets)
+    overrides.update({"data.dataset": dataset, "seed": seed, "data.shots": shots})
+    if method is not None:
+        overrides["method"] = method
+    config = resolve_config(preset, overrides)
     out = Path(output or f"prometar_runs/train/{dataset}/{config.method}/{shots}shots_seed{seed}")
     start = time.monotonic()
 
     def progress(event: dict) -> None:
-        if event["event"] != "epoch":
+        if event[events.EVENT] != events.EPOCH:
             return
         shown = " ".join(f"{k}={event[k]:.4g}" for k in ("loss", "train_acc", "lr") if k in event)
         click.echo(f"epoch {event['epoch']}/{config.optim.epochs} {shown} "
@@ -108,11 +158,8 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
 
     click.echo(f"{config.method} on {dataset} ({config.protocol}, {shots} shots, seed {seed}) -> {out}",
                err=True)
-    try:
-        result = run(config, data_root=Path(data_root), output_dir=out, callback=progress,
-                     resume_from=Path(resume_from) if resume_from else None, device=device)
-    except (ConfigError, DataError, BackboneError, CheckpointError) as err:
-        raise click.UsageError(str(err)) from None
+    result = run(config, data_root=Path(data_root), output_dir=out, callback=progress,
+                 resume_from=Path(resume_from) if resume_from else None, device=device)
     for name, value in result.metrics.items():
         click.echo(f"{name}\t{value:.2f}")
 
@@ -122,15 +169,12 @@ def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
     on runs the sweep file left out to stderr.
 
     Raises:
-        ResultsError: Bad arguments, sweep file, override or ledger.
+        InputError: Bad arguments, sweep file, override or ledger.
     """
-    from orchestration.ledger import ResultsError, load_source
-    from prometar.config import ConfigError, parse_override
+    from orchestration.results.source import load_source
+    from prometar.config import parse_override
 
-    try:
-        overrides = dict(parse_override(text) for text in sets)
-    except ConfigError as err:
-        raise ResultsError(str(err)) from None
+    overrides = dict(parse_override(text) for text in sets)
     source = load_source(sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri,
                          overrides=overrides)
     note = source.unplanned_note()
@@ -160,14 +204,10 @@ _SWEEP_SET_HELP = ("Dotted run-config override the sweep was launched with, YAML
 def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
 
-    from orchestration.ledger import ResultsError
-    from orchestration.tables import table_text
+    from orchestration.results.tables import table_text
 
-    try:
-        source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-        text = table_text(source, fmt, published=published, compare=not no_published)
-    except ResultsError as err:
-        raise click.UsageError(str(err)) from None
+    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
+    text = table_text(source, fmt, published=published, compare=not no_published)
     _emit(text, out)
 
 
@@ -185,14 +225,10 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, track
               help="Folder for the PNG files.")
 def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
     """Draw the paper's figures (PNG) from the FINISHED runs a sweep plans."""
-    from orchestration.ledger import ResultsError
-    from orchestration.plots import plot_source
+    from orchestration.results.plots import plot_source
 
-    try:
-        source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-        paths = plot_source(source, out, published=published)
-    except ResultsError as err:
-        raise click.UsageError(str(err)) from None
+    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
+    paths = plot_source(source, out, published=published)
     for path in paths:
         click.echo(str(path))
 
@@ -203,7 +239,7 @@ def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> Non
               envvar=DATA_ROOT_ENV, show_envvar=True, help="Folder holding the datasets.")
 @click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
               help="Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.")
-@click.option("--storage", metavar="URI", envvar="PROMETAR_STORAGE", show_envvar=True,
+@click.option("--storage", metavar="URI", envvar=STORAGE_ENV, show_envvar=True,
               help="Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
                    "credentials from the AWS_* variables); default: <output>/ray.")
 @click.option("--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True,
@@ -222,18 +258,14 @@ def launch(sweep, data_root, output, storage, address, tracking_uri, sets, dry_r
     """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
     from pathlib import Path
 
-    from orchestration.runner import LaunchError, LaunchOptions, TrackingError, launch
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError, parse_override
+    from orchestration.launch.runner import LaunchOptions, launch
+    from prometar.config import parse_override
 
-    try:
-        options = LaunchOptions(
-            data_root=Path(data_root), output=Path(output), storage=storage, address=address, tracking_uri=tracking_uri,
-            overrides=dict(parse_override(text) for text in sets), dry_run=dry_run, force=force,
-            max_concurrent=max_concurrent, write_best=Path(write_best) if write_best else None)
-        report = launch(sweep, options)
-    except (SpecError, LaunchError, TrackingError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    options = LaunchOptions(
+        data_root=Path(data_root), output=Path(output), storage=storage, address=address,
+        tracking_uri=tracking_uri, overrides=dict(parse_override(text) for text in sets), dry_run=dry_run, force=force,
+        max_concurrent=max_concurrent, write_best=Path(write_best) if write_best else None)
+    report = launch(sweep, options)
     raise SystemExit(report.exit_code)
 
 
@@ -250,17 +282,13 @@ def status(sweep, output, tracking_uri, sets, address, token) -> None:
     """Print done / failed / running / to do of a sweep, from the ledger (reads only)."""
     from pathlib import Path
 
-    from orchestration.cluster import ClusterError, job_line
-    from orchestration.runner import TrackingError, sweep_status
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError, parse_override
+    from orchestration.cluster.jobs import job_line
+    from orchestration.launch.status import sweep_status
+    from prometar.config import parse_override
 
-    try:
-        overrides = dict(parse_override(text) for text in sets)
-        result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri, overrides=overrides)
-        click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
-    except (SpecError, TrackingError, ClusterError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    overrides = dict(parse_override(text) for text in sets)
+    result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri, overrides=overrides)
+    click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
 
 
 @main.command("ui")
@@ -275,14 +303,11 @@ def ui(output, tracking_uri, host, port) -> None:
     import subprocess
     from pathlib import Path
 
-    from orchestration.tracking import default_tracking_uri
-    from orchestration.ui import UiError, ui_target
+    from orchestration.layout import default_tracking_uri
+    from orchestration.ui import ui_target
 
     uri = tracking_uri or default_tracking_uri(Path(output))
-    try:
-        target = ui_target(uri, host=host, port=port)
-    except UiError as err:
-        raise click.UsageError(str(err)) from None
+    target = ui_target(uri, host=host, port=port)
     if target.command is None:
         click.echo(f"MLflow UI of {uri}: {target.url} (the tracking server serves it)")
         return
@@ -297,15 +322,25 @@ def ui(output, tracking_uri, host, port) -> None:
 
 @main.command("validate")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-def validate(sweep) -> None:
-    """Check a sweep file and print its trial count and a sample trial."""
-    from orchestration.runner import describe_validation, validate_sweep
-    from orchestration.spec import SpecError
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=str),
+              help="Also check every trial's inputs as a launch would: the split files and images of "
+                   "each dataset, and the backbone weights.")
+def validate(sweep, data_root) -> None:
+    """Check a sweep file and print its trial count and a sample trial.
 
-    try:
-        click.echo(describe_validation(*validate_sweep(sweep)))
-    except SpecError as err:
-        raise click.UsageError(str(err)) from None
+    Without --data-root: the schema, every trial's run config, the backbone names and the prompt
+    depths against them. With it: what a launch checks before its first trial.
+    """
+    from pathlib import Path
+
+    from orchestration.launch.preflight import check_data_root, check_inputs
+    from orchestration.sweeps.planning import load_plan
+
+    plan = load_plan(sweep)
+    if data_root is not None:
+        check_data_root(plan, Path(data_root))
+    check_inputs(plan, Path(data_root) if data_root else None, weights=data_root is not None)
+    click.echo(plan.describe())
 
 
 @main.command("submit")
@@ -319,8 +354,8 @@ def validate(sweep) -> None:
 @click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
               help="MLflow tracking URI the cluster reaches (a server, or SQLite on shared storage).")
 @click.option("--data-root", metavar="DIR", help="Dataset root on the cluster's nodes.")
-@click.option("--output", metavar="DIR", help="Output folder on the head node (absolute).")
-@click.option("--storage", metavar="URI", help="Ray storage the nodes share: s3://BUCKET/PREFIX or a shared folder.")
+@click.option("--output", metavar="DIR", help="Output folder on the head node or shared storage (absolute).")
+@click.option("--storage", metavar="URI", help="Ray storage every node reaches: s3://BUCKET/PREFIX or a shared folder.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
 @click.option("--env", "envs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the job (repeatable).")
 @click.option("--working-dir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=str),
@@ -328,23 +363,19 @@ def validate(sweep) -> None:
 def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, output, storage, sets, envs,
            working_dir) -> None:
     """Submit `launch SWEEP --address auto` to a Ray cluster as a Ray Job."""
-    from orchestration.cluster import ClusterError, follow_job, parse_env, submit_sweep
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError
+    from orchestration.cluster.common import parse_env
+    from orchestration.cluster.jobs import follow_job, submit_sweep
 
-    try:
-        done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
-                            tracking_uri=tracking_uri, data_root=data_root, output=output, storage=storage,
-                            overrides=sets, env_vars=parse_env(envs))
-        for warning in done.warnings:
-            click.echo(f"warning: {warning}", err=True)
-        click.echo(f"submitted {done.submission_id} to {address}: {done.entrypoint}", err=True)
-        if follow:
-            state = follow_job(address, done.submission_id, token=token)
-            click.echo(f"job {done.submission_id}: {state}", err=True)
-            raise SystemExit(0 if state == "SUCCEEDED" else 1)
-    except (ClusterError, SpecError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
+                        tracking_uri=tracking_uri, data_root=data_root, output=output, storage=storage,
+                        overrides=sets, env_vars=parse_env(envs))
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"submitted {done.submission_id} to {address}: {done.entrypoint}", err=True)
+    if follow:
+        state = follow_job(address, done.submission_id, token=token)
+        click.echo(f"job {done.submission_id}: {state}", err=True)
+        raise SystemExit(0 if state == "SUCCEEDED" else 1)
 
 
 @main.command("slurm")
@@ -366,17 +397,12 @@ def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, acc
     """Write an sbatch script running the sweep on a Ray cluster built from the allocation."""
     from pathlib import Path
 
-    from orchestration.cluster import ClusterError, render_slurm
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError
+    from orchestration.cluster.slurm import render_slurm
 
-    try:
-        text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
-                            partition=partition, time_limit=time_limit, account=account,
-                            tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
-                            setup=setup, script_name=Path(out).name if out else "prometar.sbatch")
-    except (ClusterError, SpecError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
+                        partition=partition, time_limit=time_limit, account=account,
+                        tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
+                        setup=setup, script_name=Path(out).name if out else "prometar.sbatch")
     _emit(text, out, executable=True)
 
 
@@ -398,17 +424,12 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
         namespace, sets, no_token_auth, out) -> None:
     """Write a KubeRay RayJob manifest (and the sweep's ConfigMap) running the sweep."""
 
-    from orchestration.cluster import ClusterError, render_rayjob
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError
+    from orchestration.cluster.kuberay import render_rayjob
 
-    try:
-        text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
-                             worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,
-                             output_claim=output_claim, tracking_uri=tracking_uri, namespace=namespace,
-                             overrides=sets, token_auth=not no_token_auth)
-    except (ClusterError, SpecError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
+    text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
+                         worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,
+                         output_claim=output_claim, tracking_uri=tracking_uri, namespace=namespace,
+                         overrides=sets, token_auth=not no_token_auth)
     _emit(text, out)
 
 
@@ -418,15 +439,26 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
 def demo(output) -> None:
     """Build the toy world and toy CLIP, run sweeps/demo.yaml on them, print the table, write plots."""
     from orchestration.demo import run_demo
-    from orchestration.runner import LaunchError, TrackingError
-    from orchestration.spec import SpecError
-    from prometar.config import ConfigError
+
+    report = run_demo(output)
+    raise SystemExit(report.exit_code)
+
+
+@main.command("wait-nodes", hidden=True)
+@click.argument("address")
+@click.argument("count", type=click.IntRange(min=1))
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait.")
+def wait_nodes(address, count, timeout) -> None:
+    """Wait until COUNT Ray nodes are alive at ADDRESS (the sbatch script's wait); exit 1 on timeout."""
+    from orchestration.cluster.nodes import wait_for_nodes
+    from orchestration.errors import ClusterError
 
     try:
-        report = run_demo(output)
-    except (SpecError, LaunchError, TrackingError, ConfigError) as err:
-        raise click.UsageError(str(err)) from None
-    raise SystemExit(report.exit_code)
+        alive = wait_for_nodes(address, count, timeout_s=timeout)
+    except (ClusterError, ConnectionError) as err:  # the script stops its Ray processes and exits
+        click.echo(f"prometar: {err}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"prometar: {alive} Ray node(s) alive at {address}")
 
 
 @main.group("toy")

@@ -4,14 +4,14 @@ Four steps, each a call into the code a real sweep uses:
 
 1. :func:`prometar.toyclip.build_toy` builds (or reuses) the toy world, its datasets and the toy
    CLIP under ``<output>/toy/``;
-2. :func:`orchestration.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
+2. :func:`orchestration.launch.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
    with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
    the toy checkpoint as a ``backbone.pretrained`` override — so a second demo finds every trial
    FINISHED and starts none;
-3. the base / new / HM table (``orchestration.tables``) of the runs this sweep plans, without the
+3. the base / new / HM table (``orchestration.results.tables``) of the runs this sweep plans, without the
    published comparison (toy numbers are not the paper's), and beside it the toy datasets' chance
    and single-attribute (colour-only, shape-only) baselines from the toy build;
-4. the plots (``orchestration.plots``) under ``<output>/plots/``.
+4. the plots (``orchestration.results.plots``) under ``<output>/plots/``.
 """
 
 from __future__ import annotations
@@ -24,32 +24,27 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from orchestration.ledger import Ledger, planned_runs, read_experiment
-from orchestration.runner import DEFAULT_OUTPUT, LaunchOptions, LaunchReport, launch, validate_sweep
-from orchestration.spec import SweepSpec
-from orchestration.tables import (
-    AVERAGE,
-    Cell,
-    DisplayTable,
-    RenderedTable,
-    build_tables,
-    dataset_label,
-    order_datasets,
-    to_markdown,
-)
-from orchestration.tracking import default_tracking_uri
+from orchestration import layout
+from orchestration.launch.runner import LaunchOptions, LaunchReport, launch
+from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
+from orchestration.ledger.runs import RunsTable, planned_runs, read_experiment
+from orchestration.results.base2new import PROTOCOL as BASE2NEW
+from orchestration.results.display import Cell, DisplayTable
+from orchestration.results.labels import AVERAGE, dataset_label, order_datasets
+from orchestration.results.render import RenderedTable, to_markdown
+from orchestration.results.tables import build_tables, write_tables
+from orchestration.sweeps.planning import SweepPlan
 
 DEMO_SWEEP_FILE = "demo.yaml"
-TOY_DIR_NAME = "toy"
 
 
 def demo_sweep_path() -> Path:
     """The demo sweep file: ``sweeps/demo.yaml`` of the source checkout.
 
-    ``orchestration/sweeps`` is a link to the checkout's ``sweeps/`` folder, so a source checkout
-    and an installed package (whose package data follows the link) read the same file.
+    ``orchestration/resources/sweeps`` is a link to the checkout's ``sweeps/`` folder, so a source
+    checkout and an installed package (whose package data follows the link) read the same file.
     """
-    return Path(str(resources.files("orchestration") / "sweeps" / DEMO_SWEEP_FILE))
+    return Path(str(resources.files("orchestration") / "resources" / "sweeps" / DEMO_SWEEP_FILE))
 
 
 @dataclass
@@ -106,11 +101,11 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
     output = Path(output).resolve()
     path = Path(sweep) if sweep is not None else demo_sweep_path()
 
-    print(f"[demo] toy world and toy CLIP in {output / TOY_DIR_NAME} ...", file=out, flush=True)
+    print(f"[demo] toy world and toy CLIP in {layout.toy_folder(output)} ...", file=out, flush=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the toy datasets are written on the other core meanwhile
     try:
-        build = build_toy(output / TOY_DIR_NAME, **dict(toy_options or {}))
+        build = build_toy(layout.toy_folder(output), **dict(toy_options or {}))
     finally:
         torch.set_num_threads(threads)
     print(_toy_line(build), file=out, flush=True)
@@ -120,19 +115,20 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
                             max_concurrent=max_concurrent, tables=False)
     report = DemoReport(toy_reused=build.reused, launch=launch(path, options, stream=out))
 
-    spec, trials = validate_sweep(path, overrides)
+    plan = report.launch.plan
+    assert plan is not None
     uri = default_tracking_uri(output)
     # Only the runs this sweep plans: the experiment may also hold runs of other configurations of
     # the same cells (an earlier toy build's checkpoint, an edited demo sweep).
-    ledger = read_experiment(spec.name, uri, planned=planned_runs(spec, trials))
+    ledger = read_experiment(plan.name, uri, planned=planned_runs(plan))
     if ledger.runs.empty:
         print(f"[demo] no FINISHED trial to tabulate in {uri}", file=out)
     else:
-        table = _base2new_table(ledger, spec)
-        report.tables = _write_table(table, output / "tables" / spec.name)
+        table = _base2new_table(ledger, plan)
+        report.tables = list(write_tables([table], layout.tables_folder(output, plan.name)).values())
         print(f"\n{table.render('markdown')}", file=out)
-        print(to_markdown(baseline_table(build.results["datasets"], order_datasets(_datasets(spec)))), file=out)
-        report.plots = _write_plots(ledger, spec, uri, output / "plots")
+        print(to_markdown(baseline_table(build.results["datasets"], order_datasets(plan.datasets))), file=out)
+        report.plots = _write_plots(ledger, plan, uri, layout.plots_folder(output))
         print("plots: " + ", ".join(str(p) for p in report.plots), file=out)
     report.seconds = time.perf_counter() - started
     print(f"[demo] done in {report.seconds:.0f}s · ledger {uri}", file=out)
@@ -147,32 +143,16 @@ def _toy_line(build: Any) -> str:
             f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%")
 
 
-def _datasets(spec: SweepSpec) -> list[str]:
-    grid = spec.grid.get("data.dataset")
-    return list(grid) if grid else [str(spec.overrides["data.dataset"])]
-
-
-def _base2new_table(ledger: Ledger, spec: SweepSpec) -> RenderedTable:
-    seeds = spec.grid.get("seed") or [spec.overrides.get("seed", 1)]
-    (table,) = build_tables(ledger, protocol="base2new", datasets=_datasets(spec), published=None,
-                            expected_seeds=len(seeds))
+def _base2new_table(ledger: RunsTable, plan: SweepPlan) -> RenderedTable:
+    (table,) = build_tables(ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None,
+                            expected_seeds=plan.seeds)
     return table
 
 
-def _write_table(table: RenderedTable, folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt, extension in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
-        path = folder / f"{table.name}.{extension}"
-        path.write_text(table.render(fmt))  # type: ignore[arg-type]
-        written.append(path)
-    return written
+def _write_plots(ledger: RunsTable, plan: SweepPlan, tracking_uri: str, folder: Path) -> list[Path]:
+    from orchestration.results.plots import write_plots
 
-
-def _write_plots(ledger: Ledger, spec: SweepSpec, tracking_uri: str, folder: Path) -> list[Path]:
-    from orchestration.plots import write_plots
-
-    return write_plots(ledger, folder, tracking_uri=tracking_uri, datasets=_datasets(spec), published=None)
+    return write_plots(ledger, folder, tracking_uri=tracking_uri, datasets=plan.datasets, published=None)
 
 
 def baseline_table(toy_datasets: Mapping[str, Mapping[str, Any]], keys: list[str]) -> DisplayTable:

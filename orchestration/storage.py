@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from orchestration.errors import StorageError
+
+__all__ = ["Storage", "StorageError", "checkpoint_folders", "delete_checkpoints", "delete_folder", "download",
+           "is_uri", "open_storage", "s3_filesystem", "uri_of", "usage"]
+
 CHECKPOINT_PREFIX = "checkpoint_"
 """Ray Tune names a trial's checkpoint folders ``checkpoint_<index>``."""
-
-
-class StorageError(ValueError):
-    """A storage URI that cannot be used; the message names the URI."""
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:

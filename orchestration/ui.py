@@ -13,12 +13,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestration.errors import TrackingError
+from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
-
-
-class UiError(ValueError):
-    """The ledger to show does not exist or cannot be shown; names it."""
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,14 @@ def ui_target(tracking_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
     """The UI of a ledger: a server's own address, or an ``mlflow ui`` command on a file store.
 
     Raises:
-        UiError: A SQLite ledger that does not exist.
+        TrackingError: A SQLite ledger that does not exist.
     """
     if is_server(tracking_uri):
         return UiTarget(tracking_uri, tracking_uri.rstrip("/"), None)
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():
-            raise UiError(f"no MLflow ledger at {path} (tracking URI {tracking_uri}): nothing has been launched "
+            raise TrackingError(f"no MLflow ledger at {path} (tracking URI {tracking_uri}): nothing has been launched "
                           "into this output folder yet (--output / --tracking-uri)")
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", tracking_uri,
@@ -61,12 +60,12 @@ def ui_target(tracking_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
     return UiTarget(tracking_uri, f"http://{shown}:{port}", command)
 
 
-def ui_hint(tracking_uri: str, *, output: Path | str | None = None, default_uri: str | None = None) -> str:
-    """The command a launch prints at its end to look at its runs."""
+def ui_hint(tracking_uri: str, *, output: Path | str = DEFAULT_OUTPUT) -> str:
+    """The command a launch into ``output`` prints at its end to look at its runs."""
     if is_server(tracking_uri):
         return f"look at the runs: {tracking_uri.rstrip('/')} (or prometar-sweep ui --tracking-uri {tracking_uri})"
-    if default_uri is not None and tracking_uri == default_uri and output is not None:
-        args = [] if Path(output).resolve() == Path("prometar_runs").resolve() else ["--output", str(output)]
+    if tracking_uri == default_tracking_uri(output):
+        args = [] if Path(output).resolve() == DEFAULT_OUTPUT.resolve() else ["--output", str(output)]
     else:
         args = ["--tracking-uri", tracking_uri]
     return f"look at the runs: {shlex.join(['prometar-sweep', 'ui', *args])}"

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import open_clip
 import torch
 
+from prometar.errors import BackboneError
 from prometar.torchscript import is_torchscript_archive, read_torchscript_state_dict
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,6 @@ _PRECISION_DTYPES: dict[str, torch.dtype] = {
 # Entries of OpenAI checkpoints that are metadata, not tensors of the model.
 _OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-
-
-class BackboneError(ValueError):
-    """A backbone name, pretrained tag or checkpoint that cannot be used; the message names it."""
 
 
 @dataclass(frozen=True)

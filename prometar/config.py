@@ -6,13 +6,18 @@ presets, YAML files, dotted overrides — by :func:`build_config`, which rejects
 types and inconsistent values with a :class:`ConfigError` naming the dotted key, the value, why,
 and where the value came from.
 
-Field defaults are the published implementation's values (algorithm.md §5). Two named presets:
+Field defaults are the published implementation's values (algorithm.md §5). ProMetaR's two presets:
 
 - ``official``: every value of algorithm.md §5, quirks included (the gate optimiser's scheduler is
   never stepped, so the gate trains at 1e-6 the whole run; the gate repeat factor is the
   hard-coded 8 whatever the reduction).
 - ``fixed``: ``official`` with those two quirks fixed (``gate_optim.step_scheduler: true``,
   ``meta.gate_repeat: null`` — the repeat follows ``meta.gate_reduction``).
+
+The baselines' own base-to-new recipes, each value from its published configuration
+(docs/recipes.md): ``coop_official`` (CoOp as CoCoOp's base-to-new table trained it),
+``coop_official_imagenet`` (the same on ImageNet: 50 epochs) and ``ivlp_official`` (IVLP as
+PromptSRC's repository trains it).
 
 Every other deviation from the published run is a named field below. Composition order for a run
 (:func:`resolve_config`): preset → the method's settings (``prometar.methods``) → explicit
@@ -37,10 +42,12 @@ from typing import Any, Literal
 import yaml
 
 from prometar import methods as _methods
+from prometar import protocols
+from prometar.errors import ConfigError
+from prometar.yamlio import MAX_SHOWN, YamlFileError, cap, parse_yaml, read_text_file
 
 __all__ = [
     "BackboneConfig",
-    "ConfigError",
     "DataConfig",
     "EvalConfig",
     "GateOptimConfig",
@@ -61,27 +68,10 @@ __all__ = [
     "resolve_config",
 ]
 
-Protocol = Literal["base2new", "all_classes", "cross_dataset", "domain_generalization", "search"]
-PROTOCOLS: tuple[str, ...] = typing.get_args(Protocol)
+ProtocolName = Literal[tuple(protocols.list_protocols())]  # type: ignore[valid-type]
+"""The run protocols of ``prometar.protocols`` (validated as a Literal)."""
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-
-
-class ConfigError(ValueError):
-    """An invalid run configuration.
-
-    Attributes:
-        key: Dotted key of the offending value (``optim.lr``), or ``""`` for the whole config.
-        source: Where the value came from: a file path, ``"<dict>"`` or ``"<overrides>"``.
-        reason: Why it is invalid.
-    """
-
-    def __init__(self, key: str, reason: str, *, source: str = "<dict>") -> None:
-        self.key = key
-        self.source = source
-        self.reason = reason
-        where = f"{key}: " if key else ""
-        super().__init__(f"{source}: {where}{reason}")
 
 
 def _doc(text: str, *, scientific: bool = True) -> dict[str, Any]:
@@ -168,7 +158,7 @@ class OptimConfig:
     warmup_epochs: int = field(default=1, metadata=_doc("epochs at the constant warm-up learning rate"))
     warmup_lr: float = field(default=1e-5, metadata=_doc("constant learning rate during warm-up"))
     scheduler: Literal["cosine"] = field(default="cosine", metadata=_doc(
-        "schedule after warm-up: lr·(1+cos(π·e/T))/2 at epoch e"))
+        "schedule after warm-up, restarted at its end: lr·(1+cos(π·(e−W)/T))/2 at epoch e ≥ W"))
 
 
 @dataclass(frozen=True)
@@ -204,7 +194,7 @@ class EvalConfig:
     """Evaluation (algorithm.md §6)."""
 
     targets: tuple[str, ...] = field(default=(), metadata=_doc(
-        "target datasets of cross_dataset / domain_generalization; empty = the protocol's standard list"))
+        "target datasets of the protocols that evaluate on other datasets; empty = the protocol's standard list"))
     per_class: bool = field(default=True, metadata=_doc(
         "write per-class accuracies (per_class.json)", scientific=False))
 
@@ -215,8 +205,8 @@ class RunConfig:
 
     method: str = field(default="prometar", metadata=_doc(
         "prompt design × training scheme (see prometar.methods)"))
-    protocol: Protocol = field(default="base2new", metadata=_doc(
-        "base2new | all_classes | cross_dataset | domain_generalization | search"))
+    protocol: ProtocolName = field(default=protocols.DEFAULT, metadata=_doc(
+        "evaluation protocol: " + " | ".join(protocols.list_protocols()) + " (prometar.protocols)"))
     seed: int = field(default=1, metadata=_doc("run seed: few-shot sampling, initialisation, shuffling"))
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
@@ -245,10 +235,47 @@ class RunConfig:
     def scientific_dict(self) -> dict[str, Any]:
         """The subset of :meth:`to_dict` that can change a result (hashed into trial keys).
 
-        Leaves out what only affects speed, placement or bookkeeping: the device, weight and
-        few-shot cache folders, loader workers, exact text truncation, per-class output.
+        Leaves out what only affects speed, placement or bookkeeping (the device, weight and
+        few-shot cache folders, loader workers, exact text truncation, per-class output) and the
+        keys this run's method never reads (:meth:`ignored_keys`).
         """
-        return _to_plain(_scientific(self))
+        scientific = _to_plain(_scientific(self))
+        for key in self.ignored_keys():
+            section, _, name = key.partition(".")
+            if name:
+                scientific.get(section, {}).pop(name, None)
+            else:
+                scientific.pop(section, None)
+        return {section: value for section, value in scientific.items() if value != {}}
+
+    def ignored_keys(self) -> tuple[str, ...]:
+        """Dotted keys this run never reads, whatever their value, given its scheme and prompts.
+
+        Zero-shot trains nothing: no optimiser, regulariser, meta step, training batches or
+        prompt tokens (it evaluates with the dataset's single template). The plain scheme has
+        no regulariser and no meta step; the regularised scheme no meta step. A gate that is not
+        learned (``meta.gate_mode``: ``constant``, ``off``) has no network, so no gate optimiser
+        and no gate sizes. A tower without prompts reads no token count. ``prompts.deep_depth``
+        only sets the depths of deep designs, which are keys of their own.
+        """
+        sections = {"zeroshot": ("optim", "gate_optim", "regularizer", "meta"),
+                    "plain": ("gate_optim", "regularizer", "meta"),
+                    "regularized": ("gate_optim", "meta"),
+                    "prometar": ()}[self.scheme]
+        keys = [f"{section}.{f.name}" for section in sections for f in dataclasses.fields(_SECTIONS[section])]
+        keys.append("prompts.deep_depth")
+        if self.scheme == "zeroshot":
+            keys += ["prompts.text_tokens", "prompts.vision_tokens", "prompts.text_init",
+                     "data.batch_size", "data.drop_last"]
+        else:
+            if self.prompts.text_depth == 0:
+                keys.append("prompts.text_tokens")
+            if self.prompts.vision_depth == 0:
+                keys.append("prompts.vision_tokens")
+        if self.scheme == "prometar" and self.meta.gate_mode != "learned":
+            keys += [f"gate_optim.{f.name}" for f in dataclasses.fields(GateOptimConfig)]
+            keys += ["meta.gate_reduction", "meta.gate_repeat"]
+        return tuple(dict.fromkeys(keys))
 
     def to_json(self) -> str:
         """Canonical JSON of :meth:`to_dict` (sorted keys)."""
@@ -300,40 +327,7 @@ def describe_fields() -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# YAML with YAML 1.2 floats ("1e-5" is a float, not a string as PyYAML's 1.1 rules make it).
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-5``-style numbers as floats."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML safely (a ``yaml.SafeLoader``: no object construction), reading ``1e-5`` as a float.
-
-    Every YAML the project reads (run configs, overrides, sweep files) goes through this one parser.
-
-    Raises:
-        yaml.YAMLError: The text is not valid YAML.
-    """
-    loader = _Loader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
+# YAML: one strict parser for every text the project reads (prometar.yamlio).
 
 
 def load_yaml(text: str, *, source: str = "<yaml>") -> Any:
@@ -345,7 +339,15 @@ def load_yaml(text: str, *, source: str = "<yaml>") -> Any:
     try:
         return parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError("", f"invalid YAML: {exc}", source=source) from None
+        raise ConfigError("", f"invalid YAML: {yaml_problem(exc)}", source=source) from None
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line L, column C: what`` (value echoes already capped)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error)
+    return cap(f"{where}{problem}", 2 * MAX_SHOWN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,9 +384,80 @@ def _fixed() -> dict[str, Any]:
     return d
 
 
+# The baselines' own base-to-new recipes (docs/recipes.md tabulates every value with its source
+# and the values that could not be sourced; tests/test_recipes.py checks the two agree). Each
+# starts from `official` and sets every value its recipe fixes, even where it equals official's.
+
+
+def _coop_official() -> dict[str, Any]:
+    # CoOp as CoCoOp's base-to-new table trained it (the CoOp row published beside ours):
+    # KaiyangZhou/CoOp scripts/cocoop/base2new_train.sh ("CFG=vit_b16_ctxv1 # uncomment this when
+    # TRAINER=CoOp") -> configs/trainers/CoOp/vit_b16_ctxv1.yaml; CoOp defaults from its train.py.
+    d = _official()
+    d["method"] = "coop"
+    d["prompts"]["text_tokens"] = 4  # trainers/coop.py: n_ctx = number of words of CTX_INIT
+    d["prompts"]["text_init"] = "a photo of a"  # vit_b16_ctxv1.yaml TRAINER.COOP.CTX_INIT
+    d["prompts"]["text_depth"] = 1  # trainers/coop.py: context vectors at the text input only
+    d["prompts"]["vision_depth"] = 0  # trainers/coop.py: the image encoder is CLIP's, unprompted
+    d["regularizer"]["enabled"] = False  # trainers/coop.py forward_backward: cross-entropy only
+    d["meta"]["enabled"] = False
+    d["optim"]["name"] = "sgd"  # vit_b16_ctxv1.yaml OPTIM.NAME
+    d["optim"]["lr"] = 0.002  # vit_b16_ctxv1.yaml OPTIM.LR
+    d["optim"]["momentum"] = 0.9  # Dassl config/defaults.py OPTIM.MOMENTUM (not overridden)
+    d["optim"]["weight_decay"] = 5e-4  # Dassl config/defaults.py OPTIM.WEIGHT_DECAY
+    d["optim"]["epochs"] = 200  # vit_b16_ctxv1.yaml OPTIM.MAX_EPOCH
+    d["optim"]["warmup_epochs"] = 1  # vit_b16_ctxv1.yaml OPTIM.WARMUP_EPOCH
+    d["optim"]["warmup_lr"] = 1e-5  # vit_b16_ctxv1.yaml OPTIM.WARMUP_CONS_LR (WARMUP_TYPE constant)
+    d["optim"]["scheduler"] = "cosine"  # vit_b16_ctxv1.yaml OPTIM.LR_SCHEDULER
+    d["data"]["shots"] = 16  # scripts/cocoop/base2new_train.sh SHOTS
+    d["data"]["batch_size"] = 32  # vit_b16_ctxv1.yaml DATALOADER.TRAIN_X.BATCH_SIZE
+    d["data"]["test_batch_size"] = 100  # vit_b16_ctxv1.yaml DATALOADER.TEST.BATCH_SIZE
+    return d
+
+
+def _coop_official_imagenet() -> dict[str, Any]:
+    # CoOp on ImageNet: scripts/cocoop/base2new_train.sh ("CFG=vit_b16_ep50_ctxv1 # uncomment this
+    # when TRAINER=CoOp and DATASET=imagenet") -> configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml,
+    # which differs from vit_b16_ctxv1.yaml in OPTIM.MAX_EPOCH only.
+    d = _coop_official()
+    d["optim"]["epochs"] = 50  # vit_b16_ep50_ctxv1.yaml OPTIM.MAX_EPOCH
+    return d
+
+
+def _ivlp_official() -> dict[str, Any]:
+    # IVLP as PromptSRC's repository trains it for base-to-new (the prompt design ProMetaR builds
+    # on): muzairkhattak/PromptSRC scripts/independent-vlp/base2new_train_ivlp.sh ->
+    # configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml.
+    d = _official()
+    d["method"] = "ivlp"
+    d["prompts"]["text_tokens"] = 4  # TRAINER.IVLP.N_CTX_TEXT
+    d["prompts"]["vision_tokens"] = 4  # TRAINER.IVLP.N_CTX_VISION
+    d["prompts"]["text_depth"] = 9  # TRAINER.IVLP.PROMPT_DEPTH_TEXT
+    d["prompts"]["vision_depth"] = 9  # TRAINER.IVLP.PROMPT_DEPTH_VISION
+    d["prompts"]["deep_depth"] = 9  # the depth the ivlp method gives both towers (same 9)
+    d["prompts"]["text_init"] = "a photo of a"  # TRAINER.IVLP.CTX_INIT
+    d["regularizer"]["enabled"] = False  # plain IVLP: cross-entropy only
+    d["meta"]["enabled"] = False
+    d["optim"]["name"] = "sgd"  # OPTIM.NAME
+    d["optim"]["lr"] = 0.0025  # OPTIM.LR
+    d["optim"]["momentum"] = 0.9  # Dassl config/defaults.py OPTIM.MOMENTUM (not overridden)
+    d["optim"]["weight_decay"] = 5e-4  # Dassl config/defaults.py OPTIM.WEIGHT_DECAY
+    d["optim"]["epochs"] = 20  # OPTIM.MAX_EPOCH; base2new_test_ivlp.sh LOADEP=20 (the last epoch)
+    d["optim"]["warmup_epochs"] = 1  # OPTIM.WARMUP_EPOCH
+    d["optim"]["warmup_lr"] = 1e-5  # OPTIM.WARMUP_CONS_LR (WARMUP_TYPE constant)
+    d["optim"]["scheduler"] = "cosine"  # OPTIM.LR_SCHEDULER
+    d["data"]["shots"] = 16  # base2new_train_ivlp.sh SHOTS
+    d["data"]["batch_size"] = 4  # DATALOADER.TRAIN_X.BATCH_SIZE
+    d["data"]["test_batch_size"] = 100  # DATALOADER.TEST.BATCH_SIZE
+    return d
+
+
 _PRESETS: dict[str, Any] = {
     "official": _official,
     "fixed": _fixed,
+    "coop_official": _coop_official,
+    "coop_official_imagenet": _coop_official_imagenet,
+    "ivlp_official": _ivlp_official,
 }
 
 
@@ -408,9 +481,9 @@ def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
     path = Path(key)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError("", f"cannot read preset file: {exc.strerror}", source=key) from None
+            text = read_text_file(path)
+        except YamlFileError as exc:
+            raise ConfigError("", f"cannot read preset file: {exc.reason}", source=key) from None
         data = load_yaml(text, source=key)
         if data is None:
             return {}
@@ -643,12 +716,8 @@ def _normalise(cfg: RunConfig) -> RunConfig:
     if data.cache_dir is not None:
         data = dataclasses.replace(data, cache_dir=_absolute(data.cache_dir))
     evaluation = cfg.eval
-    if not evaluation.targets and cfg.protocol in ("cross_dataset", "domain_generalization"):
-        from prometar.data import catalog
-
-        targets = (catalog.CROSS_DATASET_TARGETS if cfg.protocol == "cross_dataset"
-                   else catalog.DOMAIN_GENERALIZATION_TARGETS)
-        evaluation = dataclasses.replace(evaluation, targets=tuple(targets))
+    if not evaluation.targets:
+        evaluation = dataclasses.replace(evaluation, targets=protocols.get_protocol(cfg.protocol).default_targets)
     return dataclasses.replace(cfg, backbone=backbone, data=data, eval=evaluation)
 
 
@@ -669,16 +738,16 @@ def _validate(cfg: RunConfig, source: str) -> None:
                           source=source)
     if cfg.data.dataset not in datasets:
         fail("data.dataset", cfg.data.dataset, f"is not a dataset; valid datasets: {', '.join(datasets)}")
-    info = catalog.get_dataset(cfg.data.dataset)
-    if cfg.protocol in ("base2new", "all_classes", "search", "cross_dataset", "domain_generalization") \
-            and not info.base_to_new:
+    protocol = protocols.get_protocol(cfg.protocol)
+    if not catalog.get_dataset(cfg.data.dataset).base_to_new:  # every protocol trains on data.dataset
         fail("data.dataset", cfg.data.dataset, "is test-only and cannot be trained on")
     for i, target in enumerate(cfg.eval.targets):
         if target not in datasets:
             fail(f"eval.targets[{i}]", target, f"is not a dataset; valid datasets: {', '.join(datasets)}")
-    if cfg.eval.targets and cfg.protocol not in ("cross_dataset", "domain_generalization"):
+    if cfg.eval.targets and not protocol.takes_targets:
+        with_targets = [name for name in protocols.list_protocols() if protocols.get_protocol(name).takes_targets]
         fail("eval.targets", list(cfg.eval.targets),
-             f"only apply to cross_dataset / domain_generalization, not protocol {cfg.protocol!r}")
+             f"only apply to {' / '.join(with_targets)}, not protocol {cfg.protocol!r}")
 
     if cfg.seed < 0:
         fail("seed", cfg.seed, "must be >= 0")
@@ -753,7 +822,7 @@ def _validate(cfg: RunConfig, source: str) -> None:
     if zeroshot and (cfg.meta.enabled or cfg.regularizer.enabled):
         key = "meta.enabled" if cfg.meta.enabled else "regularizer.enabled"
         fail(key, True, "must be false for method 'zeroshot' (no training)")
-    if cfg.protocol in ("cross_dataset", "domain_generalization") and not cfg.eval.targets:
+    if protocol.takes_targets and not cfg.eval.targets:
         fail("eval.targets", [], f"protocol {cfg.protocol!r} needs at least one target")
 
 

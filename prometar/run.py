@@ -1,22 +1,17 @@
 """One run end to end: config → data → backbone → method → trainer → evaluation (algorithm.md §6).
 
 ``run`` is the single entry point both the ``prometar-sweep train`` verb and the Ray Tune
-trainable call, so a single run and a swept run are the same code path. Protocol by protocol:
+trainable call, so a single run and a swept run are the same code path. The config's protocol
+(``prometar.protocols``) decides everything protocol-specific: the dataset is few-shot sampled on
+all its classes, the protocol cuts the training split and the evaluation sets out of it (each set
+classified with its own classifier, same prompts) and names and combines the final metrics. A
+protocol that evaluates every epoch (the search) adds its metrics to each epoch's too, so a search
+scheduler can stop a weak trial early; its final metrics equal the last epoch's.
 
-- ``base2new``: few-shot sampled on all classes, then cut to the base classes for training; base
-  test images are classified with a base-only classifier and new test images with a new-only
-  classifier, same prompts → ``base_acc``, ``new_acc``, ``hm``.
-- ``all_classes``: train and test on all classes (the few-shot protocol) → ``acc``.
-- ``cross_dataset`` / ``domain_generalization``: train once on the source (``data.dataset``,
-  all classes), evaluate each target's test split with its own classes →
-  ``acc/<target>``, ``acc/mean``.
-- ``search``: pseudo-base / pseudo-new carved out of the base classes; train on pseudo-base,
-  evaluate both halves on their *validation* items → ``val_base``, ``val_new``, ``val_hm``, after
-  every epoch too (in each epoch's metrics, so a search scheduler can stop a weak trial early;
-  the final metrics equal the last epoch's). New classes and test images are never read.
-
-The output folder receives ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch,
-then the final line), ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch_<k>/``.
+The output folder receives ``config.json`` (resolved), ``fewshot_subset.json`` (the images the
+seed's few-shot sample holds, ``prometar.data.fewshot.subset_listing``), ``metrics.jsonl`` (one
+line per epoch, then the final line), ``prompts.pt``, ``per_class.json`` and
+``checkpoints/epoch_<k>/``.
 """
 
 from __future__ import annotations
@@ -36,35 +31,29 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from prometar import RESULT_REVISION, events
 from prometar.backbone import load_clip
 from prometar.backends import configure_backends
-from prometar.config import ConfigError, RunConfig
-from prometar.data import (
-    DataError,
-    DatasetSplits,
-    ImageDataset,
-    Item,
-    SeededSampler,
-    base_new_split,
-    build_loader,
-    build_test_transform,
-    build_train_transform,
-    few_shot,
-    get_dataset,
-    read_dataset,
-    search_split,
-)
-from prometar.data.loaders import find_missing_files
-from prometar.evaluation import AccuracyResult, Evaluator, harmonic_mean
+from prometar.config import RunConfig
+from prometar.data.fewshot import few_shot, subset_listing
+from prometar.data.loaders import ImageDataset, SeededSampler, build_loader, find_missing_files
+from prometar.data.readers import DatasetSplits, read_dataset
+from prometar.data.transforms import build_test_transform, build_train_transform
+from prometar.errors import ConfigError, DataError
+from prometar.evaluation import AccuracyResult, Evaluator
 from prometar.meta import GateNetwork
 from prometar.prompts import PromptedCLIP
+from prometar.protocols import EvaluationSet, get_protocol
 from prometar.steps import build_training_step
 from prometar.teacher import compute_text_teacher, load_templates
 from prometar.trainer import LearningRateSchedule, Trainer, derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunResult", "build_schedules", "config_fingerprint", "resolve_device", "run"]
+__all__ = ["SUBSET_FILE", "RunResult", "build_schedules", "config_fingerprint", "resolve_device", "run"]
+
+SUBSET_FILE = "fewshot_subset.json"
+"""The run's few-shot sample: ``{"train": [[path, label, class name], ...], "val": [...]}``."""
 
 
 @dataclass(frozen=True)
@@ -86,17 +75,10 @@ class RunResult:
     config: RunConfig | None = None
 
 
-@dataclass(frozen=True)
-class _EvalSet:
-    name: str  # metric name
-    items: list[Item]
-    classnames: list[str]
-    template: str | None  # zero-shot template of the set's dataset
-
-
 def config_fingerprint(config: RunConfig) -> str:
-    """Short hash of the config's scientific part (checks that a resumed checkpoint fits)."""
-    text = json.dumps(config.scientific_dict(), sort_keys=True)
+    """Short hash of the config's scientific part and ``prometar.RESULT_REVISION`` (checks that a
+    resumed checkpoint fits: one written by code of another result revision does not)."""
+    text = json.dumps({**config.scientific_dict(), "result_revision": RESULT_REVISION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -125,42 +107,22 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
             os.unlink(tmp)
 
 
-def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, list[_EvalSet]]:
-    """The training split and the evaluation sets of the config's protocol."""
+def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, DatasetSplits, list[EvaluationSet]]:
+    """The few-shot sample (all classes), the training split and the evaluation sets of the config's
+    protocol (``prometar.protocols``)."""
     key = config.data.dataset
-    info = get_dataset(key)
     splits = read_dataset(key, data_root)
     sampled = few_shot(splits, key=key, data_root=data_root, shots=config.data.shots, seed=config.seed,
                        cache_dir=config.data.cache_dir)
-    protocol = config.protocol
-    if protocol == "base2new":
-        cut = base_new_split(sampled)
-        return cut.base, [
-            _EvalSet("base_acc", cut.base.test, cut.base.classnames, info.template),
-            _EvalSet("new_acc", cut.new.test, cut.new.classnames, info.template),
-        ]
-    if protocol == "all_classes":
-        return sampled, [_EvalSet("acc", sampled.test, sampled.classnames, info.template)]
-    if protocol == "search":
-        cut = search_split(sampled)
-        return cut.base, [
-            _EvalSet("val_base", cut.base.val, cut.base.classnames, info.template),
-            _EvalSet("val_new", cut.new.val, cut.new.classnames, info.template),
-        ]
-    sets = []
-    for target in config.eval.targets:
-        target_splits = read_dataset(target, data_root)
-        if not target_splits.test:
-            raise DataError(f"{target}: no test split to evaluate")
-        sets.append(_EvalSet(f"acc/{target}", target_splits.test, target_splits.classnames,
-                             get_dataset(target).template))
-    return sampled, sets
+    train_split, eval_sets = get_protocol(config.protocol).plan(sampled, key, config.eval.targets, data_root)
+    return sampled, train_split, eval_sets
 
 
 def build_schedules(config: RunConfig) -> tuple[LearningRateSchedule, LearningRateSchedule]:
     """Per-epoch learning rates of the prompt and gate optimisers.
 
-    Both: constant warm-up, then cosine with period ``optim.epochs``. With
+    Both: constant warm-up, then the cosine restarted at the end of the warm-up, with period
+    ``optim.epochs`` (``LearningRateSchedule``, the published Dassl schedule). With
     ``gate_optim.step_scheduler: false`` (official) the gate's schedule is never stepped and
     keeps its epoch-0 (warm-up) rate for the whole run.
     """
@@ -168,17 +130,6 @@ def build_schedules(config: RunConfig) -> tuple[LearningRateSchedule, LearningRa
     prompt = LearningRateSchedule(o.lr, o.epochs, o.warmup_epochs, o.warmup_lr)
     gate = LearningRateSchedule(g.lr, o.epochs, g.warmup_epochs, g.warmup_lr, stepped=g.step_scheduler)
     return prompt, gate
-
-
-def _final_metrics(protocol: str, accuracies: dict[str, float]) -> dict[str, float]:
-    metrics = dict(accuracies)
-    if protocol == "base2new":
-        metrics["hm"] = harmonic_mean(metrics["base_acc"], metrics["new_acc"])
-    elif protocol == "search":
-        metrics["val_hm"] = harmonic_mean(metrics["val_base"], metrics["val_new"])
-    elif protocol in ("cross_dataset", "domain_generalization"):
-        metrics["acc/mean"] = sum(accuracies.values()) / len(accuracies)
-    return metrics
 
 
 def run(
@@ -196,8 +147,8 @@ def run(
     Args:
         config: The resolved run config (``prometar.config.resolve_config``).
         data_root: The data root holding the datasets' folders.
-        output_dir: Receives ``config.json``, ``metrics.jsonl``, ``prompts.pt``,
-            ``per_class.json`` and ``checkpoints/epoch_<k>/``.
+        output_dir: Receives ``config.json``, ``fewshot_subset.json``, ``metrics.jsonl``,
+            ``prompts.pt``, ``per_class.json`` and ``checkpoints/epoch_<k>/``.
         callback: Receives ``{"event": "epoch", "epoch": k, "checkpoint": path, ...metrics}``
             after each epoch's checkpoint is written (``k`` = completed epochs, from 1; protocol
             ``search`` adds ``val_base``, ``val_new``, ``val_hm``), and
@@ -211,10 +162,10 @@ def run(
         Final metrics, per-epoch history and per-class accuracies.
 
     Raises:
-        prometar.data.DataError: Missing or malformed data (names the path).
-        prometar.backbone.BackboneError: Unknown backbone or unusable weights.
-        prometar.trainer.CheckpointError: ``resume_from`` does not fit this run.
-        prometar.trainer.NonFiniteLossError: Training diverged (names epoch and step).
+        prometar.errors.DataError: Missing or malformed data (names the path).
+        prometar.errors.BackboneError: Unknown backbone or unusable weights.
+        prometar.errors.CheckpointError: ``resume_from`` does not fit this run.
+        prometar.errors.NonFiniteLossError: Training diverged (names epoch and step).
     """
     data_root = Path(data_root).expanduser().resolve()
     output_dir = Path(output_dir).expanduser().resolve()
@@ -222,8 +173,9 @@ def run(
     configure_backends(torch_device)  # TF32 for what stays fp32 outside autocast; nothing on CPU
     autocast_dtype = _autocast_dtype(config.backbone.precision, torch_device)
     scheme = config.scheme
+    protocol = get_protocol(config.protocol)
 
-    train_split, eval_sets = _plan(config, data_root)  # data errors before anything is written
+    sampled, train_split, eval_sets = _plan(config, data_root)  # data errors before anything is written
     for eval_set in eval_sets:
         missing = find_missing_files(eval_set.items)
         if missing:
@@ -257,13 +209,14 @@ def run(
 
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
     _write_json_atomic(output_dir / "config.json", config.to_dict())
+    _write_json_atomic(output_dir / SUBSET_FILE, subset_listing(sampled, config.data.dataset, data_root))
     metrics_path = output_dir / "metrics.jsonl"
     logger.info("run %s / %s / seed %d / %d shots / %s on %s (%s)", config.method, config.data.dataset,
                 config.seed, config.data.shots, config.protocol, torch_device, scheme)
 
     test_transform = build_test_transform(backbone.image_size, backbone.mean, backbone.std)
 
-    def evaluate(evaluator: Evaluator, eval_set: _EvalSet) -> AccuracyResult:
+    def evaluate(evaluator: Evaluator, eval_set: EvaluationSet) -> AccuracyResult:
         loader = build_loader(eval_set.items, test_transform, batch_size=config.data.test_batch_size,
                               num_workers=config.data.num_workers, pin_memory=torch_device.type == "cuda",
                               check_files=False)
@@ -274,14 +227,14 @@ def run(
         metrics_path.write_text("")
     else:
         evaluate_epoch = None
-        if config.protocol == "search":  # validation metrics every epoch, for early stopping (ASHA)
+        if protocol.evaluates_every_epoch:  # validation metrics every epoch, for early stopping (ASHA)
             epoch_evaluator = Evaluator(model, autocast_dtype=autocast_dtype)
 
             def evaluate_epoch() -> dict[str, float]:
                 epoch_evaluator.clear()  # the prompts changed: text features once per class list and epoch
-                accuracies = {eval_set.name: evaluate(epoch_evaluator, eval_set).accuracy
+                accuracies = {eval_set.metric: evaluate(epoch_evaluator, eval_set).accuracy
                               for eval_set in eval_sets}
-                return _final_metrics(config.protocol, accuracies)
+                return protocol.final_metrics(accuracies)
 
         history = _train(config, model, backbone, train_split, torch_device, autocast_dtype,
                          output_dir, metrics_path, callback, resume_from, keep_checkpoints, evaluate_epoch)
@@ -294,19 +247,19 @@ def run(
         if template not in evaluators:
             evaluators[template] = Evaluator(model, template=template, autocast_dtype=autocast_dtype)
         result = evaluate(evaluators[template], eval_set)
-        accuracies[eval_set.name] = result.accuracy
-        per_class[eval_set.name] = result.per_class
-        logger.info("%s = %.2f (%d/%d)", eval_set.name, result.accuracy, result.correct, result.total)
-    final = _final_metrics(config.protocol, accuracies)
+        accuracies[eval_set.metric] = result.accuracy
+        per_class[eval_set.metric] = result.per_class
+        logger.info("%s = %.2f (%d/%d)", eval_set.metric, result.accuracy, result.correct, result.total)
+    final = protocol.final_metrics(accuracies)
 
     torch.save({name: prm.detach().cpu().clone() for name, prm in model.named_parameters()
                 if prm.requires_grad}, output_dir / "prompts.pt")
     if config.eval.per_class:
         _write_json_atomic(output_dir / "per_class.json", per_class)
     with open(metrics_path, "a") as fh:
-        fh.write(json.dumps({"event": "final", **final}, sort_keys=True) + "\n")
+        fh.write(json.dumps({events.EVENT: events.FINAL, **final}, sort_keys=True) + "\n")
     if callback is not None:
-        callback({"event": "final", **final})
+        callback({events.EVENT: events.FINAL, **final})
     return RunResult(final, history, per_class, output_dir, config)
 
 
@@ -384,7 +337,7 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
         return loader
 
     def on_epoch(event: dict[str, Any]) -> None:
-        line = {key: value for key, value in event.items() if key != "checkpoint"}
+        line = {key: value for key, value in event.items() if key != events.CHECKPOINT}
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(_jsonable(line), sort_keys=True) + "\n")
         if callback is not None:
@@ -404,7 +357,7 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
         trainer.load_checkpoint(Path(resume_from))
     # metrics.jsonl restarts from the epochs the (restored) history holds.
     metrics_path.write_text("".join(
-        json.dumps(_jsonable({"event": "epoch", **record}), sort_keys=True) + "\n" for record in trainer.history))
+        json.dumps(_jsonable({events.EVENT: events.EPOCH, **record}), sort_keys=True) + "\n" for record in trainer.history))
     try:
         return trainer.fit()
     finally:

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from prometar.errors import InputError
+
 __all__ = ["ScriptObject", "TorchScriptError", "is_torchscript_archive", "read_torchscript_state_dict"]
 
 _STORAGE_DTYPES = {
@@ -38,7 +40,7 @@ _STORAGE_DTYPES = {
 _LIST_BUILDERS = ("build_intlist", "build_tensorlist", "build_doublelist", "build_boollist")
 
 
-class TorchScriptError(ValueError):
+class TorchScriptError(InputError):
     """A TorchScript archive that cannot be read as weights; the message names the file."""
 
 

@@ -4,10 +4,11 @@ The trainer owns everything around a training step and nothing inside it: the st
 (``prometar.steps.build_training_step``) does its own forward, backward and optimiser steps and
 returns named metrics. Per epoch the trainer
 
-1. sets both optimisers' learning rates from their closed-form schedules (prompts: constant
-   warm-up, then cosine ``lr·(1+cos(π·e/T))/2`` at 0-based epoch ``e``; gate: the same form with
-   its own values, or — official — frozen at its epoch-0 value because the published code never
-   steps that scheduler),
+1. sets both optimisers' learning rates from their closed-form schedules (prompts: ``W``
+   constant warm-up epochs, then the cosine restarted at the end of the warm-up,
+   ``lr·(1+cos(π·(e−W)/T))/2`` at 0-based epoch ``e ≥ W`` with ``T`` the run's epoch count, as
+   Dassl's ``WARMUP_RECOUNT=True`` does; gate: the same form with its own values, or — official —
+   frozen at its epoch-0 value because the published code never steps that scheduler),
 2. iterates a loader whose order and augmentation are seeded from (seed, epoch), drawing virtual
    tasks from a dedicated generator,
 3. averages the step metrics over the epoch and adds the learning rates (and, if given, the
@@ -44,12 +45,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from prometar import events
+from prometar.errors import CheckpointError, NonFiniteLossError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CheckpointError",
     "LearningRateSchedule",
-    "NonFiniteLossError",
     "Trainer",
     "checkpoint_files",
     "derive_seed",
@@ -60,19 +62,6 @@ CHECKPOINT_FILE = "state.pt"
 # 2: tensors and plain data only, read with weights_only=True (1 held NumPy objects and needed the
 # full unpickler, which can run code from the file: version-1 checkpoints are refused, not read).
 CHECKPOINT_VERSION = 2
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A step returned a non-finite metric; the message names the epoch, step and metric."""
-
-    def __init__(self, epoch: int, step: int, name: str, value: float) -> None:
-        self.epoch = epoch
-        self.step = step
-        super().__init__(f"non-finite {name} ({value}) at epoch {epoch}, step {step}")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from; the message names its path."""
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -90,12 +79,18 @@ def seed_everything(seed: int) -> None:
 
 @dataclass(frozen=True)
 class LearningRateSchedule:
-    """Constant warm-up, then cosine over the whole run, evaluated per 0-based epoch.
+    """Constant warm-up, then a cosine restarted after it, evaluated per 0-based epoch.
+
+    The published schedule (Dassl's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR``,
+    stepped once per epoch, ``WARMUP_RECOUNT=True``): epochs ``e < W`` run at ``warmup_lr``;
+    epoch ``e ≥ W`` runs at ``lr·(1+cos(π·(e−W)/T))/2``. The cosine starts at its peak right
+    after the warm-up and keeps its full period ``T`` (the run's epoch count; it is not
+    shortened by the warm-up), so with ``W ≥ 1`` the run ends before the cosine reaches 0.
 
     Attributes:
         lr: Peak learning rate.
         epochs: Cosine period T (the run's epoch count).
-        warmup_epochs: Epochs held at ``warmup_lr``.
+        warmup_epochs: Epochs W held at ``warmup_lr``; the cosine's epoch 0 is epoch W.
         warmup_lr: Learning rate during warm-up.
         stepped: False models a scheduler that is never stepped: every epoch keeps the epoch-0
             learning rate (the published gate optimiser).
@@ -113,7 +108,7 @@ class LearningRateSchedule:
             epoch = 0
         if epoch < self.warmup_epochs:
             return self.warmup_lr
-        return self.lr * (1.0 + math.cos(math.pi * epoch / self.epochs)) / 2.0
+        return self.lr * (1.0 + math.cos(math.pi * (epoch - self.warmup_epochs) / self.epochs)) / 2.0
 
 
 def _trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -323,7 +318,7 @@ class Trainer:
                 finally:
                     _set_rng_state(rng, self._generators())
             self.epoch += 1
-            record = {"epoch": self.epoch, **metrics}
+            record = {events.EPOCH_KEY: self.epoch, **metrics}
             self.history.append(record)
             logger.info("epoch %d/%d: %s", self.epoch, self.epochs,
                         ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
@@ -333,8 +328,8 @@ class Trainer:
                             self.epoch, round(skipped * metrics["steps"]), metrics["steps"])
             path = self.save_checkpoint() if self.checkpoint_dir is not None else None
             if self.callback is not None:
-                self.callback({"event": "epoch", "epoch": self.epoch,
-                               "checkpoint": str(path) if path else None, **metrics})
+                self.callback({events.EVENT: events.EPOCH, events.EPOCH_KEY: self.epoch,
+                               events.CHECKPOINT: str(path) if path else None, **metrics})
             self._prune_checkpoints()
         return list(self.history)
 

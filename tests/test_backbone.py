@@ -9,7 +9,8 @@ import open_clip
 import pytest
 import torch
 
-from prometar.backbone import Backbone, BackboneError, list_backbones, load_clip, load_model_config
+from prometar.backbone import Backbone, list_backbones, load_clip, load_model_config
+from prometar.errors import BackboneError
 
 
 @pytest.fixture(scope="module")

@@ -411,7 +411,7 @@ def test_submit_follow_runs_the_sweep_on_the_cluster(cluster: LocalCluster) -> N
     # the job ran the shipped copy of the code, not the installed package
     assert "python -m orchestration.cli launch sweeps/tiny-submit.yaml --address auto" in result.stderr
 
-    from orchestration.cluster import job_status
+    from orchestration.cluster.jobs import job_status
 
     assert job_status(cluster.dashboard, "tiny-submit-1", token=cluster.token) == "SUCCEEDED"
     assert job_status(cluster.dashboard, "tiny-submit-9", token=cluster.token) is None
@@ -423,7 +423,7 @@ def test_submit_follow_runs_the_sweep_on_the_cluster(cluster: LocalCluster) -> N
 
 
 def test_duplicate_submission_is_refused(cluster: LocalCluster) -> None:
-    from orchestration.cluster import connect
+    from orchestration.cluster.jobs import connect
 
     sweep = write_sweep(cluster.project, "tiny-dup", seeds=[1], datasets=["eurosat"])
     first = subprocess.run(cluster.submit(sweep), env=cluster.env, capture_output=True, text=True, timeout=180)
@@ -473,11 +473,11 @@ def test_drill_node_loss_with_tracking_server_and_object_storage(cluster: LocalC
     """The cluster drill (module docstring): kill the worker node while its trials have checkpoints."""
     from mlflow import MlflowClient
 
-    from orchestration.spec import load_sweep, plan_trials
+    from orchestration.sweeps.planning import load_plan
 
     epochs = 3
     sweep = write_sweep(cluster.project, "drill", seeds=[3, 4], epochs=epochs)
-    planned = {t.key for t in plan_trials(load_sweep(sweep))}
+    planned = {t.key for t in load_plan(sweep).trials}
     prefix = "drill/ray"
     output = cluster.root / "drill-out"
     command = cluster.submit(sweep, "--follow", "--storage", server_stack.storage(prefix))

@@ -13,18 +13,11 @@ import yaml
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.cluster import (
-    DEFAULT_EXCLUDES,
-    ClusterError,
-    auth_headers,
-    build_submission,
-    launch_args,
-    parse_env,
-    render_rayjob,
-    render_slurm,
-    resolve_token,
-    submission_id,
-)
+from orchestration.cluster.common import launch_args, parse_env, submission_id
+from orchestration.cluster.jobs import DEFAULT_EXCLUDES, auth_headers, build_submission, resolve_token
+from orchestration.cluster.kuberay import render_rayjob
+from orchestration.cluster.slurm import render_slurm
+from orchestration.errors import ClusterError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,7 +95,7 @@ def test_build_submission_refuses_sweep_outside_working_dir(project: Path, tmp_p
 
 
 def test_build_submission_validates_the_sweep(project: Path) -> None:
-    from orchestration.spec import SpecError
+    from orchestration.errors import SpecError
 
     bad = project / "sweeps" / "bad.yaml"
     bad.write_text(TINY_SWEEP.replace("dataset: [", "datasett: ["))

@@ -10,19 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from prometar.data import (
-    DataError,
-    DatasetSplits,
-    Item,
-    base_new_split,
+from prometar.data.fewshot import (
+    CACHE_FORMAT,
+    cache_path,
     few_shot,
-    read_dataset,
     sample_few_shot,
-    search_split,
-    subsample_classes,
-    write_miniatures,
+    sample_per_label,
+    subset_listing,
 )
-from prometar.data.fewshot import cache_path, sample_per_label
+from prometar.data.miniature import write_miniatures
+from prometar.data.readers import DatasetSplits, Item, read_dataset
+from prometar.data.splits import base_new_split, search_split, subsample_classes
+from prometar.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +59,78 @@ def test_sample_per_label_groups_in_order_of_first_appearance():
 def test_sample_per_label_keeps_all_when_fewer_and_consumes_no_randomness():
     items = [Item(f"p{i}", 0, "a") for i in range(3)]
     rng = random.Random(5)
-    assert sample_per_label(items, 3, rng) == items
+    assert sample_per_label(items, 4, rng) == items
     assert rng.random() == random.Random(5).random()
+
+
+def test_sample_per_label_draws_a_label_with_exactly_k_items():
+    items = [Item(f"p{i}", 0, "a") for i in range(3)]
+    rng = random.Random(5)
+    reference = random.Random(5)
+    assert sample_per_label(items, 3, rng) == reference.sample(items, 3)  # a draw, not the split order
+    assert rng.random() == reference.random()  # it consumed what random.sample consumes
+
+
+def documented_subsets(train: list[Item], val: list[Item], shots: int, seed: int,
+                       *, draw_exactly_k: bool = True) -> tuple[list[Item], list[Item]]:
+    """The field's few-shot algorithm as datasets.md states it, written here from that text.
+
+    One ``random.Random(seed)``; the training subset first, then the validation subset with
+    ``min(K, 4)``; per subset, labels in order of first appearance; a label with at least ``k``
+    items gets ``random.sample(items, k)``, a label with fewer keeps all its items.
+    ``draw_exactly_k=False`` is the old, wrong rule (only labels with more than ``k`` are drawn).
+    """
+    rng = random.Random(seed)
+    subsets = []
+    for items, k in ((train, shots), (val, min(shots, 4))):
+        chosen: list[Item] = []
+        for label in dict.fromkeys(item.label for item in items):
+            pool = [item for item in items if item.label == label]
+            drawn = len(pool) >= k if draw_exactly_k else len(pool) > k
+            chosen += rng.sample(pool, k) if drawn else pool
+        subsets.append(chosen)
+    return subsets[0], subsets[1]
+
+
+def _labelled(split: str, counts: list[tuple[int, int]]) -> list[Item]:
+    """Items of ``split`` with (label, count) per label, the labels interleaved as a split file may list them."""
+    per_label = {label: [Item(f"/d/{split}/{label}_{k}.jpg", label, f"class{label}") for k in range(count)]
+                 for label, count in counts}
+    items: list[Item] = []
+    for k in range(max(count for _, count in counts)):
+        items += [group[k] for group in per_label.values() if k < len(group)]
+    return items
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_subsets_follow_the_documented_algorithm_for_fewer_exactly_and_more_than_k(seed):
+    shots = 5
+    # train: label 3 more than K, 0 exactly K, 2 fewer, 1 exactly K again (after the short label)
+    train = _labelled("train", [(3, 9), (0, 5), (2, 2), (1, 5)])
+    # val (min(K, 4) = 4): label 1 exactly 4, label 0 more, label 3 fewer, label 2 more
+    val = _labelled("val", [(1, 4), (0, 7), (3, 3), (2, 6)])
+    splits = DatasetSplits(train, val, [], [f"class{c}" for c in range(4)])
+    sampled = sample_few_shot(splits, shots, seed)
+    expected_train, expected_val = documented_subsets(train, val, shots, seed)
+    assert sampled.train == expected_train and sampled.val == expected_val
+    assert [i.label for i in sampled.train] == [3] * 5 + [0] * 5 + [2] * 2 + [1] * 5  # first appearance
+    assert [i.label for i in sampled.val] == [1] * 4 + [0] * 4 + [3] * 3 + [2] * 4
+    assert len({i.path for i in sampled.train}) == 17 and len({i.path for i in sampled.val}) == 15
+    # the rule matters: skipping the exactly-K labels would pick other images with this seed
+    assert (sampled.train, sampled.val) != documented_subsets(train, val, shots, seed, draw_exactly_k=False)
+
+
+def test_subset_listing_names_images_as_the_split_file_does(mini_root):
+    splits = read_dataset("dtd", mini_root)
+    sampled = sample_few_shot(splits, 2, seed=1)
+    listing = subset_listing(sampled, "dtd", mini_root)
+    split_file = json.loads((mini_root / "dtd" / "split_zhou_DescribableTextures.json").read_text())
+    for name in ("train", "val"):
+        rows = [tuple(row) for row in split_file[name]]
+        assert [tuple(row) for row in listing[name]] == [
+            next(row for row in rows if str(mini_root / "dtd" / "images" / row[0]) == item.path)
+            for item in getattr(sampled, name)]
+    assert set(listing) == {"train", "val"} and listing["train"] and listing["val"]
 
 
 def test_few_shot_counts_and_val_cap(mini_root):
@@ -129,7 +198,7 @@ def test_cache_is_read_not_resampled(tmp_path):
     assert result.train[0].path == other.path
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "bad_label", "wrong_source"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "bad_label", "wrong_source", "old_format"])
 def test_corrupt_cache_is_rebuilt(tmp_path, damage):
     write_miniatures(tmp_path, ["dtd"])
     splits = read_dataset("dtd", tmp_path)
@@ -144,8 +213,13 @@ def test_corrupt_cache_is_rebuilt(tmp_path, damage):
     elif damage == "bad_label":
         raw["train"][0][1] = 99
         path.write_text(json.dumps(raw))
-    else:
+    elif damage == "wrong_source":
         raw["source"] = "0" * 64
+        path.write_text(json.dumps(raw))
+    else:  # written by the old sampling rule (labels with exactly K items kept undrawn)
+        assert raw["format"] == CACHE_FORMAT != "prometar.fewshot/1"
+        raw["format"] = "prometar.fewshot/1"
+        raw["train"] = raw["train"][::-1]
         path.write_text(json.dumps(raw))
     assert few_shot(splits, key="dtd", data_root=tmp_path, shots=2, seed=4) == expected
     assert json.loads(path.read_text()) == json.loads(text)  # rewritten valid
@@ -269,3 +343,44 @@ def test_read_only_default_cache_falls_back_to_uncached(tmp_path, caplog):
         result = few_shot(splits, key="dtd", data_root=tmp_path, shots=2, seed=3)
     assert result == sample_few_shot(splits, 2, 3)
     assert "split_fewshot_prometar" in caplog.text and "not written" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# prometar-sweep data fewshot
+
+
+def test_cli_data_fewshot_prints_the_subsets_without_writing(mini_root, tmp_path):
+    from click.testing import CliRunner
+
+    from orchestration.cli import main
+
+    before = sorted(p for p in mini_root.rglob("*"))
+    args = ["data", "fewshot", "--dataset", "dtd", "--shots", "2", "--seed", "5", "--data-root", str(mini_root)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    expected = subset_listing(sample_few_shot(read_dataset("dtd", mini_root), 2, 5), "dtd", mini_root)
+    assert json.loads(result.output) == expected
+    assert sorted(p for p in mini_root.rglob("*")) == before  # no cache written, nothing trained
+    out = tmp_path / "subset.json"
+    result = CliRunner().invoke(main, [*args, "-o", str(out)])
+    assert result.exit_code == 0 and result.output == ""
+    assert json.loads(out.read_text()) == expected
+    other = CliRunner().invoke(main, [*args[:-3], "6", "--data-root", str(mini_root)])  # another seed
+    assert other.exit_code == 0 and json.loads(other.output) != expected
+
+
+@pytest.mark.parametrize("dataset,root,named", [("mnist", None, "caltech101"), ("eurosat", "nowhere", "nowhere"),
+                                                ("imagenet_v2", None, "no training split")])
+def test_cli_data_fewshot_bad_input_exits_2(mini_root, tmp_path, dataset, root, named):
+    from click.testing import CliRunner
+
+    from orchestration.cli import main
+
+    if dataset == "imagenet_v2":
+        write_miniatures(tmp_path, ["imagenet_v2"])  # a test-only dataset: nothing to sample from
+    data_root = str(tmp_path / root) if root else str(tmp_path if dataset == "imagenet_v2" else mini_root)
+    out = tmp_path / "subset.json"
+    result = CliRunner().invoke(main, ["data", "fewshot", "--dataset", dataset, "--shots", "1", "--seed", "1",
+                                       "--data-root", data_root, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert named in result.output and not out.exists()

@@ -10,17 +10,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import InterpolationMode, RandomResizedCrop, Resize
 
-from prometar.data import (
-    DataError,
-    ImageDataset,
-    SeededSampler,
-    build_loader,
-    build_test_transform,
-    build_train_transform,
-    few_shot,
-    read_dataset,
-    write_miniatures,
-)
+from prometar.data.fewshot import few_shot
+from prometar.data.loaders import ImageDataset, SeededSampler, build_loader
+from prometar.data.miniature import write_miniatures
+from prometar.data.readers import read_dataset
+from prometar.data.transforms import build_test_transform, build_train_transform
+from prometar.errors import DataError
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)

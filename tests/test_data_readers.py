@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from prometar.data import (
-    CROSS_DATASET_TARGETS,
-    DOMAIN_GENERALIZATION_TARGETS,
-    DataError,
-    check_datasets,
-    generalization_targets,
-    get_dataset,
-    list_datasets,
-    read_dataset,
-    write_miniatures,
-)
+from prometar.data.catalog import get_dataset, list_datasets
+from prometar.data.check import check_datasets
+from prometar.data.miniature import write_miniatures
+from prometar.data.readers import read_dataset
+from prometar.errors import DataError
+from prometar.protocols import get_protocol
 
 ALL_KEYS = [
     "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
@@ -66,12 +62,14 @@ def test_unknown_key_lists_valid_keys():
 
 
 def test_generalization_targets():
-    assert generalization_targets("domain_generalization") == list(DOMAIN_GENERALIZATION_TARGETS) == [
+    assert list(get_protocol("domain_generalization").default_targets) == [
         "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
-    assert len(CROSS_DATASET_TARGETS) == 10 and "imagenet" not in CROSS_DATASET_TARGETS
-    assert generalization_targets("cross_dataset")[0] == "caltech101"
-    with pytest.raises(ValueError):
-        generalization_targets("few_shot")
+    cross = get_protocol("cross_dataset").default_targets
+    assert len(cross) == 10 and "imagenet" not in cross
+    assert cross[0] == "caltech101"
+    assert get_protocol("all_classes").default_targets == ()  # takes no targets
+    with pytest.raises(KeyError):
+        get_protocol("few_shot")  # the sweep files' name, not the run protocol
 
 
 def test_split_json_reader(mini_root):
@@ -294,6 +292,54 @@ def test_reader_does_not_stat_images_but_check_does(fresh_root):
     (report,) = check_datasets(fresh_root, ["sun397"])
     assert not report.usable and report.missing_images == len(splits.val)
     assert report.missing_path == splits.val[0].path
+
+
+def corrupt_three_images(root: Path, key: str) -> list[str]:
+    """Turn three of a dataset's images into a zero-byte, a truncated and a text file."""
+    splits = read_dataset(key, root)
+    items = splits.train + splits.val + splits.test
+    paths = [items[0].path, items[len(items) // 2].path, items[-1].path]
+    Path(paths[0]).write_bytes(b"")
+    data = Path(paths[1]).read_bytes()
+    Path(paths[1]).write_bytes(data[: len(data) // 2])
+    Path(paths[2]).write_text("this is not an image\n")
+    return paths
+
+
+@pytest.mark.parametrize("key", ["dtd", "imagenet_a"])  # a split-file dataset and a folder dataset
+def test_check_decodes_images_and_names_every_bad_one(fresh_root, key):
+    write_miniatures(fresh_root, [key])
+    bad = corrupt_three_images(fresh_root, key)
+    (report,) = check_datasets(fresh_root, [key])
+    assert not report.usable and "cannot be decoded" in report.problem
+    assert sorted(line.split(": ", 1)[0] for line in report.bad_images) == sorted(bad)
+    (quick,) = check_datasets(fresh_root, [key], decode=False)
+    assert quick.usable  # existence only
+
+
+def test_cli_data_check_lists_undecodable_images_and_quick_skips_decoding(fresh_root):
+    write_miniatures(fresh_root, ["dtd"])
+    bad = corrupt_three_images(fresh_root, "dtd")
+    result = CliRunner().invoke(main, ["data", "check", "--data-root", str(fresh_root), "--dataset", "dtd"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    listed = [line for line in result.output.splitlines() if line.startswith("  cannot decode ")]
+    assert sorted(line.split()[2].rstrip(":") for line in listed) == sorted(bad)
+    quick = CliRunner().invoke(main, ["data", "check", "--data-root", str(fresh_root), "--dataset", "dtd",
+                                      "--quick"])
+    assert quick.exit_code == 0 and " ok " in quick.output
+
+
+def test_a_corrupt_image_met_by_a_loader_names_the_file(fresh_root):
+    from prometar.data.loaders import ImageDataset
+    from prometar.errors import DataError
+
+    write_miniatures(fresh_root, ["dtd"])
+    bad = corrupt_three_images(fresh_root, "dtd")
+    splits = read_dataset("dtd", fresh_root)
+    dataset = ImageDataset(splits.train + splits.val + splits.test)
+    for index, path in zip((0, len(dataset) // 2, len(dataset) - 1), bad, strict=True):
+        with pytest.raises(DataError, match=re.escape(path)):
+            dataset[index]
 
 
 def test_miniatures_are_deterministic_per_seed(tmp_path):

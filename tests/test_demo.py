@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from orchestration import demo
 from orchestration.cli import main
-from orchestration.spec import load_sweep, plan_trials
-from orchestration.tables import method_label, order_methods, to_markdown
+from orchestration.results.labels import method_label, order_methods
+from orchestration.results.render import to_markdown
+from orchestration.sweeps.planning import load_plan
 from prometar.data import toyworld
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
     path = demo.demo_sweep_path()
     assert path.resolve() == (REPO / "sweeps" / "demo.yaml").resolve()  # one source of truth
-    trials = plan_trials(load_sweep(path))
+    trials = list(load_plan(path).trials)
     assert len(trials) == 3 * 3 * 2
     assert {t.method for t in trials} == {"zeroshot", "ivlp", "prometar"}
     assert {t.seed for t in trials} == {1, 2} and {t.shots for t in trials} == {16}
@@ -61,7 +62,8 @@ def test_demo_methods_are_labelled_and_ordered_as_in_the_paper() -> None:
 
 def test_demo_verb_runs_the_library_function_and_maps_bad_input_to_exit_2(monkeypatch: pytest.MonkeyPatch,
                                                                          tmp_path: Path) -> None:
-    from orchestration.runner import LaunchError, LaunchReport
+    from orchestration.errors import LaunchError
+    from orchestration.launch.runner import LaunchReport
 
     calls = []
 

@@ -17,17 +17,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import faults as fault_injection
 import pytest
 import torch
 import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
+import prometar
 from orchestration.cli import main
-from orchestration.runner import LaunchOptions, launch, start_local_ray, sweep_status
-from orchestration.spec import load_sweep, plan_trials
-from orchestration.tracking import default_tracking_uri
-from orchestration.trainable import FAULT_ENV
+from orchestration.launch.ray_session import start_local_ray
+from orchestration.launch.runner import LaunchOptions, launch
+from orchestration.launch.status import sweep_status
+from orchestration.layout import default_tracking_uri
+from orchestration.sweeps.planning import load_plan, plan_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",
@@ -124,7 +127,7 @@ def test_missing_data_root_exits_2(tmp_path: Path) -> None:
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from orchestration.runner import launch_lock
+from orchestration.launch.lock import launch_lock
 with launch_lock(Path(sys.argv[1]), sys.argv[2]):
     print("held", flush=True)
     time.sleep(600)
@@ -132,7 +135,7 @@ with launch_lock(Path(sys.argv[1]), sys.argv[2]):
 
 
 def test_a_second_launch_of_the_same_sweep_is_refused_until_the_first_ends(tmp_path: Path, data_root: Path) -> None:
-    from orchestration.runner import launch_lock
+    from orchestration.launch.lock import launch_lock
 
     sweep = write_sweep(tmp_path, "twice", seeds=[1])
     output = tmp_path / "out"
@@ -160,10 +163,12 @@ def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Pa
     """Two RUNNING trials in the store: one of a launch alive in this process, one of a dead launch."""
     import socket
 
-    from orchestration.tracking import PID_TAG, MlflowTrialCallback, TrialLedger
+    from orchestration.ledger.callback import MlflowTrialCallback
+    from orchestration.ledger.store import TrialLedger
+    from orchestration.ledger.vocabulary import PID_TAG
 
     sweep = write_sweep(tmp_path, "shared", seeds=[1, 2], datasets=["eurosat"])
-    trials = plan_trials(load_sweep(sweep))
+    trials = list(load_plan(sweep).trials)
     output = tmp_path / "out"
     output.mkdir()
     ledger = TrialLedger(default_tracking_uri(output), "shared")
@@ -180,16 +185,62 @@ def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Pa
     assert f"live launch: pid {os.getpid()} on {socket.gethostname()}" in result.output
 
 
+def test_runs_finished_under_an_earlier_result_revision_are_not_done(tmp_path: Path, data_root: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger holds FINISHED runs of every planned trial, recorded by revision-1 code (no Ray)."""
+    import io
+    from contextlib import nullcontext
+
+    import prometar
+    from orchestration.launch import runner
+    from orchestration.ledger.store import TrialLedger
+    from orchestration.ledger.vocabulary import RESULT_REVISION_TAG, trial_tags
+    from orchestration.sweeps.keys import trial_key
+    from prometar.config import build_config
+
+    sweep = write_sweep(tmp_path, "revised", seeds=[1, 2], datasets=["eurosat"])
+    trials = load_plan(sweep).trials
+    output = tmp_path / "out"
+    output.mkdir()
+    ledger = TrialLedger(default_tracking_uri(output), "revised")
+    parent = ledger.start_launch({})
+    ledger.client.delete_tag(parent, RESULT_REVISION_TAG)
+    for trial in trials:  # as the code before the result revision recorded them: old keys, no revision tag
+        old_key = trial_key(build_config(trial.config).scientific_dict(), trial.protocol, revision=1)
+        assert old_key != trial.key
+        child = ledger.client.create_run(ledger.experiment_id(), tags={
+            **trial_tags(trial, "revised"), "prometar.trial_key": old_key, "mlflow.parentRunId": parent})
+        ledger.client.set_terminated(child.info.run_id, "FINISHED")
+    ledger.end_run(parent, "FINISHED")
+    note = f"2 runs finished under an earlier result revision (r1) are not counted; this code is r{prometar.RESULT_REVISION}"
+
+    result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "done 0 · failed 0 · running 0 · to do 2 · total 2" in result.output and note in result.output
+    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(output), "--data-root",
+                                       str(data_root), "--dry-run"])
+    assert "done 0 · to do 2 · total 2" in result.output and note in result.output
+
+    started: list[str] = []
+    monkeypatch.setattr(runner, "ray_session", lambda address: nullcontext())
+    monkeypatch.setattr(runner, "run_tuner", lambda launch, table, *args, **kwargs: started.extend(table.trials))
+    stream = io.StringIO()
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+    assert report.done_before == 0 and report.to_run == 2 and started == [t.key for t in trials]
+    assert note in stream.getvalue()
+
+
 def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, data_root: Path) -> None:
     """The group's only sample runs in a live launch elsewhere: this launch adds none (no Ray)."""
     import io
 
-    from orchestration.spec import plan_search_groups
-    from orchestration.tracking import PID_TAG, MlflowTrialCallback, TrialLedger
+    from orchestration.ledger.callback import MlflowTrialCallback
+    from orchestration.ledger.store import TrialLedger
+    from orchestration.ledger.vocabulary import PID_TAG
 
     search = {"metric": "val_hm", "mode": "max", "num_samples": 1, "space": {"optim.lr": {"loguniform": [0.001, 0.1]}}}
     sweep = write_sweep(tmp_path, "busy", seeds=[1], datasets=["eurosat"], search=search)
-    (group,) = plan_search_groups(load_sweep(sweep))
+    (group,) = list(load_plan(sweep).groups)
     sample = group.resolve({"optim.lr": 0.01})
     output = tmp_path / "out"
     output.mkdir()
@@ -225,14 +276,14 @@ def test_bad_override_exits_2(tmp_path: Path, data_root: Path) -> None:
 
 
 def test_resources_by_dataset_pack_fractional_gpus(tmp_path: Path) -> None:
-    from orchestration.runner import _resources_fn
-    from orchestration.trainable import TrialTable
+    from orchestration.launch.trial_table import TrialTable
+    from orchestration.launch.tuner import resources_request
 
     sweep = write_sweep(tmp_path, "resources", seeds=[1],
                         resources={"default": {"cpu": 4, "gpu": 0.5}, "eurosat": {"cpu": 8, "gpu": 1}})
-    spec = load_sweep(sweep)
-    table = TrialTable(trials={t.key: t for t in plan_trials(spec)})
-    request = _resources_fn(spec, table)
+    spec = load_plan(sweep).spec
+    table = TrialTable(trials={t.key: t for t in plan_sweep(spec).trials})
+    request = resources_request(spec, table)
     bundles = {t.dataset: request({"trial_key": t.key}).bundles for t in table.trials.values()}
     assert bundles == {"caltech101": [{"CPU": 4.0, "GPU": 0.5}], "eurosat": [{"CPU": 8.0, "GPU": 1.0}]}
 
@@ -241,7 +292,7 @@ def test_progress_line_counts_and_eta() -> None:
     import io
     from types import SimpleNamespace
 
-    from orchestration.progress import ProgressLine, format_duration
+    from orchestration.launch.progress import ProgressLine, format_duration
 
     stream = io.StringIO()
     progress = ProgressLine("demo", total=5, done_before=1, stream=stream)
@@ -275,7 +326,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fault-injection file the Ray workers read (empty: no fault)."""
+    """The fault-injection file the Ray workers read (empty: no fault; ``faults.py``)."""
     path = tmp_path_factory.mktemp("faults") / "faults.json"
     path.write_text("{}")
     return path
@@ -287,7 +338,7 @@ def ray_address(faults: Path) -> Iterator[str]:
 
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
-    start_local_ray(num_cpus=2, num_gpus=0, runtime_env={"env_vars": {FAULT_ENV: str(faults), "HF_HUB_OFFLINE": "1"}})
+    start_local_ray(num_cpus=2, num_gpus=0, runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1"))
     try:
         address = ray.get_runtime_context().gcs_address
         assert address.startswith("127.0.0.1:")
@@ -311,13 +362,16 @@ def first_launch(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ray_
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
+def test_launch_leaves_four_finished_child_runs(first_launch: dict, data_root: Path) -> None:
+    from prometar.data.fewshot import sample_few_shot, subset_listing
+    from prometar.data.readers import read_dataset
+
     report, output = first_launch["report"], first_launch["output"]
     assert report.exit_code == 0 and report.finished == 4 and report.to_run == 4
     runs = child_runs(output, "grid")
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {report.parent_run_id}
-    expected = {t.key: t for t in plan_trials(load_sweep(first_launch["sweep"]))}
+    expected = {t.key: t for t in load_plan(first_launch["sweep"]).trials}
     assert {r.data.tags["prometar.trial_key"] for r in runs} == set(expected)
     # Tune numbers trials in the order of the grid it was given: the planned order, longest first
     by_tune_id = sorted(runs, key=lambda r: r.data.tags["prometar.tune_trial_id"].rsplit("_", 1)[1])
@@ -336,10 +390,18 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict) -> None:
         for metric in ("base_acc", "new_acc", "hm"):
             assert 0.0 <= run.data.metrics[metric] <= 100.0
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+        # the published schedule: warm-up epoch, then the cosine restarted at its peak
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "lr")] == [1e-5, 0.0025]
+        assert tags["prometar.result_revision"] == str(prometar.RESULT_REVISION)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config.json", "prompts.pt", "per_class.json", "environment.json", "final.json"} <= artifacts
+        assert {"config.json", "fewshot_subset.json", "prompts.pt", "per_class.json", "environment.json",
+                "final.json"} <= artifacts
         local = first_launch["folder"] / run.info.run_id
         local.mkdir(exist_ok=True)
+        subset = json.loads(Path(client.download_artifacts(run.info.run_id, "fewshot_subset.json",
+                                                           str(local))).read_text())
+        sampled = sample_few_shot(read_dataset(trial.dataset, data_root), trial.shots, trial.seed)
+        assert subset == subset_listing(sampled, trial.dataset, data_root) and len(subset["train"]) > 0
         environment = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json",
                                                                 str(local))).read_text())
         assert environment["device"] == "cpu" and environment["packages"]["torch"]
@@ -379,7 +441,7 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(first_launch: dict,
 
     output = first_launch["output"]
     sweep = write_sweep(first_launch["folder"], "grid", seeds=[1, 2, 3])
-    new = {t.dataset: t for t in plan_trials(load_sweep(sweep)) if t.seed == 3}
+    new = {t.dataset: t for t in load_plan(sweep).trials if t.seed == 3}
     faults.write_text(json.dumps({new["caltech101"].key: "once", new["eurosat"].key: "always"}))
     try:
         report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
@@ -456,7 +518,7 @@ def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(tmp_path: Path, 
     assert "1 trial(s) continue the MLflow run an earlier launch left unfinished" in log.read_text()
     runs = child_runs(output, "killed")
     finished = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
-    assert sorted(finished) == sorted(t.key for t in plan_trials(load_sweep(sweep)))  # each key once
+    assert sorted(finished) == sorted(t.key for t in load_plan(sweep).trials)  # each key once
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # one run per key, none left over
     assert {r.info.run_id for r in runs} == set(before)  # the interrupted trial's own run, reopened
     client = MlflowClient(default_tracking_uri(output))
@@ -467,6 +529,7 @@ def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(tmp_path: Path, 
     # one Ray experiment folder for the sweep, reused; no checkpoint of a FINISHED trial is left
     assert [p.name for p in (output / "ray").iterdir() if p.is_dir()] == ["killed"]
     assert not list((output / "ray").rglob("checkpoint_*")) and not list((output / "trials").rglob("epoch_*"))
+    assert "look at the runs: prometar-sweep ui --output " in log.read_text()
     parents = [r for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
                if r.data.tags.get("prometar.role") == "launch"]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
@@ -501,9 +564,9 @@ def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(tmp_path: Pa
     assert report.best[0]["value"] == best_run.data.metrics["val_hm"]
     assert "best ivlp/eurosat/2shots/seed1: val_hm=" in out.read_text()
 
-    best = load_sweep(best_file)  # a valid sweep for the real protocol, with the winner's values
+    best = load_plan(best_file).spec  # a valid sweep for the real protocol, with the winner's values
     assert best.protocol == "base2new" and best.search is None
-    (trial,) = plan_trials(best)
+    (trial,) = list(plan_sweep(best).trials)
     assert trial.config["optim"]["lr"] == pytest.approx(float(best_run.data.params["optim.lr"]))
     assert trial.config["protocol"] == "base2new" and trial.dataset == "eurosat"
 

@@ -50,10 +50,10 @@ def test_core_sources_never_import_application_layer():
 
 DRIVER = r"""
 import sys
-from orchestration.runner import validate_sweep
-spec, trials = validate_sweep("sweeps/base2new.yaml")
-import prometar.data
-assert prometar.data.get_dataset("eurosat").folder
+from orchestration.sweeps.planning import load_plan
+trials = load_plan("sweeps/base2new.yaml").trials
+import prometar.data.catalog
+assert prometar.data.catalog.get_dataset("eurosat").folder
 print(len(trials), "torch" in sys.modules)
 """
 

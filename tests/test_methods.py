@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prometar.config import ConfigError, resolve_config
+from prometar.config import resolve_config
+from prometar.errors import ConfigError
 from prometar.methods import get_method, list_methods
 
 

@@ -8,8 +8,9 @@ import pandas as pd
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.ledger import attach_params, load_source, tidy_from_wide
-from orchestration.plots import (
+from orchestration.ledger.runs import attach_params, tidy_from_wide
+from orchestration.results.base2new import base2new_summary
+from orchestration.results.plots import (
     ALIGNMENT_METRICS,
     GATE_METRICS,
     plot_base_vs_new,
@@ -17,8 +18,9 @@ from orchestration.plots import (
     plot_search,
     plot_source,
 )
-from orchestration.spec import load_sweep, plan_trials
-from orchestration.tables import base2new_summary, load_published
+from orchestration.results.published import load_published
+from orchestration.results.source import load_source
+from orchestration.sweeps.planning import load_plan
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -66,7 +68,7 @@ def make_store(tmp_path: Path) -> str:
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "toy.yaml").write_text(TOY_SWEEP)
-    keys = {(t.method, t.dataset, t.seed): t.key for t in plan_trials(load_sweep(tmp_path / "toy.yaml"))}
+    keys = {(t.method, t.dataset, t.seed): t.key for t in load_plan(tmp_path / "toy.yaml").trials}
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("toy", artifact_location=(tmp_path / "artifacts").as_uri())
     other = {"prometar.trial_key": "other-config", "method": "coop", "dataset": "dtd", "seed": "1", "shots": "16",

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from prometar.config import build_config, resolve_config
-from prometar.data import write_miniatures
+from prometar.data.fewshot import sample_few_shot
+from prometar.data.miniature import write_miniatures
+from prometar.data.readers import read_dataset
 from prometar.run import run
 
 TINY = {
@@ -67,6 +69,11 @@ def test_base2new_run_writes_its_artifacts(data_root, tmp_path):
     assert events[0]["lr"] == 1e-5 and events[1]["gate_lr"] == 1e-6
 
     assert build_config(json.loads((out / "config.json").read_text())) == cfg
+    subset = json.loads((out / "fewshot_subset.json").read_text())
+    sampled = sample_few_shot(read_dataset("eurosat", data_root), cfg.data.shots, cfg.seed)  # all classes
+    assert subset == {name: [[str(Path(i.path).relative_to(data_root / "eurosat" / "2750")), i.label, i.classname]
+                             for i in getattr(sampled, name)] for name in ("train", "val")}
+    assert {label for _, label, _ in subset["train"]} == set(range(5))  # drawn before the base/new cut
     lines = read_jsonl(out / "metrics.jsonl")
     assert [line["event"] for line in lines] == ["epoch", "epoch", "final"]
     assert {k: lines[-1][k] for k in result.metrics} == result.metrics
@@ -80,6 +87,23 @@ def test_base2new_run_writes_its_artifacts(data_root, tmp_path):
     assert list(per_class["new_acc"]) == ["Highway or Road", "Industrial Buildings"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_2"]
     assert len(result.history) == 2
+
+
+# The published per-epoch rates of the official run (algorithm.md §5), to the digits shown there.
+PUBLISHED_RATES = [1e-5, 2.5e-3, 2.439e-3, 2.261e-3, 1.985e-3, 1.636e-3, 1.25e-3, 8.64e-4, 5.15e-4, 2.387e-4]
+
+
+def test_a_ten_epoch_official_run_logs_the_published_learning_rates(data_root, tmp_path):
+    from prometar.run import build_schedules
+
+    cfg = tiny_config(method="ivlp", **{"optim.epochs": 10})  # the official schedule; ivlp is the cheap step
+    events = []
+    run(cfg, data_root=data_root, output_dir=tmp_path / "run", callback=events.append)
+    logged = [line["lr"] for line in read_jsonl(tmp_path / "run" / "metrics.jsonl") if line["event"] == "epoch"]
+    schedule = build_schedules(cfg)[0]
+    assert logged == [schedule.at(e) for e in range(10)]
+    assert logged == pytest.approx(PUBLISHED_RATES, rel=1e-3)  # to the shown digits; one epoch off is >2% off
+    assert [e["lr"] for e in events if e["event"] == "epoch"] == logged  # what orchestration reports
 
 
 def test_same_seed_gives_identical_metrics(data_root, tmp_path):
@@ -149,7 +173,7 @@ def test_results_do_not_depend_on_loader_workers_and_resume_with_persistent_work
 
 
 def test_resume_from_another_config_is_refused(data_root, tmp_path):
-    from prometar.trainer import CheckpointError
+    from prometar.errors import CheckpointError
 
     cfg = tiny_config(**{"optim.epochs": 1})
     run(cfg, data_root=data_root, output_dir=tmp_path / "one")
@@ -258,7 +282,7 @@ def test_zero_shot_run_trains_nothing(data_root, tmp_path):
 
 
 def test_missing_data_fails_before_anything_is_written(tmp_path):
-    from prometar.data import DataError
+    from prometar.errors import DataError
 
     with pytest.raises(DataError, match="eurosat"):
         run(tiny_config(), data_root=tmp_path / "nowhere", output_dir=tmp_path / "out")
@@ -338,7 +362,7 @@ def test_train_verb_bad_input_exits_2_naming_the_key_and_writes_nothing(data_roo
 
 
 def test_a_prompt_design_the_backbone_cannot_take_names_the_key(data_root, tmp_path):
-    from prometar.config import ConfigError
+    from prometar.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         run(tiny_config(**{"prompts.vision_depth": 9}), data_root=data_root, output_dir=tmp_path / "out")

@@ -11,37 +11,28 @@ import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.ledger import (
+from orchestration.errors import ResultsError
+from orchestration.launch.tables import write_experiment_tables
+from orchestration.ledger.runs import (
     RUN_COLUMNS,
-    SEARCH_GROUP_TAG,
-    TRIAL_KEY_TAG,
-    Ledger,
-    ResultsError,
     attach_params,
-    load_source,
-    load_sweep_summary,
     read_experiment,
     read_runs_csv,
     tidy_from_wide,
 )
-from orchestration.spec import load_sweep, plan_search_groups, plan_trials
-from orchestration.tables import (
-    BASE2NEW_DATASETS,
-    ablation_summary,
-    add_published,
-    base2new_summary,
-    build_tables,
-    few_shot_summary,
-    harmonic_mean,
-    layout_base2new,
-    load_published,
-    render_tables_for_experiment,
-    search_summary,
-    to_csv,
-    to_latex,
-    to_markdown,
-    transfer_summary,
-)
+from orchestration.ledger.runs import RunsTable as Ledger
+from orchestration.ledger.vocabulary import SEARCH_GROUP_TAG, TRIAL_KEY_TAG
+from orchestration.results.ablation import ablation_summary
+from orchestration.results.base2new import BASE2NEW_DATASETS, base2new_summary, layout_base2new
+from orchestration.results.few_shot import few_shot_summary
+from orchestration.results.published import add_published, load_published
+from orchestration.results.render import to_csv, to_latex, to_markdown
+from orchestration.results.search import search_summary
+from orchestration.results.source import load_source, load_sweep_summary
+from orchestration.results.tables import build_tables
+from orchestration.results.transfer import transfer_summary
+from orchestration.sweeps.planning import load_plan
+from prometar.protocols import harmonic_mean
 
 # dtd: 3 seeds; eurosat: 2 seeds. Means and sample std (ddof=1) computed by hand below.
 HAND_ROWS = [
@@ -356,7 +347,7 @@ SEARCH_SWEEP = ("grid:\n  method: [prometar]\n  dataset: [dtd]\n  seed: [1]\n"
 
 def planned_keys(sweep: Path, overrides: dict | None = None) -> dict[tuple[str, int], str]:
     """(dataset, seed) -> the trial key a launch of ``sweep`` (with ``--set overrides``) records."""
-    return {(t.dataset, t.seed): t.key for t in plan_trials(load_sweep(sweep, overrides=overrides))}
+    return {(t.dataset, t.seed): t.key for t in load_plan(sweep, overrides=overrides).trials}
 
 
 def test_sweep_summary(tmp_path: Path):
@@ -376,7 +367,7 @@ def test_sweep_summary(tmp_path: Path):
     assert (summary.name, summary.datasets, summary.search_space) == ("search", ("dtd", "eurosat"),
                                                                       ("regularizer.text_weight",))  # fmt: skip
     assert summary.planned.tag == SEARCH_GROUP_TAG
-    assert summary.planned.keys == {g.key for g in plan_search_groups(load_sweep(search))}
+    assert summary.planned.keys == {g.key for g in load_plan(search).groups}
     assert len(summary.planned.keys) == 2
 
     fixed = tmp_path / "fixed.yaml"  # the dataset is an override, not a grid axis
@@ -463,7 +454,7 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
     from mlflow import MlflowClient
 
     uri, parent = make_store(tmp_path)
-    written = render_tables_for_experiment("toy", uri, tmp_path / "tables", datasets=["dtd", "eurosat"],
+    written = write_experiment_tables("toy", uri, tmp_path / "tables", datasets=["dtd", "eurosat"],
                                            parent_run_id=parent)  # fmt: skip
     assert sorted(written) == ["base2new.csv", "base2new.md", "base2new.tex"]
     assert "86.25" in written["base2new.md"].read_text()
@@ -473,9 +464,9 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
     # configuration of the dtd seed-1 cell stays out of them
     log_child(uri, "0123456789ab", "dtd", 1, 10.0, 10.0)
     with pytest.raises(ResultsError, match="several runs for method=prometar"):
-        render_tables_for_experiment("toy", uri, tmp_path / "all", datasets=["dtd", "eurosat"])
+        write_experiment_tables("toy", uri, tmp_path / "all", datasets=["dtd", "eurosat"])
     summary = load_sweep_summary(tmp_path / "toy.yaml")
-    written = render_tables_for_experiment("toy", uri, tmp_path / "planned", datasets=summary.datasets,
+    written = write_experiment_tables("toy", uri, tmp_path / "planned", datasets=summary.datasets,
                                            expected_seeds=summary.seeds, planned=summary.planned)
     assert "86.25" in written["base2new.md"].read_text() and summary.seeds == 3
 
@@ -591,7 +582,7 @@ def test_cli_table_search_sweep_reads_its_search_groups(tmp_path: Path):
 
     sweep = tmp_path / "search.yaml"
     sweep.write_text(SEARCH_SWEEP)
-    (group,) = plan_search_groups(load_sweep(sweep))
+    (group,) = list(load_plan(sweep).groups)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("search", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -699,7 +690,7 @@ def test_render_tables_for_experiment_ablation_from_mlflow(tmp_path: Path):
                          params=[Param("meta.gate_mode", gate), Param("backbone.device", f"cuda:{i % 2}"),
                                  Param("data.dataset", dataset), Param("seed", str(seed))])  # fmt: skip
         client.set_terminated(run)
-    written = render_tables_for_experiment("ablation", uri, tmp_path / "tables", datasets=["dtd", "eurosat"])
+    written = write_experiment_tables("ablation", uri, tmp_path / "tables", datasets=["dtd", "eurosat"])
     assert sorted(written) == ["ablation.csv", "ablation.md", "ablation.tex"]
     back = pd.read_csv(written["ablation.csv"])
     assert list(back["meta.gate_mode"]) == ["constant", "learned"]

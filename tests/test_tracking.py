@@ -21,18 +21,14 @@ from mlflow import MlflowClient
 from pyarrow import fs as pyarrow_fs
 from ray import tune
 
-from orchestration.spec import Trial, trial_key
-from orchestration.tracking import (
-    HEARTBEAT_EVERY_S,
-    HEARTBEAT_TAG,
-    HOST_TAG,
-    LAUNCH_ALIVE_S,
-    PID_TAG,
-    MlflowTrialCallback,
-    TrackingError,
-    TrialLedger,
-    default_tracking_uri,
-)
+import prometar
+from orchestration.errors import TrackingError
+from orchestration.layout import default_tracking_uri
+from orchestration.ledger.callback import MlflowTrialCallback
+from orchestration.ledger.store import HEARTBEAT_EVERY_S, LAUNCH_ALIVE_S, TrialLedger
+from orchestration.ledger.vocabulary import HEARTBEAT_TAG, HOST_TAG, PID_TAG
+from orchestration.sweeps.keys import trial_key
+from orchestration.sweeps.planning import Trial
 
 CONFIG = {"method": "ivlp", "seed": 1, "data": {"dataset": "eurosat", "shots": 4}, "optim": {"lr": 0.1, "epochs": 2}}
 
@@ -101,6 +97,9 @@ def test_callback_writes_one_child_run_per_trial(tmp_path: Path, ledger: TrialLe
     assert done.data.tags["mlflow.parentRunId"] == parent
     for tag in ("dataset", "method", "seed", "shots", "protocol", "sweep", "prometar.version", "prometar.git_sha"):
         assert done.data.tags[tag]
+    assert done.data.tags["prometar.result_revision"] == str(prometar.RESULT_REVISION)
+    assert runs[None].data.tags["prometar.result_revision"] == str(prometar.RESULT_REVISION)
+    assert ledger.finished_under_other_revisions() == {}  # this code's own runs
     assert done.data.params["optim.lr"] == "0.1" and done.data.params["data.dataset"] == "eurosat"
     assert done.data.metrics["hm"] == pytest.approx(68.57)
     assert [m.step for m in client.get_metric_history(done.info.run_id, "loss")] == [1, 2]
@@ -173,7 +172,8 @@ def test_a_later_launch_reopens_the_run_and_deletes_checkpoints_once_finished(tm
 
 
 def test_reading_a_deleted_experiment_reports_it_and_restores_nothing(store: Path) -> None:
-    from orchestration.ledger import ResultsError, read_experiment
+    from orchestration.errors import ResultsError
+    from orchestration.ledger.runs import read_experiment
 
     client = MlflowClient(default_tracking_uri(store))
     experiment = client.create_experiment("deleted-one")
@@ -245,7 +245,7 @@ def test_the_callback_refreshes_the_heartbeat_at_most_once_a_minute(ledger: Tria
     callback.on_step(0, [])  # just started: no write
     assert client.get_run(parent).data.tags[HEARTBEAT_TAG] == "1000"
     clock = time.monotonic()
-    monkeypatch.setattr("orchestration.tracking.time.monotonic", lambda: clock + HEARTBEAT_EVERY_S + 1)
+    monkeypatch.setattr("orchestration.ledger.store.time.monotonic", lambda: clock + HEARTBEAT_EVERY_S + 1)
     before = time.time()
     callback.on_step(1, [])
     assert float(client.get_run(parent).data.tags[HEARTBEAT_TAG]) >= before - 1

@@ -18,14 +18,15 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import faults as fault_injection
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.runner import LaunchOptions, launch, start_local_ray
-from orchestration.spec import load_sweep, plan_trials
-from orchestration.trainable import FAULT_ENV
+from orchestration.launch.ray_session import start_local_ray
+from orchestration.launch.runner import LaunchOptions, launch
+from orchestration.sweeps.planning import load_plan
 
 pytestmark = [pytest.mark.servers, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -79,8 +80,8 @@ def aws_env(server_stack) -> Iterator[dict[str, str]]:
 def local_ray(aws_env: dict[str, str], faults: Path) -> Iterator[None]:
     import ray
 
-    start_local_ray(num_cpus=2, num_gpus=0, runtime_env={"env_vars": {
-        **aws_env, FAULT_ENV: str(faults), "HF_HUB_OFFLINE": "1"}})
+    start_local_ray(num_cpus=2, num_gpus=0,
+                    runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1", **aws_env))
     try:
         yield
     finally:
@@ -93,7 +94,7 @@ def test_two_launches_one_run_per_trial_key_through_the_server(server_stack, loc
 
     sweep = write_sweep(tmp_path, "srv-two", seeds=[1, 2])
     launched_with = {"optim.epochs": EPOCHS}  # as `launch --set optim.epochs=3`
-    keys = {t.seed: t.key for t in plan_trials(load_sweep(sweep, overrides=launched_with))}
+    keys = {t.seed: t.key for t in load_plan(sweep, overrides=launched_with).trials}
     prefix = "two/ray"
     options = LaunchOptions(data_root=data_root, output=tmp_path / "out", tracking_uri=server_stack.tracking_uri,
                             storage=server_stack.storage(prefix), overrides=launched_with, tables=False)

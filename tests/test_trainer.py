@@ -76,27 +76,96 @@ def toy_trainer(tmp_path=None, *, epochs=4, seed=0, callback=None, nan_at=None, 
     return trainer, step, model, gate
 
 
-def test_official_learning_rate_schedule_per_epoch():
+# The published per-epoch rates of the official run (lr 0.0025, T = 10, one warm-up epoch at 1e-5),
+# as algorithm.md §5 and issue 13 give them, to the digits shown there.
+PUBLISHED_RATES = [1e-5, 2.5e-3, 2.439e-3, 2.261e-3, 1.985e-3, 1.636e-3, 1.25e-3, 8.64e-4, 5.15e-4, 2.387e-4]
+
+
+def same_to_shown_digits(value: float, shown: float) -> bool:
+    """``value`` rounds to ``shown`` at the significant digits ``shown`` is written with."""
+    mantissa = f"{shown:e}".split("e")[0].rstrip("0").rstrip(".")
+    digits = len(mantissa.replace(".", "").lstrip("0")) if "." in mantissa else 1
+    return float(f"{value:.{digits - 1}e}") == shown
+
+
+def dassl_rates(lr: float, epochs: int, warmup_epochs: int, warmup_lr: float) -> list[float]:
+    """Per-epoch rates of Dassl's schedule, re-derived from its logic (not its code).
+
+    Dassl builds ``CosineAnnealingLR(T_max=epochs)`` and, with a warm-up, wraps it in a constant
+    warm-up scheduler whose construction takes one step (epoch 0 runs at ``warmup_lr``). The trainer
+    steps the wrapper once after every epoch. While the wrapper's own epoch count is below the
+    warm-up length it advances that count and sets ``warmup_lr`` — or, once the count reaches the
+    warm-up length, the cosine's current rate (its peak: the cosine has not moved yet). After that
+    every step is the cosine's step. With ``WARMUP_RECOUNT=True`` the cosine's count is not
+    advanced over the warm-up, so it restarts at epoch W.
+    """
+    param = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([param], lr=lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=float(epochs))
+
+    def set_rate(value: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = value
+
+    wrapper_epoch = 0
+    if warmup_epochs > 0:
+        set_rate(warmup_lr)
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # (no gradient: nothing moves) keeps torch's step-order check quiet
+        if wrapper_epoch >= warmup_epochs:
+            cosine.step()
+        else:
+            wrapper_epoch += 1
+            set_rate(warmup_lr if wrapper_epoch < warmup_epochs else cosine.get_last_lr()[0])
+    return rates
+
+
+def test_official_learning_rate_schedule_is_the_published_one():
     cfg = resolve_config("official", {"data.dataset": "eurosat"})
     prompt, gate = build_schedules(cfg)
-    expected = [1e-5] + [0.0025 * (1 + math.cos(math.pi * e / 10)) / 2 for e in range(1, 10)]
-    assert [prompt.at(e) for e in range(10)] == pytest.approx(expected, rel=1e-12)
-    assert prompt.at(5) == pytest.approx(0.00125)
-    assert [gate.at(e) for e in range(10)] == [1e-6] * 10
+    rates = [prompt.at(e) for e in range(10)]
+    assert all(same_to_shown_digits(r, p) for r, p in zip(rates, PUBLISHED_RATES, strict=True)), rates
+    assert rates[1] == 0.0025  # the cosine restarts at its peak right after the warm-up
+    assert rates == pytest.approx(dassl_rates(0.0025, 10, 1, 1e-5), rel=1e-12)
+    assert [gate.at(e) for e in range(10)] == [1e-6] * 10  # official: never stepped
+
+
+def test_shown_digits_check_can_fail():
+    assert same_to_shown_digits(2.4387e-3, 2.439e-3) and same_to_shown_digits(0.00125, 1.25e-3)
+    assert not same_to_shown_digits(2.4332e-3, 2.439e-3) and not same_to_shown_digits(6.1e-5, 2.387e-4)
+
+
+def test_two_epoch_warm_up_restarts_the_cosine_after_it():
+    schedule = LearningRateSchedule(0.01, 8, warmup_epochs=2, warmup_lr=1e-4)
+    expected = [1e-4, 1e-4] + [0.01 * (1 + math.cos(math.pi * (e - 2) / 8)) / 2 for e in range(2, 8)]
+    rates = [schedule.at(e) for e in range(8)]
+    assert rates == pytest.approx(expected, rel=1e-12)
+    assert rates[2] == 0.01 and rates[-1] == pytest.approx(0.01 * (1 + math.cos(math.pi * 5 / 8)) / 2)
+    assert rates == pytest.approx(dassl_rates(0.01, 8, 2, 1e-4), rel=1e-12)
+
+
+@pytest.mark.parametrize("lr,epochs,warmup", [(0.0025, 10, 0), (0.0025, 10, 1), (0.1, 5, 3), (0.02, 20, 2)])
+def test_schedule_matches_dassl_for_any_warm_up_length(lr, epochs, warmup):
+    schedule = LearningRateSchedule(lr, epochs, warmup, 1e-5)
+    assert [schedule.at(e) for e in range(epochs)] == pytest.approx(dassl_rates(lr, epochs, warmup, 1e-5),
+                                                                    rel=1e-12)
 
 
 def test_fixed_gate_schedule_is_stepped():
     cfg = resolve_config("fixed", {"data.dataset": "eurosat"})
     _, gate = build_schedules(cfg)
-    expected = [1e-6] + [2.5e-4 * (1 + math.cos(math.pi * e / 10)) / 2 for e in range(1, 10)]
+    expected = [1e-6] + [2.5e-4 * (1 + math.cos(math.pi * (e - 1) / 10)) / 2 for e in range(1, 10)]
     assert [gate.at(e) for e in range(10)] == pytest.approx(expected, rel=1e-12)
+    assert [gate.at(e) for e in range(10)] == pytest.approx(dassl_rates(2.5e-4, 10, 1, 1e-6), rel=1e-12)
 
 
 def test_trainer_sets_both_learning_rates_each_epoch_and_reports_them():
     trainer, step, _, _ = toy_trainer(epochs=4)
     history = trainer.fit()
     per_epoch = [step.seen_lrs[i * 5] for i in range(4)]  # 20 items / batch 4 = 5 steps per epoch
-    prompt = [1e-3] + [0.1 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(1, 4)]
+    prompt = [1e-3] + [0.1 * (1 + math.cos(math.pi * (e - 1) / 4)) / 2 for e in range(1, 4)]
     assert [lr for lr, _ in per_epoch] == pytest.approx(prompt)
     assert [g for _, g in per_epoch] == [1e-4] * 4  # never stepped: the warm-up value all run
     assert [r["lr"] for r in history] == pytest.approx(prompt)

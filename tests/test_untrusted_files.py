@@ -24,9 +24,10 @@ from test_trainer import toy_trainer
 
 from prometar.backbone import BackboneError, load_clip, read_state_dict
 from prometar.config import ConfigError, load_yaml
+from prometar.errors import CheckpointError
 from prometar.teacher import compute_text_teacher
 from prometar.torchscript import TorchScriptError, read_torchscript_state_dict
-from prometar.trainer import CheckpointError, checkpoint_files
+from prometar.trainer import checkpoint_files
 
 
 class Payload:
@@ -160,7 +161,7 @@ def test_train_verb_resume_from_a_code_carrying_checkpoint_exits_2(tmp_path):
     from test_run import cli_args
 
     from orchestration.cli import main
-    from prometar.data import write_miniatures
+    from prometar.data.miniature import write_miniatures
 
     data_root = tmp_path / "data"
     write_miniatures(data_root, ["eurosat"])

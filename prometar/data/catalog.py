@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from prometar.errors import DataError
+
 SplitSource = Literal[
     "split_json",  # split_zhou_*.json: {"train"|"val"|"test": [[relpath, label, classname], ...]}
     "fgvc_text",  # FGVC-Aircraft: variants.txt + images_variant_{train,val,test}.txt
@@ -19,10 +21,6 @@ SplitSource = Literal[
     "wnid_folders",  # ImageNet-Sketch: <image root>/<wnid>/, label from classnames.txt; test only
     "wnid_subset_folders",  # ImageNet-A/-R: sorted wnid folders present -> 0..k-1; test only
 ]
-
-
-class DataError(ValueError):
-    """Bad or missing dataset input; the message names the path (and the entry when there is one)."""
 
 
 @dataclass(frozen=True)
@@ -124,17 +122,6 @@ BASE_TO_NEW_DATASETS: tuple[str, ...] = (
     "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
     "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
 )
-
-#: Domain generalisation: train on ImageNet, evaluate on its four variants.
-DOMAIN_GENERALIZATION_TARGETS: tuple[str, ...] = (
-    "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r",
-)
-
-#: Cross-dataset transfer: train on ImageNet, evaluate on the 10 other datasets.
-CROSS_DATASET_TARGETS: tuple[str, ...] = tuple(k for k in BASE_TO_NEW_DATASETS if k != "imagenet")
-
-#: The source dataset of both generalisation protocols.
-GENERALIZATION_SOURCE = "imagenet"
 
 
 def list_datasets() -> list[str]:

@@ -1,13 +1,16 @@
 """Dataset check: is each requested dataset present, readable and complete under the data root?
 
 For each dataset, ``check_datasets`` reads the split source exactly as a run would
-(``read_dataset``), then verifies that image files exist:
+(``read_dataset``), then verifies the images:
 
 * split-file datasets (the ``split_zhou_*.json`` ones and FGVC-Aircraft): every image the split
-  names is stat-ed (``images="all"``, the default), or an evenly spaced sample of ``images=N``
+  names must exist (``images="all"``, the default), or an evenly spaced sample of ``images=N``
   items per dataset;
 * folder datasets (ImageNet and its variants): the items were found by listing the folders, so
-  they exist by construction; a class folder without any image makes the dataset unusable.
+  they exist by construction; a class folder without any image makes the dataset unusable;
+* with ``decode=True`` (the default) every checked image is also decoded, as a run would decode it,
+  so a zero-byte, truncated or mislabelled file (text named ``.jpg``) is found before a trial
+  meets it; each one is named. ``decode=False`` (``data check --quick``) checks existence only.
 
 A class count different from the benchmark's is reported as a note, not a failure (miniatures
 and toy worlds have fewer classes).
@@ -18,11 +21,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
-from prometar.data.catalog import DataError, get_dataset, list_datasets
+from PIL import Image
+
+from prometar.data.catalog import get_dataset, list_datasets
 from prometar.data.readers import DatasetSplits, Item, read_dataset
+from prometar.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class DatasetReport:
         sizes: Items per split read (``train``, ``val``, ``test``).
         images_checked: Image files verified to exist.
         missing_images: Count of images the split names but that are missing.
+        bad_images: ``path: reason`` of every checked image that cannot be decoded.
     """
 
     key: str
@@ -54,6 +62,7 @@ class DatasetReport:
     sizes: tuple[tuple[str, int], ...] = ()
     images_checked: int = 0
     missing_images: int = 0
+    bad_images: tuple[str, ...] = ()
 
     def line(self) -> str:
         """One human-readable line (what ``prometar-sweep data check`` prints)."""
@@ -68,7 +77,7 @@ class DatasetReport:
 
 
 def check_datasets(data_root: str | os.PathLike, keys: Iterable[str] | None = None, *,
-                   images: Literal["all"] | int = "all") -> list[DatasetReport]:
+                   images: Literal["all"] | int = "all", decode: bool = True) -> list[DatasetReport]:
     """Check datasets under ``data_root``.
 
     Args:
@@ -76,6 +85,7 @@ def check_datasets(data_root: str | os.PathLike, keys: Iterable[str] | None = No
         keys: Catalog keys; default all 15.
         images: ``"all"`` stats every image a split file names; an integer ``N`` stats an evenly
             spaced sample of ``N`` items per dataset; ``0`` skips the image check.
+        decode: Also decode every checked image (False: existence only).
 
     Returns:
         One report per key, in the order given.
@@ -88,10 +98,11 @@ def check_datasets(data_root: str | os.PathLike, keys: Iterable[str] | None = No
         get_dataset(key)
     if images != "all" and (not isinstance(images, int) or images < 0):
         raise ValueError(f"images must be 'all' or a non-negative integer, got {images!r}")
-    return [_check_one(key, data_root, images) for key in keys]
+    return [_check_one(key, data_root, images, decode) for key in keys]
 
 
-def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | int) -> DatasetReport:
+def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | int,
+               decode: bool) -> DatasetReport:
     info = get_dataset(key)
     base = {"key": key, "display_name": info.display_name, "expected_classes": info.num_classes}
     try:
@@ -104,8 +115,9 @@ def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | 
         return DatasetReport(usable=False, problem=problem, num_classes=splits.num_classes, sizes=sizes,
                              **base)
     items = splits.train + splits.val + splits.test
-    if info.split_source in ("split_json", "fgvc_text"):
-        to_check = _sample(items, images)
+    listed = info.split_source not in ("split_json", "fgvc_text")  # found by listing folders: they exist
+    to_check = _sample(items, images)
+    if not listed:
         missing = [item.path for item in to_check if not os.path.isfile(item.path)]
         if missing:
             more = f" ({len(missing)} missing in all)" if len(missing) > 1 else ""
@@ -114,11 +126,36 @@ def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | 
                 num_classes=splits.num_classes, sizes=sizes, images_checked=len(to_check),
                 missing_images=len(missing), **base,
             )
-        checked = len(to_check)
-    else:
-        checked = len(items)  # found by listing the folders
+    bad = find_undecodable_images([item.path for item in to_check]) if decode else []
+    if bad:
+        more = f" ({len(bad)} in all, each listed below)" if len(bad) > 1 else ""
+        return DatasetReport(usable=False, problem=f"image cannot be decoded: {bad[0]}{more}",
+                             num_classes=splits.num_classes, sizes=sizes, images_checked=len(to_check),
+                             bad_images=tuple(bad), **base)
+    checked = len(items) if listed and not decode else len(to_check)
     return DatasetReport(usable=True, num_classes=splits.num_classes, sizes=sizes, images_checked=checked,
                          **base)
+
+
+def _decode_problem(path: str) -> str | None:
+    """Why ``path`` cannot be decoded as an RGB image, else ``None``."""
+    try:
+        with Image.open(path) as image:
+            # JPEG: decode at a reduced DCT scale; the whole entropy-coded stream is still read,
+            # so truncation is found, at a fraction of the cost of a full-size decode.
+            image.draft("RGB", (64, 64))
+            image.convert("RGB")
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad file
+        return f"{type(error).__name__}: {str(error)[:120]}"
+    return None
+
+
+def find_undecodable_images(paths: list[str], *, workers: int | None = None) -> list[str]:
+    """``path: reason`` for each of ``paths`` that PIL cannot decode, in input order."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without the GIL
+        problems = list(pool.map(_decode_problem, paths, chunksize=64))
+    return [f"{path}: {problem}" for path, problem in zip(paths, problems, strict=True) if problem]
 
 
 def _structural_problem(splits: DatasetSplits, has_train: bool) -> str | None:

@@ -2,7 +2,9 @@
 
 Convention (``shared/reference/datasets.md``): a generator seeded with the run seed; the split's
 items grouped by label in order of first appearance; per label ``K`` items drawn without
-replacement (all of them when fewer than ``K``); the validation subset drawn the same way with
+replacement with ``random.sample`` whenever the label has at least ``K`` items — a label with
+exactly ``K`` items is drawn too, consuming randomness, as Dassl's ``len(items) >= K`` test does —
+and all of them, in split order, when it has fewer; the validation subset drawn the same way with
 ``min(K, 4)`` per label, after the training subset, from the same generator. Sampling happens on
 all classes, before the base/new cut.
 
@@ -12,7 +14,13 @@ items that the training subset did not take, so that it is held out and never th
 The result is cached as a small JSON (paths relative to the data root, labels, and a fingerprint of
 the source split) written atomically (a temporary file in the same folder, then ``os.replace``), so
 concurrent trials sampling the same (dataset, shots, seed) leave one valid file. A cache that does
-not parse, does not match the schema, or was drawn from a different split is rebuilt.
+not parse, does not match the schema, was written by another sampling algorithm (its ``format``:
+``prometar.fewshot/1`` caches came from the ``> K`` rule and are rebuilt), or was drawn from a
+different split is rebuilt.
+
+:func:`subset_listing` is the record of a sample that a run writes as ``fewshot_subset.json``
+and ``prometar-sweep data fewshot`` prints: image paths as the split files name them (relative to
+the dataset's image folder), with labels and class names.
 """
 
 from __future__ import annotations
@@ -25,13 +33,15 @@ import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prometar.data.catalog import DataError, get_dataset
-from prometar.data.readers import DatasetSplits, Item, dataset_dir
+from prometar.data.readers import DatasetSplits, Item, dataset_dir, image_root
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = "prometar.fewshot/1"
+CACHE_FORMAT = "prometar.fewshot/2"
+"""Cache schema and sampling algorithm; ``/2``: labels with exactly ``K`` items are drawn (``>=``)."""
 DEFAULT_CACHE_FOLDER = "split_fewshot_prometar"
 VAL_SHOTS_CAP = 4
 
@@ -39,8 +49,9 @@ VAL_SHOTS_CAP = 4
 def sample_per_label(items: Sequence[Item], shots: int, rng: random.Random) -> list[Item]:
     """Draw ``shots`` items per label without replacement (all of a label's items if fewer).
 
-    Labels are visited in order of first appearance; a label with at most ``shots`` items keeps
-    them all and consumes no randomness.
+    Labels are visited in order of first appearance. A label with at least ``shots`` items is
+    drawn with ``rng.sample`` (exactly ``shots`` items included: the draw consumes randomness and
+    reorders them); a label with fewer keeps them all, in split order, and consumes none.
 
     Args:
         items: The split to sample from.
@@ -57,7 +68,7 @@ def sample_per_label(items: Sequence[Item], shots: int, rng: random.Random) -> l
         groups.setdefault(item.label, []).append(item)
     sampled: list[Item] = []
     for group in groups.values():
-        sampled.extend(rng.sample(group, shots) if len(group) > shots else group)
+        sampled.extend(rng.sample(group, shots) if len(group) >= shots else group)
     return sampled
 
 
@@ -81,6 +92,25 @@ def sample_few_shot(splits: DatasetSplits, shots: int, seed: int) -> DatasetSpli
         val_source = [item for item in splits.train if item.path not in taken]
     val = sample_per_label(val_source, min(shots, VAL_SHOTS_CAP), rng) if val_source else []
     return DatasetSplits(train, val, list(splits.test), list(splits.classnames))
+
+
+def subset_listing(sampled: DatasetSplits, key: str, data_root: str | os.PathLike) -> dict[str, list[list[Any]]]:
+    """The record of a few-shot sample: which images the training and validation subsets hold.
+
+    Args:
+        sampled: The result of :func:`few_shot` / :func:`sample_few_shot` (all classes).
+        key: Catalog key of the dataset.
+        data_root: The data root the item paths live under.
+
+    Returns:
+        ``{"train": [[path, label, class name], ...], "val": [...]}`` in sampling order; each path
+        relative to the dataset's image folder, as the split files name them (``split_zhou_*.json``;
+        ImageNet: ``train/<wnid>/<file>``), labels in the dataset's label order (before any
+        base/new relabelling).
+    """
+    root = str(image_root(key, data_root))
+    return {name: [[_relative(item.path, root), item.label, item.classname] for item in items]
+            for name, items in (("train", sampled.train), ("val", sampled.val))}
 
 
 def cache_path(key: str, data_root: str | os.PathLike, shots: int, seed: int,
@@ -190,8 +220,10 @@ def _load_cache(path: Path, splits: DatasetSplits, root: str, fingerprint: str, 
         logger.warning("few-shot cache %s is unreadable (%s); rebuilding it", path, err)
         return None
     try:
-        if not isinstance(raw, dict) or raw.get("format") != CACHE_FORMAT:
+        if not isinstance(raw, dict) or not str(raw.get("format", "")).startswith("prometar.fewshot/"):
             raise ValueError("not a prometar few-shot cache")
+        if raw["format"] != CACHE_FORMAT:
+            raise ValueError(f"format {raw['format']} (another sampling rule), this code writes {CACHE_FORMAT}")
         if (raw.get("dataset"), raw.get("shots"), raw.get("seed")) != (key, shots, seed):
             raise ValueError("cache is for another (dataset, shots, seed)")
         if raw.get("source") != fingerprint:

@@ -21,8 +21,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from prometar.data.catalog import DataError
 from prometar.data.readers import Item
+from prometar.errors import DataError
 
 
 class ImageDataset(Dataset):

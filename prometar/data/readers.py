@@ -29,7 +29,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometar.data.catalog import DataError, DatasetInfo, get_dataset
+from prometar.data.catalog import DatasetInfo, get_dataset
+from prometar.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 Base vs new accuracy per dataset (with the published points), HM per dataset per method, training
 curves, the gate's statistics and the meta-gradient alignment over training, and the search
 objective against each searched hyper-parameter. Every plot function takes summary frames or the
-tidy runs table (``ledger.py``, ``tables.py``) and a path, and returns the path it wrote.
+tidy runs table (``orchestration.ledger.runs``, ``orchestration.results.base2new``) and a path,
+and returns the path it wrote.
 """
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from orchestration.ledger import Ledger, ResultsError, Source, attach_params, read_metric_history
-from orchestration.tables import (
-    AVERAGE,
-    BASE2NEW_DATASETS,
-    base2new_summary,
-    dataset_label,
-    load_published,
-    method_label,
-    order_methods,
-    varying_params,
-)
+from orchestration.errors import ResultsError
+from orchestration.ledger.runs import RunsTable, attach_params, read_metric_history
+from orchestration.results import search
+from orchestration.results.base2new import BASE2NEW_DATASETS, BASE_METRIC, base2new_summary
+from orchestration.results.base2new import PROTOCOL as BASE2NEW
+from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_methods
+from orchestration.results.published import load_published
+from orchestration.results.search import varying_params
+from orchestration.results.source import Source
 
 GATE_METRICS: tuple[str, ...] = ("gate_mean/text", "gate_mean/vision", "gate_std/text", "gate_std/vision")
 """Per-epoch statistics of the gate network's modulation, per tower (names as logged)."""
@@ -165,7 +164,7 @@ def plot_history(
 
 
 def plot_search(
-    runs: pd.DataFrame, params: Sequence[str], path: Path | str, *, objective: str = "val_hm"
+    runs: pd.DataFrame, params: Sequence[str], path: Path | str, *, objective: str = search.OBJECTIVE
 ) -> Path:
     """The search objective against each searched parameter, one panel per parameter.
 
@@ -198,14 +197,14 @@ def plot_search(
 
 
 def write_plots(
-    ledger: Ledger,
+    ledger: RunsTable,
     out_dir: Path | str,
     *,
     tracking_uri: str | None = None,
     datasets: Sequence[str] | None = None,
     published: pd.DataFrame | None = None,
     search_space: Sequence[str] = (),
-    objective: str = "val_hm",
+    objective: str = search.OBJECTIVE,
     max_history_runs: int = 60,
 ) -> list[Path]:
     """Every plot the runs support, written under ``out_dir``.
@@ -230,7 +229,7 @@ def write_plots(
     written: list[Path] = []
     if runs.empty:
         raise ResultsError("no FINISHED runs to plot")
-    if (runs["protocol"] == "base2new").any() and runs["metric"].isin(["base_acc"]).any():
+    if runs["protocol"].isin(BASE2NEW.recorded_names).any() and runs["metric"].isin([BASE_METRIC]).any():
         summary = base2new_summary(runs, datasets=tuple(datasets) if datasets else BASE2NEW_DATASETS)
         summary = summary[(summary["dataset"] == AVERAGE) | (summary["n_seeds"] > 0)]
         written.append(plot_base_vs_new(summary, out_dir / "base_vs_new.png", published=published))
@@ -261,7 +260,7 @@ def write_plots(
                 )
             )
     has_objective = (runs["metric"] == objective).any()
-    if has_objective and (search_space or (runs["protocol"] == "search").any()):
+    if has_objective and (search_space or runs["protocol"].isin(search.PROTOCOL.recorded_names).any()):
         space = list(search_space) or varying_params(ledger.params)
         if space:
             with_params = attach_params(runs, ledger.params, space)
@@ -272,7 +271,7 @@ def write_plots(
 
 
 def plot_source(source: Source, out_dir: Path | str, *, published: Path | str | None = None) -> list[Path]:
-    """Every plot of a resolved source (``ledger.load_source``): the ``plot`` verb.
+    """Every plot of a resolved source (``results.source.load_source``): the ``plot`` verb.
 
     Args:
         source: The runs, and the sweep's datasets when a sweep file was given.

@@ -1,15 +1,15 @@
 """The Ray Tune function trainable: a thin adapter over ``prometar.run.run``.
 
-Tune config → :class:`~orchestration.spec.Trial` (looked up by trial key, or resolved from a
-search group and the sampled values) → ``build_config`` → ``run(...)``. Each epoch's checkpoint is
+Tune config → :class:`~orchestration.sweeps.planning.Trial` (looked up by trial key, or resolved
+from a search group and the sampled values: ``TrialTable.resolve``) → its run config → ``run(...)``. Each epoch's checkpoint is
 reported with ``tune.report(metrics, checkpoint=...)``; a retried trial resumes from
 ``tune.get_checkpoint()``; a trial an earlier launch left unfinished resumes from the checkpoint
-its MLflow run names (:attr:`TrialTable.resume`, fetched from Ray storage, local or ``s3://``).
-The last report carries the final metrics and a checkpoint holding the trial's artifacts
-(resolved config, prompt weights, per-class accuracies, environment), which the driver-side
-tracker logs to MLflow; the trial's local epoch checkpoints are then removed. Paths are absolute
-(Tune changes the working directory); the device and the thread count follow the resources Tune
-granted.
+its MLflow run names (``TrialTable.resume``, fetched from Ray storage, local or ``s3://``). The
+last report carries the final metrics and a checkpoint holding the trial's artifacts (resolved
+config, few-shot subset, prompt weights, per-class accuracies, environment), which the
+driver-side tracker logs to MLflow; the trial's local epoch checkpoints are then removed. Paths
+are absolute (Tune changes the working directory); the device and the thread count follow the
+resources Tune granted.
 
 Where a trial writes: ``<output>/trials/<key>/`` when Ray storage is a local folder (one machine,
 or a filesystem every node mounts); with object storage (``node_local``), a folder of its own in
@@ -21,82 +21,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import shutil
-import socket
 import tempfile
-from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from orchestration.spec import SearchGroup, Trial
+from orchestration import layout
+from orchestration.launch.trial_table import TrialTable
+from orchestration.ledger.vocabulary import EPOCH_EVENT, EVENT_KEY, FINAL_EVENT, FINAL_FILE
+from orchestration.provenance import environment
+from prometar import events
 
 logger = logging.getLogger(__name__)
 
-FAULT_ENV = "PROMETAR_FAULT_FILE"
-"""Test-only fault injection: names a JSON file ``{trial_key: "once" | "always"}``. A listed trial
-raises after its first epoch's checkpoint is reported (``once``: only on its first attempt, marked
-by a ``<key>.failed`` file beside the JSON). Not part of any trial key; unset in normal use."""
-
-ARTIFACTS = ("config.json", "prompts.pt", "per_class.json", "metrics.jsonl")
-FINAL_FILE = "final.json"
-
-
-@dataclass(frozen=True)
-class TrialTable:
-    """How a Tune config maps onto trials: grid trials by key, search trials by group.
-
-    ``resume``: trial key → URI of the checkpoint an earlier launch registered for it (the MLflow
-    run's ``prometar.checkpoint`` tag), resumed from when Tune has none of its own.
-    """
-
-    trials: dict[str, Trial] = field(default_factory=dict)
-    groups: dict[str, SearchGroup] = field(default_factory=dict)
-    resume: dict[str, str] = field(default_factory=dict)
-
-    def resolve(self, config: Mapping[str, Any]) -> Trial:
-        """The trial a Tune config stands for."""
-        if "trial_key" in config:
-            return self.trials[config["trial_key"]]
-        group = self.groups[config["group"]]
-        return group.resolve({k: v for k, v in config.items() if k != "group"})
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the test-only fault injection (``PROMETAR_FAULT_FILE``)."""
-
-
-def _maybe_inject_fault(key: str) -> None:
-    path = os.environ.get(FAULT_ENV)
-    if not path or not Path(path).is_file():
-        return
-    mode = json.loads(Path(path).read_text()).get(key)
-    marker = Path(path).with_name(f"{key}.failed")
-    if mode == "always" or (mode == "once" and not marker.exists()):
-        marker.touch()
-        raise InjectedFault(f"injected failure in trial {key} ({mode})")
-
-
-def _environment(device: str, git_sha: str) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {}
-    for name in ("prometar", "torch", "torchvision", "open_clip_torch", "numpy", "ray", "mlflow"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    import torch
-
-    return {"device": device, "cuda": torch.version.cuda,
-            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-            "hostname": socket.gethostname(), "python": platform.python_version(), "packages": packages,
-            "git_sha": git_sha}
+ARTIFACTS = ("config.json", "fewshot_subset.json", "prompts.pt", "per_class.json", "metrics.jsonl")
+"""The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the final metrics)."""
 
 
 def run_resuming(run_config: Any, resume_candidates: list[Path], *, output_dir: Path, **kwargs: Any) -> Any:
@@ -108,8 +50,8 @@ def run_resuming(run_config: Any, resume_candidates: list[Path], *, output_dir: 
     and plain data — is skipped with a warning that names the file and why; with none left the
     run starts over (its stale local checkpoints removed first).
     """
+    from prometar.errors import CheckpointError
     from prometar.run import run
-    from prometar.trainer import CheckpointError
 
     for candidate in resume_candidates:
         try:
@@ -158,25 +100,25 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     from prometar.config import build_config
 
     trial = table.resolve(config)
-    run_config = build_config(trial.config, source=f"trial {trial.key}")
+    run_config = trial.run_config or build_config(trial.config, source=f"trial {trial.key}")
     granted = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
     device = "cuda" if granted.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
     if node_local:
-        output_dir = Path.cwd().resolve() / f"prometar-{trial.key}"
+        output_dir = Path.cwd().resolve() / "prometar" / trial.key  # named by the key, as under trials/
     else:
-        output_dir = Path(output_root).resolve() / "trials" / trial.key
+        output_dir = layout.trial_folder(output_root, trial.key)
     output_dir.mkdir(parents=True, exist_ok=True)
     final: dict[str, Any] = {}
 
     def on_event(event: dict[str, Any]) -> None:
-        if event.get("event") == "epoch":
-            metrics = {k: v for k, v in event.items() if k not in ("event", "checkpoint")}
-            metrics["prometar_event"] = "epoch"
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(Path(event["checkpoint"]).resolve())))
-            _maybe_inject_fault(trial.key)
-        elif event.get("event") == "final":
-            final.update({k: v for k, v in event.items() if k != "event"})
+        if event.get(events.EVENT) == events.EPOCH:
+            metrics = {k: v for k, v in event.items() if k not in (events.EVENT, events.CHECKPOINT)}
+            metrics[EVENT_KEY] = EPOCH_EVENT
+            checkpoint = tune.Checkpoint.from_directory(str(Path(event[events.CHECKPOINT]).resolve()))
+            tune.report(metrics, checkpoint=checkpoint)
+        elif event.get(events.EVENT) == events.FINAL:
+            final.update({k: v for k, v in event.items() if k != events.EVENT})
 
     local = output_dir / "checkpoints"
     local_candidates = [local] if resume_local and any(local.glob("epoch_*")) else []
@@ -193,8 +135,7 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
         if resume_dir is not None and (resume_dir / FINAL_FILE).is_file():
             # failed after its last report: report the same result again
             final.update(json.loads((resume_dir / FINAL_FILE).read_text()))
-            tune.report({**final, "prometar_event": "final"},
-                        checkpoint=tune.Checkpoint.from_directory(str(resume_dir)))
+            tune.report({**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(str(resume_dir)))
             return
         run_resuming(run_config, [*([resume_dir] if resume_dir else []), *local_candidates], **common)
 
@@ -203,9 +144,9 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
     for name in ARTIFACTS:
         if (output_dir / name).is_file():
             shutil.copy2(output_dir / name, artifacts / name)
-    (artifacts / "environment.json").write_text(json.dumps(_environment(device, git_sha), indent=2))
+    (artifacts / "environment.json").write_text(json.dumps(environment(device, git_sha), indent=2))
     (artifacts / FINAL_FILE).write_text(json.dumps(final, indent=2, sort_keys=True))
-    report = {**final, "prometar_event": "final", "epoch": trial.epochs}
+    report = {**final, EVENT_KEY: FINAL_EVENT, events.EPOCH_KEY: trial.epochs}
     tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
     # the final checkpoint (in Ray storage) holds everything now: no epoch checkpoint is needed
     shutil.rmtree(output_dir if node_local else local, ignore_errors=True)

@@ -1,21 +1,16 @@
-"""Sweep files: the schema of ``architecture.md`` → a validated :class:`SweepSpec` → trials.
+"""Sweep files: the schema of ``architecture.md`` → a validated :class:`SweepSpec`.
 
 A sweep file names a protocol, a run-config preset, dotted overrides, a cartesian grid (method,
 dataset, seed, shots and any dotted run-config key), an optional hyper-parameter search, the
-resources each trial asks for and how often a trial may be retried. :func:`load_sweep` reads and
-validates it; :func:`plan_trials` expands it into :class:`Trial` objects, each a fully resolved run
-config (``RunConfig.to_dict()``) plus the protocol, identified by its *trial key*: a short hash of
-the canonical JSON of everything that changes the scientific result (``scientific_dict()`` and the
-protocol) and of nothing else (resources, paths, tracking URI, concurrency).
+resources each trial asks for and how often a trial may be retried. :func:`read_sweep` reads it
+and checks its schema (types, names, keys); ``planning.plan_sweep`` resolves its trials;
+:func:`spec_to_yaml` writes one back (``--write-best``).
 
-Every error is a :class:`SpecError` whose message names the file and the key.
+Every error is a :class:`~orchestration.errors.SpecError` whose message names the file and the key.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -25,18 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
-SweepProtocol = Literal["base2new", "domain_generalization", "cross_dataset", "few_shot"]
-
-RUN_PROTOCOLS: dict[str, str] = {
-    "base2new": "base2new",
-    "domain_generalization": "domain_generalization",
-    "cross_dataset": "cross_dataset",
-    "few_shot": "all_classes",
-}
-"""Sweep protocol → the run-config protocol ``prometar.run`` evaluates."""
-
-SEARCH_PROTOCOL = "search"
-"""Run protocol (and trial protocol) of searched trials: pseudo-base/pseudo-new from base classes."""
+from orchestration.errors import SpecError
+from prometar import protocols
 
 GRID_ALIASES: dict[str, str] = {
     "method": "method",
@@ -59,22 +44,6 @@ NUMERIC_DISTRIBUTIONS = ("uniform", "loguniform", "randint")
 RESOURCE_KEYS = ("cpu", "gpu")
 DEFAULT_PRESET = "official"
 DEFAULT_MAX_FAILURES = 2
-KEY_LENGTH = 12
-
-
-class SpecError(ValueError):
-    """A bad sweep file; the message names the file and the key.
-
-    Attributes:
-        source: The sweep file (or ``<dict>``).
-        key: The offending key, dotted (``grid.dataset``), or ``""`` for the whole file.
-    """
-
-    def __init__(self, source: str, key: str, message: str) -> None:
-        self.source = source
-        self.key = key
-        where = f"{source}: {key}: " if key else f"{source}: "
-        super().__init__(where + message)
 
 
 @dataclass(frozen=True)
@@ -111,86 +80,12 @@ class SearchSpec:
 
 
 @dataclass(frozen=True)
-class Trial:
-    """One resolved run: what the trainable runs and what the ledger records.
-
-    Attributes:
-        key: The trial key (hash of ``scientific_dict()`` and the protocol).
-        protocol: The sweep protocol (``base2new``, ..., or ``search``).
-        config: The resolved run config, ``RunConfig.to_dict()``.
-        group: For searched trials, the search group's key; else ``""``.
-    """
-
-    key: str
-    protocol: str
-    config: dict[str, Any]
-    group: str = ""
-
-    @property
-    def dataset(self) -> str:
-        return str(self.config["data"]["dataset"])
-
-    @property
-    def method(self) -> str:
-        return str(self.config["method"])
-
-    @property
-    def seed(self) -> int:
-        return int(self.config["seed"])
-
-    @property
-    def shots(self) -> int:
-        return int(self.config["data"]["shots"])
-
-    @property
-    def epochs(self) -> int:
-        return int(self.config.get("optim", {}).get("epochs", 1) or 1)
-
-    @property
-    def cost(self) -> float:
-        """A relative cost estimate (classes × (shots × epochs + 1)) to start the longest trials first.
-
-        Zero-shot trials only evaluate, so their cost is the class count alone.
-        """
-        epochs = 0 if self.method == "zeroshot" else self.epochs
-        return float(_num_classes(self.dataset) * (max(self.shots, 1) * epochs + 1))
-
-    def tags(self, sweep: str) -> dict[str, str]:
-        """The MLflow tags that identify this trial (``docs/internals.md``)."""
-        tags = {
-            "prometar.trial_key": self.key,
-            "dataset": self.dataset,
-            "method": self.method,
-            "seed": str(self.seed),
-            "shots": str(self.shots),
-            "protocol": self.protocol,
-            "sweep": sweep,
-        }
-        if self.group:
-            tags["prometar.search_group"] = self.group
-        return tags
-
-
-@dataclass(frozen=True)
-class SearchGroup:
-    """One grid point of a search sweep: a base config whose ``space`` keys Optuna samples."""
-
-    key: str
-    base_config: dict[str, Any]
-    label: str
-
-    def resolve(self, sampled: Mapping[str, Any], *, source: str = "<search>") -> Trial:
-        """The trial for one sampled configuration (dotted key → value)."""
-        return resolve_trial(self.base_config, SEARCH_PROTOCOL, sampled, group=self.key, source=source)
-
-
-@dataclass(frozen=True)
 class SweepSpec:
     """A validated sweep file.
 
     Attributes:
         name: The MLflow experiment (default: the file's stem).
-        protocol: The sweep protocol.
+        protocol: The sweep file's protocol (``prometar.protocols``: a ``Protocol.sweep_name``).
         preset: A run-config preset name or a path to a run-config YAML.
         overrides: Dotted run-config keys set for every trial.
         grid: Dotted run-config key → values; the trials are the cartesian product. The axis
@@ -229,42 +124,41 @@ class SweepSpec:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading and validation
+# Reading and validating
 
 
-def load_sweep(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
-    """Read and validate a sweep file.
+def read_sweep(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Read a sweep file and validate its schema (``orchestration.sweeps.planning.load_plan``
+    also resolves its trials: use that).
 
     Args:
         path: The sweep YAML.
         overrides: Extra dotted run-config overrides (``--set``), applied after the file's.
 
     Returns:
-        The validated spec; its trials are validated too (:func:`plan_trials` builds them).
+        The spec: types, names and keys checked; the trials' run configs are resolved by planning.
 
     Raises:
         SpecError: Missing file, YAML syntax error, unknown key, wrong type, unknown dataset or
-            method, empty grid, bad search space; the message names the file and the key.
+            method, empty grid, bad search section; the message names the file and the key.
     """
     path = Path(path)
     source = str(path)
     if not path.is_file():
         raise SpecError(source, "", "no such sweep file")
-    from prometar.config import parse_yaml
+    from prometar.config import parse_yaml, yaml_problem
+    from prometar.yamlio import YamlFileError, read_text_file
 
     try:
-        data = parse_yaml(path.read_text())
+        data = parse_yaml(read_text_file(path))
+    except YamlFileError as err:
+        raise SpecError(source, "", err.reason) from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(source, "", f"YAML syntax error: {where}{problem}") from None
+        kind = "YAML error" if isinstance(err, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise SpecError(source, "", f"{kind}: {yaml_problem(err)}") from None
     if data is None:
         data = {}
-    spec = parse_sweep(data, source=source, default_name=path.stem, extra_overrides=overrides)
-    plan_trials(spec)  # resolves every run config: errors surface now, before anything is written
-    plan_search_groups(spec)  # checks the search space against the resolved configs
-    return spec
+    return parse_sweep(data, source=source, default_name=path.stem, extra_overrides=overrides)
 
 
 def parse_sweep(
@@ -286,9 +180,11 @@ def parse_sweep(
     _expect(isinstance(name, str) and name.strip() != "", source, "name", "must be a non-empty string", name)
     _expect(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None, source, "name",
             "must be letters, digits, '.', '_' or '-' (it names folders, the MLflow experiment, Ray jobs)", name)
-    protocol = data.get("protocol", "base2new")
-    if protocol not in RUN_PROTOCOLS:
-        raise SpecError(source, "protocol", f"unknown protocol {protocol!r}; valid: {', '.join(RUN_PROTOCOLS)}")
+    protocol = data.get("protocol", protocols.get_protocol(protocols.DEFAULT).tag)
+    try:
+        protocols.sweep_protocol(protocol)
+    except KeyError as err:
+        raise SpecError(source, "protocol", err.args[0]) from None
     preset = data.get("preset", DEFAULT_PRESET)
     _expect(isinstance(preset, str) and preset != "", source, "preset", "must be a preset name or a path", preset)
 
@@ -380,9 +276,11 @@ def _parse_resources(raw: Any, source: str, datasets: list[str]) -> dict[str, Re
 def _parse_search(raw: Any, source: str) -> SearchSpec:
     _expect(isinstance(raw, Mapping), source, "search", "must be a mapping", raw)
     _check_keys(raw, SEARCH_KEYS, source, "search")
-    metric = raw.get("metric", "val_hm")
-    _expect(isinstance(metric, str) and metric.startswith("val_"), source, "search.metric",
-            "must be a validation metric (val_base, val_new, val_hm): search never looks at test data", metric)
+    searched = protocols.search_protocol()
+    metric = raw.get("metric", searched.combined)
+    _expect(metric in searched.metric_names(), source, "search.metric",
+            f"must be a validation metric ({', '.join(searched.metric_names())}): search never looks at "
+            "test data", metric)
     mode = raw.get("mode", "max")
     _expect(mode in ("max", "min"), source, "search.mode", "must be max or min", mode)
     num_samples = raw.get("num_samples", 8)
@@ -415,149 +313,7 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
 
 
 # --------------------------------------------------------------------------------------------
-# Expansion and trial identity
-
-
-def trial_key(scientific: Mapping[str, Any], protocol: str) -> str:
-    """The short hash identifying a trial: canonical JSON of the scientific config and protocol.
-
-    A local checkpoint (``backbone.pretrained`` naming a file) enters by its content, not its
-    path: the same weights give the same key wherever the checkout or the data live.
-    """
-    canonical = json.dumps({"config": _with_checkpoint_content(scientific), "protocol": protocol},
-                           sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]
-
-
-def _with_checkpoint_content(scientific: Mapping[str, Any]) -> Mapping[str, Any]:
-    backbone = scientific.get("backbone")
-    pretrained = backbone.get("pretrained") if isinstance(backbone, Mapping) else None
-    if not isinstance(pretrained, str) or not Path(pretrained).is_file():
-        return scientific
-    stat = Path(pretrained).stat()
-    digest = _file_sha256(str(Path(pretrained).resolve()), stat.st_size, stat.st_mtime_ns)
-    return {**scientific, "backbone": {**backbone, "pretrained": f"sha256:{digest}"}}
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file's bytes; cached per (path, size, mtime) so a sweep hashes each once."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def resolve_trial(
-    base: Mapping[str, Any],
-    protocol: str,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    group: str = "",
-    source: str = "<dict>",
-) -> Trial:
-    """Resolve a run-config dict plus dotted overrides into a validated :class:`Trial`."""
-    from prometar.config import apply_overrides, build_config
-
-    data = apply_overrides(dict(base), dict(overrides or {}), source=source) if overrides else dict(base)
-    config = build_config(data, source=source)
-    return Trial(key=trial_key(config.scientific_dict(), protocol), protocol=protocol,
-                 config=config.to_dict(), group=group)
-
-
-def plan_trials(spec: SweepSpec) -> list[Trial]:
-    """Expand a spec's grid into trials (for a search sweep: the search groups' base trials).
-
-    Trials come longest first (:attr:`Trial.cost`); duplicates (two grid points that resolve to
-    the same config) are kept once.
-
-    Raises:
-        SpecError: A grid point or override the run config rejects (names the file and key).
-    """
-    protocol = SEARCH_PROTOCOL if spec.search else spec.protocol
-    trials: dict[str, Trial] = {}
-    for point in _grid_points(spec.grid):
-        trial = _resolve_point(spec, point, protocol)
-        trials.setdefault(trial.key, trial)
-    return sorted(trials.values(), key=lambda t: (-t.cost, t.dataset, t.method, t.seed, t.key))
-
-
-def plan_search_groups(spec: SweepSpec) -> list[SearchGroup]:
-    """The search groups of a search sweep: one per grid point, with the space checked."""
-    if spec.search is None:
-        return []
-    groups = []
-    for trial in plan_trials(spec):
-        _check_space(spec, trial)
-        space = {k: [kind, args] for k, (kind, args) in sorted(spec.search.space.items())}
-        ident = {"base": trial.key, "space": space, "metric": spec.search.metric, "mode": spec.search.mode}
-        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:KEY_LENGTH]
-        label = f"{trial.method}/{trial.dataset}/{trial.shots}shots/seed{trial.seed}"
-        groups.append(SearchGroup(key=key, base_config=trial.config, label=label))
-    return groups
-
-
-def _check_space(spec: SweepSpec, trial: Trial) -> None:
-    from prometar.config import ConfigError, flatten
-
-    assert spec.search is not None
-    flat = flatten(trial.config)
-    for dotted, (kind, args) in spec.search.space.items():
-        key = f"search.space.{dotted}"
-        if dotted not in flat:
-            raise SpecError(spec.source, key, f"{dotted!r} is not a run-config key")
-        current = flat[dotted]
-        numeric = isinstance(current, (int, float)) and not isinstance(current, bool)
-        if kind in NUMERIC_DISTRIBUTIONS and not numeric:
-            raise SpecError(spec.source, key, f"{kind} needs a numeric key; {dotted} is {current!r}")
-        for value in args if kind == "choice" else args[:1]:
-            try:
-                resolve_trial(trial.config, SEARCH_PROTOCOL, {dotted: value}, source=spec.source)
-            except ConfigError as err:
-                raise SpecError(spec.source, key, str(err)) from None
-
-
-def _grid_points(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
-    points: list[dict[str, Any]] = [{}]
-    for key, values in grid.items():
-        if key == VARIANT_AXIS:
-            points = [{**p, **{str(k): x for k, x in v.items()}} for p in points for v in values]
-        else:
-            points = [{**p, key: v} for p in points for v in values]
-    return points
-
-
-def _resolve_point(spec: SweepSpec, point: Mapping[str, Any], protocol: str) -> Trial:
-    """Preset → method settings → the sweep's overrides → the grid point (``resolve_config``)."""
-    from prometar.config import ConfigError, resolve_config
-
-    run_protocol = SEARCH_PROTOCOL if protocol == SEARCH_PROTOCOL else RUN_PROTOCOLS[spec.protocol]
-    overrides = {**spec.overrides, **point, "protocol": run_protocol}
-    try:
-        config = resolve_config(spec.preset, overrides, source=spec.source)
-    except ConfigError as err:
-        key = err.key or ""
-        if key == "preset" or err.source == spec.preset:
-            section, short = "preset", ""
-        else:
-            section = "grid" if key in point else "overrides"
-            short = {v: k for k, v in GRID_ALIASES.items()}.get(key, key) if section == "grid" else key
-        raise SpecError(spec.source, f"{section}.{short}".rstrip("."), err.reason) from None
-    return Trial(key=trial_key(config.scientific_dict(), protocol), protocol=protocol, config=config.to_dict())
-
-
-# --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _num_classes(dataset: str) -> int:
-    from prometar.data.catalog import get_dataset
-
-    try:
-        return int(get_dataset(dataset).num_classes)
-    except Exception:  # an unknown dataset was rejected earlier; stay a pure estimate here
-        return 1
 
 
 def _is_int(value: Any) -> bool:
@@ -574,11 +330,6 @@ def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], source: str, 
         if key not in allowed:
             where = f"{prefix}.{key}" if prefix else str(key)
             raise SpecError(source, where, f"unknown key; valid: {', '.join(allowed)}")
-
-
-def describe_trial(trial: Trial) -> str:
-    """A short human-readable line for a trial."""
-    return f"{trial.key}  {trial.method:<10} {trial.dataset:<15} seed={trial.seed} shots={trial.shots} [{trial.protocol}]"
 
 
 def spec_to_yaml(spec: SweepSpec, *, name: str, overrides: Mapping[str, Any]) -> str:

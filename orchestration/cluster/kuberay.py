@@ -1,0 +1,153 @@
+"""KubeRay: a ``RayJob`` manifest (and a ``ConfigMap`` carrying the sweep file) running the launch.
+
+A head without GPUs, one GPU worker group, the image (``docker/Dockerfile``), the entrypoint, and
+volumes for data and outputs; Ray token authentication through KubeRay's ``authOptions``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestration.cluster.common import JOB_ENV_VARS, launch_args, slug, validated_plan
+from orchestration.errors import ClusterError
+
+DEFAULT_IMAGE = "prometar:latest"
+SWEEP_MOUNT = "/etc/prometar/sweep"
+DATA_MOUNT = "/data"
+OUTPUT_MOUNT = "/outputs"
+IMAGE_UID = 1000
+"""The non-root user of ``docker/Dockerfile``; pods run as it and own the mounted volumes."""
+
+
+def render_rayjob(sweep: str | Path, *, image: str = DEFAULT_IMAGE, workers: int = 1, gpus_per_worker: int = 1,
+                  worker_cpus: int = 8, worker_memory: str = "32Gi", head_cpus: int = 4,
+                  head_memory: str = "16Gi", data_claim: str = "prometar-data",
+                  output_claim: str = "prometar-outputs", tracking_uri: str | None = None,
+                  namespace: str | None = None, overrides: Sequence[str] = (), token_auth: bool = True,
+                  ttl_seconds: int = 3600) -> str:
+    """A KubeRay ``RayJob`` manifest (preceded by a ``ConfigMap`` holding the sweep file).
+
+    The head runs the launch and no trials (``num-gpus: 0``, and it gets no GPU); a worker group of
+    ``workers`` pods with ``gpus_per_worker`` GPUs each runs the trials. Data is mounted read-only
+    from the ``data_claim`` PersistentVolumeClaim at ``/data``; outputs (Ray storage, artifacts,
+    and the SQLite ledger when no ``tracking_uri`` is given) go to ``output_claim`` at ``/outputs``
+    on every pod (a ReadWriteMany claim).
+
+    Args:
+        sweep: The sweep file; its text is embedded in the ConfigMap.
+        image: The container image (``docker/Dockerfile``).
+        workers: Worker pods.
+        gpus_per_worker: GPUs per worker pod (``nvidia.com/gpu``).
+        worker_cpus: CPUs per worker pod.
+        worker_memory: Memory per worker pod (Kubernetes quantity).
+        head_cpus: CPUs of the head pod.
+        head_memory: Memory of the head pod.
+        data_claim: PVC with the datasets.
+        output_claim: PVC for outputs.
+        tracking_uri: MLflow tracking URI (default: SQLite under ``/outputs``).
+        namespace: Namespace written into the manifests (default: none, ``kubectl -n`` decides).
+        overrides: ``KEY=VALUE`` overrides passed to the launch.
+        token_auth: Enable Ray token authentication (KubeRay ≥ 1.5.1 ``authOptions``).
+        ttl_seconds: Seconds the finished RayJob's cluster is kept before deletion.
+
+    Returns:
+        Multi-document YAML: the ConfigMap, then the RayJob.
+
+    Raises:
+        ClusterError: Bad counts (names the option).
+        orchestration.errors.SpecError: A bad sweep file or override.
+    """
+    import ray
+
+    for flag, value, low in (("--workers", workers, 1), ("--gpus-per-worker", gpus_per_worker, 0),
+                             ("--worker-cpus", worker_cpus, 1), ("--head-cpus", head_cpus, 1)):
+        if value < low:
+            raise ClusterError(f"{flag}: must be {low} or more, got {value}")
+    plan = validated_plan(sweep, overrides)
+    name = slug(f"prometar-{plan.name}")
+    sweep_file = f"{slug(plan.name)}.yaml"
+    entry = launch_args(f"{SWEEP_MOUNT}/{sweep_file}", address="auto",
+                        tracking_uri=tracking_uri or f"sqlite:///{OUTPUT_MOUNT}/mlflow.db",
+                        data_root=DATA_MOUNT, output=OUTPUT_MOUNT, overrides=overrides)
+    meta = {"name": name, "labels": {"app.kubernetes.io/name": "prometar", "prometar/sweep": slug(plan.name)}}
+    if namespace:
+        meta["namespace"] = namespace
+    volumes = [
+        {"name": "data", "persistentVolumeClaim": {"claimName": data_claim, "readOnly": True}},
+        {"name": "outputs", "persistentVolumeClaim": {"claimName": output_claim}},
+        {"name": "sweep", "configMap": {"name": f"{name}-sweep"}},
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+    ]
+    mounts = [
+        {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
+        {"name": "outputs", "mountPath": OUTPUT_MOUNT},
+        {"name": "sweep", "mountPath": SWEEP_MOUNT, "readOnly": True},
+        {"name": "shm", "mountPath": "/dev/shm"},
+    ]
+    env = [{"name": key, "value": value} for key, value in JOB_ENV_VARS.items()]
+    security = {"runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID}  # the image's user
+    head = {
+        "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
+        "template": {"spec": {"containers": [{
+            "name": "ray-head", "image": image, "env": env,
+            "ports": [{"containerPort": 6379, "name": "gcs-server"}, {"containerPort": 8265, "name": "dashboard"},
+                      {"containerPort": 10001, "name": "client"}],
+            "resources": {"requests": {"cpu": str(head_cpus), "memory": head_memory},
+                          "limits": {"cpu": str(head_cpus), "memory": head_memory}},
+            "volumeMounts": mounts,
+        }], "volumes": volumes, "securityContext": security}},
+    }
+    gpu = {"nvidia.com/gpu": str(gpus_per_worker)} if gpus_per_worker else {}
+    worker = {
+        "groupName": "gpu-workers" if gpus_per_worker else "cpu-workers",
+        "replicas": workers, "minReplicas": workers, "maxReplicas": workers,
+        "rayStartParams": {"num-gpus": str(gpus_per_worker)},
+        "template": {"spec": {"containers": [{
+            "name": "ray-worker", "image": image, "env": env,
+            "resources": {"requests": {"cpu": str(worker_cpus), "memory": worker_memory, **gpu},
+                          "limits": {"cpu": str(worker_cpus), "memory": worker_memory, **gpu}},
+            "volumeMounts": mounts,
+        }], "volumes": volumes, "securityContext": security}},
+    }
+    cluster: dict[str, Any] = {"rayVersion": ray.__version__}
+    if token_auth:
+        cluster["authOptions"] = {"mode": "token"}
+    cluster.update({"headGroupSpec": head, "workerGroupSpecs": [worker]})
+    rayjob = {
+        "apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta,
+        "spec": {
+            "entrypoint": shlex.join(["prometar-sweep", *entry]),
+            "submissionMode": "K8sJobMode",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": ttl_seconds,
+            "backoffLimit": 0,
+            "rayClusterSpec": cluster,
+        },
+    }
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {**meta, "name": f"{name}-sweep"},
+                  "data": {sweep_file: Path(sweep).read_text()}}
+    header = (f"# Generated by `prometar-sweep k8s` for the sweep {plan.name} ({sweep}).\n"
+              f"# Apply with: kubectl apply -f <this file>; follow with: kubectl get rayjob {name} -w\n")
+    return header + yaml.dump_all([config_map, rayjob], Dumper=_ManifestDumper, sort_keys=False,
+                                  default_flow_style=False)
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """Plain Kubernetes YAML: no anchors or aliases, multi-line strings as ``|`` blocks."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ManifestDumper.add_representer(str, _represent_str)

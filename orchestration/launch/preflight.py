@@ -1,0 +1,47 @@
+"""Checks before a launch writes anything: what a bad input would otherwise break mid-sweep.
+
+Every check raises :class:`~orchestration.errors.LaunchError` naming the path or option, before
+any run, trial or file exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestration.errors import LaunchError, SpecError
+from orchestration.sweeps.planning import SweepPlan
+
+
+def check_data_root(plan: SweepPlan, data_root: Path) -> None:
+    """Every dataset the trials read (sources and evaluation targets) is present under ``data_root``."""
+    from prometar.data.catalog import get_dataset
+
+    root = Path(data_root)
+    if not root.is_dir():
+        raise LaunchError(f"data root {root} does not exist (--data-root)")
+    needed = sorted({t.dataset for t in plan.trials} | set(plan.targets))
+    for key in needed:
+        folder = root / get_dataset(key).folder
+        if not folder.is_dir():
+            raise LaunchError(f"{plan.spec.source}: dataset {key!r} not found: {folder} does not exist (--data-root)")
+
+
+def check_inputs(plan: SweepPlan, data_root: Path | None, *, weights: bool = True) -> None:
+    """Every trial's inputs, as a run would meet them (``prometar.preflight``), each distinct one once.
+
+    The backbone name, its weights (a missing or unreadable checkpoint, one of another architecture,
+    a hub tag not available offline; ``weights=False``: not loaded), prompt depths against the
+    backbone's towers and, with a ``data_root``, the split files and images of every dataset a
+    trial reads. A problem is one
+    error naming the sweep file and the key or path, raised before any trial starts.
+    """
+    from prometar.config import ConfigError, build_config
+    from prometar.preflight import Preflight
+
+    checker = Preflight(data_root, weights=weights)
+    for trial in plan.trials:
+        config = trial.run_config or build_config(trial.config, source=plan.spec.source)
+        try:
+            checker.check(config, source=plan.spec.source)
+        except ConfigError as error:
+            raise SpecError(plan.spec.source, error.key, error.reason) from None

@@ -1,0 +1,263 @@
+"""Launching a sweep: plan → dedupe against the ledger → Ray Tune fan-out → outcome.
+
+:func:`launch` plans the sweep once (``orchestration.sweeps.planning``), checks the data root and
+the tracking store (bad input raises an :class:`~orchestration.errors.InputError` before anything
+is written), takes the launch lock, closes runs a dead launch left RUNNING, skips trial keys
+already FINISHED (``force`` reruns them) or running in another live launch, and runs the rest on
+Ray Tune (``orchestration.launch.tuner``; a search sweep: ``orchestration.launch.search``); a
+trial an earlier launch left unfinished continues its MLflow run (one run per trial key). When
+the sweep ends it prints the outcome and the command that shows the runs (``prometar-sweep ui``),
+writes the tables of the planned runs and closes the launch's parent run.
+
+Embedded default: a local Ray started in-process, bound to 127.0.0.1, no dashboard; ``address``
+joins a running cluster instead (``orchestration.launch.ray_session``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from orchestration import layout
+from orchestration.errors import LaunchError, ResultsError
+from orchestration.launch.lock import launch_lock
+from orchestration.launch.preflight import check_data_root, check_inputs
+from orchestration.launch.progress import ProgressLine
+from orchestration.launch.ray_session import ray_session
+from orchestration.launch.search import launch_search
+from orchestration.launch.status import plan_status, revision_note
+from orchestration.launch.tables import write_experiment_tables
+from orchestration.launch.trial_table import TrialTable
+from orchestration.launch.tuner import grid_space, run_tuner, tune_config
+from orchestration.layout import DEFAULT_DATA_ROOT, DEFAULT_OUTPUT
+from orchestration.ledger.store import TrialLedger
+from orchestration.ledger.vocabulary import FAILED, FINISHED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
+from orchestration.storage import is_uri
+from orchestration.sweeps.planning import SweepPlan, load_plan
+from orchestration.ui import ui_hint
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch a sweep (the ``launch`` verb's options)."""
+
+    data_root: Path = DEFAULT_DATA_ROOT
+    output: Path = DEFAULT_OUTPUT
+    storage: str | None = None
+    """Ray storage: a folder or a URI (``s3://...``); ``None``: ``<output>/ray``."""
+    address: str | None = None
+    tracking_uri: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    force: bool = False
+    max_concurrent: int | None = None
+    write_best: Path | None = None
+    tables: bool = True
+
+
+@dataclass
+class LaunchReport:
+    """What a launch did; ``exit_code`` is 0 when no trial failed, else 1.
+
+    ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
+    """
+
+    sweep: str
+    total: int
+    done_before: int
+    to_run: int
+    finished: int = 0
+    failed: int = 0
+    killed: int = 0
+    parent_run_id: str | None = None
+    best: list[dict[str, Any]] = field(default_factory=list)
+    plan: SweepPlan | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.killed else 0
+
+
+@dataclass
+class Launch:
+    """One launch in progress: the plan, the ledger, the report, where it writes, how, and to whom.
+
+    Attributes:
+        plan: The sweep, planned once.
+        ledger: The sweep's ledger store.
+        report: What the launch did so far.
+        output: The output folder (absolute).
+        options: The launch's options.
+        out: Where progress and summaries go.
+    """
+
+    plan: SweepPlan
+    ledger: TrialLedger
+    report: LaunchReport
+    output: Path
+    options: LaunchOptions
+    out: IO[str]
+
+
+def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream: IO[str] | None = None) -> LaunchReport:
+    """Run a sweep: the trials the ledger does not have FINISHED, on Ray Tune, recorded in MLflow.
+
+    Args:
+        path: The sweep file.
+        options: Data root, output folder, cluster address, tracking URI, overrides, flags.
+        stream: Where progress and summaries go (stdout by default).
+
+    Returns:
+        The launch report (``exit_code`` 1 when a trial failed), with the plan.
+
+    Raises:
+        SpecError: Bad sweep file. LaunchError: bad data root, or the same sweep is being launched
+            into the same output folder by another process. TrackingError: unusable store.
+            All raised before any run or trial starts.
+    """
+    out = stream or sys.stdout
+    plan = load_plan(path, overrides=options.overrides)
+    if is_uri(options.output):
+        raise LaunchError(f"--output {options.output}: the output folder is a local folder (lock, tables, the "
+                          "default SQLite ledger); put Ray storage on object storage with --storage URI")
+    output = Path(options.output).resolve()
+    if options.address is None:  # a local launch: the data and the weights are here
+        check_data_root(plan, Path(options.data_root))
+        check_inputs(plan, Path(options.data_root))
+    else:  # on a cluster they live on its nodes
+        check_inputs(plan, None, weights=False)
+    ledger = TrialLedger.for_output(plan.name, output, options.tracking_uri)
+
+    if options.dry_run:
+        status = plan_status(plan, output, options.tracking_uri)
+        done = 0 if options.force else status.done
+        print(f"[{plan.name}] dry run: done {done} · to do {status.total - done} · total {status.total}"
+              + (f" · {revision_note(status.other_revisions)}" if status.other_revisions else ""), file=out)
+        return LaunchReport(plan.name, status.total, done, status.total - done, plan=plan)
+
+    if options.tracking_uri is not None:
+        ledger.check_reachable()  # a remote store: before anything is written locally
+    check_storage(options.storage)
+    output.mkdir(parents=True, exist_ok=True)
+    with launch_lock(output, plan.name, source=plan.spec.source):
+        return _launch_locked(plan, ledger, output, options, out)
+
+
+def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: LaunchOptions,
+                   out: IO[str]) -> LaunchReport:
+    """The launch proper, while this process holds the sweep's launch lock."""
+    if options.tracking_uri is None:
+        ledger.check_reachable()  # creates the SQLite ledger in the output folder
+    runs = ledger.runs()  # one snapshot: closing stale runs does not change which keys FINISHED
+    closed = ledger.close_stale_runs(runs)
+    if closed:
+        print(f"[{plan.name}] closed {closed} run(s) a previous launch left RUNNING as KILLED", file=out)
+    other_revisions = ledger.finished_under_other_revisions(runs)
+    if other_revisions:
+        print(f"[{plan.name}] {revision_note(other_revisions)}", file=out)
+    busy = ledger.running_in_live_launches(runs)  # another live launch (another output, another machine)
+    elsewhere = {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in busy}
+    if elsewhere:
+        holders = ", ".join(sorted(set(elsewhere.values())))
+        print(f"[{plan.name}] {len(elsewhere)} trial(s) are running in another live launch ({holders}); "
+              "not started here", file=out)
+
+    trials = list(plan.trials)
+    if plan.groups:
+        report = LaunchReport(plan.name, plan.total, 0, 0, plan=plan)
+        current = Launch(plan, ledger, report, output, options, out)
+        busy_groups = Counter(run.data.tags.get(SEARCH_GROUP_TAG) for run, _ in busy)
+        with _closing_parent(ledger, report):
+            launch_search(current, busy_groups)
+    else:
+        statuses = {} if options.force else ledger.statuses(runs)
+        done = [t for t in trials if FINISHED in statuses.get(t.key, set())]
+        todo = [t for t in trials if t not in done and t.key not in elsewhere]
+        report = LaunchReport(plan.name, len(trials), len(done), len(todo), plan=plan)
+        current = Launch(plan, ledger, report, output, options, out)
+        # one run per trial key: a trial an earlier launch left unfinished continues its run
+        reopen = {} if options.force else ledger.reopenable({t.key for t in todo}, runs)
+        if not todo and len(done) == len(trials):
+            print(f"[{plan.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
+        elif not todo:
+            print(f"[{plan.name}] nothing to do here: {len(done)} of {len(trials)} trials FINISHED, the rest "
+                  "running in another live launch", file=out)
+        else:
+            print(f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
+                  file=out)
+            if reopen:
+                print(f"[{plan.name}] {len(reopen)} trial(s) continue the MLflow run an earlier launch left "
+                      "unfinished", file=out)
+            with _closing_parent(ledger, report), ray_session(options.address):
+                progress = ProgressLine(plan.name, report.total, report.done_before, out)
+                run_tuner(current, TrialTable(trials={t.key: t for t in todo}), grid_space(todo),
+                          tune_config(current), progress, reopen=reopen)
+    _finish(current)
+    return report
+
+
+def check_storage(location: str | None) -> None:
+    """A ``--storage`` URI must open and answer before anything is written (``LaunchError`` otherwise)."""
+    if not location or not is_uri(location):
+        return
+    from orchestration.storage import StorageError, open_storage
+
+    try:
+        storage = open_storage(location)
+        storage.filesystem.get_file_info(storage.path)
+    except (StorageError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LaunchError(f"--storage {location}: cannot be used: {first[:300]}") from None
+
+
+@contextmanager
+def _closing_parent(ledger: TrialLedger, report: LaunchReport) -> Iterator[None]:
+    """If the fan-out itself breaks (Ray lost, interrupted), the launch's parent run ends FAILED."""
+    try:
+        yield
+    except BaseException:
+        if report.parent_run_id:
+            ledger.end_run(report.parent_run_id, FAILED)
+        raise
+
+
+def _finish(launch: Launch) -> None:
+    """Summary line, the tables of the planned runs, then close the parent run."""
+    plan, report, out = launch.plan, launch.report, launch.out
+    print(f"[{plan.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
+          f"skipped (done before) {report.done_before}", file=out)
+    print(f"[{plan.name}] {ui_hint(launch.ledger.tracking_uri, output=launch.options.output)}", file=out)
+    try:
+        if launch.options.tables and launch.ledger.experiment_id() is not None:
+            _write_tables(launch)
+    finally:
+        if report.parent_run_id:
+            launch.ledger.end_run(report.parent_run_id, FAILED if report.exit_code else FINISHED)
+
+
+def _write_tables(launch: Launch) -> None:
+    """The tables of the runs the plan plans (the experiment may hold other configurations)."""
+    from orchestration.results.source import summarize_plan
+
+    plan = launch.plan
+    summary = summarize_plan(plan)
+    try:
+        written = write_experiment_tables(
+            plan.name, launch.ledger.tracking_uri, layout.tables_folder(launch.output, plan.name),
+            datasets=summary.datasets, protocol=summary.protocol, search_space=summary.search_space,
+            expected_seeds=summary.seeds, parent_run_id=launch.report.parent_run_id, planned=summary.planned,
+            targets=summary.targets)
+    except ResultsError as err:  # no table for these runs: the sweep's outcome stands
+        print(f"[{plan.name}] no table: {err}", file=launch.out)
+        return
+    for name, path in written.items():
+        if name.endswith(".md"):
+            print(f"\n{path.read_text()}", file=launch.out)
+
+
+__all__ = ["Launch", "LaunchOptions", "LaunchReport", "launch"]

@@ -1,0 +1,165 @@
+"""A search sweep's launch: one Optuna search per search group, resumed, then the best written.
+
+Each group's samples are Tune trials of a Tuner whose searcher is Optuna (optionally with ASHA
+early stopping on epoch rungs), seeded and fed the group's FINISHED samples first, so a relaunch
+resumes the search instead of restarting it. Samples a live launch elsewhere is running count as
+taken: a group never gets more than ``num_samples``. The best sample of each group is reported
+and, with ``--write-best``, written as a sweep file for the sweep's real protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestration.environment import temporary_environment
+from orchestration.launch.progress import ProgressLine
+from orchestration.launch.ray_session import ray_session
+from orchestration.launch.trial_table import GROUP_KEY, TrialTable
+from orchestration.launch.tuner import run_tuner, tune_config
+from orchestration.sweeps.planning import SearchGroup, SweepPlan
+from orchestration.sweeps.spec import SweepSpec, spec_to_yaml
+
+if TYPE_CHECKING:
+    from orchestration.launch.runner import Launch
+
+
+class FinalMetricOptunaSearch(OptunaSearch):
+    """Optuna through Tune, fed only the results that carry the searched metric.
+
+    A searched trial reports per-epoch training metrics (with its checkpoints) before its final
+    ``val_*`` metrics; Tune's ``OptunaSearch`` would read the metric from every report.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.metric in result:
+            super().on_trial_result(trial_id, result)
+
+
+def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
+    """One Optuna search per group, resumed from the group's FINISHED samples; then the best.
+
+    Args:
+        launch: The launch in progress (a search sweep's plan).
+        busy_groups: Search-group key → samples a live launch elsewhere is running; they count as
+            taken, so the group never gets more than ``num_samples`` samples.
+    """
+    plan, report, out, options = launch.plan, launch.report, launch.out, launch.options
+    search = plan.spec.search
+    assert search is not None
+    with ExitStack() as stack:
+        stack.enter_context(temporary_environment(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"))  # val_* come last
+        for group in plan.groups:
+            prior = [] if options.force else launch.ledger.finished_in_group(group.key)
+            prior = [r for r in prior if search.metric in r.data.metrics]
+            busy = busy_groups.get(group.key, 0)
+            samples = search.num_samples - len(prior) - busy
+            report.done_before += min(len(prior), search.num_samples)
+            running = f", {busy} running in another live launch" if busy else ""
+            if samples <= 0:
+                print(f"[{plan.name}] {group.label}: search done ({len(prior)} samples{running})", file=out)
+                continue
+            if report.to_run == 0:
+                stack.enter_context(ray_session(options.address))
+            report.to_run += samples
+            points = [{k: _param_value(r.data.params[k]) for k in search.space} for r in prior]
+            rewards = [r.data.metrics[search.metric] for r in prior]
+            print(f"[{plan.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done{running}", file=out)
+            _search_group(launch, group, samples, points, rewards)
+    report.best = best_samples(plan, launch.ledger)
+    for best in report.best:
+        values = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        print(f"[{plan.name}] best {best['label']}: {search.metric}={best['value']:.2f}  {values}", file=out)
+    if options.write_best and report.best:
+        for written in write_best_sweeps(plan.spec, report.best, Path(options.write_best)):
+            print(f"[{plan.name}] wrote {written}", file=out)
+
+
+def _search_group(launch: Launch, group: SearchGroup, samples: int, points: list[dict[str, Any]],
+                  rewards: list[float]) -> None:
+    """One Tuner: ``samples`` new samples of one group, Optuna warm-started with the prior ones."""
+    search = launch.plan.spec.search
+    assert search is not None
+    space = {GROUP_KEY: group.key, **{k: _domain(kind, args) for k, (kind, args) in search.space.items()}}
+    progress = ProgressLine(f"{launch.plan.name}:{group.label}", search.num_samples, search.num_samples - samples,
+                            launch.out)
+    config = tune_config(launch, search_alg=_searcher(launch.plan.spec, points, rewards),
+                         scheduler=_scheduler(launch.plan.spec, group), num_samples=samples)
+    run_tuner(launch, TrialTable(groups={group.key: group}), space, config, progress)
+
+
+def _domain(kind: str, args: list[Any]) -> Any:
+    from ray import tune
+
+    if kind == "uniform":
+        return tune.uniform(args[0], args[1])
+    if kind == "loguniform":
+        return tune.loguniform(args[0], args[1])
+    if kind == "randint":
+        return tune.randint(int(args[0]), int(args[1]) + 1)  # the sweep's bounds are inclusive
+    return tune.choice(list(args))
+
+
+def _searcher(spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float]) -> Any:
+    assert spec.search is not None
+    return FinalMetricOptunaSearch(metric=spec.search.metric, mode=spec.search.mode, seed=spec.search.seed,
+                                   points_to_evaluate=points or None, evaluated_rewards=rewards or None)
+
+
+def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    assert spec.search is not None
+    if spec.search.scheduler != "asha":
+        return FIFOScheduler()
+    epochs = int(group.base_config["optim"]["epochs"])
+    # stops trials on the searched metric at epoch rungs (needs it in the per-epoch reports)
+    return ASHAScheduler(metric=spec.search.metric, mode=spec.search.mode, time_attr="training_iteration",
+                         grace_period=1, max_t=max(2, epochs + 1))
+
+
+def _param_value(text: str) -> Any:
+    from prometar.config import parse_yaml
+
+    return parse_yaml(text)
+
+
+def best_samples(plan: SweepPlan, ledger: Any) -> list[dict[str, Any]]:
+    """The best FINISHED sample of each search group: group, label, dataset, shots, value, params."""
+    search = plan.spec.search
+    assert search is not None
+    sign = 1 if search.mode == "max" else -1
+    best = []
+    for group in plan.groups:
+        runs = [r for r in ledger.finished_in_group(group.key) if search.metric in r.data.metrics]
+        if not runs:
+            continue
+        top = max(runs, key=lambda r: sign * r.data.metrics[search.metric])
+        best.append({"group": group.key, "label": group.label, "dataset": group.dataset,
+                     "shots": group.base.shots, "value": top.data.metrics[search.metric],
+                     "params": {k: _param_value(top.data.params[k]) for k in search.space}})
+    return best
+
+
+def write_best_sweeps(spec: SweepSpec, best: list[dict[str, Any]], target: Path) -> list[Path]:
+    """Write the best configuration as sweep file(s) for the real protocol.
+
+    One search group: ``target`` itself. Several: ``<stem>.<dataset>-<shots>shots.yaml`` beside it,
+    one per group (each best configuration applies to its own dataset and shots).
+    """
+    written = []
+    for entry in best:
+        sub = replace(spec, grid={**spec.grid, "data.dataset": [entry["dataset"]], "data.shots": [entry["shots"]]})
+        path = target if len(best) == 1 else target.with_name(f"{target.stem}.{entry['dataset']}-{entry['shots']}shots.yaml")
+        name = f"{spec.name}_best" if len(best) == 1 else f"{spec.name}_best_{entry['dataset']}_{entry['shots']}shots"
+        header = (f"# Best configuration of {spec.source} for {entry['label']}: "
+                  f"{spec.search.metric if spec.search else 'metric'}={entry['value']:.2f} (validation, base classes)\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + spec_to_yaml(sub, name=name, overrides={**spec.overrides, **entry["params"]}))
+        written.append(path)
+    return written

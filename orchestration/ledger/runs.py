@@ -1,0 +1,306 @@
+"""The runs reader: MLflow child runs (or a CSV of per-run rows) into one tidy :class:`RunsTable`.
+
+Everything downstream (``orchestration.results``) is a pure function of the tidy table this module
+returns: one row per (run, final metric) with the columns :data:`RUN_COLUMNS`. The configuration of
+each run (MLflow params, dotted keys) travels beside it in a wide frame keyed by ``run_id``.
+
+Writing the ledger belongs to the store and the callback; this module only reads it, through the
+child-run tags of ``orchestration.ledger.vocabulary``; which metrics are final results is the
+protocol registry's word (``prometar.protocols``). Given a sweep's plan, only the runs it plans
+are read (:class:`PlannedRuns`): the experiment may also hold runs of other configurations of the
+same cells (an edited sweep, a launch with ``--set``, another checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from orchestration.errors import ResultsError
+from orchestration.ledger.store import deleted_experiment_message, search_runs
+from orchestration.ledger.vocabulary import (
+    FINISHED,
+    IDENTITY_TAGS,
+    PROTOCOL_TAG,
+    SEARCH_GROUP_TAG,
+    TRIAL_KEY_TAG,
+)
+from orchestration.sweeps.planning import SweepPlan
+from prometar import protocols
+
+IDENTITY_COLUMNS: tuple[str, ...] = tuple(IDENTITY_TAGS)
+"""Columns that identify where a run sits in the paper's grid."""
+
+RUN_COLUMNS: tuple[str, ...] = (*IDENTITY_COLUMNS, "metric", "value", "run_id")
+"""Columns of the tidy runs table, in order."""
+
+CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots",
+                                         *protocols.get_protocol(protocols.DEFAULT).set_metrics)
+"""Columns a ``--runs`` CSV must have (architecture.md): ``base_acc`` and ``new_acc`` as metrics."""
+
+DEFAULT_PROTOCOL = protocols.get_protocol(protocols.DEFAULT).tag
+"""The protocol of runs-CSV rows without a ``protocol`` column."""
+
+
+@dataclass(frozen=True)
+class RunsTable:
+    """The runs of one experiment (or runs CSV), ready for tables and plots.
+
+    Attributes:
+        runs: The tidy runs table, columns :data:`RUN_COLUMNS`, final metrics only.
+        params: One row per ``run_id`` (the index), one column per dotted config key.
+        curve_metrics: Names of the non-final metrics the runs logged (training curves, gates).
+        unplanned_runs: Runs of the experiment (in the statuses read) left out because the sweep
+            does not plan them; 0 when no restriction was asked for.
+    """
+
+    runs: pd.DataFrame
+    params: pd.DataFrame = field(default_factory=pd.DataFrame)
+    curve_metrics: tuple[str, ...] = ()
+    unplanned_runs: int = 0
+
+
+@dataclass(frozen=True)
+class PlannedRuns:
+    """The child runs a sweep plans: those whose tag ``tag`` holds one of ``keys``.
+
+    Attributes:
+        tag: :data:`TRIAL_KEY_TAG` (grid sweeps: one key per planned trial) or
+            :data:`SEARCH_GROUP_TAG` (search sweeps: one key per planned search group, whose sampled
+            trials are not known in advance).
+        keys: The planned trial keys or search-group keys.
+    """
+
+    tag: str
+    keys: frozenset[str]
+
+
+def planned_runs(plan: SweepPlan) -> PlannedRuns:
+    """The runs a sweep's plan plans, to restrict :func:`read_experiment` to them.
+
+    Args:
+        plan: The sweep's plan (with any ``--set`` overrides already applied).
+
+    Returns:
+        The planned search-group keys for a search sweep (child runs carry
+        :data:`SEARCH_GROUP_TAG`), else the planned trial keys.
+    """
+    if plan.groups:
+        return PlannedRuns(SEARCH_GROUP_TAG, frozenset(g.key for g in plan.groups))
+    return PlannedRuns(TRIAL_KEY_TAG, frozenset(t.key for t in plan.trials))
+
+
+def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
+    """Turn one row per run (identity columns, metric columns, config columns) into a :class:`RunsTable`.
+
+    Metric columns are the final metrics of a protocol (``prometar.protocols``); the remaining
+    non-identity columns (other than ``run_id``) become the params frame.
+
+    Args:
+        wide: One row per run; must hold ``method``, ``dataset``, ``seed`` and ``shots``;
+            ``protocol`` defaults to ``base2new`` and ``run_id`` to ``<source>:<row>``.
+        source: Where the rows came from, for error messages and default run ids.
+
+    Returns:
+        The ledger; rows with a missing metric value are dropped from ``runs``.
+    """
+    wide = wide.copy()
+    for column in ("method", "dataset", "seed", "shots"):
+        if column not in wide.columns:
+            raise ResultsError(f"{source}: missing column {column!r}")
+    if "protocol" not in wide.columns:
+        wide["protocol"] = DEFAULT_PROTOCOL
+    if "run_id" not in wide.columns:
+        wide["run_id"] = [f"{source}:{i + 2}" for i in range(len(wide))]
+    for column in ("seed", "shots"):
+        numbers = pd.to_numeric(wide[column], errors="coerce")
+        bad = wide.index[numbers.isna() | (numbers != numbers.round())]
+        if len(bad):
+            raise ResultsError(
+                f"{source}: column {column!r} must hold integers (run {wide.loc[bad[0], 'run_id']}: "
+                f"{wide.loc[bad[0], column]!r})"
+            )
+        wide[column] = numbers.astype("int64")
+    for column in ("method", "dataset", "protocol", "run_id"):
+        wide[column] = wide[column].astype(str)
+    metrics = [c for c in wide.columns if protocols.is_final_metric(str(c))]
+    for column in metrics:
+        numbers = pd.to_numeric(wide[column], errors="coerce")
+        bad = wide.index[numbers.isna() & wide[column].notna()]
+        if len(bad):
+            raise ResultsError(
+                f"{source}: metric {column!r} is not a number (run {wide.loc[bad[0], 'run_id']}: "
+                f"{wide.loc[bad[0], column]!r})"
+            )
+        wide[column] = numbers.astype("float64")
+    runs = wide.melt(
+        id_vars=[*IDENTITY_COLUMNS, "run_id"], value_vars=metrics, var_name="metric", value_name="value"
+    )
+    runs = runs.dropna(subset=["value"])[list(RUN_COLUMNS)].reset_index(drop=True)
+    param_columns = [c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id", *metrics}]
+    params = wide.set_index("run_id")[param_columns]
+    return RunsTable(runs=runs, params=params)
+
+
+def read_csv_file(path: Path, what: str) -> pd.DataFrame:
+    """Read a CSV file; a missing or unreadable one raises ``ResultsError`` naming ``path`` and ``what``."""
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError as error:
+        raise ResultsError(f"{path}: {what} not found") from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ResultsError(f"{path}: not a readable CSV ({error})") from error
+
+
+def read_runs_csv(path: Path | str) -> RunsTable:
+    """Read a CSV of per-run rows (``method,dataset,seed,shots,base_acc,new_acc`` at least).
+
+    Optional columns: ``protocol`` (default ``base2new``), ``run_id``, further final metrics
+    (``hm``, ``acc``, ``acc/<target>``, ``val_*``) and config columns (dotted keys), which become
+    params.
+
+    Raises:
+        ResultsError: The file is missing or unreadable, or a required column is missing or malformed.
+    """
+    path = Path(path)
+    wide = read_csv_file(path, "runs CSV")
+    missing = [c for c in CSV_REQUIRED_COLUMNS if c not in wide.columns]
+    if missing:
+        raise ResultsError(
+            f"{path}: missing column(s) {', '.join(missing)} (need {','.join(CSV_REQUIRED_COLUMNS)})"
+        )
+    return tidy_from_wide(wide, source=str(path))
+
+
+def _search_child_runs(client: Any, experiment_id: str, statuses: Sequence[str]) -> list[Any]:
+    """All runs of an experiment carrying a trial key, in the given statuses."""
+    filter_string = f"tags.`{TRIAL_KEY_TAG}` != ''"
+    if len(statuses) == 1:
+        filter_string += f" and attributes.status = '{statuses[0]}'"
+    return search_runs(client, experiment_id, filter_string=filter_string, statuses=statuses,
+                       page_size=50_000)
+
+
+def read_experiment(
+    experiment: str,
+    tracking_uri: str,
+    *,
+    statuses: Sequence[str] = (FINISHED,),
+    planned: PlannedRuns | None = None,
+) -> RunsTable:
+    """Read the child runs of an MLflow experiment into a :class:`RunsTable`.
+
+    When a trial key was run more than once (``launch --force``), the latest start wins.
+
+    Args:
+        experiment: The experiment name (the sweep's name).
+        tracking_uri: The MLflow tracking URI.
+        statuses: Run statuses to keep (tables use FINISHED runs only).
+        planned: Keep only these runs (:func:`planned_runs`), before the latest-per-key choice;
+            ``None`` keeps every child run.
+
+    Returns:
+        The ledger of those runs; ``unplanned_runs`` counts the runs ``planned`` left out.
+
+    Raises:
+        ResultsError: The experiment does not exist, or a run lacks an identity tag.
+    """
+    from mlflow import MlflowClient
+
+    _require_sqlite_file(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
+    if found.lifecycle_stage == "deleted":  # reported, never restored: reading does not write
+        raise ResultsError(deleted_experiment_message(experiment, found.experiment_id, tracking_uri))
+    records: list[dict[str, Any]] = []
+    params: dict[str, dict[str, str]] = {}
+    curve_metrics: set[str] = set()
+    unplanned = 0
+    for run in _search_child_runs(client, found.experiment_id, statuses):
+        tags = run.data.tags
+        if planned is not None and tags.get(planned.tag) not in planned.keys:
+            unplanned += 1
+            continue
+        record: dict[str, Any] = {
+            "run_id": run.info.run_id,
+            "_trial_key": tags[TRIAL_KEY_TAG],
+            "_start": run.info.start_time or 0,
+        }
+        for column, tag in IDENTITY_TAGS.items():
+            if tag not in tags:
+                if tag == PROTOCOL_TAG:
+                    record[column] = DEFAULT_PROTOCOL
+                    continue
+                raise ResultsError(f"experiment {experiment!r}: run {run.info.run_id} has no tag {tag!r}")
+            record[column] = tags[tag]
+        for key, value in run.data.metrics.items():
+            if protocols.is_final_metric(key):
+                record[key] = value
+            else:
+                curve_metrics.add(key)
+        records.append(record)
+        params[run.info.run_id] = dict(run.data.params)
+    if not records:
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
+        return RunsTable(runs=empty, params=pd.DataFrame(), curve_metrics=tuple(sorted(curve_metrics)),
+                      unplanned_runs=unplanned)
+    wide = pd.DataFrame.from_records(records)
+    wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
+    wide = wide.drop(columns=["_trial_key", "_start"])
+    ledger = tidy_from_wide(wide, source=f"experiment {experiment!r}")
+    param_frame = pd.DataFrame.from_dict(params, orient="index").reindex(wide["run_id"])
+    param_frame.index.name = "run_id"
+    return RunsTable(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)),
+                  unplanned_runs=unplanned)
+
+
+def _require_sqlite_file(tracking_uri: str) -> None:
+    """Refuse a SQLite ledger that does not exist (MLflow would create an empty one)."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if str(path) != ":memory:" and not path.exists():
+            raise ResultsError(f"no MLflow ledger at {path} (tracking URI {tracking_uri})")
+
+
+def read_metric_history(tracking_uri: str, run_ids: Iterable[str], metrics: Iterable[str]) -> pd.DataFrame:
+    """Per-step values of the given metrics for the given runs (training curves, gate statistics).
+
+    Args:
+        tracking_uri: The MLflow tracking URI.
+        run_ids: Runs to read (one request per run and metric: select a few runs).
+        metrics: Metric names.
+
+    Returns:
+        Columns ``run_id, metric, step, value``, sorted by run, metric and step.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    metrics = list(metrics)
+    rows = [
+        (run_id, key, m.step, m.value)
+        for run_id in run_ids
+        for key in metrics
+        for m in client.get_metric_history(run_id, key)
+    ]
+    history = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+    return history.sort_values(["run_id", "metric", "step"]).reset_index(drop=True)
+
+
+def attach_params(runs: pd.DataFrame, params: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Add the named config columns (by ``run_id``) to the tidy runs table.
+
+    Raises:
+        ResultsError: A name is not a param of these runs.
+    """
+    missing = [n for n in names if n not in params.columns]
+    if missing:
+        known = ", ".join(sorted(map(str, params.columns))[:20]) or "none"
+        raise ResultsError(f"unknown param(s) {', '.join(missing)}; known: {known}")
+    return runs.merge(params[list(names)], left_on="run_id", right_index=True, how="left")

@@ -1,0 +1,308 @@
+"""The ledger store: one sweep's MLflow records — who finished, who runs where, the launch runs.
+
+MLflow is the ledger (``architecture.md``): experiment = the sweep's name; one parent run per
+launch; one child run per trial key (the names: ``orchestration.ledger.vocabulary``). Only the
+driver writes (the Tune callback, ``orchestration.ledger.callback``), so the default SQLite store
+``<output>/mlflow.db`` has a single writer. Before fan-out :meth:`TrialLedger.statuses` says which
+keys already FINISHED (they are skipped) and :meth:`TrialLedger.close_stale_runs` closes, as
+KILLED, runs a dead launch left RUNNING.
+
+A tracking server (``http://``) is used the same way over HTTP: no node needs the store's files.
+One run per trial key across launches: :meth:`TrialLedger.reopenable` names the run a new launch
+of an unfinished trial continues (the callback reopens it). Reading never writes: a deleted
+experiment is reported (:class:`TrackingError`), never restored.
+
+Which launches are alive: a launch's parent run carries its host and pid and a heartbeat tag the
+callback refreshes every :data:`HEARTBEAT_EVERY_S`. A RUNNING parent is alive while its heartbeat
+is younger than :data:`LAUNCH_ALIVE_S` and — on this host — its pid still exists. Runs of a live
+launch (another output folder, another machine, one tracking server) are neither closed nor
+started again.
+
+:func:`search_runs` is the one paginated reader of MLflow runs (this store and the runs reader of
+the results layer use it).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestration import layout
+from orchestration.environment import temporary_environment
+from orchestration.errors import TrackingError
+from orchestration.layout import default_tracking_uri
+from orchestration.ledger.vocabulary import (
+    ACTIVE,
+    CLOSED_BY_RELAUNCH,
+    CLOSED_BY_TAG,
+    FINISHED,
+    GIT_SHA_TAG,
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    KILLED,
+    LAUNCH_ROLE,
+    PARENT_TAG,
+    PID_TAG,
+    RESULT_REVISION_TAG,
+    ROLE_TAG,
+    RUNNING,
+    SEARCH_GROUP_TAG,
+    SWEEP_TAG,
+    TRIAL_KEY_TAG,
+    VERSION_TAG,
+)
+from orchestration.provenance import code_version, git_sha
+from prometar import RESULT_REVISION
+
+HEARTBEAT_EVERY_S = 60.0
+"""How often a launch refreshes its parent run's heartbeat (from the Tune callback)."""
+LAUNCH_ALIVE_S = 600.0
+"""A launch whose heartbeat is older than this is dead (its RUNNING runs are closed as KILLED)."""
+
+
+def search_runs(client: Any, experiment_id: str, *, filter_string: str = "",
+                statuses: Sequence[str] | None = None, page_size: int = 1000) -> list[Any]:
+    """Every run of an experiment matching ``filter_string`` (all pages), in ``statuses`` if given."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=page_size,
+                                  page_token=token)
+        runs.extend(r for r in page if statuses is None or r.info.status in statuses)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _fail_fast() -> AbstractContextManager[None]:
+    """No HTTP retries while probing: an unreachable server fails in seconds, not minutes."""
+    return temporary_environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+
+
+@dataclass
+class TrialLedger:
+    """The MLflow records of one sweep (one experiment).
+
+    Attributes:
+        tracking_uri: The MLflow tracking URI.
+        experiment: The experiment name (the sweep's name).
+        artifact_root: Where a new experiment stores artifacts (SQLite default), or ``None``.
+    """
+
+    tracking_uri: str
+    experiment: str
+    artifact_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    @classmethod
+    def for_output(cls, experiment: str, output: Path | str, tracking_uri: str | None = None) -> TrialLedger:
+        """The ledger of a sweep launched into ``output``: ``tracking_uri``, else the embedded one.
+
+        The embedded default is the SQLite file ``<output>/mlflow.db``, its new experiments'
+        artifacts under ``<output>/mlartifacts``; a given tracking URI keeps the server's own.
+        """
+        if tracking_uri is not None:
+            return cls(tracking_uri, experiment)
+        return cls(default_tracking_uri(output), experiment, artifact_root=layout.artifact_root(output))
+
+    @staticmethod
+    def exists(output: Path | str, tracking_uri: str | None = None) -> bool:
+        """Whether the ledger may hold runs: a given tracking URI, or an existing embedded store."""
+        return tracking_uri is not None or layout.ledger_file(output).is_file()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None}  # Tune pickles callbacks; the client is remade
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client, made on first use (making one creates a missing SQLite store)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def check_reachable(self) -> None:
+        """Fail with :class:`TrackingError` unless the store answers and the sweep's experiment,
+        if it exists, is not deleted (no trial has started yet)."""
+        try:
+            with _fail_fast():
+                self.client.search_experiments(max_results=1)
+        except Exception as err:  # any failure to talk to the store means: do not start
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrackingError(f"tracking URI {self.tracking_uri} is unreachable: {first[:300]}") from None
+        self.experiment_id()
+
+    def experiment_id(self, *, create: bool = False) -> str | None:
+        """The experiment's id; created (with ``artifact_root``) when ``create`` and missing.
+
+        Raises:
+            TrackingError: The experiment exists but is deleted. It is not restored (reading
+                never writes, and a launch does not bring back runs someone deleted); the message
+                says how to restore it or remove it for good.
+        """
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is not None and found.lifecycle_stage == "deleted":
+                raise TrackingError(deleted_experiment_message(self.experiment, found.experiment_id,
+                                                               self.tracking_uri))
+            if found is not None:
+                self._experiment_id = found.experiment_id
+            elif create:
+                location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+        return self._experiment_id
+
+    def runs(self) -> list[Any]:
+        """Every run of the experiment (parents and children); empty if it does not exist."""
+        exp = self.experiment_id()
+        if exp is None:
+            return []
+        return search_runs(self.client, exp)
+
+    def statuses(self, runs: list[Any] | None = None) -> dict[str, set[str]]:
+        """Trial key → the statuses of its child runs (``FINISHED``, ``FAILED``, ``RUNNING``, ...).
+
+        ``runs``: a snapshot from :meth:`runs` to read instead of querying the store again.
+        """
+        out: dict[str, set[str]] = {}
+        for run in self.runs() if runs is None else runs:
+            key = run.data.tags.get(TRIAL_KEY_TAG)
+            if key:
+                out.setdefault(key, set()).add(run.info.status)
+        return out
+
+    def finished_under_other_revisions(self, runs: list[Any] | None = None) -> dict[int, int]:
+        """Result revision → how many FINISHED trial runs code of that revision (not this one) recorded.
+
+        Their trial keys are not this code's, so launches do not count them as done.
+        """
+        out: dict[int, int] = {}
+        for run in self.runs() if runs is None else runs:
+            if run.info.status == FINISHED and run.data.tags.get(TRIAL_KEY_TAG):
+                revision = run_revision(run)
+                if revision != RESULT_REVISION:
+                    out[revision] = out.get(revision, 0) + 1
+        return dict(sorted(out.items()))
+
+    def reopenable(self, keys: set[str] | frozenset[str], runs: list[Any] | None = None) -> dict[str, Any]:
+        """Trial key → its latest run, for the keys whose latest run ended without finishing
+        (KILLED or FAILED, or RUNNING in a dead launch): the run a new launch of the key reopens."""
+        latest: dict[str, Any] = {}
+        for run in self.runs() if runs is None else runs:
+            key = run.data.tags.get(TRIAL_KEY_TAG)
+            if key in keys and (key not in latest or (run.info.start_time or 0) > (latest[key].info.start_time or 0)):
+                latest[key] = run
+        return {key: run for key, run in latest.items() if run.info.status != FINISHED}
+
+    def finished_in_group(self, group: str) -> list[Any]:
+        """FINISHED child runs of one search group (to resume a search where it stopped)."""
+        return [r for r in self.runs()
+                if r.data.tags.get(SEARCH_GROUP_TAG) == group and r.info.status == FINISHED]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def live_launches(self, runs: list[Any] | None = None, *, now: float | None = None) -> dict[str, str]:
+        """Parent runs of launches still alive: run id → ``"pid P on HOST"`` (module docstring)."""
+        now = time.time() if now is None else now
+        live = {}
+        for run in self.runs() if runs is None else runs:
+            tags = run.data.tags
+            if tags.get(ROLE_TAG) == LAUNCH_ROLE and run.info.status == RUNNING and _alive(tags, now):
+                live[run.info.run_id] = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
+        return live
+
+    def running_in_live_launches(self, runs: list[Any] | None = None, *,
+                                 now: float | None = None) -> list[tuple[Any, str]]:
+        """The RUNNING child runs of live launches, each with its launch (``"pid P on HOST"``)."""
+        runs = self.runs() if runs is None else runs
+        live = self.live_launches(runs, now=now)
+        return [(run, live[run.data.tags[PARENT_TAG]]) for run in runs
+                if run.info.status in ACTIVE and run.data.tags.get(TRIAL_KEY_TAG)
+                and run.data.tags.get(PARENT_TAG) in live]
+
+    def running_elsewhere(self, runs: list[Any] | None = None, *, now: float | None = None) -> dict[str, str]:
+        """Trial key → the live launch (``"pid P on HOST"``) whose RUNNING run holds it."""
+        return {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in self.running_in_live_launches(runs, now=now)}
+
+    def close_stale_runs(self, runs: list[Any] | None = None, *, now: float | None = None) -> int:
+        """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay); returns how many."""
+        runs = self.runs() if runs is None else runs
+        live = self.live_launches(runs, now=now)
+        stale = [r for r in runs if r.info.status in ACTIVE
+                 and r.info.run_id not in live and r.data.tags.get(PARENT_TAG) not in live]
+        for run in stale:
+            self.client.set_tag(run.info.run_id, CLOSED_BY_TAG, CLOSED_BY_RELAUNCH)
+            self.client.set_terminated(run.info.run_id, KILLED)
+        return len(stale)
+
+    def start_launch(self, tags: Mapping[str, str]) -> str:
+        """Create the parent run of this launch (host, pid, a first heartbeat); returns its id."""
+        exp = self.experiment_id(create=True)
+        assert exp is not None
+        all_tags = {ROLE_TAG: LAUNCH_ROLE, SWEEP_TAG: self.experiment, VERSION_TAG: code_version(),
+                    RESULT_REVISION_TAG: str(RESULT_REVISION),
+                    GIT_SHA_TAG: git_sha(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                    HEARTBEAT_TAG: f"{time.time():.0f}", **tags}
+        run = self.client.create_run(exp, tags=all_tags, run_name=f"launch-{time.strftime('%Y%m%d-%H%M%S')}")
+        return run.info.run_id
+
+    def heartbeat(self, parent_run_id: str) -> None:
+        """Mark the launch of ``parent_run_id`` alive now."""
+        self.client.set_tag(parent_run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """End a run (the launch's parent) with ``status``."""
+        self.client.set_terminated(run_id, status)
+
+    def log_files(self, run_id: str, paths: Iterable[Path], artifact_path: str) -> None:
+        """Log files as artifacts of a run, under ``artifact_path``."""
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def run_revision(run: Any) -> int:
+    """The result revision a run was recorded under (its tag; runs from before the tag: 1)."""
+    try:
+        return int(run.data.tags.get(RESULT_REVISION_TAG, "1"))
+    except ValueError:
+        return 1
+
+
+def deleted_experiment_message(experiment: str, experiment_id: str, tracking_uri: str) -> str:
+    """What a verb says about a deleted experiment (and how to restore it or remove it for good)."""
+    return (f"experiment {experiment!r} (id {experiment_id}) is deleted in {tracking_uri}; it is left as it is. "
+            f"Restore it with `mlflow experiments restore --experiment-id {experiment_id}` (with "
+            f"MLFLOW_TRACKING_URI={tracking_uri}), or remove it for good with `mlflow gc`, then run this again")
+
+
+def _alive(tags: Mapping[str, str], now: float) -> bool:
+    """Whether the launch with these parent-run tags is alive (recent heartbeat; on this host, its pid)."""
+    try:
+        beat = float(tags.get(HEARTBEAT_TAG, ""))
+    except ValueError:  # no heartbeat: a launch of a version without one, treated as dead
+        return False
+    if now - beat > LAUNCH_ALIVE_S:
+        return False
+    if tags.get(HOST_TAG) == socket.gethostname():
+        try:
+            os.kill(int(tags.get(PID_TAG, "")), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, another user's
+            return True
+        except (ValueError, OverflowError):
+            return False
+    return True
+

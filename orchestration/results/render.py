@@ -1,0 +1,127 @@
+"""Rendering tables: Markdown (GitHub), LaTeX (booktabs) and CSV (the numeric summary)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from orchestration.errors import ResultsError
+from orchestration.results.display import Cell, DisplayTable
+
+Format = Literal["markdown", "latex", "csv"]
+FORMATS: tuple[str, ...] = ("markdown", "latex", "csv")
+EXTENSIONS: dict[str, str] = {"markdown": "md", "latex": "tex", "csv": "csv"}
+"""File extension of each format."""
+
+
+def _format_value(cell: Cell) -> str:
+    """The number with two decimals (signed for differences; never ``-0.00``)."""
+    value = cell.value if cell.value is not None and abs(cell.value) >= 0.005 else 0.0
+    return f"{value:+.2f}" if cell.signed and value != 0 else f"{value:.2f}"
+
+
+def _cell_markdown(cell: Cell) -> str:
+    if cell.value is None:
+        return cell.text if cell.text is not None else "–"
+    text = _format_value(cell)
+    if cell.std is not None:
+        text += f" ± {cell.std:.2f}"
+    if cell.n is not None:
+        text += f" (n={cell.n})"
+    if cell.approx:
+        text = "~" + text
+    if cell.bold:
+        text = f"**{text}**"
+    if cell.flag:
+        text += " †"
+    return text
+
+
+def to_markdown(table: DisplayTable) -> str:
+    """Render as a GitHub-flavoured Markdown table with the caption above and notes below."""
+    lines = [f"**{table.title}**", "", "| " + " | ".join(table.header) + " |",
+             "|" + "|".join(":---" if i < table.label_columns else "---:" for i, _ in enumerate(table.header)) + "|"]  # fmt: skip
+    for row in table.rows:
+        lines.append("| " + " | ".join(_cell_markdown(c).replace("|", "\\|") for c in row) + " |")
+    if table.notes:
+        lines += [""] + [f"{note}  " for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "Δ": r"$\Delta$",
+                  "†": r"$^\dagger$", "±": r"$\pm$"}  # fmt: skip
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters (and map Δ, †, ± to math)."""
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _cell_latex(cell: Cell) -> str:
+    if cell.value is None:
+        return latex_escape(cell.text) if cell.text is not None else "--"
+    text = _format_value(cell)
+    if cell.std is not None:
+        text += rf" $\pm$ {cell.std:.2f}"
+    if cell.n is not None:
+        text += f" (n={cell.n})"
+    if cell.approx:
+        text = r"$\approx$" + text
+    if cell.bold:
+        text = rf"\textbf{{{text}}}"
+    if cell.flag:
+        text += r"$^\dagger$"
+    return text
+
+
+def to_latex(table: DisplayTable) -> str:
+    """Render as a booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    spec = "l" * table.label_columns + "r" * (len(table.header) - table.label_columns)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(table.title)}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]  # fmt: skip
+    for i, row in enumerate(table.rows):
+        if i in table.rules and i > 0:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(_cell_latex(c) for c in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        lines.append(r"\\[2pt]{\footnotesize " + r"; ".join(latex_escape(n) for n in table.notes) + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(summary: pd.DataFrame) -> str:
+    """The numeric summary as CSV (numbers rounded to 4 decimals, empty cells for missing values)."""
+    return summary.to_csv(index=False, float_format="%.4f", lineterminator="\n")
+
+
+@dataclass(frozen=True)
+class RenderedTable:
+    """One table of an experiment: its name, numeric summary and layout."""
+
+    name: str
+    summary: pd.DataFrame
+    display: DisplayTable
+
+    def render(self, fmt: Format) -> str:
+        """The table in ``markdown``, ``latex`` or ``csv``."""
+        if fmt == "markdown":
+            return to_markdown(self.display)
+        if fmt == "latex":
+            return to_latex(self.display)
+        if fmt == "csv":
+            return to_csv(self.summary)
+        raise ResultsError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def render_tables(tables: Sequence[RenderedTable], fmt: Format) -> str:
+    """Render several tables in one format (CSV: only one table at a time)."""
+    if fmt == "csv" and len(tables) > 1:
+        names = ", ".join(t.name for t in tables)
+        raise ResultsError(f"--format csv writes one table, but these runs give several ({names})")
+    return "\n".join(t.render(fmt) for t in tables)
