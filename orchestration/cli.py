@@ -50,6 +50,11 @@ def main() -> None:
     """Run ProMetaR and its baselines on CLIP at cluster scale, and print the paper's tables."""
 
 
+def _warn(message: str) -> None:
+    """A warning on stderr (the verb goes on)."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def _emit(text: str, out: str | None, *, executable: bool = False) -> None:
     """Write a verb's text output to ``out`` (``-o``), or print it."""
     if not out:
@@ -382,18 +387,21 @@ def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, outp
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--nodes", required=True, type=click.IntRange(min=1), help="Nodes: one Ray head, the rest workers.")
 @click.option("--gpus-per-node", required=True, type=click.IntRange(min=0), help="GPUs per node (0: CPU only).")
-@click.option("--cpus-per-node", type=click.IntRange(min=1), default=8, show_default=True, help="CPUs per node for Ray.")
+@click.option("--cpus-per-node", type=click.IntRange(min=1),
+              help="CPUs per node for Ray; default: enough for the sweep's resources to put trials on every GPU.")
 @click.option("--partition", metavar="P", help="SLURM partition.")
 @click.option("--time", "time_limit", metavar="T", help="SLURM time limit (HH:MM:SS or D-HH:MM:SS).")
 @click.option("--account", metavar="A", help="SLURM account.")
-@click.option("--tracking-uri", metavar="URI", help="MLflow server, or SQLite on the shared filesystem.")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
+              help="MLflow server, or SQLite on the shared filesystem.")
 @click.option("--data-root", metavar="DIR", help="Dataset root on the shared filesystem.")
 @click.option("--output", metavar="DIR", help="Output folder on the shared filesystem.")
+@click.option("--storage", metavar="URI", help="Ray storage: s3://BUCKET/PREFIX or a folder on the shared filesystem.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
 @click.option("--setup", multiple=True, metavar="LINE", help="Shell line run first, e.g. 'source .venv/bin/activate'.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, account, tracking_uri, data_root,
-          output, sets, setup, out) -> None:
+          output, storage, sets, setup, out) -> None:
     """Write an sbatch script running the sweep on a Ray cluster built from the allocation."""
     from pathlib import Path
 
@@ -402,7 +410,8 @@ def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, acc
     text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
                         partition=partition, time_limit=time_limit, account=account,
                         tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
-                        setup=setup, script_name=Path(out).name if out else "prometar.sbatch")
+                        setup=setup, script_name=Path(out).name if out else "prometar.sbatch", storage=storage,
+                        warn=_warn)
     _emit(text, out, executable=True)
 
 
@@ -411,17 +420,24 @@ def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, acc
 @click.option("--image", default="prometar:latest", show_default=True, help="Image built from docker/Dockerfile.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="GPU worker pods.")
 @click.option("--gpus-per-worker", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per worker pod.")
-@click.option("--worker-cpus", type=click.IntRange(min=1), default=8, show_default=True, help="CPUs per worker pod.")
+@click.option("--worker-cpus", type=click.IntRange(min=1),
+              help="CPUs per worker pod; default: enough for the sweep's resources to put trials on every GPU.")
 @click.option("--worker-memory", default="32Gi", show_default=True, help="Memory per worker pod.")
 @click.option("--data-claim", default="prometar-data", show_default=True, help="PVC holding the datasets (/data).")
-@click.option("--output-claim", default="prometar-outputs", show_default=True, help="ReadWriteMany PVC for outputs (/outputs).")
-@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:////outputs/mlflow.db.")
+@click.option("--output-claim", metavar="PVC",
+              help="ReadWriteMany PVC for outputs (/outputs); default: prometar-outputs, or none (a volume of "
+                   "each pod) with --storage s3://... and --tracking-uri.")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
+              help="MLflow server; default: sqlite:////outputs/mlflow.db.")
+@click.option("--storage", metavar="URI", help="Ray storage every pod reaches: s3://BUCKET/PREFIX.")
+@click.option("--env-secret", "env_secrets", multiple=True, metavar="SECRET",
+              help="Secret whose keys become the pods' environment, e.g. AWS_* for S3 (repeatable).")
 @click.option("--namespace", metavar="NS", help="Namespace written into the manifests.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
 @click.option("--no-token-auth", is_flag=True, help="Leave Ray token authentication off.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data_claim, output_claim, tracking_uri,
-        namespace, sets, no_token_auth, out) -> None:
+        storage, env_secrets, namespace, sets, no_token_auth, out) -> None:
     """Write a KubeRay RayJob manifest (and the sweep's ConfigMap) running the sweep."""
 
     from orchestration.cluster.kuberay import render_rayjob
@@ -429,7 +445,8 @@ def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data
     text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
                          worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,
                          output_claim=output_claim, tracking_uri=tracking_uri, namespace=namespace,
-                         overrides=sets, token_auth=not no_token_auth)
+                         overrides=sets, token_auth=not no_token_auth, storage=storage, env_secrets=env_secrets,
+                         warn=_warn)
     _emit(text, out)
 
 

@@ -78,3 +78,15 @@ def slug(name: str) -> str:
     """A DNS-1123 label (Kubernetes names, SLURM job names): lower case, digits and ``-``."""
     text = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
     return text[:63].rstrip("-") or "sweep"
+
+
+def short_name(name: str, limit: int) -> str:
+    """:func:`slug` of ``name`` in at most ``limit`` characters: a longer one is cut and ends in
+    ``-`` plus 8 hex digits of a hash of the whole slug, so two long names stay distinct."""
+    import hashlib
+
+    full = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "sweep"
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha1(full.encode()).hexdigest()[:8]
+    return f"{full[:limit - 9].rstrip('-')}-{digest}"
