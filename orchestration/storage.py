@@ -19,6 +19,7 @@ Every node (the launch's and each trial's) builds the filesystem from its own en
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,9 @@ CHECKPOINT_PREFIX = "checkpoint_"
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:
-    """Whether ``location`` is a URI (``scheme://...``) rather than a local path."""
-    return "://" in str(location)
+    """Whether ``location`` is a URI (``scheme://...``) rather than a local path; also true for a
+    URI that went through ``pathlib.Path`` (which folds ``s3://b`` into ``s3:/b``)."""
+    return "://" in str(location) or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(location)) is not None
 
 
 def s3_filesystem() -> Any:

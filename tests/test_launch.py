@@ -124,6 +124,39 @@ def test_missing_data_root_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_environment_conventions_are_read_and_shown_in_help(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, "envs", seeds=[1])
+    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", str(tmp_path / "out")],
+                                env={"PROMETAR_DATA_ROOT": str(tmp_path / "from-env")})
+    assert result.exit_code == 2 and "from-env" in result.output  # the data root came from the variable
+    assert not (tmp_path / "out").exists()
+    launch_verb = main.get_command(None, "launch")
+    with launch_verb.make_context("launch", [str(sweep)]) as ctx:
+        assert ctx.params["address"] is None
+    os.environ["RAY_ADDRESS"], saved = "10.1.2.3:6379", os.environ.get("RAY_ADDRESS")
+    try:
+        with launch_verb.make_context("launch", [str(sweep)]) as ctx:
+            assert ctx.params["address"] == "10.1.2.3:6379"
+    finally:
+        os.environ.pop("RAY_ADDRESS") if saved is None else os.environ.__setitem__("RAY_ADDRESS", saved)
+    shown = {verb: " ".join(CliRunner().invoke(main, [verb, "--help"]).output.split())  # unwrapped
+             for verb in ("launch", "status", "table", "plot", "ui", "submit", "slurm", "k8s", "train")}
+    for verb in ("launch", "status", "table", "plot", "ui", "submit", "slurm", "k8s"):
+        assert "env var: MLFLOW_TRACKING_URI" in shown[verb], verb
+    for verb in ("launch", "submit"):
+        assert "env var: RAY_ADDRESS" in shown[verb], verb
+    for verb in ("launch", "train"):
+        assert "env var: PROMETAR_DATA_ROOT" in shown[verb], verb
+    assert "$DATA" not in "".join(shown.values())
+
+
+def test_an_object_store_output_folder_is_refused(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "s3out", seeds=[1], datasets=["eurosat"])
+    result = CliRunner().invoke(main, ["launch", str(sweep), "--output", "s3://bucket/out", "--data-root",
+                                       str(data_root)])
+    assert result.exit_code == 2 and "--storage URI" in result.output
+
+
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
