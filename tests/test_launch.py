@@ -609,3 +609,23 @@ def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(tmp_path: Pa
 
 def stream_null():
     return open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_groups_run_side_by_side_in_one_tuner(tmp_path: Path, data_root: Path, ray_address: str) -> None:
+    """Two groups (two seeds), one sample each, two CPUs: both samples run at once, each scheduled
+    (ASHA) and searched by its own group."""
+    search = {"metric": "val_hm", "mode": "max", "num_samples": 1, "seed": 3, "scheduler": "asha",
+              "space": {"optim.lr": {"loguniform": [0.001, 0.1]}}}
+    sweep = write_sweep(tmp_path, "groups", seeds=[1, 2], datasets=["eurosat"], search=search,
+                        overrides={**OVERRIDES, "optim.epochs": 6})  # long enough to overlap
+    output = tmp_path / "out"
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream_null())
+    assert report.exit_code == 0 and report.to_run == 2 and report.finished == 2
+    runs = child_runs(output, "groups")
+    groups = {g.key for g in load_plan(sweep).groups}
+    assert len(groups) == 2 and sorted(r.data.tags["prometar.search_group"] for r in runs) == sorted(groups)
+    first, second = sorted(runs, key=lambda r: r.info.start_time)
+    assert second.info.start_time < first.info.end_time  # side by side, not one group after the other
+    assert {r.data.tags["seed"] for r in runs} == {"1", "2"}
