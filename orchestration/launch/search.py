@@ -124,7 +124,8 @@ def _domain(kind: str, args: list[Any]) -> Any:
 def _searcher(spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float], space: dict[str, Any]) -> Any:
     """One group's Optuna searcher over ``space`` (Tune domains), warm-started with its prior samples."""
     assert spec.search is not None
-    return FinalMetricOptunaSearch(space=dict(space), metric=spec.search.metric, mode=spec.search.mode,
+    optuna_space = OptunaSearch.convert_search_space(dict(space))  # Tune domains → Optuna distributions
+    return FinalMetricOptunaSearch(space=optuna_space, metric=spec.search.metric, mode=spec.search.mode,
                                    seed=spec.search.seed, points_to_evaluate=points or None,
                                    evaluated_rewards=rewards or None)
 
