@@ -7,7 +7,7 @@ STAMP := $(VENV)/.prometar-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv test test-fast demo bench lint clean
 
 venv: $(STAMP)
 
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# Every tier: tests/unit, tests/pipeline (end-to-end runs, Ray, MLflow), tests/parity, tests/cluster.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The unit tier alone (tiny models, no Ray cluster): minutes, not tens of minutes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/prometar-sweep demo
@@ -25,8 +30,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# ruff's lint rules (line limit included) and its formatter; `ruff format` fixes the layout.
 lint: $(STAMP)
 	$(BIN)/ruff check prometar orchestration tests benchmarks
+	$(BIN)/ruff format --check prometar orchestration tests benchmarks
 
 clean:
 	rm -rf prometar_runs .pytest_cache

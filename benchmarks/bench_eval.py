@@ -67,18 +67,28 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         backbone = load_clip(BACKBONES[key], None)
         clip = backbone.model
-        model = PromptedCLIP(backbone, text_depth=min(9, len(clip.transformer.resblocks)),
-                             vision_depth=min(9, len(clip.visual.transformer.resblocks)))
+        model = PromptedCLIP(
+            backbone,
+            text_depth=min(9, len(clip.transformer.resblocks)),
+            vision_depth=min(9, len(clip.visual.transformer.resblocks)),
+        )
         count, batch = DEFAULT_IMAGES[key]
         size = backbone.image_size
         generator = torch.Generator().manual_seed(1)
-        batches = [(torch.randn(batch, 3, size, size, generator=generator),  # [b, 3, S, S]
-                    torch.randint(0, len(names), (batch,), generator=generator)) for _ in range(count // batch)]
+        batches = [
+            (
+                torch.randn(batch, 3, size, size, generator=generator),  # [b, 3, S, S]
+                torch.randint(0, len(names), (batch,), generator=generator),
+            )
+            for _ in range(count // batch)
+        ]
         tokens = model.tokenize_classnames(names)  # [C, L]
 
         figures = {}
-        loops = (("text once (Evaluator)", functools.partial(evaluate_once, model, batches, names)),
-                 ("text per batch (reference)", functools.partial(evaluate_per_batch, model, batches, tokens)))
+        loops = (
+            ("text once (Evaluator)", functools.partial(evaluate_once, model, batches, names)),
+            ("text per batch (reference)", functools.partial(evaluate_per_batch, model, batches, tokens)),
+        )
         for label, function in loops:
             times, correct = [], None
             for index in range(args.warmup + args.repeats):
@@ -95,16 +105,26 @@ def main(argv: list[str] | None = None) -> None:
         text_s = time.process_time() - start
         n_images = len(batches) * batch
         for label, (seconds, _) in figures.items():
-            rows.append((key, label, f"{n_images} × {size}px, batch {batch}", f"{seconds:.2f} s",
-                         f"{n_images / seconds:.1f}", f"{ref_s / seconds:.2f}×"))
+            rows.append(
+                (
+                    key,
+                    label,
+                    f"{n_images} × {size}px, batch {batch}",
+                    f"{seconds:.2f} s",
+                    f"{n_images / seconds:.1f}",
+                    f"{ref_s / seconds:.2f}×",
+                )
+            )
         rows.append((key, "class text features alone (101 classes)", "", f"{text_s:.2f} s", "", ""))
     report.print_block(
         "Evaluation throughput",
         f"Food-101 class list (101 names), IVLP prompts, random weights, fp32, {args.threads} thread(s), "
         f"CPU time (at one thread: the wall time on an idle machine), median of {args.repeats} after "
         f"{args.warmup} warm-up; pre-made batches (no image decoding)",
-        ("backbone", "classifier", "images", "time", "images/s", "speed-up vs per batch"), rows,
-        ["both loops give the same number of correct predictions (asserted)"])
+        ("backbone", "classifier", "images", "time", "images/s", "speed-up vs per batch"),
+        rows,
+        ["both loops give the same number of correct predictions (asserted)"],
+    )
 
 
 if __name__ == "__main__":

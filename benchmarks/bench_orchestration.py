@@ -1,7 +1,7 @@
 """Benchmark: orchestration overhead — N tiny trials through ``prometar-sweep launch`` vs in process.
 
 The same N trials (IVLP, ``tiny-test`` backbone with random weights, prompt depth 1, 2 epochs,
-2 shots, base-to-new on the miniature EuroSAT from ``prometar.data.miniature.write_miniatures``,
+2 shots, base-to-new on the miniature EuroSAT from ``prometar.toy.miniature.write_miniatures``,
 seeds 1..N) run twice:
 
 - in process, back to back: ``prometar.run.run`` per trial, with the config resolved the way the
@@ -33,9 +33,16 @@ from pathlib import Path
 import report
 import yaml
 
-OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "backbone.precision": "fp32",
-             "optim.epochs": 2, "data.batch_size": 2, "data.num_workers": 0,
-             "prompts.text_depth": 1, "prompts.vision_depth": 1}
+OVERRIDES = {
+    "backbone.name": "tiny-test",
+    "backbone.pretrained": None,
+    "backbone.precision": "fp32",
+    "optim.epochs": 2,
+    "data.batch_size": 2,
+    "data.num_workers": 0,
+    "prompts.text_depth": 1,
+    "prompts.vision_depth": 1,
+}
 DATASET, METHOD, SHOTS = "eurosat", "ivlp", 2
 TARGET_S = 2.0
 
@@ -47,8 +54,10 @@ def in_process(data_root: Path, output: Path, seeds: list[int]) -> float:
 
     start = time.perf_counter()
     for seed in seeds:
-        config = resolve_config("official", {**OVERRIDES, "method": METHOD, "data.dataset": DATASET,
-                                             "seed": seed, "data.shots": SHOTS})
+        config = resolve_config(
+            "official",
+            {**OVERRIDES, "method": METHOD, "data.dataset": DATASET, "seed": seed, "data.shots": SHOTS},
+        )
         run(config, data_root=data_root, output_dir=output / f"seed{seed}", device="cpu")
     return time.perf_counter() - start
 
@@ -57,12 +66,30 @@ def through_launch(data_root: Path, output: Path, seeds: list[int]) -> float:
     """Wall time of one ``prometar-sweep launch`` process running the same trials."""
     sweep = output / "bench_orchestration.yaml"  # a fresh output folder: a fresh ledger, nothing skipped
     output.mkdir(parents=True, exist_ok=True)
-    sweep.write_text(yaml.safe_dump({
-        "name": "bench_orchestration", "protocol": "base2new", "overrides": OVERRIDES,
-        "grid": {"method": [METHOD], "dataset": [DATASET], "seed": seeds, "shots": [SHOTS]},
-        "resources": {"default": {"cpu": 1}}, "max_failures": 0}, sort_keys=False))
-    command = [str(Path(sys.executable).parent / "prometar-sweep"), "launch", str(sweep),
-               "--data-root", str(data_root), "--output", str(output / "launch"), "--max-concurrent", "1"]
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "bench_orchestration",
+                "protocol": "base2new",
+                "overrides": OVERRIDES,
+                "grid": {"method": [METHOD], "dataset": [DATASET], "seed": seeds, "shots": [SHOTS]},
+                "resources": {"default": {"cpu": 1}},
+                "max_failures": 0,
+            },
+            sort_keys=False,
+        )
+    )
+    command = [
+        str(Path(sys.executable).parent / "prometar-sweep"),
+        "launch",
+        str(sweep),
+        "--data-root",
+        str(data_root),
+        "--output",
+        str(output / "launch"),
+        "--max-concurrent",
+        "1",
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     seconds = time.perf_counter() - start
@@ -77,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch  # noqa: F401  (imports are not what is measured in process)
 
-    from prometar.data.miniature import write_miniatures
+    from prometar.toy.miniature import write_miniatures
 
     if args.trials < 2:
         parser.error("--trials must be at least 2 (the launch is also timed with 1 trial)")
@@ -93,12 +120,26 @@ def main(argv: list[str] | None = None) -> None:
     overhead = marginal - direct / n
     fixed = launched_one - marginal
     rows = [
-        (f"in process: prometar.run.run × {n}, back to back", f"{direct:.1f} s", f"{direct / n:.2f} s", "1.00×"),
+        (
+            f"in process: prometar.run.run × {n}, back to back",
+            f"{direct:.1f} s",
+            f"{direct / n:.2f} s",
+            "1.00×",
+        ),
         ("prometar-sweep launch, 1 trial", f"{launched_one:.1f} s", "", ""),
-        (f"prometar-sweep launch, {n} trials", f"{launched:.1f} s", f"{launched / n:.2f} s", f"{launched / direct:.2f}×"),
+        (
+            f"prometar-sweep launch, {n} trials",
+            f"{launched:.1f} s",
+            f"{launched / n:.2f} s",
+            f"{launched / direct:.2f}×",
+        ),
         ("launch: marginal time per trial", "", f"{marginal:.2f} s", f"{marginal / (direct / n):.2f}×"),
-        ("**overhead per trial** (marginal − in process)", "", f"{overhead:.2f} s",
-         f"target ≤ {TARGET_S:g} s: {'met' if overhead <= TARGET_S else 'NOT met'}"),
+        (
+            "**overhead per trial** (marginal − in process)",
+            "",
+            f"{overhead:.2f} s",
+            f"target ≤ {TARGET_S:g} s: {'met' if overhead <= TARGET_S else 'NOT met'}",
+        ),
         ("fixed cost of a launch (start, Ray, ledger, stop)", f"{fixed:.1f} s", "", ""),
         (f"all-in overhead per trial at N = {n}", "", f"{(launched - direct) / n:.2f} s", ""),
     ]
@@ -106,9 +147,13 @@ def main(argv: list[str] | None = None) -> None:
         "Orchestration overhead",
         f"{args.trials} trials: {METHOD}, tiny-test backbone, depth 1, 2 epochs, {SHOTS} shots, miniature "
         f"{DATASET}, base2new, CPU; launch with --max-concurrent 1",
-        ("path", "wall time", "per trial", "ratio"), rows,
-        ["wall clock: on a shared machine the launch (several Ray processes) suffers more from other "
-         "load than the single in-process loop; read it with the load average"])
+        ("path", "wall time", "per trial", "ratio"),
+        rows,
+        [
+            "wall clock: on a shared machine the launch (several Ray processes) suffers more from other "
+            "load than the single in-process loop; read it with the load average"
+        ],
+    )
 
 
 if __name__ == "__main__":

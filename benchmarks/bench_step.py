@@ -31,8 +31,12 @@ from pathlib import Path
 import report
 
 BACKBONES = {"vitb16": "ViT-B-16-quickgelu", "toy": "toy-clip"}
-METHODS = {"ivlp": "plain", "ivlp_reg": "regularized", "prometar": "prometar",
-           "prometar_first_order": "prometar"}  # the last: meta.order first (a named switch), on request
+METHODS = {
+    "ivlp": "plain",
+    "ivlp_reg": "regularized",
+    "prometar": "prometar",
+    "prometar_first_order": "prometar",
+}  # the last: meta.order first (a named switch), on request
 DEFAULT_METHODS = ["ivlp", "ivlp_reg", "prometar"]
 CLASSNAMES = Path(__file__).resolve().parent / "classnames" / "food101.txt"
 # Ours, ViT-B/16 shapes, one thread (issue 9); the published implementation's figures (algorithm.md §5).
@@ -40,8 +44,14 @@ TARGET_PROMETAR_S, TARGET_PROMETAR_GIB, TARGET_RATIO = 29.0, 8.8, 4.0
 PUBLISHED = {"ivlp": (9.45, 4.6), "prometar": (57.8, 17.6)}
 
 
-def build(backbone_key: str, method: str, classes: int, batch: int, device: str = "cpu",
-          sequence_first_blocks: bool = True):
+def build(
+    backbone_key: str,
+    method: str,
+    classes: int,
+    batch: int,
+    device: str = "cpu",
+    sequence_first_blocks: bool = True,
+):
     """The training step, batch and virtual task of one (backbone, method) on ``device``.
 
     On CUDA the step runs under bf16 autocast around fp32 weights (the official recipe on GPU).
@@ -51,7 +61,9 @@ def build(backbone_key: str, method: str, classes: int, batch: int, device: str 
     from prometar.backbone import load_clip
     from prometar.meta import GateNetwork, VirtualTask
     from prometar.prompts import PromptedCLIP
-    from prometar.steps import build_training_step
+    from prometar.steps.plain import PlainStep
+    from prometar.steps.prometar import ProMetaRStep
+    from prometar.steps.regularized import RegularizedStep
 
     torch.manual_seed(0)
     backbone = load_clip(BACKBONES[backbone_key], None, device=device)
@@ -71,12 +83,36 @@ def build(backbone_key: str, method: str, classes: int, batch: int, device: str 
     if scheme == "prometar":
         gate = GateNetwork({name: tuple(t.shape) for name, t in prompts.items()}, reduction=8).to(device)
         gate_optimizer = torch.optim.SGD(gate.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
-    step = build_training_step(scheme, model, optimizer, class_tokens=class_tokens, teacher_text=teacher_text,
-                               text_weight=50.0, image_weight=20.0, gate=gate, gate_optimizer=gate_optimizer,
-                               second_order=method != "prometar_first_order",
-                               autocast_dtype=torch.bfloat16 if torch.device(device).type == "cuda" else None)
+    autocast_dtype = torch.bfloat16 if torch.device(device).type == "cuda" else None
+    if scheme == "plain":
+        step = PlainStep(model, optimizer, class_tokens=class_tokens, autocast_dtype=autocast_dtype)
+    elif scheme == "regularized":
+        step = RegularizedStep(
+            model,
+            optimizer,
+            class_tokens=class_tokens,
+            teacher_text=teacher_text,
+            text_weight=50.0,
+            image_weight=20.0,
+            autocast_dtype=autocast_dtype,
+        )
+    else:
+        step = ProMetaRStep(
+            model,
+            optimizer,
+            class_tokens=class_tokens,
+            teacher_text=teacher_text,
+            text_weight=50.0,
+            image_weight=20.0,
+            gate=gate,
+            gate_optimizer=gate_optimizer,
+            second_order=method != "prometar_first_order",
+            autocast_dtype=autocast_dtype,
+        )
     size = backbone.image_size
-    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)  # [B, 3, S, S]
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(
+        device
+    )  # [B, 3, S, S]
     labels = (torch.arange(batch) % len(names)).to(device)  # distinct labels
     task = None
     if scheme == "prometar":
@@ -89,8 +125,13 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    step, images, labels, task = build(args.backbones[0], args.methods[0], args.classes, args.batch,
-                                       sequence_first_blocks=not args.batch_first_blocks)
+    step, images, labels, task = build(
+        args.backbones[0],
+        args.methods[0],
+        args.classes,
+        args.batch,
+        sequence_first_blocks=not args.batch_first_blocks,
+    )
     model_gib = report.peak_rss_gib()
     if args.profile:
         profile_step(step, images, labels, task)
@@ -102,8 +143,16 @@ def child(args: argparse.Namespace) -> None:
         if index >= args.warmup:
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - start_cpu)
-    print(json.dumps({"times": times, "cpu_times": cpu_times, "peak_gib": report.peak_rss_gib(),
-                      "model_gib": model_gib}))
+    print(
+        json.dumps(
+            {
+                "times": times,
+                "cpu_times": cpu_times,
+                "peak_gib": report.peak_rss_gib(),
+                "model_gib": model_gib,
+            }
+        )
+    )
 
 
 def profile_step(step, images, labels, task) -> None:
@@ -135,9 +184,25 @@ def profile_step(step, images, labels, task) -> None:
 
 
 def run_child(backbone: str, method: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--child", "--backbones", backbone, "--methods", method,
-               "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
-               "--classes", str(args.classes), "--batch", str(args.batch)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--backbones",
+        backbone,
+        "--methods",
+        method,
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+        "--classes",
+        str(args.classes),
+        "--batch",
+        str(args.batch),
+    ]
     if args.batch_first_blocks:
         command.append("--batch-first-blocks")
     done = subprocess.run(command, capture_output=True, text=True)
@@ -156,8 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", type=int, default=50)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
-    parser.add_argument("--batch-first-blocks", action="store_true",
-                        help="PromptedCLIP.sequence_first_blocks = False (the path before the fast path)")
+    parser.add_argument(
+        "--batch-first-blocks",
+        action="store_true",
+        help="PromptedCLIP.sequence_first_blocks = False (the path before the fast path)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child or args.profile:
@@ -172,28 +240,54 @@ def main(argv: list[str] | None = None) -> None:
             seconds = report.median(figure["cpu_times"])
             ratio = f"{seconds / base:.2f}×" if base else "–"
             published = PUBLISHED.get(method) if backbone == "vitb16" else None
-            rows.append((backbone, method, f"{seconds:.3f} s", f"{report.median(figure['times']):.3f} s",
-                         f"{figure['peak_gib']:.2f} GiB", f"{figure['model_gib']:.2f} GiB", ratio,
-                         f"{published[0]} s / {published[1]} GiB" if published else "–"))
+            rows.append(
+                (
+                    backbone,
+                    method,
+                    f"{seconds:.3f} s",
+                    f"{report.median(figure['times']):.3f} s",
+                    f"{figure['peak_gib']:.2f} GiB",
+                    f"{figure['model_gib']:.2f} GiB",
+                    ratio,
+                    f"{published[0]} s / {published[1]} GiB" if published else "–",
+                )
+            )
         if backbone == "vitb16" and "prometar" in figures and base:
             seconds = report.median(figures["prometar"]["cpu_times"])
             peak = figures["prometar"]["peak_gib"]
             ratio = seconds / base
-            verdicts = [f"{seconds:.1f} s ≤ {TARGET_PROMETAR_S:g} s: {'met' if seconds <= TARGET_PROMETAR_S else 'NOT met'}",
-                        f"{peak:.2f} GiB ≤ {TARGET_PROMETAR_GIB:g} GiB: {'met' if peak <= TARGET_PROMETAR_GIB else 'NOT met'}",
-                        f"{ratio:.2f}× ≤ {TARGET_RATIO:g}× IVLP: {'met' if ratio <= TARGET_RATIO else 'NOT met'}"]
+            verdicts = [
+                f"{seconds:.1f} s ≤ {TARGET_PROMETAR_S:g} s: "
+                f"{'met' if seconds <= TARGET_PROMETAR_S else 'NOT met'}",
+                f"{peak:.2f} GiB ≤ {TARGET_PROMETAR_GIB:g} GiB: "
+                f"{'met' if peak <= TARGET_PROMETAR_GIB else 'NOT met'}",
+                f"{ratio:.2f}× ≤ {TARGET_RATIO:g}× IVLP: {'met' if ratio <= TARGET_RATIO else 'NOT met'}",
+            ]
             notes.append("targets for ProMetaR (ViT-B/16, one thread): " + "; ".join(verdicts))
-    notes.append("step = CPU time of the process (user + system) during the step: at one thread it is "
-                 "the step's wall time on an idle machine, and it is far less disturbed by other load than "
-                 "the wall clock; the wall column is what the shared machine gave (read it with the load "
-                 "average); ÷ IVLP uses CPU times measured back to back")
+    notes.append(
+        "step = CPU time of the process (user + system) during the step: at one thread it is "
+        "the step's wall time on an idle machine, and it is far less disturbed by other load than "
+        "the wall clock; the wall column is what the shared machine gave (read it with the load "
+        "average); ÷ IVLP uses CPU times measured back to back"
+    )
     report.print_block(
         "Training step per method",
         f"batch {args.batch}, {args.classes} classes, fp32, {args.threads} thread(s), "
         f"{'batch-first blocks (sequence_first_blocks off), ' if args.batch_first_blocks else ''}median of "
         f"{args.repeats} after {args.warmup} warm-up, one fresh process per row",
-        ("backbone", "method", "step (CPU, median)", "wall (median)", "peak RSS", "RSS before step",
-         "÷ IVLP", "published"), rows, notes)
+        (
+            "backbone",
+            "method",
+            "step (CPU, median)",
+            "wall (median)",
+            "peak RSS",
+            "RSS before step",
+            "÷ IVLP",
+            "published",
+        ),
+        rows,
+        notes,
+    )
 
 
 if __name__ == "__main__":

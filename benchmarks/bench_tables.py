@@ -39,12 +39,23 @@ def populate(uri: str, n_runs: int) -> None:
         method = METHODS[i % len(METHODS)]
         dataset = BASE2NEW_DATASETS[(i // len(METHODS)) % len(BASE2NEW_DATASETS)]
         seed = i // (len(METHODS) * len(BASE2NEW_DATASETS)) + 1
-        tags = {"prometar.trial_key": f"k{i}", "method": method, "dataset": dataset, "seed": str(seed),
-                "shots": "16", "protocol": "base2new", "sweep": "bench", "mlflow.parentRunId": parent}  # fmt: skip
+        tags = {
+            "prometar.trial_key": f"k{i}",
+            "method": method,
+            "dataset": dataset,
+            "seed": str(seed),
+            "shots": "16",
+            "protocol": "base2new",
+            "sweep": "bench",
+            "mlflow.parentRunId": parent,
+        }
         run = client.create_run(experiment_id, tags=tags).info.run_id
         base, new = rng.uniform(60, 95), rng.uniform(50, 90)
-        metrics = [Metric("base_acc", base, 0, 0), Metric("new_acc", new, 0, 0),
-                   Metric("hm", 2 * base * new / (base + new), 0, 0)]  # fmt: skip
+        metrics = [
+            Metric("base_acc", base, 0, 0),
+            Metric("new_acc", new, 0, 0),
+            Metric("hm", 2 * base * new / (base + new), 0, 0),
+        ]
         metrics += [Metric("loss", 1.0 / (epoch + 1), 0, epoch) for epoch in range(5)]
         params = [Param(f"group.key{j}", str(j)) for j in range(20)]
         client.log_batch(run, metrics=metrics, params=params)

@@ -92,26 +92,50 @@ def main(argv: list[str] | None = None) -> None:
             for truncate in (False, True):
                 model.truncate_text = truncate
 
-                figures[truncate] = timed(functools.partial(encode, model, tokens, text_prompts, no_grad),
-                                          args.repeats, args.warmup)
+                figures[truncate] = timed(
+                    functools.partial(encode, model, tokens, text_prompts, no_grad), args.repeats, args.warmup
+                )
             full_s, full = figures[False]
             cut_s, cut = figures[True]
             difference = (F.normalize(full, dim=-1) - F.normalize(cut, dim=-1)).abs().max().item()
             raw_difference = (full - cut).abs().max().item()
             assert difference <= TOLERANCE, f"{label} {name}: truncated features differ by {difference:.2e}"
             speedups[(label, name)] = full_s / cut_s
-            rows.append((f"{label} ({len(names)} names)", name, f"{tokens.shape[1]} → {kept}", f"{full_s:.2f} s",
-                         f"{cut_s:.2f} s", f"{full_s / cut_s:.1f}×", f"{difference:.1e} ({raw_difference:.1e})"))
+            rows.append(
+                (
+                    f"{label} ({len(names)} names)",
+                    name,
+                    f"{tokens.shape[1]} → {kept}",
+                    f"{full_s:.2f} s",
+                    f"{cut_s:.2f} s",
+                    f"{full_s / cut_s:.1f}×",
+                    f"{difference:.1e} ({raw_difference:.1e})",
+                )
+            )
     model.truncate_text = True
     food = speedups[("Food-101", "forward (no grad)")]
     report.print_block(
         "Text tower: exact sequence truncation",
-        f"{args.backbone} text tower (random weights), deep text prompts 4 × 9, fp32, {args.threads} thread(s), "
+        f"{args.backbone} text tower (random weights), deep text prompts 4 × 9, fp32, "
+        f"{args.threads} thread(s), "
         f"CPU time, median of {args.repeats} after {args.warmup} warm-up",
-        ("class names", "pass", "tokens", "77 tokens", "truncated", "speed-up",
-         "max abs Δ, normalised (raw)"), rows,
-        [f"target: ≥ {TARGET_SPEEDUP:g}× on Food-101 (forward): {'met' if food >= TARGET_SPEEDUP else 'NOT met'} "
-         f"({food:.1f}×)", f"features asserted identical: max |Δ| of normalised features ≤ {TOLERANCE:g}"])
+        (
+            "class names",
+            "pass",
+            "tokens",
+            "77 tokens",
+            "truncated",
+            "speed-up",
+            "max abs Δ, normalised (raw)",
+        ),
+        rows,
+        [
+            f"target: ≥ {TARGET_SPEEDUP:g}× on Food-101 (forward): "
+            f"{'met' if food >= TARGET_SPEEDUP else 'NOT met'} "
+            f"({food:.1f}×)",
+            f"features asserted identical: max |Δ| of normalised features ≤ {TOLERANCE:g}",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 For each packing k, k separate worker processes each build the ViT-B/16 ProMetaR step of
 ``bench_step.py`` (``ViT-B-16-quickgelu``, random weights, batch 4, 50 classes, bf16 autocast
-around fp32 weights and ``configure_backends`` (TF32) on CUDA, as a run sets them), run ``--warmup`` steps, wait for each other at a barrier, then time
+around fp32 weights and ``configure_backends`` (TF32) on CUDA, as a run sets them), run
+``--warmup`` steps, wait for each other at a barrier, then time
 ``--steps`` steps (``torch.cuda.synchronize`` before reading the clock). Each worker reports its
 steps/s and its peak memory (``torch.cuda.max_memory_allocated`` and ``max_memory_reserved``).
 The table gives, per k: steps/s per trial, the GPU's aggregate steps/s, and the peak memory per
@@ -38,8 +39,9 @@ def worker(args: argparse.Namespace) -> None:
     if device.type == "cpu":
         torch.set_num_threads(1)
     configure_backends(device)  # as prometar.run.run does: TF32 on CUDA
-    step, images, labels, task = bench_step.build(args.backbone, "prometar", args.classes, args.batch,
-                                                  device=args.device)
+    step, images, labels, task = bench_step.build(
+        args.backbone, "prometar", args.classes, args.batch, device=args.device
+    )
     for _ in range(args.warmup):
         step.step(images, labels, task)
     if device.type == "cuda":
@@ -70,12 +72,34 @@ def worker(args: argparse.Namespace) -> None:
 def pack(args: argparse.Namespace, packing: int) -> list[dict]:
     """Run ``packing`` workers at once on the device; return their figures."""
     with tempfile.TemporaryDirectory(prefix=f"gpu_packing_{packing}_") as folder:
-        common = ["--worker", "--barrier", folder, "--packing", str(packing), "--device", args.device,
-                  "--backbone", args.backbone, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                  "--classes", str(args.classes), "--batch", str(args.batch)]
-        processes = [subprocess.Popen([sys.executable, __file__, *common, "--rank", str(rank)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for rank in range(packing)]
+        common = [
+            "--worker",
+            "--barrier",
+            folder,
+            "--packing",
+            str(packing),
+            "--device",
+            args.device,
+            "--backbone",
+            args.backbone,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--classes",
+            str(args.classes),
+            "--batch",
+            str(args.batch),
+        ]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, __file__, *common, "--rank", str(rank)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for rank in range(packing)
+        ]
         errors = []
         for rank, process in enumerate(processes):
             _, stderr = process.communicate()
@@ -107,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
-            print(f"gpu_check: no CUDA device (torch {torch.__version__}, CUDA build "
-                  f"{torch.version.cuda}): nothing measured. Run it on a GPU machine, or "
-                  "--device cpu --steps 1 --backbone toy for the smoke mode.", file=sys.stderr)
+            print(
+                f"gpu_check: no CUDA device (torch {torch.__version__}, CUDA build "
+                f"{torch.version.cuda}): nothing measured. Run it on a GPU machine, or "
+                "--device cpu --steps 1 --backbone toy for the smoke mode.",
+                file=sys.stderr,
+            )
             return 2
         gpu = torch.cuda.get_device_properties(torch.device(args.device))
         where = f"{gpu.name}, {gpu.total_memory / report.GIB:.0f} GiB, bf16 autocast"
@@ -123,18 +150,34 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(per_trial)
         if packing == 1:
             single = total
-        rows.append((packing, f"{min(per_trial):.2f}–{max(per_trial):.2f}", f"{total:.2f}",
-                     f"{total / single:.2f}×" if single else "–",
-                     f"{max(f['max_allocated_gib'] for f in figures):.2f} GiB",
-                     f"{max(f['max_reserved_gib'] for f in figures):.2f} GiB"))
+        rows.append(
+            (
+                packing,
+                f"{min(per_trial):.2f}–{max(per_trial):.2f}",
+                f"{total:.2f}",
+                f"{total / single:.2f}×" if single else "–",
+                f"{max(f['max_allocated_gib'] for f in figures):.2f} GiB",
+                f"{max(f['max_reserved_gib'] for f in figures):.2f} GiB",
+            )
+        )
     report.print_block(
         "GPU packing: ProMetaR steps/s per trial and per GPU",
         f"{args.backbone}, batch {args.batch}, {args.classes} classes, {where}; {args.steps} timed steps "
         f"after {args.warmup} warm-up per worker, the workers timed together",
-        ("trials per GPU", "steps/s per trial", "steps/s per GPU", "vs 1 trial", "peak allocated per trial",
-         "peak reserved per trial"), rows,
-        ["pack k trials per GPU (resources gpu: 1/k) when steps/s per GPU still grows with k and k × "
-         "peak reserved fits the GPU's memory with room to spare"])
+        (
+            "trials per GPU",
+            "steps/s per trial",
+            "steps/s per GPU",
+            "vs 1 trial",
+            "peak allocated per trial",
+            "peak reserved per trial",
+        ),
+        rows,
+        [
+            "pack k trials per GPU (resources gpu: 1/k) when steps/s per GPU still grows with k and k × "
+            "peak reserved fits the GPU's memory with room to spare"
+        ],
+    )
     return 0
 
 

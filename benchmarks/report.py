@@ -49,10 +49,15 @@ def memory_total_gib() -> float:
 def git_sha() -> str:
     """Short commit of the working tree, ``+dirty`` when tracked files differ from it."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "prometar", "orchestration"],
-                               cwd=REPO).returncode != 0
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "diff", "--quiet", "HEAD", "--", "prometar", "orchestration"], cwd=REPO
+            ).returncode
+            != 0
+        )
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -63,16 +68,20 @@ def versions() -> str:
     import open_clip
     import torch
 
-    return (f"torch {torch.__version__} · open_clip {open_clip.__version__} · prometar {git_sha()} · "
-            f"python {platform.python_version()}")
+    return (
+        f"torch {torch.__version__} · open_clip {open_clip.__version__} · prometar {git_sha()} · "
+        f"python {platform.python_version()}"
+    )
 
 
 def machine() -> str:
     """``<CPU model> · N cores (M usable) · load average a / b / c · R GiB RAM``."""
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    return (f"{cpu_model()} · {cores} cores ({usable} usable) · load average {load_average()} · "
-            f"{memory_total_gib():.0f} GiB RAM")
+    return (
+        f"{cpu_model()} · {cores} cores ({usable} usable) · load average {load_average()} · "
+        f"{memory_total_gib():.0f} GiB RAM"
+    )
 
 
 def peak_rss_gib() -> float:
@@ -85,8 +94,13 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def print_block(title: str, settings: str, columns: Sequence[str], rows: Sequence[Sequence[object]],
-                notes: Sequence[str] = ()) -> None:
+def print_block(
+    title: str,
+    settings: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    notes: Sequence[str] = (),
+) -> None:
     """Print one benchmark's Markdown block: title, machine, versions, settings, table, notes."""
     print(f"### {title}\n")
     print(f"- machine: {machine()}")

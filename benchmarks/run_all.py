@@ -28,8 +28,11 @@ DOCS = report.REPO / "docs" / "benchmarks.md"
 
 # name -> (script, arguments of the full run, arguments of --quick)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "step": ("bench_step.py", ["--methods", "ivlp", "ivlp_reg", "prometar", "prometar_first_order"],
-             ["--backbones", "toy", "--repeats", "1"]),
+    "step": (
+        "bench_step.py",
+        ["--methods", "ivlp", "ivlp_reg", "prometar", "prometar_first_order"],
+        ["--backbones", "toy", "--repeats", "1"],
+    ),
     "text": ("bench_text.py", [], ["--repeats", "1", "--warmup", "0", "--no-backward"]),
     "eval": ("bench_eval.py", [], ["--backbones", "toy", "--repeats", "1"]),
     "orchestration": ("bench_orchestration.py", [], ["--trials", "2"]),
@@ -43,19 +46,30 @@ def run_one(name: str, quick: bool) -> tuple[str, bool, float]:
     command = [sys.executable, str(HERE / script), *(fast if quick else full)]
     print(f"$ {' '.join(command[1:])}", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=report.REPO,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=report.REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
     seconds = time.perf_counter() - start
     output = done.stdout.strip()
     if name == "tables" and done.returncode == 0:
         # bench_tables.py (read 1,000 runs, render the tables) prints a plain table of its own.
-        output = "\n".join([
-            "### Tables over 1,000 runs\n",
-            f"- machine: {report.machine()}",
-            f"- versions: {report.versions()}",
-            "- settings: `bench_tables.py --runs 1000`: 1,000 FINISHED child runs in a SQLite MLflow "
-            "store; read into the tidy runs table, then the base-to-new table in markdown, latex and csv\n",
-            "```", output, "```\n"])
+        output = "\n".join(
+            [
+                "### Tables over 1,000 runs\n",
+                f"- machine: {report.machine()}",
+                f"- versions: {report.versions()}",
+                "- settings: `bench_tables.py --runs 1000`: 1,000 FINISHED child runs in a SQLite MLflow "
+                "store; read into the tidy runs table, then the base-to-new table in markdown, latex and "
+                "csv\n",
+                "```",
+                output,
+                "```\n",
+            ]
+        )
     if done.returncode != 0:
         tail = (done.stderr.strip() or output)[-2000:]
         output = f"### {name}: FAILED (exit {done.returncode})\n\n```\n{tail}\n```\n"
@@ -66,7 +80,9 @@ def append_section(blocks: list[str], quick: bool) -> None:
     """Append one dated section with every block to ``docs/benchmarks.md``."""
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     kind = "quick run (`--quick`)" if quick else "full run"
-    section = [f"\n## {stamp} — {kind}, prometar {report.git_sha()}\n"] + [block.rstrip() + "\n" for block in blocks]
+    section = [f"\n## {stamp} — {kind}, prometar {report.git_sha()}\n"] + [
+        block.rstrip() + "\n" for block in blocks
+    ]
     with open(DOCS, "a", encoding="utf-8") as stream:
         stream.write("\n".join(section))
 

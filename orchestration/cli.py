@@ -73,12 +73,26 @@ def data_group() -> None:
 
 
 @data_group.command("check")
-@click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=str),
-              envvar=DATA_ROOT_ENV, show_envvar=True, help="Folder holding the datasets.")
-@click.option("--dataset", "datasets", multiple=True, metavar="KEY",
-              help="Dataset key to check (repeatable); default: all 15.")
-@click.option("--quick", is_flag=True,
-              help="Check that images exist without decoding them (default: decode every image).")
+@click.option(
+    "--data-root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    envvar=DATA_ROOT_ENV,
+    show_envvar=True,
+    help="Folder holding the datasets.",
+)
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    metavar="KEY",
+    help="Dataset key to check (repeatable); default: all 15.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Check that images exist without decoding them (default: decode every image).",
+)
 def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
     """Check layout, split files and images; exit 2 if a requested dataset is unusable."""
     from prometar.data.check import check_datasets
@@ -96,8 +110,14 @@ def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
 @click.option("--shots", required=True, type=click.IntRange(min=1), help="Training images per class (K).")
 @click.option("--seed", required=True, type=int, help="Run seed.")
-@click.option("--data-root", required=True, type=click.Path(file_okay=False, path_type=str),
-              envvar=DATA_ROOT_ENV, show_envvar=True, help="Folder holding the datasets.")
+@click.option(
+    "--data-root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    envvar=DATA_ROOT_ENV,
+    show_envvar=True,
+    help="Folder holding the datasets.",
+)
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def data_fewshot(dataset, shots, seed, data_root, out) -> None:
     """Print the few-shot subsets a seed picks, as JSON {"train": [...], "val": [...]}; trains nothing.
@@ -110,8 +130,14 @@ def data_fewshot(dataset, shots, seed, data_root, out) -> None:
     from prometar.data.fewshot import few_shot, subset_listing
     from prometar.data.readers import read_dataset
 
-    sampled = few_shot(read_dataset(dataset, data_root), key=dataset, data_root=data_root, shots=shots,
-                       seed=seed, use_cache=False)
+    sampled = few_shot(
+        read_dataset(dataset, data_root),
+        key=dataset,
+        data_root=data_root,
+        shots=shots,
+        seed=seed,
+        use_cache=False,
+    )
     listing = subset_listing(sampled, dataset, data_root)
     blocks = []
     for name, rows in listing.items():  # one image per line
@@ -120,29 +146,66 @@ def data_fewshot(dataset, shots, seed, data_root, out) -> None:
     _emit("{\n" + ",\n".join(blocks) + "\n}\n", out)
 
 
-@main.command("train")
+def _config_keys() -> str:
+    """The ``train`` verb's epilog: every dotted run-config key ``--set`` takes, with its one-line doc."""
+    from prometar.config import describe_fields
+
+    fields = describe_fields()
+    width = max(map(len, fields))
+    lines = [f"  {key:<{width}}  {doc}" for key, doc in fields.items()]
+    return "\b\nRun-config keys (--set KEY=VALUE; also a sweep file's overrides and grid):\n" + "\n".join(
+        lines
+    )
+
+
+@main.command("train", epilog=_config_keys())
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
 @click.option("--seed", required=True, type=int, help="Run seed.")
 @click.option("--shots", required=True, type=int, help="Training images per class (data.shots).")
 @click.option("--method", metavar="NAME", help="Method (prompt design × scheme); default: the preset's.")
-@click.option("--preset", default="official", show_default=True, metavar="NAME|FILE",
-              help="Run-config preset (official, fixed) or a run-config YAML file.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Dotted run-config override, YAML-typed (repeatable), e.g. optim.epochs=5.")
-@click.option("--data-root", default="data", show_default=True, envvar=DATA_ROOT_ENV, show_envvar=True,
-              type=click.Path(file_okay=False, path_type=str), help="Folder holding the datasets.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=str),
-              help="Run folder; default: ./prometar_runs/train/<dataset>/<method>/<shots>shots_seed<seed>.")
+@click.option(
+    "--preset",
+    default="official",
+    show_default=True,
+    metavar="NAME|FILE",
+    help="Run-config preset (official, fixed) or a run-config YAML file.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Dotted run-config override, YAML-typed (repeatable), e.g. optim.epochs=5.",
+)
+@click.option(
+    "--data-root",
+    default="data",
+    show_default=True,
+    envvar=DATA_ROOT_ENV,
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder holding the datasets.",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Run folder; default: ./prometar_runs/train/<dataset>/<method>/<shots>shots_seed<seed>.",
+)
 @click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (backbone.device).")
-@click.option("--resume", "resume_from", type=click.Path(file_okay=False, exists=True, path_type=str),
-              help="Continue from a checkpoints/epoch_<k> folder of this run, or from its checkpoints/ folder "
-                   "(the newest readable epoch). Checkpoints hold tensors and plain data only.")
+@click.option(
+    "--resume",
+    "resume_from",
+    type=click.Path(file_okay=False, exists=True, path_type=str),
+    help="Continue from a checkpoints/epoch_<k> folder of this run, or from its checkpoints/ folder "
+    "(the newest readable epoch). Checkpoints hold tensors and plain data only.",
+)
 def train(dataset, seed, shots, method, preset, sets, data_root, output, device, resume_from) -> None:
     """Train and evaluate one run, without Ray or MLflow; print per-epoch progress and final metrics."""
     import time
     from pathlib import Path
 
     from prometar import events
+    from prometar import metrics as names
     from prometar.config import parse_override, resolve_config
     from prometar.run import run
 
@@ -157,14 +220,23 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
     def progress(event: dict) -> None:
         if event[events.EVENT] != events.EPOCH:
             return
-        shown = " ".join(f"{k}={event[k]:.4g}" for k in ("loss", "train_acc", "lr") if k in event)
-        click.echo(f"epoch {event['epoch']}/{config.optim.epochs} {shown} "
-                   f"[{time.monotonic() - start:.0f}s]", err=True)
+        shown = " ".join(f"{k}={event[k]:.4g}" for k in (names.LOSS, names.TRAIN_ACC, names.LR) if k in event)
+        click.echo(
+            f"epoch {event['epoch']}/{config.optim.epochs} {shown} [{time.monotonic() - start:.0f}s]",
+            err=True,
+        )
 
-    click.echo(f"{config.method} on {dataset} ({config.protocol}, {shots} shots, seed {seed}) -> {out}",
-               err=True)
-    result = run(config, data_root=Path(data_root), output_dir=out, callback=progress,
-                 resume_from=Path(resume_from) if resume_from else None, device=device)
+    click.echo(
+        f"{config.method} on {dataset} ({config.protocol}, {shots} shots, seed {seed}) -> {out}", err=True
+    )
+    result = run(
+        config,
+        data_root=Path(data_root),
+        output_dir=out,
+        callback=progress,
+        resume_from=Path(resume_from) if resume_from else None,
+        device=device,
+    )
     for name, value in result.metrics.items():
         click.echo(f"{name}\t{value:.2f}")
 
@@ -180,31 +252,54 @@ def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
     from prometar.config import parse_override
 
     overrides = dict(parse_override(text) for text in sets)
-    source = load_source(sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri,
-                         overrides=overrides)
+    source = load_source(
+        sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri, overrides=overrides
+    )
     note = source.unplanned_note()
     if note:
         click.echo(note, err=True)
     return source
 
 
-_SWEEP_SET_HELP = ("Dotted run-config override the sweep was launched with, YAML-typed (repeatable): "
-                   "selects the runs `launch SWEEP --set ...` made.")
+_SWEEP_SET_HELP = (
+    "Dotted run-config override the sweep was launched with, YAML-typed (repeatable): "
+    "selects the runs `launch SWEEP --set ...` made."
+)
 
 
 @main.command("table")
 @click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every FINISHED run.")
+@click.option(
+    "--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every FINISHED run."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
-@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
-              show_default=True, help="Output format.")
-@click.option("--published", type=click.Path(dir_okay=False, path_type=str),
-              help="Published numbers to compare with; default: the shipped reference.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "latex", "csv"]),
+    default="markdown",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--published",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Published numbers to compare with; default: the shipped reference.",
+)
 @click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
-@click.option("--runs", "runs_csv", type=click.Path(dir_okay=False, path_type=str),
-              help="CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.")
-@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
-              help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option(
+    "--runs",
+    "runs_csv",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.",
+)
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
@@ -218,16 +313,35 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, track
 
 @main.command("plot")
 @click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every FINISHED run.")
+@click.option(
+    "--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every FINISHED run."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
-@click.option("--runs", "runs_csv", type=click.Path(dir_okay=False, path_type=str),
-              help="CSV of per-run rows: no MLflow (no training curves).")
-@click.option("--published", type=click.Path(dir_okay=False, path_type=str),
-              help="Published numbers drawn beside ours; default: the shipped reference.")
-@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
-              help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.")
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder for the PNG files.")
+@click.option(
+    "--runs",
+    "runs_csv",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="CSV of per-run rows: no MLflow (no training curves).",
+)
+@click.option(
+    "--published",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Published numbers drawn beside ours; default: the shipped reference.",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.",
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for the PNG files.",
+)
 def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
     """Draw the paper's figures (PNG) from the FINISHED runs a sweep plans."""
     from orchestration.results.plots import plot_source
@@ -240,26 +354,62 @@ def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> Non
 
 @main.command("launch")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--data-root", default="data", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              envvar=DATA_ROOT_ENV, show_envvar=True, help="Folder holding the datasets.")
-@click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.")
-@click.option("--storage", metavar="URI", envvar=STORAGE_ENV, show_envvar=True,
-              help="Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
-                   "credentials from the AWS_* variables); default: <output>/ray.")
-@click.option("--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True,
-              help="Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.")
-@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
-              help="MLflow tracking URI (a server: http://HOST:PORT); default: sqlite:///<output>/mlflow.db.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Dotted run-config override for every trial, YAML-typed (repeatable).")
+@click.option(
+    "--data-root",
+    default="data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    envvar=DATA_ROOT_ENV,
+    show_envvar=True,
+    help="Folder holding the datasets.",
+)
+@click.option(
+    "--output",
+    default="prometar_runs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.",
+)
+@click.option(
+    "--storage",
+    metavar="URI",
+    envvar=STORAGE_ENV,
+    show_envvar=True,
+    help="Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
+    "credentials from the AWS_* variables); default: <output>/ray.",
+)
+@click.option(
+    "--address",
+    metavar="ADDR",
+    envvar=RAY_ADDRESS_ENV,
+    show_envvar=True,
+    help="Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI (a server: http://HOST:PORT); default: sqlite:///<output>/mlflow.db.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Dotted run-config override for every trial, YAML-typed (repeatable); the keys: train --help.",
+)
 @click.option("--dry-run", is_flag=True, help="Print done / to do / total and write nothing.")
 @click.option("--force", is_flag=True, help="Rerun trials already FINISHED.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="At most N trials at once.")
-@click.option("--write-best", type=click.Path(dir_okay=False, path_type=str),
-              help="Search sweeps: write the best configuration as a sweep file for the real protocol.")
-def launch(sweep, data_root, output, storage, address, tracking_uri, sets, dry_run, force, max_concurrent,
-           write_best) -> None:
+@click.option(
+    "--write-best",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Search sweeps: write the best configuration as a sweep file for the real protocol.",
+)
+def launch(
+    sweep, data_root, output, storage, address, tracking_uri, sets, dry_run, force, max_concurrent, write_best
+) -> None:
     """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
     from pathlib import Path
 
@@ -267,21 +417,41 @@ def launch(sweep, data_root, output, storage, address, tracking_uri, sets, dry_r
     from prometar.config import parse_override
 
     options = LaunchOptions(
-        data_root=Path(data_root), output=Path(output), storage=storage, address=address,
-        tracking_uri=tracking_uri, overrides=dict(parse_override(text) for text in sets), dry_run=dry_run, force=force,
-        max_concurrent=max_concurrent, write_best=Path(write_best) if write_best else None)
+        data_root=Path(data_root),
+        output=Path(output),
+        storage=storage,
+        address=address,
+        tracking_uri=tracking_uri,
+        overrides=dict(parse_override(text) for text in sets),
+        dry_run=dry_run,
+        force=force,
+        max_concurrent=max_concurrent,
+        write_best=Path(write_best) if write_best else None,
+    )
     report = launch(sweep, options)
     raise SystemExit(report.exit_code)
 
 
 @main.command("status")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="The launch's output folder (holds the default ledger).")
-@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
-              help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.")
+@click.option(
+    "--output",
+    default="prometar_runs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="The launch's output folder (holds the default ledger).",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.",
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
-@click.option("--address", metavar="URL", help="Ray dashboard the sweep was submitted to: adds the job's state.")
+@click.option(
+    "--address", metavar="URL", help="Ray dashboard the sweep was submitted to: adds the job's state."
+)
 @click.option("--token", metavar="TOKEN", help="Ray auth token for --address; default: $RAY_AUTH_TOKEN.")
 def status(sweep, output, tracking_uri, sets, address, token) -> None:
     """Print done / failed / running / to do of a sweep, from the ledger (reads only)."""
@@ -297,12 +467,24 @@ def status(sweep, output, tracking_uri, sets, address, token) -> None:
 
 
 @main.command("ui")
-@click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="The launch's output folder (holds the default ledger).")
-@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
-              help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.")
+@click.option(
+    "--output",
+    default="prometar_runs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="The launch's output folder (holds the default ledger).",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the UI listens on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port of the UI.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port of the UI."
+)
 def ui(output, tracking_uri, host, port) -> None:
     """Show the runs in the MLflow UI: `mlflow ui` on the launch's ledger, or the server's own UI."""
     import subprocess
@@ -327,9 +509,12 @@ def ui(output, tracking_uri, host, port) -> None:
 
 @main.command("validate")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=str),
-              help="Also check every trial's inputs as a launch would: the split files and images of "
-                   "each dataset, and the backbone weights.")
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Also check every trial's inputs as a launch would: the split files and images of "
+    "each dataset, and the backbone weights.",
+)
 def validate(sweep, data_root) -> None:
     """Check a sweep file and print its trial count and a sample trial.
 
@@ -345,35 +530,75 @@ def validate(sweep, data_root) -> None:
     if data_root is not None:
         check_data_root(plan, Path(data_root))
     check_inputs(plan, Path(data_root) if data_root else None, weights=data_root is not None)
+    for note in plan.notes:
+        click.echo(note, err=True)
     click.echo(plan.describe())
 
 
 @main.command("submit")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--address", required=True, metavar="URL", envvar=RAY_ADDRESS_ENV, show_envvar=True,
-              help="The cluster's Ray dashboard, http://HEAD:8265.")
-@click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Attempt number: the submission id is <sweep name>-<attempt>; a repeat is refused.")
+@click.option(
+    "--address",
+    required=True,
+    metavar="URL",
+    envvar=RAY_ADDRESS_ENV,
+    show_envvar=True,
+    help="The cluster's Ray dashboard, http://HEAD:8265.",
+)
+@click.option(
+    "--attempt",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Attempt number: the submission id is <sweep name>-<attempt>; a repeat is refused.",
+)
 @click.option("--follow", is_flag=True, help="Stream the job's logs; exit 0 if it SUCCEEDED, 1 otherwise.")
-@click.option("--token", metavar="TOKEN", help="Ray auth token; default: $RAY_AUTH_TOKEN, then $RAY_AUTH_TOKEN_PATH.")
-@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
-              help="MLflow tracking URI the cluster reaches (a server, or SQLite on shared storage).")
+@click.option(
+    "--token", metavar="TOKEN", help="Ray auth token; default: $RAY_AUTH_TOKEN, then $RAY_AUTH_TOKEN_PATH."
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI the cluster reaches (a server, or SQLite on shared storage).",
+)
 @click.option("--data-root", metavar="DIR", help="Dataset root on the cluster's nodes.")
 @click.option("--output", metavar="DIR", help="Output folder on the head node or shared storage (absolute).")
-@click.option("--storage", metavar="URI", help="Ray storage every node reaches: s3://BUCKET/PREFIX or a shared folder.")
+@click.option(
+    "--storage", metavar="URI", help="Ray storage every node reaches: s3://BUCKET/PREFIX or a shared folder."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
-@click.option("--env", "envs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the job (repeatable).")
-@click.option("--working-dir", default=".", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder shipped with the job; it must hold the sweep file.")
-def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, output, storage, sets, envs,
-           working_dir) -> None:
+@click.option(
+    "--env", "envs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the job (repeatable)."
+)
+@click.option(
+    "--working-dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder shipped with the job; it must hold the sweep file.",
+)
+def submit(
+    sweep, address, attempt, follow, token, tracking_uri, data_root, output, storage, sets, envs, working_dir
+) -> None:
     """Submit `launch SWEEP --address auto` to a Ray cluster as a Ray Job."""
     from orchestration.cluster.common import parse_env
     from orchestration.cluster.jobs import follow_job, submit_sweep
 
-    done = submit_sweep(sweep, address=address, attempt=attempt, token=token, working_dir=working_dir,
-                        tracking_uri=tracking_uri, data_root=data_root, output=output, storage=storage,
-                        overrides=sets, env_vars=parse_env(envs))
+    done = submit_sweep(
+        sweep,
+        address=address,
+        attempt=attempt,
+        token=token,
+        working_dir=working_dir,
+        tracking_uri=tracking_uri,
+        data_root=data_root,
+        output=output,
+        storage=storage,
+        overrides=sets,
+        env_vars=parse_env(envs),
+    )
     for warning in done.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"submitted {done.submission_id} to {address}: {done.entrypoint}", err=True)
@@ -385,79 +610,180 @@ def submit(sweep, address, attempt, follow, token, tracking_uri, data_root, outp
 
 @main.command("slurm")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--nodes", required=True, type=click.IntRange(min=1), help="Nodes: one Ray head, the rest workers.")
-@click.option("--gpus-per-node", required=True, type=click.IntRange(min=0), help="GPUs per node (0: CPU only).")
-@click.option("--cpus-per-node", type=click.IntRange(min=1),
-              help="CPUs per node for Ray; default: enough for the sweep's resources to put trials on every GPU.")
+@click.option(
+    "--nodes", required=True, type=click.IntRange(min=1), help="Nodes: one Ray head, the rest workers."
+)
+@click.option(
+    "--gpus-per-node", required=True, type=click.IntRange(min=0), help="GPUs per node (0: CPU only)."
+)
+@click.option(
+    "--cpus-per-node",
+    type=click.IntRange(min=1),
+    help="CPUs per node for Ray; default: enough for the sweep's resources to put trials on every GPU.",
+)
 @click.option("--partition", metavar="P", help="SLURM partition.")
 @click.option("--time", "time_limit", metavar="T", help="SLURM time limit (HH:MM:SS or D-HH:MM:SS).")
 @click.option("--account", metavar="A", help="SLURM account.")
-@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
-              help="MLflow server, or SQLite on the shared filesystem.")
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow server, or SQLite on the shared filesystem.",
+)
 @click.option("--data-root", metavar="DIR", help="Dataset root on the shared filesystem.")
 @click.option("--output", metavar="DIR", help="Output folder on the shared filesystem.")
-@click.option("--storage", metavar="URI", help="Ray storage: s3://BUCKET/PREFIX or a folder on the shared filesystem.")
+@click.option(
+    "--storage", metavar="URI", help="Ray storage: s3://BUCKET/PREFIX or a folder on the shared filesystem."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
-@click.option("--setup", multiple=True, metavar="LINE", help="Shell line run first, e.g. 'source .venv/bin/activate'.")
+@click.option(
+    "--setup", multiple=True, metavar="LINE", help="Shell line run first, e.g. 'source .venv/bin/activate'."
+)
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
-def slurm(sweep, nodes, gpus_per_node, cpus_per_node, partition, time_limit, account, tracking_uri, data_root,
-          output, storage, sets, setup, out) -> None:
+def slurm(
+    sweep,
+    nodes,
+    gpus_per_node,
+    cpus_per_node,
+    partition,
+    time_limit,
+    account,
+    tracking_uri,
+    data_root,
+    output,
+    storage,
+    sets,
+    setup,
+    out,
+) -> None:
     """Write an sbatch script running the sweep on a Ray cluster built from the allocation."""
     from pathlib import Path
 
     from orchestration.cluster.slurm import render_slurm
 
-    text = render_slurm(sweep, nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
-                        partition=partition, time_limit=time_limit, account=account,
-                        tracking_uri=tracking_uri, data_root=data_root, output=output, overrides=sets,
-                        setup=setup, script_name=Path(out).name if out else "prometar.sbatch", storage=storage,
-                        warn=_warn)
+    text = render_slurm(
+        sweep,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        cpus_per_node=cpus_per_node,
+        partition=partition,
+        time_limit=time_limit,
+        account=account,
+        tracking_uri=tracking_uri,
+        data_root=data_root,
+        output=output,
+        overrides=sets,
+        setup=setup,
+        script_name=Path(out).name if out else "prometar.sbatch",
+        storage=storage,
+        warn=_warn,
+    )
     _emit(text, out, executable=True)
 
 
 @main.command("k8s")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--image", default="prometar:latest", show_default=True, help="Image built from docker/Dockerfile.")
+@click.option(
+    "--image", default="prometar:latest", show_default=True, help="Image built from docker/Dockerfile."
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="GPU worker pods.")
-@click.option("--gpus-per-worker", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per worker pod.")
-@click.option("--worker-cpus", type=click.IntRange(min=1),
-              help="CPUs per worker pod; default: enough for the sweep's resources to put trials on every GPU.")
+@click.option(
+    "--gpus-per-worker", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per worker pod."
+)
+@click.option(
+    "--worker-cpus",
+    type=click.IntRange(min=1),
+    help="CPUs per worker pod; default: enough for the sweep's resources to put trials on every GPU.",
+)
 @click.option("--worker-memory", default="32Gi", show_default=True, help="Memory per worker pod.")
-@click.option("--data-claim", default="prometar-data", show_default=True, help="PVC holding the datasets (/data).")
-@click.option("--output-claim", metavar="PVC",
-              help="ReadWriteMany PVC for outputs (/outputs); default: prometar-outputs, or none (a volume of "
-                   "each pod) with --storage s3://... and --tracking-uri.")
-@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True,
-              help="MLflow server; default: sqlite:////outputs/mlflow.db.")
+@click.option(
+    "--data-claim", default="prometar-data", show_default=True, help="PVC holding the datasets (/data)."
+)
+@click.option(
+    "--output-claim",
+    metavar="PVC",
+    help="ReadWriteMany PVC for outputs (/outputs); default: prometar-outputs, or none (a volume of "
+    "each pod) with --storage s3://... and --tracking-uri.",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow server; default: sqlite:////outputs/mlflow.db.",
+)
 @click.option("--storage", metavar="URI", help="Ray storage every pod reaches: s3://BUCKET/PREFIX.")
-@click.option("--env-secret", "env_secrets", multiple=True, metavar="SECRET",
-              help="Secret whose keys become the pods' environment, e.g. AWS_* for S3 (repeatable).")
+@click.option(
+    "--env-secret",
+    "env_secrets",
+    multiple=True,
+    metavar="SECRET",
+    help="Secret whose keys become the pods' environment, e.g. AWS_* for S3 (repeatable).",
+)
 @click.option("--namespace", metavar="NS", help="Namespace written into the manifests.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
 @click.option("--no-token-auth", is_flag=True, help="Leave Ray token authentication off.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
-def k8s(sweep, image, workers, gpus_per_worker, worker_cpus, worker_memory, data_claim, output_claim, tracking_uri,
-        storage, env_secrets, namespace, sets, no_token_auth, out) -> None:
+def k8s(
+    sweep,
+    image,
+    workers,
+    gpus_per_worker,
+    worker_cpus,
+    worker_memory,
+    data_claim,
+    output_claim,
+    tracking_uri,
+    storage,
+    env_secrets,
+    namespace,
+    sets,
+    no_token_auth,
+    out,
+) -> None:
     """Write a KubeRay RayJob manifest (and the sweep's ConfigMap) running the sweep."""
 
     from orchestration.cluster.kuberay import render_rayjob
 
-    text = render_rayjob(sweep, image=image, workers=workers, gpus_per_worker=gpus_per_worker,
-                         worker_cpus=worker_cpus, worker_memory=worker_memory, data_claim=data_claim,
-                         output_claim=output_claim, tracking_uri=tracking_uri, namespace=namespace,
-                         overrides=sets, token_auth=not no_token_auth, storage=storage, env_secrets=env_secrets,
-                         warn=_warn)
+    text = render_rayjob(
+        sweep,
+        image=image,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        worker_cpus=worker_cpus,
+        worker_memory=worker_memory,
+        data_claim=data_claim,
+        output_claim=output_claim,
+        tracking_uri=tracking_uri,
+        namespace=namespace,
+        overrides=sets,
+        token_auth=not no_token_auth,
+        storage=storage,
+        env_secrets=env_secrets,
+        warn=_warn,
+    )
     _emit(text, out)
 
 
 @main.command("demo")
-@click.option("--output", default="prometar_runs", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Toy build (toy/), the SQLite ledger mlflow.db, Ray storage, tables and plots.")
+@click.option(
+    "--output",
+    default="prometar_runs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Toy build (toy/), the SQLite ledger mlflow.db, Ray storage, tables and plots.",
+)
 def demo(output) -> None:
     """Build the toy world and toy CLIP, run sweeps/demo.yaml on them, print the table, write plots."""
     from orchestration.demo import run_demo
+    from prometar.toy.build import ToyBuildError
 
-    report = run_demo(output)
+    try:
+        report = run_demo(output)
+    except ToyBuildError as err:  # quality floor or time limit: the toy build, not the user's input
+        click.echo(f"error: {err}", err=True)
+        raise SystemExit(1) from None
     raise SystemExit(report.exit_code)
 
 
@@ -484,23 +810,64 @@ def toy_group() -> None:
 
 
 @toy_group.command("build")
-@click.option("--output", default="prometar_runs/toy", show_default=True,
-              type=click.Path(file_okay=False, path_type=str), help="Build folder (checkpoint, data/, manifest).")
-@click.option("--budget-seconds", type=click.FloatRange(min=1), default=240.0, show_default=True,
-              help="Wall-clock budget of rendering + pretraining.")
+@click.option(
+    "--output",
+    default="prometar_runs/toy",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Build folder (checkpoint, data/, manifest).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="World and training seed.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Torch threads for pretraining (the toy datasets are written on another core meanwhile).")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pretraining steps (default: the standard build's, see docs/demo.md).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch threads for pretraining (the toy datasets are written on another core meanwhile); "
+    "part of the cache key: the checkpoint's bits depend on it.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16 autocast only where the CPU has native bf16 (elsewhere fp32); same steps either way.",
+)
+@click.option(
+    "--time-limit",
+    "time_limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Fail (exit 1, nothing cached) if the build takes longer; never a shorter build.",
+)
 @click.option("--force", is_flag=True, help="Rebuild even if a finished build with these settings exists.")
-def toy_build(output, budget_seconds, seed, threads, force) -> None:
-    """Build (or reuse) the toy world, its datasets and the toy CLIP; print zero-shot accuracies."""
-    import torch
+def toy_build(output, seed, steps, threads, precision, time_limit, force) -> None:
+    """Build (or reuse) the toy world, its datasets and the toy CLIP; print zero-shot accuracies.
 
-    from prometar.toyclip import build_toy, format_report
+    Exit 1 when the build fails its quality floor (zero-shot accuracy on the held-out colour x shape
+    combinations) or its time limit; nothing is cached then.
+    """
+    from prometar.toy.build import ToyBuildError, build_toy, format_report
 
-    torch.set_num_threads(threads)
-    click.echo(f"toy build in {output} (budget {budget_seconds:.0f}s, seed {seed}) ...", err=True)
-    click.echo(format_report(build_toy(output, seed=seed, budget_s=budget_seconds, force=force)), nl=False)
+    options = {"seed": seed, "threads": threads, "precision": precision, "force": force}
+    if steps is not None:
+        options["steps"] = steps
+    if time_limit is not None:
+        options["time_limit_s"] = time_limit
+    click.echo(f"toy build in {output} (seed {seed}) ...", err=True)
+    try:
+        build = build_toy(output, **options)
+    except ToyBuildError as err:
+        click.echo(f"error: {err}", err=True)
+        raise SystemExit(1) from None
+    click.echo(format_report(build), nl=False)
 
 
 if __name__ == "__main__":

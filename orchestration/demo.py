@@ -2,7 +2,7 @@
 
 Four steps, each a call into the code a real sweep uses:
 
-1. :func:`prometar.toyclip.build_toy` builds (or reuses) the toy world, its datasets and the toy
+1. :func:`prometar.toy.build.build_toy` builds (or reuses) the toy world, its datasets and the toy
    CLIP under ``<output>/toy/``;
 2. :func:`orchestration.launch.runner.launch` runs the demo sweep (``sweeps/demo.yaml``) on a local Ray
    with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
@@ -71,17 +71,22 @@ class DemoReport:
         return self.launch.exit_code
 
 
-def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = None,
-             toy_options: Mapping[str, Any] | None = None, max_concurrent: int | None = None,
-             stream: IO[str] | None = None) -> DemoReport:
+def run_demo(
+    output: Path | str = DEFAULT_OUTPUT,
+    *,
+    sweep: Path | str | None = None,
+    toy_options: Mapping[str, Any] | None = None,
+    max_concurrent: int | None = None,
+    stream: IO[str] | None = None,
+) -> DemoReport:
     """Build the toy world, run the demo sweep on it, print the table and write the plots.
 
     Args:
         output: The output folder: ``toy/`` (the toy build), ``mlflow.db``, ``ray/``, ``trials/``,
             ``tables/`` and ``plots/``.
         sweep: The sweep file; default :func:`demo_sweep_path`. Its datasets must be toy datasets.
-        toy_options: Keyword arguments of :func:`prometar.toyclip.build_toy` (``seed``,
-            ``budget_s``, reduced sizes for tests); default: the standard toy build.
+        toy_options: Keyword arguments of :func:`prometar.toy.build.build_toy` (``seed``,
+            ``steps``, reduced sizes and ``min_heldout_acc`` for tests); default: the standard toy build.
         max_concurrent: At most this many trials at once (default: as the resources allow).
         stream: Where progress, the table and the baselines go (stdout by default).
 
@@ -91,10 +96,9 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
     Raises:
         SpecError, LaunchError, TrackingError, ConfigError: Bad sweep file or unusable output
             folder, as ``launch`` raises them (before any trial starts).
+        ToyBuildError: The toy build failed its quality floor or time limit (no trial starts).
     """
-    import torch
-
-    from prometar.toyclip import build_toy
+    from prometar.toy.build import build_toy
 
     out = stream or sys.stdout
     started = time.perf_counter()
@@ -102,17 +106,17 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
     path = Path(sweep) if sweep is not None else demo_sweep_path()
 
     print(f"[demo] toy world and toy CLIP in {layout.toy_folder(output)} ...", file=out, flush=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the toy datasets are written on the other core meanwhile
-    try:
-        build = build_toy(layout.toy_folder(output), **dict(toy_options or {}))
-    finally:
-        torch.set_num_threads(threads)
+    build = build_toy(layout.toy_folder(output), **dict(toy_options or {}))  # one torch thread by default
     print(_toy_line(build), file=out, flush=True)
 
     overrides = {"backbone.name": build.model_name, "backbone.pretrained": str(build.checkpoint)}
-    options = LaunchOptions(data_root=build.data_root, output=output, overrides=overrides,
-                            max_concurrent=max_concurrent, tables=False)
+    options = LaunchOptions(
+        data_root=build.data_root,
+        output=output,
+        overrides=overrides,
+        max_concurrent=max_concurrent,
+        tables=False,
+    )
     report = DemoReport(toy_reused=build.reused, launch=launch(path, options, stream=out))
 
     plan = report.launch.plan
@@ -138,14 +142,18 @@ def run_demo(output: Path | str = DEFAULT_OUTPUT, *, sweep: Path | str | None = 
 def _toy_line(build: Any) -> str:
     r = build.results
     how = "reused" if build.reused else f"built in {r['build_seconds']:.0f}s"
-    return (f"[demo] toy CLIP {how}: {r['steps']} pretraining steps; zero-shot on held-out colour x shape "
-            f"combinations {100 * r['heldout_acc']:.1f}% ({r['heldout_acc'] / r['chance']:.0f}x chance "
-            f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%")
+    return (
+        f"[demo] toy CLIP {how}: {r['steps']} pretraining steps; zero-shot on held-out colour x shape "
+        f"combinations {100 * r['heldout_acc']:.1f}% ({r['heldout_acc'] / r['chance']:.0f}x chance "
+        f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%; checkpoint sha256 "
+        f"{r['checkpoint_sha256'][:12]}"
+    )
 
 
 def _base2new_table(ledger: RunsTable, plan: SweepPlan) -> RenderedTable:
-    (table,) = build_tables(ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None,
-                            expected_seeds=plan.seeds)
+    (table,) = build_tables(
+        ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None, expected_seeds=plan.seeds
+    )
     return table
 
 
@@ -168,22 +176,45 @@ def baseline_table(toy_datasets: Mapping[str, Mapping[str, Any]], keys: list[str
         accuracy (an oracle knowing one attribute, guessing among the classes that share it), each
         base / new, in percent.
     """
-    metrics = ("chance_base", "chance_new", "colour_only_base", "colour_only_new", "shape_only_base",
-               "shape_only_new")
-    header = ["Dataset", "Style", "Shift", "Chance base", "Chance new", "Colour-only base",
-              "Colour-only new", "Shape-only base", "Shape-only new"]
+    metrics = (
+        "chance_base",
+        "chance_new",
+        "colour_only_base",
+        "colour_only_new",
+        "shape_only_base",
+        "shape_only_new",
+    )
+    header = [
+        "Dataset",
+        "Style",
+        "Shift",
+        "Chance base",
+        "Chance new",
+        "Colour-only base",
+        "Colour-only new",
+        "Shape-only base",
+        "Shape-only new",
+    ]
     table = DisplayTable("Toy datasets: chance and single-attribute baselines (%)", header, label_columns=3)
     if len(keys) > 1:
         means = [sum(100 * float(toy_datasets[k][m]) for k in keys) / len(keys) for m in metrics]
-        table.rows.append([Cell(text=dataset_label(AVERAGE)), Cell(text=""), Cell(text=""),
-                           *(Cell(value=v) for v in means)])
+        table.rows.append(
+            [Cell(text=dataset_label(AVERAGE)), Cell(text=""), Cell(text=""), *(Cell(value=v) for v in means)]
+        )
     for key in keys:
         row = toy_datasets[key]
-        table.rows.append([Cell(text=dataset_label(key)), Cell(text=str(row["style"])),
-                           Cell(text="systematic" if row["systematic"] else "random"),
-                           *(Cell(value=100 * float(row[m])) for m in metrics)])
-    table.notes = ["Colour-only: knows the colour, guesses among the classes of that colour "
-                   "(a checkerboard of a 4 x 4 colour x shape grid: 50%)."]
+        table.rows.append(
+            [
+                Cell(text=dataset_label(key)),
+                Cell(text=str(row["style"])),
+                Cell(text="systematic" if row["systematic"] else "random"),
+                *(Cell(value=100 * float(row[m])) for m in metrics),
+            ]
+        )
+    table.notes = [
+        "Colour-only: knows the colour, guesses among the classes of that colour "
+        "(a checkerboard of a 4 x 4 colour x shape grid: 50%)."
+    ]
     return table
 
 

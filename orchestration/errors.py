@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from prometar.errors import InputError
 
-__all__ = ["ClusterError", "InputError", "LaunchError", "ResultsError", "SpecError", "StorageError",
-           "TrackingError"]
+__all__ = [
+    "ClusterError",
+    "InputError",
+    "LaunchError",
+    "ResultsError",
+    "SpecError",
+    "StorageError",
+    "TrackingError",
+]
 
 
 class SpecError(InputError):

@@ -27,8 +27,9 @@ def git_sha() -> str:
     """The commit of the checkout ``prometar`` runs from, or ``unknown`` outside git."""
     root = Path(prometar.__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -46,7 +47,12 @@ def environment(device: str, git_sha: str) -> dict[str, Any]:
             packages[name] = None
     import torch
 
-    return {"device": device, "cuda": torch.version.cuda,
-            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-            "hostname": socket.gethostname(), "python": platform.python_version(), "packages": packages,
-            "git_sha": git_sha}
+    return {
+        "device": device,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "packages": packages,
+        "git_sha": git_sha,
+    }

@@ -27,8 +27,19 @@ from urllib.parse import urlparse
 
 from orchestration.errors import StorageError
 
-__all__ = ["Storage", "StorageError", "checkpoint_folders", "delete_checkpoints", "delete_folder", "download",
-           "is_uri", "open_storage", "s3_filesystem", "uri_of", "usage"]
+__all__ = [
+    "Storage",
+    "StorageError",
+    "checkpoint_folders",
+    "delete_checkpoints",
+    "delete_folder",
+    "download",
+    "is_uri",
+    "open_storage",
+    "s3_filesystem",
+    "uri_of",
+    "usage",
+]
 
 CHECKPOINT_PREFIX = "checkpoint_"
 """Ray Tune names a trial's checkpoint folders ``checkpoint_<index>``."""
@@ -49,7 +60,9 @@ def s3_filesystem() -> Any:
     options: dict[str, Any] = {}
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        options.update(endpoint_override=parsed.netloc + parsed.path.rstrip("/"), scheme=parsed.scheme or "https")
+        options.update(
+            endpoint_override=parsed.netloc + parsed.path.rstrip("/"), scheme=parsed.scheme or "https"
+        )
     if region:
         options["region"] = region
     return fs.S3FileSystem(**options)
@@ -130,8 +143,11 @@ def checkpoint_folders(filesystem: Any, trial_path: str) -> list[str]:
         infos = filesystem.get_file_info(fs.FileSelector(trial_path, allow_not_found=True))
     except (OSError, ValueError):
         return []
-    return sorted(info.path for info in infos
-                  if info.type == fs.FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX))
+    return sorted(
+        info.path
+        for info in infos
+        if info.type == fs.FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX)
+    )
 
 
 def delete_folder(filesystem: Any, path: str) -> bool:
@@ -165,8 +181,12 @@ def download(uri: str, target: Path) -> Path:
         if storage.filesystem.get_file_info(storage.path).type != fs.FileType.Directory:
             raise StorageError(f"{uri}: no such folder")
         target.mkdir(parents=True, exist_ok=True)
-        fs.copy_files(storage.path, str(target), source_filesystem=storage.filesystem,
-                      destination_filesystem=fs.LocalFileSystem())
+        fs.copy_files(
+            storage.path,
+            str(target),
+            source_filesystem=storage.filesystem,
+            destination_filesystem=fs.LocalFileSystem(),
+        )
     except OSError as err:
         raise StorageError(f"{uri}: cannot be read ({str(err).splitlines()[0][:200]})") from None
     return target
@@ -179,14 +199,16 @@ def usage(location: str | os.PathLike[str], *, name_prefix: str = "") -> tuple[i
 
     storage = open_storage(location)
     try:
-        infos = storage.filesystem.get_file_info(fs.FileSelector(storage.path, recursive=True, allow_not_found=True))
+        infos = storage.filesystem.get_file_info(
+            fs.FileSelector(storage.path, recursive=True, allow_not_found=True)
+        )
     except OSError:
         return 0, 0
     size = files = 0
     for info in infos:
         if info.type != fs.FileType.File:
             continue
-        parts = info.path[len(storage.path):].strip("/").split("/")[:-1]
+        parts = info.path[len(storage.path) :].strip("/").split("/")[:-1]
         if name_prefix and not any(part.startswith(name_prefix) for part in parts):
             continue
         size += info.size or 0

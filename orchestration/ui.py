@@ -51,11 +51,21 @@ def ui_target(tracking_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():
-            raise TrackingError(f"no MLflow ledger at {path} (tracking URI {tracking_uri}): nothing has been launched "
-                          "into this output folder yet (--output / --tracking-uri)")
+            raise TrackingError(
+                f"no MLflow ledger at {path} (tracking URI {tracking_uri}): nothing has been launched "
+                "into this output folder yet (--output / --tracking-uri)"
+            )
     mlflow = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", tracking_uri,
-               "--host", host, "--port", str(port)]
+    command = [
+        str(mlflow) if mlflow.exists() else "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     return UiTarget(tracking_uri, f"http://{shown}:{port}", command)
 
@@ -63,7 +73,8 @@ def ui_target(tracking_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
 def ui_hint(tracking_uri: str, *, output: Path | str = DEFAULT_OUTPUT) -> str:
     """The command a launch into ``output`` prints at its end to look at its runs."""
     if is_server(tracking_uri):
-        return f"look at the runs: {tracking_uri.rstrip('/')} (or prometar-sweep ui --tracking-uri {tracking_uri})"
+        url = tracking_uri.rstrip("/")
+        return f"look at the runs: {url} (or prometar-sweep ui --tracking-uri {tracking_uri})"
     if tracking_uri == default_tracking_uri(output):
         args = [] if Path(output).resolve() == DEFAULT_OUTPUT.resolve() else ["--output", str(output)]
     else:

@@ -161,7 +161,8 @@ def _resolve_weights(
     if bool(tag_config.get("quick_gelu", False)) != bool(config.get("quick_gelu", False)):
         hint = f"{name}-quickgelu" if tag_config.get("quick_gelu") else name.removesuffix("-quickgelu")
         raise BackboneError(
-            f"pretrained tag {pretrained!r} was trained with quick_gelu={tag_config.get('quick_gelu', False)} "
+            f"pretrained tag {pretrained!r} was trained with "
+            f"quick_gelu={tag_config.get('quick_gelu', False)} "
             f"but backbone {name!r} uses quick_gelu={config.get('quick_gelu', False)}; use {hint!r}"
         )
     try:

@@ -38,7 +38,9 @@ def configure_backends(device: torch.device | str, *, tf32: bool = True) -> dict
     # ``torch.get_float32_matmul_precision`` raise).
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
     torch.backends.cudnn.allow_tf32 = tf32
-    flags = {"matmul": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee",
-             "conv": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"}
+    flags = {
+        "matmul": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee",
+        "conv": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee",
+    }
     logger.info("CUDA float32 precision: matmul %s, convolutions %s", flags["matmul"], flags["conv"])
     return flags

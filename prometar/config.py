@@ -63,7 +63,6 @@ __all__ = [
     "list_presets",
     "load_preset",
     "load_yaml",
-    "parse_yaml",
     "parse_override",
     "resolve_config",
 ]
@@ -83,16 +82,29 @@ def _doc(text: str, *, scientific: bool = True) -> dict[str, Any]:
 class BackboneConfig:
     """The frozen CLIP (algorithm.md §1)."""
 
-    name: str = field(default="ViT-B-16-quickgelu", metadata=_doc(
-        "open_clip model name or project model config (tiny-test, toy-clip, ...)"))
-    pretrained: str | None = field(default="openai", metadata=_doc(
-        "open_clip pretrained tag, path to a checkpoint (made absolute), or null for random init"))
-    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata=_doc(
-        "compute precision: auto = bf16 autocast on CUDA, fp32 on CPU"))
-    device: str = field(default="auto", metadata=_doc(
-        "device: auto (CUDA when available), cpu, cuda or cuda:N", scientific=False))
-    cache_dir: str | None = field(default=None, metadata=_doc(
-        "where pretrained weights are cached (open_clip's default when null)", scientific=False))
+    name: str = field(
+        default="ViT-B-16-quickgelu",
+        metadata=_doc("open_clip model name or project model config (tiny-test, toy-clip, ...)"),
+    )
+    pretrained: str | None = field(
+        default="openai",
+        metadata=_doc(
+            "open_clip pretrained tag, path to a checkpoint (made absolute), or null for random init"
+        ),
+    )
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto", metadata=_doc("compute precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    )
+    device: str = field(
+        default="auto",
+        metadata=_doc("device: auto (CUDA when available), cpu, cuda or cuda:N", scientific=False),
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata=_doc(
+            "where pretrained weights are cached (open_clip's default when null)", scientific=False
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -100,29 +112,46 @@ class PromptConfig:
     """Deep text and vision prompts (algorithm.md §1); depth 0 leaves a tower unprompted."""
 
     text_tokens: int = field(default=4, metadata=_doc("prompt tokens per prompted text block"))
-    text_depth: int = field(default=9, metadata=_doc(
-        "number of prompted text blocks (block 0 input, then blocks 1..depth-1); 0 = none"))
+    text_depth: int = field(
+        default=9,
+        metadata=_doc("number of prompted text blocks (block 0 input, then blocks 1..depth-1); 0 = none"),
+    )
     vision_tokens: int = field(default=4, metadata=_doc("prompt tokens per prompted vision block"))
-    vision_depth: int = field(default=9, metadata=_doc(
-        "number of prompted vision blocks; 0 = none"))
-    deep_depth: int = field(default=9, metadata=_doc(
-        "depth the methods with deep prompts (ivlp, vpt, prometar) give their prompted towers"))
-    text_init: str | None = field(default="a photo of a", metadata=_doc(
-        "text whose token embeddings initialise the block-0 text prompt; null = normal(0, 0.02)"))
-    truncate_text: bool = field(default=True, metadata=_doc(
-        "cut text sequences after the last EOS of the batch (exact speed-up, same results)",
-        scientific=False))
-    sequence_first_blocks: bool = field(default=True, metadata=_doc(
-        "run residual blocks sequence-first inside (~1.5x faster on CPU; float rounding only)",
-        scientific=False))
+    vision_depth: int = field(default=9, metadata=_doc("number of prompted vision blocks; 0 = none"))
+    deep_depth: int = field(
+        default=9,
+        metadata=_doc("depth the methods with deep prompts (ivlp, vpt, prometar) give their prompted towers"),
+    )
+    text_init: str | None = field(
+        default="a photo of a",
+        metadata=_doc(
+            "text whose token embeddings initialise the block-0 text prompt; null = normal(0, 0.02)"
+        ),
+    )
+    truncate_text: bool = field(
+        default=True,
+        metadata=_doc(
+            "cut text sequences after the last EOS of the batch (exact speed-up, same results)",
+            scientific=False,
+        ),
+    )
+    sequence_first_blocks: bool = field(
+        default=True,
+        metadata=_doc(
+            "run residual blocks sequence-first inside (~1.5x faster on CPU; float rounding only)",
+            scientific=False,
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class RegularizerConfig:
     """The frozen-teacher L1 feature regularisers (algorithm.md §2)."""
 
-    enabled: bool = field(default=True, metadata=_doc(
-        "use the text and image regularisers (set by the method's training scheme)"))
+    enabled: bool = field(
+        default=True,
+        metadata=_doc("use the text and image regularisers (set by the method's training scheme)"),
+    )
     text_weight: float = field(default=50.0, metadata=_doc("weight of R_text (text features vs teacher)"))
     image_weight: float = field(default=20.0, metadata=_doc("weight of R_image (image features vs teacher)"))
 
@@ -131,19 +160,27 @@ class RegularizerConfig:
 class MetaConfig:
     """The meta-regulariser: gate network and the virtual-task step (algorithm.md §3–§4)."""
 
-    enabled: bool = field(default=True, metadata=_doc(
-        "run ProMetaR's gate-modulated, bi-level step (set by the method's training scheme)"))
+    enabled: bool = field(
+        default=True,
+        metadata=_doc("run ProMetaR's gate-modulated, bi-level step (set by the method's training scheme)"),
+    )
     inner_lr: float = field(default=5e-4, metadata=_doc("learning rate of the differentiable inner step"))
     loss_scale: float = field(default=5e-4, metadata=_doc("scale of the meta (query) loss (LR_RATIO)"))
-    order: Literal["second", "first"] = field(default="second", metadata=_doc(
-        "second-order meta gradient (official) or first-order approximation"))
-    beta: tuple[float, float] = field(default=(0.5, 0.5), metadata=_doc(
-        "Beta(a, b) parameters of the task-augmentation mixing weight"))
+    order: Literal["second", "first"] = field(
+        default="second", metadata=_doc("second-order meta gradient (official) or first-order approximation")
+    )
+    beta: tuple[float, float] = field(
+        default=(0.5, 0.5), metadata=_doc("Beta(a, b) parameters of the task-augmentation mixing weight")
+    )
     gate_reduction: int = field(default=8, metadata=_doc("gate network reduction r: hidden size D/r"))
-    gate_repeat: int | None = field(default=8, metadata=_doc(
-        "gate output repeat factor; official hard-codes 8; null = equal to gate_reduction"))
-    gate_mode: Literal["learned", "constant", "off"] = field(default="learned", metadata=_doc(
-        "learned gate network, constant 0.5 gate, or off (plain sum of gradients)"))
+    gate_repeat: int | None = field(
+        default=8,
+        metadata=_doc("gate output repeat factor; official hard-codes 8; null = equal to gate_reduction"),
+    )
+    gate_mode: Literal["learned", "constant", "off"] = field(
+        default="learned",
+        metadata=_doc("learned gate network, constant 0.5 gate, or off (plain sum of gradients)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -157,8 +194,10 @@ class OptimConfig:
     epochs: int = field(default=10, metadata=_doc("training epochs; also the cosine period T"))
     warmup_epochs: int = field(default=1, metadata=_doc("epochs at the constant warm-up learning rate"))
     warmup_lr: float = field(default=1e-5, metadata=_doc("constant learning rate during warm-up"))
-    scheduler: Literal["cosine"] = field(default="cosine", metadata=_doc(
-        "schedule after warm-up, restarted at its end: lr·(1+cos(π·(e−W)/T))/2 at epoch e ≥ W"))
+    scheduler: Literal["cosine"] = field(
+        default="cosine",
+        metadata=_doc("schedule after warm-up, restarted at its end: lr·(1+cos(π·(e−W)/T))/2 at epoch e ≥ W"),
+    )
 
 
 @dataclass(frozen=True)
@@ -170,8 +209,12 @@ class GateOptimConfig:
     weight_decay: float = field(default=5e-4, metadata=_doc("SGD weight decay"))
     warmup_epochs: int = field(default=1, metadata=_doc("epochs at the constant warm-up learning rate"))
     warmup_lr: float = field(default=1e-6, metadata=_doc("constant learning rate during warm-up"))
-    step_scheduler: bool = field(default=False, metadata=_doc(
-        "step the gate scheduler per epoch; official never does, so the gate stays at warmup_lr"))
+    step_scheduler: bool = field(
+        default=False,
+        metadata=_doc(
+            "step the gate scheduler per epoch; official never does, so the gate stays at warmup_lr"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -184,29 +227,45 @@ class DataConfig:
     drop_last: bool = field(default=True, metadata=_doc("drop the last incomplete training batch"))
     test_batch_size: int = field(default=100, metadata=_doc("evaluation batch size"))
     num_workers: int = field(default=4, metadata=_doc("data loader worker processes", scientific=False))
-    cache_dir: str | None = field(default=None, metadata=_doc(
-        "cache folder for few-shot splits and text teachers (made absolute); null = few-shot "
-        "splits in <dataset>/split_fewshot_prometar/, teachers not cached", scientific=False))
+    cache_dir: str | None = field(
+        default=None,
+        metadata=_doc(
+            "cache folder for few-shot splits and text teachers (made absolute); null = few-shot "
+            "splits in <dataset>/split_fewshot_prometar/, teachers not cached",
+            scientific=False,
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation (algorithm.md §6)."""
 
-    targets: tuple[str, ...] = field(default=(), metadata=_doc(
-        "target datasets of the protocols that evaluate on other datasets; empty = the protocol's standard list"))
-    per_class: bool = field(default=True, metadata=_doc(
-        "write per-class accuracies (per_class.json)", scientific=False))
+    targets: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "target datasets of the protocols that evaluate on other datasets; "
+            "empty = the protocol's standard list"
+        ),
+    )
+    per_class: bool = field(
+        default=True, metadata=_doc("write per-class accuracies (per_class.json)", scientific=False)
+    )
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """One training run: method × dataset × seed × shots × hyper-parameters × protocol."""
 
-    method: str = field(default="prometar", metadata=_doc(
-        "prompt design × training scheme (see prometar.methods)"))
-    protocol: ProtocolName = field(default=protocols.DEFAULT, metadata=_doc(
-        "evaluation protocol: " + " | ".join(protocols.list_protocols()) + " (prometar.protocols)"))
+    method: str = field(
+        default="prometar", metadata=_doc("prompt design × training scheme (see prometar.methods)")
+    )
+    protocol: ProtocolName = field(
+        default=protocols.DEFAULT,
+        metadata=_doc(
+            "evaluation protocol: " + " | ".join(protocols.list_protocols()) + " (prometar.protocols)"
+        ),
+    )
     seed: int = field(default=1, metadata=_doc("run seed: few-shot sampling, initialisation, shuffling"))
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
@@ -240,7 +299,8 @@ class RunConfig:
         keys this run's method never reads (:meth:`ignored_keys`).
         """
         scientific = _to_plain(_scientific(self))
-        for key in self.ignored_keys():
+        # prompts.deep_depth only sets the depths of deep designs, which are keys of their own.
+        for key in (*self.ignored_keys(), "prompts.deep_depth"):
             section, _, name = key.partition(".")
             if name:
                 scientific.get(section, {}).pop(name, None)
@@ -255,18 +315,26 @@ class RunConfig:
         prompt tokens (it evaluates with the dataset's single template). The plain scheme has
         no regulariser and no meta step; the regularised scheme no meta step. A gate that is not
         learned (``meta.gate_mode``: ``constant``, ``off``) has no network, so no gate optimiser
-        and no gate sizes. A tower without prompts reads no token count. ``prompts.deep_depth``
-        only sets the depths of deep designs, which are keys of their own.
+        and no gate sizes. A tower without prompts reads no token count. A design without deep
+        prompts (zero-shot, CoOp) never reads ``prompts.deep_depth``.
         """
-        sections = {"zeroshot": ("optim", "gate_optim", "regularizer", "meta"),
-                    "plain": ("gate_optim", "regularizer", "meta"),
-                    "regularized": ("gate_optim", "meta"),
-                    "prometar": ()}[self.scheme]
+        sections = {
+            "zeroshot": ("optim", "gate_optim", "regularizer", "meta"),
+            "plain": ("gate_optim", "regularizer", "meta"),
+            "regularized": ("gate_optim", "meta"),
+            "prometar": (),
+        }[self.scheme]
         keys = [f"{section}.{f.name}" for section in sections for f in dataclasses.fields(_SECTIONS[section])]
-        keys.append("prompts.deep_depth")
+        if not _methods.get_method(self.method).uses_deep_depth:
+            keys.append("prompts.deep_depth")
         if self.scheme == "zeroshot":
-            keys += ["prompts.text_tokens", "prompts.vision_tokens", "prompts.text_init",
-                     "data.batch_size", "data.drop_last"]
+            keys += [
+                "prompts.text_tokens",
+                "prompts.vision_tokens",
+                "prompts.text_init",
+                "data.batch_size",
+                "data.drop_last",
+            ]
         else:
             if self.prompts.text_depth == 0:
                 keys.append("prompts.text_tokens")
@@ -326,10 +394,6 @@ def describe_fields() -> dict[str, str]:
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# YAML: one strict parser for every text the project reads (prometar.yamlio).
-
-
 def load_yaml(text: str, *, source: str = "<yaml>") -> Any:
     """:func:`parse_yaml`, with invalid YAML as a :class:`ConfigError` naming ``source``.
 
@@ -355,26 +419,8 @@ def yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def _official() -> dict[str, Any]:
-    # Every value of algorithm.md §5, spelled out (the dataclass defaults are the same values).
-    return {
-        "method": "prometar",
-        "protocol": "base2new",
-        "seed": 1,
-        "backbone": {"name": "ViT-B-16-quickgelu", "pretrained": "openai", "precision": "auto",
-                     "device": "auto", "cache_dir": None},
-        "prompts": {"text_tokens": 4, "text_depth": 9, "vision_tokens": 4, "vision_depth": 9,
-                    "text_init": "a photo of a", "truncate_text": True, "sequence_first_blocks": True},
-        "regularizer": {"enabled": True, "text_weight": 50.0, "image_weight": 20.0},
-        "meta": {"enabled": True, "inner_lr": 5e-4, "loss_scale": 5e-4, "order": "second",
-                 "beta": [0.5, 0.5], "gate_reduction": 8, "gate_repeat": 8, "gate_mode": "learned"},
-        "optim": {"name": "sgd", "lr": 0.0025, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 10,
-                  "warmup_epochs": 1, "warmup_lr": 1e-5, "scheduler": "cosine"},
-        "gate_optim": {"lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 1,
-                       "warmup_lr": 1e-6, "step_scheduler": False},
-        "data": {"dataset": "", "shots": 16, "batch_size": 4, "drop_last": True,
-                 "test_batch_size": 100, "num_workers": 4, "cache_dir": None},
-        "eval": {"targets": [], "per_class": True},
-    }
+    """algorithm.md §5, quirks included: the field defaults are the official values."""
+    return RunConfig().to_dict()
 
 
 def _fixed() -> dict[str, Any]:
@@ -488,11 +534,13 @@ def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
         if data is None:
             return {}
         if not isinstance(data, dict):
-            raise ConfigError("", f"a run config must be a mapping, got {type(data).__name__}",
-                              source=key)
+            raise ConfigError("", f"a run config must be a mapping, got {type(data).__name__}", source=key)
         return data
-    raise ConfigError("preset", f"unknown preset {key!r}; valid presets: {', '.join(_PRESETS)} "
-                      "(or a path to a run-config YAML file)", source="<preset>")
+    raise ConfigError(
+        "preset",
+        f"unknown preset {key!r}; valid presets: {', '.join(_PRESETS)} (or a path to a run-config YAML file)",
+        source="<preset>",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,8 +563,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def apply_overrides(d: Mapping[str, Any], overrides: Mapping[str, Any], *,
-                    source: str = "<overrides>") -> dict[str, Any]:
+def apply_overrides(
+    d: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str = "<overrides>"
+) -> dict[str, Any]:
     """Return a deep copy of ``d`` with dotted-key values set.
 
     Keys are checked against the run-config schema here, so a typo fails before anything runs.
@@ -559,8 +608,9 @@ def _check_key(parts: list[str], source: str) -> None:
         raise ConfigError(dotted, f"expected {parts[0]}.<field>", source=source)
     names = {f.name for f in dataclasses.fields(section)}
     if parts[1] not in names:
-        raise ConfigError(dotted, f"unknown key; valid keys of {parts[0]!r}: {', '.join(sorted(names))}",
-                          source=source)
+        raise ConfigError(
+            dotted, f"unknown key; valid keys of {parts[0]!r}: {', '.join(sorted(names))}", source=source
+        )
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -653,9 +703,11 @@ def _build_section(cls: type, data: Any, prefix: str, source: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}" if prefix else str(unknown[0]),
-                          f"unknown key; valid keys{f' of {prefix!r}' if prefix else ''}: "
-                          f"{', '.join(names)}", source=source)
+        raise ConfigError(
+            f"{prefix}.{unknown[0]}" if prefix else str(unknown[0]),
+            f"unknown key; valid keys{f' of {prefix!r}' if prefix else ''}: {', '.join(names)}",
+            source=source,
+        )
     kwargs: dict[str, Any] = {}
     for name in names:
         if name not in data:
@@ -667,8 +719,9 @@ def _build_section(cls: type, data: Any, prefix: str, source: str) -> Any:
         try:
             kwargs[name] = _coerce(data[name], hints[name])
         except _Mismatch:
-            raise ConfigError(key, f"got {data[name]!r}, expected {_type_name(hints[name])}",
-                              source=source) from None
+            raise ConfigError(
+                key, f"got {data[name]!r}, expected {_type_name(hints[name])}", source=source
+            ) from None
     return cls(**kwargs)
 
 
@@ -717,7 +770,9 @@ def _normalise(cfg: RunConfig) -> RunConfig:
         data = dataclasses.replace(data, cache_dir=_absolute(data.cache_dir))
     evaluation = cfg.eval
     if not evaluation.targets:
-        evaluation = dataclasses.replace(evaluation, targets=protocols.get_protocol(cfg.protocol).default_targets)
+        evaluation = dataclasses.replace(
+            evaluation, targets=protocols.get_protocol(cfg.protocol).default_targets
+        )
     return dataclasses.replace(cfg, backbone=backbone, data=data, eval=evaluation)
 
 
@@ -734,20 +789,33 @@ def _validate(cfg: RunConfig, source: str) -> None:
 
     datasets = catalog.list_datasets()
     if not cfg.data.dataset:
-        raise ConfigError("data.dataset", f"is required; valid datasets: {', '.join(datasets)}",
-                          source=source)
+        raise ConfigError(
+            "data.dataset", f"is required; valid datasets: {', '.join(datasets)}", source=source
+        )
     if cfg.data.dataset not in datasets:
         fail("data.dataset", cfg.data.dataset, f"is not a dataset; valid datasets: {', '.join(datasets)}")
     protocol = protocols.get_protocol(cfg.protocol)
     if not catalog.get_dataset(cfg.data.dataset).base_to_new:  # every protocol trains on data.dataset
         fail("data.dataset", cfg.data.dataset, "is test-only and cannot be trained on")
+    if protocol.sources and cfg.data.dataset not in protocol.sources:
+        fail(
+            "data.dataset",
+            cfg.data.dataset,
+            f"cannot be the source of protocol {cfg.protocol!r}: it trains on "
+            f"{' / '.join(protocol.sources)} (its targets share that label space)",
+        )
     for i, target in enumerate(cfg.eval.targets):
         if target not in datasets:
             fail(f"eval.targets[{i}]", target, f"is not a dataset; valid datasets: {', '.join(datasets)}")
     if cfg.eval.targets and not protocol.takes_targets:
-        with_targets = [name for name in protocols.list_protocols() if protocols.get_protocol(name).takes_targets]
-        fail("eval.targets", list(cfg.eval.targets),
-             f"only apply to {' / '.join(with_targets)}, not protocol {cfg.protocol!r}")
+        with_targets = [
+            name for name in protocols.list_protocols() if protocols.get_protocol(name).takes_targets
+        ]
+        fail(
+            "eval.targets",
+            list(cfg.eval.targets),
+            f"only apply to {' / '.join(with_targets)}, not protocol {cfg.protocol!r}",
+        )
 
     if cfg.seed < 0:
         fail("seed", cfg.seed, "must be >= 0")
@@ -800,25 +868,32 @@ def _validate(cfg: RunConfig, source: str) -> None:
         key = "optim.momentum" if cfg.optim.momentum >= 1 else "gate_optim.momentum"
         fail(key, getattr(cfg, key.split(".")[0]).momentum, "must be < 1")
     if cfg.optim.warmup_epochs > cfg.optim.epochs:
-        fail("optim.warmup_epochs", cfg.optim.warmup_epochs,
-             f"exceeds optim.epochs ({cfg.optim.epochs})")
+        fail("optim.warmup_epochs", cfg.optim.warmup_epochs, f"exceeds optim.epochs ({cfg.optim.epochs})")
     if cfg.backbone.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.backbone.device):
         fail("backbone.device", cfg.backbone.device, "must be auto, cpu, cuda, cuda:N or mps")
 
     zeroshot = cfg.method == "zeroshot"
     prompted = cfg.prompts.text_depth > 0 or cfg.prompts.vision_depth > 0
     if zeroshot and prompted:
-        fail("prompts.text_depth" if cfg.prompts.text_depth else "prompts.vision_depth",
-             cfg.prompts.text_depth or cfg.prompts.vision_depth,
-             "must be 0 for method 'zeroshot' (unprompted CLIP)")
+        fail(
+            "prompts.text_depth" if cfg.prompts.text_depth else "prompts.vision_depth",
+            cfg.prompts.text_depth or cfg.prompts.vision_depth,
+            "must be 0 for method 'zeroshot' (unprompted CLIP)",
+        )
     if not zeroshot and not prompted:
-        fail("prompts.text_depth", 0, f"and prompts.vision_depth 0 leave method {cfg.method!r} "
-             "nothing to train")
+        fail(
+            "prompts.text_depth",
+            0,
+            f"and prompts.vision_depth 0 leave method {cfg.method!r} nothing to train",
+        )
     if not zeroshot and cfg.optim.epochs < 1:
         fail("optim.epochs", cfg.optim.epochs, f"must be >= 1 for method {cfg.method!r}")
     if cfg.meta.enabled and not cfg.regularizer.enabled:
-        fail("meta.enabled", True, "requires regularizer.enabled (the gate modulates the "
-             "regulariser gradients)")
+        fail(
+            "meta.enabled",
+            True,
+            "requires regularizer.enabled (the gate modulates the regulariser gradients)",
+        )
     if zeroshot and (cfg.meta.enabled or cfg.regularizer.enabled):
         key = "meta.enabled" if cfg.meta.enabled else "regularizer.enabled"
         fail(key, True, "must be false for method 'zeroshot' (no training)")
@@ -826,8 +901,12 @@ def _validate(cfg: RunConfig, source: str) -> None:
         fail("eval.targets", [], f"protocol {cfg.protocol!r} needs at least one target")
 
 
-def resolve_config(preset: str | os.PathLike = "official", overrides: Mapping[str, Any] | None = None,
-                   *, source: str | None = None) -> RunConfig:
+def resolve_config(
+    preset: str | os.PathLike = "official",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    source: str | None = None,
+) -> RunConfig:
     """Compose and validate a run config: preset → method settings → explicit overrides.
 
     The method is ``overrides["method"]`` if given, else the preset's. Its settings

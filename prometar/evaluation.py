@@ -26,17 +26,12 @@ from prometar.teacher import compute_zero_shot_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AccuracyResult", "Evaluator", "accuracy", "harmonic_mean"]
+__all__ = ["AccuracyResult", "Evaluator", "accuracy"]
 
 
 def accuracy(correct: int, total: int) -> float:
     """``100 · correct / total``; 0.0 for an empty split."""
     return 100.0 * correct / total if total else 0.0
-
-
-def harmonic_mean(base: float, new: float) -> float:
-    """``2·B·N / (B + N)``; 0.0 when both are 0."""
-    return 2.0 * base * new / (base + new) if (base + new) > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -70,8 +65,14 @@ class Evaluator:
         text_batch_size: Classes encoded per forward pass (memory bound only).
     """
 
-    def __init__(self, model: PromptedCLIP, *, template: str | None = None,
-                 autocast_dtype: torch.dtype | None = None, text_batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        model: PromptedCLIP,
+        *,
+        template: str | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        text_batch_size: int = 256,
+    ) -> None:
         self.model = model
         self.template = template
         self.autocast_dtype = autocast_dtype
@@ -103,7 +104,7 @@ class Evaluator:
             chunks = []
             with self._autocast():
                 for start in range(0, len(key), self.text_batch_size):
-                    names = list(key[start:start + self.text_batch_size])
+                    names = list(key[start : start + self.text_batch_size])
                     if self.template is not None:
                         chunks.append(compute_zero_shot_weights(self.model, names, self.template))
                     else:

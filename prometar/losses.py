@@ -73,8 +73,10 @@ def image_regularizer(student_image: Tensor, teacher_image: Tensor) -> Tensor:
 
 def _normalised_l1(student: Tensor, teacher: Tensor) -> Tensor:
     if student.shape != teacher.shape:
-        raise ValueError(f"student features {tuple(student.shape)} and teacher features "
-                         f"{tuple(teacher.shape)} differ in shape")
+        raise ValueError(
+            f"student features {tuple(student.shape)} and teacher features "
+            f"{tuple(teacher.shape)} differ in shape"
+        )
     student = F.normalize(_at_least_float32(student), dim=-1)
     teacher = F.normalize(teacher.to(student.dtype), dim=-1)
     return (student - teacher.detach()).abs().mean()

@@ -44,8 +44,9 @@ class GateNetwork(nn.Module):
         ValueError: a shape is not divisible by ``reduction`` or ``repeat`` does not cover it.
     """
 
-    def __init__(self, prompt_shapes: Mapping[str, tuple[int, int]], reduction: int = 8,
-                 repeat: int | None = None) -> None:
+    def __init__(
+        self, prompt_shapes: Mapping[str, tuple[int, int]], reduction: int = 8, repeat: int | None = None
+    ) -> None:
         super().__init__()
         if reduction < 1:
             raise ValueError(f"reduction must be a positive integer, got {reduction}")
@@ -55,7 +56,8 @@ class GateNetwork(nn.Module):
         self.reduction = reduction
         self.repeat = repeat
         self.prompt_shapes: dict[str, tuple[int, int]] = {
-            name: (int(shape[0]), int(shape[1])) for name, shape in prompt_shapes.items()}
+            name: (int(shape[0]), int(shape[1])) for name, shape in prompt_shapes.items()
+        }
         self._module_keys: dict[str, str] = {}
         self.networks = nn.ModuleDict()
         for name, (n_tokens, width) in self.prompt_shapes.items():
@@ -64,8 +66,10 @@ class GateNetwork(nn.Module):
                 raise ValueError(f"prompt {name!r} has {size} values, not divisible by reduction {reduction}")
             hidden = size // reduction
             if hidden * repeat != size:
-                raise ValueError(f"prompt {name!r}: {hidden} gate values repeated {repeat} times give "
-                                 f"{hidden * repeat} values, not the tensor's {size}")
+                raise ValueError(
+                    f"prompt {name!r}: {hidden} gate values repeated {repeat} times give "
+                    f"{hidden * repeat} values, not the tensor's {size}"
+                )
             key = name.replace(".", "__")
             self._module_keys[name] = key
             self.networks[key] = nn.Sequential(
@@ -78,7 +82,9 @@ class GateNetwork(nn.Module):
         try:
             return self.networks[self._module_keys[name]]
         except KeyError:
-            raise KeyError(f"no gate for prompt {name!r}; gated prompts: {list(self.prompt_shapes)}") from None
+            raise KeyError(
+                f"no gate for prompt {name!r}; gated prompts: {list(self.prompt_shapes)}"
+            ) from None
 
     def forward(self, name: str, ce_grad: Tensor, reg_grad: Tensor) -> Tensor:
         """Gate values of one prompt tensor.
@@ -132,8 +138,9 @@ class VirtualTask:
             raise ValueError(f"partners {self.partners} must be support items {self.support}")
 
 
-def sample_virtual_task(labels: Tensor, generator: torch.Generator,
-                        beta: tuple[float, float] = (0.5, 0.5)) -> VirtualTask | None:
+def sample_virtual_task(
+    labels: Tensor, generator: torch.Generator, beta: tuple[float, float] = (0.5, 0.5)
+) -> VirtualTask | None:
     """Sample the virtual task of one batch.
 
     One label present in the batch is drawn uniformly; its items are the query and the rest the
@@ -158,5 +165,9 @@ def sample_virtual_task(labels: Tensor, generator: torch.Generator,
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     lam = np.random.default_rng(seed).beta(beta[0], beta[1], size=len(query))
     picks = torch.randint(0, len(support), (len(query),), generator=generator).tolist()
-    return VirtualTask(query=query, support=support, lam=tuple(float(v) for v in lam),
-                       partners=tuple(support[p] for p in picks))
+    return VirtualTask(
+        query=query,
+        support=support,
+        lam=tuple(float(v) for v in lam),
+        partners=tuple(support[p] for p in picks),
+    )

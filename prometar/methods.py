@@ -58,6 +58,11 @@ class Method:
     scheme: Scheme
     description: str
 
+    @property
+    def uses_deep_depth(self) -> bool:
+        """Whether ``prompts.deep_depth`` sets one of this design's prompt depths."""
+        return DEEP in _DESIGNS[self.design].values()
+
     def settings(self, deep_depth: int = 9) -> dict[str, Any]:
         """Dotted run-config settings the method implies (prompt depths, scheme switches).
 
@@ -80,8 +85,7 @@ _METHODS: dict[str, Method] = {
         Method("coop", "coop", "plain", "CoOp: learned text context (block 0), cross-entropy"),
         Method("vpt", "vpt", "plain", "VPT: deep vision prompts, cross-entropy"),
         Method("ivlp", "ivlp", "plain", "IVLP: deep prompts in both towers, cross-entropy"),
-        Method("ivlp_reg", "ivlp", "regularized",
-               "IVLP + frozen-teacher regularisers (no meta-regulariser)"),
+        Method("ivlp_reg", "ivlp", "regularized", "IVLP + frozen-teacher regularisers (no meta-regulariser)"),
         Method("prometar", "ivlp", "prometar", "ProMetaR on IVLP (the paper's method)"),
         Method("prometar_coop", "coop", "prometar", "ProMetaR on CoOp's text prompt"),
         Method("prometar_vpt", "vpt", "prometar", "ProMetaR on VPT's vision prompts"),

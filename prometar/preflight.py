@@ -70,9 +70,12 @@ class Preflight:
         for tower, depth in (("text", config.prompts.text_depth), ("vision", config.prompts.vision_depth)):
             blocks = towers[tower].get("layers")
             if isinstance(blocks, int) and depth > blocks:
-                raise ConfigError(f"prompts.{tower}_depth",
-                                  f"{tower}_depth={depth}: expected an integer in 0..{blocks} (the tower's "
-                                  f"blocks; backbone {name})", source=source)
+                raise ConfigError(
+                    f"prompts.{tower}_depth",
+                    f"{tower}_depth={depth}: expected an integer in 0..{blocks} (the tower's "
+                    f"blocks; backbone {name})",
+                    source=source,
+                )
         if self.weights and pretrained is not None and (name, pretrained) not in self._backbones:
             # Exactly as a run loads them: a missing file, an unknown or unavailable tag and
             # weights that do not fit the architecture are each a BackboneError naming them.
@@ -87,4 +90,3 @@ class Preflight:
         if not report.usable:
             raise DataError(f"{key}: {report.problem}")
         self._datasets.add(key)
-

@@ -293,12 +293,17 @@ class PromptedCLIP(nn.Module):
         ``sequence_first_blocks = False`` runs the blocks as open_clip's batch-first forward does.
         """
         attention = getattr(block, "attn", None)
-        if not (self.sequence_first_blocks and isinstance(attention, nn.MultiheadAttention)
-                and attention.batch_first):
+        if not (
+            self.sequence_first_blocks
+            and isinstance(attention, nn.MultiheadAttention)
+            and attention.batch_first
+        ):
             return block(x, attn_mask=attn_mask)
         attention.batch_first = False
         try:
-            return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)  # [L, N, w] in, [N, L, w] out
+            return block(x.transpose(0, 1), attn_mask=attn_mask).transpose(
+                0, 1
+            )  # [L, N, w] in, [N, L, w] out
         finally:
             attention.batch_first = True
 

@@ -103,6 +103,8 @@ class Protocol:
         evaluates_every_epoch: Whether the run evaluates its sets after every epoch too (so a
             search scheduler can stop a weak trial early).
         plan: Its training split and evaluation sets, from the few-shot sampled dataset.
+        sources: The datasets it may train on; empty = any trainable dataset. Domain
+            generalisation trains on ImageNet only: its targets share ImageNet's label space.
     """
 
     name: str
@@ -116,6 +118,7 @@ class Protocol:
     table: str
     evaluates_every_epoch: bool
     plan: Planner
+    sources: tuple[str, ...] = ()
 
     @property
     def tag(self) -> str:
@@ -145,8 +148,9 @@ class Protocol:
         return metrics
 
 
-def _plan_base2new(sampled: DatasetSplits, key: str, targets: Sequence[str],
-                   data_root: Path) -> tuple[DatasetSplits, list[EvaluationSet]]:
+def _plan_base2new(
+    sampled: DatasetSplits, key: str, targets: Sequence[str], data_root: Path
+) -> tuple[DatasetSplits, list[EvaluationSet]]:
     template = catalog.get_dataset(key).template
     cut = base_new_split(sampled)
     return cut.base, [
@@ -155,13 +159,17 @@ def _plan_base2new(sampled: DatasetSplits, key: str, targets: Sequence[str],
     ]
 
 
-def _plan_all_classes(sampled: DatasetSplits, key: str, targets: Sequence[str],
-                      data_root: Path) -> tuple[DatasetSplits, list[EvaluationSet]]:
-    return sampled, [EvaluationSet("acc", sampled.test, sampled.classnames, catalog.get_dataset(key).template)]
+def _plan_all_classes(
+    sampled: DatasetSplits, key: str, targets: Sequence[str], data_root: Path
+) -> tuple[DatasetSplits, list[EvaluationSet]]:
+    return sampled, [
+        EvaluationSet("acc", sampled.test, sampled.classnames, catalog.get_dataset(key).template)
+    ]
 
 
-def _plan_search(sampled: DatasetSplits, key: str, targets: Sequence[str],
-                 data_root: Path) -> tuple[DatasetSplits, list[EvaluationSet]]:
+def _plan_search(
+    sampled: DatasetSplits, key: str, targets: Sequence[str], data_root: Path
+) -> tuple[DatasetSplits, list[EvaluationSet]]:
     template = catalog.get_dataset(key).template
     cut = search_split(sampled)
     return cut.base, [
@@ -170,15 +178,22 @@ def _plan_search(sampled: DatasetSplits, key: str, targets: Sequence[str],
     ]
 
 
-def _plan_targets(sampled: DatasetSplits, key: str, targets: Sequence[str],
-                  data_root: Path) -> tuple[DatasetSplits, list[EvaluationSet]]:
+def _plan_targets(
+    sampled: DatasetSplits, key: str, targets: Sequence[str], data_root: Path
+) -> tuple[DatasetSplits, list[EvaluationSet]]:
     sets = []
     for target in targets:
         target_splits = read_dataset(target, data_root)
         if not target_splits.test:
             raise DataError(f"{target}: no test split to evaluate")
-        sets.append(EvaluationSet(f"acc/{target}", target_splits.test, target_splits.classnames,
-                                  catalog.get_dataset(target).template))
+        sets.append(
+            EvaluationSet(
+                f"acc/{target}",
+                target_splits.test,
+                target_splits.classnames,
+                catalog.get_dataset(target).template,
+            )
+        )
     return sampled, sets
 
 
@@ -186,31 +201,70 @@ _PROTOCOLS: dict[str, Protocol] = {
     protocol.name: protocol
     for protocol in (
         Protocol(
-            "base2new", "base2new", "train on the base half of the classes, test base and new apart",
-            "base", ("base_acc", "new_acc"), "hm", lambda accs: harmonic_mean(*accs), (), "base2new", False,
+            "base2new",
+            "base2new",
+            "train on the base half of the classes, test base and new apart",
+            "base",
+            ("base_acc", "new_acc"),
+            "hm",
+            lambda accs: harmonic_mean(*accs),
+            (),
+            "base2new",
+            False,
             _plan_base2new,
         ),
         Protocol(
-            "domain_generalization", "domain_generalization",
+            "domain_generalization",
+            "domain_generalization",
             "train on the source (ImageNet), test on its four shifted variants",
-            "all", ("acc/{}",), "acc/mean", _mean,
-            ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"), "domain_generalization", False,
+            "all",
+            ("acc/{}",),
+            "acc/mean",
+            _mean,
+            ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"),
+            "domain_generalization",
+            False,
+            _plan_targets,
+            sources=("imagenet",),
+        ),
+        Protocol(
+            "cross_dataset",
+            "cross_dataset",
+            "train on the source, test on the 10 other datasets",
+            "all",
+            ("acc/{}",),
+            "acc/mean",
+            _mean,
+            tuple(k for k in catalog.BASE_TO_NEW_DATASETS if k != "imagenet"),
+            "cross_dataset",
+            False,
             _plan_targets,
         ),
         Protocol(
-            "cross_dataset", "cross_dataset", "train on the source, test on the 10 other datasets",
-            "all", ("acc/{}",), "acc/mean", _mean,
-            tuple(k for k in catalog.BASE_TO_NEW_DATASETS if k != "imagenet"), "cross_dataset", False,
-            _plan_targets,
+            "all_classes",
+            "few_shot",
+            "train and test on all classes (few-shot classification)",
+            "all",
+            ("acc",),
+            None,
+            None,
+            (),
+            "few_shot",
+            False,
+            _plan_all_classes,
         ),
         Protocol(
-            "all_classes", "few_shot", "train and test on all classes (few-shot classification)",
-            "all", ("acc",), None, None, (), "few_shot", False, _plan_all_classes,
-        ),
-        Protocol(
-            "search", None, "pseudo-base / pseudo-new inside the base classes, validation items only",
-            "pseudo-base", ("val_base", "val_new"), "val_hm", lambda accs: harmonic_mean(*accs), (), "search",
-            True, _plan_search,
+            "search",
+            None,
+            "pseudo-base / pseudo-new inside the base classes, validation items only",
+            "pseudo-base",
+            ("val_base", "val_new"),
+            "val_hm",
+            lambda accs: harmonic_mean(*accs),
+            (),
+            "search",
+            True,
+            _plan_search,
         ),
     )
 }

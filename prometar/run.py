@@ -21,8 +21,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +39,14 @@ from prometar.data.readers import DatasetSplits, read_dataset
 from prometar.data.transforms import build_test_transform, build_train_transform
 from prometar.errors import ConfigError, DataError
 from prometar.evaluation import AccuracyResult, Evaluator
+from prometar.files import write_json_atomic
 from prometar.meta import GateNetwork
 from prometar.prompts import PromptedCLIP
 from prometar.protocols import EvaluationSet, get_protocol
-from prometar.steps import build_training_step
+from prometar.steps.base import TrainingStep
+from prometar.steps.plain import PlainStep
+from prometar.steps.prometar import ProMetaRStep
+from prometar.steps.regularized import RegularizedStep
 from prometar.teacher import compute_text_teacher, load_templates
 from prometar.trainer import LearningRateSchedule, Trainer, derive_seed, seed_everything
 
@@ -95,25 +97,19 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, DatasetSplits, list[EvaluationSet]]:
     """The few-shot sample (all classes), the training split and the evaluation sets of the config's
     protocol (``prometar.protocols``)."""
     key = config.data.dataset
     splits = read_dataset(key, data_root)
-    sampled = few_shot(splits, key=key, data_root=data_root, shots=config.data.shots, seed=config.seed,
-                       cache_dir=config.data.cache_dir)
+    sampled = few_shot(
+        splits,
+        key=key,
+        data_root=data_root,
+        shots=config.data.shots,
+        seed=config.seed,
+        cache_dir=config.data.cache_dir,
+    )
     train_split, eval_sets = get_protocol(config.protocol).plan(sampled, key, config.eval.targets, data_root)
     return sampled, train_split, eval_sets
 
@@ -179,27 +175,42 @@ def run(
     for eval_set in eval_sets:
         missing = find_missing_files(eval_set.items)
         if missing:
-            raise DataError(f"image file(s) not found: {', '.join(missing[:3])}"
-                            f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}")
+            raise DataError(
+                f"image file(s) not found: {', '.join(missing[:3])}"
+                f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}"
+            )
     if scheme != "zeroshot":
         missing = find_missing_files(train_split.train)
         if missing:
             raise DataError(f"image file(s) not found: {', '.join(missing[:3])}")
         if len(train_split.train) < config.data.batch_size and config.data.drop_last:
-            raise DataError(f"{config.data.dataset}: {len(train_split.train)} training images, fewer than "
-                            f"data.batch_size={config.data.batch_size} (drop_last leaves no batch)")
+            raise DataError(
+                f"{config.data.dataset}: {len(train_split.train)} training images, fewer than "
+                f"data.batch_size={config.data.batch_size} (drop_last leaves no batch)"
+            )
 
     seed_everything(config.seed)  # weights of a randomly initialised backbone (pretrained=None)
-    backbone = load_clip(config.backbone.name, config.backbone.pretrained, device=torch_device,
-                         precision="fp32", cache_dir=config.backbone.cache_dir)
+    backbone = load_clip(
+        config.backbone.name,
+        config.backbone.pretrained,
+        device=torch_device,
+        precision="fp32",
+        cache_dir=config.backbone.cache_dir,
+    )
 
     seed_everything(config.seed)  # prompt and gate initialisation
     p = config.prompts
     try:
-        model = PromptedCLIP(backbone, text_tokens=p.text_tokens, text_depth=p.text_depth,
-                             vision_tokens=p.vision_tokens, vision_depth=p.vision_depth,
-                             text_init=p.text_init, truncate_text=p.truncate_text,
-                             sequence_first_blocks=p.sequence_first_blocks)
+        model = PromptedCLIP(
+            backbone,
+            text_tokens=p.text_tokens,
+            text_depth=p.text_depth,
+            vision_tokens=p.vision_tokens,
+            vision_depth=p.vision_depth,
+            text_init=p.text_init,
+            truncate_text=p.truncate_text,
+            sequence_first_blocks=p.sequence_first_blocks,
+        )
     except ValueError as exc:  # a prompt design this backbone cannot take
         field = str(exc).split("=", 1)[0].split(" ", 1)[0]
         key = f"prompts.{field}" if field in {f.name for f in dataclasses.fields(p)} else "prompts"
@@ -208,18 +219,36 @@ def run(
         _check_gate_sizes(config, model)
 
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
-    _write_json_atomic(output_dir / "config.json", config.to_dict())
-    _write_json_atomic(output_dir / SUBSET_FILE, subset_listing(sampled, config.data.dataset, data_root))
+    write_json_atomic(output_dir / "config.json", config.to_dict(), indent=2, sort_keys=True)
+    write_json_atomic(
+        output_dir / SUBSET_FILE,
+        subset_listing(sampled, config.data.dataset, data_root),
+        indent=2,
+        sort_keys=True,
+    )
     metrics_path = output_dir / "metrics.jsonl"
-    logger.info("run %s / %s / seed %d / %d shots / %s on %s (%s)", config.method, config.data.dataset,
-                config.seed, config.data.shots, config.protocol, torch_device, scheme)
+    logger.info(
+        "run %s / %s / seed %d / %d shots / %s on %s (%s)",
+        config.method,
+        config.data.dataset,
+        config.seed,
+        config.data.shots,
+        config.protocol,
+        torch_device,
+        scheme,
+    )
 
     test_transform = build_test_transform(backbone.image_size, backbone.mean, backbone.std)
 
     def evaluate(evaluator: Evaluator, eval_set: EvaluationSet) -> AccuracyResult:
-        loader = build_loader(eval_set.items, test_transform, batch_size=config.data.test_batch_size,
-                              num_workers=config.data.num_workers, pin_memory=torch_device.type == "cuda",
-                              check_files=False)
+        loader = build_loader(
+            eval_set.items,
+            test_transform,
+            batch_size=config.data.test_batch_size,
+            num_workers=config.data.num_workers,
+            pin_memory=torch_device.type == "cuda",
+            check_files=False,
+        )
         return evaluator.evaluate(loader, eval_set.classnames)
 
     history: list[dict[str, Any]] = []
@@ -232,12 +261,25 @@ def run(
 
             def evaluate_epoch() -> dict[str, float]:
                 epoch_evaluator.clear()  # the prompts changed: text features once per class list and epoch
-                accuracies = {eval_set.metric: evaluate(epoch_evaluator, eval_set).accuracy
-                              for eval_set in eval_sets}
+                accuracies = {
+                    eval_set.metric: evaluate(epoch_evaluator, eval_set).accuracy for eval_set in eval_sets
+                }
                 return protocol.final_metrics(accuracies)
 
-        history = _train(config, model, backbone, train_split, torch_device, autocast_dtype,
-                         output_dir, metrics_path, callback, resume_from, keep_checkpoints, evaluate_epoch)
+        history = _train(
+            config,
+            model,
+            backbone,
+            train_split,
+            torch_device,
+            autocast_dtype,
+            output_dir,
+            metrics_path,
+            callback,
+            resume_from,
+            keep_checkpoints,
+            evaluate_epoch,
+        )
 
     accuracies: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}
@@ -252,10 +294,12 @@ def run(
         logger.info("%s = %.2f (%d/%d)", eval_set.metric, result.accuracy, result.correct, result.total)
     final = protocol.final_metrics(accuracies)
 
-    torch.save({name: prm.detach().cpu().clone() for name, prm in model.named_parameters()
-                if prm.requires_grad}, output_dir / "prompts.pt")
+    torch.save(
+        {name: prm.detach().cpu().clone() for name, prm in model.named_parameters() if prm.requires_grad},
+        output_dir / "prompts.pt",
+    )
     if config.eval.per_class:
-        _write_json_atomic(output_dir / "per_class.json", per_class)
+        write_json_atomic(output_dir / "per_class.json", per_class, indent=2, sort_keys=True)
     with open(metrics_path, "a") as fh:
         fh.write(json.dumps({events.EVENT: events.FINAL, **final}, sort_keys=True) + "\n")
     if callback is not None:
@@ -271,52 +315,100 @@ def _check_gate_sizes(config: RunConfig, model: PromptedCLIP) -> None:
             size = tensor.numel()
             if size % reduction or (size // reduction) * repeat != size:
                 key = "meta.gate_reduction" if size % reduction else "meta.gate_repeat"
-                raise ConfigError(key, f"prompt {name} has {size} values: the gate needs them divisible "
-                                  f"by meta.gate_reduction={reduction} and (size/r)·repeat={repeat} to "
-                                  "cover them", source="<run config>")
+                raise ConfigError(
+                    key,
+                    f"prompt {name} has {size} values: the gate needs them divisible "
+                    f"by meta.gate_reduction={reduction} and (size/r)·repeat={repeat} to "
+                    "cover them",
+                    source="<run config>",
+                )
 
 
-def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: DatasetSplits,
-           device: torch.device, autocast_dtype: torch.dtype | None, output_dir: Path, metrics_path: Path,
-           callback: Callable[[dict[str, Any]], None] | None, resume_from: Path | None,
-           keep_checkpoints: int | None,
-           evaluate: Callable[[], dict[str, float]] | None) -> list[dict[str, Any]]:
+def _train(
+    config: RunConfig,
+    model: PromptedCLIP,
+    backbone: Any,
+    train_split: DatasetSplits,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    output_dir: Path,
+    metrics_path: Path,
+    callback: Callable[[dict[str, Any]], None] | None,
+    resume_from: Path | None,
+    keep_checkpoints: int | None,
+    evaluate: Callable[[], dict[str, float]] | None,
+) -> list[dict[str, Any]]:
     classnames = train_split.classnames
     prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
     o = config.optim
     prompt_schedule, gate_schedule_config = build_schedules(config)
-    prompt_optimizer = torch.optim.SGD(list(prompts.values()), lr=prompt_schedule.at(0),
-                                       momentum=o.momentum, weight_decay=o.weight_decay)
+    prompt_optimizer = torch.optim.SGD(
+        list(prompts.values()), lr=prompt_schedule.at(0), momentum=o.momentum, weight_decay=o.weight_decay
+    )
 
     scheme = config.scheme
     teacher_text = None
     if scheme != "plain":
         cache_dir = Path(config.data.cache_dir) / "text_teacher" if config.data.cache_dir else None
         teacher_text = compute_text_teacher(
-            model, classnames, load_templates(), cache_dir=cache_dir,
-            cache_key=f"{config.backbone.name}|{config.backbone.pretrained}")
+            model,
+            classnames,
+            load_templates(),
+            cache_dir=cache_dir,
+            cache_key=f"{config.backbone.name}|{config.backbone.pretrained}",
+        )
 
     gate = gate_optimizer = gate_schedule = None
     m = config.meta
     if scheme == "prometar" and m.gate_mode == "learned":
-        gate = GateNetwork({name: tuple(t.shape) for name, t in prompts.items()},
-                           reduction=m.gate_reduction, repeat=m.gate_repeat).to(device)
+        gate = GateNetwork(
+            {name: tuple(t.shape) for name, t in prompts.items()},
+            reduction=m.gate_reduction,
+            repeat=m.gate_repeat,
+        ).to(device)
         g = config.gate_optim
         gate_schedule = gate_schedule_config
-        gate_optimizer = torch.optim.SGD(gate.parameters(), lr=gate_schedule.at(0), momentum=g.momentum,
-                                         weight_decay=g.weight_decay)
+        gate_optimizer = torch.optim.SGD(
+            gate.parameters(), lr=gate_schedule.at(0), momentum=g.momentum, weight_decay=g.weight_decay
+        )
         if not g.step_scheduler:
-            logger.info("gate_optim.step_scheduler is false (official): the gate trains at %g all run",
-                        gate_schedule.at(0))
+            logger.info(
+                "gate_optim.step_scheduler is false (official): the gate trains at %g all run",
+                gate_schedule.at(0),
+            )
 
-    step = build_training_step(
-        scheme, model, prompt_optimizer,
-        class_tokens=model.tokenize_classnames(classnames), teacher_text=teacher_text,
-        text_weight=config.regularizer.text_weight, image_weight=config.regularizer.image_weight,
-        gate=gate, gate_optimizer=gate_optimizer, gate_mode=m.gate_mode, inner_lr=m.inner_lr,
-        meta_loss_scale=m.loss_scale, second_order=m.order == "second", beta=m.beta,
-        autocast_dtype=autocast_dtype,
-    )
+    class_tokens = model.tokenize_classnames(classnames)
+    r = config.regularizer
+    step: TrainingStep
+    if scheme == "plain":
+        step = PlainStep(model, prompt_optimizer, class_tokens=class_tokens, autocast_dtype=autocast_dtype)
+    elif scheme == "regularized":
+        step = RegularizedStep(
+            model,
+            prompt_optimizer,
+            class_tokens=class_tokens,
+            teacher_text=teacher_text,
+            text_weight=r.text_weight,
+            image_weight=r.image_weight,
+            autocast_dtype=autocast_dtype,
+        )
+    else:
+        step = ProMetaRStep(
+            model,
+            prompt_optimizer,
+            class_tokens=class_tokens,
+            teacher_text=teacher_text,
+            text_weight=r.text_weight,
+            image_weight=r.image_weight,
+            gate=gate,
+            gate_optimizer=gate_optimizer,
+            gate_mode=m.gate_mode,
+            inner_lr=m.inner_lr,
+            meta_loss_scale=m.loss_scale,
+            second_order=m.order == "second",
+            beta=m.beta,
+            autocast_dtype=autocast_dtype,
+        )
 
     train_transform = build_train_transform(backbone.image_size, backbone.mean, backbone.std)
     dataset = ImageDataset(train_split.train, train_transform)
@@ -327,10 +419,16 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
     # from the trainer's generator (reseeded per epoch), so the batches do not depend on the worker
     # count and the workers live across epochs (persistent) without changing what a resume sees.
     # Its own generator only seeds the workers' RNGs, which no longer decide any augmentation.
-    loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, drop_last=d.drop_last,
-                        num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
-                        pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(derive_seed(config.seed, "workers")))
+    loader = DataLoader(
+        dataset,
+        batch_size=d.batch_size,
+        sampler=sampler,
+        drop_last=d.drop_last,
+        num_workers=d.num_workers,
+        persistent_workers=d.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(derive_seed(config.seed, "workers")),
+    )
 
     def make_loader(generator: torch.Generator) -> DataLoader:
         sampler.generator = generator
@@ -347,17 +445,31 @@ def _train(config: RunConfig, model: PromptedCLIP, backbone: Any, train_split: D
     if gate is not None:
         modules["gate"] = gate
     trainer = Trainer(
-        step, make_loader, modules=modules, prompt_optimizer=prompt_optimizer,
-        prompt_schedule=prompt_schedule, gate_optimizer=gate_optimizer, gate_schedule=gate_schedule,
-        epochs=o.epochs, seed=config.seed, device=device, checkpoint_dir=output_dir / "checkpoints",
-        keep_checkpoints=keep_checkpoints, callback=on_epoch, fingerprint=config_fingerprint(config),
+        step,
+        make_loader,
+        modules=modules,
+        prompt_optimizer=prompt_optimizer,
+        prompt_schedule=prompt_schedule,
+        gate_optimizer=gate_optimizer,
+        gate_schedule=gate_schedule,
+        epochs=o.epochs,
+        seed=config.seed,
+        device=device,
+        checkpoint_dir=output_dir / "checkpoints",
+        keep_checkpoints=keep_checkpoints,
+        callback=on_epoch,
+        fingerprint=config_fingerprint(config),
         evaluate=evaluate,
     )
     if resume_from is not None:
         trainer.load_checkpoint(Path(resume_from))
     # metrics.jsonl restarts from the epochs the (restored) history holds.
-    metrics_path.write_text("".join(
-        json.dumps(_jsonable({events.EVENT: events.EPOCH, **record}), sort_keys=True) + "\n" for record in trainer.history))
+    metrics_path.write_text(
+        "".join(
+            json.dumps(_jsonable({events.EVENT: events.EPOCH, **record}), sort_keys=True) + "\n"
+            for record in trainer.history
+        )
+    )
     try:
         return trainer.fit()
     finally:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from prometar.files import write_atomic
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from prometar.prompts import PromptedCLIP
@@ -60,18 +61,32 @@ def format_classname(classname: str) -> str:
     return classname.replace("_", " ")
 
 
-def teacher_cache_path(cache_dir: str | os.PathLike, cache_key: str, classnames: Sequence[str],
-                       templates: Sequence[str]) -> Path:
+def teacher_cache_path(
+    cache_dir: str | os.PathLike, cache_key: str, classnames: Sequence[str], templates: Sequence[str]
+) -> Path:
     """The cache file of one (backbone, class list, templates) combination."""
-    payload = json.dumps({"format": _CACHE_FORMAT, "backbone": cache_key, "classnames": list(classnames),
-                          "templates": list(templates)}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "format": _CACHE_FORMAT,
+            "backbone": cache_key,
+            "classnames": list(classnames),
+            "templates": list(templates),
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
     return Path(cache_dir) / f"text_teacher_{digest}.pt"
 
 
-def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templates: Sequence[str], *,
-                         cache_dir: str | os.PathLike | None = None, cache_key: str | None = None,
-                         classes_per_batch: int = 16) -> Tensor:
+def compute_text_teacher(
+    model: PromptedCLIP,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    cache_key: str | None = None,
+    classes_per_batch: int = 16,
+) -> Tensor:
     """Unprompted CLIP text features per class, averaged over the templates.
 
     Args:
@@ -99,8 +114,12 @@ def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templat
         path = teacher_cache_path(cache_dir, cache_key, classnames, templates)
         if path.exists():
             cached = _read_cache(path)
-            if (cached is not None and cached.get("classnames") == list(classnames)
-                    and cached.get("backbone") == cache_key and isinstance(cached.get("features"), Tensor)):
+            if (
+                cached is not None
+                and cached.get("classnames") == list(classnames)
+                and cached.get("backbone") == cache_key
+                and isinstance(cached.get("features"), Tensor)
+            ):
                 logger.debug("text teacher read from %s", path)
                 return cached["features"].to(device)
             if cached is not None:
@@ -109,7 +128,7 @@ def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templat
     class_means = []
     with torch.no_grad():
         for start in range(0, len(classnames), classes_per_batch):
-            names = [format_classname(name) for name in classnames[start:start + classes_per_batch]]
+            names = [format_classname(name) for name in classnames[start : start + classes_per_batch]]
             texts = [template.format(name) for name in names for template in templates]
             features = model.encode_plain_text(texts).float()  # [n_names * T, E]
             features = features.reshape(len(names), len(templates), -1)  # [n_names, T, E]
@@ -117,8 +136,15 @@ def compute_text_teacher(model: PromptedCLIP, classnames: Sequence[str], templat
     teacher = torch.cat(class_means, dim=0)  # [C, E]
 
     if path is not None:
-        _atomic_save({"backbone": cache_key, "classnames": list(classnames), "templates": list(templates),
-                      "features": teacher.cpu()}, path)
+        _atomic_save(
+            {
+                "backbone": cache_key,
+                "classnames": list(classnames),
+                "templates": list(templates),
+                "features": teacher.cpu(),
+            },
+            path,
+        )
         logger.debug("text teacher written to %s", path)
     return teacher
 
@@ -129,7 +155,9 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
         # weights_only: a cache file that would build any other object is refused before it runs.
         cached = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - an unreadable cache is recomputed, whatever the cause
-        logger.warning("ignoring text teacher cache %s: cannot be read (%s)", path, str(exc).splitlines()[0][:200])
+        logger.warning(
+            "ignoring text teacher cache %s: cannot be read (%s)", path, str(exc).splitlines()[0][:200]
+        )
         return None
     if not isinstance(cached, dict):
         logger.warning("ignoring text teacher cache %s: not a teacher cache", path)
@@ -166,12 +194,4 @@ def compute_zero_shot_weights(model: PromptedCLIP, classnames: Sequence[str], te
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda stream: torch.save(obj, stream), binary=True)

@@ -32,9 +32,15 @@ from prometar.errors import InputError
 __all__ = ["ScriptObject", "TorchScriptError", "is_torchscript_archive", "read_torchscript_state_dict"]
 
 _STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool,
 }
 _LIST_BUILDERS = ("build_intlist", "build_tensorlist", "build_doublelist", "build_boollist")
@@ -102,7 +108,9 @@ class _WeightsUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused {module}.{name}: only tensors and module attributes are read")
 
     def persistent_load(self, pid: Any) -> Any:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and pid[1] in _STORAGE_DTYPES):
+        if not (
+            isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and pid[1] in _STORAGE_DTYPES
+        ):
             raise pickle.UnpicklingError(f"unexpected persistent id {str(pid)[:100]}")
         _, storage_type, key, _location, numel = pid
         dtype = _STORAGE_DTYPES[storage_type]
@@ -153,7 +161,9 @@ def read_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except TorchScriptError:
         raise
     except Exception as error:  # noqa: BLE001 - a corrupt or hostile archive is one error to the user
-        raise TorchScriptError(f"{path}: cannot be read as weights ({type(error).__name__}: {str(error)[:200]})") from None
+        raise TorchScriptError(
+            f"{path}: cannot be read as weights ({type(error).__name__}: {str(error)[:200]})"
+        ) from None
     if not isinstance(root, ScriptObject):
         raise TorchScriptError(f"{path}: holds a {type(root).__name__}, not a TorchScript module")
     state: dict[str, torch.Tensor] = {}

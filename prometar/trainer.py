@@ -1,7 +1,7 @@
 """The trainer: epochs, learning-rate schedules, checkpoints and resume (algorithm.md §5).
 
 The trainer owns everything around a training step and nothing inside it: the step
-(``prometar.steps.build_training_step``) does its own forward, backward and optimiser steps and
+(``prometar.steps``: one class per training scheme) does its own forward, backward and optimiser steps and
 returns named metrics. Per epoch the trainer
 
 1. sets both optimisers' learning rates from their closed-form schedules (prompts: ``W``
@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from prometar import events
+from prometar import metrics as names
 from prometar.errors import CheckpointError, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -124,8 +125,9 @@ def _load_trainable_state(module: nn.Module, state: Mapping[str, torch.Tensor], 
     with torch.no_grad():
         for name, p in params.items():
             if p.shape != state[name].shape:
-                raise CheckpointError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
-                                      f"expected {tuple(p.shape)}")
+                raise CheckpointError(
+                    f"{where}: {name} has shape {tuple(state[name].shape)}, expected {tuple(p.shape)}"
+                )
             p.copy_(state[name].to(p.device, p.dtype))
 
 
@@ -135,19 +137,27 @@ def _python_rng_state() -> dict[str, Any]:
 
 
 def _set_python_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate((int(state["version"]), tuple(int(v) for v in state["internal"].tolist()), state["gauss"]))
+    random.setstate(
+        (int(state["version"]), tuple(int(v) for v in state["internal"].tolist()), state["gauss"])
+    )
 
 
 def _numpy_rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    return {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {
+        "name": str(name),
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def _set_numpy_rng_state(state: Mapping[str, Any]) -> None:
     keys = state["keys"].numpy().astype(np.uint32)
-    np.random.set_state((state["name"], keys, int(state["pos"]), int(state["has_gauss"]),
-                         float(state["cached_gaussian"])))
+    np.random.set_state(
+        (state["name"], keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"]))
+    )
 
 
 def _rng_state(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
@@ -188,7 +198,7 @@ class Trainer:
 
     Args:
         step: The training step: ``step(images, labels, generator=...) -> dict[str, float]``; it
-            does its own backward and optimiser steps (``prometar.steps.TrainingStep``).
+            does its own backward and optimiser steps (``prometar.steps.base.TrainingStep``).
         make_loader: ``make_loader(generator)`` returns an iterable of ``(images, labels)``
             batches for one epoch whose order and augmentation draw from ``generator`` (the
             trainer reseeds it per epoch; ``prometar.data.SeededSampler``).
@@ -259,14 +269,14 @@ class Trainer:
         return {"tasks": self.task_generator, "loader": self.loader_generator}
 
     def _set_learning_rates(self, epoch: int) -> dict[str, float]:
-        rates = {"lr": self.prompt_schedule.at(epoch)}
+        rates = {names.LR: self.prompt_schedule.at(epoch)}
         for group in self.prompt_optimizer.param_groups:
-            group["lr"] = rates["lr"]
+            group["lr"] = rates[names.LR]
         if self.gate_optimizer is not None:
             assert self.gate_schedule is not None
-            rates["gate_lr"] = self.gate_schedule.at(epoch)
+            rates[names.GATE_LR] = self.gate_schedule.at(epoch)
             for group in self.gate_optimizer.param_groups:
-                group["lr"] = rates["gate_lr"]
+                group["lr"] = rates[names.GATE_LR]
         return rates
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -286,11 +296,13 @@ class Trainer:
                     raise NonFiniteLossError(epoch + 1, steps, name, value)
                 sums[name] = sums.get(name, 0.0) + value
         if steps == 0:
-            raise ValueError(f"epoch {epoch + 1} had no training batches (fewer training images than "
-                             "data.batch_size with drop_last?)")
+            raise ValueError(
+                f"epoch {epoch + 1} had no training batches (fewer training images than "
+                "data.batch_size with drop_last?)"
+            )
         out: dict[str, Any] = {name: total / steps for name, total in sums.items()}
         out.update(rates)
-        out["steps"] = steps
+        out[names.STEPS] = steps
         return out
 
     def fit(self, resume_from: Path | None = None) -> list[dict[str, Any]]:
@@ -320,16 +332,30 @@ class Trainer:
             self.epoch += 1
             record = {events.EPOCH_KEY: self.epoch, **metrics}
             self.history.append(record)
-            logger.info("epoch %d/%d: %s", self.epoch, self.epochs,
-                        ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-            skipped = metrics.get("meta_skipped", 0.0)
+            logger.info(
+                "epoch %d/%d: %s",
+                self.epoch,
+                self.epochs,
+                ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+            )
+            skipped = metrics.get(names.META_SKIPPED, 0.0)
             if skipped > 0:
-                logger.info("epoch %d: phase B skipped on %d of %d steps (single-label batches)",
-                            self.epoch, round(skipped * metrics["steps"]), metrics["steps"])
+                logger.info(
+                    "epoch %d: phase B skipped on %d of %d steps (single-label batches)",
+                    self.epoch,
+                    round(skipped * metrics[names.STEPS]),
+                    metrics[names.STEPS],
+                )
             path = self.save_checkpoint() if self.checkpoint_dir is not None else None
             if self.callback is not None:
-                self.callback({events.EVENT: events.EPOCH, events.EPOCH_KEY: self.epoch,
-                               events.CHECKPOINT: str(path) if path else None, **metrics})
+                self.callback(
+                    {
+                        events.EVENT: events.EPOCH,
+                        events.EPOCH_KEY: self.epoch,
+                        events.CHECKPOINT: str(path) if path else None,
+                        **metrics,
+                    }
+                )
             self._prune_checkpoints()
         return list(self.history)
 
@@ -427,19 +453,24 @@ class Trainer:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error to the user
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{file}: cannot read checkpoint (only tensors and plain data are "
-                                  f"accepted; {reason[:200]})") from None
+            raise CheckpointError(
+                f"{file}: cannot read checkpoint (only tensors and plain data are accepted; {reason[:200]})"
+            ) from None
         if not isinstance(state, dict):
             raise CheckpointError(f"{file}: not a prometar checkpoint (holds a {type(state).__name__})")
         if state.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{file}: checkpoint version {state.get('version')!r}, "
-                                  f"expected {CHECKPOINT_VERSION}")
+            raise CheckpointError(
+                f"{file}: checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION}"
+            )
         if self.fingerprint is not None and state.get("fingerprint") != self.fingerprint:
-            raise CheckpointError(f"{file}: written by another run configuration "
-                                  f"({state.get('fingerprint')} != {self.fingerprint})")
+            raise CheckpointError(
+                f"{file}: written by another run configuration "
+                f"({state.get('fingerprint')} != {self.fingerprint})"
+            )
         if not isinstance(state.get("epoch"), int) or not 0 <= state["epoch"] <= self.epochs:
-            raise CheckpointError(f"{file}: epoch {state.get('epoch')!r} is not within this run's "
-                                  f"{self.epochs} epochs")
+            raise CheckpointError(
+                f"{file}: epoch {state.get('epoch')!r} is not within this run's {self.epochs} epochs"
+            )
         return state
 
     def _apply_state(self, state: Mapping[str, Any], file: Path) -> None:
@@ -458,7 +489,9 @@ class Trainer:
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
-            raise CheckpointError(f"{file}: malformed checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise CheckpointError(
+                f"{file}: malformed checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         self.epoch = int(state["epoch"])
         self.history = history
         logger.info("resumed from %s after epoch %d", file, self.epoch)
@@ -466,6 +499,6 @@ class Trainer:
 
 def checkpoint_files(folder: Path) -> list[Path]:
     """The ``epoch_<k>/state.pt`` files under ``folder``, newest epoch first (existing or not)."""
-    epochs = [p for p in Path(folder).glob("epoch_*") if p.is_dir() and p.name[len("epoch_"):].isdigit()]
-    epochs.sort(key=lambda p: int(p.name[len("epoch_"):]), reverse=True)
+    epochs = [p for p in Path(folder).glob("epoch_*") if p.is_dir() and p.name[len("epoch_") :].isdigit()]
+    epochs.sort(key=lambda p: int(p.name[len("epoch_") :]), reverse=True)
     return [p / CHECKPOINT_FILE for p in epochs]

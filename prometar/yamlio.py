@@ -23,7 +23,13 @@ import yaml
 from prometar.errors import InputError
 
 __all__ = [
-    "MAX_EXPANDED_NODES", "MAX_SHOWN", "YamlFileError", "cap", "parse_yaml", "read_text_file", "shorten",
+    "MAX_EXPANDED_NODES",
+    "MAX_SHOWN",
+    "YamlFileError",
+    "cap",
+    "parse_yaml",
+    "read_text_file",
+    "shorten",
 ]
 
 MAX_EXPANDED_NODES = 100_000
@@ -70,8 +76,10 @@ def read_text_file(path: str | Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise YamlFileError(str(path), f"is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
-                                       f"{error.start}); save it as UTF-8") from None
+        raise YamlFileError(
+            str(path),
+            f"is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); save it as UTF-8",
+        ) from None
 
 
 class _Loader(yaml.SafeLoader):
@@ -89,10 +97,12 @@ class _Loader(yaml.SafeLoader):
                 continue
             if first is not None:
                 raise yaml.constructor.ConstructorError(
-                    None, None,
+                    None,
+                    None,
                     f"duplicate key {shorten(key)} (first at line {first.start_mark.line + 1}, "
                     f"again at line {key_node.start_mark.line + 1})",
-                    key_node.start_mark)
+                    key_node.start_mark,
+                )
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
 
@@ -120,8 +130,13 @@ def _expanded_size(root: yaml.Node) -> int:
         node, ready = stack.pop()
         if id(node) in sizes:
             continue
-        children = ([c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode)
-                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        children = (
+            [c for pair in node.value for c in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+            if isinstance(node, yaml.SequenceNode)
+            else []
+        )
         if ready or not children:
             sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_EXPANDED_NODES + 1)
         else:
@@ -144,8 +159,12 @@ def parse_yaml(text: str) -> Any:
             return None
         if _expanded_size(root) > MAX_EXPANDED_NODES:
             raise yaml.constructor.ConstructorError(
-                None, None, f"aliases expand the document past {MAX_EXPANDED_NODES:,} values "
-                "(anchors '&' and aliases '*' repeat it); write the values out", root.start_mark)
+                None,
+                None,
+                f"aliases expand the document past {MAX_EXPANDED_NODES:,} values "
+                "(anchors '&' and aliases '*' repeat it); write the values out",
+                root.start_mark,
+            )
         return loader.construct_document(root)
     finally:
         loader.dispose()

@@ -120,17 +120,33 @@ class ServerProcess:
     stop_signal: int = signal.SIGTERM
 
     @classmethod
-    def start(cls, name: str, argv: list[str], env: dict[str, str], log: Path, marker: str, *,
-              unprivileged: bool = False, cwd: Path | None = None,
-              stop_signal: int = signal.SIGTERM) -> ServerProcess:
+    def start(
+        cls,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        marker: str,
+        *,
+        unprivileged: bool = False,
+        cwd: Path | None = None,
+        stop_signal: int = signal.SIGTERM,
+    ) -> ServerProcess:
         """Start ``argv`` with ``MARKER=marker`` added to ``env``; ``unprivileged``: as ``nobody``
         when this process is root; ``stop_signal``: what :meth:`stop` sends first."""
         env = {**env, MARKER: marker}
         drop = unprivileged and os.geteuid() == 0
         with log.open("ab") as sink:
-            proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=cwd,
-                                    preexec_fn=_as_nobody if drop else _die_with_parent)
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=cwd,
+                preexec_fn=_as_nobody if drop else _die_with_parent,
+            )
         return cls(name, proc, log, marker, stop_signal)
 
     def tail(self, chars: int = 3000) -> str:
@@ -208,14 +224,15 @@ class PostgresServer:
         return "127.0.0.1"
 
     def url(self, database: str = "postgres") -> str:
-        """SQLAlchemy URL of a database, naming the ``psycopg2`` driver (SQLAlchemy 2.1 defaults to psycopg 3)."""
+        """SQLAlchemy URL of a database, with the ``psycopg2`` driver (SQLAlchemy 2.1 picks psycopg 3)."""
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
 
     def connect(self, database: str = "postgres"):
         import psycopg2
 
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=database,
-                                connect_timeout=5)
+        return psycopg2.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname=database, connect_timeout=5
+        )
 
     def create_database(self, name: str) -> str:
         """Create a database; returns its URL."""
@@ -254,12 +271,33 @@ def start_postgres(root: Path, marker: str) -> PostgresServer:
     data.mkdir(mode=0o700)
     if os.geteuid() == 0:
         os.chown(data, NOBODY, NOBODY)
-    env = {"PATH": f"{install / 'bin'}{os.pathsep}/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "HOME": str(root),
-           "TZ": "UTC"}
+    env = {
+        "PATH": f"{install / 'bin'}{os.pathsep}/usr/bin:/bin",
+        "LC_ALL": "C",
+        "LANG": "C",
+        "HOME": str(root),
+        "TZ": "UTC",
+    }
     init_log = root / "initdb.log"
-    initdb = ServerProcess.start("initdb", [str(install / "bin" / "initdb"), "-D", str(data), "-U", "postgres",
-                                            "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
-                                 env, init_log, marker, unprivileged=True)
+    initdb = ServerProcess.start(
+        "initdb",
+        [
+            str(install / "bin" / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        env,
+        init_log,
+        marker,
+        unprivileged=True,
+    )
     try:
         rc = initdb.proc.wait(timeout=START_TIMEOUT_S)
     finally:
@@ -268,10 +306,32 @@ def start_postgres(root: Path, marker: str) -> PostgresServer:
         raise RuntimeError(f"initdb failed ({rc}):\n{initdb.tail()}")
     port = free_port()
     process = ServerProcess.start(
-        "postgres", [str(install / "bin" / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
-                     "-k", "", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                     "-c", "max_connections=200"],
-        env, root / "postgres.log", marker, unprivileged=True, stop_signal=signal.SIGINT)  # fast shutdown
+        "postgres",
+        [
+            str(install / "bin" / "postgres"),
+            "-D",
+            str(data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            "",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ],
+        env,
+        root / "postgres.log",
+        marker,
+        unprivileged=True,
+        stop_signal=signal.SIGINT,
+    )  # fast shutdown
     server = PostgresServer(process, port, data)
     try:
         wait_until(server._ready, START_TIMEOUT_S, "PostgreSQL to accept connections")
@@ -298,15 +358,26 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables (and MLflow's endpoint variable) that reach this server."""
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": self.endpoint,
-                "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name=REGION)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
 
     def create_bucket(self, name: str) -> str:
         """Create a bucket; returns ``s3://name``."""
@@ -316,8 +387,11 @@ class S3Server:
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Every object key under ``prefix`` (paginated)."""
         paginator = self.client().get_paginator("list_objects_v2")
-        return [item["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-                for item in page.get("Contents", [])]
+        return [
+            item["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        ]
 
     def _ready(self) -> bool:
         import requests
@@ -333,8 +407,13 @@ def start_s3(root: Path, marker: str) -> S3Server:
     """Start ``python -m moto.server`` on a free 127.0.0.1 port."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
-    process = ServerProcess.start("moto S3 server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                                     "-p", str(port)], env, root / "s3.log", marker)
+    process = ServerProcess.start(
+        "moto S3 server",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env,
+        root / "s3.log",
+        marker,
+    )
     server = S3Server(process, port)
     try:
         wait_until(server._ready, START_TIMEOUT_S, "the S3 server")
@@ -371,15 +450,27 @@ class MlflowServer:
             return False
 
 
-def start_mlflow(root: Path, marker: str, *, backend_store_uri: str, artifacts_destination: str,
-                 env: dict[str, str]) -> MlflowServer:
+def start_mlflow(
+    root: Path, marker: str, *, backend_store_uri: str, artifacts_destination: str, env: dict[str, str]
+) -> MlflowServer:
     """Start ``mlflow server`` (one worker) on a free 127.0.0.1 port."""
     port = free_port()
     server_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
     server_env.update(env)
-    argv = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", artifacts_destination, "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1"]
+    argv = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        artifacts_destination,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     process = ServerProcess.start("mlflow server", argv, server_env, root / "mlflow.log", marker, cwd=root)
     server = MlflowServer(process, port, backend_store_uri, artifacts_destination)
     try:
@@ -431,10 +522,17 @@ class TrackingStack:
 
     def runs(self, experiment: str) -> list[tuple[str, str, str | None]]:
         """``(run_uuid, status, trial key)`` of an experiment's runs, read from PostgreSQL itself."""
-        return [tuple(row) for row in self.postgres.query(
-            "SELECT r.run_uuid, r.status, t.value FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
-            "LEFT JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'prometar.trial_key' "
-            "WHERE e.name = %s AND r.lifecycle_stage = 'active'", self.database, (experiment,))]
+        return [
+            tuple(row)
+            for row in self.postgres.query(
+                "SELECT r.run_uuid, r.status, t.value FROM runs r "
+                "JOIN experiments e ON r.experiment_id = e.experiment_id "
+                "LEFT JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'prometar.trial_key' "
+                "WHERE e.name = %s AND r.lifecycle_stage = 'active'",
+                self.database,
+                (experiment,),
+            )
+        ]
 
     def check(self) -> None:
         for server in self.servers:
@@ -463,11 +561,24 @@ def tracking_stack(root: Path | None = None) -> Iterator[TrackingStack]:
         stack_bucket = "prometar-test"
         s3.create_bucket(stack_bucket)
         backend = postgres.create_database("mlflow")
-        mlflow = start_mlflow(root, marker, backend_store_uri=backend,
-                              artifacts_destination=f"s3://{stack_bucket}/mlartifacts", env=s3.env())
+        mlflow = start_mlflow(
+            root,
+            marker,
+            backend_store_uri=backend,
+            artifacts_destination=f"s3://{stack_bucket}/mlartifacts",
+            env=s3.env(),
+        )
         servers.append(mlflow.process)
-        yield TrackingStack(root, marker, postgres, s3, mlflow, bucket=stack_bucket,
-                            started_s=time.monotonic() - started, servers=servers)
+        yield TrackingStack(
+            root,
+            marker,
+            postgres,
+            s3,
+            mlflow,
+            bucket=stack_bucket,
+            started_s=time.monotonic() - started,
+            servers=servers,
+        )
     finally:
         for server in reversed(servers):
             server.stop()

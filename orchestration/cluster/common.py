@@ -18,8 +18,16 @@ JOB_ENV_VARS: dict[str, str] = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM
 """Set in the job's environment (logs stream line by line); ``--env`` adds more."""
 
 
-def launch_args(sweep: str, *, address: str, tracking_uri: str | None = None, data_root: str | None = None,
-                output: str | None = None, overrides: Sequence[str] = (), storage: str | None = None) -> list[str]:
+def launch_args(
+    sweep: str,
+    *,
+    address: str,
+    tracking_uri: str | None = None,
+    data_root: str | None = None,
+    output: str | None = None,
+    overrides: Sequence[str] = (),
+    storage: str | None = None,
+) -> list[str]:
     """The arguments of ``prometar-sweep launch`` (after the verb's name) for a cluster run.
 
     Args:
@@ -35,8 +43,12 @@ def launch_args(sweep: str, *, address: str, tracking_uri: str | None = None, da
         ``["launch", sweep, "--address", address, ...]``.
     """
     args = ["launch", sweep, "--address", address]
-    for flag, value in (("--tracking-uri", tracking_uri), ("--data-root", data_root), ("--output", output),
-                        ("--storage", storage)):
+    for flag, value in (
+        ("--tracking-uri", tracking_uri),
+        ("--data-root", data_root),
+        ("--output", output),
+        ("--storage", storage),
+    ):
         if value:
             args += [flag, value]
     for item in overrides:
@@ -89,4 +101,4 @@ def short_name(name: str, limit: int) -> str:
     if len(full) <= limit:
         return full
     digest = hashlib.sha1(full.encode()).hexdigest()[:8]
-    return f"{full[:limit - 9].rstrip('-')}-{digest}"
+    return f"{full[: limit - 9].rstrip('-')}-{digest}"

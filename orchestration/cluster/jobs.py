@@ -49,6 +49,7 @@ lies inside the working directory."""
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 
+
 def resolve_token(token: str | None = None) -> str | None:
     """The Ray auth token to send: ``token``, else ``$RAY_AUTH_TOKEN``, else the file named by
     ``$RAY_AUTH_TOKEN_PATH``; ``None`` when none is set (Ray's own lookup then applies when the
@@ -68,7 +69,9 @@ def resolve_token(token: str | None = None) -> str | None:
         try:
             text = Path(path).read_text().strip()
         except OSError as err:
-            raise ClusterError(f"{TOKEN_PATH_ENV}={path}: cannot read the token file ({err.strerror})") from None
+            raise ClusterError(
+                f"{TOKEN_PATH_ENV}={path}: cannot read the token file ({err.strerror})"
+            ) from None
         if not text:
             raise ClusterError(f"{TOKEN_PATH_ENV}={path}: the token file is empty")
         return text
@@ -93,8 +96,10 @@ def connect(address: str, token: str | None = None) -> Any:
     try:
         return JobSubmissionClient(address, headers=auth_headers(resolve_token(token)) or None)
     except AuthenticationError as err:
-        raise ClusterError(f"--address {address}: the cluster refused the request: {err.message}. "
-                           f"Pass the cluster's token with --token or ${TOKEN_ENV}") from None
+        raise ClusterError(
+            f"--address {address}: the cluster refused the request: {err.message}. "
+            f"Pass the cluster's token with --token or ${TOKEN_ENV}"
+        ) from None
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise ClusterError(f"--address {address}: no Ray dashboard answers there ({err})") from None
 
@@ -127,11 +132,18 @@ class Submission:
     warnings: list[str] = field(default_factory=list)
 
 
-def build_submission(sweep: str | Path, *, attempt: int = 1, working_dir: str | Path = ".",
-                     tracking_uri: str | None = None, data_root: str | None = None,
-                     output: str | None = None, overrides: Sequence[str] = (),
-                     env_vars: Mapping[str, str] | None = None,
-                     storage: str | None = None) -> tuple[str, str, dict[str, Any], list[str]]:
+def build_submission(
+    sweep: str | Path,
+    *,
+    attempt: int = 1,
+    working_dir: str | Path = ".",
+    tracking_uri: str | None = None,
+    data_root: str | None = None,
+    output: str | None = None,
+    overrides: Sequence[str] = (),
+    env_vars: Mapping[str, str] | None = None,
+    storage: str | None = None,
+) -> tuple[str, str, dict[str, Any], list[str]]:
     """Validate the sweep and build the job's submission id, entrypoint and runtime environment.
 
     The entrypoint runs ``python -m orchestration.cli launch <sweep> --address auto ...`` in the
@@ -163,8 +175,10 @@ def build_submission(sweep: str | Path, *, attempt: int = 1, working_dir: str | 
     try:
         relative = sweep_path.relative_to(work)
     except ValueError:
-        raise ClusterError(f"{sweep}: the sweep file lies outside the shipped working directory {work}; "
-                           "move it there or pass --working-dir") from None
+        raise ClusterError(
+            f"{sweep}: the sweep file lies outside the shipped working directory {work}; "
+            "move it there or pass --working-dir"
+        ) from None
     plan = validated_plan(sweep_path, overrides)
     sub_id = submission_id(plan.name, attempt)
 
@@ -178,25 +192,48 @@ def build_submission(sweep: str | Path, *, attempt: int = 1, working_dir: str | 
             except ValueError:
                 pass
         else:
-            warnings.append(f"--output {output} is relative: it resolves inside the job's temporary working "
-                            "directory on the head node; pass an absolute path on shared storage")
+            warnings.append(
+                f"--output {output} is relative: it resolves inside the job's temporary working "
+                "directory on the head node; pass an absolute path on shared storage"
+            )
     elif not tracking_uri:
-        warnings.append("neither --output nor --tracking-uri given: the ledger and Ray storage land in the "
-                        "job's temporary working directory on the head node")
+        warnings.append(
+            "neither --output nor --tracking-uri given: the ledger and Ray storage land in the "
+            "job's temporary working directory on the head node"
+        )
 
-    args = launch_args(relative.as_posix(), address="auto", tracking_uri=tracking_uri, data_root=data_root,
-                       output=output, overrides=overrides, storage=storage)
+    args = launch_args(
+        relative.as_posix(),
+        address="auto",
+        tracking_uri=tracking_uri,
+        data_root=data_root,
+        output=output,
+        overrides=overrides,
+        storage=storage,
+    )
     entrypoint = shlex.join(["python", "-m", "orchestration.cli", *args])
-    runtime_env = {"working_dir": str(work), "excludes": excludes,
-                   "env_vars": {**JOB_ENV_VARS, **dict(env_vars or {})}}
+    runtime_env = {
+        "working_dir": str(work),
+        "excludes": excludes,
+        "env_vars": {**JOB_ENV_VARS, **dict(env_vars or {})},
+    }
     return sub_id, entrypoint, runtime_env, warnings
 
 
-def submit_sweep(sweep: str | Path, *, address: str, attempt: int = 1, token: str | None = None,
-                 working_dir: str | Path = ".", tracking_uri: str | None = None,
-                 data_root: str | None = None, output: str | None = None,
-                 overrides: Sequence[str] = (), env_vars: Mapping[str, str] | None = None,
-                 storage: str | None = None) -> Submission:
+def submit_sweep(
+    sweep: str | Path,
+    *,
+    address: str,
+    attempt: int = 1,
+    token: str | None = None,
+    working_dir: str | Path = ".",
+    tracking_uri: str | None = None,
+    data_root: str | None = None,
+    output: str | None = None,
+    overrides: Sequence[str] = (),
+    env_vars: Mapping[str, str] | None = None,
+    storage: str | None = None,
+) -> Submission:
     """Submit ``prometar-sweep launch SWEEP --address auto`` to a Ray cluster as a Ray Job.
 
     Args:
@@ -221,26 +258,42 @@ def submit_sweep(sweep: str | Path, *, address: str, attempt: int = 1, token: st
         orchestration.errors.SpecError: A bad sweep file or override.
     """
     sub_id, entrypoint, runtime_env, warnings = build_submission(
-        sweep, attempt=attempt, working_dir=working_dir, tracking_uri=tracking_uri, data_root=data_root,
-        output=output, overrides=overrides, env_vars=env_vars, storage=storage)
+        sweep,
+        attempt=attempt,
+        working_dir=working_dir,
+        tracking_uri=tracking_uri,
+        data_root=data_root,
+        output=output,
+        overrides=overrides,
+        env_vars=env_vars,
+        storage=storage,
+    )
     client = connect(address, token)
     existing = _job_info(client, sub_id)
     if existing is not None:
         raise ClusterError(_duplicate_message(sub_id, address, str(existing.status), attempt))
     try:
-        client.submit_job(entrypoint=entrypoint, submission_id=sub_id, runtime_env=runtime_env,
-                          metadata={"prometar.sweep": sub_id.rsplit("-", 1)[0], "prometar.attempt": str(attempt)})
+        client.submit_job(
+            entrypoint=entrypoint,
+            submission_id=sub_id,
+            runtime_env=runtime_env,
+            metadata={"prometar.sweep": sub_id.rsplit("-", 1)[0], "prometar.attempt": str(attempt)},
+        )
     except RuntimeError as err:
         if "already exists" in str(err):  # lost a race with another submitter
-            raise ClusterError(_duplicate_message(sub_id, address, "submitted concurrently", attempt)) from None
+            raise ClusterError(
+                _duplicate_message(sub_id, address, "submitted concurrently", attempt)
+            ) from None
         raise ClusterError(f"--address {address}: the cluster refused the job: {err}") from None
     return Submission(sub_id, entrypoint, runtime_env, address, warnings)
 
 
 def _duplicate_message(sub_id: str, address: str, state: str, attempt: int) -> str:
-    return (f"submission {sub_id!r} already exists on {address} (status {state}); refusing to submit it "
-            f"twice. Follow it with `prometar-sweep status ... --address {address}`, or submit a new attempt "
-            f"with --attempt {attempt + 1} (finished trials are not rerun)")
+    return (
+        f"submission {sub_id!r} already exists on {address} (status {state}); refusing to submit it "
+        f"twice. Follow it with `prometar-sweep status ... --address {address}`, or submit a new attempt "
+        f"with --attempt {attempt + 1} (finished trials are not rerun)"
+    )
 
 
 def job_status(address: str, submission_id: str, token: str | None = None) -> str | None:
@@ -275,8 +328,14 @@ def job_line(address: str, sweep_name: str, token: str | None = None) -> str:
     return f"job {found[0]}: {found[1]}" if found else f"job: no submission of {sweep_name} on {address}"
 
 
-def follow_job(address: str, submission_id: str, *, token: str | None = None,
-               echo: Callable[[str], None] | None = None, poll_s: float = 1.0) -> str:
+def follow_job(
+    address: str,
+    submission_id: str,
+    *,
+    token: str | None = None,
+    echo: Callable[[str], None] | None = None,
+    poll_s: float = 1.0,
+) -> str:
     """Stream a job's logs until it ends, then return its terminal status.
 
     Args:

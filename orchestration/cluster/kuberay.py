@@ -37,13 +37,27 @@ LABEL_LIMIT = 63
 DEFAULT_OUTPUT_CLAIM = "prometar-outputs"
 
 
-def render_rayjob(sweep: str | Path, *, image: str = DEFAULT_IMAGE, workers: int = 1, gpus_per_worker: int = 1,
-                  worker_cpus: int | None = None, worker_memory: str = "32Gi", head_cpus: int = 4,
-                  head_memory: str = "16Gi", data_claim: str = "prometar-data",
-                  output_claim: str | None = None, tracking_uri: str | None = None,
-                  namespace: str | None = None, overrides: Sequence[str] = (), token_auth: bool = True,
-                  ttl_seconds: int = 3600, storage: str | None = None, env_secrets: Sequence[str] = (),
-                  warn: Callable[[str], None] | None = None) -> str:
+def render_rayjob(
+    sweep: str | Path,
+    *,
+    image: str = DEFAULT_IMAGE,
+    workers: int = 1,
+    gpus_per_worker: int = 1,
+    worker_cpus: int | None = None,
+    worker_memory: str = "32Gi",
+    head_cpus: int = 4,
+    head_memory: str = "16Gi",
+    data_claim: str = "prometar-data",
+    output_claim: str | None = None,
+    tracking_uri: str | None = None,
+    namespace: str | None = None,
+    overrides: Sequence[str] = (),
+    token_auth: bool = True,
+    ttl_seconds: int = 3600,
+    storage: str | None = None,
+    env_secrets: Sequence[str] = (),
+    warn: Callable[[str], None] | None = None,
+) -> str:
     """A KubeRay ``RayJob`` manifest (preceded by a ``ConfigMap`` holding the sweep file).
 
     The head runs the launch and no trials (``num-gpus: 0``, and it gets no GPU); a worker group of
@@ -82,8 +96,12 @@ def render_rayjob(sweep: str | Path, *, image: str = DEFAULT_IMAGE, workers: int
     """
     import ray
 
-    for flag, value, low in (("--workers", workers, 1), ("--gpus-per-worker", gpus_per_worker, 0),
-                             ("--worker-cpus", worker_cpus, 1), ("--head-cpus", head_cpus, 1)):
+    for flag, value, low in (
+        ("--workers", workers, 1),
+        ("--gpus-per-worker", gpus_per_worker, 0),
+        ("--worker-cpus", worker_cpus, 1),
+        ("--head-cpus", head_cpus, 1),
+    ):
         if value is not None and value < low:
             raise ClusterError(f"{flag}: must be {low} or more, got {value}")
     plan = validated_plan(sweep, overrides)
@@ -97,14 +115,25 @@ def render_rayjob(sweep: str | Path, *, image: str = DEFAULT_IMAGE, workers: int
     sweep_file = f"{slug(plan.name)}.yaml"
     if output_claim is None and not (storage and "://" in storage and tracking_uri):
         output_claim = DEFAULT_OUTPUT_CLAIM
-    entry = launch_args(f"{SWEEP_MOUNT}/{sweep_file}", address="auto",
-                        tracking_uri=tracking_uri or f"sqlite:///{OUTPUT_MOUNT}/mlflow.db",
-                        data_root=DATA_MOUNT, output=OUTPUT_MOUNT, overrides=overrides, storage=storage)
-    meta = {"name": name, "labels": {"app.kubernetes.io/name": "prometar",
-                                     "prometar/sweep": short_name(plan.name, LABEL_LIMIT)}}
+    entry = launch_args(
+        f"{SWEEP_MOUNT}/{sweep_file}",
+        address="auto",
+        tracking_uri=tracking_uri or f"sqlite:///{OUTPUT_MOUNT}/mlflow.db",
+        data_root=DATA_MOUNT,
+        output=OUTPUT_MOUNT,
+        overrides=overrides,
+        storage=storage,
+    )
+    meta = {
+        "name": name,
+        "labels": {
+            "app.kubernetes.io/name": "prometar",
+            "prometar/sweep": short_name(plan.name, LABEL_LIMIT),
+        },
+    }
     if namespace:
         meta["namespace"] = namespace
-    outputs = ({"persistentVolumeClaim": {"claimName": output_claim}} if output_claim else {"emptyDir": {}})
+    outputs = {"persistentVolumeClaim": {"claimName": output_claim}} if output_claim else {"emptyDir": {}}
     volumes = [
         {"name": "data", "persistentVolumeClaim": {"claimName": data_claim, "readOnly": True}},
         {"name": "outputs", **outputs},
@@ -122,33 +151,66 @@ def render_rayjob(sweep: str | Path, *, image: str = DEFAULT_IMAGE, workers: int
     security = {"runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID}  # the image's user
     head = {
         "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
-        "template": {"spec": {"containers": [{
-            "name": "ray-head", "image": image, "env": env, **({"envFrom": env_from} if env_from else {}),
-            "ports": [{"containerPort": 6379, "name": "gcs-server"}, {"containerPort": 8265, "name": "dashboard"},
-                      {"containerPort": 10001, "name": "client"}],
-            "resources": {"requests": {"cpu": str(head_cpus), "memory": head_memory},
-                          "limits": {"cpu": str(head_cpus), "memory": head_memory}},
-            "volumeMounts": mounts,
-        }], "volumes": volumes, "securityContext": security}},
+        "template": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "ray-head",
+                        "image": image,
+                        "env": env,
+                        **({"envFrom": env_from} if env_from else {}),
+                        "ports": [
+                            {"containerPort": 6379, "name": "gcs-server"},
+                            {"containerPort": 8265, "name": "dashboard"},
+                            {"containerPort": 10001, "name": "client"},
+                        ],
+                        "resources": {
+                            "requests": {"cpu": str(head_cpus), "memory": head_memory},
+                            "limits": {"cpu": str(head_cpus), "memory": head_memory},
+                        },
+                        "volumeMounts": mounts,
+                    }
+                ],
+                "volumes": volumes,
+                "securityContext": security,
+            }
+        },
     }
     gpu = {"nvidia.com/gpu": str(gpus_per_worker)} if gpus_per_worker else {}
     worker = {
         "groupName": "gpu-workers" if gpus_per_worker else "cpu-workers",
-        "replicas": workers, "minReplicas": workers, "maxReplicas": workers,
+        "replicas": workers,
+        "minReplicas": workers,
+        "maxReplicas": workers,
         "rayStartParams": {"num-gpus": str(gpus_per_worker)},
-        "template": {"spec": {"containers": [{
-            "name": "ray-worker", "image": image, "env": env, **({"envFrom": env_from} if env_from else {}),
-            "resources": {"requests": {"cpu": str(worker_cpus), "memory": worker_memory, **gpu},
-                          "limits": {"cpu": str(worker_cpus), "memory": worker_memory, **gpu}},
-            "volumeMounts": mounts,
-        }], "volumes": volumes, "securityContext": security}},
+        "template": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "ray-worker",
+                        "image": image,
+                        "env": env,
+                        **({"envFrom": env_from} if env_from else {}),
+                        "resources": {
+                            "requests": {"cpu": str(worker_cpus), "memory": worker_memory, **gpu},
+                            "limits": {"cpu": str(worker_cpus), "memory": worker_memory, **gpu},
+                        },
+                        "volumeMounts": mounts,
+                    }
+                ],
+                "volumes": volumes,
+                "securityContext": security,
+            }
+        },
     }
     cluster: dict[str, Any] = {"rayVersion": ray.__version__}
     if token_auth:
         cluster["authOptions"] = {"mode": "token"}
     cluster.update({"headGroupSpec": head, "workerGroupSpecs": [worker]})
     rayjob = {
-        "apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta,
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": meta,
         "spec": {
             "entrypoint": shlex.join(["prometar-sweep", *entry]),
             "submissionMode": "K8sJobMode",
@@ -158,14 +220,20 @@ def render_rayjob(sweep: str | Path, *, image: str = DEFAULT_IMAGE, workers: int
             "rayClusterSpec": cluster,
         },
     }
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap",
-                  "metadata": {**meta, "name": f"{name}-sweep"},
-                  "data": {sweep_file: Path(sweep).read_text()}}
-    header = (f"# Generated by `prometar-sweep k8s` for the sweep {plan.name} ({sweep}).\n"
-              f"# Apply with: kubectl apply -f <this file>; follow with: kubectl get rayjob {name} -w\n"
-              + "".join(f"# warning: {w}\n" for w in warnings))
-    return header + yaml.dump_all([config_map, rayjob], Dumper=_ManifestDumper, sort_keys=False,
-                                  default_flow_style=False)
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {**meta, "name": f"{name}-sweep"},
+        "data": {sweep_file: Path(sweep).read_text()},
+    }
+    header = (
+        f"# Generated by `prometar-sweep k8s` for the sweep {plan.name} ({sweep}).\n"
+        f"# Apply with: kubectl apply -f <this file>; follow with: kubectl get rayjob {name} -w\n"
+        + "".join(f"# warning: {w}\n" for w in warnings)
+    )
+    return header + yaml.dump_all(
+        [config_map, rayjob], Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False
+    )
 
 
 class _ManifestDumper(yaml.SafeDumper):

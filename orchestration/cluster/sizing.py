@@ -75,19 +75,25 @@ def fit_warnings(plan: SweepPlan, gpus: int, cpus: int, *, cpu_flag: str) -> lis
         if klass.gpu <= 0:
             continue
         if gpus > 0 and klass.gpu > gpus + _EPS:
-            raise ClusterError(f"resources.{klass.label}: a trial asks {klass.gpu:g} GPUs, a node has {gpus}: "
-                               "it could never start (Ray places a trial on one node)")
+            raise ClusterError(
+                f"resources.{klass.label}: a trial asks {klass.gpu:g} GPUs, a node has {gpus}: "
+                "it could never start (Ray places a trial on one node)"
+            )
         if gpus <= 0:
-            warnings.append(f"resources.{klass.label} asks {klass.gpu:g} GPU per trial, the nodes have none: "
-                            "those trials never start")
+            warnings.append(
+                f"resources.{klass.label} asks {klass.gpu:g} GPU per trial, the nodes have none: "
+                "those trials never start"
+            )
             continue
         gpu_slots = math.floor(gpus / klass.gpu + _EPS)
         running = klass.per_node(gpus, cpus)
         if running < gpu_slots:
             busy = math.ceil(running * klass.gpu - _EPS)
             warnings.append(
-                f"{cpus} CPUs per node feed {running} trial(s) of resources.{klass.label} ({klass.cpu:g} CPU, "
-                f"{klass.gpu:g} GPU each) at once, where its {gpus} GPUs hold {gpu_slots}: {gpus - busy} of "
+                f"{cpus} CPUs per node feed {running} trial(s) of resources.{klass.label} "
+                f"({klass.cpu:g} CPU, {klass.gpu:g} GPU each) at once, where its {gpus} GPUs hold "
+                f"{gpu_slots}: {gpus - busy} of "
                 f"{gpus} GPUs idle. Give {cpu_flag} {math.ceil(gpu_slots * klass.cpu)} (the default), or ask "
-                f"fewer CPUs per trial in the sweep's resources")
+                f"fewer CPUs per trial in the sweep's resources"
+            )
     return warnings

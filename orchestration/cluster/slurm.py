@@ -26,12 +26,24 @@ def slurm_template() -> str:
     return (resources.files("orchestration") / "cluster" / "templates" / "slurm.sbatch").read_text()
 
 
-def render_slurm(sweep: str | Path, *, nodes: int, gpus_per_node: int, cpus_per_node: int | None = None,
-                 partition: str | None = None, time_limit: str | None = None, account: str | None = None,
-                 tracking_uri: str | None = None, data_root: str | None = None, output: str | None = None,
-                 overrides: Sequence[str] = (), setup: Sequence[str] = (),
-                 script_name: str = "prometar.sbatch", storage: str | None = None,
-                 warn: Callable[[str], None] | None = None) -> str:
+def render_slurm(
+    sweep: str | Path,
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    cpus_per_node: int | None = None,
+    partition: str | None = None,
+    time_limit: str | None = None,
+    account: str | None = None,
+    tracking_uri: str | None = None,
+    data_root: str | None = None,
+    output: str | None = None,
+    overrides: Sequence[str] = (),
+    setup: Sequence[str] = (),
+    script_name: str = "prometar.sbatch",
+    storage: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> str:
     """An sbatch script running the sweep on a Ray cluster made of a SLURM allocation.
 
     Args:
@@ -80,13 +92,28 @@ def render_slurm(sweep: str | Path, *, nodes: int, gpus_per_node: int, cpus_per_
     for flag, value in (("partition", partition), ("time", time_limit), ("account", account)):
         if value:
             extra += f"#SBATCH --{flag}={_sbatch_value(flag, value)}\n"
-    launch = shlex.join(launch_args(str(sweep), address="@ADDR@", tracking_uri=tracking_uri, data_root=data_root,
-                                    output=output, overrides=overrides, storage=storage)).replace("@ADDR@", '"$ADDRESS"')
+    launch = shlex.join(
+        launch_args(
+            str(sweep),
+            address="@ADDR@",
+            tracking_uri=tracking_uri,
+            data_root=data_root,
+            output=output,
+            overrides=overrides,
+            storage=storage,
+        )
+    ).replace("@ADDR@", '"$ADDRESS"')
     replacements = {
-        "@SWEEP_NAME@": slug(plan.name), "@SWEEP@": str(sweep), "@SCRIPT_NAME@": script_name,
-        "@NODES@": str(nodes), "@CPUS@": str(cpus_per_node), "@GPUS@": str(gpus_per_node),
-        "@SBATCH_EXTRA@": extra, "@SWEEP_Q@": shlex.quote(str(sweep)),
-        "@SETUP@": "\n".join(setup) + ("\n" if setup else ""), "@LAUNCH@": launch,
+        "@SWEEP_NAME@": slug(plan.name),
+        "@SWEEP@": str(sweep),
+        "@SCRIPT_NAME@": script_name,
+        "@NODES@": str(nodes),
+        "@CPUS@": str(cpus_per_node),
+        "@GPUS@": str(gpus_per_node),
+        "@SBATCH_EXTRA@": extra,
+        "@SWEEP_Q@": shlex.quote(str(sweep)),
+        "@SETUP@": "\n".join(setup) + ("\n" if setup else ""),
+        "@LAUNCH@": launch,
     }
     text = slurm_template()
     for marker, value in replacements.items():

@@ -32,8 +32,9 @@ class GroupedSearch(Searcher):
         mode: ``min`` or ``max``.
     """
 
-    def __init__(self, searchers: Mapping[str, Searcher], samples: Mapping[str, int], *, metric: str,
-                 mode: str) -> None:
+    def __init__(
+        self, searchers: Mapping[str, Searcher], samples: Mapping[str, int], *, metric: str, mode: str
+    ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.searchers = dict(searchers)
         self.left = {key: int(samples[key]) for key in self.searchers}

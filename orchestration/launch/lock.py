@@ -44,14 +44,26 @@ def launch_lock(output: Path, sweep: str, *, source: str = "") -> Iterator[None]
                 holder = json.loads(handle.read() or "{}")
             except ValueError:
                 holder = {}
-            who = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
-                   if holder else "another process")
-            raise LaunchError(f"{source or sweep}: sweep {sweep!r} is already being launched into {output} "
-                              f"({who}); wait for it to end or stop it (lock: {path})") from None
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
+                if holder
+                else "another process"
+            )
+            raise LaunchError(
+                f"{source or sweep}: sweep {sweep!r} is already being launched into {output} "
+                f"({who}); wait for it to end or stop it (lock: {path})"
+            ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                }
+            )
+        )
         handle.flush()
         yield
     finally:

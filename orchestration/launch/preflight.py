@@ -6,7 +6,9 @@ any run, trial or file exists.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 from orchestration.errors import LaunchError, SpecError
 from orchestration.sweeps.planning import SweepPlan
@@ -23,7 +25,9 @@ def check_data_root(plan: SweepPlan, data_root: Path) -> None:
     for key in needed:
         folder = root / get_dataset(key).folder
         if not folder.is_dir():
-            raise LaunchError(f"{plan.spec.source}: dataset {key!r} not found: {folder} does not exist (--data-root)")
+            raise LaunchError(
+                f"{plan.spec.source}: dataset {key!r} not found: {folder} does not exist (--data-root)"
+            )
 
 
 def check_inputs(plan: SweepPlan, data_root: Path | None, *, weights: bool = True) -> None:
@@ -45,3 +49,35 @@ def check_inputs(plan: SweepPlan, data_root: Path | None, *, weights: bool = Tru
             checker.check(config, source=plan.spec.source)
         except ConfigError as error:
             raise SpecError(plan.spec.source, error.key, error.reason) from None
+
+
+def check_cluster_fits(plan: SweepPlan, datasets: Iterable[str], *, strict: bool, stream: IO[str]) -> None:
+    """Every trial's resource request fits on one alive node of the Ray cluster this process joined.
+
+    A request no node can meet (GPUs on a machine without any, more CPUs than a node has) would
+    leave its trials pending forever. ``strict`` (the embedded local Ray, whose nodes are all there
+    is) refuses the launch; a joined cluster may add nodes (an autoscaler), so it gets a warning
+    naming the numbers instead.
+
+    Raises:
+        LaunchError: ``strict`` and a request that no node can meet (names the sweep's
+            ``resources`` key and what the cluster has).
+    """
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    have = ", ".join(sorted({f"CPU={n.get('CPU', 0):g} GPU={n.get('GPU', 0):g}" for n in nodes})) or "no node"
+    for dataset in sorted(set(datasets)):
+        want = plan.spec.resources_for(dataset)
+        if any(n.get("CPU", 0) >= want.cpu and n.get("GPU", 0) >= want.gpu for n in nodes):
+            continue
+        key = "resources." + (dataset if dataset in plan.spec.resources else "default")
+        message = (
+            f"{plan.spec.source}: {key}: a {dataset} trial asks for cpu={want.cpu:g} gpu={want.gpu:g}, "
+            f"but no node of the cluster has that much (nodes: {have})"
+        )
+        if strict:
+            raise LaunchError(
+                message + "; lower the request in the sweep's resources, or launch where it fits"
+            )
+        print(f"warning: {message}; its trials wait until a node that fits joins", file=stream)

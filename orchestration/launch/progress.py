@@ -66,8 +66,10 @@ class ProgressLine(tune.Callback):
             per_trial = (time.monotonic() - self.started) / ended  # wall time per ended trial (throughput)
             eta = format_duration(per_trial * (todo + len(self.running)))
         retry = f" · retried {self.retries}" if self.retries else ""
-        return (f"[{self.sweep}] done {done}/{self.total} · running {len(self.running)} · "
-                f"failed {len(self.failed)} · to do {todo}{retry} · ETA {eta}")
+        return (
+            f"[{self.sweep}] done {done}/{self.total} · running {len(self.running)} · "
+            f"failed {len(self.failed)} · to do {todo}{retry} · ETA {eta}"
+        )
 
     def _show(self) -> None:
         print(self.line(), file=self.stream, flush=True)

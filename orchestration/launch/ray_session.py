@@ -39,8 +39,15 @@ def start_local_ray(**kwargs: Any) -> Any:
     import ray
 
     with _loopback():
-        return ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                        dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False, **kwargs)
+        return ray.init(
+            address="local",
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+            **kwargs,
+        )
 
 
 def join_ray(address: str) -> Any:

@@ -26,7 +26,7 @@ from typing import IO, Any
 from orchestration import layout
 from orchestration.errors import LaunchError, ResultsError
 from orchestration.launch.lock import launch_lock
-from orchestration.launch.preflight import check_data_root, check_inputs
+from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.search import launch_search
@@ -104,7 +104,9 @@ class Launch:
     out: IO[str]
 
 
-def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream: IO[str] | None = None) -> LaunchReport:
+def launch(
+    path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream: IO[str] | None = None
+) -> LaunchReport:
     """Run a sweep: the trials the ledger does not have FINISHED, on Ray Tune, recorded in MLflow.
 
     Args:
@@ -123,8 +125,12 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
     out = stream or sys.stdout
     plan = load_plan(path, overrides=options.overrides)
     if is_uri(options.output):
-        raise LaunchError(f"--output {options.output}: the output folder is a local folder (lock, tables, the "
-                          "default SQLite ledger); put Ray storage on object storage with --storage URI")
+        raise LaunchError(
+            f"--output {options.output}: the output folder is a local folder (lock, tables, the "
+            "default SQLite ledger); put Ray storage on object storage with --storage URI"
+        )
+    for note in plan.notes:
+        print(note, file=sys.stderr)
     output = Path(options.output).resolve()
     if options.address is None:  # a local launch: the data and the weights are here
         check_data_root(plan, Path(options.data_root))
@@ -136,8 +142,11 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
     if options.dry_run:
         status = plan_status(plan, output, options.tracking_uri)
         done = 0 if options.force else status.done
-        print(f"[{plan.name}] dry run: done {done} · to do {status.total - done} · total {status.total}"
-              + (f" · {revision_note(status.other_revisions)}" if status.other_revisions else ""), file=out)
+        print(
+            f"[{plan.name}] dry run: done {done} · to do {status.total - done} · total {status.total}"
+            + (f" · {revision_note(status.other_revisions)}" if status.other_revisions else ""),
+            file=out,
+        )
         return LaunchReport(plan.name, status.total, done, status.total - done, plan=plan)
 
     if options.tracking_uri is not None:
@@ -148,8 +157,9 @@ def launch(path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream
         return _launch_locked(plan, ledger, output, options, out)
 
 
-def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: LaunchOptions,
-                   out: IO[str]) -> LaunchReport:
+def _launch_locked(
+    plan: SweepPlan, ledger: TrialLedger, output: Path, options: LaunchOptions, out: IO[str]
+) -> LaunchReport:
     """The launch proper, while this process holds the sweep's launch lock."""
     if options.tracking_uri is None:
         ledger.check_reachable()  # creates the SQLite ledger in the output folder
@@ -164,8 +174,11 @@ def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: 
     elsewhere = {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in busy}
     if elsewhere:
         holders = ", ".join(sorted(set(elsewhere.values())))
-        print(f"[{plan.name}] {len(elsewhere)} trial(s) are running in another live launch ({holders}); "
-              "not started here", file=out)
+        print(
+            f"[{plan.name}] {len(elsewhere)} trial(s) are running in another live launch ({holders}); "
+            "not started here",
+            file=out,
+        )
 
     trials = list(plan.trials)
     if plan.groups:
@@ -185,18 +198,36 @@ def _launch_locked(plan: SweepPlan, ledger: TrialLedger, output: Path, options: 
         if not todo and len(done) == len(trials):
             print(f"[{plan.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
         elif not todo:
-            print(f"[{plan.name}] nothing to do here: {len(done)} of {len(trials)} trials FINISHED, the rest "
-                  "running in another live launch", file=out)
+            print(
+                f"[{plan.name}] nothing to do here: {len(done)} of {len(trials)} trials FINISHED, the rest "
+                "running in another live launch",
+                file=out,
+            )
         else:
-            print(f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
-                  file=out)
+            print(
+                f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, "
+                f"{len(trials)} in total",
+                file=out,
+            )
             if reopen:
-                print(f"[{plan.name}] {len(reopen)} trial(s) continue the MLflow run an earlier launch left "
-                      "unfinished", file=out)
+                print(
+                    f"[{plan.name}] {len(reopen)} trial(s) continue the MLflow run an earlier launch left "
+                    "unfinished",
+                    file=out,
+                )
             with _closing_parent(ledger, report), ray_session(options.address):
+                check_cluster_fits(
+                    plan, (t.dataset for t in todo), strict=options.address is None, stream=sys.stderr
+                )
                 progress = ProgressLine(plan.name, report.total, report.done_before, out)
-                run_tuner(current, TrialTable(trials={t.key: t for t in todo}), grid_space(todo),
-                          tune_config(current), progress, reopen=reopen)
+                run_tuner(
+                    current,
+                    TrialTable(trials={t.key: t for t in todo}),
+                    grid_space(todo),
+                    tune_config(current),
+                    progress,
+                    reopen=reopen,
+                )
     _finish(current)
     return report
 
@@ -229,8 +260,11 @@ def _closing_parent(ledger: TrialLedger, report: LaunchReport) -> Iterator[None]
 def _finish(launch: Launch) -> None:
     """Summary line, the tables of the planned runs, then close the parent run."""
     plan, report, out = launch.plan, launch.report, launch.out
-    print(f"[{plan.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
-          f"skipped (done before) {report.done_before}", file=out)
+    print(
+        f"[{plan.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
+        f"skipped (done before) {report.done_before}",
+        file=out,
+    )
     print(f"[{plan.name}] {ui_hint(launch.ledger.tracking_uri, output=launch.options.output)}", file=out)
     try:
         if launch.options.tables and launch.ledger.experiment_id() is not None:
@@ -248,10 +282,17 @@ def _write_tables(launch: Launch) -> None:
     summary = summarize_plan(plan)
     try:
         written = write_experiment_tables(
-            plan.name, launch.ledger.tracking_uri, layout.tables_folder(launch.output, plan.name),
-            datasets=summary.datasets, protocol=summary.protocol, search_space=summary.search_space,
-            expected_seeds=summary.seeds, parent_run_id=launch.report.parent_run_id, planned=summary.planned,
-            targets=summary.targets)
+            plan.name,
+            launch.ledger.tracking_uri,
+            layout.tables_folder(launch.output, plan.name),
+            datasets=summary.datasets,
+            protocol=summary.protocol,
+            search_space=summary.search_space,
+            expected_seeds=summary.seeds,
+            parent_run_id=launch.report.parent_run_id,
+            planned=summary.planned,
+            targets=summary.targets,
+        )
     except ResultsError as err:  # no table for these runs: the sweep's outcome stands
         print(f"[{plan.name}] no table: {err}", file=launch.out)
         return

@@ -12,6 +12,7 @@ and, with ``--write-best``, written as a sweep file for the sweep's real protoco
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import replace
@@ -22,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestration.environment import temporary_environment
 from orchestration.launch.grouped_search import GroupedScheduler, GroupedSearch
+from orchestration.launch.preflight import check_cluster_fits
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.trial_table import TrialTable
@@ -72,21 +74,31 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
             report.to_run += samples
             points = [{k: _param_value(r.data.params[k]) for k in search.space} for r in prior]
             rewards = [r.data.metrics[search.metric] for r in prior]
-            print(f"[{plan.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done{running}", file=out)
+            print(
+                f"[{plan.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done{running}",
+                file=out,
+            )
             pending.append((group, samples, points, rewards))
         if pending:
             stack.enter_context(ray_session(options.address))
+            check_cluster_fits(
+                plan, (g.dataset for g in plan.groups), strict=options.address is None, stream=sys.stderr
+            )
             _search_groups(launch, pending)
     report.best = best_samples(plan, launch.ledger)
     for best in report.best:
-        values = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        values = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()
+        )
         print(f"[{plan.name}] best {best['label']}: {search.metric}={best['value']:.2f}  {values}", file=out)
     if options.write_best and report.best:
         for written in write_best_sweeps(plan.spec, report.best, Path(options.write_best)):
             print(f"[{plan.name}] wrote {written}", file=out)
 
 
-def _search_groups(launch: Launch, pending: list[tuple[SearchGroup, int, list[dict[str, Any]], list[float]]]) -> None:
+def _search_groups(
+    launch: Launch, pending: list[tuple[SearchGroup, int, list[dict[str, Any]], list[float]]]
+) -> None:
     """One Tuner for every group with samples to run: each group's own Optuna searcher, warm-started
     with its prior samples, and its own scheduler (``grouped_search``)."""
     from ray.tune.schedulers import FIFOScheduler
@@ -98,15 +110,23 @@ def _search_groups(launch: Launch, pending: list[tuple[SearchGroup, int, list[di
     searchers = {group.key: _searcher(spec, points, rewards, space) for group, _, points, rewards in pending}
     samples = {group.key: count for group, count, _, _ in pending}
     search_alg = GroupedSearch(searchers, samples, metric=search.metric, mode=search.mode)
-    scheduler = (GroupedScheduler({group.key: _scheduler(spec, group) for group, *_ in pending})
-                 if search.scheduler == "asha" else FIFOScheduler())
+    scheduler = (
+        GroupedScheduler({group.key: _scheduler(spec, group) for group, *_ in pending})
+        if search.scheduler == "asha"
+        else FIFOScheduler()
+    )
     total = search.num_samples * len(pending)
     progress = ProgressLine(launch.plan.name, total, total - sum(samples.values()), launch.out)
-    config = tune_config(launch, search_alg=search_alg, scheduler=scheduler, num_samples=sum(samples.values()))
-    # Tune keeps one trial of a custom searcher pending at a time; one per group lets every group start at once
+    config = tune_config(
+        launch, search_alg=search_alg, scheduler=scheduler, num_samples=sum(samples.values())
+    )
+    # Tune keeps one trial of a custom searcher pending at a time; one per group lets every group
+    # start at once
     pending_trials = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG") or str(len(pending))
     with temporary_environment(TUNE_MAX_PENDING_TRIALS_PG=pending_trials):
-        run_tuner(launch, TrialTable(groups={group.key: group for group, *_ in pending}), {}, config, progress)
+        run_tuner(
+            launch, TrialTable(groups={group.key: group for group, *_ in pending}), {}, config, progress
+        )
 
 
 def _domain(kind: str, args: list[Any]) -> Any:
@@ -121,13 +141,20 @@ def _domain(kind: str, args: list[Any]) -> Any:
     return tune.choice(list(args))
 
 
-def _searcher(spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float], space: dict[str, Any]) -> Any:
+def _searcher(
+    spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float], space: dict[str, Any]
+) -> Any:
     """One group's Optuna searcher over ``space`` (Tune domains), warm-started with its prior samples."""
     assert spec.search is not None
     optuna_space = OptunaSearch.convert_search_space(dict(space))  # Tune domains → Optuna distributions
-    return FinalMetricOptunaSearch(space=optuna_space, metric=spec.search.metric, mode=spec.search.mode,
-                                   seed=spec.search.seed, points_to_evaluate=points or None,
-                                   evaluated_rewards=rewards or None)
+    return FinalMetricOptunaSearch(
+        space=optuna_space,
+        metric=spec.search.metric,
+        mode=spec.search.mode,
+        seed=spec.search.seed,
+        points_to_evaluate=points or None,
+        evaluated_rewards=rewards or None,
+    )
 
 
 def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
@@ -138,12 +165,17 @@ def _scheduler(spec: SweepSpec, group: SearchGroup) -> Any:
         return FIFOScheduler()
     epochs = int(group.base_config["optim"]["epochs"])
     # stops trials on the searched metric at epoch rungs (needs it in the per-epoch reports)
-    return ASHAScheduler(metric=spec.search.metric, mode=spec.search.mode, time_attr="training_iteration",
-                         grace_period=1, max_t=max(2, epochs + 1))
+    return ASHAScheduler(
+        metric=spec.search.metric,
+        mode=spec.search.mode,
+        time_attr="training_iteration",
+        grace_period=1,
+        max_t=max(2, epochs + 1),
+    )
 
 
 def _param_value(text: str) -> Any:
-    from prometar.config import parse_yaml
+    from prometar.yamlio import parse_yaml
 
     return parse_yaml(text)
 
@@ -159,9 +191,16 @@ def best_samples(plan: SweepPlan, ledger: Any) -> list[dict[str, Any]]:
         if not runs:
             continue
         top = max(runs, key=lambda r: sign * r.data.metrics[search.metric])
-        best.append({"group": group.key, "label": group.label, "dataset": group.dataset,
-                     "shots": group.base.shots, "value": top.data.metrics[search.metric],
-                     "params": {k: _param_value(top.data.params[k]) for k in search.space}})
+        best.append(
+            {
+                "group": group.key,
+                "label": group.label,
+                "dataset": group.dataset,
+                "shots": group.base.shots,
+                "value": top.data.metrics[search.metric],
+                "params": {k: _param_value(top.data.params[k]) for k in search.space},
+            }
+        )
     return best
 
 
@@ -173,12 +212,27 @@ def write_best_sweeps(spec: SweepSpec, best: list[dict[str, Any]], target: Path)
     """
     written = []
     for entry in best:
-        sub = replace(spec, grid={**spec.grid, "data.dataset": [entry["dataset"]], "data.shots": [entry["shots"]]})
-        path = target if len(best) == 1 else target.with_name(f"{target.stem}.{entry['dataset']}-{entry['shots']}shots.yaml")
-        name = f"{spec.name}_best" if len(best) == 1 else f"{spec.name}_best_{entry['dataset']}_{entry['shots']}shots"
-        header = (f"# Best configuration of {spec.source} for {entry['label']}: "
-                  f"{spec.search.metric if spec.search else 'metric'}={entry['value']:.2f} (validation, base classes)\n")
+        sub = replace(
+            spec, grid={**spec.grid, "data.dataset": [entry["dataset"]], "data.shots": [entry["shots"]]}
+        )
+        path = (
+            target
+            if len(best) == 1
+            else target.with_name(f"{target.stem}.{entry['dataset']}-{entry['shots']}shots.yaml")
+        )
+        name = (
+            f"{spec.name}_best"
+            if len(best) == 1
+            else f"{spec.name}_best_{entry['dataset']}_{entry['shots']}shots"
+        )
+        header = (
+            f"# Best configuration of {spec.source} for {entry['label']}: "
+            f"{spec.search.metric if spec.search else 'metric'}={entry['value']:.2f} "
+            "(validation, base classes)\n"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(header + spec_to_yaml(sub, name=name, overrides={**spec.overrides, **entry["params"]}))
+        path.write_text(
+            header + spec_to_yaml(sub, name=name, overrides={**spec.overrides, **entry["params"]})
+        )
         written.append(path)
     return written

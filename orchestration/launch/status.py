@@ -42,8 +42,10 @@ class SweepStatus:
     other_revisions: Mapping[int, int] = field(default_factory=dict)
 
     def line(self) -> str:
-        text = (f"{self.sweep}: done {self.done} · failed {self.failed} · running {self.running} · "
-                f"to do {self.todo} · total {self.total}")
+        text = (
+            f"{self.sweep}: done {self.done} · failed {self.failed} · running {self.running} · "
+            f"to do {self.todo} · total {self.total}"
+        )
         if self.stale:
             text += f" · {self.stale} of the running left by a dead launch (the next launch reruns them)"
         if self.launches:
@@ -61,12 +63,19 @@ def revision_note(other_revisions: Mapping[int, int]) -> str:
     count = sum(other_revisions.values())
     which = "an earlier" if max(other_revisions) < RESULT_REVISION else "another"
     shown = ", ".join(f"r{revision}" for revision in other_revisions)
-    return (f"{count} run{'s' if count != 1 else ''} finished under {which} result revision ({shown}) "
-            f"{'are' if count != 1 else 'is'} not counted; this code is r{RESULT_REVISION}")
+    return (
+        f"{count} run{'s' if count != 1 else ''} finished under {which} result revision ({shown}) "
+        f"{'are' if count != 1 else 'is'} not counted; this code is r{RESULT_REVISION}"
+    )
 
 
-def sweep_status(path: str | Path, *, output: Path = DEFAULT_OUTPUT, tracking_uri: str | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> SweepStatus:
+def sweep_status(
+    path: str | Path,
+    *,
+    output: Path = DEFAULT_OUTPUT,
+    tracking_uri: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SweepStatus:
     """done / failed / running / to do of a sweep, from the ledger (reads only: nothing is created,
     restored or closed; a deleted experiment is a ``TrackingError``).
 
@@ -89,21 +98,37 @@ def ledger_status(plan: SweepPlan, ledger: TrialLedger) -> SweepStatus:
     runs = ledger.runs()
     other_revisions = ledger.finished_under_other_revisions(runs)
     if not plan.groups:
-        return replace(_count(plan, ledger.statuses(runs), ledger.running_elsewhere(runs)),
-                       other_revisions=other_revisions)
+        return replace(
+            _count(plan, ledger.statuses(runs), ledger.running_elsewhere(runs)),
+            other_revisions=other_revisions,
+        )
     search = plan.spec.search
     assert search is not None
     keys = {g.key for g in plan.groups}
     runs = [r for r in runs if r.data.tags.get(SEARCH_GROUP_TAG) in keys]
-    done = sum(min(sum(r.data.tags.get(SEARCH_GROUP_TAG) == g.key and r.info.status == FINISHED for r in runs),
-                   search.num_samples) for g in plan.groups)
+    done = sum(
+        min(
+            sum(r.data.tags.get(SEARCH_GROUP_TAG) == g.key and r.info.status == FINISHED for r in runs),
+            search.num_samples,
+        )
+        for g in plan.groups
+    )
     failed = sum(r.info.status == FAILED for r in runs)
     running = sum(r.info.status == RUNNING for r in runs)
-    return SweepStatus(plan.name, plan.total, done, failed, running, max(0, plan.total - done - running),
-                       other_revisions=other_revisions)
+    return SweepStatus(
+        plan.name,
+        plan.total,
+        done,
+        failed,
+        running,
+        max(0, plan.total - done - running),
+        other_revisions=other_revisions,
+    )
 
 
-def _count(plan: SweepPlan, statuses: Mapping[str, set[str]], live: Mapping[str, Any] | None = None) -> SweepStatus:
+def _count(
+    plan: SweepPlan, statuses: Mapping[str, set[str]], live: Mapping[str, Any] | None = None
+) -> SweepStatus:
     """Counts per planned trial; ``live``: trial key → live launch holding its RUNNING run."""
     live = live or {}
     done = failed = running = stale = 0
@@ -117,5 +142,13 @@ def _count(plan: SweepPlan, statuses: Mapping[str, set[str]], live: Mapping[str,
         elif FAILED in seen:
             failed += 1
     total = len(plan.trials)
-    return SweepStatus(plan.name, total, done, failed, running, total - done - failed - running, stale,
-                       tuple(sorted(set(live.values()))))
+    return SweepStatus(
+        plan.name,
+        total,
+        done,
+        failed,
+        running,
+        total - done - failed - running,
+        stale,
+        tuple(sorted(set(live.values()))),
+    )

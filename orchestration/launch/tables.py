@@ -49,8 +49,15 @@ def write_experiment_tables(
         ResultsError: No runs, or no table applies to them.
     """
     ledger = read_experiment(experiment, tracking_uri, planned=planned)
-    tables = build_tables(ledger, protocol=protocol, datasets=datasets, published=load_published(published),
-                          expected_seeds=expected_seeds, search_space=search_space, targets=targets)
+    tables = build_tables(
+        ledger,
+        protocol=protocol,
+        datasets=datasets,
+        published=load_published(published),
+        expected_seeds=expected_seeds,
+        search_space=search_space,
+        targets=targets,
+    )
     written = write_tables(tables, output_dir)
     if parent_run_id is not None:
         TrialLedger(tracking_uri, experiment).log_files(parent_run_id, written.values(), TABLES_ARTIFACT_PATH)

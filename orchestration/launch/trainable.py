@@ -1,15 +1,15 @@
 """The Ray Tune function trainable: a thin adapter over ``prometar.run.run``.
 
 Tune config → :class:`~orchestration.sweeps.planning.Trial` (looked up by trial key, or resolved
-from a search group and the sampled values: ``TrialTable.resolve``) → its run config → ``run(...)``. Each epoch's checkpoint is
-reported with ``tune.report(metrics, checkpoint=...)``; a retried trial resumes from
-``tune.get_checkpoint()``; a trial an earlier launch left unfinished resumes from the checkpoint
-its MLflow run names (``TrialTable.resume``, fetched from Ray storage, local or ``s3://``). The
-last report carries the final metrics and a checkpoint holding the trial's artifacts (resolved
-config, few-shot subset, prompt weights, per-class accuracies, environment), which the
-driver-side tracker logs to MLflow; the trial's local epoch checkpoints are then removed. Paths
-are absolute (Tune changes the working directory); the device and the thread count follow the
-resources Tune granted.
+from a search group and the sampled values: ``TrialTable.resolve``) → its run config →
+``run(...)``. Each epoch's checkpoint is reported with ``tune.report(metrics, checkpoint=...)``; a
+retried trial resumes from ``tune.get_checkpoint()``, then from its own newest readable epoch
+(``run_resuming``); a trial an earlier launch left unfinished resumes from the checkpoint its
+MLflow run names (``TrialTable.resume``, fetched from Ray storage, local or ``s3://``). The last
+report carries the final metrics and a checkpoint holding the trial's artifacts (resolved config,
+few-shot subset, prompt weights, per-class accuracies, environment), which the driver-side tracker
+logs to MLflow; the trial's local epoch checkpoints are then removed. Paths are absolute (Tune
+changes the working directory); the device and the thread count follow the resources Tune granted.
 
 Where a trial writes: ``<output>/trials/<key>/`` when Ray storage is a local folder (one machine,
 or a filesystem every node mounts); with object storage (``node_local``), a folder of its own in
@@ -38,7 +38,8 @@ from prometar import events
 logger = logging.getLogger(__name__)
 
 ARTIFACTS = ("config.json", "fewshot_subset.json", "prompts.pt", "per_class.json", "metrics.jsonl")
-"""The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the final metrics)."""
+"""The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the
+final metrics)."""
 
 
 def run_resuming(run_config: Any, resume_candidates: list[Path], *, output_dir: Path, **kwargs: Any) -> Any:
@@ -76,9 +77,17 @@ def _fetch_earlier(uri: str, stack: ExitStack) -> Path | None:
         return None
 
 
-def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, output_root: str,
-                git_sha: str = "unknown", resume_local: bool = True, node_local: bool = False,
-                keep_checkpoints: int = 1) -> None:
+def train_trial(
+    config: dict[str, Any],
+    *,
+    table: TrialTable,
+    data_root: str,
+    output_root: str,
+    git_sha: str = "unknown",
+    resume_local: bool = True,
+    node_local: bool = False,
+    keep_checkpoints: int = 1,
+) -> None:
     """The Tune function trainable (bind the keyword arguments with ``tune.with_parameters``).
 
     Args:
@@ -122,8 +131,13 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
 
     local = output_dir / "checkpoints"
     local_candidates = [local] if resume_local and any(local.glob("epoch_*")) else []
-    common = {"data_root": Path(data_root).resolve(), "output_dir": output_dir, "callback": on_event,
-              "device": device, "keep_checkpoints": keep_checkpoints}
+    common = {
+        "data_root": Path(data_root).resolve(),
+        "output_dir": output_dir,
+        "callback": on_event,
+        "device": device,
+        "keep_checkpoints": keep_checkpoints,
+    }
     with ExitStack() as stack:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
@@ -135,7 +149,9 @@ def train_trial(config: dict[str, Any], *, table: TrialTable, data_root: str, ou
         if resume_dir is not None and (resume_dir / FINAL_FILE).is_file():
             # failed after its last report: report the same result again
             final.update(json.loads((resume_dir / FINAL_FILE).read_text()))
-            tune.report({**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(str(resume_dir)))
+            tune.report(
+                {**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(str(resume_dir))
+            )
             return
         run_resuming(run_config, [*([resume_dir] if resume_dir else []), *local_candidates], **common)
 

@@ -51,11 +51,18 @@ def tune_config(launch: Launch, **kwargs: Any) -> Any:
 
     launch_tag = parent_run(launch)[:8]
 
-    def trial_folder(trial: Any) -> str:  # this launch's folder of the trial, in the sweep's experiment folder
+    def trial_folder(
+        trial: Any,
+    ) -> str:  # this launch's folder of the trial, in the sweep's experiment folder
         return f"{trial_name(trial)}-{launch_tag}"
 
-    return tune.TuneConfig(max_concurrent_trials=launch.options.max_concurrent, reuse_actors=True,
-                           trial_name_creator=trial_name, trial_dirname_creator=trial_folder, **kwargs)
+    return tune.TuneConfig(
+        max_concurrent_trials=launch.options.max_concurrent,
+        reuse_actors=True,
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_folder,
+        **kwargs,
+    )
 
 
 def parent_run(launch: Launch) -> str:
@@ -66,8 +73,14 @@ def parent_run(launch: Launch) -> str:
     return report.parent_run_id
 
 
-def run_tuner(launch: Launch, table: TrialTable, param_space: Mapping[str, Any], config: Any,
-              progress: Any, reopen: Mapping[str, Any] | None = None) -> None:
+def run_tuner(
+    launch: Launch,
+    table: TrialTable,
+    param_space: Mapping[str, Any],
+    config: Any,
+    progress: Any,
+    reopen: Mapping[str, Any] | None = None,
+) -> None:
     """Fit one Tuner; its trials' outcomes are added to the launch's report.
 
     The launch's parent run is created on the first Tuner (``report.parent_run_id``).
@@ -92,14 +105,22 @@ def run_tuner(launch: Launch, table: TrialTable, param_space: Mapping[str, Any],
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: only our progress line
     parent = parent_run(launch)
     reopen = dict(reopen or {})
-    resume = {key: run.data.tags[CHECKPOINT_TAG] for key, run in reopen.items() if run.data.tags.get(CHECKPOINT_TAG)}
+    resume = {
+        key: run.data.tags[CHECKPOINT_TAG] for key, run in reopen.items() if run.data.tags.get(CHECKPOINT_TAG)
+    }
     table = replace(table, resume=resume)
     storage = open_storage(launch.options.storage or layout.ray_storage(launch.output))
     tracker = MlflowTrialCallback(launch.ledger, parent, table.resolve, plan.name, reopen=reopen)
-    trainable = tune.with_parameters(train_trial, table=table, data_root=str(Path(launch.options.data_root).resolve()),
-                                     output_root=str(launch.output), git_sha=git_sha(),
-                                     resume_local=not launch.options.force, node_local=storage.remote,
-                                     keep_checkpoints=plan.spec.checkpoint_keep)
+    trainable = tune.with_parameters(
+        train_trial,
+        table=table,
+        data_root=str(Path(launch.options.data_root).resolve()),
+        output_root=str(launch.output),
+        git_sha=git_sha(),
+        resume_local=not launch.options.force,
+        node_local=storage.remote,
+        keep_checkpoints=plan.spec.checkpoint_keep,
+    )
     trainable = tune.with_resources(trainable, resources_request(plan.spec, table))
     run_config = tune.RunConfig(
         name=plan.name,  # one experiment folder per sweep, reused by every launch
@@ -114,9 +135,13 @@ def run_tuner(launch: Launch, table: TrialTable, param_space: Mapping[str, Any],
         # Tune's automatic loggers include a TensorBoard writer whose import pulls torch into the
         # driver (~3 s per launch); MLflow is the record, so only the JSON and CSV loggers run.
         # Keeping few checkpoints makes Tune snapshot its state often; its warning about that is noise.
-        with temporary_environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
-                                   TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0"):
-            tune.Tuner(trainable, param_space=dict(param_space), tune_config=config, run_config=run_config).fit()
+        with temporary_environment(
+            TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+            TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
+        ):
+            tune.Tuner(
+                trainable, param_space=dict(param_space), tune_config=config, run_config=run_config
+            ).fit()
     finally:
         outcomes = list(tracker.outcomes.values())
         report.finished += outcomes.count(FINISHED)

@@ -101,8 +101,14 @@ class MlflowTrialCallback(tune.Callback):
             keys get a new run.
     """
 
-    def __init__(self, ledger: TrialLedger, parent_run_id: str, resolve: Callable[[Mapping[str, Any]], Trial],
-                 sweep: str, reopen: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ledger: TrialLedger,
+        parent_run_id: str,
+        resolve: Callable[[Mapping[str, Any]], Trial],
+        sweep: str,
+        reopen: Mapping[str, Any] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.parent_run_id = parent_run_id
         self.resolve = resolve
@@ -137,21 +143,32 @@ class MlflowTrialCallback(tune.Callback):
 
         exp = self.ledger.experiment_id(create=True)
         assert exp is not None
-        tags = {**trial_tags(spec_trial, self.sweep), PARENT_TAG: self.parent_run_id,
-                VERSION_TAG: code_version(), GIT_SHA_TAG: self.sha, TUNE_TRIAL_ID_TAG: trial.trial_id,
-                RESULT_REVISION_TAG: str(RESULT_REVISION), ATTEMPT_TAG: "1"}
-        run = self.ledger.client.create_run(exp, tags=tags, run_name=f"{spec_trial.dataset}-{spec_trial.method}-"
-                                                              f"s{spec_trial.seed}-{spec_trial.key}")
+        tags = {
+            **trial_tags(spec_trial, self.sweep),
+            PARENT_TAG: self.parent_run_id,
+            VERSION_TAG: code_version(),
+            GIT_SHA_TAG: self.sha,
+            TUNE_TRIAL_ID_TAG: trial.trial_id,
+            RESULT_REVISION_TAG: str(RESULT_REVISION),
+            ATTEMPT_TAG: "1",
+        }
+        run = self.ledger.client.create_run(
+            exp,
+            tags=tags,
+            run_name=f"{spec_trial.dataset}-{spec_trial.method}-s{spec_trial.seed}-{spec_trial.key}",
+        )
         run_id = run.info.run_id
-        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                  for k, v in sorted(flatten(spec_trial.config).items())]
+        params = [
+            Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+            for k, v in sorted(flatten(spec_trial.config).items())
+        ]
         params.append(Param(PROTOCOL_PARAM, spec_trial.protocol))
         for i in range(0, len(params), PARAM_BATCH):
-            self.ledger.client.log_batch(run_id, params=params[i:i + PARAM_BATCH])
+            self.ledger.client.log_batch(run_id, params=params[i : i + PARAM_BATCH])
         return run_id
 
     def _reopen(self, run: Any, trial: Any) -> str:
-        """The same run again: RUNNING, one more attempt, owned by this launch; an earlier error kept aside."""
+        """The same run again: RUNNING, one more attempt, owned by this launch; an earlier error set aside."""
         from mlflow.entities import RunTag
 
         client, run_id, tags = self.ledger.client, run.info.run_id, run.data.tags
@@ -161,8 +178,14 @@ class MlflowTrialCallback(tune.Callback):
             attempt = 2
         # a run still RUNNING in the launch's snapshot was a dead launch's, closed as KILLED before fan-out
         was = KILLED if run.info.status in ACTIVE else run.info.status
-        new_tags = {PARENT_TAG: self.parent_run_id, ATTEMPT_TAG: str(attempt), TUNE_TRIAL_ID_TAG: trial.trial_id,
-                    GIT_SHA_TAG: self.sha, VERSION_TAG: code_version(), REOPENED_FROM_TAG: was}
+        new_tags = {
+            PARENT_TAG: self.parent_run_id,
+            ATTEMPT_TAG: str(attempt),
+            TUNE_TRIAL_ID_TAG: trial.trial_id,
+            GIT_SHA_TAG: self.sha,
+            VERSION_TAG: code_version(),
+            REOPENED_FROM_TAG: was,
+        }
         if ERROR_TAG in tags:
             new_tags[PREVIOUS_ERROR_TAG] = tags[ERROR_TAG]
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in new_tags.items()])
@@ -199,7 +222,7 @@ class MlflowTrialCallback(tune.Callback):
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(batch), METRIC_BATCH):
-            self.ledger.client.log_batch(run_id, metrics=batch[i:i + METRIC_BATCH])
+            self.ledger.client.log_batch(run_id, metrics=batch[i : i + METRIC_BATCH])
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)

@@ -38,8 +38,13 @@ IDENTITY_COLUMNS: tuple[str, ...] = tuple(IDENTITY_TAGS)
 RUN_COLUMNS: tuple[str, ...] = (*IDENTITY_COLUMNS, "metric", "value", "run_id")
 """Columns of the tidy runs table, in order."""
 
-CSV_REQUIRED_COLUMNS: tuple[str, ...] = ("method", "dataset", "seed", "shots",
-                                         *protocols.get_protocol(protocols.DEFAULT).set_metrics)
+CSV_REQUIRED_COLUMNS: tuple[str, ...] = (
+    "method",
+    "dataset",
+    "seed",
+    "shots",
+    *protocols.get_protocol(protocols.DEFAULT).set_metrics,
+)
 """Columns a ``--runs`` CSV must have (architecture.md): ``base_acc`` and ``new_acc`` as metrics."""
 
 DEFAULT_PROTOCOL = protocols.get_protocol(protocols.DEFAULT).tag
@@ -181,8 +186,9 @@ def _search_child_runs(client: Any, experiment_id: str, statuses: Sequence[str])
     filter_string = f"tags.`{TRIAL_KEY_TAG}` != ''"
     if len(statuses) == 1:
         filter_string += f" and attributes.status = '{statuses[0]}'"
-    return search_runs(client, experiment_id, filter_string=filter_string, statuses=statuses,
-                       page_size=50_000)
+    return search_runs(
+        client, experiment_id, filter_string=filter_string, statuses=statuses, page_size=50_000
+    )
 
 
 def read_experiment(
@@ -248,20 +254,32 @@ def read_experiment(
         params[run.info.run_id] = dict(run.data.params)
     if not records:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
-        return RunsTable(runs=empty, params=pd.DataFrame(), curve_metrics=tuple(sorted(curve_metrics)),
-                      unplanned_runs=unplanned)
+        return RunsTable(
+            runs=empty,
+            params=pd.DataFrame(),
+            curve_metrics=tuple(sorted(curve_metrics)),
+            unplanned_runs=unplanned,
+        )
     wide = pd.DataFrame.from_records(records)
     wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
     wide = wide.drop(columns=["_trial_key", "_start"])
     ledger = tidy_from_wide(wide, source=f"experiment {experiment!r}")
     param_frame = pd.DataFrame.from_dict(params, orient="index").reindex(wide["run_id"])
     param_frame.index.name = "run_id"
-    return RunsTable(runs=ledger.runs, params=param_frame, curve_metrics=tuple(sorted(curve_metrics)),
-                  unplanned_runs=unplanned)
+    return RunsTable(
+        runs=ledger.runs,
+        params=param_frame,
+        curve_metrics=tuple(sorted(curve_metrics)),
+        unplanned_runs=unplanned,
+    )
 
 
 def _require_sqlite_file(tracking_uri: str) -> None:
-    """Refuse a SQLite ledger that does not exist (MLflow would create an empty one)."""
+    """Refuse a URI no store opens from, and a SQLite ledger that does not exist (MLflow would
+    create an empty one)."""
+    from orchestration.ledger.uri import check_tracking_uri
+
+    check_tracking_uri(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if str(path) != ":memory:" and not path.exists():

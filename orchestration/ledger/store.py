@@ -37,6 +37,7 @@ from orchestration import layout
 from orchestration.environment import temporary_environment
 from orchestration.errors import TrackingError
 from orchestration.layout import default_tracking_uri
+from orchestration.ledger.uri import check_tracking_uri, sqlite_path
 from orchestration.ledger.vocabulary import (
     ACTIVE,
     CLOSED_BY_RELAUNCH,
@@ -66,14 +67,21 @@ LAUNCH_ALIVE_S = 600.0
 """A launch whose heartbeat is older than this is dead (its RUNNING runs are closed as KILLED)."""
 
 
-def search_runs(client: Any, experiment_id: str, *, filter_string: str = "",
-                statuses: Sequence[str] | None = None, page_size: int = 1000) -> list[Any]:
+def search_runs(
+    client: Any,
+    experiment_id: str,
+    *,
+    filter_string: str = "",
+    statuses: Sequence[str] | None = None,
+    page_size: int = 1000,
+) -> list[Any]:
     """Every run of an experiment matching ``filter_string`` (all pages), in ``statuses`` if given."""
     runs: list[Any] = []
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=page_size,
-                                  page_token=token)
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=page_size, page_token=token
+        )
         runs.extend(r for r in page if statuses is None or r.info.status in statuses)
         token = page.token
         if not token:
@@ -100,6 +108,7 @@ class TrialLedger:
     artifact_root: Path | None = None
 
     def __post_init__(self) -> None:
+        check_tracking_uri(self.tracking_uri)  # before MLflow makes a client (or folders) of it
         self._client: Any = None
         self._experiment_id: str | None = None
 
@@ -116,8 +125,15 @@ class TrialLedger:
 
     @staticmethod
     def exists(output: Path | str, tracking_uri: str | None = None) -> bool:
-        """Whether the ledger may hold runs: a given tracking URI, or an existing embedded store."""
-        return tracking_uri is not None or layout.ledger_file(output).is_file()
+        """Whether the ledger may hold runs: a store at a given URI (a SQLite file must exist), or an
+        existing embedded store. Reading verbs ask first, so they never create a store."""
+        if tracking_uri is None:
+            if layout.ledger_file(output).exists():
+                check_tracking_uri(default_tracking_uri(output))  # a folder there is no store
+            return layout.ledger_file(output).is_file()
+        check_tracking_uri(tracking_uri)
+        database = sqlite_path(tracking_uri)
+        return database is None or database.is_file()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}  # Tune pickles callbacks; the client is remade
@@ -155,13 +171,16 @@ class TrialLedger:
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is not None and found.lifecycle_stage == "deleted":
-                raise TrackingError(deleted_experiment_message(self.experiment, found.experiment_id,
-                                                               self.tracking_uri))
+                raise TrackingError(
+                    deleted_experiment_message(self.experiment, found.experiment_id, self.tracking_uri)
+                )
             if found is not None:
                 self._experiment_id = found.experiment_id
             elif create:
                 location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
-                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=location
+                )
         return self._experiment_id
 
     def runs(self) -> list[Any]:
@@ -202,14 +221,17 @@ class TrialLedger:
         latest: dict[str, Any] = {}
         for run in self.runs() if runs is None else runs:
             key = run.data.tags.get(TRIAL_KEY_TAG)
-            if key in keys and (key not in latest or (run.info.start_time or 0) > (latest[key].info.start_time or 0)):
+            if key in keys and (
+                key not in latest or (run.info.start_time or 0) > (latest[key].info.start_time or 0)
+            ):
                 latest[key] = run
         return {key: run for key, run in latest.items() if run.info.status != FINISHED}
 
     def finished_in_group(self, group: str) -> list[Any]:
         """FINISHED child runs of one search group (to resume a search where it stopped)."""
-        return [r for r in self.runs()
-                if r.data.tags.get(SEARCH_GROUP_TAG) == group and r.info.status == FINISHED]
+        return [
+            r for r in self.runs() if r.data.tags.get(SEARCH_GROUP_TAG) == group and r.info.status == FINISHED
+        ]
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -223,25 +245,42 @@ class TrialLedger:
                 live[run.info.run_id] = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
         return live
 
-    def running_in_live_launches(self, runs: list[Any] | None = None, *,
-                                 now: float | None = None) -> list[tuple[Any, str]]:
+    def running_in_live_launches(
+        self, runs: list[Any] | None = None, *, now: float | None = None
+    ) -> list[tuple[Any, str]]:
         """The RUNNING child runs of live launches, each with its launch (``"pid P on HOST"``)."""
         runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
-        return [(run, live[run.data.tags[PARENT_TAG]]) for run in runs
-                if run.info.status in ACTIVE and run.data.tags.get(TRIAL_KEY_TAG)
-                and run.data.tags.get(PARENT_TAG) in live]
+        return [
+            (run, live[run.data.tags[PARENT_TAG]])
+            for run in runs
+            if run.info.status in ACTIVE
+            and run.data.tags.get(TRIAL_KEY_TAG)
+            and run.data.tags.get(PARENT_TAG) in live
+        ]
 
     def running_elsewhere(self, runs: list[Any] | None = None, *, now: float | None = None) -> dict[str, str]:
         """Trial key → the live launch (``"pid P on HOST"``) whose RUNNING run holds it."""
-        return {run.data.tags[TRIAL_KEY_TAG]: holder for run, holder in self.running_in_live_launches(runs, now=now)}
+        return {
+            run.data.tags[TRIAL_KEY_TAG]: holder
+            for run, holder in self.running_in_live_launches(runs, now=now)
+        }
 
     def close_stale_runs(self, runs: list[Any] | None = None, *, now: float | None = None) -> int:
-        """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay); returns how many."""
+        """Close as KILLED every run a dead launch left RUNNING (runs of live launches stay).
+
+        Returns:
+            How many runs were closed.
+        """
         runs = self.runs() if runs is None else runs
         live = self.live_launches(runs, now=now)
-        stale = [r for r in runs if r.info.status in ACTIVE
-                 and r.info.run_id not in live and r.data.tags.get(PARENT_TAG) not in live]
+        stale = [
+            r
+            for r in runs
+            if r.info.status in ACTIVE
+            and r.info.run_id not in live
+            and r.data.tags.get(PARENT_TAG) not in live
+        ]
         for run in stale:
             self.client.set_tag(run.info.run_id, CLOSED_BY_TAG, CLOSED_BY_RELAUNCH)
             self.client.set_terminated(run.info.run_id, KILLED)
@@ -251,10 +290,17 @@ class TrialLedger:
         """Create the parent run of this launch (host, pid, a first heartbeat); returns its id."""
         exp = self.experiment_id(create=True)
         assert exp is not None
-        all_tags = {ROLE_TAG: LAUNCH_ROLE, SWEEP_TAG: self.experiment, VERSION_TAG: code_version(),
-                    RESULT_REVISION_TAG: str(RESULT_REVISION),
-                    GIT_SHA_TAG: git_sha(), HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-                    HEARTBEAT_TAG: f"{time.time():.0f}", **tags}
+        all_tags = {
+            ROLE_TAG: LAUNCH_ROLE,
+            SWEEP_TAG: self.experiment,
+            VERSION_TAG: code_version(),
+            RESULT_REVISION_TAG: str(RESULT_REVISION),
+            GIT_SHA_TAG: git_sha(),
+            HOST_TAG: socket.gethostname(),
+            PID_TAG: str(os.getpid()),
+            HEARTBEAT_TAG: f"{time.time():.0f}",
+            **tags,
+        }
         run = self.client.create_run(exp, tags=all_tags, run_name=f"launch-{time.strftime('%Y%m%d-%H%M%S')}")
         return run.info.run_id
 
@@ -282,9 +328,11 @@ def run_revision(run: Any) -> int:
 
 def deleted_experiment_message(experiment: str, experiment_id: str, tracking_uri: str) -> str:
     """What a verb says about a deleted experiment (and how to restore it or remove it for good)."""
-    return (f"experiment {experiment!r} (id {experiment_id}) is deleted in {tracking_uri}; it is left as it is. "
-            f"Restore it with `mlflow experiments restore --experiment-id {experiment_id}` (with "
-            f"MLFLOW_TRACKING_URI={tracking_uri}), or remove it for good with `mlflow gc`, then run this again")
+    return (
+        f"experiment {experiment!r} (id {experiment_id}) is deleted in {tracking_uri}; it is left as it is. "
+        f"Restore it with `mlflow experiments restore --experiment-id {experiment_id}` (with "
+        f"MLFLOW_TRACKING_URI={tracking_uri}), or remove it for good with `mlflow gc`, then run this again"
+    )
 
 
 def _alive(tags: Mapping[str, str], now: float) -> bool:
@@ -305,4 +353,3 @@ def _alive(tags: Mapping[str, str], now: float) -> bool:
         except (ValueError, OverflowError):
             return False
     return True
-

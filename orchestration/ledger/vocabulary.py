@@ -30,8 +30,13 @@ SEED_TAG = "seed"
 SHOTS_TAG = "shots"
 PROTOCOL_TAG = "protocol"
 SWEEP_TAG = "sweep"
-IDENTITY_TAGS: dict[str, str] = {"method": METHOD_TAG, "dataset": DATASET_TAG, "protocol": PROTOCOL_TAG,
-                                 "shots": SHOTS_TAG, "seed": SEED_TAG}
+IDENTITY_TAGS: dict[str, str] = {
+    "method": METHOD_TAG,
+    "dataset": DATASET_TAG,
+    "protocol": PROTOCOL_TAG,
+    "shots": SHOTS_TAG,
+    "seed": SEED_TAG,
+}
 """Where a run sits in the paper's grid: column of the tidy runs table → its tag."""
 PARENT_TAG = "mlflow.parentRunId"
 TUNE_TRIAL_ID_TAG = "prometar.tune_trial_id"
@@ -89,13 +94,33 @@ EPOCH_EVENT = events.EPOCH
 FINAL_EVENT = events.FINAL
 FINAL_FILE = "final.json"
 """The final metrics, in the checkpoint of the trainable's last report (with the artifacts)."""
-TUNE_RESULT_KEYS = frozenset({
-    "done", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
-    "iterations_since_restore", "timestamp", "date", "pid", "hostname", "node_ip", "trial_id",
-    "experiment_id", "experiment_tag", "config", "checkpoint_dir_name", "should_checkpoint",
-    "timesteps_total", "episodes_total", "timesteps_since_restore", "warmup_time",
-    events.EPOCH_KEY, EVENT_KEY,
-})
+TUNE_RESULT_KEYS = frozenset(
+    {
+        "done",
+        "training_iteration",
+        "time_this_iter_s",
+        "time_total_s",
+        "time_since_restore",
+        "iterations_since_restore",
+        "timestamp",
+        "date",
+        "pid",
+        "hostname",
+        "node_ip",
+        "trial_id",
+        "experiment_id",
+        "experiment_tag",
+        "config",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "timesteps_total",
+        "episodes_total",
+        "timesteps_since_restore",
+        "warmup_time",
+        events.EPOCH_KEY,
+        EVENT_KEY,
+    }
+)
 """Keys of a Tune result that are not metrics (Tune's own, the epoch and the event)."""
 
 

@@ -127,8 +127,11 @@ def layout_ablation(summary: pd.DataFrame, by: Sequence[str]) -> DisplayTable:
         if several_methods:
             cells.append(Cell(text=method_label(str(row["method"]))))
         text = f"missing: {row['missing']}" if row["missing"] else None
-        cells += [Cell(value=number(row["base"]), text=text), Cell(value=number(row["new"])),
-                  Cell(value=number(row["hm"]))]  # fmt: skip
+        cells += [
+            Cell(value=number(row["base"]), text=text),
+            Cell(value=number(row["new"])),
+            Cell(value=number(row["hm"])),
+        ]
         table.rows.append(cells)
     bold_best(table.rows, range(len(header) - 3, len(header)))
     return table

@@ -31,8 +31,17 @@ BASE2NEW_DATASETS: tuple[str, ...] = catalog.BASE_TO_NEW_DATASETS
 
 
 BASE2NEW_COLUMNS: tuple[str, ...] = (
-    "method", "dataset", "base", "new", "hm", "base_std", "new_std", "n_seeds", "shots", "missing",
-)  # fmt: skip
+    "method",
+    "dataset",
+    "base",
+    "new",
+    "hm",
+    "base_std",
+    "new_std",
+    "n_seeds",
+    "shots",
+    "missing",
+)
 
 
 def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS) -> pd.DataFrame:
@@ -71,24 +80,49 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
                 key = (method, shots, dataset)
                 if key in base.index:
                     b, n = base.loc[key], new.loc[key]
-                    block.append({
-                        "method": method, "dataset": dataset, "base": b["mean"], "new": n["mean"],
-                        "hm": harmonic_mean(b["mean"], n["mean"]), "base_std": b["std"],
-                        "new_std": n["std"], "n_seeds": int(b["n"]), "shots": int(shots), "missing": "",
-                    })  # fmt: skip
+                    block.append(
+                        {
+                            "method": method,
+                            "dataset": dataset,
+                            "base": b["mean"],
+                            "new": n["mean"],
+                            "hm": harmonic_mean(b["mean"], n["mean"]),
+                            "base_std": b["std"],
+                            "new_std": n["std"],
+                            "n_seeds": int(b["n"]),
+                            "shots": int(shots),
+                            "missing": "",
+                        }
+                    )
                 else:
-                    block.append({
-                        "method": method, "dataset": dataset, "base": math.nan, "new": math.nan,
-                        "hm": math.nan, "base_std": math.nan, "new_std": math.nan, "n_seeds": 0,
-                        "shots": int(shots), "missing": "no runs",
-                    })  # fmt: skip
+                    block.append(
+                        {
+                            "method": method,
+                            "dataset": dataset,
+                            "base": math.nan,
+                            "new": math.nan,
+                            "hm": math.nan,
+                            "base_std": math.nan,
+                            "new_std": math.nan,
+                            "n_seeds": 0,
+                            "shots": int(shots),
+                            "missing": "no runs",
+                        }
+                    )
             in_average = [r for r in block if r["dataset"] in expected]
             missing = [str(r["dataset"]) for r in in_average if r["n_seeds"] == 0]
             average: dict[str, object] = {
-                "method": method, "dataset": AVERAGE, "base": math.nan, "new": math.nan, "hm": math.nan,
-                "base_std": math.nan, "new_std": math.nan, "n_seeds": 0, "shots": int(shots),
+                "method": method,
+                "dataset": AVERAGE,
+                "base": math.nan,
+                "new": math.nan,
+                "hm": math.nan,
+                "base_std": math.nan,
+                "new_std": math.nan,
+                "n_seeds": 0,
+                "shots": int(shots),
                 "missing": ", ".join(missing),
-            }  # fmt: skip
+            }
             if not missing and in_average:
                 mean_base = sum(float(r["base"]) for r in in_average) / len(in_average)  # type: ignore[arg-type]
                 mean_new = sum(float(r["new"]) for r in in_average) / len(in_average)  # type: ignore[arg-type]

@@ -47,16 +47,30 @@ def few_shot_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
             for dataset in shown:
                 key = (method, dataset, shots)
                 found = key in stats.index
-                block.append({"method": method, "dataset": dataset, "shots": int(shots),
-                              "acc": stats.loc[key, "mean"] if found else math.nan,
-                              "acc_std": stats.loc[key, "std"] if found else math.nan,
-                              "n_seeds": int(stats.loc[key, "n"]) if found else 0,
-                              "missing": "" if found else "no runs"})  # fmt: skip
+                block.append(
+                    {
+                        "method": method,
+                        "dataset": dataset,
+                        "shots": int(shots),
+                        "acc": stats.loc[key, "mean"] if found else math.nan,
+                        "acc_std": stats.loc[key, "std"] if found else math.nan,
+                        "n_seeds": int(stats.loc[key, "n"]) if found else 0,
+                        "missing": "" if found else "no runs",
+                    }
+                )
             inside = [r for r in block if r["dataset"] in expected]
             missing = [str(r["dataset"]) for r in inside if r["n_seeds"] == 0]
-            records.append({"method": method, "dataset": AVERAGE, "shots": int(shots),
-                            "acc": math.nan if missing or not inside else sum(r["acc"] for r in inside) / len(inside),
-                            "acc_std": math.nan, "n_seeds": 0, "missing": ", ".join(missing)})  # fmt: skip
+            records.append(
+                {
+                    "method": method,
+                    "dataset": AVERAGE,
+                    "shots": int(shots),
+                    "acc": math.nan if missing or not inside else sum(r["acc"] for r in inside) / len(inside),
+                    "acc_std": math.nan,
+                    "n_seeds": 0,
+                    "missing": ", ".join(missing),
+                }
+            )
             records.extend(block)
     return pd.DataFrame.from_records(records, columns=list(FEW_SHOT_COLUMNS))
 
@@ -87,9 +101,7 @@ def layout_few_shot(summary: pd.DataFrame, *, expected_seeds: int = 3) -> Displa
                 if n_shown is not None:
                     notes.add(f"(n=k): only k of {expected_seeds} seeds")
                 text = f"missing: {row['missing']}" if dataset == AVERAGE and row["missing"] else None
-                cells.append(
-                    Cell(value=number(row["acc"]), std=number(row["acc_std"]), n=n_shown, text=text)
-                )
+                cells.append(Cell(value=number(row["acc"]), std=number(row["acc_std"]), n=n_shown, text=text))
             block.append(cells)
         bold_best(block, range(2, 2 + len(shots)))
         table.rules.append(len(table.rows))

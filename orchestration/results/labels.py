@@ -14,14 +14,33 @@ AVERAGE = "average"
 """The dataset key of Average rows."""
 
 METHOD_ORDER: tuple[str, ...] = (
-    "clip", "zeroshot", "coop", "cocoop", "kgcoop", "maple", "vpt", "ivlp", "ivlp_reg", "promptsrc", "prometar",
-)  # fmt: skip
-"""The paper's methods in its order, with this project's baselines (zeroshot, vpt, ivlp, ivlp_reg) in place."""
+    "clip",
+    "zeroshot",
+    "coop",
+    "cocoop",
+    "kgcoop",
+    "maple",
+    "vpt",
+    "ivlp",
+    "ivlp_reg",
+    "promptsrc",
+    "prometar",
+)
+"""The paper's methods in its order, with this project's baselines (zeroshot, vpt, ivlp,
+ivlp_reg) in place."""
 METHOD_LABELS: dict[str, str] = {
-    "clip": "CLIP", "coop": "CoOp", "cocoop": "CoCoOp", "kgcoop": "KgCoOp", "maple": "MaPLe",
-    "promptsrc": "PromptSRC", "prometar": "ProMetaR", "zeroshot": "Zero-shot CLIP", "vpt": "VPT",
-    "ivlp": "IVLP", "ivlp_reg": "IVLP + reg.",
-}  # fmt: skip
+    "clip": "CLIP",
+    "coop": "CoOp",
+    "cocoop": "CoCoOp",
+    "kgcoop": "KgCoOp",
+    "maple": "MaPLe",
+    "promptsrc": "PromptSRC",
+    "prometar": "ProMetaR",
+    "zeroshot": "Zero-shot CLIP",
+    "vpt": "VPT",
+    "ivlp": "IVLP",
+    "ivlp_reg": "IVLP + reg.",
+}
 
 
 def dataset_label(key: str) -> str:

@@ -1,7 +1,8 @@
 """The paper's figures as PNG files, drawn headless with matplotlib's Agg canvas.
 
 Base vs new accuracy per dataset (with the published points), HM per dataset per method, training
-curves, the gate's statistics and the meta-gradient alignment over training, and the search
+curves, the gate's statistics and the gradient alignment over training (the cosine between each
+tower's cross-entropy and regulariser gradients, ``prometar.metrics.ALIGNMENT_METRICS``), and the search
 objective against each searched hyper-parameter. Every plot function takes summary frames or the
 tidy runs table (``orchestration.ledger.runs``, ``orchestration.results.base2new``) and a path,
 and returns the path it wrote.
@@ -26,12 +27,7 @@ from orchestration.results.labels import AVERAGE, dataset_label, method_label, o
 from orchestration.results.published import load_published
 from orchestration.results.search import varying_params
 from orchestration.results.source import Source
-
-GATE_METRICS: tuple[str, ...] = ("gate_mean/text", "gate_mean/vision", "gate_std/text", "gate_std/vision")
-"""Per-epoch statistics of the gate network's modulation, per tower (names as logged)."""
-
-ALIGNMENT_METRICS: tuple[str, ...] = ("grad_cos/text", "grad_cos/vision")
-"""Per-epoch cosine between the support and query gradients, per tower (names as logged)."""
+from prometar.metrics import ALIGNMENT_METRICS, GATE_METRICS
 
 DPI = 120
 
@@ -58,8 +54,16 @@ def _save(
 
 def _colors(methods: Sequence[str]) -> dict[str, tuple]:
     palette = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-    ]  # fmt: skip
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+    ]
     return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
 
@@ -86,8 +90,14 @@ def plot_base_vs_new(
             if published is not None:
                 paper = published[(published["dataset"] == dataset) & (published["method"] == method)]
                 if not paper.empty:
-                    ax.scatter(paper["base"], paper["new"], marker="s", s=36, facecolors="none",
-                               edgecolors=colors[method])  # fmt: skip
+                    ax.scatter(
+                        paper["base"],
+                        paper["new"],
+                        marker="s",
+                        s=36,
+                        facecolors="none",
+                        edgecolors=colors[method],
+                    )
         ax.set_title(dataset_label(dataset), fontsize=9)
         ax.set_xlabel("base", fontsize=8)
         ax.set_ylabel("new", fontsize=8)
@@ -116,8 +126,13 @@ def plot_hm(summary: pd.DataFrame, path: Path | str) -> Path:
     x = np.arange(len(datasets))
     for i, method in enumerate(methods):
         rows = summary[summary["method"] == method].set_index("dataset").reindex(datasets)
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, rows["hm"].to_numpy(dtype=float), width,
-               color=colors[method], label=method_label(method))  # fmt: skip
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            rows["hm"].to_numpy(dtype=float),
+            width,
+            color=colors[method],
+            label=method_label(method),
+        )
     ax.set_xticks(x, [dataset_label(d) for d in datasets], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("HM")
     ax.grid(axis="y", alpha=0.3)

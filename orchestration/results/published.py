@@ -78,6 +78,17 @@ def add_published(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFram
         merged[f"delta_{metric}"] = delta
         merged[f"flag_{metric}"] = delta.abs() > tolerance
     merged["provenance"] = merged["provenance"].fillna("")
-    columns = [*summary.columns, "paper_base", "paper_new", "paper_hm", "delta_base", "delta_new", "delta_hm",
-               "flag_base", "flag_new", "flag_hm", "provenance"]  # fmt: skip
+    columns = [
+        *summary.columns,
+        "paper_base",
+        "paper_new",
+        "paper_hm",
+        "delta_base",
+        "delta_new",
+        "delta_hm",
+        "flag_base",
+        "flag_new",
+        "flag_hm",
+        "provenance",
+    ]
     return merged[columns]

@@ -42,8 +42,14 @@ def _cell_markdown(cell: Cell) -> str:
 
 def to_markdown(table: DisplayTable) -> str:
     """Render as a GitHub-flavoured Markdown table with the caption above and notes below."""
-    lines = [f"**{table.title}**", "", "| " + " | ".join(table.header) + " |",
-             "|" + "|".join(":---" if i < table.label_columns else "---:" for i, _ in enumerate(table.header)) + "|"]  # fmt: skip
+    lines = [
+        f"**{table.title}**",
+        "",
+        "| " + " | ".join(table.header) + " |",
+        "|"
+        + "|".join(":---" if i < table.label_columns else "---:" for i, _ in enumerate(table.header))
+        + "|",
+    ]
     for row in table.rows:
         lines.append("| " + " | ".join(_cell_markdown(c).replace("|", "\\|") for c in row) + " |")
     if table.notes:
@@ -51,9 +57,21 @@ def to_markdown(table: DisplayTable) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "Δ": r"$\Delta$",
-                  "†": r"$^\dagger$", "±": r"$\pm$"}  # fmt: skip
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+    "Δ": r"$\Delta$",
+    "†": r"$^\dagger$",
+    "±": r"$\pm$",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -81,9 +99,15 @@ def _cell_latex(cell: Cell) -> str:
 def to_latex(table: DisplayTable) -> str:
     """Render as a booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
     spec = "l" * table.label_columns + "r" * (len(table.header) - table.label_columns)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(table.title)}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]  # fmt: skip
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(table.title)}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in table.header) + r" \\",
+        r"\midrule",
+    ]
     for i, row in enumerate(table.rows):
         if i in table.rules and i > 0:
             lines.append(r"\midrule")

@@ -61,8 +61,17 @@ def summarize_plan(plan: SweepPlan, overrides: Mapping[str, Any] | None = None) 
     """
     spec = plan.spec
     space = tuple(spec.search.space) if spec.search is not None else ()
-    return SweepSummary(plan.name, plan.datasets, plan.protocol, space, planned_runs(plan), spec.source,
-                        tuple((overrides or {}).items()), plan.seeds, plan.targets)
+    return SweepSummary(
+        plan.name,
+        plan.datasets,
+        plan.protocol,
+        space,
+        planned_runs(plan),
+        spec.source,
+        tuple((overrides or {}).items()),
+        plan.seeds,
+        plan.targets,
+    )
 
 
 def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
@@ -107,11 +116,15 @@ class Source:
         count = self.ledger.unplanned_runs
         if not count or self.sweep is None:
             return None
-        shown = " ".join(f"--set {key}={value if isinstance(value, str) else json.dumps(value)}"
-                         for key, value in self.sweep.overrides)
+        shown = " ".join(
+            f"--set {key}={value if isinstance(value, str) else json.dumps(value)}"
+            for key, value in self.sweep.overrides
+        )
         planned_by = f"{self.sweep.source} {shown}" if shown else self.sweep.source
-        return (f"note: {count} FINISHED run(s) of experiment {self.experiment!r} are not planned by "
-                f"{planned_by} (other configurations); --experiment {self.experiment} shows every run")
+        return (
+            f"note: {count} FINISHED run(s) of experiment {self.experiment!r} are not planned by "
+            f"{planned_by} (other configurations); --experiment {self.experiment} shows every run"
+        )
 
 
 def load_source(

@@ -14,7 +14,9 @@ import pandas as pd
 from orchestration.errors import ResultsError
 
 
-def per_run_table(runs: pd.DataFrame, metrics: Sequence[str], keys: Sequence[str], *, what: str) -> pd.DataFrame:
+def per_run_table(
+    runs: pd.DataFrame, metrics: Sequence[str], keys: Sequence[str], *, what: str
+) -> pd.DataFrame:
     """One row per run with the given metrics as columns; refuses two runs for one seed.
 
     Raises:

@@ -66,29 +66,39 @@ def _base2new(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[
     summary = base2new.base2new_summary(runs, datasets=ctx.datasets)
     if ctx.published is not None:
         summary = add_published(summary, ctx.published)
-    return [RenderedTable(protocol.table, summary,
-                          base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds))]
+    return [
+        RenderedTable(
+            protocol.table, summary, base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds)
+        )
+    ]
 
 
 def _transfer(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[RenderedTable]:
-    summary = transfer.transfer_summary(ledger.runs, protocol=protocol.name,
-                                        targets=ctx.targets or protocol.default_targets)
-    layout = transfer.layout_transfer(summary, title=transfer.TITLES[protocol.table],
-                                      expected_seeds=ctx.expected_seeds)
+    summary = transfer.transfer_summary(
+        ledger.runs, protocol=protocol.name, targets=ctx.targets or protocol.default_targets
+    )
+    layout = transfer.layout_transfer(
+        summary, title=transfer.TITLES[protocol.table], expected_seeds=ctx.expected_seeds
+    )
     return [RenderedTable(protocol.table, summary, layout)]
 
 
 def _few_shot(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[RenderedTable]:
     summary = few_shot.few_shot_summary(ledger.runs, datasets=ctx.datasets)
-    return [RenderedTable(protocol.table, summary,
-                          few_shot.layout_few_shot(summary, expected_seeds=ctx.expected_seeds))]
+    return [
+        RenderedTable(
+            protocol.table, summary, few_shot.layout_few_shot(summary, expected_seeds=ctx.expected_seeds)
+        )
+    ]
 
 
 def _search(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[RenderedTable]:
     space = list(ctx.search_space) or search.varying_params(ledger.params)
     with_params = attach_params(ledger.runs, ledger.params, space)
     summary = search.search_summary(with_params, space, objective=ctx.objective)
-    return [RenderedTable(protocol.table, summary, search.layout_search(summary, space, objective=ctx.objective))]
+    return [
+        RenderedTable(protocol.table, summary, search.layout_search(summary, space, objective=ctx.objective))
+    ]
 
 
 TABLE_KINDS: dict[str, TableBuilder] = {
@@ -143,8 +153,14 @@ def build_tables(
     chosen = wanted & present
     if search_space or search.PROTOCOL.name in present:
         chosen.add(search.PROTOCOL.name)
-    ctx = TableContext(tuple(datasets) if datasets else base2new.BASE2NEW_DATASETS, published, expected_seeds,
-                       tuple(search_space), objective, tuple(targets))
+    ctx = TableContext(
+        tuple(datasets) if datasets else base2new.BASE2NEW_DATASETS,
+        published,
+        expected_seeds,
+        tuple(search_space),
+        objective,
+        tuple(targets),
+    )
     tables: list[RenderedTable] = []
     for name in protocols.list_protocols():
         if name in chosen:

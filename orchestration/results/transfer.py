@@ -20,8 +20,9 @@ from prometar import protocols
 
 KINDS: tuple[str, ...] = ("domain_generalization", "cross_dataset")
 """The table kinds this module lays out."""
-TITLES: dict[str, str] = dict(zip(KINDS, ("Domain generalisation (source ImageNet)", "Cross-dataset transfer"),
-                                   strict=True))
+TITLES: dict[str, str] = dict(
+    zip(KINDS, ("Domain generalisation (source ImageNet)", "Cross-dataset transfer"), strict=True)
+)
 PROTOCOLS: tuple[protocols.Protocol, ...] = tuple(protocols.for_table(kind) for kind in KINDS)
 TARGET_METRIC = PROTOCOLS[0].set_metrics[0]
 """``acc/{}``: a target's accuracy."""
@@ -78,18 +79,32 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
             for column in columns:
                 values = subset[column].dropna()
                 key = "source" if column == SOURCE_METRIC else target_columns[column]
-                record = {"method": method, "source": group["source"], "column": key,
-                          "mean": values.mean() if len(values) else math.nan,
-                          "std": values.std() if len(values) > 1 else math.nan, "n_seeds": len(values),
-                          "shots": int(group["shots"]), "missing": "" if len(values) else "no runs"}  # fmt: skip
+                record = {
+                    "method": method,
+                    "source": group["source"],
+                    "column": key,
+                    "mean": values.mean() if len(values) else math.nan,
+                    "std": values.std() if len(values) > 1 else math.nan,
+                    "n_seeds": len(values),
+                    "shots": int(group["shots"]),
+                    "missing": "" if len(values) else "no runs",
+                }
                 records.append(record)
                 if column != SOURCE_METRIC:
                     means.append((key, record["mean"]))
             missing = [k for k, m in means if not is_number(m)]
-            records.append({"method": method, "source": group["source"], "column": TARGET_MEAN,
-                            "mean": math.nan if missing else sum(m for _, m in means) / len(means),
-                            "std": math.nan, "n_seeds": 0, "shots": int(group["shots"]),
-                            "missing": ", ".join(missing)})  # fmt: skip
+            records.append(
+                {
+                    "method": method,
+                    "source": group["source"],
+                    "column": TARGET_MEAN,
+                    "mean": math.nan if missing else sum(m for _, m in means) / len(means),
+                    "std": math.nan,
+                    "n_seeds": 0,
+                    "shots": int(group["shots"]),
+                    "missing": ", ".join(missing),
+                }
+            )
     return pd.DataFrame.from_records(records, columns=list(TRANSFER_COLUMNS))
 
 

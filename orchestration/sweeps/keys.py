@@ -2,8 +2,9 @@
 
 A trial key hashes the canonical JSON of everything that changes the scientific result — the
 resolved config's ``scientific_dict()``, the protocol's tag and the code's result revision
-(``prometar.RESULT_REVISION``) — and nothing else (resources, paths, tracking URI, concurrency). A local checkpoint enters by its content, not its path. A
-search group's key hashes its base trial's key and the search (space, metric, mode).
+(``prometar.RESULT_REVISION``) — and nothing else (resources, paths, tracking URI, concurrency).
+A local checkpoint enters by its content, not its path. A search group's key hashes its base
+trial's key and the search (space, metric, mode).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha.hexdigest()
 
 
-def search_group_key(base_key: str, space: Mapping[str, tuple[str, list[Any]]], metric: str, mode: str) -> str:
+def search_group_key(
+    base_key: str, space: Mapping[str, tuple[str, list[Any]]], metric: str, mode: str
+) -> str:
     """The key of a search group: its base trial's key and the search it runs."""
     ordered = {k: [kind, args] for k, (kind, args) in sorted(space.items())}
     ident = {"base": base_key, "space": ordered, "metric": metric, "mode": mode}

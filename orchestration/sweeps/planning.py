@@ -75,8 +75,10 @@ class Trial:
 
     def line(self) -> str:
         """A short human-readable line."""
-        return (f"{self.key}  {self.method:<10} {self.dataset:<15} seed={self.seed} shots={self.shots} "
-                f"[{self.protocol}]")
+        return (
+            f"{self.key}  {self.method:<10} {self.dataset:<15} seed={self.seed} shots={self.shots} "
+            f"[{self.protocol}]"
+        )
 
 
 @dataclass(frozen=True)
@@ -114,11 +116,13 @@ class SweepPlan:
         spec: The validated sweep file.
         trials: The grid's trials, longest first (a search sweep: each group's base trial).
         groups: The search groups (empty without a search), in the trials' order.
+        notes: What the user should hear once (stderr): overrides that only some trials read.
     """
 
     spec: SweepSpec
     trials: tuple[Trial, ...]
     groups: tuple[SearchGroup, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -155,8 +159,10 @@ class SweepPlan:
         spec = self.spec
         lines = [f"{spec.source}: valid sweep {spec.name!r} ({spec.protocol})", f"trials: {spec.trial_count}"]
         if spec.search:
-            lines.append(f"search: {len(self.groups)} group(s) × {spec.search.num_samples} samples on "
-                         f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}")
+            lines.append(
+                f"search: {len(self.groups)} group(s) × {spec.search.num_samples} samples on "
+                f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}"
+            )
         lines.append(f"sample trial: {self.trials[0].line()}")
         lines.append(json.dumps(self.trials[0].config, indent=2, sort_keys=True))
         return "\n".join(lines)
@@ -194,15 +200,47 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
         trial = _resolve_point(spec, point, protocol)
         trials.setdefault(trial.key, trial)
     ordered = tuple(sorted(trials.values(), key=lambda t: (-t.cost, t.dataset, t.method, t.seed, t.key)))
+    notes = _check_overrides_reach_trials(spec, ordered)
     if spec.search is None:
-        return SweepPlan(spec, ordered)
+        return SweepPlan(spec, ordered, notes=notes)
     groups = []
     for trial in ordered:
         _check_space(spec, trial)
         key = search_group_key(trial.key, spec.search.space, spec.search.metric, spec.search.mode)
         label = f"{trial.method}/{trial.dataset}/{trial.shots}shots/seed{trial.seed}"
         groups.append(SearchGroup(key=key, base=trial, label=label))
-    return SweepPlan(spec, ordered, tuple(groups))
+    return SweepPlan(spec, ordered, tuple(groups), notes)
+
+
+def _check_overrides_reach_trials(spec: SweepSpec, trials: tuple[Trial, ...]) -> tuple[str, ...]:
+    """Refuse an override no trial reads; a note for one that only some trials read.
+
+    A trial reads a key unless its method never does (``RunConfig.ignored_keys``: ``meta.*`` for
+    IVLP, ``optim.*`` for zero-shot, ...). A section override (``optim: {lr: ...}``) counts per key.
+
+    Raises:
+        SpecError: An override that no trial of the sweep reads (names it and the methods).
+    """
+    ignored = [set(t.run_config.ignored_keys()) if t.run_config else set() for t in trials]
+    notes = []
+    for name, value in spec.overrides.items():
+        leaves = [f"{name}.{k}" for k in value] if isinstance(value, Mapping) and "." not in name else [name]
+        for leaf in leaves:
+            skipping = sorted({t.method for t, keys in zip(trials, ignored, strict=True) if leaf in keys})
+            if not skipping:
+                continue
+            if all(leaf in keys for keys in ignored):
+                raise SpecError(
+                    spec.source,
+                    f"overrides.{leaf}",
+                    f"no trial reads it: {', '.join(skipping)} "
+                    f"never read{'s' if len(skipping) == 1 else ''} {leaf} (drop the override)",
+                )
+            notes.append(
+                f"{spec.source}: overrides.{leaf} reaches only some trials: "
+                f"{', '.join(skipping)} never read{'s' if len(skipping) == 1 else ''} it"
+            )
+    return tuple(notes)
 
 
 def resolve_trial(
@@ -218,8 +256,13 @@ def resolve_trial(
 
     data = apply_overrides(dict(base), dict(overrides or {}), source=source) if overrides else dict(base)
     config = build_config(data, source=source)
-    return Trial(key=trial_key(config.scientific_dict(), protocol), protocol=protocol,
-                 config=config.to_dict(), group=group, run_config=config)
+    return Trial(
+        key=trial_key(config.scientific_dict(), protocol),
+        protocol=protocol,
+        config=config.to_dict(),
+        group=group,
+        run_config=config,
+    )
 
 
 def _check_space(spec: SweepSpec, trial: Trial) -> None:
@@ -269,8 +312,12 @@ def _resolve_point(spec: SweepSpec, point: Mapping[str, Any], protocol: Protocol
             section = "grid" if key in point else "overrides"
             short = {v: k for k, v in GRID_ALIASES.items()}.get(key, key) if section == "grid" else key
         raise SpecError(spec.source, f"{section}.{short}".rstrip("."), err.reason) from None
-    return Trial(key=trial_key(config.scientific_dict(), protocol.tag), protocol=protocol.tag,
-                 config=config.to_dict(), run_config=config)
+    return Trial(
+        key=trial_key(config.scientific_dict(), protocol.tag),
+        protocol=protocol.tag,
+        config=config.to_dict(),
+        run_config=config,
+    )
 
 
 def _num_classes(dataset: str) -> int:

@@ -34,8 +34,20 @@ GRID_ALIASES: dict[str, str] = {
 VARIANT_AXIS = "variant"
 """A grid axis whose values are mappings of dotted overrides, applied together (ablations)."""
 
-TOP_LEVEL_KEYS = ("name", "protocol", "preset", "overrides", "grid", "search", "resources", "max_failures",
-                  "checkpoint")
+MAX_NAME_LENGTH = 100
+"""Longest sweep name: it names folders, lock files, the MLflow experiment and Ray jobs."""
+
+TOP_LEVEL_KEYS = (
+    "name",
+    "protocol",
+    "preset",
+    "overrides",
+    "grid",
+    "search",
+    "resources",
+    "max_failures",
+    "checkpoint",
+)
 CHECKPOINT_KEYS = ("keep",)
 DEFAULT_CHECKPOINT_KEEP = 1
 SEARCH_KEYS = ("metric", "mode", "num_samples", "space", "scheduler", "seed")
@@ -178,20 +190,37 @@ def parse_sweep(
 
     name = data.get("name", default_name)
     _expect(isinstance(name, str) and name.strip() != "", source, "name", "must be a non-empty string", name)
-    _expect(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None, source, "name",
-            "must be letters, digits, '.', '_' or '-' (it names folders, the MLflow experiment, Ray jobs)", name)
+    _expect(
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) is not None,
+        source,
+        "name",
+        "must be letters, digits, '.', '_' or '-' (it names folders, the MLflow experiment, Ray jobs)",
+        name,
+    )
+    _expect(
+        len(name) <= MAX_NAME_LENGTH,
+        source,
+        "name",
+        f"is {len(name)} characters; at most {MAX_NAME_LENGTH} (it names folders and files)",
+        name,
+    )
     protocol = data.get("protocol", protocols.get_protocol(protocols.DEFAULT).tag)
     try:
         protocols.sweep_protocol(protocol)
     except KeyError as err:
         raise SpecError(source, "protocol", err.args[0]) from None
     preset = data.get("preset", DEFAULT_PRESET)
-    _expect(isinstance(preset, str) and preset != "", source, "preset", "must be a preset name or a path", preset)
+    _expect(
+        isinstance(preset, str) and preset != "", source, "preset", "must be a preset name or a path", preset
+    )
 
     overrides = data.get("overrides") or {}
-    _expect(isinstance(overrides, Mapping), source, "overrides", "must be a mapping of dotted keys", overrides)
+    _expect(
+        isinstance(overrides, Mapping), source, "overrides", "must be a mapping of dotted keys", overrides
+    )
     overrides = {str(k): v for k, v in overrides.items()}
-    overrides.update(dict(extra_overrides or {}))
+    extra = dict(extra_overrides or {})
+    overrides.update(extra)
 
     grid_raw = data.get("grid")
     if grid_raw is None or (isinstance(grid_raw, Mapping) and not grid_raw):
@@ -205,21 +234,48 @@ def parse_sweep(
             raise SpecError(source, key, "is empty: the grid would have no trial")
         if axis == VARIANT_AXIS:
             for i, variant in enumerate(values):
-                _expect(isinstance(variant, Mapping) and all(isinstance(k, str) for k in variant),
-                        source, f"{key}[{i}]", "must be a mapping of dotted keys", variant)
+                _expect(
+                    isinstance(variant, Mapping) and all(isinstance(k, str) for k in variant),
+                    source,
+                    f"{key}[{i}]",
+                    "must be a mapping of dotted keys",
+                    variant,
+                )
         dotted = GRID_ALIASES.get(str(axis), str(axis))
         if dotted in grid:
             raise SpecError(source, key, f"sets {dotted} twice")
         grid[dotted] = values
+    variant_keys = {str(k) for variant in grid.get(VARIANT_AXIS, []) for k in variant}
+    axis_of = {v: k for k, v in GRID_ALIASES.items()}
+    for dotted in overrides:
+        axis = axis_of.get(dotted, dotted)
+        if dotted in grid or dotted in variant_keys:
+            where = f"grid.{axis}" if dotted in grid else f"grid.{VARIANT_AXIS}"
+            if dotted in extra:
+                raise SpecError(
+                    source,
+                    f"--set {dotted}",
+                    f"is an axis of the sweep's grid ({where}): each trial "
+                    "takes its value from the grid, so --set would change nothing; edit the grid",
+                )
+            raise SpecError(
+                source,
+                f"overrides.{dotted}",
+                f"is also an axis of the grid ({where}), whose values win: set it in one place",
+            )
     if "data.dataset" not in grid and "data.dataset" not in overrides:
         raise SpecError(source, "grid.dataset", "is missing: name at least one dataset")
     datasets, methods = list_datasets(), list_methods()
     for i, value in enumerate(grid.get("data.dataset", [])):
         if value not in datasets:
-            raise SpecError(source, f"grid.dataset[{i}]", f"unknown dataset {value!r}; valid: {', '.join(datasets)}")
+            raise SpecError(
+                source, f"grid.dataset[{i}]", f"unknown dataset {value!r}; valid: {', '.join(datasets)}"
+            )
     for i, value in enumerate(grid.get("method", [])):
         if value not in methods:
-            raise SpecError(source, f"grid.method[{i}]", f"unknown method {value!r}; valid: {', '.join(methods)}")
+            raise SpecError(
+                source, f"grid.method[{i}]", f"unknown method {value!r}; valid: {', '.join(methods)}"
+            )
     for axis in ("seed", "data.shots"):
         short = "shots" if axis == "data.shots" else axis
         for i, value in enumerate(grid.get(axis, [])):
@@ -227,7 +283,13 @@ def parse_sweep(
 
     resources = _parse_resources(data.get("resources"), source, datasets)
     max_failures = data.get("max_failures", DEFAULT_MAX_FAILURES)
-    _expect(_is_int(max_failures) and max_failures >= 0, source, "max_failures", "must be an integer ≥ 0", max_failures)
+    _expect(
+        _is_int(max_failures) and max_failures >= 0,
+        source,
+        "max_failures",
+        "must be an integer ≥ 0",
+        max_failures,
+    )
     search = _parse_search(data["search"], source) if data.get("search") is not None else None
     checkpoint = {} if data.get("checkpoint") is None else data["checkpoint"]
     _expect(isinstance(checkpoint, Mapping), source, "checkpoint", "must be a mapping (keep)", checkpoint)
@@ -265,6 +327,10 @@ def _parse_resources(raw: Any, source: str, datasets: list[str]) -> dict[str, Re
             value = request.get(kind, Resources.cpu if kind == "cpu" else Resources.gpu)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
             _expect(ok, source, f"{key}.{kind}", "must be a number ≥ 0", value)
+            if kind == "cpu":  # a trial runs on at least part of a CPU; 0 would let Ray pack unboundedly
+                _expect(
+                    value > 0, source, f"{key}.cpu", "must be above 0 (a trial needs a CPU to run on)", value
+                )
             values[kind] = float(value)
         if values["gpu"] > 1 and not float(values["gpu"]).is_integer():
             raise SpecError(source, f"{key}.gpu", "a fraction of a GPU must be below 1")
@@ -278,13 +344,24 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
     _check_keys(raw, SEARCH_KEYS, source, "search")
     searched = protocols.search_protocol()
     metric = raw.get("metric", searched.combined)
-    _expect(metric in searched.metric_names(), source, "search.metric",
-            f"must be a validation metric ({', '.join(searched.metric_names())}): search never looks at "
-            "test data", metric)
+    _expect(
+        metric in searched.metric_names(),
+        source,
+        "search.metric",
+        f"must be a validation metric ({', '.join(searched.metric_names())}): search never looks at "
+        "test data",
+        metric,
+    )
     mode = raw.get("mode", "max")
     _expect(mode in ("max", "min"), source, "search.mode", "must be max or min", mode)
     num_samples = raw.get("num_samples", 8)
-    _expect(_is_int(num_samples) and num_samples >= 1, source, "search.num_samples", "must be an integer ≥ 1", num_samples)
+    _expect(
+        _is_int(num_samples) and num_samples >= 1,
+        source,
+        "search.num_samples",
+        "must be an integer ≥ 1",
+        num_samples,
+    )
     scheduler = raw.get("scheduler", "none")
     _expect(scheduler in ("asha", "none"), source, "search.scheduler", "must be asha or none", scheduler)
     seed = raw.get("seed", 0)
@@ -308,8 +385,14 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
             if kind == "loguniform" and args[0] <= 0:
                 raise SpecError(source, f"{key}.{kind}", "loguniform bounds must be > 0")
         space[str(dotted)] = (kind, list(args))
-    return SearchSpec(metric=metric, mode=mode, num_samples=int(num_samples), space=space,
-                      scheduler=scheduler, seed=int(seed))
+    return SearchSpec(
+        metric=metric,
+        mode=mode,
+        num_samples=int(num_samples),
+        space=space,
+        scheduler=scheduler,
+        seed=int(seed),
+    )
 
 
 # --------------------------------------------------------------------------------------------

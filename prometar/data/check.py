@@ -72,12 +72,19 @@ class DatasetReport:
         note = ""
         if self.num_classes != self.expected_classes:
             note = f" (benchmark has {self.expected_classes})"
-        return (f"{self.key:<16} ok       classes={self.num_classes}{note} {sizes} "
-                f"images_checked={self.images_checked}")
+        return (
+            f"{self.key:<16} ok       classes={self.num_classes}{note} {sizes} "
+            f"images_checked={self.images_checked}"
+        )
 
 
-def check_datasets(data_root: str | os.PathLike, keys: Iterable[str] | None = None, *,
-                   images: Literal["all"] | int = "all", decode: bool = True) -> list[DatasetReport]:
+def check_datasets(
+    data_root: str | os.PathLike,
+    keys: Iterable[str] | None = None,
+    *,
+    images: Literal["all"] | int = "all",
+    decode: bool = True,
+) -> list[DatasetReport]:
     """Check datasets under ``data_root``.
 
     Args:
@@ -101,8 +108,9 @@ def check_datasets(data_root: str | os.PathLike, keys: Iterable[str] | None = No
     return [_check_one(key, data_root, images, decode) for key in keys]
 
 
-def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | int,
-               decode: bool) -> DatasetReport:
+def _check_one(
+    key: str, data_root: str | os.PathLike, images: Literal["all"] | int, decode: bool
+) -> DatasetReport:
     info = get_dataset(key)
     base = {"key": key, "display_name": info.display_name, "expected_classes": info.num_classes}
     try:
@@ -112,8 +120,9 @@ def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | 
     sizes = (("train", len(splits.train)), ("val", len(splits.val)), ("test", len(splits.test)))
     problem = _structural_problem(splits, info.base_to_new)
     if problem:
-        return DatasetReport(usable=False, problem=problem, num_classes=splits.num_classes, sizes=sizes,
-                             **base)
+        return DatasetReport(
+            usable=False, problem=problem, num_classes=splits.num_classes, sizes=sizes, **base
+        )
     items = splits.train + splits.val + splits.test
     listed = info.split_source not in ("split_json", "fgvc_text")  # found by listing folders: they exist
     to_check = _sample(items, images)
@@ -122,19 +131,31 @@ def _check_one(key: str, data_root: str | os.PathLike, images: Literal["all"] | 
         if missing:
             more = f" ({len(missing)} missing in all)" if len(missing) > 1 else ""
             return DatasetReport(
-                usable=False, problem=f"image file not found: {missing[0]}{more}", missing_path=missing[0],
-                num_classes=splits.num_classes, sizes=sizes, images_checked=len(to_check),
-                missing_images=len(missing), **base,
+                usable=False,
+                problem=f"image file not found: {missing[0]}{more}",
+                missing_path=missing[0],
+                num_classes=splits.num_classes,
+                sizes=sizes,
+                images_checked=len(to_check),
+                missing_images=len(missing),
+                **base,
             )
     bad = find_undecodable_images([item.path for item in to_check]) if decode else []
     if bad:
         more = f" ({len(bad)} in all, each listed below)" if len(bad) > 1 else ""
-        return DatasetReport(usable=False, problem=f"image cannot be decoded: {bad[0]}{more}",
-                             num_classes=splits.num_classes, sizes=sizes, images_checked=len(to_check),
-                             bad_images=tuple(bad), **base)
+        return DatasetReport(
+            usable=False,
+            problem=f"image cannot be decoded: {bad[0]}{more}",
+            num_classes=splits.num_classes,
+            sizes=sizes,
+            images_checked=len(to_check),
+            bad_images=tuple(bad),
+            **base,
+        )
     checked = len(items) if listed and not decode else len(to_check)
-    return DatasetReport(usable=True, num_classes=splits.num_classes, sizes=sizes, images_checked=checked,
-                         **base)
+    return DatasetReport(
+        usable=True, num_classes=splits.num_classes, sizes=sizes, images_checked=checked, **base
+    )
 
 
 def _decode_problem(path: str) -> str | None:

@@ -30,13 +30,13 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from prometar.data.catalog import DataError, get_dataset
 from prometar.data.readers import DatasetSplits, Item, dataset_dir, image_root
+from prometar.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ def sample_few_shot(splits: DatasetSplits, shots: int, seed: int) -> DatasetSpli
     return DatasetSplits(train, val, list(splits.test), list(splits.classnames))
 
 
-def subset_listing(sampled: DatasetSplits, key: str, data_root: str | os.PathLike) -> dict[str, list[list[Any]]]:
+def subset_listing(
+    sampled: DatasetSplits, key: str, data_root: str | os.PathLike
+) -> dict[str, list[list[Any]]]:
     """The record of a few-shot sample: which images the training and validation subsets hold.
 
     Args:
@@ -109,12 +111,15 @@ def subset_listing(sampled: DatasetSplits, key: str, data_root: str | os.PathLik
         base/new relabelling).
     """
     root = str(image_root(key, data_root))
-    return {name: [[_relative(item.path, root), item.label, item.classname] for item in items]
-            for name, items in (("train", sampled.train), ("val", sampled.val))}
+    return {
+        name: [[_relative(item.path, root), item.label, item.classname] for item in items]
+        for name, items in (("train", sampled.train), ("val", sampled.val))
+    }
 
 
-def cache_path(key: str, data_root: str | os.PathLike, shots: int, seed: int,
-               cache_dir: str | os.PathLike | None = None) -> Path:
+def cache_path(
+    key: str, data_root: str | os.PathLike, shots: int, seed: int, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """Return the cache file of (dataset, shots, seed).
 
     The default folder is ``split_fewshot_prometar/`` inside the dataset's folder.
@@ -124,8 +129,16 @@ def cache_path(key: str, data_root: str | os.PathLike, shots: int, seed: int,
     return folder / f"{key}_shot_{shots}-seed_{seed}.json"
 
 
-def few_shot(splits: DatasetSplits, *, key: str, data_root: str | os.PathLike, shots: int, seed: int,
-             cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> DatasetSplits:
+def few_shot(
+    splits: DatasetSplits,
+    *,
+    key: str,
+    data_root: str | os.PathLike,
+    shots: int,
+    seed: int,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> DatasetSplits:
     """Few-shot subsets of a dataset, read from or written to the cache.
 
     Args:
@@ -174,29 +187,9 @@ def few_shot(splits: DatasetSplits, *, key: str, data_root: str | os.PathLike, s
     return result
 
 
-def write_json_atomic(path: Path, payload: object) -> None:
-    """Write ``payload`` as JSON to ``path`` atomically (temporary file in the same folder + rename).
-
-    Raises:
-        OSError: The folder cannot be created or written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _relative(path: str, root: str) -> str:
     prefix = root.rstrip(os.sep) + os.sep
-    return path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+    return path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
 
 
 def _fingerprint(splits: DatasetSplits, root: str) -> str:
@@ -208,8 +201,9 @@ def _fingerprint(splits: DatasetSplits, root: str) -> str:
     return digest.hexdigest()
 
 
-def _load_cache(path: Path, splits: DatasetSplits, root: str, fingerprint: str, *, key: str, shots: int,
-                seed: int) -> DatasetSplits | None:
+def _load_cache(
+    path: Path, splits: DatasetSplits, root: str, fingerprint: str, *, key: str, shots: int, seed: int
+) -> DatasetSplits | None:
     """Return the cached subsets, or ``None`` (with a warning) when the cache is absent or invalid."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -223,7 +217,9 @@ def _load_cache(path: Path, splits: DatasetSplits, root: str, fingerprint: str, 
         if not isinstance(raw, dict) or not str(raw.get("format", "")).startswith("prometar.fewshot/"):
             raise ValueError("not a prometar few-shot cache")
         if raw["format"] != CACHE_FORMAT:
-            raise ValueError(f"format {raw['format']} (another sampling rule), this code writes {CACHE_FORMAT}")
+            raise ValueError(
+                f"format {raw['format']} (another sampling rule), this code writes {CACHE_FORMAT}"
+            )
         if (raw.get("dataset"), raw.get("shots"), raw.get("seed")) != (key, shots, seed):
             raise ValueError("cache is for another (dataset, shots, seed)")
         if raw.get("source") != fingerprint:
@@ -236,8 +232,13 @@ def _load_cache(path: Path, splits: DatasetSplits, root: str, fingerprint: str, 
                 raise ValueError(f"{name!r} missing")
             items = []
             for row in rows:
-                if (not isinstance(row, list) or len(row) != 2 or not isinstance(row[0], str)
-                        or not isinstance(row[1], int) or not 0 <= row[1] < n_classes):
+                if (
+                    not isinstance(row, list)
+                    or len(row) != 2
+                    or not isinstance(row[0], str)
+                    or not isinstance(row[1], int)
+                    or not 0 <= row[1] < n_classes
+                ):
                     raise ValueError(f"bad {name} entry {row!r}")
                 items.append(Item(os.path.join(root, row[0]), row[1], splits.classnames[row[1]]))
             subsets[name] = items

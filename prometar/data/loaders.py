@@ -83,8 +83,9 @@ class SeededSampler(Sampler):
         return self.size
 
     def __iter__(self):
-        order = (torch.randperm(self.size, generator=self.generator) if self.shuffle
-                 else torch.arange(self.size))
+        order = (
+            torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
+        )
         seeds = torch.randint(0, 2**63 - 1, (self.size,), generator=self.generator)
         return iter(list(zip(order.tolist(), seeds.tolist(), strict=True)))
 

@@ -106,8 +106,12 @@ def read_dataset(key: str, data_root: str | os.PathLike) -> DatasetSplits:
     reader = _READERS[info.split_source]
     splits = reader(info, folder, root)
     logger.debug(
-        "read %s: %d classes, train/val/test = %d/%d/%d", key, splits.num_classes,
-        len(splits.train), len(splits.val), len(splits.test),
+        "read %s: %d classes, train/val/test = %d/%d/%d",
+        key,
+        splits.num_classes,
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
     )
     return splits
 

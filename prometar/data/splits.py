@@ -150,4 +150,3 @@ def search_split(splits: DatasetSplits) -> BaseNewSplits:
         tuple(cut.base_labels[i] for i in inner.base_labels),
         tuple(cut.base_labels[i] for i in inner.new_labels),
     )
-

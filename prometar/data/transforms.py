@@ -24,12 +24,14 @@ def build_train_transform(image_size: int, mean: Sequence[float], std: Sequence[
         std: Per-channel normalisation std (RGB).
     """
     _check(image_size, mean, std)
-    return T.Compose([
-        T.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE, interpolation=InterpolationMode.BICUBIC),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(mean=tuple(mean), std=tuple(std)),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE, interpolation=InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean=tuple(mean), std=tuple(std)),
+        ]
+    )
 
 
 def build_test_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
@@ -41,12 +43,14 @@ def build_test_transform(image_size: int, mean: Sequence[float], std: Sequence[f
         std: Per-channel normalisation std (RGB).
     """
     _check(image_size, mean, std)
-    return T.Compose([
-        T.Resize(image_size, interpolation=InterpolationMode.BICUBIC),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(mean=tuple(mean), std=tuple(std)),
-    ])
+    return T.Compose(
+        [
+            T.Resize(image_size, interpolation=InterpolationMode.BICUBIC),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            T.Normalize(mean=tuple(mean), std=tuple(std)),
+        ]
+    )
 
 
 def _check(image_size: int, mean: Sequence[float], std: Sequence[float]) -> None:

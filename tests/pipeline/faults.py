@@ -1,0 +1,70 @@
+"""Test-only fault injection into Ray trials, installed by the tests in the Ray workers.
+
+Nothing in the product knows about it. A test starts its local Ray with this module's
+:func:`install` as Ray's ``worker_process_setup_hook`` (:func:`runtime_env`): every worker process
+then wraps ``prometar.run.run`` — what the trainable calls — so that after each epoch event (the
+epoch's checkpoint is reported to Tune by then) a trial listed in the JSON file named by
+:data:`FAULTS_ENV` raises :class:`InjectedFault`: ``{trial_key: "once" | "always"}`` (``once``: only
+on its first attempt, marked by a ``<key>.failed`` file beside the JSON).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+FAULTS_ENV = "PROMETAR_TEST_FAULTS"
+"""Names the faults JSON in the workers' environment (read by this module only)."""
+
+
+class InjectedFault(RuntimeError):
+    """The failure a listed trial raises."""
+
+
+def runtime_env(faults: Path, **env_vars: str) -> dict[str, Any]:
+    """A Ray ``runtime_env`` whose workers import this module and inject the faults in ``faults``."""
+    path = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")) if p
+    )
+    return {
+        "worker_process_setup_hook": f"{__name__}.install",
+        "env_vars": {FAULTS_ENV: str(faults), "PYTHONPATH": path, **env_vars},
+    }
+
+
+def maybe_fail(faults: Path, key: str) -> None:
+    """Raise :class:`InjectedFault` if ``faults`` lists trial ``key`` (``once``: first attempt only)."""
+    if not faults.is_file():
+        return
+    mode = json.loads(faults.read_text()).get(key)
+    marker = faults.with_name(f"{key}.failed")
+    if mode == "always" or (mode == "once" and not marker.exists()):
+        marker.touch()
+        raise InjectedFault(f"injected failure in trial {key} ({mode})")
+
+
+def install() -> None:
+    """Ray's worker setup hook: wrap ``prometar.run.run`` in this worker process."""
+    faults = os.environ.get(FAULTS_ENV)
+    if not faults:
+        return
+    import prometar.run
+
+    real = prometar.run.run
+
+    @functools.wraps(real)
+    def run(config: Any, *, output_dir: Path, callback: Any = None, **kwargs: Any) -> Any:
+        key = Path(output_dir).name  # <output>/trials/<trial key>
+
+        def on_event(event: dict[str, Any]) -> None:
+            if callback is not None:
+                callback(event)
+            if event.get("event") == "epoch":
+                maybe_fail(Path(faults), key)
+
+        return real(config, output_dir=output_dir, callback=on_event, **kwargs)
+
+    prometar.run.run = run

@@ -1,0 +1,808 @@
+"""``prometar-sweep launch`` end to end: local Ray, SQLite MLflow, tiny CLIP on miniature datasets.
+
+One Ray instance (2 CPUs, 127.0.0.1, no dashboard, token auth disabled for the test) serves the
+module. The first launch (2 datasets × 2 seeds) is shared by the tests that read its ledger.
+Bad input is checked without Ray: exit 2, a message naming the file and key, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import faults as fault_injection
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+import prometar
+from orchestration.cli import main
+from orchestration.launch.ray_session import start_local_ray
+from orchestration.launch.runner import LaunchOptions, launch
+from orchestration.launch.status import sweep_status
+from orchestration.layout import default_tracking_uri
+from orchestration.sweeps.planning import load_plan, plan_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+OVERRIDES = {
+    "backbone.name": "tiny-test",
+    "backbone.pretrained": None,
+    "backbone.precision": "fp32",
+    "optim.epochs": 2,
+    "data.batch_size": 2,
+    "data.num_workers": 0,
+    "prompts.text_depth": 1,
+    "prompts.vision_depth": 1,
+}
+DATASETS = ["caltech101", "eurosat"]
+
+
+def write_sweep(
+    folder: Path, name: str, *, seeds: list[int], datasets: list[str] = DATASETS, **extra
+) -> Path:
+    data = {
+        "name": name,
+        "protocol": "base2new",
+        "overrides": OVERRIDES,
+        "grid": {"method": ["ivlp"], "dataset": datasets, "seed": seeds, "shots": [2]},
+        "resources": {"default": {"cpu": 1}},
+        "max_failures": 1,
+        **extra,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def child_runs(output: Path, experiment: str) -> list:
+    client = MlflowClient(default_tracking_uri(output))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=1000)
+        if "prometar.trial_key" in r.data.tags
+    ]
+
+
+def peek_child_statuses(db: Path, *, with_epochs: bool = False) -> list[str]:
+    """Child-run statuses read straight from SQLite, read-only: an MLflow client here would race
+    the launch that is still creating the store's tables. ``with_epochs``: only runs that have
+    logged at least one epoch."""
+    if not db.exists():
+        return []
+    epochs = " AND EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = runs.run_uuid AND m.key = 'lr')"
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT runs.status FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+                "WHERE tags.key = 'prometar.trial_key'" + (epochs if with_epochs else "")
+            ).fetchall()
+    except sqlite3.Error:
+        return []
+    return [status for (status,) in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: no Ray, nothing written
+
+
+BAD_SWEEPS = {
+    "unknown_key": ("name: x\ncolour: red\ngrid: {method: [ivlp], dataset: [eurosat]}\n", "colour"),
+    "wrong_type": ("max_failures: two\ngrid: {method: [ivlp], dataset: [eurosat]}\n", "max_failures"),
+    "unknown_dataset": ("grid: {method: [ivlp], dataset: [mnist]}\n", "grid.dataset[0]"),
+    "unknown_method": ("grid: {method: [clipper], dataset: [eurosat]}\n", "grid.method[0]"),
+    "empty_grid": ("grid: {}\n", "grid"),
+    "non_numeric_search": (
+        "grid: {method: [prometar], dataset: [eurosat]}\n"
+        "search: {space: {backbone.name: {uniform: [0, 1]}}}\n",
+        "search.space.backbone.name",
+    ),
+    "yaml_syntax": ("grid:\n  method: [ivlp\n  dataset: [eurosat]\n", "line 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SWEEPS))
+def test_bad_sweep_exits_2_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    text, key = BAD_SWEEPS[case]
+    sweep = tmp_path / f"{case}.yaml"
+    sweep.write_text(text)
+    output = tmp_path / "out"
+    for verb in (
+        ["launch", str(sweep), "--output", str(output), "--data-root", str(tmp_path)],
+        ["validate", str(sweep)],
+        ["status", str(sweep), "--output", str(output)],
+    ):
+        result = CliRunner().invoke(main, verb)
+        assert result.exit_code == 2, result.output
+        assert str(sweep) in result.output and key in result.output
+    assert not output.exists()  # no MLflow store, experiment or run; no Ray storage
+
+
+def test_unreachable_tracking_uri_fails_before_any_trial(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "unreachable", seeds=[1])
+    output = tmp_path / "out"
+    start = time.monotonic()
+    result = CliRunner().invoke(
+        main,
+        [
+            "launch",
+            str(sweep),
+            "--output",
+            str(output),
+            "--data-root",
+            str(data_root),
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "tracking URI http://127.0.0.1:9 is unreachable" in result.output
+    assert not (output / "ray").exists() and not (output / "trials").exists()
+    assert time.monotonic() - start < 60
+
+
+def test_missing_data_root_exits_2(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, "nodata", seeds=[1])
+    result = CliRunner().invoke(
+        main,
+        ["launch", str(sweep), "--output", str(tmp_path / "out"), "--data-root", str(tmp_path / "nowhere")],
+    )
+    assert result.exit_code == 2 and "nowhere" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_environment_conventions_are_read_and_shown_in_help(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, "envs", seeds=[1])
+    result = CliRunner().invoke(
+        main,
+        ["launch", str(sweep), "--output", str(tmp_path / "out")],
+        env={"PROMETAR_DATA_ROOT": str(tmp_path / "from-env")},
+    )
+    assert result.exit_code == 2 and "from-env" in result.output  # the data root came from the variable
+    assert not (tmp_path / "out").exists()
+    launch_verb = main.get_command(None, "launch")
+    with launch_verb.make_context("launch", [str(sweep)]) as ctx:
+        assert ctx.params["address"] is None
+    os.environ["RAY_ADDRESS"], saved = "10.1.2.3:6379", os.environ.get("RAY_ADDRESS")
+    try:
+        with launch_verb.make_context("launch", [str(sweep)]) as ctx:
+            assert ctx.params["address"] == "10.1.2.3:6379"
+    finally:
+        os.environ.pop("RAY_ADDRESS") if saved is None else os.environ.__setitem__("RAY_ADDRESS", saved)
+    shown = {
+        verb: " ".join(CliRunner().invoke(main, [verb, "--help"]).output.split())  # unwrapped
+        for verb in ("launch", "status", "table", "plot", "ui", "submit", "slurm", "k8s", "train")
+    }
+    for verb in ("launch", "status", "table", "plot", "ui", "submit", "slurm", "k8s"):
+        assert "env var: MLFLOW_TRACKING_URI" in shown[verb], verb
+    for verb in ("launch", "submit"):
+        assert "env var: RAY_ADDRESS" in shown[verb], verb
+    for verb in ("launch", "train"):
+        assert "env var: PROMETAR_DATA_ROOT" in shown[verb], verb
+    assert "$DATA" not in "".join(shown.values())
+
+
+def test_an_object_store_output_folder_is_refused(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "s3out", seeds=[1], datasets=["eurosat"])
+    result = CliRunner().invoke(
+        main, ["launch", str(sweep), "--output", "s3://bucket/out", "--data-root", str(data_root)]
+    )
+    assert result.exit_code == 2 and "--storage URI" in result.output
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from orchestration.launch.lock import launch_lock
+with launch_lock(Path(sys.argv[1]), sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_launch_of_the_same_sweep_is_refused_until_the_first_ends(
+    tmp_path: Path, data_root: Path
+) -> None:
+    from orchestration.launch.lock import launch_lock
+
+    sweep = write_sweep(tmp_path, "twice", seeds=[1])
+    output = tmp_path / "out"
+    output.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(output), "twice"], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(
+            main, ["launch", str(sweep), "--output", str(output), "--data-root", str(data_root)]
+        )
+        assert result.exit_code == 2, result.output
+        assert "'twice' is already being launched" in result.output and f"pid {holder.pid}" in result.output
+        assert str(sweep) in result.output
+        assert not (output / "mlflow.db").exists() and not (output / "ray").exists()  # nothing written
+        with launch_lock(output, "other"):  # another sweep into the same folder is not blocked
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no clean-up code runs; the kernel drops the lock with the process
+        holder.wait()
+    with launch_lock(output, "twice"):
+        assert json.loads((output / ".launch-twice.lock").read_text())["pid"] == os.getpid()
+
+
+def test_status_names_a_live_launch_and_counts_what_a_dead_one_left(tmp_path: Path) -> None:
+    """Two RUNNING trials in the store: one of a launch alive in this process, one of a dead launch."""
+    import socket
+
+    from orchestration.ledger.callback import MlflowTrialCallback
+    from orchestration.ledger.store import TrialLedger
+    from orchestration.ledger.vocabulary import PID_TAG
+
+    sweep = write_sweep(tmp_path, "shared", seeds=[1, 2], datasets=["eurosat"])
+    trials = list(load_plan(sweep).trials)
+    output = tmp_path / "out"
+    output.mkdir()
+    ledger = TrialLedger(default_tracking_uri(output), "shared")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for trial, pid in zip(trials, (os.getpid(), dead.pid), strict=True):
+        parent = ledger.start_launch({PID_TAG: str(pid)})
+        MlflowTrialCallback(ledger, parent, lambda c, t=trial: t, "shared").on_trial_start(
+            0, [], type("T", (), {"trial_id": f"t{pid}", "config": {"trial_key": trial.key}})()
+        )
+    result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "running 2 · to do 0 · total 2" in result.output
+    assert "1 of the running left by a dead launch" in result.output
+    assert f"live launch: pid {os.getpid()} on {socket.gethostname()}" in result.output
+
+
+def test_runs_finished_under_an_earlier_result_revision_are_not_done(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger holds FINISHED runs of every planned trial, recorded by revision-1 code (no Ray)."""
+    import io
+    from contextlib import nullcontext
+
+    import prometar
+    from orchestration.launch import runner
+    from orchestration.ledger.store import TrialLedger
+    from orchestration.ledger.vocabulary import RESULT_REVISION_TAG, trial_tags
+    from orchestration.sweeps.keys import trial_key
+    from prometar.config import build_config
+
+    sweep = write_sweep(tmp_path, "revised", seeds=[1, 2], datasets=["eurosat"])
+    trials = load_plan(sweep).trials
+    output = tmp_path / "out"
+    output.mkdir()
+    ledger = TrialLedger(default_tracking_uri(output), "revised")
+    parent = ledger.start_launch({})
+    ledger.client.delete_tag(parent, RESULT_REVISION_TAG)
+    for trial in trials:  # as the code before the result revision recorded them: old keys, no revision tag
+        old_key = trial_key(build_config(trial.config).scientific_dict(), trial.protocol, revision=1)
+        assert old_key != trial.key
+        child = ledger.client.create_run(
+            ledger.experiment_id(),
+            tags={
+                **trial_tags(trial, "revised"),
+                "prometar.trial_key": old_key,
+                "mlflow.parentRunId": parent,
+            },
+        )
+        ledger.client.set_terminated(child.info.run_id, "FINISHED")
+    ledger.end_run(parent, "FINISHED")
+    note = (
+        "2 runs finished under an earlier result revision (r1) are not counted; "
+        f"this code is r{prometar.RESULT_REVISION}"
+    )
+
+    result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "done 0 · failed 0 · running 0 · to do 2 · total 2" in result.output and note in result.output
+    result = CliRunner().invoke(
+        main, ["launch", str(sweep), "--output", str(output), "--data-root", str(data_root), "--dry-run"]
+    )
+    assert "done 0 · to do 2 · total 2" in result.output and note in result.output
+
+    started: list[str] = []
+    monkeypatch.setattr(runner, "ray_session", lambda address: nullcontext())
+    monkeypatch.setattr(runner, "check_cluster_fits", lambda *args, **kwargs: None)  # no Ray here
+    monkeypatch.setattr(
+        runner, "run_tuner", lambda launch, table, *args, **kwargs: started.extend(table.trials)
+    )
+    stream = io.StringIO()
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+    assert report.done_before == 0 and report.to_run == 2 and started == [t.key for t in trials]
+    assert note in stream.getvalue()
+
+
+def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, data_root: Path) -> None:
+    """The group's only sample runs in a live launch elsewhere: this launch adds none (no Ray)."""
+    import io
+
+    from orchestration.ledger.callback import MlflowTrialCallback
+    from orchestration.ledger.store import TrialLedger
+    from orchestration.ledger.vocabulary import PID_TAG
+
+    search = {
+        "metric": "val_hm",
+        "mode": "max",
+        "num_samples": 1,
+        "space": {"optim.lr": {"loguniform": [0.001, 0.1]}},
+    }
+    sweep = write_sweep(tmp_path, "busy", seeds=[1], datasets=["eurosat"], search=search)
+    (group,) = list(load_plan(sweep).groups)
+    sample = group.resolve({"optim.lr": 0.01})
+    output = tmp_path / "out"
+    output.mkdir()
+    ledger = TrialLedger(default_tracking_uri(output), "busy")
+    parent = ledger.start_launch({PID_TAG: str(os.getpid())})  # alive: this process
+    MlflowTrialCallback(ledger, parent, lambda c: sample, "busy").on_trial_start(
+        0, [], type("T", (), {"trial_id": "t1", "config": {"group": group.key}})()
+    )
+    stream = io.StringIO()
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+    assert report.to_run == 0 and report.exit_code == 0, stream.getvalue()
+    assert "search done (0 samples, 1 running in another live launch)" in stream.getvalue()
+    assert ledger.statuses() == {sample.key: {"RUNNING"}}  # left to its launch, not closed
+
+
+def test_dry_run_and_status_write_nothing(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "dry", seeds=[1, 2])
+    output = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        [
+            "launch",
+            str(sweep),
+            "--output",
+            str(output),
+            "--data-root",
+            str(data_root),
+            "--dry-run",
+            "--set",
+            "optim.lr=0.01",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "done 0 · to do 4 · total 4" in result.output
+    result = CliRunner().invoke(main, ["status", str(sweep), "--output", str(output)])
+    assert result.exit_code == 0 and "done 0 · failed 0 · running 0 · to do 4 · total 4" in result.output
+    assert not output.exists()
+
+
+def test_bad_override_exits_2(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "override", seeds=[1])
+    result = CliRunner().invoke(
+        main,
+        [
+            "launch",
+            str(sweep),
+            "--output",
+            str(tmp_path / "out"),
+            "--data-root",
+            str(data_root),
+            "--set",
+            "optim.colour=1",
+        ],
+    )
+    assert result.exit_code == 2 and "optim.colour" in result.output and str(sweep) in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_resources_by_dataset_pack_fractional_gpus(tmp_path: Path) -> None:
+    from orchestration.launch.trial_table import TrialTable
+    from orchestration.launch.tuner import resources_request
+
+    sweep = write_sweep(
+        tmp_path,
+        "resources",
+        seeds=[1],
+        resources={"default": {"cpu": 4, "gpu": 0.5}, "eurosat": {"cpu": 8, "gpu": 1}},
+    )
+    spec = load_plan(sweep).spec
+    table = TrialTable(trials={t.key: t for t in plan_sweep(spec).trials})
+    request = resources_request(spec, table)
+    bundles = {t.dataset: request({"trial_key": t.key}).bundles for t in table.trials.values()}
+    assert bundles == {"caltech101": [{"CPU": 4.0, "GPU": 0.5}], "eurosat": [{"CPU": 8.0, "GPU": 1.0}]}
+
+
+def test_progress_line_counts_and_eta() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from orchestration.launch.progress import ProgressLine, format_duration
+
+    stream = io.StringIO()
+    progress = ProgressLine("demo", total=5, done_before=1, stream=stream)
+    a, b, c = (SimpleNamespace(trial_id=x) for x in "abc")
+    for trial in (a, b):
+        progress.on_trial_start(0, [], trial)
+    assert progress.line().startswith("[demo] done 1/5 · running 2 · failed 0 · to do 2 · ETA ?")
+    progress.on_trial_recover(0, [], b)
+    progress.on_trial_start(0, [], b)
+    progress.on_trial_complete(0, [], a)
+    progress.on_trial_error(0, [], b)
+    progress.on_trial_start(0, [], c)
+    line = progress.line()
+    assert line.startswith("[demo] done 2/5 · running 1 · failed 1 · to do 1 · retried 1 · ETA ")
+    assert "ETA ?" not in line and len(stream.getvalue().splitlines()) == 7
+    assert (format_duration(12), format_duration(250), format_duration(11100)) == ("12s", "4m10s", "3h05m")
+
+
+# --------------------------------------------------------------------------------------------
+# Real launches on a local Ray
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from prometar.toy.miniature import write_miniatures
+
+    root = tmp_path_factory.mktemp("data")
+    write_miniatures(root, DATASETS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fault-injection file the Ray workers read (empty: no fault; ``faults.py``)."""
+    path = tmp_path_factory.mktemp("faults") / "faults.json"
+    path.write_text("{}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_address(faults: Path) -> Iterator[str]:
+    import ray
+
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
+    start_local_ray(
+        num_cpus=2, num_gpus=0, runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1")
+    )
+    try:
+        address = ray.get_runtime_context().gcs_address
+        assert address.startswith("127.0.0.1:")
+        yield address
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+@pytest.fixture(scope="module")
+def first_launch(tmp_path_factory: pytest.TempPathFactory, data_root: Path, ray_address: str) -> dict:
+    folder = tmp_path_factory.mktemp("launch")
+    sweep = write_sweep(folder, "grid", seeds=[1, 2])
+    output = folder / "out"
+    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
+    return {"folder": folder, "sweep": sweep, "output": output, "report": report}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_launch_leaves_four_finished_child_runs(first_launch: dict, data_root: Path) -> None:
+    from prometar.data.fewshot import sample_few_shot, subset_listing
+    from prometar.data.readers import read_dataset
+
+    report, output = first_launch["report"], first_launch["output"]
+    assert report.exit_code == 0 and report.finished == 4 and report.to_run == 4
+    runs = child_runs(output, "grid")
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {report.parent_run_id}
+    expected = {t.key: t for t in load_plan(first_launch["sweep"]).trials}
+    assert {r.data.tags["prometar.trial_key"] for r in runs} == set(expected)
+    # Tune numbers trials in the order of the grid it was given: the planned order, longest first
+    by_tune_id = sorted(runs, key=lambda r: r.data.tags["prometar.tune_trial_id"].rsplit("_", 1)[1])
+    assert [r.data.tags["prometar.trial_key"] for r in by_tune_id] == list(expected)
+    assert [r.data.tags["dataset"] for r in by_tune_id] == ["caltech101", "caltech101", "eurosat", "eurosat"]
+    client = MlflowClient(default_tracking_uri(output))
+    parent = client.get_run(report.parent_run_id)
+    assert parent.data.tags["prometar.role"] == "launch" and parent.info.status == "FINISHED"
+    for run in runs:
+        trial = expected[run.data.tags["prometar.trial_key"]]
+        tags = run.data.tags
+        assert (
+            tags["dataset"],
+            tags["method"],
+            tags["seed"],
+            tags["shots"],
+            tags["protocol"],
+            tags["sweep"],
+        ) == (trial.dataset, "ivlp", str(trial.seed), "2", "base2new", "grid")
+        assert tags["prometar.version"] and tags["prometar.git_sha"]
+        assert run.data.params["optim.epochs"] == "2" and run.data.params["backbone.name"] == "tiny-test"
+        for metric in ("base_acc", "new_acc", "hm"):
+            assert 0.0 <= run.data.metrics[metric] <= 100.0
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+        # the published schedule: warm-up epoch, then the cosine restarted at its peak
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "lr")] == [1e-5, 0.0025]
+        assert tags["prometar.result_revision"] == str(prometar.RESULT_REVISION)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {
+            "config.json",
+            "fewshot_subset.json",
+            "prompts.pt",
+            "per_class.json",
+            "environment.json",
+            "final.json",
+        } <= artifacts
+        local = first_launch["folder"] / run.info.run_id
+        local.mkdir(exist_ok=True)
+        subset = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "fewshot_subset.json", str(local))).read_text()
+        )
+        sampled = sample_few_shot(read_dataset(trial.dataset, data_root), trial.shots, trial.seed)
+        assert subset == subset_listing(sampled, trial.dataset, data_root) and len(subset["train"]) > 0
+        environment = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "environment.json", str(local))).read_text()
+        )
+        assert environment["device"] == "cpu" and environment["packages"]["torch"]
+    # Tune's own per-trial logs: JSON and CSV, no TensorBoard writer (it would import torch in the driver)
+    trial_folders = [p for p in (output / "ray").glob("*/t_*") if p.is_dir()]
+    assert len(trial_folders) == 4
+    for folder in trial_folders:
+        assert (folder / "result.json").is_file() and (folder / "progress.csv").is_file()
+        assert not list(folder.glob("events.out.tfevents*"))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_relaunch_starts_nothing_and_status_counts(first_launch: dict, data_root: Path) -> None:
+    output = first_launch["output"]
+    before = {
+        r.info.run_id
+        for r in MlflowClient(default_tracking_uri(output)).search_runs(
+            [MlflowClient(default_tracking_uri(output)).get_experiment_by_name("grid").experiment_id]
+        )
+    }
+    report = launch(first_launch["sweep"], LaunchOptions(data_root=data_root, output=output, tables=False))
+    assert report.to_run == 0 and report.done_before == 4 and report.parent_run_id is None
+    client = MlflowClient(default_tracking_uri(output))
+    after = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name("grid").experiment_id])}
+    assert after == before  # no parent, no child
+    result = CliRunner().invoke(main, ["status", str(first_launch["sweep"]), "--output", str(output)])
+    assert result.exit_code == 0 and "done 4 · failed 0 · running 0 · to do 0 · total 4" in result.output
+    result = CliRunner().invoke(
+        main,
+        [
+            "launch",
+            str(first_launch["sweep"]),
+            "--output",
+            str(output),
+            "--data-root",
+            str(data_root),
+            "--dry-run",
+        ],
+    )
+    assert "done 4 · to do 0 · total 4" in result.output
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_new_seed_runs_only_new_trials_and_survives_failures(
+    first_launch: dict, data_root: Path, faults: Path, tmp_path: Path
+) -> None:
+    """Seed 3 is added: caltech101 fails once (retried from its epoch-1 checkpoint), eurosat always."""
+    from prometar.config import build_config
+    from prometar.run import run
+
+    output = first_launch["output"]
+    sweep = write_sweep(first_launch["folder"], "grid", seeds=[1, 2, 3])
+    new = {t.dataset: t for t in load_plan(sweep).trials if t.seed == 3}
+    faults.write_text(json.dumps({new["caltech101"].key: "once", new["eurosat"].key: "always"}))
+    try:
+        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
+    finally:
+        faults.write_text("{}")
+    assert report.to_run == 2 and report.done_before == 4
+    assert report.finished == 1 and report.failed == 1 and report.exit_code == 1
+
+    runs = child_runs(output, "grid")
+    by_key: dict[str, list] = {}
+    for r in runs:
+        by_key.setdefault(r.data.tags["prometar.trial_key"], []).append(r)
+    assert len(runs) == 6 and all(len(v) == 1 for v in by_key.values())
+    (retried,), (failed,) = by_key[new["caltech101"].key], by_key[new["eurosat"].key]
+    assert retried.info.status == "FINISHED" and retried.data.tags["prometar.retries"] == "1"
+    assert "injected failure" in retried.data.tags["prometar.last_retry_error"]
+    assert failed.info.status == "FAILED" and "injected failure" in failed.data.tags["prometar.error"]
+    client = MlflowClient(default_tracking_uri(output))
+    # resumed at epoch 2 from the epoch-1 checkpoint (epoch 1 is not trained twice)
+    assert [m.step for m in client.get_metric_history(retried.info.run_id, "loss")] == [1, 2]
+
+    # the same trial, undisturbed and without Ray: same final metrics, same prompts, same epoch-2 loss
+    torch.set_num_threads(1)
+    reference = run(
+        build_config(new["caltech101"].config), data_root=data_root, output_dir=tmp_path / "ref", device="cpu"
+    )
+    for name, value in reference.metrics.items():
+        assert retried.data.metrics[name] == pytest.approx(value, abs=1e-9)
+    assert retried.data.metrics["loss"] == pytest.approx(reference.history[-1]["loss"], rel=1e-6)
+    prompts = torch.load(client.download_artifacts(retried.info.run_id, "prompts.pt", str(tmp_path)))
+    expected = torch.load(tmp_path / "ref" / "prompts.pt")
+    assert prompts.keys() == expected.keys()
+    for name in prompts:
+        torch.testing.assert_close(prompts[name], expected[name])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
+    tmp_path: Path, data_root: Path, ray_address: str
+) -> None:
+    """Two launches, one run per trial key: the trial the first launch was killed in continues its
+    own MLflow run (attempt 2) from the checkpoint the run names, with each epoch logged once."""
+    # Longer trials than elsewhere: a window in which one trial has FINISHED and the next runs.
+    sweep = write_sweep(
+        tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"], overrides={**OVERRIDES, "optim.epochs": 8}
+    )
+    output = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "orchestration.cli",
+        "launch",
+        str(sweep),
+        "--output",
+        str(output),
+        "--data-root",
+        str(data_root),
+        "--address",
+        ray_address,
+        "--max-concurrent",
+        "1",
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            statuses = peek_child_statuses(output / "mlflow.db", with_epochs=True)
+            if "FINISHED" in statuses and "RUNNING" in statuses:  # the running one has a checkpoint
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the launch ended before it could be killed"
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    before = {r.info.run_id: r for r in child_runs(output, "killed")}
+    assert sorted(r.info.status for r in before.values()) == ["FINISHED", "RUNNING"]
+    (interrupted,) = [r for r in before.values() if r.info.status == "RUNNING"]
+    assert interrupted.data.tags["prometar.checkpoint"].startswith(str(output / "ray" / "killed" / "t_"))
+    status = sweep_status(sweep, output=output)  # the RUNNING one is known to be stale: its launch died
+    assert (status.done, status.running, status.stale, status.launches) == (1, 1, 1, ())
+    assert "1 of the running left by a dead launch" in status.line()
+
+    log = tmp_path / "relaunch.txt"
+    with log.open("w") as stream:
+        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+    assert report.to_run == 1 and report.done_before == 1 and report.exit_code == 0
+    assert "1 trial(s) continue the MLflow run an earlier launch left unfinished" in log.read_text()
+    runs = child_runs(output, "killed")
+    finished = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
+    assert sorted(finished) == sorted(t.key for t in load_plan(sweep).trials)  # each key once
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # one run per key, none left over
+    assert {r.info.run_id for r in runs} == set(before)  # the interrupted trial's own run, reopened
+    client = MlflowClient(default_tracking_uri(output))
+    resumed = client.get_run(interrupted.info.run_id)
+    assert (
+        resumed.data.tags["prometar.attempt"] == "2"
+        and resumed.data.tags["prometar.reopened_from"] == "KILLED"
+    )
+    assert "prometar.checkpoint" not in resumed.data.tags  # FINISHED: its checkpoints are gone
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "loss")] == list(range(1, 9))
+    # one Ray experiment folder for the sweep, reused; no checkpoint of a FINISHED trial is left
+    assert [p.name for p in (output / "ray").iterdir() if p.is_dir()] == ["killed"]
+    assert not list((output / "ray").rglob("checkpoint_*")) and not list((output / "trials").rglob("epoch_*"))
+    assert "look at the runs: prometar-sweep ui --output " in log.read_text()
+    parents = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+        if r.data.tags.get("prometar.role") == "launch"
+    ]
+    assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(
+    tmp_path: Path, data_root: Path, ray_address: str
+) -> None:
+    search = {
+        "metric": "val_hm",
+        "mode": "max",
+        "num_samples": 2,
+        "seed": 3,
+        "space": {"optim.lr": {"loguniform": [0.001, 0.1]}},
+    }
+    sweep = write_sweep(tmp_path, "search", seeds=[1], datasets=["eurosat"], search=search)
+    output, best_file = tmp_path / "out", tmp_path / "best.yaml"
+    out = tmp_path / "stdout.txt"
+    with out.open("w") as stream:
+        report = launch(
+            sweep,
+            LaunchOptions(data_root=data_root, output=output, tables=False, write_best=best_file),
+            stream=stream,
+        )
+    assert report.exit_code == 0 and report.to_run == 2 and report.finished == 2
+    runs = child_runs(output, "search")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["protocol"] for r in runs} == {"search"}
+    assert len({r.data.tags["prometar.trial_key"] for r in runs}) == 2  # each sample is its own trial
+    assert len({r.data.tags["prometar.search_group"] for r in runs}) == 1
+    for run in runs:
+        assert run.data.params["protocol"] == "search"
+        assert 0.001 <= float(run.data.params["optim.lr"]) <= 0.1
+        assert {"val_base", "val_new", "val_hm"} <= set(run.data.metrics)
+        assert not {"base_acc", "new_acc", "hm"} & set(run.data.metrics)  # never test data or new classes
+        history = MlflowClient(default_tracking_uri(output)).get_metric_history(run.info.run_id, "val_hm")
+        assert {m.step for m in history} == {1, 2}  # reported every epoch (early stopping), then final
+    best_run = max(runs, key=lambda r: r.data.metrics["val_hm"])
+    assert report.best[0]["value"] == best_run.data.metrics["val_hm"]
+    assert "best ivlp/eurosat/2shots/seed1: val_hm=" in out.read_text()
+
+    best = load_plan(best_file).spec  # a valid sweep for the real protocol, with the winner's values
+    assert best.protocol == "base2new" and best.search is None
+    (trial,) = list(plan_sweep(best).trials)
+    assert trial.config["optim"]["lr"] == pytest.approx(float(best_run.data.params["optim.lr"]))
+    assert trial.config["protocol"] == "base2new" and trial.dataset == "eurosat"
+
+    again = launch(
+        sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream_null()
+    )
+    assert again.to_run == 0 and again.done_before == 2 and len(child_runs(output, "search")) == 2
+
+
+def stream_null():
+    return open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_groups_run_side_by_side_in_one_tuner(
+    tmp_path: Path, data_root: Path, ray_address: str
+) -> None:
+    """Two groups (two seeds), one sample each, two CPUs: both samples run at once, each scheduled
+    (ASHA) and searched by its own group."""
+    search = {
+        "metric": "val_hm",
+        "mode": "max",
+        "num_samples": 1,
+        "seed": 3,
+        "scheduler": "asha",
+        "space": {"optim.lr": {"loguniform": [0.001, 0.1]}},
+    }
+    sweep = write_sweep(
+        tmp_path,
+        "groups",
+        seeds=[1, 2],
+        datasets=["eurosat"],
+        search=search,
+        overrides={**OVERRIDES, "optim.epochs": 6},
+    )  # long enough to overlap
+    output = tmp_path / "out"
+    report = launch(
+        sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream_null()
+    )
+    assert report.exit_code == 0 and report.to_run == 2 and report.finished == 2
+    runs = child_runs(output, "groups")
+    groups = {g.key for g in load_plan(sweep).groups}
+    assert len(groups) == 2 and sorted(r.data.tags["prometar.search_group"] for r in runs) == sorted(groups)
+    first, second = sorted(runs, key=lambda r: r.info.start_time)
+    assert second.info.start_time < first.info.end_time  # side by side, not one group after the other
+    assert {r.data.tags["seed"] for r in runs} == {"1", "2"}
