@@ -89,6 +89,10 @@ class ProgressLine(tune.Callback):
         self._show()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from orchestration.ledger.callback import error_reason
+
         self.running.discard(trial.trial_id)
         self.failed.add(trial.trial_id)
+        key = trial.config.get("trial_key") or trial.config.get("group") or trial
+        print(f"[{self.sweep}] trial {key} FAILED: {error_reason(trial)}", file=self.stream, flush=True)
         self._show()

@@ -30,13 +30,14 @@ from orchestration.launch.preflight import check_cluster_fits, check_data_root, 
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.search import launch_search
+from orchestration.launch.signals import INTERRUPTED_EXIT, sigterm_as_interrupt
 from orchestration.launch.status import plan_status, revision_note
 from orchestration.launch.tables import write_experiment_tables
 from orchestration.launch.trial_table import TrialTable
 from orchestration.launch.tuner import grid_space, run_tuner, tune_config
 from orchestration.layout import DEFAULT_DATA_ROOT, DEFAULT_OUTPUT
 from orchestration.ledger.store import TrialLedger
-from orchestration.ledger.vocabulary import FAILED, FINISHED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
+from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
 from orchestration.storage import is_uri
 from orchestration.sweeps.planning import SweepPlan, load_plan
 from orchestration.ui import ui_hint
@@ -62,7 +63,9 @@ class LaunchOptions:
 
 @dataclass
 class LaunchReport:
-    """What a launch did; ``exit_code`` is 0 when no trial failed, else 1.
+    """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
+    failed or was killed, 130 when the launch was interrupted (Ctrl-C, SIGTERM) before its trials
+    ended (``interrupted`` counts those never ended or never started).
 
     ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
     """
@@ -74,12 +77,15 @@ class LaunchReport:
     finished: int = 0
     failed: int = 0
     killed: int = 0
+    interrupted: int = 0
     parent_run_id: str | None = None
     best: list[dict[str, Any]] = field(default_factory=list)
     plan: SweepPlan | None = field(default=None, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED_EXIT
         return 1 if self.failed or self.killed else 0
 
 
@@ -153,7 +159,7 @@ def launch(
         ledger.check_reachable()  # a remote store: before anything is written locally
     check_storage(options.storage)
     output.mkdir(parents=True, exist_ok=True)
-    with launch_lock(output, plan.name, source=plan.spec.source):
+    with launch_lock(output, plan.name, source=plan.spec.source), sigterm_as_interrupt():
         return _launch_locked(plan, ledger, output, options, out)
 
 
@@ -215,7 +221,8 @@ def _launch_locked(
                     "unfinished",
                     file=out,
                 )
-            with _closing_parent(ledger, report), ray_session(options.address):
+            # After ray.init: Ray's own SIGTERM handler (an abort) is replaced, not the other way round.
+            with _closing_parent(ledger, report), ray_session(options.address), sigterm_as_interrupt():
                 check_cluster_fits(
                     plan, (t.dataset for t in todo), strict=options.address is None, stream=sys.stderr
                 )
@@ -265,13 +272,20 @@ def _finish(launch: Launch) -> None:
         f"skipped (done before) {report.done_before}",
         file=out,
     )
+    if report.interrupted:
+        print(
+            f"[{plan.name}] interrupted: {report.interrupted} trial(s) did not end; launch again to "
+            "run them (finished trials are kept)",
+            file=out,
+        )
     print(f"[{plan.name}] {ui_hint(launch.ledger.tracking_uri, output=launch.options.output)}", file=out)
     try:
         if launch.options.tables and launch.ledger.experiment_id() is not None:
             _write_tables(launch)
     finally:
         if report.parent_run_id:
-            launch.ledger.end_run(report.parent_run_id, FAILED if report.exit_code else FINISHED)
+            ended = KILLED if report.interrupted else FAILED if report.exit_code else FINISHED
+            launch.ledger.end_run(report.parent_run_id, ended)
 
 
 def _write_tables(launch: Launch) -> None:

@@ -26,6 +26,7 @@ from orchestration.launch.grouped_search import GroupedScheduler, GroupedSearch
 from orchestration.launch.preflight import check_cluster_fits
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
+from orchestration.launch.signals import sigterm_as_interrupt
 from orchestration.launch.trial_table import TrialTable
 from orchestration.launch.tuner import run_tuner, tune_config
 from orchestration.sweeps.planning import SearchGroup, SweepPlan
@@ -81,6 +82,7 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
             pending.append((group, samples, points, rewards))
         if pending:
             stack.enter_context(ray_session(options.address))
+            stack.enter_context(sigterm_as_interrupt())  # after ray.init (Ray's handler aborts)
             check_cluster_fits(
                 plan, (g.dataset for g in plan.groups), strict=options.address is None, stream=sys.stderr
             )

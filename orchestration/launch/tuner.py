@@ -18,7 +18,8 @@ last ``checkpoint.keep`` checkpoints; the callback deletes the rest (module
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,10 +135,15 @@ def run_tuner(
     try:
         # Tune's automatic loggers include a TensorBoard writer whose import pulls torch into the
         # driver (~3 s per launch); MLflow is the record, so only the JSON and CSV loggers run.
+        # A failed trial is one line of ours (launch.progress) and its full error is an MLflow
+        # artifact (error.txt): Tune's own traceback log of it stays out of the console.
         # Keeping few checkpoints makes Tune snapshot its state often; its warning about that is noise.
-        with temporary_environment(
-            TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
-            TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
+        with (
+            temporary_environment(
+                TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+                TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
+            ),
+            _quiet_trial_tracebacks(),
         ):
             tune.Tuner(
                 trainable, param_space=dict(param_space), tune_config=config, run_config=run_config
@@ -147,6 +153,25 @@ def run_tuner(
         report.finished += outcomes.count(FINISHED)
         report.failed += outcomes.count(FAILED)
         report.killed += outcomes.count(KILLED)
+    # Tune returns normally when it was stopped (Ctrl-C, SIGTERM: see launch.signals): the trials
+    # asked for that neither finished nor failed (killed mid-run, or never started) make the launch
+    # an interrupted one, never a success.
+    asked = len(table.trials) if table.trials else max(config.num_samples, 0)
+    report.interrupted += max(0, asked - outcomes.count(FINISHED) - outcomes.count(FAILED))
+
+
+@contextmanager
+def _quiet_trial_tracebacks() -> Iterator[None]:
+    """Silence Tune's controller log of trial errors (tracebacks) for the fan-out."""
+    import logging
+
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def resources_request(spec: Any, table: TrialTable) -> Any:

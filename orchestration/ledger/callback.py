@@ -89,6 +89,22 @@ def _read_error(trial: Any) -> str:
     return f"trial {getattr(trial, 'trial_id', '?')} failed (no error file)"
 
 
+def error_reason(trial: Any) -> str:
+    """The real reason a trial failed, in one line: the innermost exception and its message.
+
+    Ray wraps a trial's exception (``RayTaskError(DataError): ray::ImplicitFunc.train() ...``);
+    the last ``Type: message`` line of its traceback is what the trial raised.
+    """
+    lines = [line.strip() for line in _read_error(trial).splitlines() if line.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if ":" in line and " " not in head and head[:1].isalpha() and not head.startswith("File"):
+            name = head.rsplit(".", 1)[-1]
+            if name.endswith(("Error", "Exception", "Fault", "Interrupt")) or name == "AssertionError":
+                return line if len(line) <= 300 else line[:299] + "…"
+    return (lines[-1] if lines else "failed")[:300]
+
+
 class MlflowTrialCallback(tune.Callback):
     """Driver-side Tune callback: one MLflow child run per trial, the single writer of the ledger.
 

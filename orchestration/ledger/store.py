@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,6 @@ class TrialLedger:
     artifact_root: Path | None = None
 
     def __post_init__(self) -> None:
-        check_tracking_uri(self.tracking_uri)  # before MLflow makes a client (or folders) of it
         self._client: Any = None
         self._experiment_id: str | None = None
 
@@ -120,7 +119,10 @@ class TrialLedger:
         artifacts under ``<output>/mlartifacts``; a given tracking URI keeps the server's own.
         """
         if tracking_uri is not None:
+            check_tracking_uri(tracking_uri)  # before MLflow makes a client (or folders) of it
             return cls(tracking_uri, experiment)
+        if layout.ledger_file(output).is_dir():  # the launch makes <output>; a folder there is no store
+            check_tracking_uri(default_tracking_uri(output))
         return cls(default_tracking_uri(output), experiment, artifact_root=layout.artifact_root(output))
 
     @staticmethod
@@ -140,11 +142,23 @@ class TrialLedger:
 
     @property
     def client(self) -> Any:
-        """The MLflow client, made on first use (making one creates a missing SQLite store)."""
+        """The MLflow client, made on first use (making one creates a missing SQLite store).
+
+        A SQLite store is created and migrated under an ``flock`` beside it: two launches of
+        different sweeps into one fresh output folder would otherwise both create the schema, and
+        one would fail half-way ("unreachable: dimension_attributes").
+        """
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            database = sqlite_path(self.tracking_uri)
+            if database is None or not database.parent.is_dir():
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            else:
+                with _store_lock(database):
+                    client = MlflowClient(tracking_uri=self.tracking_uri)
+                    client.search_experiments(max_results=1)  # the schema exists, migrated, from here on
+                self._client = client
         return self._client
 
     # -- reading ---------------------------------------------------------------------------
@@ -333,6 +347,19 @@ def deleted_experiment_message(experiment: str, experiment_id: str, tracking_uri
         f"Restore it with `mlflow experiments restore --experiment-id {experiment_id}` (with "
         f"MLFLOW_TRACKING_URI={tracking_uri}), or remove it for good with `mlflow gc`, then run this again"
     )
+
+
+@contextmanager
+def _store_lock(database: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<database>.lock`` (released by the kernel however we end)."""
+    import fcntl
+
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _alive(tags: Mapping[str, str], now: float) -> bool:

@@ -23,6 +23,9 @@ DELTA_STDS = 2.0
 
 PUBLISHED_COLUMNS: tuple[str, ...] = ("method", "dataset", "base", "new", "hm", "provenance")
 
+PUBLISHED_METHOD_NAMES: dict[str, str] = {"clip": "zeroshot"}
+"""The papers' names for our methods: their "CLIP" row is zero-shot CLIP (``zeroshot`` here)."""
+
 
 def default_published_path() -> Path:
     """The published base-to-new numbers shipped with the package."""
@@ -52,7 +55,7 @@ def load_published(path: Path | str | None = None) -> pd.DataFrame:
         table[column] = numbers.astype("float64")
     if "provenance" not in table.columns:
         table["provenance"] = "published"
-    table["method"] = table["method"].astype(str)
+    table["method"] = table["method"].astype(str).replace(PUBLISHED_METHOD_NAMES)
     table["dataset"] = table["dataset"].astype(str)
     return table[list(PUBLISHED_COLUMNS)]
 

@@ -772,6 +772,66 @@ def stream_null():
     return open(os.devnull, "w")  # noqa: SIM115 - closed with the process
 
 
+def test_sigterm_stops_a_launch_like_ctrl_c(tmp_path: Path, data_root: Path, ray_address: str) -> None:
+    """SIGTERM mid-sweep: the running trial's run ends KILLED (none left RUNNING), the launch's
+    parent run ends KILLED, one line says so, and the exit code is non-zero (130)."""
+    sweep = write_sweep(
+        tmp_path, "termed", seeds=[1, 2], datasets=["eurosat"], overrides={**OVERRIDES, "optim.epochs": 8}
+    )
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "orchestration.cli", "launch", str(sweep), "--output", str(output),
+               "--data-root", str(data_root), "--address", ray_address, "--max-concurrent", "1"]  # fmt: skip
+    log = tmp_path / "launch.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and process.poll() is None:
+                if "RUNNING" in peek_child_statuses(output / "mlflow.db"):
+                    break
+                time.sleep(0.2)
+            assert process.poll() is None, "the launch ended before it could be stopped"
+            os.kill(process.pid, signal.SIGTERM)
+            code = process.wait(timeout=300)  # fails fast instead of hanging (generous guard)
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+    text = log.read_text()
+    assert code == 130, text[-3000:]
+    assert "[termed] interrupted:" in text and "launch again" in text
+    statuses = [r.info.status for r in child_runs(output, "termed")]
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+    client = MlflowClient(default_tracking_uri(output))
+    experiment = client.get_experiment_by_name("termed")
+    parents = [
+        r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" not in r.data.tags
+    ]
+    assert [r.info.status for r in parents] == ["KILLED"]
+
+
+def test_a_failed_trial_is_one_line_with_its_real_reason(
+    tmp_path: Path, data_root: Path, ray_address: str
+) -> None:
+    """A diverging trial: the launch prints one line naming the real error (no Ray traceback),
+    and the FAILED run records the same reason (the error survived Ray's pickling)."""
+    overrides = {**OVERRIDES, "optim.lr": 1e30, "optim.warmup_epochs": 0}
+    sweep = write_sweep(tmp_path, "diverge", seeds=[1], datasets=["eurosat"], overrides=overrides)
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "orchestration.cli", "launch", str(sweep), "--output", str(output),
+               "--data-root", str(data_root), "--address", ray_address]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text[-3000:]
+    failed = [line for line in text.splitlines() if "FAILED: " in line]
+    assert len(failed) == 1 and "NonFiniteLossError: non-finite" in failed[0], text[-3000:]
+    assert "Traceback" not in text and "TypeError" not in text, text[-3000:]
+    (run,) = child_runs(output, "diverge")
+    assert run.info.status == "FAILED" and "NonFiniteLossError: non-finite" in run.data.tags["prometar.error"]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_search_groups_run_side_by_side_in_one_tuner(

@@ -838,3 +838,18 @@ def test_render_tables_for_experiment_ablation_from_mlflow(tmp_path: Path):
     back = pd.read_csv(written["ablation.csv"])
     assert list(back["meta.gate_mode"]) == ["constant", "learned"]
     assert list(back["hm"]) == [pytest.approx(72.0), pytest.approx(2 * 86.5 * 66.5 / 153, abs=1e-4)]
+
+
+def test_the_published_zero_shot_row_stands_beside_our_zero_shot_method(tmp_path):
+    """The papers call zero-shot CLIP "clip"; our method is "zeroshot": the shipped numbers map onto it."""
+    published = load_published()
+    assert "clip" not in set(published["method"]) and "zeroshot" in set(published["method"])
+    row = published[(published["method"] == "zeroshot") & (published["dataset"] == "imagenet")].iloc[0]
+    assert (row["base"], row["new"]) == (72.43, 68.14)  # the shipped CSV's CLIP row on ImageNet
+    runs = tmp_path / "runs.csv"
+    runs.write_text("method,dataset,seed,shots,base_acc,new_acc\nzeroshot,imagenet,1,16,72.0,68.0\n")
+    result = CliRunner().invoke(main, ["table", "--runs", str(runs), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(pd.io.common.StringIO(result.output))
+    imagenet = frame[(frame["method"] == "zeroshot") & (frame["dataset"] == "imagenet")].iloc[0]
+    assert imagenet["paper_base"] == 72.43 and imagenet["paper_new"] == 68.14

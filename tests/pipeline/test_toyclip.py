@@ -269,7 +269,7 @@ def test_two_builds_with_the_same_seed_give_the_same_checkpoint(tmp_path: Path) 
     )
     assert all((first.data_root / f).read_bytes() == (second.data_root / f).read_bytes() for f in files)
     # Trials take the checkpoint by content: a rebuild from scratch is the same trial, other weights are not.
-    from orchestration.spec import trial_key
+    from orchestration.sweeps.keys import trial_key
 
     def key(build: toy_build.ToyBuild) -> str:
         return trial_key({"backbone": {"name": "toy-clip", "pretrained": str(build.checkpoint)}}, "base2new")
