@@ -13,6 +13,15 @@ import prometar
 from prometar.errors import InputError
 from prometar.yamlio import cap
 
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+"""Read by every verb with ``--tracking-uri`` (MLflow's own variable)."""
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+"""Read by ``launch --address`` and ``submit --address`` (Ray's own variable)."""
+DATA_ROOT_ENV = "PROMETAR_DATA_ROOT"
+"""Read by every verb with a local ``--data-root`` (``launch``, ``train``, ``data``)."""
+STORAGE_ENV = "PROMETAR_STORAGE"
+"""Read by ``launch --storage``."""
+
 MAX_MESSAGE = 2000
 """Most characters of an input error's message the CLI prints."""
 
@@ -41,6 +50,11 @@ def main() -> None:
     """Run ProMetaR and its baselines on CLIP at cluster scale, and print the paper's tables."""
 
 
+def _warn(message: str) -> None:
+    """A warning on stderr (the verb goes on)."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def _emit(text: str, out: str | None, *, executable: bool = False) -> None:
     """Write a verb's text output to ``out`` (``-o``), or print it."""
     if not out:
@@ -63,7 +77,9 @@ def data_group() -> None:
     "--data-root",
     required=True,
     type=click.Path(file_okay=False, path_type=str),
-    help="Folder holding the datasets ($DATA).",
+    envvar=DATA_ROOT_ENV,
+    show_envvar=True,
+    help="Folder holding the datasets.",
 )
 @click.option(
     "--dataset",
@@ -98,7 +114,9 @@ def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
     "--data-root",
     required=True,
     type=click.Path(file_okay=False, path_type=str),
-    help="Folder holding the datasets ($DATA).",
+    envvar=DATA_ROOT_ENV,
+    show_envvar=True,
+    help="Folder holding the datasets.",
 )
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def data_fewshot(dataset, shots, seed, data_root, out) -> None:
@@ -163,8 +181,10 @@ def _config_keys() -> str:
     "--data-root",
     default="data",
     show_default=True,
+    envvar=DATA_ROOT_ENV,
+    show_envvar=True,
     type=click.Path(file_okay=False, path_type=str),
-    help="Folder holding the datasets ($DATA).",
+    help="Folder holding the datasets.",
 )
 @click.option(
     "--output",
@@ -279,7 +299,13 @@ _SWEEP_SET_HELP = (
     help="One row per FINISHED run instead (trial key, run id, method, dataset, seed, shots, the "
     "hyper-parameters that differ, every final metric) as CSV; -o FILE.parquet writes Parquet.",
 )
-@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.",
+)
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def table(
     sweep, experiment, sets, fmt, published, no_published, runs_csv, per_run, tracking_uri, out
@@ -324,7 +350,13 @@ def table(
     help="Published numbers drawn beside ours; default: the shipped reference.",
 )
 @click.option("--no-published", is_flag=True, help="Leave out the published numbers.")
-@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.",
+)
 @click.option(
     "-o",
     "--out",
@@ -384,19 +416,39 @@ def report(sweep, experiment, sets, published, no_published, tracking_uri, no_lo
     default="data",
     show_default=True,
     type=click.Path(file_okay=False, path_type=str),
-    help="Folder holding the datasets ($DATA).",
+    envvar=DATA_ROOT_ENV,
+    show_envvar=True,
+    help="Folder holding the datasets.",
 )
 @click.option(
     "--output",
     default="prometar_runs",
     show_default=True,
     type=click.Path(file_okay=False, path_type=str),
-    help="Ray storage, the SQLite ledger mlflow.db, artifacts and tables.",
+    help="Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.",
 )
 @click.option(
-    "--address", metavar="ADDR", help="Join a running Ray cluster; default: a local Ray on 127.0.0.1."
+    "--storage",
+    metavar="URI",
+    envvar=STORAGE_ENV,
+    show_envvar=True,
+    help="Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
+    "credentials from the AWS_* variables); default: <output>/ray.",
 )
-@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:///<output>/mlflow.db.")
+@click.option(
+    "--address",
+    metavar="ADDR",
+    envvar=RAY_ADDRESS_ENV,
+    show_envvar=True,
+    help="Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI (a server: http://HOST:PORT); default: sqlite:///<output>/mlflow.db.",
+)
 @click.option(
     "--set",
     "sets",
@@ -413,7 +465,7 @@ def report(sweep, experiment, sets, published, no_published, tracking_uri, no_lo
     help="Search sweeps: write the best configuration as a sweep file for the real protocol.",
 )
 def launch(
-    sweep, data_root, output, address, tracking_uri, sets, dry_run, force, max_concurrent, write_best
+    sweep, data_root, output, storage, address, tracking_uri, sets, dry_run, force, max_concurrent, write_best
 ) -> None:
     """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
     from pathlib import Path
@@ -424,6 +476,7 @@ def launch(
     options = LaunchOptions(
         data_root=Path(data_root),
         output=Path(output),
+        storage=storage,
         address=address,
         tracking_uri=tracking_uri,
         overrides=dict(parse_override(text) for text in sets),
@@ -445,20 +498,70 @@ def launch(
     type=click.Path(file_okay=False, path_type=str),
     help="The launch's output folder (holds the default ledger).",
 )
-@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:///<output>/mlflow.db.")
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.",
+)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
 @click.option(
     "--address", metavar="URL", help="Ray dashboard the sweep was submitted to: adds the job's state."
 )
 @click.option("--token", metavar="TOKEN", help="Ray auth token for --address; default: $RAY_AUTH_TOKEN.")
-def status(sweep, output, tracking_uri, address, token) -> None:
-    """Print done / failed / running / to do of a sweep, from the ledger."""
+def status(sweep, output, tracking_uri, sets, address, token) -> None:
+    """Print done / failed / running / to do of a sweep, from the ledger (reads only)."""
     from pathlib import Path
 
     from orchestration.cluster.jobs import job_line
     from orchestration.launch.status import sweep_status
+    from prometar.config import parse_override
 
-    result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri)
+    overrides = dict(parse_override(text) for text in sets)
+    result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri, overrides=overrides)
     click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
+
+
+@main.command("ui")
+@click.option(
+    "--output",
+    default="prometar_runs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="The launch's output folder (holds the default ledger).",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the UI listens on.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port of the UI."
+)
+def ui(output, tracking_uri, host, port) -> None:
+    """Show the runs in the MLflow UI: `mlflow ui` on the launch's ledger, or the server's own UI."""
+    import subprocess
+    from pathlib import Path
+
+    from orchestration.layout import default_tracking_uri
+    from orchestration.ui import ui_target
+
+    uri = tracking_uri or default_tracking_uri(Path(output))
+    target = ui_target(uri, host=host, port=port)
+    if target.command is None:
+        click.echo(f"MLflow UI of {uri}: {target.url} (the tracking server serves it)")
+        return
+    click.echo(f"MLflow UI of {uri}: {target.url} (Ctrl-C stops it)", err=True)
+    process = subprocess.Popen(target.command)
+    try:
+        raise SystemExit(process.wait())
+    except KeyboardInterrupt:
+        process.terminate()
+        raise SystemExit(process.wait()) from None
 
 
 @main.command("validate")
@@ -492,7 +595,12 @@ def validate(sweep, data_root) -> None:
 @main.command("submit")
 @click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
 @click.option(
-    "--address", required=True, metavar="URL", help="The cluster's Ray dashboard, http://HEAD:8265."
+    "--address",
+    required=True,
+    metavar="URL",
+    envvar=RAY_ADDRESS_ENV,
+    show_envvar=True,
+    help="The cluster's Ray dashboard, http://HEAD:8265.",
 )
 @click.option(
     "--attempt",
@@ -506,10 +614,17 @@ def validate(sweep, data_root) -> None:
     "--token", metavar="TOKEN", help="Ray auth token; default: $RAY_AUTH_TOKEN, then $RAY_AUTH_TOKEN_PATH."
 )
 @click.option(
-    "--tracking-uri", metavar="URI", help="MLflow tracking URI the cluster reaches (server or shared SQLite)."
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow tracking URI the cluster reaches (a server, or SQLite on shared storage).",
 )
 @click.option("--data-root", metavar="DIR", help="Dataset root on the cluster's nodes.")
-@click.option("--output", metavar="DIR", help="Output folder on shared storage (absolute).")
+@click.option("--output", metavar="DIR", help="Output folder on the head node or shared storage (absolute).")
+@click.option(
+    "--storage", metavar="URI", help="Ray storage every node reaches: s3://BUCKET/PREFIX or a shared folder."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
 @click.option(
     "--env", "envs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the job (repeatable)."
@@ -522,7 +637,7 @@ def validate(sweep, data_root) -> None:
     help="Folder shipped with the job; it must hold the sweep file.",
 )
 def submit(
-    sweep, address, attempt, follow, token, tracking_uri, data_root, output, sets, envs, working_dir
+    sweep, address, attempt, follow, token, tracking_uri, data_root, output, storage, sets, envs, working_dir
 ) -> None:
     """Submit `launch SWEEP --address auto` to a Ray cluster as a Ray Job."""
     from orchestration.cluster.common import parse_env
@@ -537,6 +652,7 @@ def submit(
         tracking_uri=tracking_uri,
         data_root=data_root,
         output=output,
+        storage=storage,
         overrides=sets,
         env_vars=parse_env(envs),
     )
@@ -558,14 +674,25 @@ def submit(
     "--gpus-per-node", required=True, type=click.IntRange(min=0), help="GPUs per node (0: CPU only)."
 )
 @click.option(
-    "--cpus-per-node", type=click.IntRange(min=1), default=8, show_default=True, help="CPUs per node for Ray."
+    "--cpus-per-node",
+    type=click.IntRange(min=1),
+    help="CPUs per node for Ray; default: enough for the sweep's resources to put trials on every GPU.",
 )
 @click.option("--partition", metavar="P", help="SLURM partition.")
 @click.option("--time", "time_limit", metavar="T", help="SLURM time limit (HH:MM:SS or D-HH:MM:SS).")
 @click.option("--account", metavar="A", help="SLURM account.")
-@click.option("--tracking-uri", metavar="URI", help="MLflow server, or SQLite on the shared filesystem.")
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow server, or SQLite on the shared filesystem.",
+)
 @click.option("--data-root", metavar="DIR", help="Dataset root on the shared filesystem.")
 @click.option("--output", metavar="DIR", help="Output folder on the shared filesystem.")
+@click.option(
+    "--storage", metavar="URI", help="Ray storage: s3://BUCKET/PREFIX or a folder on the shared filesystem."
+)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
 @click.option(
     "--setup", multiple=True, metavar="LINE", help="Shell line run first, e.g. 'source .venv/bin/activate'."
@@ -582,6 +709,7 @@ def slurm(
     tracking_uri,
     data_root,
     output,
+    storage,
     sets,
     setup,
     out,
@@ -605,6 +733,8 @@ def slurm(
         overrides=sets,
         setup=setup,
         script_name=Path(out).name if out else "prometar.sbatch",
+        storage=storage,
+        warn=_warn,
     )
     _emit(text, out, executable=True)
 
@@ -619,7 +749,9 @@ def slurm(
     "--gpus-per-worker", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per worker pod."
 )
 @click.option(
-    "--worker-cpus", type=click.IntRange(min=1), default=8, show_default=True, help="CPUs per worker pod."
+    "--worker-cpus",
+    type=click.IntRange(min=1),
+    help="CPUs per worker pod; default: enough for the sweep's resources to put trials on every GPU.",
 )
 @click.option("--worker-memory", default="32Gi", show_default=True, help="Memory per worker pod.")
 @click.option(
@@ -627,11 +759,25 @@ def slurm(
 )
 @click.option(
     "--output-claim",
-    default="prometar-outputs",
-    show_default=True,
-    help="ReadWriteMany PVC for outputs (/outputs).",
+    metavar="PVC",
+    help="ReadWriteMany PVC for outputs (/outputs); default: prometar-outputs, or none (a volume of "
+    "each pod) with --storage s3://... and --tracking-uri.",
 )
-@click.option("--tracking-uri", metavar="URI", help="MLflow server; default: sqlite:////outputs/mlflow.db.")
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="MLflow server; default: sqlite:////outputs/mlflow.db.",
+)
+@click.option("--storage", metavar="URI", help="Ray storage every pod reaches: s3://BUCKET/PREFIX.")
+@click.option(
+    "--env-secret",
+    "env_secrets",
+    multiple=True,
+    metavar="SECRET",
+    help="Secret whose keys become the pods' environment, e.g. AWS_* for S3 (repeatable).",
+)
 @click.option("--namespace", metavar="NS", help="Namespace written into the manifests.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
 @click.option("--no-token-auth", is_flag=True, help="Leave Ray token authentication off.")
@@ -646,6 +792,8 @@ def k8s(
     data_claim,
     output_claim,
     tracking_uri,
+    storage,
+    env_secrets,
     namespace,
     sets,
     no_token_auth,
@@ -668,6 +816,9 @@ def k8s(
         namespace=namespace,
         overrides=sets,
         token_auth=not no_token_auth,
+        storage=storage,
+        env_secrets=env_secrets,
+        warn=_warn,
     )
     _emit(text, out)
 

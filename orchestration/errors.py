@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from prometar.errors import InputError
 
-__all__ = ["ClusterError", "InputError", "LaunchError", "ResultsError", "SpecError", "TrackingError"]
+__all__ = [
+    "ClusterError",
+    "InputError",
+    "LaunchError",
+    "ResultsError",
+    "SpecError",
+    "StorageError",
+    "TrackingError",
+]
 
 
 class SpecError(InputError):
@@ -34,6 +42,10 @@ class LaunchError(InputError):
 
 class TrackingError(InputError, RuntimeError):
     """The tracking store cannot be used (unreachable server, bad URI); names the URI."""
+
+
+class StorageError(InputError):
+    """A Ray storage location that cannot be used (malformed or unsupported URI, nothing there); names it."""
 
 
 class ResultsError(InputError):

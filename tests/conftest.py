@@ -25,3 +25,14 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def server_stack():
+    """PostgreSQL, an S3 server and ``mlflow server`` on 127.0.0.1 (``tests/servers.py``), shared by
+    the session's tests (each uses its own experiment names and storage prefixes); stopped at the
+    end, and the session fails if any of their processes is left."""
+    from servers import tracking_stack
+
+    with tracking_stack() as stack:
+        yield stack

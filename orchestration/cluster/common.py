@@ -26,6 +26,7 @@ def launch_args(
     data_root: str | None = None,
     output: str | None = None,
     overrides: Sequence[str] = (),
+    storage: str | None = None,
 ) -> list[str]:
     """The arguments of ``prometar-sweep launch`` (after the verb's name) for a cluster run.
 
@@ -36,12 +37,18 @@ def launch_args(
         data_root: Dataset root on the cluster's nodes.
         output: Output folder (Ray storage, artifacts) on shared storage.
         overrides: ``KEY=VALUE`` run-config overrides (``--set``).
+        storage: Ray storage every node reaches (``s3://...`` or a shared folder; ``--storage``).
 
     Returns:
         ``["launch", sweep, "--address", address, ...]``.
     """
     args = ["launch", sweep, "--address", address]
-    for flag, value in (("--tracking-uri", tracking_uri), ("--data-root", data_root), ("--output", output)):
+    for flag, value in (
+        ("--tracking-uri", tracking_uri),
+        ("--data-root", data_root),
+        ("--output", output),
+        ("--storage", storage),
+    ):
         if value:
             args += [flag, value]
     for item in overrides:
@@ -83,3 +90,15 @@ def slug(name: str) -> str:
     """A DNS-1123 label (Kubernetes names, SLURM job names): lower case, digits and ``-``."""
     text = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
     return text[:63].rstrip("-") or "sweep"
+
+
+def short_name(name: str, limit: int) -> str:
+    """:func:`slug` of ``name`` in at most ``limit`` characters: a longer one is cut and ends in
+    ``-`` plus 8 hex digits of a hash of the whole slug, so two long names stay distinct."""
+    import hashlib
+
+    full = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "sweep"
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha1(full.encode()).hexdigest()[:8]
+    return f"{full[: limit - 9].rstrip('-')}-{digest}"

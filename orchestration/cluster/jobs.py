@@ -142,6 +142,7 @@ def build_submission(
     output: str | None = None,
     overrides: Sequence[str] = (),
     env_vars: Mapping[str, str] | None = None,
+    storage: str | None = None,
 ) -> tuple[str, str, dict[str, Any], list[str]]:
     """Validate the sweep and build the job's submission id, entrypoint and runtime environment.
 
@@ -158,6 +159,7 @@ def build_submission(
         output: Output folder on shared storage.
         overrides: ``KEY=VALUE`` overrides (``--set``).
         env_vars: Extra environment for the job.
+        storage: Ray storage every node reaches (``s3://...`` or a shared folder).
 
     Returns:
         ``(submission_id, entrypoint, runtime_env, warnings)``.
@@ -207,6 +209,7 @@ def build_submission(
         data_root=data_root,
         output=output,
         overrides=overrides,
+        storage=storage,
     )
     entrypoint = shlex.join(["python", "-m", "orchestration.cli", *args])
     runtime_env = {
@@ -229,6 +232,7 @@ def submit_sweep(
     output: str | None = None,
     overrides: Sequence[str] = (),
     env_vars: Mapping[str, str] | None = None,
+    storage: str | None = None,
 ) -> Submission:
     """Submit ``prometar-sweep launch SWEEP --address auto`` to a Ray cluster as a Ray Job.
 
@@ -243,6 +247,7 @@ def submit_sweep(
         output: Output folder on shared storage.
         overrides: ``KEY=VALUE`` run-config overrides.
         env_vars: Extra environment for the job.
+        storage: Ray storage every node reaches.
 
     Returns:
         The :class:`Submission`.
@@ -261,6 +266,7 @@ def submit_sweep(
         output=output,
         overrides=overrides,
         env_vars=env_vars,
+        storage=storage,
     )
     client = connect(address, token)
     existing = _job_info(client, sub_id)

@@ -1,19 +1,28 @@
 """KubeRay: a ``RayJob`` manifest (and a ``ConfigMap`` carrying the sweep file) running the launch.
 
 A head without GPUs, one GPU worker group, the image (``docker/Dockerfile``), the entrypoint, and
-volumes for data and outputs; Ray token authentication through KubeRay's ``authOptions``.
+volumes for data and outputs; Ray token authentication through KubeRay's ``authOptions``. Worker
+CPUs default to what fills every GPU with trials (``orchestration.cluster.sizing``). Names stay
+within KubeRay's limits: a RayJob name has at most :data:`RAYJOB_NAME_LIMIT` characters (KubeRay
+derives its cluster's and pods' names from it), longer ones are cut and end in a hash.
+
+With object storage (``--storage s3://...``) and a tracking server, nothing needs a shared volume:
+``/outputs`` is then a volume of the head pod alone (lock file and tables; the tables are also
+artifacts of the launch's MLflow run), and the pods get the S3 settings and credentials from the
+Secrets named by ``env_secrets`` (``envFrom``).
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from orchestration.cluster.common import JOB_ENV_VARS, launch_args, slug, validated_plan
+from orchestration.cluster.common import JOB_ENV_VARS, launch_args, short_name, slug, validated_plan
+from orchestration.cluster.sizing import cpus_to_fill, fit_warnings
 from orchestration.errors import ClusterError
 
 DEFAULT_IMAGE = "prometar:latest"
@@ -22,6 +31,10 @@ DATA_MOUNT = "/data"
 OUTPUT_MOUNT = "/outputs"
 IMAGE_UID = 1000
 """The non-root user of ``docker/Dockerfile``; pods run as it and own the mounted volumes."""
+RAYJOB_NAME_LIMIT = 47
+"""KubeRay refuses longer RayJob names (the RayCluster and pod names it derives must stay valid)."""
+LABEL_LIMIT = 63
+DEFAULT_OUTPUT_CLAIM = "prometar-outputs"
 
 
 def render_rayjob(
@@ -30,17 +43,20 @@ def render_rayjob(
     image: str = DEFAULT_IMAGE,
     workers: int = 1,
     gpus_per_worker: int = 1,
-    worker_cpus: int = 8,
+    worker_cpus: int | None = None,
     worker_memory: str = "32Gi",
     head_cpus: int = 4,
     head_memory: str = "16Gi",
     data_claim: str = "prometar-data",
-    output_claim: str = "prometar-outputs",
+    output_claim: str | None = None,
     tracking_uri: str | None = None,
     namespace: str | None = None,
     overrides: Sequence[str] = (),
     token_auth: bool = True,
     ttl_seconds: int = 3600,
+    storage: str | None = None,
+    env_secrets: Sequence[str] = (),
+    warn: Callable[[str], None] | None = None,
 ) -> str:
     """A KubeRay ``RayJob`` manifest (preceded by a ``ConfigMap`` holding the sweep file).
 
@@ -55,17 +71,21 @@ def render_rayjob(
         image: The container image (``docker/Dockerfile``).
         workers: Worker pods.
         gpus_per_worker: GPUs per worker pod (``nvidia.com/gpu``).
-        worker_cpus: CPUs per worker pod.
+        worker_cpus: CPUs per worker pod; default: what fills every GPU with trials.
         worker_memory: Memory per worker pod (Kubernetes quantity).
         head_cpus: CPUs of the head pod.
         head_memory: Memory of the head pod.
         data_claim: PVC with the datasets.
-        output_claim: PVC for outputs.
+        output_claim: PVC for outputs (ReadWriteMany); default: ``prometar-outputs``, or none with
+            object storage and a tracking server (module docstring).
         tracking_uri: MLflow tracking URI (default: SQLite under ``/outputs``).
         namespace: Namespace written into the manifests (default: none, ``kubectl -n`` decides).
         overrides: ``KEY=VALUE`` overrides passed to the launch.
         token_auth: Enable Ray token authentication (KubeRay ≥ 1.5.1 ``authOptions``).
         ttl_seconds: Seconds the finished RayJob's cluster is kept before deletion.
+        storage: Ray storage every pod reaches (``s3://...``), passed to the launch.
+        env_secrets: Secrets whose keys become every pod's environment (``AWS_*`` for S3).
+        warn: Receives each warning (CPUs that cannot feed the GPUs); they are also comments in the file.
 
     Returns:
         Multi-document YAML: the ConfigMap, then the RayJob.
@@ -82,11 +102,19 @@ def render_rayjob(
         ("--worker-cpus", worker_cpus, 1),
         ("--head-cpus", head_cpus, 1),
     ):
-        if value < low:
+        if value is not None and value < low:
             raise ClusterError(f"{flag}: must be {low} or more, got {value}")
     plan = validated_plan(sweep, overrides)
-    name = slug(f"prometar-{plan.name}")
+    if worker_cpus is None:
+        worker_cpus = cpus_to_fill(plan, gpus_per_worker)
+    warnings = fit_warnings(plan, gpus_per_worker, worker_cpus, cpu_flag="--worker-cpus")
+    for warning in warnings:
+        if warn is not None:
+            warn(warning)
+    name = short_name(f"prometar-{plan.name}", RAYJOB_NAME_LIMIT)
     sweep_file = f"{slug(plan.name)}.yaml"
+    if output_claim is None and not (storage and "://" in storage and tracking_uri):
+        output_claim = DEFAULT_OUTPUT_CLAIM
     entry = launch_args(
         f"{SWEEP_MOUNT}/{sweep_file}",
         address="auto",
@@ -94,13 +122,21 @@ def render_rayjob(
         data_root=DATA_MOUNT,
         output=OUTPUT_MOUNT,
         overrides=overrides,
+        storage=storage,
     )
-    meta = {"name": name, "labels": {"app.kubernetes.io/name": "prometar", "prometar/sweep": slug(plan.name)}}
+    meta = {
+        "name": name,
+        "labels": {
+            "app.kubernetes.io/name": "prometar",
+            "prometar/sweep": short_name(plan.name, LABEL_LIMIT),
+        },
+    }
     if namespace:
         meta["namespace"] = namespace
+    outputs = {"persistentVolumeClaim": {"claimName": output_claim}} if output_claim else {"emptyDir": {}}
     volumes = [
         {"name": "data", "persistentVolumeClaim": {"claimName": data_claim, "readOnly": True}},
-        {"name": "outputs", "persistentVolumeClaim": {"claimName": output_claim}},
+        {"name": "outputs", **outputs},
         {"name": "sweep", "configMap": {"name": f"{name}-sweep"}},
         {"name": "shm", "emptyDir": {"medium": "Memory"}},
     ]
@@ -111,6 +147,7 @@ def render_rayjob(
         {"name": "shm", "mountPath": "/dev/shm"},
     ]
     env = [{"name": key, "value": value} for key, value in JOB_ENV_VARS.items()]
+    env_from = [{"secretRef": {"name": secret}} for secret in env_secrets]
     security = {"runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID}  # the image's user
     head = {
         "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
@@ -121,6 +158,7 @@ def render_rayjob(
                         "name": "ray-head",
                         "image": image,
                         "env": env,
+                        **({"envFrom": env_from} if env_from else {}),
                         "ports": [
                             {"containerPort": 6379, "name": "gcs-server"},
                             {"containerPort": 8265, "name": "dashboard"},
@@ -152,6 +190,7 @@ def render_rayjob(
                         "name": "ray-worker",
                         "image": image,
                         "env": env,
+                        **({"envFrom": env_from} if env_from else {}),
                         "resources": {
                             "requests": {"cpu": str(worker_cpus), "memory": worker_memory, **gpu},
                             "limits": {"cpu": str(worker_cpus), "memory": worker_memory, **gpu},
@@ -190,6 +229,7 @@ def render_rayjob(
     header = (
         f"# Generated by `prometar-sweep k8s` for the sweep {plan.name} ({sweep}).\n"
         f"# Apply with: kubectl apply -f <this file>; follow with: kubectl get rayjob {name} -w\n"
+        + "".join(f"# warning: {w}\n" for w in warnings)
     )
     return header + yaml.dump_all(
         [config_map, rayjob], Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False

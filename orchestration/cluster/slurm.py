@@ -2,19 +2,22 @@
 
 A Ray head on the first node of the allocation, workers on the others (``srun``), a wait until
 all nodes joined (``prometar-sweep wait-nodes``), the launch, and a trap that stops every Ray
-process it started; the caller's ``RAY_AUTH_*`` environment reaches every node. The script is the
-template ``templates/slurm.sbatch`` with its ``@MARKERS@`` filled in.
+process it started; the caller's ``RAY_AUTH_*`` (and ``AWS_*``, for ``s3://`` storage)
+environment reaches every node. CPUs per node default to what fills every GPU with trials
+(``orchestration.cluster.sizing``). The script is the template ``templates/slurm.sbatch`` with its
+``@MARKERS@`` filled in.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
 from orchestration.cluster.common import launch_args, slug, validated_plan
+from orchestration.cluster.sizing import cpus_to_fill, fit_warnings
 from orchestration.errors import ClusterError
 
 
@@ -28,7 +31,7 @@ def render_slurm(
     *,
     nodes: int,
     gpus_per_node: int,
-    cpus_per_node: int = 8,
+    cpus_per_node: int | None = None,
     partition: str | None = None,
     time_limit: str | None = None,
     account: str | None = None,
@@ -38,6 +41,8 @@ def render_slurm(
     overrides: Sequence[str] = (),
     setup: Sequence[str] = (),
     script_name: str = "prometar.sbatch",
+    storage: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> str:
     """An sbatch script running the sweep on a Ray cluster made of a SLURM allocation.
 
@@ -45,7 +50,8 @@ def render_slurm(
         sweep: The sweep file, as seen from the submission folder (sbatch runs there).
         nodes: Nodes to allocate (1 head + ``nodes - 1`` workers; trials run on all of them).
         gpus_per_node: GPUs per node (``--gpus-per-node``; 0 for CPU nodes).
-        cpus_per_node: CPUs per node given to Ray.
+        cpus_per_node: CPUs per node given to Ray; default: what fills every GPU with trials
+            (``sizing.cpus_to_fill``).
         partition: SLURM partition.
         time_limit: SLURM time limit (``HH:MM:SS`` or ``D-HH:MM:SS``).
         account: SLURM account.
@@ -55,6 +61,8 @@ def render_slurm(
         overrides: ``KEY=VALUE`` overrides passed to the launch.
         setup: Shell lines run first on the batch node (``module load ...``, ``source .venv/bin/activate``).
         script_name: The script's file name, for the usage line.
+        storage: Ray storage every node reaches (``s3://...`` or a folder on the shared filesystem).
+        warn: Receives each warning (CPUs that cannot feed the GPUs); they are also comments in the script.
 
     Returns:
         The script text.
@@ -67,11 +75,17 @@ def render_slurm(
         raise ClusterError(f"--nodes: must be 1 or more, got {nodes}")
     if gpus_per_node < 0:
         raise ClusterError(f"--gpus-per-node: must be 0 or more, got {gpus_per_node}")
-    if cpus_per_node < 1:
+    if cpus_per_node is not None and cpus_per_node < 1:
         raise ClusterError(f"--cpus-per-node: must be 1 or more, got {cpus_per_node}")
     if time_limit is not None and not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", time_limit):
         raise ClusterError(f"--time: expected MINUTES, HH:MM:SS or D-HH:MM:SS, got {time_limit!r}")
     plan = validated_plan(sweep, overrides)
+    if cpus_per_node is None:
+        cpus_per_node = cpus_to_fill(plan, gpus_per_node)
+    warnings = fit_warnings(plan, gpus_per_node, cpus_per_node, cpu_flag="--cpus-per-node")
+    for warning in warnings:
+        if warn is not None:
+            warn(warning)
     extra = ""
     if gpus_per_node:
         extra += f"#SBATCH --gpus-per-node={gpus_per_node}\n"
@@ -86,6 +100,7 @@ def render_slurm(
             data_root=data_root,
             output=output,
             overrides=overrides,
+            storage=storage,
         )
     ).replace("@ADDR@", '"$ADDRESS"')
     replacements = {
@@ -103,6 +118,9 @@ def render_slurm(
     text = slurm_template()
     for marker, value in replacements.items():
         text = text.replace(marker, value)
+    if warnings:  # after the shebang line
+        first, _, rest = text.partition("\n")
+        text = first + "\n" + "".join(f"# warning: {w}\n" for w in warnings) + rest
     return text
 
 

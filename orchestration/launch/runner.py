@@ -4,9 +4,11 @@
 the tracking store (bad input raises an :class:`~orchestration.errors.InputError` before anything
 is written), takes the launch lock, closes runs a dead launch left RUNNING, skips trial keys
 already FINISHED (``force`` reruns them) or running in another live launch, and runs the rest on
-Ray Tune (``orchestration.launch.tuner``; a search sweep: ``orchestration.launch.search``). When
-the sweep ends it prints the outcome, writes the tables of the planned runs, closes the launch's
-parent run and writes the sweep's report (``orchestration.results.report``), logged on that run.
+Ray Tune (``orchestration.launch.tuner``; a search sweep: ``orchestration.launch.search``); a
+trial an earlier launch left unfinished continues its MLflow run (one run per trial key). When
+the sweep ends it prints the outcome and the command that shows the runs (``prometar-sweep ui``),
+writes the tables of the planned runs, closes the launch's parent run and writes the sweep's
+report (``orchestration.results.report``), logged on that run.
 
 Embedded default: a local Ray started in-process, bound to 127.0.0.1, no dashboard; ``address``
 joins a running cluster instead (``orchestration.launch.ray_session``).
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from orchestration import layout
-from orchestration.errors import ResultsError
+from orchestration.errors import LaunchError, ResultsError
 from orchestration.launch.lock import launch_lock
 from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs, check_output
 from orchestration.launch.progress import ProgressLine
@@ -37,7 +39,9 @@ from orchestration.launch.tuner import grid_space, run_tuner, tune_config
 from orchestration.layout import DEFAULT_DATA_ROOT, DEFAULT_OUTPUT
 from orchestration.ledger.store import TrialLedger
 from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
+from orchestration.storage import is_uri
 from orchestration.sweeps.planning import SweepPlan, load_plan
+from orchestration.ui import ui_hint
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class LaunchOptions:
 
     data_root: Path = DEFAULT_DATA_ROOT
     output: Path = DEFAULT_OUTPUT
+    storage: str | None = None
+    """Ray storage: a folder or a URI (``s3://...``); ``None``: ``<output>/ray``."""
     address: str | None = None
     tracking_uri: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -126,6 +132,11 @@ def launch(
     """
     out = stream or sys.stdout
     plan = load_plan(path, overrides=options.overrides)
+    if is_uri(options.output):
+        raise LaunchError(
+            f"--output {options.output}: the output folder is a local folder (lock, tables, the "
+            "default SQLite ledger); put Ray storage on object storage with --storage URI"
+        )
     for note in plan.notes:
         print(note, file=sys.stderr)
     output = Path(options.output).resolve()
@@ -149,6 +160,7 @@ def launch(
 
     if options.tracking_uri is not None:
         ledger.check_reachable()  # a remote store: before anything is written locally
+    check_storage(options.storage)
     output.mkdir(parents=True, exist_ok=True)
     with launch_lock(output, plan.name, source=plan.spec.source), sigterm_as_interrupt():
         return _launch_locked(plan, ledger, output, options, out)
@@ -190,6 +202,8 @@ def _launch_locked(
         todo = [t for t in trials if t not in done and t.key not in elsewhere]
         report = LaunchReport(plan.name, len(trials), len(done), len(todo), plan=plan)
         current = Launch(plan, ledger, report, output, options, out)
+        # one run per trial key: a trial an earlier launch left unfinished continues its run
+        reopen = {} if options.force else ledger.reopenable({t.key for t in todo}, runs)
         if not todo and len(done) == len(trials):
             print(f"[{plan.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
         elif not todo:
@@ -204,6 +218,12 @@ def _launch_locked(
                 f"{len(trials)} in total",
                 file=out,
             )
+            if reopen:
+                print(
+                    f"[{plan.name}] {len(reopen)} trial(s) continue the MLflow run an earlier launch left "
+                    "unfinished",
+                    file=out,
+                )
             # After ray.init: Ray's own SIGTERM handler (an abort) is replaced, not the other way round.
             with _closing_parent(ledger, report), ray_session(options.address), sigterm_as_interrupt():
                 check_cluster_fits(
@@ -216,9 +236,24 @@ def _launch_locked(
                     grid_space(todo),
                     tune_config(current),
                     progress,
+                    reopen=reopen,
                 )
     _finish(current)
     return report
+
+
+def check_storage(location: str | None) -> None:
+    """A ``--storage`` URI must open and answer before anything is written (``LaunchError`` otherwise)."""
+    if not location or not is_uri(location):
+        return
+    from orchestration.storage import StorageError, open_storage
+
+    try:
+        storage = open_storage(location)
+        storage.filesystem.get_file_info(storage.path)
+    except (StorageError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LaunchError(f"--storage {location}: cannot be used: {first[:300]}") from None
 
 
 @contextmanager
@@ -247,6 +282,7 @@ def _finish(launch: Launch) -> None:
             "run them (finished trials are kept)",
             file=out,
         )
+    print(f"[{plan.name}] {ui_hint(launch.ledger.tracking_uri, output=launch.options.output)}", file=out)
     try:
         if launch.options.tables and launch.ledger.experiment_id() is not None:
             _write_tables(launch)

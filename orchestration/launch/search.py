@@ -1,14 +1,17 @@
 """A search sweep's launch: one Optuna search per search group, resumed, then the best written.
 
-Each group's samples are Tune trials of a Tuner whose searcher is Optuna (optionally with ASHA
-early stopping on epoch rungs), seeded and fed the group's FINISHED samples first, so a relaunch
-resumes the search instead of restarting it. Samples a live launch elsewhere is running count as
+Each group's samples are Tune trials searched by the group's own Optuna searcher (optionally with
+ASHA early stopping on epoch rungs), seeded and fed the group's FINISHED samples first, so a
+relaunch resumes the search instead of restarting it. All groups run in one Tuner
+(``orchestration.launch.grouped_search``): their samples run side by side, bounded only by the
+cluster's resources. Samples a live launch elsewhere is running count as
 taken: a group never gets more than ``num_samples``. The best sample of each group is reported
 and, with ``--write-best``, written as a sweep file for the sweep's real protocol.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -19,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestration.environment import temporary_environment
+from orchestration.launch.grouped_search import GroupedScheduler, GroupedSearch
 from orchestration.launch.preflight import check_cluster_fits
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.signals import sigterm_as_interrupt
-from orchestration.launch.trial_table import GROUP_KEY, TrialTable
+from orchestration.launch.trial_table import TrialTable
 from orchestration.launch.tuner import run_tuner, tune_config
 from orchestration.sweeps.planning import SearchGroup, SweepPlan
 from orchestration.sweeps.spec import SweepSpec, spec_to_yaml
@@ -57,6 +61,7 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
     assert search is not None
     with ExitStack() as stack:
         stack.enter_context(temporary_environment(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"))  # val_* come last
+        pending: list[tuple[SearchGroup, int, list[dict[str, Any]], list[float]]] = []
         for group in plan.groups:
             prior = [] if options.force else launch.ledger.finished_in_group(group.key)
             prior = [r for r in prior if search.metric in r.data.metrics]
@@ -67,12 +72,6 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
             if samples <= 0:
                 print(f"[{plan.name}] {group.label}: search done ({len(prior)} samples{running})", file=out)
                 continue
-            if report.to_run == 0:
-                stack.enter_context(ray_session(options.address))
-                stack.enter_context(sigterm_as_interrupt())  # after ray.init (Ray's handler aborts)
-                check_cluster_fits(
-                    plan, (g.dataset for g in plan.groups), strict=options.address is None, stream=sys.stderr
-                )
             report.to_run += samples
             points = [{k: _param_value(r.data.params[k]) for k in search.space} for r in prior]
             rewards = [r.data.metrics[search.metric] for r in prior]
@@ -80,7 +79,14 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
                 f"[{plan.name}] {group.label}: {samples} sample(s) to run, {len(prior)} done{running}",
                 file=out,
             )
-            _search_group(launch, group, samples, points, rewards)
+            pending.append((group, samples, points, rewards))
+        if pending:
+            stack.enter_context(ray_session(options.address))
+            stack.enter_context(sigterm_as_interrupt())  # after ray.init (Ray's handler aborts)
+            check_cluster_fits(
+                plan, (g.dataset for g in plan.groups), strict=options.address is None, stream=sys.stderr
+            )
+            _search_groups(launch, pending)
     report.best = best_samples(plan, launch.ledger)
     for best in report.best:
         values = " ".join(
@@ -92,23 +98,37 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
             print(f"[{plan.name}] wrote {written}", file=out)
 
 
-def _search_group(
-    launch: Launch, group: SearchGroup, samples: int, points: list[dict[str, Any]], rewards: list[float]
+def _search_groups(
+    launch: Launch, pending: list[tuple[SearchGroup, int, list[dict[str, Any]], list[float]]]
 ) -> None:
-    """One Tuner: ``samples`` new samples of one group, Optuna warm-started with the prior ones."""
-    search = launch.plan.spec.search
+    """One Tuner for every group with samples to run: each group's own Optuna searcher, warm-started
+    with its prior samples, and its own scheduler (``grouped_search``)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    spec = launch.plan.spec
+    search = spec.search
     assert search is not None
-    space = {GROUP_KEY: group.key, **{k: _domain(kind, args) for k, (kind, args) in search.space.items()}}
-    progress = ProgressLine(
-        f"{launch.plan.name}:{group.label}", search.num_samples, search.num_samples - samples, launch.out
+    space = {k: _domain(kind, args) for k, (kind, args) in search.space.items()}
+    searchers = {group.key: _searcher(spec, points, rewards, space) for group, _, points, rewards in pending}
+    samples = {group.key: count for group, count, _, _ in pending}
+    search_alg = GroupedSearch(searchers, samples, metric=search.metric, mode=search.mode)
+    scheduler = (
+        GroupedScheduler({group.key: _scheduler(spec, group) for group, *_ in pending})
+        if search.scheduler == "asha"
+        else FIFOScheduler()
     )
+    total = search.num_samples * len(pending)
+    progress = ProgressLine(launch.plan.name, total, total - sum(samples.values()), launch.out)
     config = tune_config(
-        launch,
-        search_alg=_searcher(launch.plan.spec, points, rewards),
-        scheduler=_scheduler(launch.plan.spec, group),
-        num_samples=samples,
+        launch, search_alg=search_alg, scheduler=scheduler, num_samples=sum(samples.values())
     )
-    run_tuner(launch, TrialTable(groups={group.key: group}), space, config, progress)
+    # Tune keeps one trial of a custom searcher pending at a time; one per group lets every group
+    # start at once
+    pending_trials = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG") or str(len(pending))
+    with temporary_environment(TUNE_MAX_PENDING_TRIALS_PG=pending_trials):
+        run_tuner(
+            launch, TrialTable(groups={group.key: group for group, *_ in pending}), {}, config, progress
+        )
 
 
 def _domain(kind: str, args: list[Any]) -> Any:
@@ -123,9 +143,14 @@ def _domain(kind: str, args: list[Any]) -> Any:
     return tune.choice(list(args))
 
 
-def _searcher(spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float]) -> Any:
+def _searcher(
+    spec: SweepSpec, points: list[dict[str, Any]], rewards: list[float], space: dict[str, Any]
+) -> Any:
+    """One group's Optuna searcher over ``space`` (Tune domains), warm-started with its prior samples."""
     assert spec.search is not None
+    optuna_space = OptunaSearch.convert_search_space(dict(space))  # Tune domains → Optuna distributions
     return FinalMetricOptunaSearch(
+        space=optuna_space,
         metric=spec.search.metric,
         mode=spec.search.mode,
         seed=spec.search.seed,

@@ -70,10 +70,18 @@ def revision_note(other_revisions: Mapping[int, int]) -> str:
 
 
 def sweep_status(
-    path: str | Path, *, output: Path = DEFAULT_OUTPUT, tracking_uri: str | None = None
+    path: str | Path,
+    *,
+    output: Path = DEFAULT_OUTPUT,
+    tracking_uri: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SweepStatus:
-    """done / failed / running / to do of a sweep, from the ledger (reads only)."""
-    return plan_status(load_plan(path), Path(output), tracking_uri)
+    """done / failed / running / to do of a sweep, from the ledger (reads only: nothing is created,
+    restored or closed; a deleted experiment is a ``TrackingError``).
+
+    ``overrides``: the ``--set`` overrides the sweep was launched with (they change its trial keys).
+    """
+    return plan_status(load_plan(path, overrides=overrides or None), Path(output), tracking_uri)
 
 
 def plan_status(plan: SweepPlan, output: Path, tracking_uri: str | None) -> SweepStatus:

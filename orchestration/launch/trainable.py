@@ -4,10 +4,17 @@ Tune config → :class:`~orchestration.sweeps.planning.Trial` (looked up by tria
 from a search group and the sampled values: ``TrialTable.resolve``) → its run config →
 ``run(...)``. Each epoch's checkpoint is reported with ``tune.report(metrics, checkpoint=...)``; a
 retried trial resumes from ``tune.get_checkpoint()``, then from its own newest readable epoch
-(``run_resuming``). The last report carries the final metrics and a checkpoint holding the
-trial's artifacts (resolved config, few-shot subset, prompt weights, per-class accuracies,
-environment), which the driver-side tracker logs to MLflow. Paths are absolute (Tune changes the
-working directory); the device and the thread count follow the resources Tune granted.
+(``run_resuming``); a trial an earlier launch left unfinished resumes from the checkpoint its
+MLflow run names (``TrialTable.resume``, fetched from Ray storage, local or ``s3://``). The last
+report carries the final metrics and a checkpoint holding the trial's artifacts (resolved config,
+few-shot subset, prompt weights, per-class accuracies, environment), which the driver-side tracker
+logs to MLflow; the trial's local epoch checkpoints are then removed. Paths are absolute (Tune
+changes the working directory); the device and the thread count follow the resources Tune granted.
+
+Where a trial writes: ``<output>/trials/<key>/`` when Ray storage is a local folder (one machine,
+or a filesystem every node mounts); with object storage (``node_local``), a folder of its own in
+the node-local working directory Tune gives the trial: nodes share nothing but the storage, and
+the folder is removed once the trial has reported its final result.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +65,18 @@ def run_resuming(run_config: Any, resume_candidates: list[Path], *, output_dir: 
     return run(run_config, output_dir=output_dir, **kwargs)
 
 
+def _fetch_earlier(uri: str, stack: ExitStack) -> Path | None:
+    """Download the checkpoint an earlier launch registered (``None``, with a warning, if it is gone)."""
+    from orchestration.storage import StorageError, download
+
+    target = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prometar-resume-")))
+    try:
+        return download(uri, target / "checkpoint")
+    except StorageError as error:
+        logger.warning("not resuming from the earlier launch's checkpoint: %s", error)
+        return None
+
+
 def train_trial(
     config: dict[str, Any],
     *,
@@ -64,6 +85,8 @@ def train_trial(
     output_root: str,
     git_sha: str = "unknown",
     resume_local: bool = True,
+    node_local: bool = False,
+    keep_checkpoints: int = 1,
 ) -> None:
     """The Tune function trainable (bind the keyword arguments with ``tune.with_parameters``).
 
@@ -74,8 +97,12 @@ def train_trial(
         data_root: Absolute dataset root.
         output_root: Absolute output folder; the run writes under ``<output_root>/trials/<key>/``.
         git_sha: The driver's code version, recorded in ``environment.json``.
-        resume_local: Without a Tune checkpoint (a new launch), continue from the newest epoch
-            checkpoint an earlier, killed launch left under the trial's folder (``--force``: no).
+        resume_local: Without a Tune checkpoint (a new launch), continue from the checkpoint an
+            earlier launch registered (``table.resume``), else from the newest epoch checkpoint it
+            left under the trial's folder (``--force``: neither).
+        node_local: Write the run's files in the node-local working directory (object storage)
+            instead of under ``output_root``.
+        keep_checkpoints: Epoch checkpoints kept in the run's folder (``checkpoint.keep``).
     """
     import torch
 
@@ -86,7 +113,10 @@ def train_trial(
     granted = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
     device = "cuda" if granted.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
-    output_dir = layout.trial_folder(output_root, trial.key)
+    if node_local:
+        output_dir = Path.cwd().resolve() / "prometar" / trial.key  # named by the key, as under trials/
+    else:
+        output_dir = layout.trial_folder(output_root, trial.key)
     output_dir.mkdir(parents=True, exist_ok=True)
     final: dict[str, Any] = {}
 
@@ -106,20 +136,24 @@ def train_trial(
         "output_dir": output_dir,
         "callback": on_event,
         "device": device,
+        "keep_checkpoints": keep_checkpoints,
     }
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        run_resuming(run_config, local_candidates, **common)
-    else:
-        with checkpoint.as_directory() as resume_dir:
-            done = Path(resume_dir) / FINAL_FILE
-            if done.is_file():  # failed after its last report: report the same result again
-                final.update(json.loads(done.read_text()))
-                tune.report(
-                    {**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(resume_dir)
-                )
-                return
-            run_resuming(run_config, [Path(resume_dir), *local_candidates], **common)
+    with ExitStack() as stack:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_dir: Path | None = Path(stack.enter_context(checkpoint.as_directory()))
+        elif resume_local and trial.key in table.resume:
+            resume_dir = _fetch_earlier(table.resume[trial.key], stack)
+        else:
+            resume_dir = None
+        if resume_dir is not None and (resume_dir / FINAL_FILE).is_file():
+            # failed after its last report: report the same result again
+            final.update(json.loads((resume_dir / FINAL_FILE).read_text()))
+            tune.report(
+                {**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(str(resume_dir))
+            )
+            return
+        run_resuming(run_config, [*([resume_dir] if resume_dir else []), *local_candidates], **common)
 
     artifacts = output_dir / "final"
     artifacts.mkdir(exist_ok=True)
@@ -130,3 +164,5 @@ def train_trial(
     (artifacts / FINAL_FILE).write_text(json.dumps(final, indent=2, sort_keys=True))
     report = {**final, EVENT_KEY: FINAL_EVENT, events.EPOCH_KEY: trial.epochs}
     tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
+    # the final checkpoint (in Ray storage) holds everything now: no epoch checkpoint is needed
+    shutil.rmtree(output_dir if node_local else local, ignore_errors=True)

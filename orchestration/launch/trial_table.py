@@ -22,10 +22,15 @@ GROUP_KEY = "group"
 
 @dataclass(frozen=True)
 class TrialTable:
-    """Grid trials by key, search groups by key."""
+    """Grid trials by key, search groups by key.
+
+    ``resume``: trial key → URI of the checkpoint an earlier launch registered for it (its MLflow
+    run's ``prometar.checkpoint`` tag), resumed from when Tune has none of its own.
+    """
 
     trials: dict[str, Trial] = field(default_factory=dict)
     groups: dict[str, SearchGroup] = field(default_factory=dict)
+    resume: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, config: Mapping[str, Any]) -> Trial:
         """The trial a Tune config stands for."""
@@ -42,7 +47,7 @@ class TrialTable:
 
 
 def trial_name(trial: Any) -> str:
-    """Tune's short name (and folder) of a trial: ``t_<key>`` or ``s_<group>_<id>``."""
+    """Tune's short name of a trial: ``t_<key>`` or ``s_<group>_<id>`` (its folder: ``<name>-<launch>``)."""
     config = trial.config
     if GRID_KEY in config:
         return f"t_{config[GRID_KEY]}"

@@ -4,16 +4,23 @@
 — a grid over trial keys (:func:`grid_space`), or one search group's samples
 (``orchestration.launch.search``) — with per-trial resources by dataset (fractional GPUs pack
 trials), ``FailureConfig(max_failures)`` with resume from the last epoch checkpoint,
-``max_concurrent_trials``, short trial directories, Ray storage under ``<output>/ray``, the MLflow
-callback (the single writer of the ledger), the progress line, and Tune's JSON and CSV loggers.
+``max_concurrent_trials``, short trial directories, the MLflow callback (the single writer of the
+ledger), the progress line, and Tune's JSON and CSV loggers.
+
+Ray storage (``--storage``; default ``<output>/ray``, or ``s3://...``: ``orchestration.storage``)
+holds one experiment folder per sweep, ``<storage>/<sweep name>/``, reused by every launch; each
+launch's folder of a trial is ``<trial name>-<launch>`` in it (the launch: the first characters of
+its parent run id), so no launch overwrites another's checkpoints. Tune keeps a running trial's
+last ``checkpoint.keep`` checkpoints; the callback deletes the rest (module
+``orchestration.ledger.callback``).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,20 +43,44 @@ def grid_space(trials: list[Trial]) -> dict[str, Any]:
 
 
 def tune_config(launch: Launch, **kwargs: Any) -> Any:
-    """A ``tune.TuneConfig`` with the launch's concurrency, actor reuse and short trial names."""
+    """A ``tune.TuneConfig`` with the launch's concurrency, actor reuse and short trial names.
+
+    The launch's parent run is created here when it does not exist yet: its id names the
+    launch's trial folders.
+    """
     from ray import tune
+
+    launch_tag = parent_run(launch)[:8]
+
+    def trial_folder(
+        trial: Any,
+    ) -> str:  # this launch's folder of the trial, in the sweep's experiment folder
+        return f"{trial_name(trial)}-{launch_tag}"
 
     return tune.TuneConfig(
         max_concurrent_trials=launch.options.max_concurrent,
         reuse_actors=True,
         trial_name_creator=trial_name,
-        trial_dirname_creator=trial_name,
+        trial_dirname_creator=trial_folder,
         **kwargs,
     )
 
 
+def parent_run(launch: Launch) -> str:
+    """The launch's parent run id (created on first use)."""
+    report = launch.report
+    if report.parent_run_id is None:
+        report.parent_run_id = launch.ledger.start_launch({TRIALS_PLANNED_TAG: str(report.total)})
+    return report.parent_run_id
+
+
 def run_tuner(
-    launch: Launch, table: TrialTable, param_space: Mapping[str, Any], config: Any, progress: Any
+    launch: Launch,
+    table: TrialTable,
+    param_space: Mapping[str, Any],
+    config: Any,
+    progress: Any,
+    reopen: Mapping[str, Any] | None = None,
 ) -> None:
     """Fit one Tuner; its trials' outcomes are added to the launch's report.
 
@@ -61,17 +92,26 @@ def run_tuner(
         param_space: The Tune param space (grid over keys, or one group's search space).
         config: The ``tune.TuneConfig``.
         progress: The progress-line callback.
+        reopen: Trial key → the MLflow run (of an earlier launch) the trial continues; it resumes
+            from the checkpoint that run names.
     """
     from ray import tune
 
     from orchestration.launch.trainable import train_trial
     from orchestration.ledger.callback import MlflowTrialCallback
+    from orchestration.ledger.vocabulary import CHECKPOINT_TAG
+    from orchestration.storage import open_storage
 
-    plan, report = launch.plan, launch.report
+    plan = launch.plan
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: only our progress line
-    parent = report.parent_run_id or launch.ledger.start_launch({TRIALS_PLANNED_TAG: str(report.total)})
-    report.parent_run_id = parent
-    tracker = MlflowTrialCallback(launch.ledger, parent, table.resolve, plan.name)
+    parent = parent_run(launch)
+    reopen = dict(reopen or {})
+    resume = {
+        key: run.data.tags[CHECKPOINT_TAG] for key, run in reopen.items() if run.data.tags.get(CHECKPOINT_TAG)
+    }
+    table = replace(table, resume=resume)
+    storage = open_storage(launch.options.storage or layout.ray_storage(launch.output))
+    tracker = MlflowTrialCallback(launch.ledger, parent, table.resolve, plan.name, reopen=reopen)
     trainable = tune.with_parameters(
         train_trial,
         table=table,
@@ -79,21 +119,32 @@ def run_tuner(
         output_root=str(launch.output),
         git_sha=git_sha(),
         resume_local=not launch.options.force,
+        node_local=storage.remote,
+        keep_checkpoints=plan.spec.checkpoint_keep,
     )
     trainable = tune.with_resources(trainable, resources_request(plan.spec, table))
     run_config = tune.RunConfig(
-        name=f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        storage_path=str(layout.ray_storage(launch.output)),
+        name=plan.name,  # one experiment folder per sweep, reused by every launch
+        **storage.ray_run_config(),
         callbacks=[tracker, progress, *_tune_loggers()],
         failure_config=tune.FailureConfig(max_failures=plan.spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.spec.checkpoint_keep),
         verbose=0,
     )
+    report = launch.report
     try:
         # Tune's automatic loggers include a TensorBoard writer whose import pulls torch into the
         # driver (~3 s per launch); MLflow is the record, so only the JSON and CSV loggers run.
         # A failed trial is one line of ours (launch.progress) and its full error is an MLflow
         # artifact (error.txt): Tune's own traceback log of it stays out of the console.
-        with temporary_environment(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1"), _quiet_trial_tracebacks():
+        # Keeping few checkpoints makes Tune snapshot its state often; its warning about that is noise.
+        with (
+            temporary_environment(
+                TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
+                TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
+            ),
+            _quiet_trial_tracebacks(),
+        ):
             tune.Tuner(
                 trainable, param_space=dict(param_space), tune_config=config, run_config=run_config
             ).fit()

@@ -4,11 +4,25 @@ It creates a trial's child run when Tune starts it (tags: ``vocabulary.trial_tag
 flattened resolved config), logs each result's metrics (per-epoch curves at step = epoch, then the
 final metrics), the artifacts of the last report's checkpoint, retries and errors, and ends the
 run FINISHED, FAILED or — when the experiment ends without an outcome — KILLED. It also refreshes
-the launch's heartbeat.
+the launch's heartbeat. With a tracking server (``http://``) it talks to it over HTTP.
+
+One run per trial key across launches: a trial a later launch runs again (its run ended KILLED or
+FAILED) reopens its run (``reopen``, from ``TrialLedger.reopenable``): same run id, status RUNNING
+again, :data:`ATTEMPT_TAG` counting the launches, the parent tag moved to the new launch. An epoch
+a run already holds is not logged again (a reopened run, or a retry that resumed from an earlier
+checkpoint than the last epoch logged: the node died before Tune registered the newer one;
+training is deterministic, so the values are the same).
+
+Checkpoints: the run's :data:`CHECKPOINT_TAG` names its latest checkpoint Tune registered (a later
+launch resumes from it); when the tag moves to a new launch's trial folder, the earlier folder's
+checkpoints are deleted; once the run FINISHED (its prompts and metrics are artifacts), every
+checkpoint of the trial is deleted, and a search sample's (it never resumes in another launch)
+when its Tuner ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -21,6 +35,11 @@ from ray import tune
 
 from orchestration.ledger.store import HEARTBEAT_EVERY_S, TrialLedger
 from orchestration.ledger.vocabulary import (
+    ACTIVE,
+    ATTEMPT_TAG,
+    CHECKPOINT_TAG,
+    CLOSED_BY_TAG,
+    EPOCH_METRIC,
     ERROR_ARTIFACT,
     ERROR_TAG,
     EVENT_KEY,
@@ -33,9 +52,12 @@ from orchestration.ledger.vocabulary import (
     LAST_RETRY_ERROR_TAG,
     MAX_TAG_LENGTH,
     PARENT_TAG,
+    PREVIOUS_ERROR_TAG,
     PROTOCOL_PARAM,
+    REOPENED_FROM_TAG,
     RESULT_REVISION_TAG,
     RETRIES_TAG,
+    RUNNING,
     STOPPED_EARLY_TAG,
     TUNE_RESULT_KEYS,
     TUNE_TRIAL_ID_TAG,
@@ -91,6 +113,8 @@ class MlflowTrialCallback(tune.Callback):
         parent_run_id: The launch's parent run.
         resolve: Tune trial config → :class:`~orchestration.sweeps.planning.Trial`.
         sweep: The sweep's name (the ``sweep`` tag).
+        reopen: Trial key → the run this launch reopens for it (``TrialLedger.reopenable``); other
+            keys get a new run.
     """
 
     def __init__(
@@ -99,25 +123,40 @@ class MlflowTrialCallback(tune.Callback):
         parent_run_id: str,
         resolve: Callable[[Mapping[str, Any]], Trial],
         sweep: str,
+        reopen: Mapping[str, Any] | None = None,
     ) -> None:
         self.ledger = ledger
         self.parent_run_id = parent_run_id
         self.resolve = resolve
         self.sweep = sweep
+        self.reopen = dict(reopen or {})
         self.sha = git_sha()
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.keys: dict[str, str] = {}  # Tune trial id -> trial key
         self.outcomes: dict[str, str] = {}  # trial key -> FINISHED / FAILED / KILLED
+        self.logged_epochs: dict[str, int] = {}  # run id -> the last epoch it holds
+        self.checkpoints: dict[str, str] = {}  # run id -> URI of its latest registered checkpoint
+        self.searched: set[str] = set()  # Tune trial ids of search samples
         self._last_beat = time.monotonic()  # start_launch wrote the first heartbeat
 
     def _run_for(self, trial: Any) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
+        spec_trial = self.resolve(trial.config)
+        previous = self.reopen.pop(spec_trial.key, None)
+        run_id = self._reopen(previous, trial) if previous is not None else self._create(spec_trial, trial)
+        self.runs[trial.trial_id] = run_id
+        self.keys[trial.trial_id] = spec_trial.key
+        if spec_trial.group:
+            self.searched.add(trial.trial_id)
+        return run_id
+
+    def _create(self, spec_trial: Trial, trial: Any) -> str:
+        """A new child run: the trial's tags and its flattened config as params."""
         from mlflow.entities import Param
 
         from prometar.config import flatten
 
-        spec_trial = self.resolve(trial.config)
         exp = self.ledger.experiment_id(create=True)
         assert exp is not None
         tags = {
@@ -127,6 +166,7 @@ class MlflowTrialCallback(tune.Callback):
             GIT_SHA_TAG: self.sha,
             TUNE_TRIAL_ID_TAG: trial.trial_id,
             RESULT_REVISION_TAG: str(RESULT_REVISION),
+            ATTEMPT_TAG: "1",
         }
         run = self.ledger.client.create_run(
             exp,
@@ -141,8 +181,38 @@ class MlflowTrialCallback(tune.Callback):
         params.append(Param(PROTOCOL_PARAM, spec_trial.protocol))
         for i in range(0, len(params), PARAM_BATCH):
             self.ledger.client.log_batch(run_id, params=params[i : i + PARAM_BATCH])
-        self.runs[trial.trial_id] = run_id
-        self.keys[trial.trial_id] = spec_trial.key
+        return run_id
+
+    def _reopen(self, run: Any, trial: Any) -> str:
+        """The same run again: RUNNING, one more attempt, owned by this launch; an earlier error set aside."""
+        from mlflow.entities import RunTag
+
+        client, run_id, tags = self.ledger.client, run.info.run_id, run.data.tags
+        try:
+            attempt = int(tags.get(ATTEMPT_TAG, "1")) + 1
+        except ValueError:
+            attempt = 2
+        # a run still RUNNING in the launch's snapshot was a dead launch's, closed as KILLED before fan-out
+        was = KILLED if run.info.status in ACTIVE else run.info.status
+        new_tags = {
+            PARENT_TAG: self.parent_run_id,
+            ATTEMPT_TAG: str(attempt),
+            TUNE_TRIAL_ID_TAG: trial.trial_id,
+            GIT_SHA_TAG: self.sha,
+            VERSION_TAG: code_version(),
+            REOPENED_FROM_TAG: was,
+        }
+        if ERROR_TAG in tags:
+            new_tags[PREVIOUS_ERROR_TAG] = tags[ERROR_TAG]
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in new_tags.items()])
+        for stale in (ERROR_TAG, CLOSED_BY_TAG, STOPPED_EARLY_TAG):
+            if stale in tags:
+                client.delete_tag(run_id, stale)
+        client.update_run(run_id, status=RUNNING)
+        history = client.get_metric_history(run_id, EPOCH_METRIC)
+        self.logged_epochs[run_id] = max((m.step for m in history), default=0)
+        if tags.get(CHECKPOINT_TAG):
+            self.checkpoints[run_id] = tags[CHECKPOINT_TAG]
         return run_id
 
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
@@ -162,6 +232,9 @@ class MlflowTrialCallback(tune.Callback):
             step = int(result.get(events.EPOCH_KEY, 0) or 0)
         else:
             step = int(result.get(events.EPOCH_KEY, result.get("training_iteration", 0)) or 0)
+            if step <= self.logged_epochs.get(run_id, 0):
+                return  # the run holds this epoch already (module docstring)
+            self.logged_epochs[run_id] = step
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(batch), METRIC_BATCH):
@@ -171,6 +244,30 @@ class MlflowTrialCallback(tune.Callback):
         run_id = self._run_for(trial)
         self.ledger.client.set_tag(run_id, RETRIES_TAG, str(trial.num_failures))
         self.ledger.client.set_tag(run_id, LAST_RETRY_ERROR_TAG, _read_error(trial)[-MAX_TAG_LENGTH:])
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        """Tune registered a checkpoint (after the result it came with was logged): the run names
+        it, and the checkpoints an earlier launch left for this run are deleted."""
+        from orchestration.storage import uri_of
+
+        run_id = self._run_for(trial)
+        uri = uri_of(checkpoint.filesystem, checkpoint.path)
+        self.ledger.client.set_tag(run_id, CHECKPOINT_TAG, uri)
+        previous = self.checkpoints.get(run_id)
+        self.checkpoints[run_id] = uri
+        if previous and previous.rsplit("/", 1)[0] != uri.rsplit("/", 1)[0]:
+            _delete_earlier_checkpoints(previous)  # another launch's trial folder: Tune does not prune it
+
+    def _delete_trial_checkpoints(self, trial: Any, run_id: str) -> None:
+        """Every checkpoint of the trial: this launch's (Tune's trial folder) and an earlier one's."""
+        from orchestration.storage import delete_checkpoints
+
+        storage = getattr(trial, "storage", None)
+        if storage is not None:
+            delete_checkpoints(storage.storage_filesystem, storage.trial_fs_path)
+        previous = self.checkpoints.pop(run_id, None)
+        if previous:
+            _delete_earlier_checkpoints(previous)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
@@ -185,6 +282,10 @@ class MlflowTrialCallback(tune.Callback):
             self.ledger.client.set_tag(run_id, STOPPED_EARLY_TAG, "1")
         self.ledger.client.set_terminated(run_id, FINISHED)
         self.outcomes[self.keys[trial.trial_id]] = FINISHED
+        # FINISHED: the prompts and metrics are artifacts now, the checkpoints are not needed
+        self._delete_trial_checkpoints(trial, run_id)
+        with contextlib.suppress(Exception):  # the tag names nothing any more
+            self.ledger.client.delete_tag(run_id, CHECKPOINT_TAG)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
@@ -199,3 +300,18 @@ class MlflowTrialCallback(tune.Callback):
             if self.keys[trial_id] not in self.outcomes:
                 self.ledger.client.set_terminated(run_id, KILLED)
                 self.outcomes[self.keys[trial_id]] = KILLED
+        for trial in trials:  # a search sample never resumes in another launch: its checkpoints go
+            if trial.trial_id in self.searched:
+                self._delete_trial_checkpoints(trial, self.runs[trial.trial_id])
+
+
+def _delete_earlier_checkpoints(uri: str) -> None:
+    """Delete the checkpoint at ``uri`` and every other checkpoint in its trial folder (an earlier
+    launch's folder of the same trial; best effort: storage trouble must not stop a sweep)."""
+    from orchestration.storage import StorageError, delete_checkpoints, open_storage
+
+    try:
+        storage = open_storage(uri.rsplit("/", 1)[0])
+    except StorageError:
+        return
+    delete_checkpoints(storage.filesystem, storage.path)

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from orchestration.errors import ResultsError
-from orchestration.ledger.store import search_runs
+from orchestration.ledger.store import deleted_experiment_message, search_runs
 from orchestration.ledger.vocabulary import (
     FINISHED,
     IDENTITY_TAGS,
@@ -235,6 +235,8 @@ def read_experiment(
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
+    if found.lifecycle_stage == "deleted":  # reported, never restored: reading does not write
+        raise ResultsError(deleted_experiment_message(experiment, found.experiment_id, tracking_uri))
     records: list[dict[str, Any]] = []
     params: dict[str, dict[str, str]] = {}
     curve_metrics: set[str] = set()

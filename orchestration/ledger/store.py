@@ -7,6 +7,11 @@ driver writes (the Tune callback, ``orchestration.ledger.callback``), so the def
 keys already FINISHED (they are skipped) and :meth:`TrialLedger.close_stale_runs` closes, as
 KILLED, runs a dead launch left RUNNING.
 
+A tracking server (``http://``) is used the same way over HTTP: no node needs the store's files.
+One run per trial key across launches: :meth:`TrialLedger.reopenable` names the run a new launch
+of an unfinished trial continues (the callback reopens it). Reading never writes: a deleted
+experiment is reported (:class:`TrackingError`), never restored.
+
 Which launches are alive: a launch's parent run carries its host and pid and a heartbeat tag the
 callback refreshes every :data:`HEARTBEAT_EVERY_S`. A RUNNING parent is alive while its heartbeat
 is younger than :data:`LAUNCH_ALIVE_S` and — on this host — its pid still exists. Runs of a live
@@ -159,20 +164,30 @@ class TrialLedger:
     # -- reading ---------------------------------------------------------------------------
 
     def check_reachable(self) -> None:
-        """Fail with :class:`TrackingError` unless the store answers (no trial has started yet)."""
+        """Fail with :class:`TrackingError` unless the store answers and the sweep's experiment,
+        if it exists, is not deleted (no trial has started yet)."""
         try:
             with _fail_fast():
                 self.client.search_experiments(max_results=1)
         except Exception as err:  # any failure to talk to the store means: do not start
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TrackingError(f"tracking URI {self.tracking_uri} is unreachable: {first[:300]}") from None
+        self.experiment_id()
 
     def experiment_id(self, *, create: bool = False) -> str | None:
-        """The experiment's id; created (with ``artifact_root``) when ``create`` and missing."""
+        """The experiment's id; created (with ``artifact_root``) when ``create`` and missing.
+
+        Raises:
+            TrackingError: The experiment exists but is deleted. It is not restored (reading
+                never writes, and a launch does not bring back runs someone deleted); the message
+                says how to restore it or remove it for good.
+        """
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is not None and found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
+                raise TrackingError(
+                    deleted_experiment_message(self.experiment, found.experiment_id, self.tracking_uri)
+                )
             if found is not None:
                 self._experiment_id = found.experiment_id
             elif create:
@@ -213,6 +228,18 @@ class TrialLedger:
                 if revision != RESULT_REVISION:
                     out[revision] = out.get(revision, 0) + 1
         return dict(sorted(out.items()))
+
+    def reopenable(self, keys: set[str] | frozenset[str], runs: list[Any] | None = None) -> dict[str, Any]:
+        """Trial key → its latest run, for the keys whose latest run ended without finishing
+        (KILLED or FAILED, or RUNNING in a dead launch): the run a new launch of the key reopens."""
+        latest: dict[str, Any] = {}
+        for run in self.runs() if runs is None else runs:
+            key = run.data.tags.get(TRIAL_KEY_TAG)
+            if key in keys and (
+                key not in latest or (run.info.start_time or 0) > (latest[key].info.start_time or 0)
+            ):
+                latest[key] = run
+        return {key: run for key, run in latest.items() if run.info.status != FINISHED}
 
     def finished_in_group(self, group: str) -> list[Any]:
         """FINISHED child runs of one search group (to resume a search where it stopped)."""
@@ -311,6 +338,15 @@ def run_revision(run: Any) -> int:
         return int(run.data.tags.get(RESULT_REVISION_TAG, "1"))
     except ValueError:
         return 1
+
+
+def deleted_experiment_message(experiment: str, experiment_id: str, tracking_uri: str) -> str:
+    """What a verb says about a deleted experiment (and how to restore it or remove it for good)."""
+    return (
+        f"experiment {experiment!r} (id {experiment_id}) is deleted in {tracking_uri}; it is left as it is. "
+        f"Restore it with `mlflow experiments restore --experiment-id {experiment_id}` (with "
+        f"MLFLOW_TRACKING_URI={tracking_uri}), or remove it for good with `mlflow gc`, then run this again"
+    )
 
 
 @contextmanager

@@ -37,7 +37,19 @@ VARIANT_AXIS = "variant"
 MAX_NAME_LENGTH = 100
 """Longest sweep name: it names folders, lock files, the MLflow experiment and Ray jobs."""
 
-TOP_LEVEL_KEYS = ("name", "protocol", "preset", "overrides", "grid", "search", "resources", "max_failures")
+TOP_LEVEL_KEYS = (
+    "name",
+    "protocol",
+    "preset",
+    "overrides",
+    "grid",
+    "search",
+    "resources",
+    "max_failures",
+    "checkpoint",
+)
+CHECKPOINT_KEYS = ("keep",)
+DEFAULT_CHECKPOINT_KEEP = 1
 SEARCH_KEYS = ("metric", "mode", "num_samples", "space", "scheduler", "seed")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 NUMERIC_DISTRIBUTIONS = ("uniform", "loguniform", "randint")
@@ -93,6 +105,8 @@ class SweepSpec:
         search: The hyper-parameter search, or ``None``.
         resources: ``default`` and per-dataset resource requests.
         max_failures: Retries of a failing trial (from its last checkpoint).
+        checkpoint_keep: Epoch checkpoints kept per trial while it runs (``checkpoint.keep``);
+            a FINISHED trial keeps none. Not part of any trial key.
         source: The sweep file.
     """
 
@@ -105,6 +119,7 @@ class SweepSpec:
     resources: dict[str, Resources] = field(default_factory=lambda: {"default": Resources()})
     max_failures: int = DEFAULT_MAX_FAILURES
     source: str = "<dict>"
+    checkpoint_keep: int = DEFAULT_CHECKPOINT_KEEP
 
     def resources_for(self, dataset: str) -> Resources:
         """The resources a trial on ``dataset`` asks for."""
@@ -276,6 +291,11 @@ def parse_sweep(
         max_failures,
     )
     search = _parse_search(data["search"], source) if data.get("search") is not None else None
+    checkpoint = {} if data.get("checkpoint") is None else data["checkpoint"]
+    _expect(isinstance(checkpoint, Mapping), source, "checkpoint", "must be a mapping (keep)", checkpoint)
+    _check_keys(checkpoint, CHECKPOINT_KEYS, source, "checkpoint")
+    keep = checkpoint.get("keep", DEFAULT_CHECKPOINT_KEEP)
+    _expect(_is_int(keep) and keep >= 1, source, "checkpoint.keep", "must be an integer ≥ 1", keep)
 
     return SweepSpec(
         name=name.strip(),
@@ -287,6 +307,7 @@ def parse_sweep(
         resources=resources,
         max_failures=int(max_failures),
         source=source,
+        checkpoint_keep=int(keep),
     )
 
 
@@ -405,5 +426,6 @@ def spec_to_yaml(spec: SweepSpec, *, name: str, overrides: Mapping[str, Any]) ->
         "grid": {short.get(k, k): list(v) for k, v in spec.grid.items()},
         "resources": {k: {"cpu": r.cpu, "gpu": r.gpu} for k, r in spec.resources.items()},
         "max_failures": spec.max_failures,
+        "checkpoint": {"keep": spec.checkpoint_keep},
     }
     return yaml.safe_dump(data, sort_keys=False)

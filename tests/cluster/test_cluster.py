@@ -1,5 +1,12 @@
-"""A real multi-node Ray cluster on 127.0.0.1: ``submit``, node loss, duplicate submissions, and
-the generated SLURM script run under a fake one-node allocation.
+"""A real multi-node Ray cluster on 127.0.0.1: ``submit``, the cluster drill (node loss with a
+tracking server and object storage), duplicate submissions, and the generated SLURM script run
+under a fake one-node allocation.
+
+The drill: a sweep submitted with ``--tracking-uri`` (``mlflow server`` over PostgreSQL, artifacts
+proxied to S3) and ``--storage s3://...`` (moto's S3 server; ``tests/servers.py``), so the nodes
+share no local folder for trial outputs; the worker node is killed mid-sweep; the sweep completes,
+PostgreSQL holds exactly one FINISHED run per trial key and none RUNNING, the trials retried on the
+head continue their own runs with each epoch logged once, and no checkpoint is left in the bucket.
 
 The cluster (module-scoped, shared by the tests that need it) is two ``ray start --block``
 processes: a head (1 CPU, dashboard with the Jobs API) and a worker node (2 CPUs, its own
@@ -182,11 +189,13 @@ def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 1.0):
 # Test data: a shipped project folder, miniature datasets, tiny sweeps
 
 
-def write_sweep(folder: Path, name: str, *, seeds: list[int], datasets: list[str] = DATASETS) -> Path:
+def write_sweep(
+    folder: Path, name: str, *, seeds: list[int], datasets: list[str] = DATASETS, epochs: int = 1
+) -> Path:
     data = {
         "name": name,
         "protocol": "base2new",
-        "overrides": OVERRIDES,
+        "overrides": {**OVERRIDES, "optim.epochs": epochs},
         "grid": {"method": ["ivlp"], "dataset": datasets, "seed": seeds, "shots": [2]},
         "resources": {"default": {"cpu": 1, "gpu": 0}},
         "max_failures": 2,
@@ -319,13 +328,14 @@ def start_node(args: list[str], env: dict[str, str], log: Path, *, head: bool) -
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
+def cluster(server_stack) -> Iterator[LocalCluster]:
     from prometar.toy.miniature import write_miniatures
 
     root = Path(tempfile.mkdtemp(prefix="pmrc", dir="/tmp"))  # short: Ray's socket paths are length-limited
     marker = root.name
     token = secrets.token_hex(16)
     env = base_env(root, marker, token)
+    env.update(server_stack.env())  # every node reaches the S3 server through the standard AWS variables
     gcs_port, dash_port = free_port(), free_port()
     started: list[subprocess.Popen] = []
     try:
@@ -601,24 +611,53 @@ def _trial_processes(node_pid: int) -> list[int]:
     return busy
 
 
-def test_node_loss_mid_sweep_retries_trials_and_loses_no_run(cluster: LocalCluster) -> None:
-    sweep = write_sweep(cluster.project, "tiny-fault", seeds=[3, 4])
-    log = cluster.root / "fault-submit.log"
+def _runs_with_epochs(stack, experiment: str) -> list[tuple[str, bool]]:
+    """(status, has logged an epoch) of the experiment's trial runs, read from PostgreSQL."""
+    return [
+        (status, bool(epochs))
+        for status, epochs in stack.postgres.query(
+            "SELECT r.status, EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid "
+            "AND m.key = 'lr') FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+            "JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'prometar.trial_key' WHERE e.name = %s",
+            stack.database,
+            (experiment,),
+        )
+    ]
+
+
+def test_drill_node_loss_with_tracking_server_and_object_storage(cluster: LocalCluster, server_stack) -> None:
+    """The cluster drill (module docstring): kill the worker node while its trials have checkpoints."""
+    from mlflow import MlflowClient
+
+    from orchestration.sweeps.planning import load_plan
+
+    epochs = 3
+    sweep = write_sweep(cluster.project, "drill", seeds=[3, 4], epochs=epochs)
+    planned = {t.key for t in load_plan(sweep).trials}
+    prefix = "drill/ray"
+    output = cluster.root / "drill-out"
+    command = cluster.submit(sweep, "--follow", "--storage", server_stack.storage(prefix))
+    command[command.index("--tracking-uri") + 1] = server_stack.tracking_uri
+    command[command.index("--output") + 1] = str(output)
+    log = cluster.root / "drill-submit.log"
+    started = time.monotonic()
     with log.open("wb") as sink:
         submit = subprocess.Popen(
-            cluster.submit(sweep, "--follow"),
-            env=cluster.env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, env=cluster.env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        busy = wait_for(
-            lambda: _trial_processes(cluster.worker.pid) or submit.poll() is not None,
-            300,
-            "a trial on the worker node",
-        )
+
+        def worker_busy_with_checkpoints() -> bool:
+            if submit.poll() is not None:
+                return True
+            running = [
+                epochs for status, epochs in _runs_with_epochs(server_stack, "drill") if status == "RUNNING"
+            ]
+            return bool(_trial_processes(cluster.worker.pid)) and len(running) >= 2 and all(running)
+
+        wait_for(worker_busy_with_checkpoints, 400, "trials with a checkpoint on the worker node", poll_s=0.2)
         assert submit.poll() is None, log.read_text()[-3000:]
+        busy = _trial_processes(cluster.worker.pid)
         print(
             f"\nkilling the worker node (ray start pid {cluster.worker.pid}) while it runs "
             f"{[cmdline(pid) for pid in busy]}"
@@ -630,17 +669,35 @@ def test_node_loss_mid_sweep_retries_trials_and_loses_no_run(cluster: LocalClust
         rc = submit.wait(timeout=600)
         text = log.read_text()
         assert rc == 0, text[-4000:]
-        print("\n".join(line for line in text.splitlines() if line.startswith("[tiny-fault]")))
+        print("\n".join(line for line in text.splitlines() if line.startswith("[drill]")))
     finally:
         stop_tree(submit)  # the submitting client only; the cluster lives on
-    runs = finished_runs(cluster.tracking_uri, "tiny-fault")
-    keys = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
-    assert len(keys) == len(set(keys)), "a trial key has two FINISHED runs"
-    from orchestration.sweeps.planning import load_plan
+    print(f"drill: {time.monotonic() - started:.0f} s from submission to the job's end")
 
-    planned = {t.key for t in load_plan(sweep).trials}
-    lost = planned - set(keys)
-    retried = sum(1 for r in runs if int(r.data.tags.get("prometar.retries", "0") or 0) > 0)
-    print(f"trials retried: {retried}, runs lost: {len(lost)}")
-    assert not lost and retried >= 1
+    # PostgreSQL itself: every planned key FINISHED exactly once, nothing RUNNING, nothing else
+    rows = server_stack.runs("drill")
+    trial_rows = [(run_id, status, key) for run_id, status, key in rows if key]
+    assert sorted(key for _, _, key in trial_rows) == sorted(planned)
+    assert {status for _, status, _ in trial_rows} == {"FINISHED"}
+    assert "RUNNING" not in {status for _, status, _ in rows}
+    # the trials the lost node ran were retried on the head and continued their own runs
+    client = MlflowClient(server_stack.tracking_uri)
+    runs = [client.get_run(run_id) for run_id, _, _ in trial_rows]
+    retried = [r for r in runs if int(r.data.tags.get("prometar.retries", "0") or 0) > 0]
+    print(f"trials retried: {len(retried)}, runs lost: {len(planned) - len(trial_rows)}")
+    assert retried
+    for run in runs:  # epoch 1 of a retried trial was logged before the kill, and is not logged again
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(
+            range(1, epochs + 1)
+        )
+        assert "prometar.checkpoint" not in run.data.tags
+    # storage: the bucket, and nothing shared between the nodes' trial files
+    objects = server_stack.s3.keys(server_stack.bucket, f"{prefix}/")
+    assert objects and not [key for key in objects if "/checkpoint_" in key]
+    experiment = client.get_experiment_by_name("drill").experiment_id
+    artifacts = server_stack.s3.keys(server_stack.bucket, f"mlartifacts/{experiment}/")
+    assert {key.split("/")[2] for key in artifacts if key.endswith("/prompts.pt")} == {
+        r.info.run_id for r in runs
+    }
+    assert not (output / "trials").exists()
     assert alive_nodes(cluster.dashboard, cluster.token) == 1

@@ -75,16 +75,18 @@ def child_runs(output: Path, experiment: str) -> list:
     ]
 
 
-def peek_child_statuses(db: Path) -> list[str]:
+def peek_child_statuses(db: Path, *, with_epochs: bool = False) -> list[str]:
     """Child-run statuses read straight from SQLite, read-only: an MLflow client here would race
-    the launch that is still creating the store's tables."""
+    the launch that is still creating the store's tables. ``with_epochs``: only runs that have
+    logged at least one epoch."""
     if not db.exists():
         return []
+    epochs = " AND EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = runs.run_uuid AND m.key = 'lr')"
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
             rows = connection.execute(
                 "SELECT runs.status FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
-                "WHERE tags.key = 'prometar.trial_key'"
+                "WHERE tags.key = 'prometar.trial_key'" + (epochs if with_epochs else "")
             ).fetchall()
     except sqlite3.Error:
         return []
@@ -158,6 +160,45 @@ def test_missing_data_root_exits_2(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2 and "nowhere" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_environment_conventions_are_read_and_shown_in_help(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, "envs", seeds=[1])
+    result = CliRunner().invoke(
+        main,
+        ["launch", str(sweep), "--output", str(tmp_path / "out")],
+        env={"PROMETAR_DATA_ROOT": str(tmp_path / "from-env")},
+    )
+    assert result.exit_code == 2 and "from-env" in result.output  # the data root came from the variable
+    assert not (tmp_path / "out").exists()
+    launch_verb = main.get_command(None, "launch")
+    with launch_verb.make_context("launch", [str(sweep)]) as ctx:
+        assert ctx.params["address"] is None
+    os.environ["RAY_ADDRESS"], saved = "10.1.2.3:6379", os.environ.get("RAY_ADDRESS")
+    try:
+        with launch_verb.make_context("launch", [str(sweep)]) as ctx:
+            assert ctx.params["address"] == "10.1.2.3:6379"
+    finally:
+        os.environ.pop("RAY_ADDRESS") if saved is None else os.environ.__setitem__("RAY_ADDRESS", saved)
+    shown = {
+        verb: " ".join(CliRunner().invoke(main, [verb, "--help"]).output.split())  # unwrapped
+        for verb in ("launch", "status", "table", "plot", "ui", "submit", "slurm", "k8s", "train")
+    }
+    for verb in ("launch", "status", "table", "plot", "ui", "submit", "slurm", "k8s"):
+        assert "env var: MLFLOW_TRACKING_URI" in shown[verb], verb
+    for verb in ("launch", "submit"):
+        assert "env var: RAY_ADDRESS" in shown[verb], verb
+    for verb in ("launch", "train"):
+        assert "env var: PROMETAR_DATA_ROOT" in shown[verb], verb
+    assert "$DATA" not in "".join(shown.values())
+
+
+def test_an_object_store_output_folder_is_refused(tmp_path: Path, data_root: Path) -> None:
+    sweep = write_sweep(tmp_path, "s3out", seeds=[1], datasets=["eurosat"])
+    result = CliRunner().invoke(
+        main, ["launch", str(sweep), "--output", "s3://bucket/out", "--data-root", str(data_root)]
+    )
+    assert result.exit_code == 2 and "--storage URI" in result.output
 
 
 HOLD_LOCK = """
@@ -611,7 +652,11 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, ray_address: str) -> None:
+def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
+    tmp_path: Path, data_root: Path, ray_address: str
+) -> None:
+    """Two launches, one run per trial key: the trial the first launch was killed in continues its
+    own MLflow run (attempt 2) from the checkpoint the run names, with each epoch logged once."""
     # Longer trials than elsewhere: a window in which one trial has FINISHED and the next runs.
     sweep = write_sweep(
         tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"], overrides={**OVERRIDES, "optim.epochs": 8}
@@ -638,8 +683,8 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and process.poll() is None:
-            statuses = peek_child_statuses(output / "mlflow.db")
-            if "FINISHED" in statuses and "RUNNING" in statuses:
+            statuses = peek_child_statuses(output / "mlflow.db", with_epochs=True)
+            if "FINISHED" in statuses and "RUNNING" in statuses:  # the running one has a checkpoint
                 break
             time.sleep(0.2)
         assert process.poll() is None, "the launch ended before it could be killed"
@@ -647,20 +692,40 @@ def test_killed_launch_is_finished_by_relaunch(tmp_path: Path, data_root: Path, 
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    statuses = sorted(r.info.status for r in child_runs(output, "killed"))
-    assert statuses == ["FINISHED", "RUNNING"]
+    before = {r.info.run_id: r for r in child_runs(output, "killed")}
+    assert sorted(r.info.status for r in before.values()) == ["FINISHED", "RUNNING"]
+    (interrupted,) = [r for r in before.values() if r.info.status == "RUNNING"]
+    assert interrupted.data.tags["prometar.checkpoint"].startswith(str(output / "ray" / "killed" / "t_"))
     status = sweep_status(sweep, output=output)  # the RUNNING one is known to be stale: its launch died
     assert (status.done, status.running, status.stale, status.launches) == (1, 1, 1, ())
     assert "1 of the running left by a dead launch" in status.line()
 
-    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False, report=False))
+    log = tmp_path / "relaunch.txt"
+    with log.open("w") as stream:
+        report = launch(
+            sweep,
+            LaunchOptions(data_root=data_root, output=output, tables=False, report=False),
+            stream=stream,
+        )
     assert report.to_run == 1 and report.done_before == 1 and report.exit_code == 0
+    assert "1 trial(s) continue the MLflow run an earlier launch left unfinished" in log.read_text()
     runs = child_runs(output, "killed")
     finished = [r.data.tags["prometar.trial_key"] for r in runs if r.info.status == "FINISHED"]
     assert sorted(finished) == sorted(t.key for t in load_plan(sweep).trials)  # each key once
-    assert "RUNNING" not in {r.info.status for r in runs}
-    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]  # one run per key, none left over
+    assert {r.info.run_id for r in runs} == set(before)  # the interrupted trial's own run, reopened
     client = MlflowClient(default_tracking_uri(output))
+    resumed = client.get_run(interrupted.info.run_id)
+    assert (
+        resumed.data.tags["prometar.attempt"] == "2"
+        and resumed.data.tags["prometar.reopened_from"] == "KILLED"
+    )
+    assert "prometar.checkpoint" not in resumed.data.tags  # FINISHED: its checkpoints are gone
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "loss")] == list(range(1, 9))
+    # one Ray experiment folder for the sweep, reused; no checkpoint of a FINISHED trial is left
+    assert [p.name for p in (output / "ray").iterdir() if p.is_dir()] == ["killed"]
+    assert not list((output / "ray").rglob("checkpoint_*")) and not list((output / "trials").rglob("epoch_*"))
+    assert "look at the runs: prometar-sweep ui --output " in log.read_text()
     parents = [
         r
         for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id])
@@ -783,3 +848,39 @@ def test_a_failed_trial_is_one_line_with_its_real_reason(
     assert "Traceback" not in text and "TypeError" not in text, text[-3000:]
     (run,) = child_runs(output, "diverge")
     assert run.info.status == "FAILED" and "NonFiniteLossError: non-finite" in run.data.tags["prometar.error"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_groups_run_side_by_side_in_one_tuner(
+    tmp_path: Path, data_root: Path, ray_address: str
+) -> None:
+    """Two groups (two seeds), one sample each, two CPUs: both samples run at once, each scheduled
+    (ASHA) and searched by its own group."""
+    search = {
+        "metric": "val_hm",
+        "mode": "max",
+        "num_samples": 1,
+        "seed": 3,
+        "scheduler": "asha",
+        "space": {"optim.lr": {"loguniform": [0.001, 0.1]}},
+    }
+    sweep = write_sweep(
+        tmp_path,
+        "groups",
+        seeds=[1, 2],
+        datasets=["eurosat"],
+        search=search,
+        overrides={**OVERRIDES, "optim.epochs": 6},
+    )  # long enough to overlap
+    output = tmp_path / "out"
+    report = launch(
+        sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream_null()
+    )
+    assert report.exit_code == 0 and report.to_run == 2 and report.finished == 2
+    runs = child_runs(output, "groups")
+    groups = {g.key for g in load_plan(sweep).groups}
+    assert len(groups) == 2 and sorted(r.data.tags["prometar.search_group"] for r in runs) == sorted(groups)
+    first, second = sorted(runs, key=lambda r: r.info.start_time)
+    assert second.info.start_time < first.info.end_time  # side by side, not one group after the other
+    assert {r.data.tags["seed"] for r in runs} == {"1", "2"}

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
+from pyarrow import fs as pyarrow_fs
 from ray import tune
 
 import prometar
@@ -134,6 +135,83 @@ def test_callback_writes_one_child_run_per_trial(tmp_path: Path, ledger: TrialLe
     assert "boom in epoch 1" in failed.data.tags["prometar.error"]
     assert callback.outcomes == {ok.config["trial_key"]: "FINISHED", bad.config["trial_key"]: "FAILED"}
     assert ledger.statuses() == {ok.config["trial_key"]: {"FINISHED"}, bad.config["trial_key"]: {"FAILED"}}
+
+
+def _epoch(callback: MlflowTrialCallback, trial: FakeTrial, epoch: int, loss: float) -> None:
+    callback.on_trial_result(
+        0, [], trial, {"epoch": epoch, "loss": loss, "lr": 0.1, "prometar_event": "epoch"}
+    )
+
+
+def test_a_retry_from_an_older_checkpoint_does_not_log_an_epoch_twice(ledger: TrialLedger) -> None:
+    """The node died after epoch 2 was logged but before Tune registered its checkpoint: the retry
+    starts after epoch 1 and reports epoch 2 again."""
+    trial = make_trial()
+    callback = MlflowTrialCallback(ledger, ledger.start_launch({}), lambda c: trial, "sweep")
+    fake = FakeTrial("a", {"trial_key": trial.key})
+    callback.on_trial_start(0, [], fake)
+    for epoch in (1, 2, 2, 3):
+        _epoch(callback, fake, epoch, 1.0 / epoch)
+    (run,) = [r for r in ledger.runs() if r.data.tags.get("prometar.trial_key")]
+    history = MlflowClient(ledger.tracking_uri).get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3]
+
+
+def test_a_later_launch_reopens_the_run_and_deletes_checkpoints_once_finished(
+    tmp_path: Path, ledger: TrialLedger
+) -> None:
+    trial = make_trial()
+    first = MlflowTrialCallback(ledger, ledger.start_launch({}), lambda c: trial, "sweep")
+    fake = FakeTrial("a", {"trial_key": trial.key})
+    first.on_trial_start(0, [], fake)
+    _epoch(first, fake, 1, 1.0)
+    old_folder = tmp_path / "ray" / "sweep" / f"t_{trial.key}-first"
+    for index in (0, 1):  # the registered checkpoint, and one uploaded but never registered
+        (old_folder / f"checkpoint_00000{index}").mkdir(parents=True)
+    first.on_checkpoint(0, [], fake, tune.Checkpoint.from_directory(str(old_folder / "checkpoint_000000")))
+    first.on_experiment_end([fake])  # the launch ends with the trial unfinished: KILLED
+    run_id = first.runs["a"]
+
+    reopen = ledger.reopenable({trial.key})
+    assert list(reopen) == [trial.key] and reopen[trial.key].info.run_id == run_id
+    assert reopen[trial.key].data.tags["prometar.checkpoint"] == str(old_folder / "checkpoint_000000")
+    second = MlflowTrialCallback(ledger, ledger.start_launch({}), lambda c: trial, "sweep", reopen=reopen)
+    again = FakeTrial("b", {"trial_key": trial.key})
+    second.on_trial_start(0, [], again)
+    client = MlflowClient(ledger.tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.data.tags["prometar.attempt"] == "2"
+    assert run.data.tags["mlflow.parentRunId"] == second.parent_run_id
+    _epoch(second, again, 1, 1.0)  # resumed from scratch: epoch 1 is held already
+    _epoch(second, again, 2, 0.5)
+    new_folder = tmp_path / "ray" / "sweep" / f"t_{trial.key}-second"
+    (new_folder / "checkpoint_000000").mkdir(parents=True)
+    second.on_checkpoint(0, [], again, tune.Checkpoint.from_directory(str(new_folder / "checkpoint_000000")))
+    assert not list(old_folder.glob("checkpoint_*"))  # the earlier launch's checkpoints go
+    again.storage = type(
+        "Storage", (), {"storage_filesystem": pyarrow_fs.LocalFileSystem(), "trial_fs_path": str(new_folder)}
+    )()
+    again.last_result = {"prometar_event": "final", "hm": 50.0, "epoch": 2}
+    second.on_trial_complete(0, [], again)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "prometar.checkpoint" not in run.data.tags
+    assert not list(new_folder.glob("checkpoint_*"))  # FINISHED: no checkpoint is kept
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2]
+    assert len([r for r in ledger.runs() if r.data.tags.get("prometar.trial_key")]) == 1
+
+
+def test_reading_a_deleted_experiment_reports_it_and_restores_nothing(store: Path) -> None:
+    from orchestration.errors import ResultsError
+    from orchestration.ledger.runs import read_experiment
+
+    client = MlflowClient(default_tracking_uri(store))
+    experiment = client.create_experiment("deleted-one")
+    client.delete_experiment(experiment)
+    with pytest.raises(TrackingError, match="'deleted-one' .* is deleted"):
+        TrialLedger(default_tracking_uri(store), "deleted-one").statuses()
+    with pytest.raises(ResultsError, match="mlflow experiments restore --experiment-id"):
+        read_experiment("deleted-one", default_tracking_uri(store))
+    assert client.get_experiment(experiment).lifecycle_stage == "deleted"
 
 
 def test_unended_trials_are_killed_at_experiment_end(ledger: TrialLedger) -> None:

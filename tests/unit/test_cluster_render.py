@@ -335,11 +335,14 @@ def test_dockerfile_installs_with_the_makefile_constraints() -> None:
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     make_lines = [line for line in makefile.splitlines() if "pip install" in line and " -c " in line]
     docker_lines = [
-        line.split("&&")[0].replace("RUN", "", 1) for line in dockerfile.splitlines() if "pip install" in line
+        line.strip().removeprefix("RUN").removeprefix("&&").split("&&")[0]
+        for line in dockerfile.splitlines()
+        if "pip install" in line
     ]
-    assert len(make_lines) == 1 and len(docker_lines) == 1
+    assert len(make_lines) == 1 and len(docker_lines) == 2  # the dependencies, then the project
     constraints = _constraints_flag(make_lines[0])
-    assert _constraints_flag(docker_lines[0].rstrip("\\")) == constraints == "constraints.txt"
+    for line in docker_lines:
+        assert _constraints_flag(line.rstrip("\\")) == constraints == "constraints.txt"
     assert re.search(rf"^COPY .*\b{re.escape(constraints)}\b", dockerfile, flags=re.M)
     assert (REPO / constraints).is_file()
 
@@ -380,3 +383,154 @@ def test_cluster_doc_commands_use_real_options() -> None:
         for token in argv[2:]:
             if token.startswith("-"):
                 assert token in known, f"docs/cluster.md: {' '.join(argv)}: unknown option {token}"
+
+
+def _docker_steps() -> list[str]:
+    """The Dockerfile's lines without comments and blank lines."""
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_dependencies_are_installed_before_the_source_is_copied() -> None:
+    steps = _docker_steps()
+    deps = next(
+        i for i, s in enumerate(steps) if "pip install -c constraints.txt -r /tmp/requirements.txt" in s
+    )
+    first_source = next(
+        i for i, s in enumerate(steps) if re.match(r"COPY (--\S+ )*(prometar|orchestration)\b", s)
+    )
+    copies_before = [s for s in steps[:deps] if s.startswith("COPY")]
+    assert deps < first_source
+    assert copies_before == ["COPY pyproject.toml constraints.txt ./"]
+    assert any("pip install --no-deps" in s for s in steps[first_source:])
+
+
+def test_the_user_owns_the_work_folder() -> None:
+    steps = _docker_steps()
+    user = steps.index("USER prometar")
+    workdirs = [i for i, s in enumerate(steps) if s.startswith("WORKDIR")]
+    assert steps[workdirs[-1]] == "WORKDIR /work" and workdirs[-1] > user
+    assert any("chown -R prometar:prometar /work" in s for s in steps[:user])
+
+
+# --------------------------------------------------------------------------------------------
+# Node sizes that fill the hardware, and names within KubeRay's limits
+
+BASE2NEW = REPO / "sweeps" / "base2new.yaml"
+
+
+def _trial_classes(sweep: Path) -> set[tuple[float, float]]:
+    """(cpu, gpu) of every dataset's trials, read from the sweep file itself."""
+    data = yaml.safe_load(sweep.read_text())
+    resources = data["resources"]
+    return {
+        (float(r["cpu"]), float(r["gpu"]))
+        for r in (resources.get(d, resources["default"]) for d in data["grid"]["dataset"])
+    }
+
+
+def _idle_gpus(cpus: float, gpus: int, classes: set[tuple[float, float]]) -> dict[tuple[float, float], float]:
+    """GPUs left without a trial on one node, per class of trials (Ray packs by CPUs and GPUs)."""
+    return {(c, g): gpus - min(cpus // c, (gpus + 1e-9) // g) * g for c, g in classes}
+
+
+def test_slurm_and_k8s_defaults_put_trials_on_all_8_gpus_of_a_node(tmp_path: Path) -> None:
+    classes = _trial_classes(BASE2NEW)
+    assert classes == {(4.0, 0.5), (8.0, 1.0)}  # what the layouts below must fill
+    script, manifest = tmp_path / "b2n.sbatch", tmp_path / "b2n.yaml"
+    slurm = CliRunner().invoke(
+        main, ["slurm", str(BASE2NEW), "--nodes", "2", "--gpus-per-node", "8", "-o", str(script)]
+    )
+    k8s = CliRunner().invoke(
+        main, ["k8s", str(BASE2NEW), "--workers", "2", "--gpus-per-worker", "8", "-o", str(manifest)]
+    )
+    assert slurm.exit_code == 0 and k8s.exit_code == 0, slurm.output + k8s.output
+    assert "warning" not in slurm.output + k8s.output
+
+    text = script.read_text()
+    directives = dict(re.findall(r"^#SBATCH --([a-z-]+)=?(\S*)$", text, flags=re.M))
+    default_cpus = re.search(r"^CPUS_PER_NODE=\$\{SLURM_CPUS_PER_TASK:-(\d+)\}$", text, flags=re.M).group(1)
+    assert directives["cpus-per-task"] == default_cpus and directives["gpus-per-node"] == "8"
+    assert re.search(r"^GPUS_PER_NODE=8$", text, flags=re.M)
+    assert text.count('--num-cpus="$CPUS_PER_NODE" --num-gpus="$GPUS_PER_NODE"') == 2  # head and workers
+    assert _idle_gpus(float(default_cpus), 8, classes) == {c: 0 for c in classes}
+
+    (group,) = list(yaml.safe_load_all(manifest.read_text()))[1]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "8" and group["rayStartParams"]["num-gpus"] == "8"
+    assert _idle_gpus(float(limits["cpu"]), 8, classes) == {c: 0 for c in classes}
+
+
+def test_too_few_cpus_for_the_gpus_is_a_warning_naming_the_numbers(tmp_path: Path) -> None:
+    script, manifest = tmp_path / "b2n.sbatch", tmp_path / "b2n.yaml"
+    slurm = CliRunner().invoke(
+        main,
+        [
+            "slurm",
+            str(BASE2NEW),
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "8",
+            "--cpus-per-node",
+            "8",
+            "-o",
+            str(script),
+        ],
+    )
+    k8s = CliRunner().invoke(
+        main, ["k8s", str(BASE2NEW), "--gpus-per-worker", "8", "--worker-cpus", "8", "-o", str(manifest)]
+    )
+    assert slurm.exit_code == 0 and k8s.exit_code == 0
+    expected = (
+        "8 CPUs per node feed 2 trial(s) of resources.default (4 CPU, 0.5 GPU each) at once, where its "
+        "8 GPUs hold 16: 7 of 8 GPUs idle"
+    )
+    assert expected in slurm.output and "--cpus-per-node 64" in slurm.output
+    assert expected in k8s.output and "--worker-cpus 64" in k8s.output
+    assert f"# warning: {expected}" in script.read_text() and f"# warning: {expected}" in manifest.read_text()
+
+
+def test_a_trial_asking_more_gpus_than_a_node_has_is_refused(project: Path) -> None:
+    sweep = project / "sweeps" / "big.yaml"
+    sweep.write_text(TINY_SWEEP.replace("default: {cpu: 1, gpu: 0}", "default: {cpu: 1, gpu: 2}"))
+    result = CliRunner().invoke(main, ["slurm", str(sweep), "--nodes", "1", "--gpus-per-node", "1"])
+    assert result.exit_code == 2 and "a trial asks 2 GPUs, a node has 1" in result.output
+
+
+def test_kuberay_names_are_cut_to_47_characters_with_a_hash(project: Path) -> None:
+    names = []
+    for stem in ("a" * 50 + "-best-caltech101-16shots", "a" * 50 + "-best-eurosat-16shots"):
+        sweep = project / "sweeps" / f"{stem}.yaml"
+        sweep.write_text(TINY_SWEEP.replace("name: tiny-cluster", f"name: {stem}"))
+        config_map, job = yaml.safe_load_all(render_rayjob(sweep))
+        name = job["metadata"]["name"]
+        assert len(name) <= 47 and re.fullmatch(r"prometar-a+-[0-9a-f]{8}", name), name
+        assert config_map["metadata"]["name"] == f"{name}-sweep" and len(config_map["metadata"]["name"]) <= 63
+        assert all(len(value) <= 63 for value in job["metadata"]["labels"].values())
+        names.append(name)
+    assert names[0] != names[1]  # cut the same way, told apart by the hash
+    assert (
+        yaml.safe_load_all(render_rayjob(project / "sweeps" / "tiny.yaml")).__next__()["metadata"]["name"]
+        == "prometar-tiny-cluster-sweep"
+    )  # short names are kept as they are
+
+
+def test_k8s_with_object_storage_and_a_server_needs_no_shared_volume(project: Path) -> None:
+    _, job = yaml.safe_load_all(
+        render_rayjob(
+            project / "sweeps" / "tiny.yaml",
+            storage="s3://bucket/runs",
+            tracking_uri="http://mlflow:5000",
+            env_secrets=["s3-credentials"],
+        )
+    )
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[argv.index("--storage") + 1] == "s3://bucket/runs"
+    for pod in (
+        job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"],
+        job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"],
+    ):
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["outputs"] == {"name": "outputs", "emptyDir": {}}
+        assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]

@@ -29,6 +29,9 @@ EXAMPLES: dict[str, BaseException] = {
     "TrackingError": app_errors.TrackingError("tracking URI http://127.0.0.1:9 is unreachable"),
     "ResultsError": app_errors.ResultsError("runs.csv: missing column 'seed'"),
     "ClusterError": app_errors.ClusterError("--address http://x:8265: no Ray dashboard answers there"),
+    "StorageError": app_errors.StorageError(
+        "s3:///prefix: an s3:// storage URI names a bucket (s3://BUCKET/PREFIX)"
+    ),
 }
 
 

@@ -35,6 +35,7 @@ RUN: dict[str, tuple[int, str]] = {
     "report sweeps/base2new.yaml -o report/": (2, "is not created"),
     "data check --data-root $DATA": (0, "eurosat"),
     "data fewshot --dataset eurosat --shots 16 --seed 1 --data-root $DATA": (0, '"train": ['),
+    "ui": (2, "no MLflow ledger at"),  # nothing launched here yet: no UI is started on nothing
 }
 """README command (after ``prometar-sweep``) → expected exit code and a line of its output."""
 
