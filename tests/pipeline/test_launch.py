@@ -884,3 +884,31 @@ def test_search_groups_run_side_by_side_in_one_tuner(
     first, second = sorted(runs, key=lambda r: r.info.start_time)
     assert second.info.start_time < first.info.end_time  # side by side, not one group after the other
     assert {r.data.tags["seed"] for r in runs} == {"1", "2"}
+
+
+def test_a_corrupt_image_fails_its_trial_naming_the_file_and_the_sweep_goes_on(
+    tmp_path: Path, ray_address: str
+) -> None:
+    from prometar.data.readers import read_dataset
+    from prometar.toy.miniature import write_miniatures
+
+    root = tmp_path / "data"
+    write_miniatures(root, ["eurosat", "dtd"])
+    for item in read_dataset("eurosat", root).train:  # every training image: whichever the shots pick
+        Path(item.path).write_text("not an image")
+    sweep = write_sweep(tmp_path, "corrupt", seeds=[1], datasets=["eurosat", "dtd"])
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "orchestration.cli", "launch", str(sweep), "--output", str(output),
+               "--data-root", str(root), "--address", ray_address]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text[-3000:]
+    failed = [line for line in text.splitlines() if "FAILED: " in line]
+    assert (
+        len(failed) == 1
+        and "DataError: cannot read image" in failed[0]
+        and str(root / "eurosat") in failed[0]
+    )
+    assert "Traceback" not in text
+    statuses = {r.data.tags["dataset"]: r.info.status for r in child_runs(output, "corrupt")}
+    assert statuses == {"eurosat": "FAILED", "dtd": "FINISHED"}
