@@ -149,7 +149,7 @@ def test_unreachable_tracking_uri_fails_before_any_trial(tmp_path: Path, data_ro
     assert result.exit_code == 2, result.output
     assert "tracking URI http://127.0.0.1:9 is unreachable" in result.output
     assert not (output / "ray").exists() and not (output / "trials").exists()
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 60  # fails fast instead of hanging (generous guard)
 
 
 def test_missing_data_root_exits_2(tmp_path: Path) -> None:

@@ -298,4 +298,4 @@ def test_unreachable_server_fails_fast() -> None:
     start = time.monotonic()
     with pytest.raises(TrackingError, match="127.0.0.1:9"):
         ledger.check_reachable()
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 60  # fails fast instead of hanging (generous guard)
