@@ -93,6 +93,7 @@ class ProgressLine(tune.Callback):
 
         self.running.discard(trial.trial_id)
         self.failed.add(trial.trial_id)
-        key = trial.config.get("trial_key") or trial.config.get("group") or trial
+        config = getattr(trial, "config", None) or {}
+        key = config.get("trial_key") or config.get("group") or getattr(trial, "trial_id", trial)
         print(f"[{self.sweep}] trial {key} FAILED: {error_reason(trial)}", file=self.stream, flush=True)
         self._show()
