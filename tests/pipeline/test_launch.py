@@ -440,7 +440,9 @@ def test_progress_line_counts_and_eta() -> None:
     progress.on_trial_start(0, [], c)
     line = progress.line()
     assert line.startswith("[demo] done 2/5 · running 1 · failed 1 · to do 1 · retried 1 · ETA ")
-    assert "ETA ?" not in line and len(stream.getvalue().splitlines()) == 7
+    printed = stream.getvalue().splitlines()
+    assert "ETA ?" not in line and len(printed) == 8  # 7 progress lines and the failure's own line
+    assert "[demo] trial b FAILED: trial b failed (no error file)" in printed
     assert (format_duration(12), format_duration(250), format_duration(11100)) == ("12s", "4m10s", "3h05m")
 
 
