@@ -294,6 +294,12 @@ _SWEEP_SET_HELP = (
     help="CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.",
 )
 @click.option(
+    "--per-run",
+    is_flag=True,
+    help="One row per FINISHED run instead (trial key, run id, method, dataset, seed, shots, the "
+    "hyper-parameters that differ, every final metric) as CSV; -o FILE.parquet writes Parquet.",
+)
+@click.option(
     "--tracking-uri",
     metavar="URI",
     envvar=TRACKING_ENV,
@@ -301,12 +307,27 @@ _SWEEP_SET_HELP = (
     help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.",
 )
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
-def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, tracking_uri, out) -> None:
+def table(
+    sweep, experiment, sets, fmt, published, no_published, runs_csv, per_run, tracking_uri, out
+) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
+    from click.core import ParameterSource
 
     from orchestration.results.tables import table_text
 
+    explicit_format = click.get_current_context().get_parameter_source("fmt") is not ParameterSource.DEFAULT
+    if per_run and explicit_format and fmt != "csv":
+        raise click.UsageError("--per-run writes CSV (or Parquet with -o FILE.parquet): leave out --format")
     source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
+    if per_run:
+        from orchestration.results.export import per_run_csv, per_run_frame, write_per_run
+
+        frame = per_run_frame(source.ledger, include=source.sweep.search_space if source.sweep else ())
+        if out:
+            write_per_run(frame, out)
+            return
+        _emit(per_run_csv(frame), None)
+        return
     text = table_text(source, fmt, published=published, compare=not no_published)
     _emit(text, out)
 
@@ -328,6 +349,7 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, track
     type=click.Path(dir_okay=False, path_type=str),
     help="Published numbers drawn beside ours; default: the shipped reference.",
 )
+@click.option("--no-published", is_flag=True, help="Leave out the published numbers.")
 @click.option(
     "--tracking-uri",
     metavar="URI",
@@ -340,16 +362,51 @@ def table(sweep, experiment, sets, fmt, published, no_published, runs_csv, track
     "--out",
     required=True,
     type=click.Path(file_okay=False, path_type=str),
-    help="Folder for the PNG files.",
+    help="Folder for the figures (PNG, PDF and SVG of each).",
 )
-def plot(sweep, experiment, sets, runs_csv, published, tracking_uri, out) -> None:
-    """Draw the paper's figures (PNG) from the FINISHED runs a sweep plans."""
+def plot(sweep, experiment, sets, runs_csv, published, no_published, tracking_uri, out) -> None:
+    """Draw the paper's figures (PNG at 300 dpi, PDF, SVG) from the FINISHED runs a sweep plans."""
     from orchestration.results.plots import plot_source
 
     source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-    paths = plot_source(source, out, published=published)
+    paths = plot_source(source, out, published=published, compare=not no_published)
     for path in paths:
         click.echo(str(path))
+
+
+@main.command("report")
+@click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every run.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
+@click.option(
+    "--published",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Published numbers to compare with; default: the shipped reference.",
+)
+@click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
+@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@click.option(
+    "--no-log", is_flag=True, help="Do not log the report as an artifact of the sweep's latest launch."
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Folder for report.html, report.md and figures/.",
+)
+def report(sweep, experiment, sets, published, no_published, tracking_uri, no_log, out) -> None:
+    """Write a sweep's report: one self-contained HTML page (tables, figures, trial counts and failures,
+    provenance) and its Markdown twin; logged on the sweep's latest launch run."""
+    from orchestration.ledger.vocabulary import REPORT_ARTIFACT_PATH
+    from orchestration.results.report import report_source
+
+    source = _load_source(sweep, experiment, None, tracking_uri, sets)
+    files = report_source(source, out, published=published, compare=not no_published, log=not no_log)
+    click.echo(str(files.html))
+    click.echo(str(files.markdown))
+    if files.logged_to:
+        click.echo(f"logged as artifacts {REPORT_ARTIFACT_PATH}/ of run {files.logged_to}", err=True)
 
 
 @main.command("launch")

@@ -11,7 +11,9 @@ Four steps, each a call into the code a real sweep uses:
 3. the base / new / HM table (``orchestration.results.tables``) of the runs this sweep plans, without the
    published comparison (toy numbers are not the paper's), and beside it the toy datasets' chance
    and single-attribute (colour-only, shape-only) baselines from the toy build;
-4. the plots (``orchestration.results.plots``) under ``<output>/plots/``.
+4. the figures (``orchestration.results.figures``) under ``<output>/plots/`` (PNG, PDF, SVG), and
+   the report (``orchestration.results.report``: tables, figures, trial counts, provenance) at
+   ``<output>/reports/demo/report.html``, logged on the launch's parent run.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
 from orchestration.ledger.runs import RunsTable, planned_runs, read_experiment
 from orchestration.results.base2new import PROTOCOL as BASE2NEW
 from orchestration.results.display import Cell, DisplayTable
+from orchestration.results.figures import NamedFigure, save_figure
 from orchestration.results.labels import AVERAGE, dataset_label, order_datasets
 from orchestration.results.render import RenderedTable, to_markdown
+from orchestration.results.source import Source, summarize_plan
 from orchestration.results.tables import build_tables, write_tables
 from orchestration.sweeps.planning import SweepPlan
 
@@ -55,7 +59,8 @@ class DemoReport:
         toy_reused: True if the toy build was taken from the cache.
         launch: The launch's report (trials run, skipped, failed).
         tables: Paths of the written tables (``<output>/tables/<sweep>/``).
-        plots: Paths of the written PNG files (``<output>/plots/``).
+        plots: Paths of the written figures (``<output>/plots/``: PNG, PDF, SVG of each).
+        report: The report page (``<output>/reports/<sweep>/report.html``), or None.
         seconds: Wall-clock time of the whole demo.
     """
 
@@ -63,6 +68,7 @@ class DemoReport:
     launch: LaunchReport
     tables: list[Path] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
+    report: Path | None = None
     seconds: float = 0.0
 
     @property
@@ -79,11 +85,11 @@ def run_demo(
     max_concurrent: int | None = None,
     stream: IO[str] | None = None,
 ) -> DemoReport:
-    """Build the toy world, run the demo sweep on it, print the table and write the plots.
+    """Build the toy world, run the demo sweep on it, print the table, write the figures and the report.
 
     Args:
         output: The output folder: ``toy/`` (the toy build), ``mlflow.db``, ``ray/``, ``trials/``,
-            ``tables/`` and ``plots/``.
+            ``tables/``, ``plots/`` and ``reports/``.
         sweep: The sweep file; default :func:`demo_sweep_path`. Its datasets must be toy datasets.
         toy_options: Keyword arguments of :func:`prometar.toy.build.build_toy` (``seed``,
             ``steps``, reduced sizes and ``min_heldout_acc`` for tests); default: the standard toy build.
@@ -116,6 +122,7 @@ def run_demo(
         overrides=overrides,
         max_concurrent=max_concurrent,
         tables=False,
+        report=False,
     )
     report = DemoReport(toy_reused=build.reused, launch=launch(path, options, stream=out))
 
@@ -131,11 +138,27 @@ def run_demo(
         table = _base2new_table(ledger, plan)
         report.tables = list(write_tables([table], layout.tables_folder(output, plan.name)).values())
         print(f"\n{table.render('markdown')}", file=out)
-        print(to_markdown(baseline_table(build.results["datasets"], order_datasets(plan.datasets))), file=out)
-        report.plots = _write_plots(ledger, plan, uri, layout.plots_folder(output))
-        print("plots: " + ", ".join(str(p) for p in report.plots), file=out)
+        baselines = baseline_table(build.results["datasets"], order_datasets(plan.datasets))
+        print(to_markdown(baselines), file=out)
+        source = Source(ledger, summarize_plan(plan, overrides), uri, plan.name)
+        figures = _figures(source)
+        report.plots = [
+            path for f in figures for path in save_figure(f.figure, layout.plots_folder(output) / f.name)
+        ]
+        print(
+            "plots: " + ", ".join(str(p) for p in report.plots if p.suffix == ".png") + " (and PDF, SVG)",
+            file=out,
+        )
+        report.report = _write_report(
+            source, figures, baselines, layout.reports_folder(output, plan.name), report.launch.parent_run_id
+        )
+        print(f"report: {report.report}", file=out)
     report.seconds = time.perf_counter() - started
-    print(f"[demo] done in {report.seconds:.0f}s · ledger {uri}", file=out)
+    print(
+        f"[demo] done in {report.seconds:.0f}s · ledger {uri}"
+        + (f" · open {report.report}" if report.report else ""),
+        file=out,
+    )
     return report
 
 
@@ -157,10 +180,35 @@ def _base2new_table(ledger: RunsTable, plan: SweepPlan) -> RenderedTable:
     return table
 
 
-def _write_plots(ledger: RunsTable, plan: SweepPlan, tracking_uri: str, folder: Path) -> list[Path]:
-    from orchestration.results.plots import write_plots
+def _figures(source: Source) -> list[NamedFigure]:
+    """The demo's figures: its sweep's, without the published numbers (toy numbers are not the paper's)."""
+    from orchestration.results.plots import collect_figures
 
-    return write_plots(ledger, folder, tracking_uri=tracking_uri, datasets=plan.datasets, published=None)
+    sweep = source.sweep
+    assert sweep is not None
+    return collect_figures(
+        source.ledger,
+        tracking_uri=source.tracking_uri,
+        protocol=sweep.protocol,
+        datasets=sweep.datasets,
+        published=None,
+        expected_seeds=sweep.seeds,
+    )
+
+
+def _write_report(
+    source: Source,
+    figures: list[NamedFigure],
+    baselines: DisplayTable,
+    folder: Path,
+    parent_run_id: str | None,
+) -> Path:
+    """The demo's report (its figures, the toy baselines after the table), logged on the launch's parent
+    run (the latest launch's when this one had nothing to do)."""
+    from orchestration.results.report import build_report, latest_launch, write_report
+
+    built = build_report(source, compare=False, figures=figures, extra_tables=[baselines])
+    return write_report(built, folder, log_to=parent_run_id or latest_launch(built)).html
 
 
 def baseline_table(toy_datasets: Mapping[str, Mapping[str, Any]], keys: list[str]) -> DisplayTable:

@@ -2,8 +2,9 @@
 
 ``<output>/`` holds the embedded ledger (``mlflow.db`` and ``mlartifacts/``), Ray storage
 (``ray/``), one run folder per trial key (``trials/<key>/``), the tables of each sweep
-(``tables/<sweep>/``), the demo's plots (``plots/``) and its toy build (``toy/``); a launch's lock
-file is ``.launch-<sweep>.lock``. ``--output`` moves all of it.
+(``tables/<sweep>/``), the report of each sweep (``reports/<sweep>/``), the demo's plots
+(``plots/``) and its toy build (``toy/``); a launch's lock file is ``.launch-<sweep>.lock``.
+``--output`` moves all of it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def trial_folder(output: Path | str, key: str) -> Path:
 def tables_folder(output: Path | str, sweep: str) -> Path:
     """A sweep's tables in every format."""
     return Path(output) / "tables" / sweep
+
+
+def reports_folder(output: Path | str, sweep: str) -> Path:
+    """A sweep's report (``report.html``, ``report.md``, ``figures/``)."""
+    return Path(output) / "reports" / sweep
 
 
 def plots_folder(output: Path | str) -> Path:

@@ -6,12 +6,41 @@ any run, trial or file exists.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
 from orchestration.errors import LaunchError, SpecError
 from orchestration.sweeps.planning import SweepPlan
+
+NAME_MAX = 255
+"""Longest file or folder name most file systems take (bytes)."""
+
+
+def check_output(output: Path) -> None:
+    """The output folder can be made and written: every name fits, and its nearest existing
+    folder is a folder this process may write into.
+
+    Raises:
+        LaunchError: A name too long for the file system, a file in the way, or no permission
+            (names the path and the option).
+    """
+    for part in output.parts:
+        if len(part.encode()) > NAME_MAX:
+            raise LaunchError(
+                f"output folder {str(output)[:120]}…: the name {part[:40]!r}… is "
+                f"{len(part.encode())} bytes, more than a file system takes ({NAME_MAX}) (--output)"
+            )
+    existing = output
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LaunchError(f"output folder {output}: {existing} is a file, not a folder (--output)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LaunchError(
+            f"output folder {output}: {existing} cannot be written (permission denied) (--output)"
+        )
 
 
 def check_data_root(plan: SweepPlan, data_root: Path) -> None:

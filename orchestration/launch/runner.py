@@ -7,7 +7,8 @@ already FINISHED (``force`` reruns them) or running in another live launch, and 
 Ray Tune (``orchestration.launch.tuner``; a search sweep: ``orchestration.launch.search``); a
 trial an earlier launch left unfinished continues its MLflow run (one run per trial key). When
 the sweep ends it prints the outcome and the command that shows the runs (``prometar-sweep ui``),
-writes the tables of the planned runs and closes the launch's parent run.
+writes the tables of the planned runs, closes the launch's parent run and writes the sweep's
+report (``orchestration.results.report``), logged on that run.
 
 Embedded default: a local Ray started in-process, bound to 127.0.0.1, no dashboard; ``address``
 joins a running cluster instead (``orchestration.launch.ray_session``).
@@ -26,7 +27,7 @@ from typing import IO, Any
 from orchestration import layout
 from orchestration.errors import LaunchError, ResultsError
 from orchestration.launch.lock import launch_lock
-from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs
+from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs, check_output
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.search import launch_search
@@ -59,6 +60,7 @@ class LaunchOptions:
     max_concurrent: int | None = None
     write_best: Path | None = None
     tables: bool = True
+    report: bool = True
 
 
 @dataclass
@@ -138,6 +140,7 @@ def launch(
     for note in plan.notes:
         print(note, file=sys.stderr)
     output = Path(options.output).resolve()
+    check_output(output)
     if options.address is None:  # a local launch: the data and the weights are here
         check_data_root(plan, Path(options.data_root))
         check_inputs(plan, Path(options.data_root))
@@ -265,7 +268,8 @@ def _closing_parent(ledger: TrialLedger, report: LaunchReport) -> Iterator[None]
 
 
 def _finish(launch: Launch) -> None:
-    """Summary line, the tables of the planned runs, then close the parent run."""
+    """Summary line, the tables of the planned runs, close the parent run, then the report (it shows
+    this launch as ended)."""
     plan, report, out = launch.plan, launch.report, launch.out
     print(
         f"[{plan.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
@@ -286,6 +290,36 @@ def _finish(launch: Launch) -> None:
         if report.parent_run_id:
             ended = KILLED if report.interrupted else FAILED if report.exit_code else FINISHED
             launch.ledger.end_run(report.parent_run_id, ended)
+    if launch.options.report and not report.interrupted and launch.ledger.experiment_id() is not None:
+        _write_report(launch)
+
+
+def _write_report(launch: Launch) -> None:
+    """``<output>/reports/<sweep>/report.html`` (and ``report.md``) of the planned runs, logged on this
+    launch's parent run (the latest launch's when this one had nothing to do)."""
+    from orchestration.ledger.runs import read_experiment
+    from orchestration.results.report import build_report, latest_launch, write_report
+    from orchestration.results.source import Source, summarize_plan
+
+    plan = launch.plan
+    summary = summarize_plan(plan, launch.options.overrides)
+    try:
+        source = Source(
+            read_experiment(plan.name, launch.ledger.tracking_uri, planned=summary.planned),
+            summary,
+            launch.ledger.tracking_uri,
+            plan.name,
+        )
+        built = build_report(source)
+        files = write_report(
+            built,
+            layout.reports_folder(launch.output, plan.name),
+            log_to=launch.report.parent_run_id or latest_launch(built),
+        )
+    except Exception as err:  # a report problem must not hide the sweep's outcome
+        print(f"[{plan.name}] no report: {err}", file=launch.out)
+        return
+    print(f"[{plan.name}] report: {files.html}", file=launch.out)
 
 
 def _write_tables(launch: Launch) -> None:

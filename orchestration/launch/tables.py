@@ -57,6 +57,7 @@ def write_experiment_tables(
         expected_seeds=expected_seeds,
         search_space=search_space,
         targets=targets,
+        name=experiment,
     )
     written = write_tables(tables, output_dir)
     if parent_run_id is not None:

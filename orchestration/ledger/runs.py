@@ -13,7 +13,7 @@ same cells (an edited sweep, a launch with ``--set``, another checkpoint).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,10 @@ CSV_REQUIRED_COLUMNS: tuple[str, ...] = (
     "shots",
     *protocols.get_protocol(protocols.DEFAULT).set_metrics,
 )
-"""Columns a ``--runs`` CSV must have (architecture.md): ``base_acc`` and ``new_acc`` as metrics."""
+"""Columns a ``--runs`` CSV of base-to-new runs must have (architecture.md): ``base_acc`` and ``new_acc``
+as metrics; runs of other protocols (a ``protocol`` column) need the first four and their own metrics."""
+TRIAL_KEY_COLUMN = "trial_key"
+"""Optional column of a runs CSV holding each run's trial key (``table --per-run`` writes it)."""
 
 DEFAULT_PROTOCOL = protocols.get_protocol(protocols.DEFAULT).tag
 """The protocol of runs-CSV rows without a ``protocol`` column."""
@@ -61,12 +64,14 @@ class RunsTable:
         curve_metrics: Names of the non-final metrics the runs logged (training curves, gates).
         unplanned_runs: Runs of the experiment (in the statuses read) left out because the sweep
             does not plan them; 0 when no restriction was asked for.
+        trial_keys: ``run_id`` → trial key, where known (MLflow runs; a CSV's ``trial_key`` column).
     """
 
     runs: pd.DataFrame
     params: pd.DataFrame = field(default_factory=pd.DataFrame)
     curve_metrics: tuple[str, ...] = ()
     unplanned_runs: int = 0
+    trial_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
     """Turn one row per run (identity columns, metric columns, config columns) into a :class:`RunsTable`.
 
     Metric columns are the final metrics of a protocol (``prometar.protocols``); the remaining
-    non-identity columns (other than ``run_id``) become the params frame.
+    non-identity columns (other than ``run_id`` and :data:`TRIAL_KEY_COLUMN`) become the params frame.
 
     Args:
         wide: One row per run; must hold ``method``, ``dataset``, ``seed`` and ``shots``;
@@ -146,15 +151,22 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
         id_vars=[*IDENTITY_COLUMNS, "run_id"], value_vars=metrics, var_name="metric", value_name="value"
     )
     runs = runs.dropna(subset=["value"])[list(RUN_COLUMNS)].reset_index(drop=True)
-    param_columns = [c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id", *metrics}]
+    param_columns = [
+        c for c in wide.columns if c not in {*IDENTITY_COLUMNS, "run_id", TRIAL_KEY_COLUMN, *metrics}
+    ]
     params = wide.set_index("run_id")[param_columns]
-    return RunsTable(runs=runs, params=params)
+    keys = {}
+    if TRIAL_KEY_COLUMN in wide.columns:
+        known = wide[wide[TRIAL_KEY_COLUMN].notna()]
+        keys = dict(zip(known["run_id"], known[TRIAL_KEY_COLUMN].astype(str), strict=True))
+    return RunsTable(runs=runs, params=params, trial_keys=keys)
 
 
-def read_csv_file(path: Path, what: str) -> pd.DataFrame:
-    """Read a CSV file; a missing or unreadable one raises ``ResultsError`` naming ``path`` and ``what``."""
+def read_csv_file(path: Path, what: str, **options: Any) -> pd.DataFrame:
+    """Read a CSV file (``options``: of ``pandas.read_csv``); a missing or unreadable one raises
+    ``ResultsError`` naming ``path`` and ``what``."""
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, **options)
     except FileNotFoundError as error:
         raise ResultsError(f"{path}: {what} not found") from error
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -164,20 +176,21 @@ def read_csv_file(path: Path, what: str) -> pd.DataFrame:
 def read_runs_csv(path: Path | str) -> RunsTable:
     """Read a CSV of per-run rows (``method,dataset,seed,shots,base_acc,new_acc`` at least).
 
-    Optional columns: ``protocol`` (default ``base2new``), ``run_id``, further final metrics
-    (``hm``, ``acc``, ``acc/<target>``, ``val_*``) and config columns (dotted keys), which become
-    params.
+    Optional columns: ``protocol`` (default ``base2new``; with no base-to-new row, ``base_acc`` and
+    ``new_acc`` are not required), ``run_id``, ``trial_key``, further final metrics (``hm``, ``acc``,
+    ``acc/<target>``, ``val_*``) and config columns (dotted keys), which become params — as text, like
+    the MLflow params they stand for. The files ``table --per-run`` writes are such CSVs.
 
     Raises:
         ResultsError: The file is missing or unreadable, or a required column is missing or malformed.
     """
     path = Path(path)
-    wide = read_csv_file(path, "runs CSV")
-    missing = [c for c in CSV_REQUIRED_COLUMNS if c not in wide.columns]
+    wide = read_csv_file(path, "runs CSV", dtype=str)  # numbers are parsed by tidy_from_wide
+    base2new = "protocol" not in wide.columns or (wide["protocol"].astype(str) == DEFAULT_PROTOCOL).any()
+    required = CSV_REQUIRED_COLUMNS if base2new else CSV_REQUIRED_COLUMNS[:4]
+    missing = [c for c in required if c not in wide.columns]
     if missing:
-        raise ResultsError(
-            f"{path}: missing column(s) {', '.join(missing)} (need {','.join(CSV_REQUIRED_COLUMNS)})"
-        )
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} (need {','.join(required)})")
     return tidy_from_wide(wide, source=str(path))
 
 
@@ -262,6 +275,7 @@ def read_experiment(
         )
     wide = pd.DataFrame.from_records(records)
     wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
+    keys = dict(zip(wide["run_id"], wide["_trial_key"], strict=True))
     wide = wide.drop(columns=["_trial_key", "_start"])
     ledger = tidy_from_wide(wide, source=f"experiment {experiment!r}")
     param_frame = pd.DataFrame.from_dict(params, orient="index").reindex(wide["run_id"])
@@ -271,6 +285,7 @@ def read_experiment(
         params=param_frame,
         curve_metrics=tuple(sorted(curve_metrics)),
         unplanned_runs=unplanned,
+        trial_keys=keys,
     )
 
 

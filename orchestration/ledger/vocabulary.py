@@ -76,6 +76,9 @@ PROTOCOL_PARAM = "protocol_sweep"
 """The trial's protocol tag, beside the flattened config (whose ``protocol`` is the run's)."""
 ERROR_ARTIFACT = "error.txt"
 TABLES_ARTIFACT_PATH = "tables"
+REPORT_ARTIFACT_PATH = "report"
+"""Where a sweep's report (``report.html``, ``report.md``, ``figures/``) goes among its parent run's
+artifacts."""
 MAX_TAG_LENGTH = 5000
 
 # -- run statuses (MLflow's) -------------------------------------------------------------------

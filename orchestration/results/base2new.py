@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pandas as pd
 
@@ -138,13 +139,21 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
     return summary.astype({"n_seeds": "int64", "shots": "int64"}) if len(summary) else summary
 
 
-def layout_base2new(summary: pd.DataFrame, *, expected_seeds: int = 3) -> DisplayTable:
+def layout_base2new(
+    summary: pd.DataFrame, *, expected_seeds: int = 3, published_rows: bool = False
+) -> DisplayTable:
     """Lay out a base-to-new summary (with or without the published comparison).
 
     One block per dataset (Average first), one row per method; columns Base, New, HM (ours), then,
     when the summary carries published numbers, Paper and Δ for each. Best of each of our columns
     within a block in bold.
+
+    With ``published_rows`` (the LaTeX layout), the published numbers are rows instead: each dataset
+    block lists our methods, then, under a partial rule, the published row of each of them (``†``
+    still marks our cells beyond tolerance).
     """
+    if published_rows and "paper_base" in summary.columns:
+        return _layout_published_rows(summary, expected_seeds=expected_seeds)
     with_paper = "paper_base" in summary.columns
     several_shots = summary["shots"].nunique() > 1 if len(summary) else False
     header = ["Dataset", "Method"]
@@ -188,5 +197,50 @@ def layout_base2new(summary: pd.DataFrame, *, expected_seeds: int = 3) -> Displa
         bold_best(block, [2 + step * k for k in range(3)])
         table.rules.append(len(table.rows))
         table.rows.extend(block)
+    table.notes = sorted(notes)
+    return table
+
+
+def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> DisplayTable:
+    """:func:`layout_base2new` with the published numbers as a block of rows under ours."""
+    plain = layout_base2new(
+        summary.drop(
+            columns=[c for c in summary.columns if c.startswith(("paper_", "delta_"))]
+            + ["flag_base", "flag_new", "flag_hm", "provenance"]
+        ),
+        expected_seeds=expected_seeds,
+    )
+    table = DisplayTable(plain.title, plain.header, label_columns=2)
+    notes = set(plain.notes)
+    starts = [*plain.rules, len(plain.rows)]
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    several_shots = summary["shots"].nunique() > 1
+    for dataset, start, end in zip(datasets, starts[:-1], starts[1:], strict=True):
+        ours = summary[summary["dataset"] == dataset].reset_index(drop=True)
+        table.rules.append(len(table.rows))
+        for i, cells in enumerate(plain.rows[start:end]):
+            row = ours.iloc[i]
+            cells = list(cells)
+            for k, metric in enumerate(("base", "new", "hm")):
+                if bool(row[f"flag_{metric}"]) and number(row[f"delta_{metric}"]) is not None:
+                    cells[2 + k] = replace(cells[2 + k], flag=True)
+                    notes.add(
+                        f"† differs from the published number by > {DELTA_POINTS:g} point and > "
+                        f"{DELTA_STDS:g} std"
+                    )
+            table.rows.append(cells)
+        paper = ours[ours["paper_base"].notna()]
+        if paper.empty:
+            continue
+        table.subrules.append(len(table.rows))
+        for _, row in paper.iterrows():
+            approx = bool(row["provenance"]) and row["provenance"] != "published"
+            label = method_label(str(row["method"])) + (f" ({row['shots']}-shot)" if several_shots else "")
+            table.rows.append(
+                [Cell(text=""), Cell(text=f"{label} (published)")]
+                + [Cell(value=number(row[f"paper_{m}"]), approx=approx) for m in ("base", "new", "hm")]
+            )
+            if approx:
+                notes.add("~ paper value approximate (provenance not 'published')")
     table.notes = sorted(notes)
     return table

@@ -49,6 +49,9 @@ class DisplayTable:
         rules: Row indices before which a horizontal rule is drawn (dataset blocks).
         notes: Footnotes printed under the table.
         label_columns: How many leading columns hold labels (left-aligned); the rest hold numbers.
+        label: LaTeX label (``tab:<sweep>-<table>``); empty: none.
+        subrules: Row indices before which a rule under all but the first column is drawn (the
+            published rows of a dataset block).
     """
 
     title: str
@@ -57,6 +60,8 @@ class DisplayTable:
     rules: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     label_columns: int = 1
+    label: str = ""
+    subrules: list[int] = field(default_factory=list)
 
 
 def is_number(value: float | None) -> bool:

@@ -71,6 +71,8 @@ _LATEX_ESCAPES = {
     "Δ": r"$\Delta$",
     "†": r"$^\dagger$",
     "±": r"$\pm$",
+    "<": r"$<$",
+    ">": r"$>$",
 }
 
 
@@ -103,6 +105,7 @@ def to_latex(table: DisplayTable) -> str:
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(table.title)}}}",
+        *([rf"\label{{{table.label}}}"] if table.label else []),
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
         " & ".join(latex_escape(h) for h in table.header) + r" \\",
@@ -111,6 +114,8 @@ def to_latex(table: DisplayTable) -> str:
     for i, row in enumerate(table.rows):
         if i in table.rules and i > 0:
             lines.append(r"\midrule")
+        if i in table.subrules:
+            lines.append(rf"\cmidrule(l){{2-{len(table.header)}}}")
         lines.append(" & ".join(_cell_latex(c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
@@ -126,18 +131,26 @@ def to_csv(summary: pd.DataFrame) -> str:
 
 @dataclass(frozen=True)
 class RenderedTable:
-    """One table of an experiment: its name, numeric summary and layout."""
+    """One table of an experiment: its name, numeric summary and layout.
+
+    Attributes:
+        name: The table's kind (``base2new``, ``few_shot``, ...).
+        summary: The numeric summary (the CSV).
+        display: The layout Markdown (and, without ``latex_display``, LaTeX) renders.
+        latex_display: The LaTeX layout when it differs (published numbers as rows).
+    """
 
     name: str
     summary: pd.DataFrame
     display: DisplayTable
+    latex_display: DisplayTable | None = None
 
     def render(self, fmt: Format) -> str:
         """The table in ``markdown``, ``latex`` or ``csv``."""
         if fmt == "markdown":
             return to_markdown(self.display)
         if fmt == "latex":
-            return to_latex(self.display)
+            return to_latex(self.latex_display or self.display)
         if fmt == "csv":
             return to_csv(self.summary)
         raise ResultsError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")

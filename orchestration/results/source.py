@@ -35,6 +35,7 @@ class SweepSummary:
         source: The sweep file, as given.
         overrides: The extra dotted overrides (``--set``) the sweep was planned with.
         seeds: Seeds per cell the sweep plans (tables mark cells with fewer as ``(n=k)``).
+        trials: Trials the sweep plans (the grid, times ``num_samples`` for a search).
     """
 
     name: str
@@ -46,6 +47,7 @@ class SweepSummary:
     overrides: tuple[tuple[str, Any], ...] = ()
     seeds: int = 3
     targets: tuple[str, ...] = ()
+    trials: int = 0
 
 
 def summarize_plan(plan: SweepPlan, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
@@ -56,8 +58,8 @@ def summarize_plan(plan: SweepPlan, overrides: Mapping[str, Any] | None = None) 
         overrides: The extra overrides it was planned with (recorded for messages only).
 
     Returns:
-        Its name, datasets in grid order, protocol, search space, planned runs, seeds per cell and
-        evaluation targets.
+        Its name, datasets in grid order, protocol, search space, planned runs, seeds per cell,
+        evaluation targets and planned trial count.
     """
     spec = plan.spec
     space = tuple(spec.search.space) if spec.search is not None else ()
@@ -71,6 +73,7 @@ def summarize_plan(plan: SweepPlan, overrides: Mapping[str, Any] | None = None) 
         tuple((overrides or {}).items()),
         plan.seeds,
         plan.targets,
+        plan.total,
     )
 
 

@@ -15,6 +15,7 @@ facts; writing files is :func:`write_tables`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +65,18 @@ def _base2new(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[
         summary = ablation.ablation_summary(attach_params(runs, ledger.params, by), by, datasets=ctx.datasets)
         return [RenderedTable(ablation.KIND, summary, ablation.layout_ablation(summary, by))]
     summary = base2new.base2new_summary(runs, datasets=ctx.datasets)
+    latex = None
     if ctx.published is not None:
         summary = add_published(summary, ctx.published)
+        latex = base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds, published_rows=True)
+        if latex.subrules:
+            latex.title += "; published numbers in the lower rows of each block"
     return [
         RenderedTable(
-            protocol.table, summary, base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds)
+            protocol.table,
+            summary,
+            base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds),
+            latex,
         )
     ]
 
@@ -120,6 +128,7 @@ def build_tables(
     search_space: Sequence[str] = (),
     objective: str = search.OBJECTIVE,
     targets: Sequence[str] = (),
+    name: str | None = None,
 ) -> list[RenderedTable]:
     """The tables an experiment's runs support, by protocol (in the registry's order).
 
@@ -135,12 +144,16 @@ def build_tables(
         objective: The search metric.
         targets: Targets of the transfer tables (the sweep's ``eval.targets``); default: the
             protocol's standard targets.
+        name: The sweep (or experiment) name: each table's LaTeX label is ``tab:<name>-<table>``.
+
+    Every caption ends with the seeds, shots and backbone of the runs (:func:`caption_context`).
 
     Raises:
         ResultsError: No runs, no table applies to them, or base-to-new runs share a cell without a
             config param telling them apart.
     """
     runs = ledger.runs
+    label_name = name
     if runs.empty:
         raise ResultsError("no FINISHED runs to tabulate")
     recorded = set(runs["protocol"])
@@ -168,7 +181,48 @@ def build_tables(
             tables.extend(TABLE_KINDS[entry.table](ledger, entry, ctx))
     if not tables:
         raise ResultsError(f"no table applies to these runs (protocols: {', '.join(sorted(recorded))})")
+    context = caption_context(ledger)
+    for table in tables:
+        for display in (table.display, table.latex_display):
+            if display is not None:
+                display.title = f"{display.title}; {context}"
+                display.label = latex_label(label_name, table.name) if label_name else ""
     return tables
+
+
+def caption_context(ledger: RunsTable) -> str:
+    """What a caption states about the runs: their seeds, shots and backbone.
+
+    Example: ``seeds 1, 2, 3; 16 shots; backbone ViT-B-16-quickgelu (openai)``. The backbone comes
+    from the runs' ``backbone.name`` and ``backbone.pretrained`` params (a checkpoint path shows its
+    file name) and is left out when the runs do not carry them (a runs CSV without those columns).
+    """
+    runs = ledger.runs
+    seeds = sorted(int(s) for s in runs["seed"].unique())
+    shots = sorted(int(k) for k in runs["shots"].unique())
+    parts = [
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}",
+        f"{', '.join(map(str, shots))} shot{'s' if shots != [1] else ''}",
+    ]
+    params = ledger.params
+    if "backbone.name" in params.columns:
+        backbones = []
+        pairs = params[[c for c in ("backbone.name", "backbone.pretrained") if c in params.columns]]
+        for values in pairs.drop_duplicates().itertuples(index=False):
+            model, pretrained = str(values[0]), str(values[1]) if len(values) > 1 else ""
+            if pretrained and pretrained not in ("None", "nan"):
+                shown = Path(pretrained).name if ("/" in pretrained or "\\" in pretrained) else pretrained
+                backbones.append(f"{model} ({shown})")
+            else:
+                backbones.append(model)
+        parts.append("backbone " + ", ".join(dict.fromkeys(backbones)))
+    return "; ".join(parts)
+
+
+def latex_label(sweep: str, table: str) -> str:
+    """``tab:<sweep>-<table>``, with characters LaTeX labels cannot hold replaced by ``-``."""
+    safe = re.sub(r"[^A-Za-z0-9_.:-]", "-", f"{sweep}-{table}")
+    return f"tab:{safe}"
 
 
 def table_text(
@@ -199,6 +253,7 @@ def table_text(
         expected_seeds=expected_seeds,
         search_space=sweep.search_space if sweep else (),
         targets=sweep.targets if sweep else (),
+        name=sweep.name if sweep else source.experiment or "runs",
     )
     return render_tables(tables, fmt)
 

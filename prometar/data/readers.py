@@ -133,6 +133,8 @@ def _read_split_json(info: DatasetInfo, folder: Path, root: Path) -> DatasetSpli
             raw = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: malformed JSON: {err}") from None
+    except OSError as err:  # permissions, a folder of that name, a vanished mount
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an object with keys train, val, test, got {type(raw).__name__}")
     missing = [name for name in SPLIT_NAMES if name not in raw]

@@ -330,14 +330,6 @@ def test_every_recorded_quantity_matches(parity_errors):
     assert not too_far, f"{run} ({dtype}): (relative error, error / tolerance) above tolerance: {too_far}"
 
 
-def test_float32_step_takes_well_under_a_few_seconds(tmp_path):
-    import time
-
-    start = time.perf_counter()
-    run_our_step(RUNS[0], tmp_path)
-    assert time.perf_counter() - start < 10.0
-
-
 if __name__ == "__main__":  # pragma: no cover - prints the error table for a report
     import tempfile
 

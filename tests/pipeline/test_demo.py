@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -172,8 +173,38 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
     assert f"{metrics['base_acc']:.2f}" in row and f"{metrics['hm']:.2f}" in row
     assert "| EuroSAT | colour-cast | systematic | 12.50 | 12.50 | 50.00 | 50.00 |" in text
     assert (output / "tables" / "demo" / "base2new.csv").is_file()
-    assert {p.name for p in report.plots} >= {"base_vs_new.png", "hm.png"}
+    assert {p.name for p in report.plots} >= {"base_vs_new.png", "hm.png", "base_vs_new.pdf", "hm.svg"}
     assert all(p.is_file() and p.parent == output / "plots" for p in report.plots)
+
+    # The report: self-contained, with the tables and every figure; the `report` verb on the demo's
+    # output writes the same sections.
+    from test_report import assert_self_contained
+
+    assert report.report == output / "reports" / "demo" / "report.html" and f"open {report.report}" in text
+    figures = sorted({p.stem for p in report.plots})
+    page = report.report.read_text()
+    assert_self_contained(page)
+    assert "Base-to-new generalisation" in page and "Toy datasets: chance and single-attribute" in page
+    assert sorted(re.findall(r'<figure class="plot" id="figure-([\w-]+)"><svg\b', page)) == figures
+    result = CliRunner().invoke(
+        main,
+        [
+            "report",
+            str(path),
+            "--tracking-uri",
+            f"sqlite:///{output / 'mlflow.db'}",
+            "--set",
+            f"backbone.pretrained={output / 'toy' / 'toy_clip.pt'}",
+            "--no-published",
+            "-o",
+            str(tmp_path / "report"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert_self_contained(page)
+    assert "<dt>planned</dt><dd>1</dd><dt>finished</dt><dd>1</dd>" in page and row.split(" | ")[2] in page
+    assert sorted(re.findall(r'<figure class="plot" id="figure-([\w-]+)"><svg\b', page)) == figures
 
     # Again: the toy build is reused, no trial starts, the same table is printed.
     stream = io.StringIO()

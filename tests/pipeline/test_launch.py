@@ -321,7 +321,9 @@ def test_runs_finished_under_an_earlier_result_revision_are_not_done(
         runner, "run_tuner", lambda launch, table, *args, **kwargs: started.extend(table.trials)
     )
     stream = io.StringIO()
-    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+    report = launch(
+        sweep, LaunchOptions(data_root=data_root, output=output, tables=False, report=False), stream=stream
+    )
     assert report.done_before == 0 and report.to_run == 2 and started == [t.key for t in trials]
     assert note in stream.getvalue()
 
@@ -351,7 +353,9 @@ def test_a_search_counts_the_samples_a_live_launch_is_running(tmp_path: Path, da
         0, [], type("T", (), {"trial_id": "t1", "config": {"group": group.key}})()
     )
     stream = io.StringIO()
-    report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+    report = launch(
+        sweep, LaunchOptions(data_root=data_root, output=output, tables=False, report=False), stream=stream
+    )
     assert report.to_run == 0 and report.exit_code == 0, stream.getvalue()
     assert "search done (0 samples, 1 running in another live launch)" in stream.getvalue()
     assert ledger.statuses() == {sample.key: {"RUNNING"}}  # left to its launch, not closed
@@ -511,6 +515,12 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict, data_root: P
     client = MlflowClient(default_tracking_uri(output))
     parent = client.get_run(report.parent_run_id)
     assert parent.data.tags["prometar.role"] == "launch" and parent.info.status == "FINISHED"
+    # the report (written by default), after the parent run ended, and logged on it
+    page = (output / "reports" / "grid" / "report.html").read_text()
+    assert "<dt>planned</dt><dd>4</dd><dt>finished</dt><dd>4</dd><dt>failed</dt><dd>0</dd>" in page
+    assert page.count('<figure class="plot"') >= 2 and report.parent_run_id in page
+    logged = {Path(a.path).name for a in client.list_artifacts(report.parent_run_id, "report")}
+    assert logged >= {"report.html", "report.md", "figures"}
     for run in runs:
         trial = expected[run.data.tags["prometar.trial_key"]]
         tags = run.data.tags
@@ -568,7 +578,9 @@ def test_relaunch_starts_nothing_and_status_counts(first_launch: dict, data_root
             [MlflowClient(default_tracking_uri(output)).get_experiment_by_name("grid").experiment_id]
         )
     }
-    report = launch(first_launch["sweep"], LaunchOptions(data_root=data_root, output=output, tables=False))
+    report = launch(
+        first_launch["sweep"], LaunchOptions(data_root=data_root, output=output, tables=False, report=False)
+    )
     assert report.to_run == 0 and report.done_before == 4 and report.parent_run_id is None
     client = MlflowClient(default_tracking_uri(output))
     after = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name("grid").experiment_id])}
@@ -604,7 +616,7 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(
     new = {t.dataset: t for t in load_plan(sweep).trials if t.seed == 3}
     faults.write_text(json.dumps({new["caltech101"].key: "once", new["eurosat"].key: "always"}))
     try:
-        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False))
+        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False, report=False))
     finally:
         faults.write_text("{}")
     assert report.to_run == 2 and report.done_before == 4
@@ -690,7 +702,11 @@ def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
 
     log = tmp_path / "relaunch.txt"
     with log.open("w") as stream:
-        report = launch(sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream)
+        report = launch(
+            sweep,
+            LaunchOptions(data_root=data_root, output=output, tables=False, report=False),
+            stream=stream,
+        )
     assert report.to_run == 1 and report.done_before == 1 and report.exit_code == 0
     assert "1 trial(s) continue the MLflow run an earlier launch left unfinished" in log.read_text()
     runs = child_runs(output, "killed")
@@ -763,7 +779,9 @@ def test_search_runs_optuna_on_validation_and_writes_the_best_sweep(
     assert trial.config["protocol"] == "base2new" and trial.dataset == "eurosat"
 
     again = launch(
-        sweep, LaunchOptions(data_root=data_root, output=output, tables=False), stream=stream_null()
+        sweep,
+        LaunchOptions(data_root=data_root, output=output, tables=False, report=False),
+        stream=stream_null(),
     )
     assert again.to_run == 0 and again.done_before == 2 and len(child_runs(output, "search")) == 2
 
@@ -866,3 +884,31 @@ def test_search_groups_run_side_by_side_in_one_tuner(
     first, second = sorted(runs, key=lambda r: r.info.start_time)
     assert second.info.start_time < first.info.end_time  # side by side, not one group after the other
     assert {r.data.tags["seed"] for r in runs} == {"1", "2"}
+
+
+def test_a_corrupt_image_fails_its_trial_naming_the_file_and_the_sweep_goes_on(
+    tmp_path: Path, ray_address: str
+) -> None:
+    from prometar.data.readers import read_dataset
+    from prometar.toy.miniature import write_miniatures
+
+    root = tmp_path / "data"
+    write_miniatures(root, ["eurosat", "dtd"])
+    for item in read_dataset("eurosat", root).train:  # every training image: whichever the shots pick
+        Path(item.path).write_text("not an image")
+    sweep = write_sweep(tmp_path, "corrupt", seeds=[1], datasets=["eurosat", "dtd"])
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "orchestration.cli", "launch", str(sweep), "--output", str(output),
+               "--data-root", str(root), "--address", ray_address]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text[-3000:]
+    failed = [line for line in text.splitlines() if "FAILED: " in line]
+    assert (
+        len(failed) == 1
+        and "DataError: cannot read image" in failed[0]
+        and str(root / "eurosat") in failed[0]
+    )
+    assert "Traceback" not in text
+    statuses = {r.data.tags["dataset"]: r.info.status for r in child_runs(output, "corrupt")}
+    assert statuses == {"eurosat": "FAILED", "dtd": "FINISHED"}

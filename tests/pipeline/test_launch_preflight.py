@@ -145,3 +145,48 @@ def test_validate_without_a_data_root_needs_no_weights_or_data(tmp_path):
     sweep = sweep_file(tmp_path, **{"backbone.pretrained": str(tmp_path / "on-the-cluster.pt")})
     result = CliRunner().invoke(main, ["validate", str(sweep)])
     assert result.exit_code == 0, result.output
+
+
+def test_an_output_folder_name_too_long_is_refused(tmp_path, data_root):
+    out = tmp_path / ("x" * 300)
+    refused(
+        [
+            "launch",
+            str(sweep_file(tmp_path)),
+            "--data-root",
+            str(data_root),
+            "--output",
+            str(out),
+            "--dry-run",
+        ],
+        "more than a file system takes (255)",
+        "--output",
+    )
+
+
+def test_an_output_folder_under_a_file_or_a_read_only_folder_is_refused(tmp_path, data_root, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    refused(
+        [
+            "launch",
+            str(sweep_file(tmp_path)),
+            "--data-root",
+            str(data_root),
+            "--output",
+            str(blocker / "out"),
+        ],
+        f"{blocker} is a file, not a folder",
+    )
+    import os
+
+    real = os.access
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    # What a folder without write permission does for a user who is not root (the tests may run as root).
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked else real(path, mode))
+    refused(
+        ["launch", str(sweep_file(tmp_path)), "--data-root", str(data_root), "--output", str(locked / "out")],
+        f"{locked} cannot be written",
+    )
+    assert not (locked / "out").exists()

@@ -1,24 +1,15 @@
-"""Plots are written as real, non-empty PNG images from hand-made runs and a tmp MLflow store."""
+"""Figures are written as real PNG (300 dpi), PDF and SVG files from a tmp MLflow store (the figures
+themselves: ``test_figures.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from click.testing import CliRunner
 
 from orchestration.cli import main
-from orchestration.ledger.runs import attach_params, tidy_from_wide
-from orchestration.results.base2new import base2new_summary
-from orchestration.results.plots import (
-    ALIGNMENT_METRICS,
-    GATE_METRICS,
-    plot_base_vs_new,
-    plot_hm,
-    plot_search,
-    plot_source,
-)
-from orchestration.results.published import load_published
+from orchestration.results.figures import ALIGNMENT_METRICS, GATE_METRICS
+from orchestration.results.plots import plot_source
 from orchestration.results.source import load_source
 from orchestration.sweeps.planning import load_plan
 
@@ -31,37 +22,18 @@ def assert_png(path: Path) -> None:
     assert len(data) > 5_000, (path, len(data))  # an empty canvas compresses to far less
 
 
-def published_ledger():
-    published = load_published()
-    rows = published[published["dataset"] != "average"].rename(columns={"base": "base_acc", "new": "new_acc"})
-    wide = rows[["method", "dataset", "base_acc", "new_acc"]].assign(seed=1, shots=16)
-    return tidy_from_wide(wide, source="published")
-
-
-def test_base_vs_new_and_hm(tmp_path: Path):
-    summary = base2new_summary(published_ledger().runs)
-    assert_png(plot_base_vs_new(summary, tmp_path / "scatter.png", published=load_published()))
-    assert_png(plot_hm(summary, tmp_path / "hm.png"))
-
-
-def test_search_plot_numeric_and_categorical(tmp_path: Path):
-    rows = [
-        {
-            "method": "prometar",
-            "dataset": "dtd",
-            "seed": 1,
-            "shots": 16,
-            "protocol": "search",
-            "val_hm": 60.0 + i,
-            "regularizer.text_weight": 5.0 * 2**i,
-            "meta.gate": ["on", "off"][i % 2],
-        }
-        for i in range(6)
-    ]
-    ledger = tidy_from_wide(pd.DataFrame(rows), source="hand")
-    params = ["regularizer.text_weight", "meta.gate"]
-    runs = attach_params(ledger.runs, ledger.params, params)
-    assert_png(plot_search(runs, params, tmp_path / "search.png"))
+def assert_figure_files(paths: list[Path], names: list[str]) -> None:
+    """Each figure in PNG, PDF and SVG, nothing else."""
+    assert sorted(p.name for p in paths) == sorted(
+        f"{n}.{ext}" for n in names for ext in ("png", "pdf", "svg")
+    )
+    for path in paths:
+        if path.suffix == ".png":
+            assert_png(path)
+        elif path.suffix == ".pdf":
+            assert path.read_bytes()[:5] == b"%PDF-"
+        else:
+            assert b"<svg" in path.read_bytes()[:2000]
 
 
 TOY_SWEEP = "grid:\n  method: [coop, prometar]\n  dataset: [dtd, eurosat]\n  seed: [1, 2]\n"
@@ -118,14 +90,7 @@ def test_all_plots_from_mlflow(tmp_path: Path):
     source = load_source(tmp_path / "toy.yaml", tracking_uri=uri)
     assert source.ledger.runs["run_id"].nunique() == 8 and source.ledger.unplanned_runs == 1
     paths = plot_source(source, tmp_path / "plots")
-    assert sorted(p.name for p in paths) == [
-        "base_vs_new.png",
-        "gate_and_alignment.png",
-        "hm.png",
-        "training_curves.png",
-    ]
-    for path in paths:
-        assert_png(path)
+    assert_figure_files(paths, ["base_vs_new", "hm", "training_curves", "gate_and_alignment"])
 
 
 def test_cli_plot(tmp_path: Path):
@@ -158,3 +123,23 @@ def test_cli_plot(tmp_path: Path):
     )
     assert result.exit_code == 2 and "note: 9 FINISHED run(s)" in result.stderr
     assert "no FINISHED runs to plot" in result.stderr and not (tmp_path / "none").exists()
+
+
+def test_cli_plot_from_a_runs_csv(tmp_path: Path):
+    runs = tmp_path / "runs.csv"
+    runs.write_text(
+        "method,dataset,seed,shots,base_acc,new_acc\n"
+        "ivlp,dtd,1,16,80,60\nivlp,dtd,2,16,82,58\nprometar,dtd,1,16,79,64\nprometar,dtd,2,16,81,66\n"
+    )
+    out = tmp_path / "figures"
+    result = CliRunner().invoke(main, ["plot", "--runs", str(runs), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert_figure_files(sorted(out.iterdir()), ["base_vs_new", "hm"])  # no MLflow: no training curves
+    assert result.stdout.splitlines() == [
+        str(out / f"{n}.{e}") for n in ("base_vs_new", "hm") for e in ("png", "pdf", "svg")
+    ]
+    assert 'id="published:prometar"' in (out / "hm.svg").read_text()  # the paper's DTD HM, marked
+    bare = tmp_path / "bare"
+    result = CliRunner().invoke(main, ["plot", "--runs", str(runs), "--no-published", "-o", str(bare)])
+    assert result.exit_code == 0, result.output
+    assert 'id="published:' not in (bare / "hm.svg").read_text()
