@@ -464,8 +464,25 @@ def report(sweep, experiment, sets, published, no_published, tracking_uri, no_lo
     type=click.Path(dir_okay=False, path_type=str),
     help="Search sweeps: write the best configuration as a sweep file for the real protocol.",
 )
+@click.option(
+    "--no-gpu-check",
+    is_flag=True,
+    help="Skip the check that torch can use the GPUs the sweep asks for (a trial on an unusable GPU "
+    "still fails at once).",
+)
 def launch(
-    sweep, data_root, output, storage, address, tracking_uri, sets, dry_run, force, max_concurrent, write_best
+    sweep,
+    data_root,
+    output,
+    storage,
+    address,
+    tracking_uri,
+    sets,
+    dry_run,
+    force,
+    max_concurrent,
+    write_best,
+    no_gpu_check,
 ) -> None:
     """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
     from pathlib import Path
@@ -484,6 +501,7 @@ def launch(
         force=force,
         max_concurrent=max_concurrent,
         write_best=Path(write_best) if write_best else None,
+        gpu_check=not no_gpu_check,
     )
     report = launch(sweep, options)
     raise SystemExit(report.exit_code)
@@ -562,6 +580,40 @@ def ui(output, tracking_uri, host, port) -> None:
     except KeyboardInterrupt:
         process.terminate()
         raise SystemExit(process.wait()) from None
+
+
+@main.command("doctor")
+@click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--data-root", default="data", show_default=True, envvar=DATA_ROOT_ENV, show_envvar=True)
+@click.option("--output", default="prometar_runs", show_default=True, help="The launch's output folder.")
+@click.option("--storage", metavar="URI", envvar=STORAGE_ENV, show_envvar=True, help="Ray storage.")
+@click.option("--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True, help="A Ray cluster.")
+@click.option("--tracking-uri", metavar="URI", envvar=TRACKING_ENV, show_envvar=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: ok, and each check.")
+def doctor(sweep, data_root, output, storage, address, tracking_uri, sets, as_json) -> None:
+    """Check that this node can run a sweep: torch, CUDA, driver, GPUs, tracking, storage, data.
+
+    One line per check; exit 1 when one fails. The GPU checks fail only when SWEEP asks for GPUs.
+    """
+    import json
+    from pathlib import Path
+
+    from orchestration.launch.doctor import DoctorOptions, as_json as checks_json, failing, run_checks
+    from orchestration.sweeps.planning import load_plan
+    from prometar.config import parse_override
+
+    plan = load_plan(sweep, overrides=dict(parse_override(text) for text in sets)) if sweep else None
+    options = DoctorOptions(
+        data_root=Path(data_root),
+        output=Path(output),
+        tracking_uri=tracking_uri,
+        storage=storage,
+        address=address,
+    )
+    checks = run_checks(options, plan)
+    click.echo(json.dumps(checks_json(checks), indent=2) if as_json else "\n".join(c.line() for c in checks))
+    raise SystemExit(1 if failing(checks) else 0)
 
 
 @main.command("validate")

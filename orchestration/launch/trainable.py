@@ -30,6 +30,7 @@ from typing import Any
 from ray import tune
 
 from orchestration import layout
+from orchestration.gpus import trial_device
 from orchestration.launch.trial_table import TrialTable
 from orchestration.ledger.vocabulary import EPOCH_EVENT, EVENT_KEY, FINAL_EVENT, FINAL_FILE
 from orchestration.provenance import environment
@@ -77,6 +78,16 @@ def _fetch_earlier(uri: str, stack: ExitStack) -> Path | None:
         return None
 
 
+def _granted_gpu_ids() -> list[str]:
+    """The GPU ids Ray granted this worker (empty outside a Ray worker)."""
+    import ray
+
+    try:
+        return [str(i) for i in ray.get_gpu_ids()]
+    except Exception:  # not in a Ray worker: nothing was granted by id
+        return []
+
+
 def train_trial(
     config: dict[str, Any],
     *,
@@ -112,7 +123,8 @@ def train_trial(
     run_config = trial.run_config or build_config(trial.config, source=f"trial {trial.key}")
     granted = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
-    device = "cuda" if granted.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
+    # a granted GPU torch cannot use fails the trial here, before anything trains on the CPU
+    device = trial_device(granted.get("GPU", 0), run_config.backbone.device, _granted_gpu_ids())
     if node_local:
         output_dir = Path.cwd().resolve() / "prometar" / trial.key  # named by the key, as under trials/
     else:

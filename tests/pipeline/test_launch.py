@@ -316,7 +316,7 @@ def test_runs_finished_under_an_earlier_result_revision_are_not_done(
 
     started: list[str] = []
     monkeypatch.setattr(runner, "ray_session", lambda address: nullcontext())
-    monkeypatch.setattr(runner, "check_cluster_fits", lambda *args, **kwargs: None)  # no Ray here
+    monkeypatch.setattr(runner, "check_cluster", lambda *args, **kwargs: None)  # no Ray here
     monkeypatch.setattr(
         runner, "run_tuner", lambda launch, table, *args, **kwargs: started.extend(table.trials)
     )
