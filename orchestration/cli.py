@@ -384,9 +384,18 @@ def plot(sweep, experiment, sets, runs_csv, published, no_published, tracking_ur
     help="Published numbers to compare with; default: the shipped reference.",
 )
 @click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
-@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
 @click.option(
-    "--no-log", is_flag=True, help="Do not log the report as an artifact of the sweep's latest launch."
+    "--tracking-uri",
+    metavar="URI",
+    envvar=TRACKING_ENV,
+    show_envvar=True,
+    help="Default: sqlite:///./prometar_runs/mlflow.db.",
+)
+@click.option(
+    "--log/--no-log",
+    default=False,
+    help="Also log the report as artifacts of the sweep's latest launch run, replacing the report "
+    "that launch logged (default: only the files under --out).",
 )
 @click.option(
     "-o",
@@ -395,14 +404,14 @@ def plot(sweep, experiment, sets, runs_csv, published, no_published, tracking_ur
     type=click.Path(file_okay=False, path_type=str),
     help="Folder for report.html, report.md and figures/.",
 )
-def report(sweep, experiment, sets, published, no_published, tracking_uri, no_log, out) -> None:
+def report(sweep, experiment, sets, published, no_published, tracking_uri, log, out) -> None:
     """Write a sweep's report: one self-contained HTML page (tables, figures, trial counts and failures,
-    provenance) and its Markdown twin; logged on the sweep's latest launch run."""
+    provenance) and its Markdown twin (--log: also on the sweep's latest launch run)."""
     from orchestration.ledger.vocabulary import REPORT_ARTIFACT_PATH
     from orchestration.results.report import report_source
 
     source = _load_source(sweep, experiment, None, tracking_uri, sets)
-    files = report_source(source, out, published=published, compare=not no_published, log=not no_log)
+    files = report_source(source, out, published=published, compare=not no_published, log=log)
     click.echo(str(files.html))
     click.echo(str(files.markdown))
     if files.logged_to:
@@ -963,6 +972,7 @@ def toy_build(output, seed, steps, threads, precision, time_limit, force) -> Non
     Exit 1 when the build fails its quality floor (zero-shot accuracy on the held-out colour x shape
     combinations) or its time limit; nothing is cached then.
     """
+    from orchestration.logs import records_to
     from prometar.toy.build import ToyBuildError, build_toy, format_report
 
     options = {"seed": seed, "threads": threads, "precision": precision, "force": force}
@@ -972,7 +982,8 @@ def toy_build(output, seed, steps, threads, precision, time_limit, force) -> Non
         options["time_limit_s"] = time_limit
     click.echo(f"toy build in {output} (seed {seed}) ...", err=True)
     try:
-        build = build_toy(output, **options)
+        with records_to(click.get_text_stream("stderr"), "prometar.toy"):  # progress: step, loss, ETA
+            build = build_toy(output, **options)
     except ToyBuildError as err:
         click.echo(f"error: {err}", err=True)
         raise SystemExit(1) from None

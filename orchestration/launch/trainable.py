@@ -31,8 +31,11 @@ from ray import tune
 
 from orchestration import layout
 from orchestration.gpus import trial_device
+from orchestration.launch.system_metrics import SystemSampler
 from orchestration.launch.trial_table import TrialTable
 from orchestration.ledger.vocabulary import EPOCH_EVENT, EVENT_KEY, FINAL_EVENT, FINAL_FILE
+from orchestration.ledger.vocabulary import TRIAL_LOG_ARTIFACT as TRIAL_LOG
+from orchestration.logs import quoting_log_tail, trial_log
 from orchestration.provenance import environment
 from prometar import events
 
@@ -115,29 +118,62 @@ def train_trial(
             instead of under ``output_root``.
         keep_checkpoints: Epoch checkpoints kept in the run's folder (``checkpoint.keep``).
     """
-    import torch
-
     from prometar.config import build_config
 
     trial = table.resolve(config)
     run_config = trial.run_config or build_config(trial.config, source=f"trial {trial.key}")
-    granted = tune.get_context().get_trial_resources().required_resources
-    torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
-    # a granted GPU torch cannot use fails the trial here, before anything trains on the CPU
-    device = trial_device(granted.get("GPU", 0), run_config.backbone.device, _granted_gpu_ids())
     if node_local:
         output_dir = Path.cwd().resolve() / "prometar" / trial.key  # named by the key, as under trials/
     else:
         output_dir = layout.trial_folder(output_root, trial.key)
     output_dir.mkdir(parents=True, exist_ok=True)
+    log_path = output_dir / TRIAL_LOG
+    with trial_log(log_path), quoting_log_tail(log_path):
+        _train(
+            trial,
+            run_config,
+            output_dir,
+            data_root=data_root,
+            git_sha=git_sha,
+            resume_local=resume_local,
+            table=table,
+            keep_checkpoints=keep_checkpoints,
+        )
+    # the final checkpoint (in Ray storage) holds everything now: no epoch checkpoint is needed
+    shutil.rmtree(output_dir if node_local else output_dir / "checkpoints", ignore_errors=True)
+
+
+def _train(
+    trial: Any,
+    run_config: Any,
+    output_dir: Path,
+    *,
+    data_root: str,
+    git_sha: str,
+    resume_local: bool,
+    table: TrialTable,
+    keep_checkpoints: int,
+) -> None:
+    """The trial's run (resumed where it can be) and its reports, while ``trial.log`` records it."""
+    import torch
+
+    granted = tune.get_context().get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
+    # a granted GPU torch cannot use fails the trial here, before anything trains on the CPU
+    device = trial_device(granted.get("GPU", 0), run_config.backbone.device, _granted_gpu_ids())
+    logger.info("trial %s on %s (Ray granted %s)", trial.key, device, dict(granted))
+    log_path = output_dir / TRIAL_LOG
     final: dict[str, Any] = {}
+    sampler = SystemSampler(device)
 
     def on_event(event: dict[str, Any]) -> None:
         if event.get(events.EVENT) == events.EPOCH:
             metrics = {k: v for k, v in event.items() if k not in (events.EVENT, events.CHECKPOINT)}
+            metrics.update(sampler.epoch_metrics())
             metrics[EVENT_KEY] = EPOCH_EVENT
-            checkpoint = tune.Checkpoint.from_directory(str(Path(event[events.CHECKPOINT]).resolve()))
-            tune.report(metrics, checkpoint=checkpoint)
+            folder = Path(event[events.CHECKPOINT]).resolve()
+            shutil.copy2(log_path, folder / TRIAL_LOG)  # the log so far travels with the checkpoint
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
         elif event.get(events.EVENT) == events.FINAL:
             final.update({k: v for k, v in event.items() if k != events.EVENT})
 
@@ -165,7 +201,8 @@ def train_trial(
                 {**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(str(resume_dir))
             )
             return
-        run_resuming(run_config, [*([resume_dir] if resume_dir else []), *local_candidates], **common)
+        with sampler:
+            run_resuming(run_config, [*([resume_dir] if resume_dir else []), *local_candidates], **common)
 
     artifacts = output_dir / "final"
     artifacts.mkdir(exist_ok=True)
@@ -174,7 +211,7 @@ def train_trial(
             shutil.copy2(output_dir / name, artifacts / name)
     (artifacts / "environment.json").write_text(json.dumps(environment(device, git_sha), indent=2))
     (artifacts / FINAL_FILE).write_text(json.dumps(final, indent=2, sort_keys=True))
+    logger.info("trial %s finished: %s", trial.key, json.dumps(final, sort_keys=True))
+    shutil.copy2(log_path, artifacts / TRIAL_LOG)
     report = {**final, EVENT_KEY: FINAL_EVENT, events.EPOCH_KEY: trial.epochs}
     tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
-    # the final checkpoint (in Ray storage) holds everything now: no epoch checkpoint is needed
-    shutil.rmtree(output_dir if node_local else local, ignore_errors=True)

@@ -28,6 +28,7 @@ from orchestration.ledger.vocabulary import (
     PROTOCOL_TAG,
     SEARCH_GROUP_TAG,
     TRIAL_KEY_TAG,
+    is_measurement,
 )
 from orchestration.sweeps.planning import SweepPlan
 from prometar import protocols
@@ -261,7 +262,7 @@ def read_experiment(
         for key, value in run.data.metrics.items():
             if protocols.is_final_metric(key):
                 record[key] = value
-            else:
+            elif not is_measurement(key):  # machine measurements are not training curves
                 curve_metrics.add(key)
         records.append(record)
         params[run.info.run_id] = dict(run.data.params)
