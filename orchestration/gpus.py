@@ -31,8 +31,7 @@ MIN_DRIVER = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
 """CUDA major version of a torch wheel → the oldest Linux driver that runs it (NVIDIA's minor
 version compatibility); the README lists the install path for each."""
 
-CPU_ADVICE = "backbone.device: cpu in the sweep's overrides trains on the CPU"
-INSTALL_ADVICE = "install the CUDA-12 torch (make venv TORCH_VARIANT=cu126, docs/cluster.md)"
+ADVICE = "install a torch for this driver (make venv TORCH_VARIANT=cu126) or set backbone.device: cpu"
 PROBE_TIMEOUT_S = 120.0
 """How long the child process or Ray task that imports torch may take."""
 
@@ -183,13 +182,13 @@ def unusable_message(report: CudaReport, subject: str) -> str:
         need = min_driver(report.cuda_runtime)
         torch_says = (
             f"torch {report.torch_version} is built for CUDA {report.cuda_runtime}"
-            + (f" (needs NVIDIA driver >= {need})" if need else "")
+            + (f" (needs driver >= {need})" if need else "")
         )
     driver = f"NVIDIA driver {report.driver}" if report.driver else "NVIDIA driver: none found"
     visible = report.visible_devices if report.visible_devices is not None else "unset"
     return (
         f"{subject} but torch cannot use CUDA: {torch_says}; {driver}; "
-        f"CUDA_VISIBLE_DEVICES={visible}; {INSTALL_ADVICE}, or set {CPU_ADVICE}"
+        f"CUDA_VISIBLE_DEVICES={visible}; {ADVICE}"
     )
 
 

@@ -22,6 +22,8 @@ TAIL_LINES = 20
 TAIL_HEADER = "--- the last lines of trial.log ---"
 """Opens the quoted lines in a failed trial's error text (what precedes it is the error itself)."""
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+OUR_LOGGERS = ("prometar", "orchestration")
+"""The loggers whose INFO records a trial's log keeps (other libraries': their warnings)."""
 
 
 @contextmanager
@@ -64,18 +66,20 @@ class _Tee:
 
 @contextmanager
 def trial_log(path: Path, level: int = logging.INFO) -> Iterator[Path]:
-    """Write this process's stdout, stderr and log records (``level`` and above) to ``path`` too."""
+    """Write this process's stdout, stderr and log records to ``path`` too: the core's and the
+    application's from ``level`` up, other libraries' as their loggers let through."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8", errors="replace") as file:
         handler = logging.StreamHandler(file)
         handler.setFormatter(logging.Formatter(FORMAT))
         handler.setLevel(level)
         root = logging.getLogger()
-        core = logging.getLogger("prometar")
-        saved = core.level
+        ours = [logging.getLogger(name) for name in OUR_LOGGERS]
+        saved = [logger.level for logger in ours]
         root.addHandler(handler)
-        if core.getEffectiveLevel() > level:
-            core.setLevel(level)
+        for logger in ours:
+            if logger.getEffectiveLevel() > level:
+                logger.setLevel(level)
         out, err = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(file, out), _Tee(file, err)
         try:
@@ -83,7 +87,8 @@ def trial_log(path: Path, level: int = logging.INFO) -> Iterator[Path]:
         finally:
             sys.stdout, sys.stderr = out, err
             root.removeHandler(handler)
-            core.setLevel(saved)
+            for logger, old in zip(ours, saved, strict=True):
+                logger.setLevel(old)
 
 
 @contextmanager

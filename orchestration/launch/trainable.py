@@ -159,9 +159,11 @@ def _train(
 
     granted = tune.get_context().get_trial_resources().required_resources
     torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
+    gpu_ids = _granted_gpu_ids()
+    logger.info("trial %s: Ray granted %s (GPU ids %s)", trial.key, dict(granted), gpu_ids or "none")
     # a granted GPU torch cannot use fails the trial here, before anything trains on the CPU
-    device = trial_device(granted.get("GPU", 0), run_config.backbone.device, _granted_gpu_ids())
-    logger.info("trial %s on %s (Ray granted %s)", trial.key, device, dict(granted))
+    device = trial_device(granted.get("GPU", 0), run_config.backbone.device, gpu_ids)
+    logger.info("trial %s trains on %s", trial.key, device)
     log_path = output_dir / TRIAL_LOG
     final: dict[str, Any] = {}
     sampler = SystemSampler(device)

@@ -72,6 +72,8 @@ from orchestration.sweeps.planning import Trial
 from prometar import RESULT_REVISION, events
 
 PARAM_BATCH = 100
+REASON_LENGTH = 400
+"""Longest one-line reason of a failed trial (the console's failure line)."""
 METRIC_BATCH = 1000
 
 
@@ -106,8 +108,8 @@ def error_reason(trial: Any) -> str:
         if ":" in line and " " not in head and head[:1].isalpha() and not head.startswith("File"):
             name = head.rsplit(".", 1)[-1]
             if name.endswith(("Error", "Exception", "Fault", "Interrupt")) or name == "AssertionError":
-                return line if len(line) <= 300 else line[:299] + "…"
-    return (lines[-1] if lines else "failed")[:300]
+                return line if len(line) <= REASON_LENGTH else line[: REASON_LENGTH - 1] + "…"
+    return (lines[-1] if lines else "failed")[:REASON_LENGTH]
 
 
 class MlflowTrialCallback(tune.Callback):

@@ -72,8 +72,9 @@ def test_a_sweep_asking_for_gpus_torch_cannot_use_is_refused_before_any_trial(
     result = CliRunner().invoke(main, args + (["--dry-run"] if dry else []))
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    line = result.output.strip()
-    assert len(line.splitlines()) == 1 and "gpu.yaml" in line
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "gpu.yaml" in errors[0]
+    line = errors[0]
     assert "the sweep's resources ask for GPUs but torch cannot use CUDA" in line
     assert f"torch {torch.__version__}" in line and "NVIDIA driver" in line and "CUDA_VISIBLE_DEVICES=" in line
     assert "--no-gpu-check" in line
@@ -119,6 +120,14 @@ def test_a_trial_granted_a_gpu_torch_cannot_use_fails_at_once(
     error = runs[0].data.tags["prometar.error"]
     assert "GpuUnusableError: Ray granted GPU 0 but torch cannot use CUDA" in error
     assert f"torch {torch.__version__}" in error and "NVIDIA driver" in error
+    assert "the last lines of trial.log" not in error  # the tag is the error; error.txt quotes the log
+    run_id = runs[0].info.run_id
+    local = tmp_path / "artifacts"
+    quoted = Path(client.download_artifacts(run_id, "error.txt", str(local))).read_text()
+    assert "GpuUnusableError: Ray granted GPU 0" in quoted
+    assert "--- the last lines of trial.log ---" in quoted and "Ray granted {'CPU': 1.0, 'GPU': 1.0}" in quoted
+    log = Path(client.download_artifacts(run_id, "trial.log", str(local))).read_text()
+    assert "INFO orchestration.launch.trainable: trial " in log and "(GPU ids ['0'])" in log
     # nothing trained: no epoch was logged, the trial wrote no file
     assert client.get_metric_history(runs[0].info.run_id, "loss") == []
     assert not any((output / "trials").rglob("*.pt"))

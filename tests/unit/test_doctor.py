@@ -22,7 +22,13 @@ from orchestration.launch.doctor import FAIL, INFO, OK, gpu_checks
 from prometar.toy.miniature import write_miniatures
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a node whose torch sees no GPU")
-OVERRIDES = {"backbone.name": "tiny-test", "backbone.pretrained": None, "optim.epochs": 1}
+OVERRIDES = {
+    "backbone.name": "tiny-test",
+    "backbone.pretrained": None,
+    "optim.epochs": 1,
+    "prompts.text_depth": 1,
+    "prompts.vision_depth": 1,
+}
 
 
 def sweep(folder: Path, gpu: float) -> Path:

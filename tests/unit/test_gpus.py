@@ -27,7 +27,7 @@ def test_the_message_names_the_grant_torch_the_driver_and_what_to_do() -> None:
     line = unusable_message(report(), "Ray granted GPU 0")
     assert "\n" not in line
     assert line.startswith("Ray granted GPU 0 but torch cannot use CUDA: torch 2.14.1 is built for CUDA 13.0")
-    assert "(needs NVIDIA driver >= 580.65.06)" in line and "NVIDIA driver 535.104.05" in line
+    assert "(needs driver >= 580.65.06)" in line and "NVIDIA driver 535.104.05" in line
     assert "CUDA_VISIBLE_DEVICES=0" in line
     assert "TORCH_VARIANT=cu126" in line and "backbone.device: cpu" in line
 
