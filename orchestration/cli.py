@@ -608,7 +608,8 @@ def doctor(sweep, data_root, output, storage, address, tracking_uri, sets, as_js
     import json
     from pathlib import Path
 
-    from orchestration.launch.doctor import DoctorOptions, as_json as checks_json, failing, run_checks
+    from orchestration.launch.doctor import DoctorOptions, failing, run_checks
+    from orchestration.launch.doctor import as_json as checks_json
     from orchestration.sweeps.planning import load_plan
     from prometar.config import parse_override
 

@@ -180,9 +180,8 @@ def unusable_message(report: CudaReport, subject: str) -> str:
         torch_says = f"torch {report.torch_version} is a CPU-only build"
     else:
         need = min_driver(report.cuda_runtime)
-        torch_says = (
-            f"torch {report.torch_version} is built for CUDA {report.cuda_runtime}"
-            + (f" (needs driver >= {need})" if need else "")
+        torch_says = f"torch {report.torch_version} is built for CUDA {report.cuda_runtime}" + (
+            f" (needs driver >= {need})" if need else ""
         )
     driver = f"NVIDIA driver {report.driver}" if report.driver else "NVIDIA driver: none found"
     visible = report.visible_devices if report.visible_devices is not None else "unset"

@@ -436,7 +436,9 @@ def _train(
         return loader
 
     def on_epoch(event: dict[str, Any]) -> None:
-        line = {k: v for k, v in event.items() if k != events.CHECKPOINT and k not in metric_names.MEASUREMENTS}
+        line = {
+            k: v for k, v in event.items() if k != events.CHECKPOINT and k not in metric_names.MEASUREMENTS
+        }
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(_jsonable(line), sort_keys=True) + "\n")
         if callback is not None:

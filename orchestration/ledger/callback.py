@@ -60,8 +60,8 @@ from orchestration.ledger.vocabulary import (
     RETRIES_TAG,
     RUNNING,
     STOPPED_EARLY_TAG,
-    TUNE_RESULT_KEYS,
     TRIAL_LOG_ARTIFACT,
+    TUNE_RESULT_KEYS,
     TUNE_TRIAL_ID_TAG,
     VERSION_TAG,
     trial_tags,
@@ -316,7 +316,11 @@ class MlflowTrialCallback(tune.Callback):
         error = split_error(text)[0]
         self.ledger.client.set_tag(run_id, ERROR_TAG, error[-MAX_TAG_LENGTH:])
         self.ledger.client.log_text(run_id, text, ERROR_ARTIFACT)  # the error, then the log's last lines
-        log = layout.trial_folder(self.trial_logs, self.keys[trial.trial_id]) / TRIAL_LOG_ARTIFACT if self.trial_logs else None
+        log = (
+            layout.trial_folder(self.trial_logs, self.keys[trial.trial_id]) / TRIAL_LOG_ARTIFACT
+            if self.trial_logs
+            else None
+        )
         if log is not None and log.is_file():
             self.ledger.client.log_artifact(run_id, str(log))
         self.ledger.client.set_terminated(run_id, FAILED)

@@ -33,6 +33,7 @@ Precision = Literal["fp32", "bf16"]
 PROGRESS_EVERY_S = 5.0
 """Seconds between the pretraining's progress records (step, loss, ETA) in the log."""
 
+
 def create_toy_clip(seed: int) -> open_clip.CLIP:
     """A freshly initialised ``toy-clip`` model (fp32, CPU), deterministic from ``seed``."""
     with torch.random.fork_rng(devices=[]):

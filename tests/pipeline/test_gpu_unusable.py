@@ -76,7 +76,9 @@ def test_a_sweep_asking_for_gpus_torch_cannot_use_is_refused_before_any_trial(
     assert len(errors) == 1 and "gpu.yaml" in errors[0]
     line = errors[0]
     assert "the sweep's resources ask for GPUs but torch cannot use CUDA" in line
-    assert f"torch {torch.__version__}" in line and "NVIDIA driver" in line and "CUDA_VISIBLE_DEVICES=" in line
+    assert (
+        f"torch {torch.__version__}" in line and "NVIDIA driver" in line and "CUDA_VISIBLE_DEVICES=" in line
+    )
     assert "--no-gpu-check" in line
     assert not out.exists()
 
@@ -111,11 +113,7 @@ def test_a_trial_granted_a_gpu_torch_cannot_use_fails_at_once(
 
     client = MlflowClient(default_tracking_uri(output))
     experiment = client.get_experiment_by_name("gpu")
-    runs = [
-        r
-        for r in client.search_runs([experiment.experiment_id])
-        if "prometar.trial_key" in r.data.tags
-    ]
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if "prometar.trial_key" in r.data.tags]
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     error = runs[0].data.tags["prometar.error"]
     assert "GpuUnusableError: Ray granted GPU 0 but torch cannot use CUDA" in error
@@ -125,7 +123,9 @@ def test_a_trial_granted_a_gpu_torch_cannot_use_fails_at_once(
     local = tmp_path / "artifacts"
     quoted = Path(client.download_artifacts(run_id, "error.txt", str(local))).read_text()
     assert "GpuUnusableError: Ray granted GPU 0" in quoted
-    assert "--- the last lines of trial.log ---" in quoted and "Ray granted {'CPU': 1.0, 'GPU': 1.0}" in quoted
+    assert (
+        "--- the last lines of trial.log ---" in quoted and "Ray granted {'CPU': 1.0, 'GPU': 1.0}" in quoted
+    )
     log = Path(client.download_artifacts(run_id, "trial.log", str(local))).read_text()
     assert "INFO orchestration.launch.trainable: trial " in log and "(GPU ids ['0'])" in log
     # nothing trained: no epoch was logged, the trial wrote no file

@@ -62,7 +62,11 @@ def test_doctor_without_a_sweep_passes_on_a_cpu_node(tmp_path: Path, data_root: 
     code, output = run_doctor("--data-root", data_root, "--output", tmp_path / "out")
     assert code == 0, output
     lines = {line[6:18].strip(): line for line in output.splitlines() if line.strip()}  # Check.line()
-    assert lines["python"].startswith(OK) and lines["torch"].startswith(OK) and torch.__version__ in lines["torch"]
+    assert (
+        lines["python"].startswith(OK)
+        and lines["torch"].startswith(OK)
+        and torch.__version__ in lines["torch"]
+    )
     assert lines["gpus (torch)"].startswith(INFO) and "none" in lines["gpus (torch)"]
     assert lines["gpus (ray)"].startswith(INFO) and "no cluster joined" in lines["gpus (ray)"]
     assert "created by the first launch" in lines["tracking"] and str(data_root) in lines["data root"]
@@ -81,7 +85,9 @@ def test_doctor_fails_the_gpu_checks_when_the_sweep_asks_for_gpus(tmp_path: Path
 
 @NO_GPU
 def test_doctor_json(tmp_path: Path, data_root: Path) -> None:
-    code, output = run_doctor(sweep(tmp_path, 0), "--data-root", data_root, "--output", tmp_path / "o", "--json")
+    code, output = run_doctor(
+        sweep(tmp_path, 0), "--data-root", data_root, "--output", tmp_path / "o", "--json"
+    )
     assert code == 0, output
     report = json.loads(output)
     assert report["ok"] is True
@@ -95,7 +101,9 @@ def test_doctor_names_a_missing_data_root_and_a_bad_storage(tmp_path: Path) -> N
     code, output = run_doctor("--data-root", tmp_path / "absent", "--output", tmp_path / "out", "--json")
     assert code == 1
     by_name = {check["name"]: check for check in json.loads(output)["checks"]}
-    assert by_name["data root"]["status"] == FAIL and str(tmp_path / "absent") in by_name["data root"]["detail"]
+    assert (
+        by_name["data root"]["status"] == FAIL and str(tmp_path / "absent") in by_name["data root"]["detail"]
+    )
     (tmp_path / "file").write_text("")
     code, output = run_doctor("--storage", tmp_path / "file" / "ray", "--output", tmp_path / "out", "--json")
     by_name = {check["name"]: check for check in json.loads(output)["checks"]}
@@ -103,15 +111,29 @@ def test_doctor_names_a_missing_data_root_and_a_bad_storage(tmp_path: Path) -> N
 
 
 def test_gpu_checks_of_a_node_with_an_old_driver_and_of_a_working_one() -> None:
-    old = CudaReport(torch_version="2.14.1", cuda_runtime="13.0", available=False, driver="535.104.05",
-                     visible_devices="0", error="CUDA driver version is insufficient")
+    old = CudaReport(
+        torch_version="2.14.1",
+        cuda_runtime="13.0",
+        available=False,
+        driver="535.104.05",
+        visible_devices="0",
+        error="CUDA driver version is insufficient",
+    )
     checks = {c.name: c for c in gpu_checks(old, need_gpus=True)}
     assert checks["driver"].status == FAIL and ">= 580.65.06" in checks["driver"].detail
     assert checks["gpus (torch)"].status == FAIL and "insufficient" in checks["gpus (torch)"].detail
     assert {c.status for c in gpu_checks(old, need_gpus=False)} == {INFO}
-    device = GpuDevice(index=0, name="NVIDIA H100", bf16=True, fp16=True, free_mib=79 * 1024, total_mib=80 * 1024)
-    good = CudaReport(torch_version="2.14.1", cuda_runtime="12.6", available=True, driver="550.54.15",
-                      visible_devices=None, devices=[device])
+    device = GpuDevice(
+        index=0, name="NVIDIA H100", bf16=True, fp16=True, free_mib=79 * 1024, total_mib=80 * 1024
+    )
+    good = CudaReport(
+        torch_version="2.14.1",
+        cuda_runtime="12.6",
+        available=True,
+        driver="550.54.15",
+        visible_devices=None,
+        devices=[device],
+    )
     checks = {c.name: c for c in gpu_checks(good, need_gpus=True)}
     assert checks["driver"].status == OK and checks["gpus (torch)"].status == OK
     assert checks["gpus (torch)"].detail == "cuda:0 NVIDIA H100: bf16, 79.0 GiB free of 80.0 GiB"

@@ -51,9 +51,7 @@ def test_driver_version_is_read_from_the_kernel_module(tmp_path, monkeypatch) ->
     )
     monkeypatch.setattr(gpus, "DRIVER_FILE", version)
     assert gpus.driver_version() == "535.104.05"
-    version.write_text(
-        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build\n"
-    )
+    version.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build\n")
     assert gpus.driver_version() == "580.65.06"
 
 
