@@ -743,6 +743,17 @@ def submit(
 @click.option("--partition", metavar="P", help="SLURM partition.")
 @click.option("--time", "time_limit", metavar="T", help="SLURM time limit (HH:MM:SS or D-HH:MM:SS).")
 @click.option("--account", metavar="A", help="SLURM account.")
+@click.option("--mem", metavar="M", help="Memory per node (64G; 0: all of it).")
+@click.option("--qos", metavar="Q", help="SLURM quality of service.")
+@click.option("--constraint", metavar="FEATURES", help="Node features, e.g. a100 or 'a100&ib'.")
+@click.option("--exclusive/--no-exclusive", default=True, show_default=True, help="Ask for whole nodes.")
+@click.option(
+    "--sbatch-line",
+    "sbatch_lines",
+    multiple=True,
+    metavar="'#SBATCH --OPT=V'",
+    help="One more directive line, e.g. '#SBATCH --mail-type=END' (repeatable).",
+)
 @click.option(
     "--tracking-uri",
     metavar="URI",
@@ -768,6 +779,11 @@ def slurm(
     partition,
     time_limit,
     account,
+    mem,
+    qos,
+    constraint,
+    exclusive,
+    sbatch_lines,
     tracking_uri,
     data_root,
     output,
@@ -797,6 +813,11 @@ def slurm(
         script_name=Path(out).name if out else "prometar.sbatch",
         storage=storage,
         warn=_warn,
+        mem=mem,
+        qos=qos,
+        constraint=constraint,
+        exclusive=exclusive,
+        sbatch_lines=sbatch_lines,
     )
     _emit(text, out, executable=True)
 
@@ -815,7 +836,26 @@ def slurm(
     type=click.IntRange(min=1),
     help="CPUs per worker pod; default: enough for the sweep's resources to put trials on every GPU.",
 )
-@click.option("--worker-memory", default="32Gi", show_default=True, help="Memory per worker pod.")
+@click.option(
+    "--worker-memory",
+    metavar="QUANTITY",
+    help="Memory per worker pod; default: the trials a pod runs at once x --memory-per-trial, plus 4Gi.",
+)
+@click.option("--memory-per-trial", default="8Gi", show_default=True, help="Host memory one trial needs.")
+@click.option(
+    "--node-selector",
+    "node_selectors",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Label a worker pod's node must carry (repeatable).",
+)
+@click.option(
+    "--toleration",
+    "tolerations",
+    multiple=True,
+    metavar="KEY[=VALUE]:EFFECT",
+    help="Taint the worker pods tolerate, e.g. nvidia.com/gpu:NoSchedule (repeatable).",
+)
 @click.option(
     "--data-claim", default="prometar-data", show_default=True, help="PVC holding the datasets (/data)."
 )
@@ -851,6 +891,9 @@ def k8s(
     gpus_per_worker,
     worker_cpus,
     worker_memory,
+    memory_per_trial,
+    node_selectors,
+    tolerations,
     data_claim,
     output_claim,
     tracking_uri,
@@ -872,6 +915,9 @@ def k8s(
         gpus_per_worker=gpus_per_worker,
         worker_cpus=worker_cpus,
         worker_memory=worker_memory,
+        memory_per_trial=memory_per_trial,
+        node_selectors=node_selectors,
+        tolerations=tolerations,
         data_claim=data_claim,
         output_claim=output_claim,
         tracking_uri=tracking_uri,

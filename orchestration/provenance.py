@@ -30,10 +30,10 @@ GIT_SHA_ENV = "PROMETAR_GIT_SHA"
 argument) and a Ray Job's (set by the submitting checkout)."""
 
 
-def git_sha() -> str:
-    """The commit of the checkout ``prometar`` runs from; outside git, ``$PROMETAR_GIT_SHA`` when it
-    is a commit id (7 to 40 hex digits); else ``unknown``."""
-    root = Path(prometar.__file__).resolve().parents[1]
+def git_sha(root: Path | None = None) -> str:
+    """The commit of the checkout ``prometar`` runs from (or of ``root``); outside git,
+    ``$PROMETAR_GIT_SHA`` when it is a commit id (7 to 40 hex digits); else ``unknown``."""
+    root = root or Path(prometar.__file__).resolve().parents[1]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True

@@ -38,3 +38,24 @@ def test_in_a_checkout_git_wins_over_the_variable(monkeypatch) -> None:
     head = provenance.git_sha()  # the tests run from a clone
     monkeypatch.setenv(provenance.GIT_SHA_ENV, "f" * 40)
     assert provenance.git_sha() == head and len(head) == 40 and head != "f" * 40
+
+
+def test_a_ray_job_carries_the_revision_of_its_working_directory(tmp_path) -> None:
+    from orchestration.cluster.jobs import build_submission
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "s.yaml").write_text(
+        "name: s\ngrid: {method: [ivlp], dataset: [eurosat]}\noverrides: {backbone.name: tiny-test}\n"
+    )
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "s"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    _, _, env, _ = build_submission(
+        tmp_path / "sweeps" / "s.yaml", working_dir=tmp_path, output="/shared/out"
+    )
+    assert env["env_vars"][provenance.GIT_SHA_ENV] == head
+    assert "/.git/" in env["excludes"]  # what the variable stands in for
