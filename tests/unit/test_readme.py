@@ -27,6 +27,7 @@ RUN: dict[str, tuple[int, str]] = {
     # A dry run checks what the launch would check first: here OpenAI's weights are not available
     # offline, so it refuses (with them, it prints "dry run: done 0 · to do 33 · total 33").
     "launch sweeps/base2new.yaml --dry-run": (2, "are not available locally"),
+    "doctor": (0, "gpus (torch)"),  # the GPU checks inform here: no sweep asks for GPUs
     "status sweeps/base2new.yaml": (0, "base2new: done 0 · failed 0 · running 0 · to do 33 · total 33"),
     "table sweeps/base2new.yaml": (2, "is not created"),  # nothing launched in this folder yet
     "table --runs runs.csv": (0, "| EuroSAT | ProMetaR | 80.00"),
@@ -86,5 +87,5 @@ def test_readme_command(command: str, workdir: Path, monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(main, args, env={**os.environ, "DATA": str(workdir / "data")})
     assert result.exit_code == code, result.output
     assert expected in result.output
-    if "--dry-run" in args or args[0] in ("validate", "status", "table", "plot"):
+    if "--dry-run" in args or args[0] in ("validate", "status", "table", "plot", "doctor"):
         assert not (workdir / "prometar_runs").exists()  # reading verbs write nothing
