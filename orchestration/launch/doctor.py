@@ -117,7 +117,7 @@ def _tracking(options: DoctorOptions, plan: SweepPlan | None) -> Check:
 
     output = Path(options.output).resolve()
     uri = options.tracking_uri or layout.default_tracking_uri(output)
-    if options.tracking_uri is None and not layout.ledger_file(output).is_file():
+    if not TrialLedger.exists(output, options.tracking_uri):  # an absent SQLite store is not created
         return Check("tracking", OK, f"{uri} (created by the first launch)")
     ledger = TrialLedger.for_output(plan.name if plan else "doctor", output, options.tracking_uri)
     ledger.check_reachable()

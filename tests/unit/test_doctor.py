@@ -51,6 +51,18 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture()
+def cpu_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose torch sees no GPU, without importing torch in a child process (the checks of the
+    ledger, storage and data do not depend on it; the tests above probe for real)."""
+    from orchestration.launch import doctor
+
+    report = CudaReport(
+        torch_version="2.14.1", cuda_runtime="13.0", available=False, driver=None, visible_devices=None
+    )
+    monkeypatch.setattr(doctor, "probe_here", lambda: report)
+
+
 def run_doctor(*args: object) -> tuple[int, str]:
     result = CliRunner().invoke(main, ["doctor", *map(str, args)])
     assert "Traceback" not in result.output
@@ -97,7 +109,7 @@ def test_doctor_json(tmp_path: Path, data_root: Path) -> None:
     assert by_name["inputs"]["status"] == OK
 
 
-def test_doctor_names_a_missing_data_root_and_a_bad_storage(tmp_path: Path) -> None:
+def test_doctor_names_a_missing_data_root_and_a_bad_storage(tmp_path: Path, cpu_node: None) -> None:
     code, output = run_doctor("--data-root", tmp_path / "absent", "--output", tmp_path / "out", "--json")
     assert code == 1
     by_name = {check["name"]: check for check in json.loads(output)["checks"]}
@@ -143,3 +155,20 @@ def test_the_doctor_module_does_not_import_torch_in_the_driver() -> None:
     code = "import sys; from orchestration.launch import doctor; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_doctor_never_creates_a_ledger_and_names_an_unusable_one(tmp_path: Path, cpu_node: None) -> None:
+    database = tmp_path / "mlflow.db"
+    code, output = run_doctor("--tracking-uri", f"sqlite:///{database}", "--output", tmp_path / "o", "--json")
+    by_name = {check["name"]: check for check in json.loads(output)["checks"]}
+    assert (
+        by_name["tracking"]["status"] == OK and "created by the first launch" in by_name["tracking"]["detail"]
+    )
+    assert not database.exists()
+    code, output = run_doctor("--tracking-uri", "foo://bar", "--output", tmp_path / "o", "--json")
+    by_name = {check["name"]: check for check in json.loads(output)["checks"]}
+    assert (
+        code == 1
+        and by_name["tracking"]["status"] == FAIL
+        and "unsupported scheme" in by_name["tracking"]["detail"]
+    )
