@@ -241,13 +241,15 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
         click.echo(f"{name}\t{value:.2f}")
 
 
-def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
-    """``load_source`` for the ``table`` and ``plot`` verbs, with ``--set`` parsed; prints the note
-    on runs the sweep file left out to stderr.
+def _load_source(sweep, experiment, runs_csv, tracking_uri, sets, published=None, no_published=False):
+    """``load_source`` for the reading verbs, with ``--set`` parsed and the published numbers to
+    compare with in its context; prints the note on runs the sweep file left out to stderr.
 
     Raises:
         InputError: Bad arguments, sweep file, override or ledger.
     """
+    from dataclasses import replace
+
     from orchestration.results.source import load_source
     from prometar.config import parse_override
 
@@ -258,7 +260,7 @@ def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
     note = source.unplanned_note()
     if note:
         click.echo(note, err=True)
-    return source
+    return replace(source, context=source.context.with_published(published, compare=not no_published))
 
 
 _SWEEP_SET_HELP = (
@@ -313,23 +315,24 @@ def table(
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
     from click.core import ParameterSource
 
-    from orchestration.results.tables import table_text
+    from orchestration.results.publish import publish
+    from orchestration.results.render import render_tables
 
     explicit_format = click.get_current_context().get_parameter_source("fmt") is not ParameterSource.DEFAULT
     if per_run and explicit_format and fmt != "csv":
         raise click.UsageError("--per-run writes CSV (or Parquet with -o FILE.parquet): leave out --format")
-    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
+    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets, published, no_published)
     if per_run:
         from orchestration.results.export import per_run_csv, per_run_frame, write_per_run
 
-        frame = per_run_frame(source.ledger, include=source.sweep.search_space if source.sweep else ())
+        frame = per_run_frame(source.ledger, include=source.context.search_space)
         if out:
             write_per_run(frame, out)
             return
         _emit(per_run_csv(frame), None)
         return
-    text = table_text(source, fmt, published=published, compare=not no_published)
-    _emit(text, out)
+    done = publish(source.context, source.ledger, figures=False)
+    _emit(render_tables(done.tables, fmt), out)
 
 
 @main.command("plot")
@@ -366,11 +369,11 @@ def table(
 )
 def plot(sweep, experiment, sets, runs_csv, published, no_published, tracking_uri, out) -> None:
     """Draw the paper's figures (PNG at 300 dpi, PDF, SVG) from the FINISHED runs a sweep plans."""
-    from orchestration.results.plots import plot_source
+    from orchestration.results.publish import publish
 
-    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-    paths = plot_source(source, out, published=published, compare=not no_published)
-    for path in paths:
+    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets, published, no_published)
+    done = publish(source.context, source.ledger, tables=False, plots_dir=out)
+    for path in done.plot_files:
         click.echo(str(path))
 
 
@@ -399,14 +402,14 @@ def report(sweep, experiment, sets, published, no_published, tracking_uri, no_lo
     """Write a sweep's report: one self-contained HTML page (tables, figures, trial counts and failures,
     provenance) and its Markdown twin; logged on the sweep's latest launch run."""
     from orchestration.ledger.vocabulary import REPORT_ARTIFACT_PATH
-    from orchestration.results.report import report_source
+    from orchestration.results.publish import publish
 
-    source = _load_source(sweep, experiment, None, tracking_uri, sets)
-    files = report_source(source, out, published=published, compare=not no_published, log=not no_log)
-    click.echo(str(files.html))
-    click.echo(str(files.markdown))
-    if files.logged_to:
-        click.echo(f"logged as artifacts {REPORT_ARTIFACT_PATH}/ of run {files.logged_to}", err=True)
+    source = _load_source(sweep, experiment, None, tracking_uri, sets, published, no_published)
+    done = publish(source.context, source.ledger, report_dir=out, log_latest=not no_log, strict=False)
+    for path in done.report_files[:2]:
+        click.echo(str(path))
+    if done.logged_to:
+        click.echo(f"logged as artifacts {REPORT_ARTIFACT_PATH}/ of run {done.logged_to}", err=True)
 
 
 @main.command("launch")
