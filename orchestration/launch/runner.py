@@ -7,8 +7,9 @@ already FINISHED (``force`` reruns them) or running in another live launch, and 
 Ray Tune (``orchestration.launch.tuner``; a search sweep: ``orchestration.launch.search``); a
 trial an earlier launch left unfinished continues its MLflow run (one run per trial key). When
 the sweep ends it prints the outcome and the command that shows the runs (``prometar-sweep ui``),
-writes the tables of the planned runs, closes the launch's parent run and writes the sweep's
-report (``orchestration.results.report``), logged on that run.
+closes the launch's parent run and publishes the tables and the report of the planned runs
+(``orchestration.results.publish``), logged on that run. The launch's state (options, report, the
+launch in progress) lives in ``orchestration.launch.state``.
 
 Embedded default: a local Ray started in-process, bound to 127.0.0.1, no dashboard; ``address``
 joins a running cluster instead (``orchestration.launch.ray_session``).
@@ -18,11 +19,10 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from orchestration import layout
 from orchestration.errors import LaunchError
@@ -31,11 +31,11 @@ from orchestration.launch.preflight import check_cluster_fits, check_data_root, 
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.search import launch_search
-from orchestration.launch.signals import INTERRUPTED_EXIT, sigterm_as_interrupt
+from orchestration.launch.signals import sigterm_as_interrupt
+from orchestration.launch.state import Launch, LaunchOptions, LaunchReport
 from orchestration.launch.status import plan_status, revision_note
 from orchestration.launch.trial_table import TrialTable
 from orchestration.launch.tuner import grid_space, run_tuner, tune_config
-from orchestration.layout import DEFAULT_DATA_ROOT, DEFAULT_OUTPUT
 from orchestration.ledger.outcomes import trial_outcomes
 from orchestration.ledger.store import TrialLedger
 from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
@@ -44,76 +44,8 @@ from orchestration.sweeps.planning import SweepPlan, load_plan
 from orchestration.ui import ui_hint
 
 
-@dataclass(frozen=True)
-class LaunchOptions:
-    """How to launch a sweep (the ``launch`` verb's options)."""
-
-    data_root: Path = DEFAULT_DATA_ROOT
-    output: Path = DEFAULT_OUTPUT
-    storage: str | None = None
-    """Ray storage: a folder or a URI (``s3://...``); ``None``: ``<output>/ray``."""
-    address: str | None = None
-    tracking_uri: str | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    dry_run: bool = False
-    force: bool = False
-    max_concurrent: int | None = None
-    write_best: Path | None = None
-    tables: bool = True
-    report: bool = True
-
-
-@dataclass
-class LaunchReport:
-    """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
-    failed or was killed, 130 when the launch was interrupted (Ctrl-C, SIGTERM) before its trials
-    ended (``interrupted`` counts those never ended or never started).
-
-    ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
-    """
-
-    sweep: str
-    total: int
-    done_before: int
-    to_run: int
-    finished: int = 0
-    failed: int = 0
-    killed: int = 0
-    interrupted: int = 0
-    parent_run_id: str | None = None
-    best: list[dict[str, Any]] = field(default_factory=list)
-    plan: SweepPlan | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return INTERRUPTED_EXIT
-        return 1 if self.failed or self.killed else 0
-
-
-@dataclass
-class Launch:
-    """One launch in progress: the plan, the ledger, the report, where it writes, how, and to whom.
-
-    Attributes:
-        plan: The sweep, planned once.
-        ledger: The sweep's ledger store.
-        report: What the launch did so far.
-        output: The output folder (absolute).
-        options: The launch's options.
-        out: Where progress and summaries go.
-    """
-
-    plan: SweepPlan
-    ledger: TrialLedger
-    report: LaunchReport
-    output: Path
-    options: LaunchOptions
-    out: IO[str]
-
-
 def launch(
-    path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream: IO[str] | None = None
+    path: str | Path, options: LaunchOptions | None = None, *, stream: IO[str] | None = None
 ) -> LaunchReport:
     """Run a sweep: the trials the ledger does not have FINISHED, on Ray Tune, recorded in MLflow.
 
@@ -131,6 +63,7 @@ def launch(
             All raised before any run or trial starts.
     """
     out = stream or sys.stdout
+    options = options or LaunchOptions()
     plan = load_plan(path, overrides=options.overrides)
     if is_uri(options.output):
         raise LaunchError(

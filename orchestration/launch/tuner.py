@@ -32,7 +32,7 @@ from orchestration.provenance import git_sha
 from orchestration.sweeps.planning import Trial
 
 if TYPE_CHECKING:
-    from orchestration.launch.runner import Launch
+    from orchestration.launch.state import Launch
 
 
 def grid_space(trials: list[Trial]) -> dict[str, Any]:
