@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestration.layout import DEFAULT_OUTPUT
+from orchestration.ledger.launches import latest_overrides
 from orchestration.ledger.outcomes import Outcome, count_outcomes, trial_outcomes
 from orchestration.ledger.store import TrialLedger
 from orchestration.ledger.vocabulary import FAILED, FINISHED, RUNNING, SEARCH_GROUP_TAG
@@ -82,9 +83,21 @@ def sweep_status(
     """done / failed / running / to do of a sweep, from the ledger (reads only: nothing is created,
     restored or closed; a deleted experiment is a ``TrackingError``).
 
-    ``overrides``: the ``--set`` overrides the sweep was launched with (they change its trial keys).
+    ``overrides``: the ``--set`` overrides the sweep was launched with (they change its trial keys);
+    None: those its latest launch recorded (``ledger.launches``).
     """
-    return plan_status(load_plan(path, overrides=overrides or None), Path(output), tracking_uri)
+    plan = load_plan(path, overrides=overrides or None)
+    output = Path(output)
+    if not TrialLedger.exists(output, tracking_uri):
+        return SweepStatus(plan.name, plan.total, 0, 0, 0, plan.total)
+    ledger = TrialLedger.for_output(plan.name, output, tracking_uri)
+    ledger.check_reachable()
+    runs = ledger.runs()
+    if overrides is None:
+        recorded = latest_overrides(runs)
+        if recorded:
+            plan = load_plan(path, overrides=recorded)
+    return ledger_status(plan, ledger, runs)
 
 
 def plan_status(plan: SweepPlan, output: Path, tracking_uri: str | None) -> SweepStatus:
@@ -96,9 +109,9 @@ def plan_status(plan: SweepPlan, output: Path, tracking_uri: str | None) -> Swee
     return ledger_status(plan, ledger)
 
 
-def ledger_status(plan: SweepPlan, ledger: TrialLedger) -> SweepStatus:
-    """Counts of a planned sweep from one snapshot of its ledger."""
-    runs = ledger.runs()
+def ledger_status(plan: SweepPlan, ledger: TrialLedger, runs: list[Any] | None = None) -> SweepStatus:
+    """Counts of a planned sweep from one snapshot of its ledger (``runs``, read when not given)."""
+    runs = ledger.runs() if runs is None else runs
     other_revisions = ledger.finished_under_other_revisions(runs)
     if not plan.groups:
         return replace(

@@ -16,9 +16,13 @@ from typing import Any
 
 from orchestration.errors import ResultsError, SpecError
 from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
-from orchestration.ledger.runs import RunsTable, read_experiment, read_runs_csv
+from orchestration.ledger.launches import latest_overrides, launches
+from orchestration.ledger.runs import RunsTable, experiment_records, read_runs_csv, tabulate_runs
 from orchestration.results.context import ResultsContext
 from orchestration.sweeps.planning import load_plan
+
+MAX_LAUNCHES_SHOWN = 5
+"""How many of the latest launches a message names."""
 
 
 def load_sweep_context(
@@ -67,6 +71,23 @@ class Source:
         """The experiment name (None for a runs CSV)."""
         return self.context.experiment
 
+    def nothing_planned(self) -> str | None:
+        """Why a sweep file selects none of its experiment's FINISHED runs — the launches there
+        are and the overrides each planned with —, or None when it selects some (or there are none)."""
+        if not self.ledger.runs.empty or not self.ledger.unplanned_runs or not self.context.from_sweep:
+            return None
+        shown = "; ".join(
+            f"{launch.run_id} ({launch.shown()})"
+            for launch in launches(self.ledger.records)[-MAX_LAUNCHES_SHOWN:]
+        )
+        return (
+            f"no FINISHED run of experiment {self.experiment!r} is planned by "
+            f"{self.context.planned_by()} ({self.ledger.unplanned_runs} are runs of other "
+            "configurations); "
+            + (f"its latest launches, oldest first: {shown}; " if shown else "")
+            + f"give the launch's --set overrides, or --experiment {self.experiment} for every run"
+        )
+
     def unplanned_note(self) -> str | None:
         """One line saying how many FINISHED runs the sweep file left out, or None if none were."""
         count = self.ledger.unplanned_runs
@@ -96,9 +117,10 @@ def load_source(
         experiment: An experiment name (instead of a sweep file): every FINISHED child run.
         runs_csv: A CSV of per-run rows; read instead of MLflow, without restriction (the sweep
             file, if any, still gives the datasets, protocol and search space).
-        tracking_uri: The MLflow tracking URI; default ``sqlite:///./prometar_runs/mlflow.db``.
+        tracking_uri: The MLflow tracking URI; default: the ledger of ``layout.DEFAULT_OUTPUT``.
         overrides: Extra dotted overrides (``--set``) the sweep was launched with; they change the
-            planned trial keys. Only with a sweep file.
+            planned trial keys. Only with a sweep file. None (not given): the overrides the
+            sweep's latest launch recorded on its parent run.
 
     Returns:
         The resolved source; ``source.ledger.unplanned_runs`` counts the runs the sweep left out.
@@ -122,4 +144,9 @@ def load_source(
         raise ResultsError("give a sweep file, --experiment NAME or --runs CSV")
     if runs_csv is not None:
         return Source(read_runs_csv(runs_csv), context.for_csv())
-    return Source(read_experiment(context.name, uri, planned=context.planned), context)
+    records = experiment_records(context.name, uri)  # the one ledger read
+    if sweep is not None and overrides is None:
+        recorded = latest_overrides(records)
+        if recorded:  # the runs of the sweep's latest launch
+            context = load_sweep_context(sweep, overrides=recorded, tracking_uri=uri)
+    return Source(tabulate_runs(records, context.name, planned=context.planned), context)
