@@ -9,7 +9,14 @@ MLflow run names (``TrialTable.resume``, fetched from Ray storage, local or ``s3
 report carries the final metrics and a checkpoint holding the trial's artifacts (resolved config,
 few-shot subset, prompt weights, per-class accuracies, environment), which the driver-side tracker
 logs to MLflow; the trial's local epoch checkpoints are then removed. Paths are absolute (Tune
-changes the working directory); the device and the thread count follow the resources Tune granted.
+changes the working directory); the device and the thread count follow the resources Tune granted:
+a granted GPU that torch cannot use fails the trial at once (``orchestration.gpus.trial_device``),
+``backbone.device: cpu`` keeps it on the CPU.
+
+What a trial tells while it runs: its ``trial.log`` (stdout, stderr, log records:
+``orchestration.logs``) travels with each epoch checkpoint and the final artifacts, and an error
+leaving the trial quotes its last lines; each epoch's report adds the node's system metrics
+(``orchestration.launch.system_metrics``) to the run's ``epoch_seconds`` and ``images_per_second``.
 
 Where a trial writes: ``<output>/trials/<key>/`` when Ray storage is a local folder (one machine,
 or a filesystem every node mounts); with object storage (``node_local``), a folder of its own in
