@@ -14,13 +14,14 @@ from orchestration import layout
 from orchestration.cli_options import (
     LAUNCHED_SET_HELP,
     RAY_ADDRESS_ENV,
-    STORAGE_ENV,
     data_root_option,
     experiment_option,
     out_file_option,
     out_folder_option,
     output_option,
     published_options,
+    ray_address_option,
+    ray_storage_option,
     runs_csv_option,
     set_option,
     storage_option,
@@ -379,21 +380,11 @@ def report(sweep, experiment, sets, published, no_published, output, tracking_ur
 @sweep_argument()
 @data_root_option()
 @output_option("Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.")
-@click.option(
-    "--storage",
-    metavar="URI",
-    envvar=STORAGE_ENV,
-    show_envvar=True,
-    help="Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
-    "credentials from the AWS_* variables); default: <output>/ray.",
+@ray_storage_option(
+    "Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
+    "credentials from the AWS_* variables); default: <output>/ray."
 )
-@click.option(
-    "--address",
-    metavar="ADDR",
-    envvar=RAY_ADDRESS_ENV,
-    show_envvar=True,
-    help="Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.",
-)
+@ray_address_option("Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.")
 @tracking_uri_option(
     "MLflow tracking URI (a server: http://HOST:PORT); default: sqlite:///<output>/mlflow.db."
 )
@@ -504,14 +495,8 @@ def ui(output, tracking_uri, host, port) -> None:
 @sweep_argument(required=False)
 @data_root_option()
 @output_option()
-@storage_option("Ray storage: a folder or s3://BUCKET/PREFIX; default: <output>/ray.")
-@click.option(
-    "--address",
-    metavar="ADDR",
-    envvar=RAY_ADDRESS_ENV,
-    show_envvar=True,
-    help="Ask a Ray cluster for its GPUs.",
-)
+@ray_storage_option("Ray storage: a folder or s3://BUCKET/PREFIX; default: <output>/ray.")
+@ray_address_option("A running Ray cluster (HOST:PORT or auto): asked for its GPUs.")
 @tracking_uri_option()
 @set_option()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: ok, and each check.")
