@@ -66,8 +66,9 @@ class LaunchOptions:
 @dataclass
 class LaunchReport:
     """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
-    failed or was killed, 130 when the launch was interrupted (Ctrl-C, SIGTERM) before its trials
-    ended (``interrupted`` counts those never ended or never started).
+    failed or was killed or its report could not be written (``report_error``), 130 when the
+    launch was interrupted (Ctrl-C, SIGTERM) before its trials ended (``interrupted`` counts those
+    never ended or never started).
 
     ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
     """
@@ -83,12 +84,13 @@ class LaunchReport:
     parent_run_id: str | None = None
     best: list[dict[str, Any]] = field(default_factory=list)
     plan: SweepPlan | None = field(default=None, repr=False, compare=False)
+    report_error: str = ""
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return INTERRUPTED_EXIT
-        return 1 if self.failed or self.killed else 0
+        return 1 if self.failed or self.killed or self.report_error else 0
 
 
 @dataclass
@@ -316,8 +318,9 @@ def _write_report(launch: Launch) -> None:
             layout.reports_folder(launch.output, plan.name),
             log_to=launch.report.parent_run_id or latest_launch(built),
         )
-    except Exception as err:  # a report problem must not hide the sweep's outcome
-        print(f"[{plan.name}] no report: {err}", file=launch.out)
+    except Exception as err:  # a report problem must not hide the sweep's outcome (nor pass for success)
+        launch.report.report_error = str(err) or type(err).__name__
+        print(f"[{plan.name}] no report: {launch.report.report_error}", file=launch.out)
         return
     print(f"[{plan.name}] report: {files.html}", file=launch.out)
 
