@@ -62,7 +62,8 @@ def test_reading_verbs_refuse_an_unreadable_ledger_with_one_message(
 def test_a_launch_whose_report_cannot_be_written_exits_1(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from orchestration.launch.runner import Launch, LaunchOptions, LaunchReport, _write_report
+    from orchestration.launch.runner import _publish
+    from orchestration.launch.state import Launch, LaunchOptions, LaunchReport
     from orchestration.ledger.store import TrialLedger
     from orchestration.sweeps.planning import load_plan
 
@@ -77,7 +78,7 @@ def test_a_launch_whose_report_cannot_be_written_exits_1(tmp_path: Path) -> None
     report = LaunchReport(plan.name, plan.total, 0, 0, plan=plan)
     assert report.exit_code == 0
     stream = io.StringIO()
-    launch = Launch(plan, TrialLedger(uri, "tiny"), report, output, LaunchOptions(output=output), stream)
-    _write_report(launch)
-    assert "[tiny] no report:" in stream.getvalue() and "reports" in report.report_error
+    options = LaunchOptions(output=output, tables=False)
+    _publish(Launch(plan, TrialLedger(uri, "tiny"), report, output, options, stream))
+    assert "[tiny] no results:" in stream.getvalue() and "reports" in report.results_error
     assert report.exit_code == 1
