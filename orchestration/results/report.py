@@ -48,7 +48,7 @@ from orchestration.ledger.vocabulary import (
 )
 from orchestration.results.context import ResultsContext
 from orchestration.results.display import Cell, DisplayTable
-from orchestration.results.figures import NamedFigure, figure_style, save_figure
+from orchestration.results.figure_style import NamedFigure, figure_style, save_figure
 from orchestration.results.labels import dataset_label, method_label
 from orchestration.results.render import RenderedTable, to_markdown
 from orchestration.results.source import Source
