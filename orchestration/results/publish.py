@@ -22,7 +22,8 @@ from orchestration.results.display import DisplayTable
 from orchestration.results.figure_style import NamedFigure
 from orchestration.results.plots import collect_figures, save_figures
 from orchestration.results.render import RenderedTable
-from orchestration.results.report import FIGURES_DIR, Report, build_report, latest_launch, write_report
+from orchestration.results.report import FIGURES_DIR, Report, build_report, latest_launch
+from orchestration.results.report_page import write_report
 from orchestration.results.source import Source
 from orchestration.results.tables import build_tables, write_tables
 
