@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from orchestration.results.context import DEFAULT_SEEDS
 from orchestration.results.display import Cell, DisplayTable, bold_best, number
 from orchestration.results.figure_style import (
     fill_stats,
@@ -146,7 +147,7 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
 
 
 def layout_base2new(
-    summary: pd.DataFrame, *, expected_seeds: int = 3, published_rows: bool = False
+    summary: pd.DataFrame, *, expected_seeds: int = DEFAULT_SEEDS, published_rows: bool = False
 ) -> DisplayTable:
     """Lay out a base-to-new summary (with or without the published comparison).
 

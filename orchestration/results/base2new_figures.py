@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 
 from orchestration.ledger.runs import RunsTable
 from orchestration.results.base2new import BASE2NEW_DATASETS, base2new_stats
-from orchestration.results.context import ResultsContext
+from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.figure_style import (
     COLUMN_WIDTH_IN,
     MIN_FONT_PT,
@@ -78,7 +78,7 @@ def figure_base_vs_new(
     *,
     datasets: Sequence[str] = BASE2NEW_DATASETS,
     published: pd.DataFrame | None = None,
-    expected_seeds: int = 3,
+    expected_seeds: int = DEFAULT_SEEDS,
 ) -> Figure | None:
     """Base (x) against new (y) accuracy per dataset (Average first), with iso-HM curves.
 
@@ -179,7 +179,7 @@ def figure_hm(
     *,
     datasets: Sequence[str] = BASE2NEW_DATASETS,
     published: pd.DataFrame | None = None,
-    expected_seeds: int = 3,
+    expected_seeds: int = DEFAULT_SEEDS,
 ) -> Figure | None:
     """HM per dataset (Average first) as grouped bars, one per method, with the published HM marked.
 

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from orchestration.results.context import ResultsContext
+from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.figure_style import (
     CURVE_ORDER,
     METRIC_LABELS,
@@ -119,7 +119,7 @@ def _curve_figure(
 
 
 def figure_training_curves(
-    history: pd.DataFrame, runs: pd.DataFrame, *, expected_seeds: int = 3
+    history: pd.DataFrame, runs: pd.DataFrame, *, expected_seeds: int = DEFAULT_SEEDS
 ) -> Figure | None:
     """The per-epoch metrics that vary (losses, training accuracy, learning rate), one panel each.
 
@@ -138,7 +138,7 @@ def figure_training_curves(
 
 
 def figure_gate_alignment(
-    history: pd.DataFrame, runs: pd.DataFrame, *, expected_seeds: int = 3
+    history: pd.DataFrame, runs: pd.DataFrame, *, expected_seeds: int = DEFAULT_SEEDS
 ) -> Figure | None:
     """Gate statistics and the CE-vs-regulariser gradient cosine over training, per tower.
 

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from orchestration.ledger.runs import RunsTable
-from orchestration.results.context import ResultsContext
+from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.display import Cell, DisplayTable, bold_best, number
 from orchestration.results.figure_style import (
     SPREAD_CAPTION,
@@ -95,7 +95,7 @@ def few_shot_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
     return pd.DataFrame.from_records(records, columns=list(FEW_SHOT_COLUMNS))
 
 
-def layout_few_shot(summary: pd.DataFrame, *, expected_seeds: int = 3) -> DisplayTable:
+def layout_few_shot(summary: pd.DataFrame, *, expected_seeds: int = DEFAULT_SEEDS) -> DisplayTable:
     """Blocks per dataset (Average first), rows per method, one column per K; best per column bold."""
     shots = sorted(summary["shots"].unique())
     table = DisplayTable(
@@ -154,7 +154,7 @@ def few_shot_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DAT
 
 
 def figure_few_shot(
-    runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS, expected_seeds: int = 3
+    runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS, expected_seeds: int = DEFAULT_SEEDS
 ) -> Figure | None:
     """Accuracy against the number of shots K (log-2 axis), per dataset and on Average.
 

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from orchestration.ledger.runs import RunsTable
-from orchestration.results.context import ResultsContext
+from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.display import Cell, DisplayTable, bold_best, is_number, number
 from orchestration.results.few_shot import ACC_METRIC  # a source's accuracy logged as ``acc`` (runs CSV)
 from orchestration.results.figure_style import (
@@ -130,7 +130,9 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
     return pd.DataFrame.from_records(records, columns=list(TRANSFER_COLUMNS))
 
 
-def layout_transfer(summary: pd.DataFrame, *, title: str, expected_seeds: int = 3) -> DisplayTable:
+def layout_transfer(
+    summary: pd.DataFrame, *, title: str, expected_seeds: int = DEFAULT_SEEDS
+) -> DisplayTable:
     """One row per method: source accuracy, each target, target mean; best per column in bold."""
     columns = list(dict.fromkeys(summary["column"]))
     header = ["Method"]
@@ -197,7 +199,7 @@ def transfer_stats(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str])
 
 
 def figure_transfer(
-    runs: pd.DataFrame, *, protocol: str, targets: Sequence[str], expected_seeds: int = 3
+    runs: pd.DataFrame, *, protocol: str, targets: Sequence[str], expected_seeds: int = DEFAULT_SEEDS
 ) -> Figure | None:
     """Per-target accuracy bars of models trained on one source (domain generalisation, cross-dataset).
 
