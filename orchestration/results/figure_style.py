@@ -75,8 +75,11 @@ STYLE: dict[str, object] = {
     "svg.hashsalt": "prometar",
     "pdf.fonttype": 42,
     "figure.dpi": 100,
+    "text.usetex": False,
+    "text.parse_math": False,
 }
-"""Matplotlib settings every figure is drawn and saved under."""
+"""Matplotlib settings every figure is drawn and saved under; text is drawn literally (names from
+run data are never mathtext or TeX)."""
 
 METRIC_LABELS: dict[str, str] = {
     names.LOSS: "Training loss",

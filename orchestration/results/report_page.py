@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
@@ -27,6 +28,7 @@ from orchestration.results.report import (
     Counts,
     Report,
 )
+from orchestration.results.safe_text import markdown_code, markdown_text
 
 # -------------------------------------------------------------------------------------------- HTML
 
@@ -208,44 +210,51 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def render_markdown(report: Report, *, figures_dir: str = FIGURES_DIR) -> str:
-    """The report as Markdown: the same sections, figures linked as ``<figures_dir>/<name>.png``."""
+    """The report as Markdown: the same sections, figures linked as ``<figures_dir>/<name>.png``.
+
+    Text from run data is :func:`~orchestration.results.safe_text.markdown_text` (or a code span):
+    no raw HTML, no link and no image but the report's own figures beside it.
+    """
+    t = markdown_text
     parts = [
-        f"# {report.title}",
+        f"# {t(report.title)}",
         "",
-        _subtitle(report),
+        t(_subtitle(report)),
         "",
         "## Trials",
         "",
-        _markdown_table(["", "trials"], _counts_rows(report.counts)),
+        _markdown_table(["", "trials"], [(t(k), t(v)) for k, v in _counts_rows(report.counts)]),
     ]
     if report.failures:
         parts += ["### Failures", ""]
         parts += [
-            f"- **{f.where}** — {f.status}: {f.reason} (`trial {f.trial_key}`, `run {f.run_id}`)"
+            f"- **{t(f.where)}** — {t(f.status)}: {t(f.reason)} "
+            f"({markdown_code(f'trial {f.trial_key}')}, {markdown_code(f'run {f.run_id}')})"
             for f in report.failures
         ]
         parts.append("")
-    parts += [f"{note}\n" for note in report.notes]
+    parts += [f"{t(note)}\n" for note in report.notes]
     if report.tables or report.extra_tables:
         parts += ["## Tables", ""]
-        parts += [to_markdown(t.display) for t in report.tables]
-        parts += [to_markdown(t) for t in report.extra_tables]
+        parts += [to_markdown(table.display) for table in report.tables]
+        parts += [to_markdown(table) for table in report.extra_tables]
     if report.figures:
         parts += ["## Figures", ""]
         for figure in report.figures:
             parts += [
-                f"![{figure.name}]({figures_dir}/{figure.name}.png)",
+                f"![{figure.name}]({figures_dir}/{quote(figure.name)}.png)",  # a name of the registry
                 "",
-                f"*{figure.name}*: {figure.caption} (PDF and SVG beside the PNG.)",
+                f"*{t(figure.name)}*: {t(figure.caption)} (PDF and SVG beside the PNG.)",
                 "",
             ]
     parts += [
         "## Provenance",
         "",
-        _markdown_table(["", "value"], [(k, f"`{v}`") for k, v in _provenance_rows(report)]),
+        _markdown_table(["", "value"], [(t(k), markdown_code(v)) for k, v in _provenance_rows(report)]),
     ]
     if report.launches:
-        parts += ["### Launches", "", _markdown_table(_LAUNCH_HEADER, _launch_rows(report))]
+        rows = [[t(value) for value in row] for row in _launch_rows(report)]
+        parts += ["### Launches", "", _markdown_table(_LAUNCH_HEADER, rows)]
     return "\n".join(parts).rstrip() + "\n"
 
 
