@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestration.cluster.common import JOB_ENV_VARS, launch_args, submission_id, validated_plan
 from orchestration.errors import ClusterError
+from orchestration.layout import DEFAULT_OUTPUT
 from orchestration.provenance import GIT_SHA_ENV, git_sha
 
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
@@ -32,7 +33,7 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "/.git/",
     "/.venv/",
     "/venv/",
-    "/prometar_runs/",
+    f"/{DEFAULT_OUTPUT}/",
     "__pycache__/",
     "*.pyc",
     "/.pytest_cache/",
