@@ -1,0 +1,368 @@
+"""The reproduction report: every table of a campaign, our numbers beside the paper's, a verdict on each.
+
+For each table: its results table(s) as the ``table`` verb builds them (``results.tables.build_tables``
+over the FINISHED runs its sweeps plan), then every cell — ours (mean, 95 % interval, n) beside the
+published value and its source, the difference, the verdict (``orchestration.campaign.verdicts``)
+— and the table's verdict. At the top: the summary (cells reproduced, per table and in all) and
+the caveats every cell shares. Written as one self-contained HTML page (inline styles, every
+value escaped), its Markdown twin and the LaTeX of every table, then logged on a run of the
+campaign's own MLflow experiment (tag ``prometar.role=campaign``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from orchestration.campaign.cells import Cell, estimate_cells, judge_cells
+from orchestration.campaign.plan import CampaignPlan
+from orchestration.campaign.published import cited_values
+from orchestration.campaign.spec import CampaignTable
+from orchestration.campaign.tables import protocol_of
+from orchestration.campaign.verdicts import (
+    NOT_COMPARABLE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    VERDICTS,
+    TableVerdict,
+    judge_table,
+)
+from orchestration.errors import ResultsError
+from orchestration.ledger.runs import RunsTable, read_experiment
+from orchestration.results.labels import dataset_label, method_label
+from orchestration.results.published import load_published
+from orchestration.results.render import RenderedTable, to_markdown
+from orchestration.results.source import summarize_plan
+from orchestration.results.tables import build_tables
+
+HTML_NAME = "reproduction.html"
+MARKDOWN_NAME = "reproduction.md"
+LATEX_DIR = "latex"
+ARTIFACT_PATH = "reproduction"
+"""Where the files go on the campaign's MLflow run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableResult:
+    """One table of the report: its results tables, its judged cells and its verdict."""
+
+    table: CampaignTable
+    rendered: tuple[RenderedTable, ...]
+    cells: tuple[Cell, ...]
+    verdict: TableVerdict
+    runs: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """The whole report."""
+
+    campaign: str
+    description: str
+    tables: tuple[TableResult, ...]
+    caveats: tuple[tuple[str, str], ...] = ()
+    expectations: str = ""
+    tracking_uri: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary_line(self) -> str:
+        comparable = self.counts[REPRODUCED] + self.counts[NOT_REPRODUCED]
+        return (
+            f"{self.counts[REPRODUCED]} of {comparable} comparable cells reproduced, "
+            f"{self.counts[NOT_REPRODUCED]} not reproduced, {self.counts[NOT_COMPARABLE]} not comparable "
+            f"({len(self.tables)} tables)"
+        )
+
+
+def table_runs(plan: CampaignPlan, table: CampaignTable, tracking_uri: str) -> RunsTable:
+    """The FINISHED runs the table's sweeps plan, from their experiments (a missing one gives none)."""
+    frames, params, keys = [], [], {}
+    for name in table.sweeps:
+        sweep = plan.sweep(name)
+        summary = summarize_plan(sweep.plan)
+        try:
+            found = read_experiment(sweep.plan.name, tracking_uri, planned=summary.planned)
+        except ResultsError:
+            continue
+        if not found.runs.empty:
+            frames.append(found.runs)
+            params.append(found.params)
+            keys.update(found.trial_keys)
+    if not frames:
+        return RunsTable(
+            runs=pd.DataFrame(
+                columns=["method", "dataset", "protocol", "shots", "seed", "metric", "value", "run_id"]
+            )
+        )
+    merged = pd.concat(params)
+    return RunsTable(
+        runs=pd.concat(frames, ignore_index=True),
+        params=merged[~merged.index.duplicated()],
+        trial_keys=keys,
+    )
+
+
+def build_table_result(plan: CampaignPlan, table: CampaignTable, tracking_uri: str) -> TableResult:
+    """Read, tabulate and judge one table of the campaign."""
+    runs = table_runs(plan, table, tracking_uri)
+    summaries = [summarize_plan(plan.sweep(name).plan) for name in table.sweeps]
+    datasets = tuple(dict.fromkeys(d for s in summaries for d in s.datasets))
+    targets = tuple(dict.fromkeys(t for s in summaries for t in s.targets))
+    seeds = max((s.seeds for s in summaries), default=3)
+    deviation = "; ".join(f"{d.name} (source: {d.source})" for d in table.deviations)
+    published = cited_values(table.published.resource, table.published.methods) if table.published else []
+    rendered: tuple[RenderedTable, ...] = ()
+    note = ""
+    if runs.runs.empty:
+        note = "no FINISHED run yet"
+    else:
+        try:
+            rendered = tuple(
+                build_tables(
+                    runs,
+                    protocol=protocol_of(table.kind).name,
+                    datasets=datasets or None,
+                    published=load_published() if table.published and table.kind == "base2new" else None,
+                    expected_seeds=seeds,
+                    targets=targets,
+                    name=table.name,
+                )
+            )
+        except ResultsError as err:
+            note = f"no table: {err}"
+    estimates = estimate_cells(runs, kind=table.kind, datasets=datasets)
+    cells = tuple(judge_cells(estimates, published, deviation=deviation))
+    return TableResult(
+        table=table,
+        rendered=rendered,
+        cells=cells,
+        verdict=judge_table(c.verdict for c in cells),
+        runs=runs.runs["run_id"].nunique() if not runs.runs.empty else 0,
+        note=note,
+    )
+
+
+def build_reproduction(plan: CampaignPlan, tracking_uri: str, *, expectations: str = "") -> Reproduction:
+    """The report of every chosen table of a planned campaign."""
+    results = tuple(build_table_result(plan, table.table, tracking_uri) for table in plan.tables)
+    counts = {v: sum(r.verdict.counts[v] for r in results) for v in VERDICTS}
+    campaign = plan.campaign
+    return Reproduction(
+        campaign.name,
+        campaign.description,
+        results,
+        tuple((c.name, c.source) for c in campaign.caveats),
+        expectations,
+        tracking_uri,
+        counts,
+    )
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def _cell_row(cell: Cell) -> list[str]:
+    ours = cell.ours
+    if ours is None:
+        ours_text = "–"
+    elif ours.n < 2:
+        ours_text = f"{ours.mean:.2f} (n=1)"
+    else:
+        ours_text = f"{ours.mean:.2f} [{ours.low:.2f}, {ours.high:.2f}] (n={ours.n})"
+    published = f"{cell.published.value:.2f}" if cell.published else "–"
+    source = cell.published.source if cell.published else ""
+    verdict = cell.verdict.verdict
+    if cell.verdict.by is not None:
+        verdict += f" (by {cell.verdict.by:.2f})"
+    elif cell.verdict.reason:
+        verdict += f" ({cell.verdict.reason})"
+    return [
+        method_label(cell.method),
+        dataset_label(cell.dataset),
+        str(cell.shots),
+        cell.setting,
+        cell.metric,
+        ours_text,
+        published,
+        source,
+        _number(cell.verdict.difference),
+        verdict,
+    ]
+
+
+CELL_HEADER = (
+    "method",
+    "dataset",
+    "shots",
+    "setting",
+    "metric",
+    "ours (95% CI, n)",
+    "published",
+    "source",
+    "Δ",
+    "verdict",
+)
+
+
+def _markdown_row(values: list[str] | tuple[str, ...]) -> str:
+    return "| " + " | ".join(v.replace("|", "\\|").replace("\n", " ") for v in values) + " |"
+
+
+def render_markdown(report: Reproduction) -> str:
+    """The report as Markdown."""
+    lines = [f"# Reproduction: {report.campaign}", ""]
+    if report.description:
+        lines += [report.description, ""]
+    lines += [f"**Summary: {report.summary_line()}.**", ""]
+    if report.expectations:
+        lines += [report.expectations, ""]
+    lines += [_markdown_row(("table", "kind", "verdict", "cells")), _markdown_row(("---",) * 4)]
+    for result in report.tables:
+        lines.append(
+            _markdown_row(
+                (result.table.name, result.table.kind, result.verdict.verdict, result.verdict.line())
+            )
+        )
+    lines.append("")
+    for name, source in report.caveats:
+        lines.append(f"- Caveat: {name} (source: {source})")
+    for result in report.tables:
+        table = result.table
+        lines += [
+            "",
+            f"## {table.title}",
+            "",
+            f"Table `{table.name}` ({table.kind}); sweeps: {', '.join(table.sweeps)}; "
+            f"{result.runs} finished run(s). **Verdict: {result.verdict.verdict}** — "
+            f"{result.verdict.line()}.",
+        ]
+        for deviation in table.deviations:
+            lines.append(f"- Not comparable: {deviation.name} (source: {deviation.source})")
+        if result.note:
+            lines.append(f"- {result.note}")
+        for rendered in result.rendered:
+            lines += ["", to_markdown(rendered.display)]
+        if result.cells:
+            lines += ["", _markdown_row(CELL_HEADER), _markdown_row(("---",) * len(CELL_HEADER))]
+            lines += [_markdown_row(_cell_row(cell)) for cell in result.cells]
+    return "\n".join(lines) + "\n"
+
+
+_STYLE = (
+    "body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 6px;font-size:90%}"
+    ".reproduced{background:#dfd}.not-reproduced{background:#fdd}.not-comparable{background:#eee}"
+)
+
+
+def _verdict_class(verdict: str) -> str:
+    return verdict.replace(" ", "-")
+
+
+def render_html(report: Reproduction) -> str:
+    """The report as one self-contained HTML page (inline style; every value escaped)."""
+    from orchestration.results.report import table_html
+
+    e = html.escape
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        f"<title>Reproduction: {e(report.campaign)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Reproduction: {e(report.campaign)}</h1>",
+    ]
+    if report.description:
+        parts.append(f"<p>{e(report.description)}</p>")
+    parts.append(f"<p><strong>Summary: {e(report.summary_line())}.</strong></p>")
+    if report.expectations:
+        parts.append(f"<p>{e(report.expectations)}</p>")
+    parts.append(
+        "<table><thead><tr><th>table</th><th>kind</th><th>verdict</th><th>cells</th></tr></thead><tbody>"
+    )
+    for result in report.tables:
+        parts.append(
+            f'<tr class="{_verdict_class(result.verdict.verdict)}"><td>{e(result.table.name)}</td>'
+            f"<td>{e(result.table.kind)}</td><td>{e(result.verdict.verdict)}</td><td>{e(result.verdict.line())}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    if report.caveats:
+        parts.append(
+            "<ul>" + "".join(f"<li>Caveat: {e(n)} (source: {e(s)})</li>" for n, s in report.caveats) + "</ul>"
+        )
+    for result in report.tables:
+        table = result.table
+        parts.append(f"<h2>{e(table.title)}</h2>")
+        parts.append(
+            f"<p>Table <code>{e(table.name)}</code> ({e(table.kind)}); sweeps: {e(', '.join(table.sweeps))}; "
+            f"{result.runs} finished run(s). <strong>Verdict: {e(result.verdict.verdict)}</strong> — "
+            f"{e(result.verdict.line())}.</p>"
+        )
+        notes = [f"Not comparable: {d.name} (source: {d.source})" for d in table.deviations]
+        if result.note:
+            notes.append(result.note)
+        if notes:
+            parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+        for rendered in result.rendered:
+            parts.append(table_html(rendered.display))
+        if result.cells:
+            head = "".join(f"<th>{e(h)}</th>" for h in CELL_HEADER)
+            rows = "".join(
+                f'<tr class="{_verdict_class(cell.verdict.verdict)}">'
+                + "".join(f"<td>{e(v)}</td>" for v in _cell_row(cell))
+                + "</tr>"
+                for cell in result.cells
+            )
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class ReproductionFiles:
+    """What :func:`write_reproduction` wrote, and the run it logged them on."""
+
+    html: Path
+    markdown: Path
+    latex: tuple[Path, ...]
+    logged_to: str | None = None
+
+
+def write_reproduction(
+    report: Reproduction, out_dir: Path, *, log_to: tuple[object, str] | None = None
+) -> ReproductionFiles:
+    """Write the report (HTML, Markdown, one ``.tex`` per table) into ``out_dir``; everything is
+    rendered before the first file is written. ``log_to``: (ledger, run id) to log the files on."""
+    page = render_html(report)
+    markdown = render_markdown(report)
+    latex = {
+        f"{result.table.name}-{rendered.name}.tex": rendered.render("latex")
+        for result in report.tables
+        for rendered in result.rendered
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path = out_dir / HTML_NAME
+    html_path.write_text(page, encoding="utf-8")
+    markdown_path = out_dir / MARKDOWN_NAME
+    markdown_path.write_text(markdown, encoding="utf-8")
+    latex_paths = []
+    if latex:
+        (out_dir / LATEX_DIR).mkdir(exist_ok=True)
+        for name, text in latex.items():
+            path = out_dir / LATEX_DIR / name
+            path.write_text(text, encoding="utf-8")
+            latex_paths.append(path)
+    logged = None
+    if log_to is not None:
+        ledger, run_id = log_to
+        ledger.log_files(run_id, [html_path, markdown_path], ARTIFACT_PATH)  # type: ignore[attr-defined]
+        if latex_paths:
+            ledger.log_files(run_id, latex_paths, f"{ARTIFACT_PATH}/{LATEX_DIR}")  # type: ignore[attr-defined]
+        logged = run_id
+    return ReproductionFiles(html_path, markdown_path, tuple(latex_paths), logged)
