@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from orchestration.campaign.cells import Cell, estimate_cells, judge_cells
 from orchestration.campaign.plan import CampaignPlan
-from orchestration.campaign.published import cited_values
+from orchestration.campaign.published import PublishedValue, cited_values
 from orchestration.campaign.spec import CampaignTable
 from orchestration.campaign.tables import protocol_of
 from orchestration.campaign.verdicts import (
@@ -33,17 +34,25 @@ from orchestration.campaign.verdicts import (
 )
 from orchestration.errors import ResultsError
 from orchestration.ledger.runs import RunsTable, read_experiment
-from orchestration.results.labels import dataset_label, method_label
+from orchestration.results.labels import AVERAGE, dataset_label, method_label
 from orchestration.results.published import load_published
 from orchestration.results.render import RenderedTable, to_markdown
 from orchestration.results.source import summarize_plan
 from orchestration.results.tables import build_tables
+from prometar.data.catalog import BASE_TO_NEW_DATASETS as PAPER_DATASETS
 
 HTML_NAME = "reproduction.html"
 MARKDOWN_NAME = "reproduction.md"
 LATEX_DIR = "latex"
 ARTIFACT_PATH = "reproduction"
 """Where the files go on the campaign's MLflow run."""
+CELLS_NOTE = (
+    "Cells: ours is the mean over seeds of each run's value with its 95% Student-t interval and n "
+    "(HM: the mean of the seeds' HMs, which can differ from the table's HM of the means); the verdict "
+    "is 'reproduced' when the published value lies within our interval, 'not reproduced' when outside "
+    "(by how much), 'not comparable' when a named deviation, a missing published value or run, or a "
+    "single seed stands in the way. Average cells are compared only over the paper's 11 datasets."
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,10 +81,11 @@ class Reproduction:
 
     def summary_line(self) -> str:
         comparable = self.counts[REPRODUCED] + self.counts[NOT_REPRODUCED]
+        not_run = sum(1 for t in self.tables for c in t.cells if c.ours is None)
         return (
             f"{self.counts[REPRODUCED]} of {comparable} comparable cells reproduced, "
             f"{self.counts[NOT_REPRODUCED]} not reproduced, {self.counts[NOT_COMPARABLE]} not comparable "
-            f"({len(self.tables)} tables)"
+            f"({not_run} of them without a finished run; {len(self.tables)} tables)"
         )
 
 
@@ -107,6 +117,14 @@ def table_runs(plan: CampaignPlan, table: CampaignTable, tracking_uri: str) -> R
     )
 
 
+def comparable_published(values: Sequence[PublishedValue], datasets: Sequence[str]) -> list[PublishedValue]:
+    """The published values our cells can meet: the paper's Average rows only when our table's
+    datasets are the paper's 11 (its Average is over them)."""
+    if set(datasets) == set(PAPER_DATASETS):
+        return list(values)
+    return [v for v in values if v.dataset != AVERAGE]
+
+
 def build_table_result(plan: CampaignPlan, table: CampaignTable, tracking_uri: str) -> TableResult:
     """Read, tabulate and judge one table of the campaign."""
     runs = table_runs(plan, table, tracking_uri)
@@ -115,7 +133,8 @@ def build_table_result(plan: CampaignPlan, table: CampaignTable, tracking_uri: s
     targets = tuple(dict.fromkeys(t for s in summaries for t in s.targets))
     seeds = max((s.seeds for s in summaries), default=3)
     deviation = "; ".join(f"{d.name} (source: {d.source})" for d in table.deviations)
-    published = cited_values(table.published.resource, table.published.methods) if table.published else []
+    cited = cited_values(table.published.resource, table.published.methods) if table.published else []
+    published = comparable_published(cited, datasets)
     rendered: tuple[RenderedTable, ...] = ()
     note = ""
     if runs.runs.empty:
@@ -235,6 +254,7 @@ def render_markdown(report: Reproduction) -> str:
     lines.append("")
     for name, source in report.caveats:
         lines.append(f"- Caveat: {name} (source: {source})")
+    lines += ["", CELLS_NOTE]
     for result in report.tables:
         table = result.table
         lines += [
@@ -296,6 +316,7 @@ def render_html(report: Reproduction) -> str:
         parts.append(
             "<ul>" + "".join(f"<li>Caveat: {e(n)} (source: {e(s)})</li>" for n, s in report.caveats) + "</ul>"
         )
+    parts.append(f"<p>{e(CELLS_NOTE)}</p>")
     for result in report.tables:
         table = result.table
         parts.append(f"<h2>{e(table.title)}</h2>")

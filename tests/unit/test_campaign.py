@@ -17,7 +17,13 @@ from orchestration.campaign.calibration import Calibration, EpochTime, read_benc
 from orchestration.campaign.cells import Cell, estimate_cells, judge_cells
 from orchestration.campaign.plan import Cost, plan_campaign, trial_cost
 from orchestration.campaign.published import PublishedValue, cited_values
-from orchestration.campaign.report import Reproduction, TableResult, render_html, render_markdown
+from orchestration.campaign.report import (
+    Reproduction,
+    TableResult,
+    comparable_published,
+    render_html,
+    render_markdown,
+)
 from orchestration.campaign.spec import CampaignError, CampaignTable, read_campaign
 from orchestration.campaign.tables import TABLE_KINDS
 from orchestration.campaign.verdicts import (
@@ -233,6 +239,16 @@ def test_cells_join_ours_with_the_published_values_and_add_the_average() -> None
     pets = next(c for c in cells if c.dataset == "oxford_pets")
     assert pets.ours is None and pets.verdict.reason == "no finished run"
     assert all(c.verdict.verdict == NOT_COMPARABLE for c in cells if c.published is None)
+
+
+def test_the_papers_average_is_compared_only_over_its_datasets() -> None:
+    from prometar.data.catalog import BASE_TO_NEW_DATASETS
+
+    values = cited_values("base2new", ["prometar"])
+    assert any(v.dataset == "average" for v in values)
+    assert comparable_published(values, BASE_TO_NEW_DATASETS) == values
+    subset = comparable_published(values, ("eurosat", "dtd"))
+    assert subset and all(v.dataset != "average" for v in subset)
 
 
 # -- the cost ---------------------------------------------------------------------------------
