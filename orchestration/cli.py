@@ -845,7 +845,7 @@ def demo(output) -> None:
 
 
 @main.command("reproduce")
-@click.argument("campaign", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("campaign", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option(
     "--data-root",
     default="data",
@@ -884,6 +884,11 @@ def demo(output) -> None:
 @click.option("--dry-run", is_flag=True, help="Print trials, done / to do and cost per table; write nothing.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="At most N trials at once.")
 @click.option(
+    "--toy",
+    is_flag=True,
+    help="On the toy world (built here; fewer datasets and seeds), judged against chance; ~30 min on 2 CPUs.",
+)
+@click.option(
     "--calibration",
     type=click.Path(dir_okay=False, path_type=str),
     help="Measured epoch times (CSV: method,dataset,backbone,epoch_seconds,source) for the cost.",
@@ -899,12 +904,17 @@ def reproduce(
     only,
     dry_run,
     max_concurrent,
+    toy,
     calibration,
 ) -> None:
-    """Launch a campaign's sweeps not done yet, in dependency order, and write its reproduction report."""
+    """Launch a campaign's sweeps not done yet, in dependency order, and write its reproduction report.
+
+    CAMPAIGN: a campaign file; default: the paper's (campaigns/prometar_cvpr2024.yaml).
+    """
     from pathlib import Path
 
     from orchestration.campaign.runner import ReproduceOptions, reproduce
+    from orchestration.campaign.spec import default_campaign_path
     from prometar.config import parse_override
 
     options = ReproduceOptions(
@@ -917,9 +927,10 @@ def reproduce(
         only=only,
         dry_run=dry_run,
         max_concurrent=max_concurrent,
+        toy=toy,
         calibration=Path(calibration) if calibration else None,
     )
-    raise SystemExit(reproduce(campaign, options).exit_code)
+    raise SystemExit(reproduce(campaign or default_campaign_path(), options).exit_code)
 
 
 @main.command("wait-nodes", hidden=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 
@@ -30,13 +31,18 @@ class PublishedResource:
 
 @dataclass(frozen=True, kw_only=True)
 class PublishedValue:
-    """One published number: where it sits (method, dataset, our metric), its value and source."""
+    """One published number: where it sits (method, dataset, our metric), its value and source.
+
+    ``relation``: ``within`` (our interval should hold it: a published number) or ``above`` (our
+    interval should lie above it: a floor of the toy world's, such as chance).
+    """
 
     method: str
     dataset: str
     metric: str
     value: float
     source: str
+    relation: Literal["within", "above"] = "within"
 
 
 RESOURCES: dict[str, PublishedResource] = {

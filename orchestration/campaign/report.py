@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.campaign.cells import Cell, estimate_cells, judge_cells
+from orchestration.campaign.cells import Cell, Expectation, estimate_cells, judge_cells
 from orchestration.campaign.plan import CampaignPlan
 from orchestration.campaign.published import PublishedValue, cited_values
 from orchestration.campaign.spec import CampaignTable
@@ -125,8 +125,11 @@ def comparable_published(values: Sequence[PublishedValue], datasets: Sequence[st
     return [v for v in values if v.dataset != AVERAGE]
 
 
-def build_table_result(plan: CampaignPlan, table: CampaignTable, tracking_uri: str) -> TableResult:
-    """Read, tabulate and judge one table of the campaign."""
+def build_table_result(
+    plan: CampaignPlan, table: CampaignTable, tracking_uri: str, *, expectation: Expectation | None = None
+) -> TableResult:
+    """Read, tabulate and judge one table of the campaign (``expectation``: the toy world's, instead
+    of the published values)."""
     runs = table_runs(plan, table, tracking_uri)
     summaries = [summarize_plan(plan.sweep(name).plan) for name in table.sweeps]
     datasets = tuple(dict.fromkeys(d for s in summaries for d in s.datasets))
@@ -146,7 +149,9 @@ def build_table_result(plan: CampaignPlan, table: CampaignTable, tracking_uri: s
                     runs,
                     protocol=protocol_of(table.kind).name,
                     datasets=datasets or None,
-                    published=load_published() if table.published and table.kind == "base2new" else None,
+                    published=load_published()
+                    if table.published and table.kind == "base2new" and expectation is None
+                    else None,
                     expected_seeds=seeds,
                     targets=targets,
                     name=table.name,
@@ -155,7 +160,7 @@ def build_table_result(plan: CampaignPlan, table: CampaignTable, tracking_uri: s
         except ResultsError as err:
             note = f"no table: {err}"
     estimates = estimate_cells(runs, kind=table.kind, datasets=datasets)
-    cells = tuple(judge_cells(estimates, published, deviation=deviation))
+    cells = tuple(judge_cells(estimates, published, deviation=deviation, expectation=expectation))
     return TableResult(
         table=table,
         rendered=rendered,
@@ -166,9 +171,14 @@ def build_table_result(plan: CampaignPlan, table: CampaignTable, tracking_uri: s
     )
 
 
-def build_reproduction(plan: CampaignPlan, tracking_uri: str, *, expectations: str = "") -> Reproduction:
-    """The report of every chosen table of a planned campaign."""
-    results = tuple(build_table_result(plan, table.table, tracking_uri) for table in plan.tables)
+def build_reproduction(
+    plan: CampaignPlan, tracking_uri: str, *, expectations: str = "", expectation: Expectation | None = None
+) -> Reproduction:
+    """The report of every chosen table of a planned campaign (``expectation``: see ``judge_cells``;
+    ``expectations``: the sentence saying what it is)."""
+    results = tuple(
+        build_table_result(plan, table.table, tracking_uri, expectation=expectation) for table in plan.tables
+    )
     counts = {v: sum(r.verdict.counts[v] for r in results) for v in VERDICTS}
     campaign = plan.campaign
     return Reproduction(
@@ -225,7 +235,7 @@ CELL_HEADER = (
     "setting",
     "metric",
     "ours (95% CI, n)",
-    "published",
+    "reference (published or expected)",
     "source",
     "Δ",
     "verdict",

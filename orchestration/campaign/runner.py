@@ -13,6 +13,7 @@ skipped. Last, the reproduction report (``orchestration.campaign.report``) is wr
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from orchestration import layout
+from orchestration.campaign.cells import Expectation
 from orchestration.campaign.plan import CampaignPlan, missing_inputs, plan_campaign
 from orchestration.campaign.report import ReproductionFiles, build_reproduction, write_reproduction
 from orchestration.campaign.spec import read_campaign
+from orchestration.campaign.toy import prepare_toy
 from orchestration.errors import LaunchError
 from orchestration.launch.runner import LaunchOptions, LaunchReport, launch
 from orchestration.launch.signals import INTERRUPTED_EXIT
@@ -44,8 +47,10 @@ class ReproduceOptions:
     dry_run: bool = False
     max_concurrent: int | None = None
     calibration: Path | None = None
-    expectations: str = ""
-    """A sentence the report states above the tables (what its verdicts are measured against)."""
+    toy: bool = False
+    """Run the campaign on the toy world (``orchestration.campaign.toy``); ``data_root`` is unused."""
+    toy_options: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``prometar.toy.build.build_toy`` (reduced builds in tests)."""
 
 
 @dataclass
@@ -83,6 +88,14 @@ def reproduce(
     out = stream or sys.stdout
     campaign = read_campaign(path)
     output = Path(options.output)
+    expectation: Expectation | None = None
+    description = ""
+    if options.toy:
+        if options.address is not None:
+            raise LaunchError("--toy runs on this machine: leave out --address")
+        toy = prepare_toy(campaign, output, toy_options=options.toy_options, stream=out)
+        campaign, expectation, description = toy.campaign, toy.expectation, toy.description
+        options = dataclasses.replace(options, data_root=toy.data_root)
     plan = plan_campaign(
         campaign,
         output=output,
@@ -140,16 +153,25 @@ def reproduce(
             ok = ok and report.exit_code == 0
         if ok:
             finished_tables.add(table.table.name)
-    outcome.files = write_campaign_report(plan, options, out)
+    outcome.files = write_campaign_report(
+        plan, options, out, expectations=description, expectation=expectation
+    )
     return outcome
 
 
-def write_campaign_report(plan: CampaignPlan, options: ReproduceOptions, out: IO[str]) -> ReproductionFiles:
+def write_campaign_report(
+    plan: CampaignPlan,
+    options: ReproduceOptions,
+    out: IO[str],
+    *,
+    expectations: str = "",
+    expectation: Expectation | None = None,
+) -> ReproductionFiles:
     """The reproduction report of the planned tables, logged on a new run of the campaign's experiment."""
     name = plan.campaign.name
     ledger = TrialLedger.for_output(name, Path(options.output), options.tracking_uri)
     ledger.check_reachable()
-    report = build_reproduction(plan, ledger.tracking_uri, expectations=options.expectations)
+    report = build_reproduction(plan, ledger.tracking_uri, expectations=expectations, expectation=expectation)
     run_id = ledger.start_launch({ROLE_TAG: CAMPAIGN_ROLE})
     try:
         files = write_reproduction(

@@ -50,6 +50,17 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 MAX_NAME_LENGTH = 100
 
 
+SHIPPED_CAMPAIGN = "prometar_cvpr2024.yaml"
+
+
+def default_campaign_path() -> Path:
+    """The paper's campaign shipped with the package (``orchestration/resources/campaigns`` is a link
+    to the checkout's ``campaigns/``, as ``resources/sweeps`` is to ``sweeps/``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("orchestration") / "resources" / "campaigns" / SHIPPED_CAMPAIGN))
+
+
 class CampaignError(SpecError):
     """A bad campaign file; the message names the file and the key (exit 2)."""
 

@@ -8,6 +8,9 @@ interval, n) and, where the paper reports the same setting, the published value.
 - *not comparable*: a deviation (recipe, precision, backbone) named with its source, no published
   value, no finished run, or one seed only (no interval).
 
+A toy-world expectation is a floor instead (``relation="above"``: chance level): *reproduced* when
+our whole interval lies above it, *not reproduced* otherwise, ``by`` points below.
+
 A table is *reproduced* when every comparable cell is, *not reproduced* when one is not, and *not
 comparable* when none is comparable. The interval is Student's t over the seeds
 (:func:`seed_interval`).
@@ -89,13 +92,20 @@ class CellVerdict:
     reason: str = ""
 
 
-def judge_cell(ours: Estimate | None, published: float | None, *, deviation: str = "") -> CellVerdict:
+Relation = Literal["within", "above"]
+
+
+def judge_cell(
+    ours: Estimate | None, published: float | None, *, deviation: str = "", relation: Relation = "within"
+) -> CellVerdict:
     """The verdict on one cell (see the module's rules).
 
     Args:
         ours: Our estimate, or None (no finished run).
-        published: The paper's value, or None (the paper reports no such setting).
+        published: The paper's value (or the toy world's expectation), or None (none reported).
         deviation: A named deviation with its source; non-empty makes the cell not comparable.
+        relation: ``within``: the value should lie within our interval (a published number);
+            ``above``: our interval should lie above it (a floor such as chance).
     """
     difference = ours.mean - published if ours is not None and published is not None else None
     if deviation:
@@ -106,6 +116,10 @@ def judge_cell(ours: Estimate | None, published: float | None, *, deviation: str
         return CellVerdict(verdict=NOT_COMPARABLE, reason="no finished run")
     if ours.n < 2 or math.isnan(ours.low):
         return CellVerdict(verdict=NOT_COMPARABLE, difference=difference, reason=f"n={ours.n}: no interval")
+    if relation == "above":
+        if ours.low > published:
+            return CellVerdict(verdict=REPRODUCED, difference=difference)
+        return CellVerdict(verdict=NOT_REPRODUCED, difference=difference, by=published - ours.low)
     if ours.low <= published <= ours.high:
         return CellVerdict(verdict=REPRODUCED, difference=difference)
     by = published - ours.high if published > ours.high else ours.low - published

@@ -166,3 +166,81 @@ def test_reproduce_runs_the_campaign_in_order_then_judges_every_table(
     dry = io.StringIO()
     reproduce(campaign, ReproduceOptions(data_root=data_root, output=output, dry_run=True), stream=dry)
     assert "total: trials 6 · done 6 · to do 0" in dry.getvalue()
+
+
+REDUCED_TOY = {
+    "seed": 0,
+    "steps": 40,
+    "n_pretrain": 2000,
+    "batch_size": 64,
+    "warmup_steps": 5,
+    "train_per_class": 4,
+    "val_per_class": 1,
+    "test_per_class": 10,
+    "eval_per_combination": 4,
+    "datasets": ("eurosat",),
+    "min_heldout_acc": 0.0,
+}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_toy_reproduce_narrows_the_sweeps_and_judges_against_chance(
+    ray_instance: None, tmp_path: Path
+) -> None:
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    data = {
+        "name": "b2n_toy_test",
+        "protocol": "base2new",
+        "overrides": {"optim.epochs": 1, "data.batch_size": 2},
+        "grid": {
+            "method": ["zeroshot", "ivlp"],
+            "dataset": ["eurosat", "caltech101"],
+            "seed": [1, 2, 3],
+            "shots": [2],
+        },
+        "resources": {"default": {"gpu": 0.5, "cpu": 4}},
+    }
+    (sweeps / "b2n.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(
+        yaml.safe_dump(
+            {
+                "name": "toy_test",
+                "sweeps_folder": "sweeps",
+                "tables": [
+                    {
+                        "name": "b2n",
+                        "kind": "base2new",
+                        "sweeps": ["b2n"],
+                        "published": {"resource": "base2new", "methods": ["zeroshot"]},
+                        "deviations": [{"name": "the paper's deviation", "source": "here"}],
+                    }
+                ],
+            }
+        )
+    )
+    output = tmp_path / "out"
+    options = ReproduceOptions(output=output, toy=True, toy_options=REDUCED_TOY)
+    stream = io.StringIO()
+    first = reproduce(campaign, options, stream=stream)
+    assert first.exit_code == 0, stream.getvalue()
+    derived = yaml.safe_load((output / "toy-campaign" / "sweeps" / "b2n.yaml").read_text())
+    assert derived["grid"]["dataset"] == ["eurosat"] and derived["grid"]["seed"] == [1, 2]
+    assert derived["overrides"]["backbone.name"] == "toy-clip"
+    assert derived["overrides"]["backbone.pretrained"] == str((output / "toy" / "toy_clip.pt").resolve())
+    assert derived["resources"] == {"default": {"cpu": 1.0, "gpu": 0.0}}
+    assert first.started == 4
+    markdown = first.files.markdown.read_text()
+    assert "judged against chance" in markdown and "the paper's deviation" not in markdown
+    cells = [line for line in markdown.splitlines() if line.startswith(f"| {ZEROSHOT} | EuroSAT | 2 |")]
+    assert len(cells) == 3  # base, new, HM of the two seeds, each judged against its chance level
+    assert all("toy world: chance" in line for line in cells)
+    assert all(("| reproduced |" in line) or ("| not reproduced (by " in line) for line in cells), cells
+    base = next(line for line in cells if "| base_acc |" in line)
+    assert "| 12.50 |" in base  # 1 in the 8 base classes
+
+    again = io.StringIO()
+    second = reproduce(campaign, options, stream=again)
+    assert second.exit_code == 0 and second.started == 0 and second.launches == {}, again.getvalue()
