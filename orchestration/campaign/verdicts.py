@@ -5,8 +5,8 @@ interval, n) and, where the paper reports the same setting, the published value.
 
 - *reproduced*: the published value lies within our interval;
 - *not reproduced*: it lies outside, ``by`` points beyond the nearer end of the interval;
-- *not comparable*: a deviation (recipe, precision, backbone) named with its source, no published
-  value, no finished run, or one seed only (no interval).
+- *not comparable*: a deviation (recipe, precision, backbone) named with its source, no reference
+  value (published, or the toy world's expectation), no finished run, or one seed (no interval).
 
 A toy-world expectation is a floor instead (``relation="above"``: chance level): *reproduced* when
 our whole interval lies above it, *not reproduced* otherwise, ``by`` points below.
@@ -111,7 +111,7 @@ def judge_cell(
     if deviation:
         return CellVerdict(verdict=NOT_COMPARABLE, difference=difference, reason=deviation)
     if published is None:
-        return CellVerdict(verdict=NOT_COMPARABLE, reason="no published value")
+        return CellVerdict(verdict=NOT_COMPARABLE, reason="no reference value (published or expected)")
     if ours is None:
         return CellVerdict(verdict=NOT_COMPARABLE, reason="no finished run")
     if ours.n < 2 or math.isnan(ours.low):

@@ -195,9 +195,36 @@ def test_cell_verdicts() -> None:
     assert judge_cell(ours, 68.5).by == pytest.approx(0.5)
     deviated = judge_cell(ours, 70.5, deviation="recipe: X (source: Y)")
     assert deviated.verdict == NOT_COMPARABLE and "recipe" in deviated.reason
-    assert judge_cell(ours, None).reason == "no published value"
+    assert judge_cell(ours, None).reason == "no reference value (published or expected)"
     assert judge_cell(None, 70.0).reason == "no finished run"
     assert "no interval" in judge_cell(Estimate(70.0, math.nan, math.nan, 1), 70.0).reason
+
+
+def test_a_floor_is_cleared_by_the_whole_interval() -> None:
+    ours = Estimate(40.0, 30.0, 50.0, 2)
+    assert judge_cell(ours, 12.5, relation="above").verdict == REPRODUCED
+    below = judge_cell(ours, 35.0, relation="above")
+    assert below.verdict == NOT_REPRODUCED and below.by == pytest.approx(5.0)
+
+
+def test_toy_stand_ins_of_the_imagenet_variants_read_as_their_benchmarks(tmp_path: Path) -> None:
+    from orchestration.campaign.toy import chance_expectation
+    from prometar.data.readers import read_dataset
+    from prometar.toy.datasets import toy_dataset_classes, write_toy_dataset, write_toy_imagenet_variants
+
+    write_toy_dataset(tmp_path, "imagenet", seed=0, train_per_class=1, val_per_class=0, test_per_class=1)
+    write_toy_imagenet_variants(tmp_path, seed=0, test_per_class=2)
+    names = [c.name for c in toy_dataset_classes("imagenet", 0)]
+    assert read_dataset("imagenet", tmp_path).classnames == names
+    for key, count in (("imagenet_v2", 16), ("imagenet_sketch", 16), ("imagenet_a", 12), ("imagenet_r", 12)):
+        splits = read_dataset(key, tmp_path)
+        assert len(splits.classnames) == count and set(splits.classnames) <= set(names)
+        assert len(splits.test) == 2 * count
+    expect = chance_expectation(tmp_path)
+    assert expect("prometar", "imagenet", "acc/imagenet_a").value == pytest.approx(100 / 12)
+    assert expect("prometar", "imagenet", "base_acc").value == pytest.approx(12.5)
+    assert expect("prometar", "imagenet", "acc").relation == "above"
+    assert expect("prometar", "imagenet", "acc/mean") is None
 
 
 def test_table_verdicts() -> None:
