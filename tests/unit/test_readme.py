@@ -36,6 +36,11 @@ RUN: dict[str, tuple[int, str]] = {
     "data check --data-root $DATA": (0, "eurosat"),
     "data fewshot --dataset eurosat --shots 16 --seed 1 --data-root $DATA": (0, '"train": ['),
     "ui": (2, "no MLflow ledger at"),  # nothing launched here yet: no UI is started on nothing
+    # the plan of the paper's campaign, and what is missing here (OpenAI's weights, offline)
+    "reproduce campaigns/prometar_cvpr2024.yaml --dry-run": (
+        0,
+        "  base2new (base2new): trials 165 · done 0 · to do 165 · cost unknown",
+    ),
 }
 """README command (after ``prometar-sweep``) → expected exit code and a line of its output."""
 
@@ -45,6 +50,8 @@ NOT_RUN: dict[str, str] = {
     TRAIN: "needs OpenAI's ViT-B/16 weights (test_run.py runs it on a tiny CLIP)",
     "toy build": "minutes of CPU (a reduced build is tested in test_toyclip.py)",
     "demo --output DIR": "minutes of CPU (a reduced demo is tested in test_demo.py)",
+    "reproduce campaigns/prometar_cvpr2024.yaml --data-root $DATA": "trains ViT-B/16 on the real datasets",
+    "reproduce --toy": "half an hour of CPU (a reduced toy campaign is tested in test_reproduce.py)",
 }
 
 
@@ -71,6 +78,7 @@ def test_every_readme_command_is_run_or_says_why_not() -> None:
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("readme")
     (folder / "sweeps").symlink_to(ROOT / "sweeps")
+    (folder / "campaigns").symlink_to(ROOT / "campaigns")
     write_miniatures(folder / "data")
     (folder / "runs.csv").write_text(
         "method,dataset,seed,shots,base_acc,new_acc\nprometar,eurosat,1,16,80,60\n"
