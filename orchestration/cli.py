@@ -732,38 +732,16 @@ def demo(output) -> None:
 
 @main.command("reproduce")
 @click.argument("campaign", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "--data-root",
-    default="data",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
-    envvar=DATA_ROOT_ENV,
-    show_envvar=True,
-    help="Folder holding the datasets.",
-)
-@click.option(
-    "--output",
-    default="prometar_runs",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="One output folder for every sweep of the campaign (ledger, trials, tables, reports).",
-)
+@data_root_option()
+@output_option("One output folder for every sweep of the campaign (ledger, trials, tables, reports).")
 @click.option(
     "--storage", metavar="URI", envvar=STORAGE_ENV, show_envvar=True, help="Ray storage (as launch)."
 )
 @click.option(
     "--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True, help="Join a Ray cluster."
 )
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="Default: <output>/mlflow.db.",
-)
-@click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override for every sweep."
-)
+@tracking_uri_option()
+@set_option()
 @click.option(
     "--only", multiple=True, metavar="TABLE", help="Only this table (and the tables it needs first)."
 )

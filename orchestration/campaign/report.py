@@ -33,11 +33,11 @@ from orchestration.campaign.verdicts import (
     judge_table,
 )
 from orchestration.errors import ResultsError
-from orchestration.ledger.runs import RunsTable, read_experiment
+from orchestration.ledger.runs import RunsTable, planned_runs, read_experiment
+from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.labels import AVERAGE, dataset_label, method_label
 from orchestration.results.published import load_published
 from orchestration.results.render import RenderedTable, to_markdown
-from orchestration.results.source import summarize_plan
 from orchestration.results.tables import build_tables
 from prometar.data.catalog import BASE_TO_NEW_DATASETS as PAPER_DATASETS
 
@@ -94,9 +94,8 @@ def table_runs(plan: CampaignPlan, table: CampaignTable, tracking_uri: str) -> R
     frames, params, keys = [], [], {}
     for name in table.sweeps:
         sweep = plan.sweep(name)
-        summary = summarize_plan(sweep.plan)
         try:
-            found = read_experiment(sweep.plan.name, tracking_uri, planned=summary.planned)
+            found = read_experiment(sweep.plan.name, tracking_uri, planned=planned_runs(sweep.plan))
         except ResultsError:
             continue
         if not found.runs.empty:
@@ -131,10 +130,10 @@ def build_table_result(
     """Read, tabulate and judge one table of the campaign (``expectation``: the toy world's, instead
     of the published values)."""
     runs = table_runs(plan, table, tracking_uri)
-    summaries = [summarize_plan(plan.sweep(name).plan) for name in table.sweeps]
-    datasets = tuple(dict.fromkeys(d for s in summaries for d in s.datasets))
-    targets = tuple(dict.fromkeys(t for s in summaries for t in s.targets))
-    seeds = max((s.seeds for s in summaries), default=3)
+    plans = [plan.sweep(name).plan for name in table.sweeps]
+    datasets = tuple(dict.fromkeys(d for p in plans for d in p.datasets))
+    targets = tuple(dict.fromkeys(t for p in plans for t in p.targets))
+    seeds = max((p.seeds for p in plans), default=DEFAULT_SEEDS)
     deviation = "; ".join(f"{d.name} (source: {d.source})" for d in table.deviations)
     cited = cited_values(table.published.resource, table.published.methods) if table.published else []
     published = comparable_published(cited, datasets)
@@ -144,19 +143,16 @@ def build_table_result(
         note = "no FINISHED run yet"
     else:
         try:
-            rendered = tuple(
-                build_tables(
-                    runs,
-                    protocol=protocol_of(table.kind).name,
-                    datasets=datasets or None,
-                    published=load_published()
-                    if table.published and table.kind == "base2new" and expectation is None
-                    else None,
-                    expected_seeds=seeds,
-                    targets=targets,
-                    name=table.name,
-                )
+            compare = table.published is not None and table.kind == "base2new" and expectation is None
+            context = ResultsContext(
+                name=table.name,
+                protocol=protocol_of(table.kind).name,
+                datasets=datasets,
+                expected_seeds=seeds,
+                targets=targets,
+                published=load_published() if compare else None,
             )
+            rendered = tuple(build_tables(runs, context))
         except ResultsError as err:
             note = f"no table: {err}"
     estimates = estimate_cells(runs, kind=table.kind, datasets=datasets)
