@@ -156,3 +156,58 @@ def judge_cells(
                 )
             )
     return cells
+
+
+PAIRED = "paired by seed"
+"""The setting of a paired-difference cell."""
+
+
+def paired_cells(
+    runs: RunsTable, published: Sequence[PublishedValue], *, lead: str, deviation: str = ""
+) -> list[Cell]:
+    """Our paired difference ``lead`` − each other cited method beside the paper's difference.
+
+    Per (dataset, metric) the paper reports for both methods (at its shot count): the per-seed
+    differences over the seeds both methods have give the mean and interval; the published
+    difference is judged against them like a published value. Cells without a common seed are
+    not comparable (``no finished run``).
+    """
+    cited = {(v.method, v.dataset, v.metric): v for v in published}
+    frame = runs.runs
+    if not frame.empty:
+        frame = frame[frame["shots"].astype(int) == PUBLISHED_SHOTS]
+    cells: list[Cell] = []
+    others = sorted({v.method for v in published} - {lead})
+    for other in others:
+        for (method, dataset, metric), ours_lead in cited.items():
+            if method != lead or dataset == AVERAGE or (other, dataset, metric) not in cited:
+                continue
+            theirs = cited[(other, dataset, metric)]
+            value = PublishedValue(
+                method=f"{lead} − {other}",
+                dataset=dataset,
+                metric=metric,
+                value=ours_lead.value - theirs.value,
+                source=f"{ours_lead.source}; {theirs.source}",
+            )
+            estimate = None
+            if not frame.empty:
+                rows = frame[(frame["dataset"] == dataset) & (frame["metric"] == metric)]
+                a = rows[rows["method"] == lead].groupby("seed")["value"].mean()
+                b = rows[rows["method"] == other].groupby("seed")["value"].mean()
+                common = sorted(set(a.index) & set(b.index))
+                if common:
+                    estimate = seed_interval([float(a[s] - b[s]) for s in common])
+            cells.append(
+                Cell(
+                    method=value.method,
+                    dataset=dataset,
+                    shots=PUBLISHED_SHOTS,
+                    setting=PAIRED,
+                    metric=metric,
+                    ours=estimate,
+                    published=value,
+                    verdict=judge_cell(estimate, value.value, deviation=deviation),
+                )
+            )
+    return cells

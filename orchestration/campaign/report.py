@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.campaign.cells import Cell, Expectation, estimate_cells, judge_cells
+from orchestration.campaign.cells import Cell, Expectation, estimate_cells, judge_cells, paired_cells
 from orchestration.campaign.plan import CampaignPlan
 from orchestration.campaign.published import PublishedValue, cited_values
 from orchestration.campaign.spec import CampaignTable
@@ -48,6 +48,8 @@ ARTIFACT_PATH = "reproduction"
 """Where the files go on the campaign's MLflow run."""
 CELLS_NOTE = (
     "Cells: ours is the mean over seeds of each run's value with its 95% Student-t interval and n "
+    "(rows 'A − B', paired by seed: the per-seed difference of the first cited method and another, "
+    "beside the paper's difference) "
     "(HM: the mean of the seeds' HMs, which can differ from the table's HM of the means); the verdict "
     "is 'reproduced' when the published value lies within our interval, 'not reproduced' when outside "
     "(by how much), 'not comparable' when a named deviation, a missing published value or run, or a "
@@ -157,6 +159,8 @@ def build_table_result(
             note = f"no table: {err}"
     estimates = estimate_cells(runs, kind=table.kind, datasets=datasets)
     cells = tuple(judge_cells(estimates, published, deviation=deviation, expectation=expectation))
+    if table.published is not None and expectation is None:  # the paper's method against each baseline
+        cells += tuple(paired_cells(runs, published, lead=table.published.methods[0], deviation=deviation))
     return TableResult(
         table=table,
         rendered=rendered,

@@ -84,7 +84,8 @@ class PublishedRef:
 
     Attributes:
         resource: A published-numbers resource (``orchestration.campaign.published.RESOURCES``).
-        methods: The methods whose published rows are cited (our method names).
+        methods: The methods whose published rows are cited (our method names); the first is the
+            paper's method, whose paired difference to each other one is compared too.
     """
 
     resource: str

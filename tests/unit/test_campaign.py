@@ -278,6 +278,32 @@ def test_the_papers_average_is_compared_only_over_its_datasets() -> None:
     assert subset and all(v.dataset != "average" for v in subset)
 
 
+def test_paired_differences_are_per_seed_and_judged_against_the_papers_difference() -> None:
+    from orchestration.campaign.cells import PAIRED, paired_cells
+
+    rows = []
+    for seed, (ours, theirs) in enumerate([(80.0, 70.0), (82.0, 71.0), (81.0, 70.0)], start=1):
+        rows += [
+            ("prometar", "eurosat", "base2new", 16, seed, "base_acc", ours, f"p{seed}"),
+            ("coop", "eurosat", "base2new", 16, seed, "base_acc", theirs, f"c{seed}"),
+        ]
+    rows.append(("coop", "eurosat", "base2new", 16, 4, "base_acc", 0.0, "c4"))  # no partner: left out
+    published = [
+        PublishedValue(method="prometar", dataset="eurosat", metric="base_acc", value=90.0, source="A"),
+        PublishedValue(method="coop", dataset="eurosat", metric="base_acc", value=80.0, source="B"),
+        PublishedValue(method="prometar", dataset="dtd", metric="base_acc", value=80.0, source="A"),
+        PublishedValue(method="coop", dataset="dtd", metric="base_acc", value=75.0, source="B"),
+    ]
+    cells = paired_cells(_runs(rows), published, lead="prometar")
+    eurosat = next(c for c in cells if c.dataset == "eurosat")
+    assert eurosat.setting == PAIRED and eurosat.method == "prometar − coop"
+    assert eurosat.ours.n == 3 and eurosat.ours.mean == pytest.approx((10 + 11 + 11) / 3)
+    assert eurosat.published.value == 10.0 and eurosat.published.source == "A; B"
+    assert eurosat.verdict.verdict == REPRODUCED
+    dtd = next(c for c in cells if c.dataset == "dtd")
+    assert dtd.ours is None and dtd.verdict.reason == "no finished run"
+
+
 # -- the cost ---------------------------------------------------------------------------------
 
 
