@@ -19,7 +19,7 @@ import pandas as pd
 from orchestration.campaign.published import PublishedValue
 from orchestration.campaign.verdicts import CellVerdict, Estimate, judge_cell, seed_interval
 from orchestration.ledger.runs import RunsTable, attach_params
-from orchestration.results import ablation
+from orchestration.results import ablation, base2new
 from orchestration.results.labels import AVERAGE
 from prometar.protocols import harmonic_mean
 
@@ -68,7 +68,7 @@ def estimate_cells(runs: RunsTable, *, kind: str, datasets: Sequence[str]) -> pd
         for key, group in frame.groupby(keys, sort=True)
     ]
     cells = pd.DataFrame(rows, columns=[*keys, "values"])
-    if kind in ("base2new", ablation.KIND):
+    if kind in (base2new.KIND, ablation.KIND):
         cells = pd.concat([cells, _average_cells(frame, datasets)], ignore_index=True)
     return cells
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 import pandas as pd
 
+from orchestration.results import base2new
 from orchestration.results.published import load_published
 
 SOURCE_COLUMNS: tuple[str, ...] = ("source", "provenance")
@@ -46,7 +47,7 @@ class PublishedValue:
 
 
 RESOURCES: dict[str, PublishedResource] = {
-    "base2new": PublishedResource(load_published, {"base": "base_acc", "new": "new_acc", "hm": "hm"}),
+    base2new.KIND: PublishedResource(load_published, {"base": "base_acc", "new": "new_acc", "hm": "hm"}),
 }
 """Resource name → reader; a campaign's ``published.resource`` names one."""
 

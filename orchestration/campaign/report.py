@@ -34,6 +34,7 @@ from orchestration.campaign.verdicts import (
 )
 from orchestration.errors import ResultsError
 from orchestration.ledger.runs import RunsTable, planned_runs, read_experiment
+from orchestration.results import base2new
 from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.labels import AVERAGE, dataset_label, method_label
 from orchestration.results.published import load_published
@@ -145,7 +146,7 @@ def build_table_result(
         note = "no FINISHED run yet"
     else:
         try:
-            compare = table.published is not None and table.kind == "base2new" and expectation is None
+            compare = table.published is not None and table.kind == base2new.KIND and expectation is None
             context = ResultsContext(
                 name=table.name,
                 protocol=protocol_of(table.kind).name,

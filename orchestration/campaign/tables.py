@@ -7,13 +7,13 @@ can only name a table the results package can build.
 
 from __future__ import annotations
 
-from orchestration.results import ablation
+from orchestration.results import ablation, base2new
 from orchestration.results.tables import TABLE_KINDS as RESULT_KINDS
 from prometar import protocols
 
 TABLE_KINDS: dict[str, str] = {
     **{kind: protocols.for_table(kind).name for kind in RESULT_KINDS},
-    ablation.KIND: protocols.for_table("base2new").name,
+    ablation.KIND: protocols.for_table(base2new.KIND).name,
 }
 """Table kind → the protocol (registry name) whose runs it shows."""
 

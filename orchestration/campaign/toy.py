@@ -25,15 +25,15 @@ from orchestration import layout
 from orchestration.campaign.cells import Expectation
 from orchestration.campaign.published import PublishedValue
 from orchestration.campaign.spec import Campaign, CampaignError, CampaignTable
+from orchestration.results import ablation, base2new, few_shot, transfer
 from orchestration.results.labels import AVERAGE
 from orchestration.sweeps.spec import Resources, read_sweep, spec_to_yaml
 
 TOY_DATASETS: dict[str, tuple[str, ...]] = {
-    "base2new": ("eurosat", "dtd", "fgvc_aircraft"),  # the demo's three (sweeps/demo.yaml)
-    "ablation": ("eurosat",),
-    "few_shot": ("eurosat",),
-    "domain_generalization": ("imagenet",),
-    "cross_dataset": ("imagenet",),
+    base2new.KIND: ("eurosat", "dtd", "fgvc_aircraft"),  # the demo's three (sweeps/demo.yaml)
+    ablation.KIND: ("eurosat",),
+    few_shot.KIND: ("eurosat",),
+    **dict.fromkeys(transfer.KINDS, ("imagenet",)),  # the source model's dataset
 }
 """Toy datasets kept per table kind (the paper's 11 would not fit in 30 minutes on 2 cores)."""
 TOY_SEEDS = 2
