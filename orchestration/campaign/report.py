@@ -11,13 +11,14 @@ campaign's own MLflow experiment (tag ``prometar.role=campaign``).
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
 
 from orchestration.campaign.cells import Cell, Expectation, estimate_cells, judge_cells, paired_cells
 from orchestration.campaign.plan import CampaignPlan
@@ -39,6 +40,7 @@ from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.labels import AVERAGE, dataset_label, method_label
 from orchestration.results.published import load_published
 from orchestration.results.render import RenderedTable, to_markdown
+from orchestration.results.safe_text import markdown_code, markdown_text
 from orchestration.results.tables import build_tables
 from prometar.data.catalog import BASE_TO_NEW_DATASETS as PAPER_DATASETS
 
@@ -243,19 +245,32 @@ CELL_HEADER = (
 )
 
 
-def _markdown_row(values: list[str] | tuple[str, ...]) -> str:
-    return "| " + " | ".join(v.replace("|", "\\|").replace("\n", " ") for v in values) + " |"
+CELL_NUMBER_COLUMNS = frozenset({2, 5, 6, 8})
+"""Columns of :data:`CELL_HEADER` that hold numbers formatted here (the others are texts)."""
+
+
+def _markdown_row(values: list[str] | tuple[str, ...], numbers: frozenset[int] = frozenset()) -> str:
+    """One Markdown table row; every text shown literally (``results.safe_text.markdown_text``), the
+    numbers formatted here as they are."""
+    cells = (v if i in numbers else markdown_text(v).replace("|", "\\|") for i, v in enumerate(values))
+    return "| " + " | ".join(cells) + " |"
+
+
+def _markdown_rule(columns: int) -> str:
+    return "|" + "|".join("---" for _ in range(columns)) + "|"
 
 
 def render_markdown(report: Reproduction) -> str:
-    """The report as Markdown."""
-    lines = [f"# Reproduction: {report.campaign}", ""]
+    """The report as Markdown; every text from the campaign, the runs or a resource is shown literally
+    (``results.safe_text``)."""
+    t = markdown_text
+    lines = [f"# Reproduction: {t(report.campaign)}", ""]
     if report.description:
-        lines += [report.description, ""]
-    lines += [f"**Summary: {report.summary_line()}.**", ""]
+        lines += [t(report.description), ""]
+    lines += [f"**Summary: {t(report.summary_line())}.**", ""]
     if report.expectations:
-        lines += [report.expectations, ""]
-    lines += [_markdown_row(("table", "kind", "verdict", "cells")), _markdown_row(("---",) * 4)]
+        lines += [t(report.expectations), ""]
+    lines += [_markdown_row(("table", "kind", "verdict", "cells")), _markdown_rule(4)]
     for result in report.tables:
         lines.append(
             _markdown_row(
@@ -264,27 +279,24 @@ def render_markdown(report: Reproduction) -> str:
         )
     lines.append("")
     for name, source in report.caveats:
-        lines.append(f"- Caveat: {name} (source: {source})")
-    lines += ["", CELLS_NOTE]
+        lines.append(f"- Caveat: {t(name)} (source: {t(source)})")
+    lines += ["", t(CELLS_NOTE)]
     for result in report.tables:
         table = result.table
         lines += [
             "",
-            f"## {table.title}",
+            f"## {t(table.title)}",
             "",
-            f"Table `{table.name}` ({table.kind}); sweeps: {', '.join(table.sweeps)}; "
-            f"{result.runs} finished run(s). **Verdict: {result.verdict.verdict}** — "
-            f"{result.verdict.line()}.",
+            f"Table {markdown_code(table.name)} ({t(table.kind)}); sweeps: {t(', '.join(table.sweeps))}; "
+            f"{result.runs} finished run(s). **Verdict: {t(result.verdict.verdict)}** — "
+            f"{t(result.verdict.line())}.",
         ]
-        for deviation in table.deviations:
-            lines.append(f"- Not comparable: {deviation.name} (source: {deviation.source})")
-        if result.note:
-            lines.append(f"- {result.note}")
+        lines += [f"- {t(note)}" for note in _notes(result)]
         for rendered in result.rendered:
             lines += ["", to_markdown(rendered.display)]
         if result.cells:
-            lines += ["", _markdown_row(CELL_HEADER), _markdown_row(("---",) * len(CELL_HEADER))]
-            lines += [_markdown_row(_cell_row(cell)) for cell in result.cells]
+            lines += ["", _markdown_row(CELL_HEADER), _markdown_rule(len(CELL_HEADER))]
+            lines += [_markdown_row(_cell_row(cell), CELL_NUMBER_COLUMNS) for cell in result.cells]
     return "\n".join(lines) + "\n"
 
 
@@ -295,65 +307,34 @@ _STYLE = (
 )
 
 
-def _verdict_class(verdict: str) -> str:
-    return verdict.replace(" ", "-")
+_PAGE = Environment(
+    loader=PackageLoader("orchestration.campaign", "templates"), autoescape=True, keep_trailing_newline=True
+)
+
+
+def _notes(result: TableResult) -> list[str]:
+    notes = [f"Not comparable: {d.name} (source: {d.source})" for d in result.table.deviations]
+    return notes + ([result.note] if result.note else [])
 
 
 def render_html(report: Reproduction) -> str:
-    """The report as one self-contained HTML page (inline style; every value escaped)."""
-    from orchestration.results.report import table_html
+    """The report as one self-contained HTML page: a Jinja2 template with autoescaping (every value
+    of the campaign, the runs and the published resource is escaped; the results tables come as
+    escaped HTML from ``results.report_page.table_html``)."""
+    from orchestration.results.report_page import table_html
 
-    e = html.escape
-    parts = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        f"<title>Reproduction: {e(report.campaign)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>Reproduction: {e(report.campaign)}</h1>",
+    sections = [
+        {
+            "result": result,
+            "notes": _notes(result),
+            "tables": [Markup(table_html(rendered.display)) for rendered in result.rendered],
+            "rows": [(cell.verdict.verdict, _cell_row(cell)) for cell in result.cells],
+        }
+        for result in report.tables
     ]
-    if report.description:
-        parts.append(f"<p>{e(report.description)}</p>")
-    parts.append(f"<p><strong>Summary: {e(report.summary_line())}.</strong></p>")
-    if report.expectations:
-        parts.append(f"<p>{e(report.expectations)}</p>")
-    parts.append(
-        "<table><thead><tr><th>table</th><th>kind</th><th>verdict</th><th>cells</th></tr></thead><tbody>"
+    return _PAGE.get_template("reproduction.html.j2").render(
+        report=report, sections=sections, header=CELL_HEADER, cells_note=CELLS_NOTE, style=Markup(_STYLE)
     )
-    for result in report.tables:
-        parts.append(
-            f'<tr class="{_verdict_class(result.verdict.verdict)}"><td>{e(result.table.name)}</td>'
-            f"<td>{e(result.table.kind)}</td><td>{e(result.verdict.verdict)}</td><td>{e(result.verdict.line())}</td></tr>"
-        )
-    parts.append("</tbody></table>")
-    if report.caveats:
-        parts.append(
-            "<ul>" + "".join(f"<li>Caveat: {e(n)} (source: {e(s)})</li>" for n, s in report.caveats) + "</ul>"
-        )
-    parts.append(f"<p>{e(CELLS_NOTE)}</p>")
-    for result in report.tables:
-        table = result.table
-        parts.append(f"<h2>{e(table.title)}</h2>")
-        parts.append(
-            f"<p>Table <code>{e(table.name)}</code> ({e(table.kind)}); sweeps: {e(', '.join(table.sweeps))}; "
-            f"{result.runs} finished run(s). <strong>Verdict: {e(result.verdict.verdict)}</strong> — "
-            f"{e(result.verdict.line())}.</p>"
-        )
-        notes = [f"Not comparable: {d.name} (source: {d.source})" for d in table.deviations]
-        if result.note:
-            notes.append(result.note)
-        if notes:
-            parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
-        for rendered in result.rendered:
-            parts.append(table_html(rendered.display))
-        if result.cells:
-            head = "".join(f"<th>{e(h)}</th>" for h in CELL_HEADER)
-            rows = "".join(
-                f'<tr class="{_verdict_class(cell.verdict.verdict)}">'
-                + "".join(f"<td>{e(v)}</td>" for v in _cell_row(cell))
-                + "</tr>"
-                for cell in result.cells
-            )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The table kinds a campaign may name, each with the protocol whose runs fill it.
 
-The kinds are the results registry's (``orchestration.results.tables.TABLE_KINDS``, plus the
+The kinds are the results registry's (``orchestration.results.kinds.RESULT_KINDS``, plus the
 ablation table that base-to-new runs give when several configurations share a cell), so a campaign
 can only name a table the results package can build.
 """
@@ -8,7 +8,7 @@ can only name a table the results package can build.
 from __future__ import annotations
 
 from orchestration.results import ablation, base2new
-from orchestration.results.tables import TABLE_KINDS as RESULT_KINDS
+from orchestration.results.kinds import RESULT_KINDS
 from prometar import protocols
 
 TABLE_KINDS: dict[str, str] = {

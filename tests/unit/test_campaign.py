@@ -37,7 +37,7 @@ from orchestration.campaign.verdicts import (
 )
 from orchestration.cli import main
 from orchestration.ledger.runs import RunsTable
-from orchestration.results.tables import TABLE_KINDS as RESULT_TABLE_KINDS
+from orchestration.results.kinds import RESULT_KINDS as RESULT_TABLE_KINDS
 from orchestration.sweeps.planning import load_plan
 
 REPO = Path(__file__).resolve().parents[2]
