@@ -51,12 +51,12 @@ ARTIFACT_PATH = "reproduction"
 """Where the files go on the campaign's MLflow run."""
 CELLS_NOTE = (
     "Cells: ours is the mean over seeds of each run's value with its 95% Student-t interval and n "
-    "(rows 'A − B', paired by seed: the per-seed difference of the first cited method and another, "
-    "beside the paper's difference) "
-    "(HM: the mean of the seeds' HMs, which can differ from the table's HM of the means); the verdict "
-    "is 'reproduced' when the published value lies within our interval, 'not reproduced' when outside "
-    "(by how much), 'not comparable' when a named deviation, a missing published value or run, or a "
-    "single seed stands in the way. Average cells are compared only over the paper's 11 datasets."
+    "(HM: the mean of the seeds' HMs, which can differ from the table's HM of the means; rows "
+    "'A − B': the per-seed difference of the first cited method and another, beside the paper's "
+    "difference). The verdict is 'reproduced' when the published value lies within our interval (a "
+    "toy-world floor: when our interval lies above it), 'not reproduced' otherwise (by how much), "
+    "'not comparable' when a named deviation, a missing reference value or run, or a single seed "
+    "stands in the way. Average cells are compared only over the paper's 11 datasets."
 )
 
 
