@@ -394,4 +394,5 @@ def test_report_escapes_every_value_and_states_each_verdict() -> None:
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;T1&lt;/b&gt;" in page
     assert "not reproduced (by 4.00)" in page and "0 of 1 comparable cells reproduced" in page
     markdown = render_markdown(report)
+    assert "## &lt;script&gt;x&lt;/script&gt;" in markdown and "<script>" not in markdown
     assert "| ProMetaR | EuroSAT | 16 |  | hm | 70.00 [69.00, 71.00] (n=3) | 75.00 |" in markdown
