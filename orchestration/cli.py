@@ -828,12 +828,8 @@ def demo(output) -> None:
 @click.argument("campaign", required=False, type=click.Path(dir_okay=False, path_type=str))
 @data_root_option()
 @output_option("One output folder for every sweep of the campaign (ledger, trials, tables, reports).")
-@click.option(
-    "--storage", metavar="URI", envvar=STORAGE_ENV, show_envvar=True, help="Ray storage (as launch)."
-)
-@click.option(
-    "--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True, help="Join a Ray cluster."
-)
+@ray_storage_option("Ray storage (as launch).")
+@ray_address_option("Join a Ray cluster.")
 @tracking_uri_option()
 @set_option()
 @click.option(
