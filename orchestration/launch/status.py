@@ -98,8 +98,11 @@ def ledger_status(plan: SweepPlan, ledger: TrialLedger) -> SweepStatus:
     runs = ledger.runs()
     other_revisions = ledger.finished_under_other_revisions(runs)
     if not plan.groups:
+        statuses = ledger.statuses(runs)
+        for key in ledger.finished_anywhere(t.key for t in plan.sources):  # trained by another sweep
+            statuses.setdefault(key, set()).add(FINISHED)
         return replace(
-            _count(plan, ledger.statuses(runs), ledger.running_elsewhere(runs)),
+            _count(plan, statuses, ledger.running_elsewhere(runs)),
             other_revisions=other_revisions,
         )
     search = plan.spec.search

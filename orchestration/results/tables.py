@@ -109,9 +109,16 @@ def _search(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[Re
     ]
 
 
+def _no_table(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[RenderedTable]:
+    """A transfer's source models have no table of their own: each transfer run reports its
+    source model's accuracy, the transfer tables' source column."""
+    return []
+
+
 TABLE_KINDS: dict[str, TableBuilder] = {
     base2new.KIND: _base2new,
     **dict.fromkeys(transfer.KINDS, _transfer),
+    transfer.SOURCE_KIND: _no_table,
     few_shot.KIND: _few_shot,
     search.KIND: _search,
 }

@@ -40,7 +40,10 @@ class ProMetaRStep(RegularizedStep):
             optimiser steps twice per iteration, its state carried over.
         gate: The gate network (``learned`` gate mode).
         gate_optimizer: Optimiser over the gate network (``learned`` gate mode).
-        gate_mode: ``learned`` | ``constant`` (0.5) | ``off`` (no modulation: ∇CE + ∇R).
+        gate_mode: ``learned`` | ``constant`` (0.5) | ``off`` (no network: ∇CE + s·∇R with
+            ``ungated_scale`` s).
+        ungated_scale: As :class:`~prometar.steps.regularized.RegularizedStep`; read by the
+            ``off`` gate mode only.
         inner_lr: Learning rate of phase B's inner SGD step.
         meta_loss_scale: Factor of the meta loss before it is back-propagated (LR_RATIO).
         second_order: Differentiate through the inner gradient; False = first-order (the inner
@@ -63,6 +66,7 @@ class ProMetaRStep(RegularizedStep):
         teacher_text: Tensor,
         text_weight: float,
         image_weight: float,
+        ungated_scale: float = 1.0,
         gate: GateNetwork | None = None,
         gate_optimizer: torch.optim.Optimizer | None = None,
         gate_mode: GateMode = "learned",
@@ -81,6 +85,7 @@ class ProMetaRStep(RegularizedStep):
             teacher_text=teacher_text,
             text_weight=text_weight,
             image_weight=image_weight,
+            ungated_scale=ungated_scale,
             autocast_dtype=autocast_dtype,
         )
         if gate_mode == "learned":
@@ -183,7 +188,7 @@ class ProMetaRStep(RegularizedStep):
 
     def _gate_values(self, name: str, ce_grad: Tensor, reg_grad: Tensor) -> Tensor | float:
         if self.gate_mode == "off":
-            return 1.0
+            return self.ungated_scale
         if self.gate_mode == "constant":
             return CONSTANT_GATE
         assert self.gate is not None  # checked by __init__
