@@ -41,8 +41,8 @@ from orchestration.ledger.store import TrialLedger
 from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
 from orchestration.storage import is_uri
 from orchestration.sweeps.planning import SweepPlan, Trial, load_plan
-from prometar import protocols
 from orchestration.ui import ui_hint
+from prometar import protocols
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ class LaunchOptions:
 @dataclass
 class LaunchReport:
     """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
-    failed or was killed or a transfer trial waits for a source model that did not finish, 130 when the launch was interrupted (Ctrl-C, SIGTERM) before its trials
-    ended (``interrupted`` counts those never ended or never started).
+    failed or was killed or a transfer trial waits for a source model that did not finish
+    (``blocked``), 130 when the launch was interrupted (Ctrl-C, SIGTERM) before its trials ended
+    (``interrupted`` counts those never ended or never started).
 
     ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
     """
@@ -263,7 +264,9 @@ def _run_grid(launch: Launch, todo: list[Trial], progress: ProgressLine, reopen:
         )
 
 
-def _with_source_models(launch: Launch, table: TrialTable, trials: list[Trial]) -> tuple[TrialTable, list[Trial]]:
+def _with_source_models(
+    launch: Launch, table: TrialTable, trials: list[Trial]
+) -> tuple[TrialTable, list[Trial]]:
     """The transfer trials whose source model FINISHED (in this sweep or another), with it; the
     others are not run, and the launch says so."""
     ledger = launch.ledger

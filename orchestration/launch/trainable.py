@@ -109,7 +109,9 @@ def _train_resuming(
     return False
 
 
-def _evaluate_source(trial: Any, table: TrialTable, run_config: Any, common: dict[str, Any]) -> dict[str, float]:
+def _evaluate_source(
+    trial: Any, table: TrialTable, run_config: Any, common: dict[str, Any]
+) -> dict[str, float]:
     """Evaluate the prompts of the trial's source model (downloaded from its run) on the trial's
     targets; returns the source model's final metrics (the tables' source column) to report too."""
     from orchestration.ledger.store import download_run_artifact

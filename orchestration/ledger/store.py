@@ -265,9 +265,7 @@ class TrialLedger:
                 )
             ]
             if runs:
-                found[key] = max(
-                    runs, key=lambda r: (r.info.experiment_id == own, r.info.end_time or 0)
-                )
+                found[key] = max(runs, key=lambda r: (r.info.experiment_id == own, r.info.end_time or 0))
         return found
 
     def finished_in_group(self, group: str) -> list[Any]:
@@ -377,7 +375,9 @@ def download_run_artifact(tracking_uri: str, run_id: str, path: str, target: Pat
         )
     except Exception as err:  # any failure to fetch it is the same problem to the user
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TrackingError(f"run {run_id}: cannot download {path} from {tracking_uri}: {first[:300]}") from None
+        raise TrackingError(
+            f"run {run_id}: cannot download {path} from {tracking_uri}: {first[:300]}"
+        ) from None
 
 
 def run_revision(run: Any) -> int:

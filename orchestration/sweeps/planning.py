@@ -356,7 +356,9 @@ def _source_trial(spec: SweepSpec, trial: Trial) -> Trial:
 
     try:
         return resolve_trial(
-            protocols.source_config(trial.config), protocols.get_protocol(protocols.SOURCE).tag, source=spec.source
+            protocols.source_config(trial.config),
+            protocols.get_protocol(protocols.SOURCE).tag,
+            source=spec.source,
         )
     except ConfigError as err:  # the transfer trial's config resolved, so this is not expected
         raise SpecError(spec.source, err.key or "grid", err.reason) from None

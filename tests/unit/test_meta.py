@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from prometar.backbone import load_clip
-from prometar.losses import cross_entropy, image_regularizer, text_regularizer
 from prometar.config import resolve_config
+from prometar.losses import cross_entropy, image_regularizer, text_regularizer
 from prometar.meta import INITIAL_GATE, GateNetwork, VirtualTask, sample_virtual_task
 from prometar.metrics import STEP_METRICS as METRIC_NAMES
 from prometar.prompts import PromptedCLIP
@@ -230,9 +230,9 @@ def test_the_regularized_scheme_scales_the_weighted_regularisers(backbone):
     ce, text_reg, image_reg = reference_losses(model, images, labels, teacher)
     expected = torch.autograd.grad(ce + 0.25 * (text_reg + image_reg), list(prompts.values()))
     before = [p.detach().clone() for p in prompts.values()]
-    metrics = make_step(
-        model, gate, prompts, teacher, scheme="regularized", lr=1.0, ungated_scale=0.25
-    ).step(images, labels, None)
+    metrics = make_step(model, gate, prompts, teacher, scheme="regularized", lr=1.0, ungated_scale=0.25).step(
+        images, labels, None
+    )
     for parameter, old, grad in zip(prompts.values(), before, expected, strict=True):
         assert torch.allclose(old - parameter, grad, atol=1e-5)
     assert metrics["gate_mean/text"] == metrics["gate_mean/vision"] == 0.25

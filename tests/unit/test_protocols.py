@@ -144,7 +144,10 @@ def test_a_source_config_is_the_same_for_every_transfer_protocol() -> None:
 
     configs = [
         resolve_config("official", {"data.dataset": "imagenet", "protocol": name, "eval.targets": targets})
-        for name, targets in (("domain_generalization", ["imagenet_a"]), ("cross_dataset", ["dtd", "eurosat"]))
+        for name, targets in (
+            ("domain_generalization", ["imagenet_a"]),
+            ("cross_dataset", ["dtd", "eurosat"]),
+        )
     ]
     sources = [protocols.source_config(c.to_dict()) for c in configs]
     assert sources[0] == sources[1]
