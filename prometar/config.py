@@ -96,8 +96,12 @@ class BackboneConfig:
             "open_clip pretrained tag, path to a checkpoint (made absolute), or null for random init"
         ),
     )
-    precision: Literal["auto", "fp32", "bf16"] = field(
-        default="auto", metadata=_doc("compute precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
+        default="auto",
+        metadata=_doc(
+            "compute precision: auto = bf16 autocast on CUDA, fp32 on CPU; fp16 = fp16 autocast "
+            "with a gradient scaler (CUDA only)"
+        ),
     )
     device: str = field(
         default="auto",

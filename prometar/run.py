@@ -92,9 +92,32 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``backbone.precision`` on ``device`` (None: full precision).
+
+    Raises:
+        ConfigError: ``fp16`` off CUDA (fp16 autocast on CPU is slow or unsupported; use fp32).
+    """
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError(
+                "backbone.precision",
+                f"fp16 (autocast with a gradient scaler) needs a CUDA device, not {device}; "
+                "use fp32 (or bf16) on CPU",
+                source="<run config>",
+            )
+        return torch.float16
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def build_grad_scaler(
+    autocast_dtype: torch.dtype | None, device: torch.device
+) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 autocast (its gradients underflow unscaled); None otherwise."""
+    if autocast_dtype != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, DatasetSplits, list[EvaluationSet]]:
@@ -421,11 +444,18 @@ def _train(
             )
 
     class_tokens = model.tokenize_classnames(classnames)
+    grad_scaler = build_grad_scaler(autocast_dtype, device)
     r = config.regularizer
     scale = ungated_scale(r.ungated_strength)  # without a gate network: ProMetaR's gate strength
     step: TrainingStep
     if scheme == "plain":
-        step = PlainStep(model, prompt_optimizer, class_tokens=class_tokens, autocast_dtype=autocast_dtype)
+        step = PlainStep(
+            model,
+            prompt_optimizer,
+            class_tokens=class_tokens,
+            autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
+        )
     elif scheme == "regularized":
         step = RegularizedStep(
             model,
@@ -436,6 +466,7 @@ def _train(
             image_weight=r.image_weight,
             ungated_scale=scale,
             autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
         )
     else:
         step = ProMetaRStep(
@@ -454,6 +485,7 @@ def _train(
             second_order=m.order == "second",
             beta=m.beta,
             autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
         )
 
     train_transform = build_train_transform(backbone.image_size, backbone.mean, backbone.std)

@@ -44,7 +44,8 @@ class RegularizedStep(TrainingStep):
     """CE plus both weighted regularisers, summed and back-propagated once.
 
     Args:
-        model, prompt_optimizer, class_tokens, autocast_dtype: As :class:`TrainingStep`.
+        model, prompt_optimizer, class_tokens, autocast_dtype, grad_scaler: As
+            :class:`TrainingStep`.
         teacher_text: ``[C, E]`` text teacher (``compute_text_teacher``).
         text_weight: Weight of R_text (50 in the official run).
         image_weight: Weight of R_image (20 in the official run).
@@ -69,12 +70,19 @@ class RegularizedStep(TrainingStep):
         image_weight: float,
         ungated_scale: float = 1.0,
         autocast_dtype: torch.dtype | None = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         if teacher_text is None:
             raise ValueError(f"the {self.scheme!r} scheme needs teacher_text (compute_text_teacher)")
         if not 0.0 <= ungated_scale <= 1.0:
             raise ValueError(f"ungated_scale must lie in [0, 1], got {ungated_scale}")
-        super().__init__(model, prompt_optimizer, class_tokens=class_tokens, autocast_dtype=autocast_dtype)
+        super().__init__(
+            model,
+            prompt_optimizer,
+            class_tokens=class_tokens,
+            autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
+        )
         self.teacher_text = teacher_text
         self.text_weight = float(text_weight)
         self.image_weight = float(image_weight)
@@ -106,8 +114,8 @@ class RegularizedStep(TrainingStep):
         teacher_image = self._image_teacher(images)
         logits, ce, text_reg, image_reg = self._losses(images, labels, teacher_image)
         total = ce + self.ungated_scale * (text_reg + image_reg)
-        total.backward()
-        self.prompt_optimizer.step()
+        self._backward(total)
+        self._optimizer_step(self.prompt_optimizer)
         return step_metrics(
             loss=total.item(),
             ce=ce.item(),

@@ -4,6 +4,7 @@ gradient modulation, the phase-B meta gradient against finite differences, and t
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -138,6 +139,7 @@ def make_step(
     common = {
         "class_tokens": model.tokenize_classnames(CLASSNAMES),
         "autocast_dtype": kwargs.pop("autocast_dtype", None),
+        "grad_scaler": kwargs.pop("grad_scaler", None),
     }
     if scheme == "plain":
         return PlainStep(model, prompt_optimizer, **common)
@@ -466,3 +468,63 @@ def test_prometar_on_a_single_prompted_tower(backbone, text_depth, vision_depth)
     assert metrics["gate_mean/" + present] > 0 and metrics["gate_mean/" + absent] == 0.0
     assert metrics["query"] > 0 and all(math.isfinite(v) for v in metrics.values())
     assert all(not torch.equal(p, before[name]) for name, p in prompts.items())
+
+
+# --------------------------------------------------------------------------- fp16 loss scaling
+
+
+class CountingScaler(torch.amp.GradScaler):
+    """A CPU gradient scaler that counts its optimiser steps and scale updates."""
+
+    def __init__(self) -> None:
+        super().__init__("cpu", init_scale=2.0**12)
+        self.steps = self.updates = 0
+
+    def step(self, optimizer, *args, **kwargs):
+        self.steps += 1
+        return super().step(optimizer, *args, **kwargs)
+
+    def update(self, new_scale=None):
+        self.updates += 1
+        return super().update(new_scale)
+
+
+@pytest.mark.parametrize(
+    "scheme, steps, updates", [("plain", 1, 1), ("regularized", 1, 1), ("prometar", 3, 2)]
+)
+def test_a_gradient_scaler_scales_the_losses_and_unscales_the_update(backbone, scheme, steps, updates):
+    """With a scaler (fp16 autocast) each scheme updates the prompts as without one: the losses
+    are scaled by 4096 and the gradients unscaled before the optimiser steps (phase A and the
+    meta step of ProMetaR each step and update the scale once)."""
+    task = VirtualTask(query=(0,), support=(1, 2, 3), lam=(0.3,), partners=(2,))
+    results = []
+    for scaler in (None, CountingScaler()):
+        model, gate, prompts, images, labels, teacher = build(backbone)
+        step = make_step(
+            model, gate, prompts, teacher, scheme=scheme, lr=0.1, gate_lr=0.1, grad_scaler=scaler
+        )
+        step.step(images, labels, task if scheme == "prometar" else None)
+        results.append([p.detach().clone() for p in [*prompts.values(), *gate.parameters()]])
+        if scaler is not None:
+            assert (scaler.steps, scaler.updates) == (steps, updates)
+            assert scaler.get_scale() == 2.0**12  # finite gradients: the scale is kept
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*results, strict=True))
+
+
+def test_fp16_runs_autocast_with_a_gradient_scaler_on_cuda_and_is_refused_on_cpu():
+    from prometar.errors import ConfigError
+    from prometar.run import _autocast_dtype, build_grad_scaler
+
+    config = resolve_config("official", {"data.dataset": "dtd", "backbone.precision": "fp16"})
+    assert config.backbone.precision == "fp16"
+    cuda = torch.device("cuda")
+    assert _autocast_dtype("fp16", cuda) is torch.float16
+    with warnings.catch_warnings():  # a CUDA scaler built on a machine without CUDA disables itself
+        warnings.simplefilter("ignore")
+        scaler = build_grad_scaler(torch.float16, cuda)
+    assert isinstance(scaler, torch.amp.GradScaler) and scaler._device == "cuda"
+    assert build_grad_scaler(torch.bfloat16, cuda) is None and build_grad_scaler(None, cuda) is None
+    with pytest.raises(ConfigError, match="backbone.precision") as refused:
+        _autocast_dtype("fp16", torch.device("cpu"))
+    assert "CUDA" in str(refused.value)
+    assert _autocast_dtype("auto", torch.device("cpu")) is None
