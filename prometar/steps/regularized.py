@@ -6,7 +6,7 @@ ProMetaR step applies it at, so that IVLP + regularisers differs from ProMetaR i
 meta-learning alone; ``s = 1`` (``regularizer.ungated_strength: nominal``) is the plain weighted
 sum.
 
-The regularisers pull the prompted features towards the frozen teacher's (algorithm.md §2): the
+The regularisers pull the prompted features towards the frozen teacher's (docs/algorithm.md §2): the
 text teacher is given (``prometar.teacher.compute_text_teacher``), the image teacher is the
 unprompted image features of the same batch.
 """
