@@ -550,46 +550,40 @@ def _vpt_official() -> dict[str, Any]:
     return d
 
 
-def _promptsrc_cross_dataset() -> dict[str, Any]:
-    # The field's recipe for the ImageNet source model of cross-dataset transfer and domain
-    # generalisation (one model serves both: PromptSRC issue #16): muzairkhattak/PromptSRC
-    # configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml, applied to
-    # ProMetaR's method (its regularisers, gate and meta step keep the official values).
+def _promptsrc(depth: int, epochs: int) -> dict[str, Any]:
+    # ProMetaR's method (its regularisers, gate and meta step keep the official values) trained
+    # with a PromptSRC recipe: muzairkhattak/PromptSRC configs/trainers/PromptSRC/<config>.yaml.
     d = _official()
     d["prompts"]["text_tokens"] = 4  # TRAINER.PROMPTSRC.N_CTX_TEXT
     d["prompts"]["vision_tokens"] = 4  # TRAINER.PROMPTSRC.N_CTX_VISION
-    d["prompts"]["text_depth"] = 3  # TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT
-    d["prompts"]["vision_depth"] = 3  # TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION
-    d["prompts"]["deep_depth"] = 3  # the depth deep designs give their towers (the two above)
+    d["prompts"]["text_depth"] = depth  # TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT
+    d["prompts"]["vision_depth"] = depth  # TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION
+    d["prompts"]["deep_depth"] = depth  # the depth deep designs give their towers (the two above)
     d["prompts"]["text_init"] = "a photo of a"  # TRAINER.PROMPTSRC.CTX_INIT
     d["optim"]["lr"] = 0.0025  # OPTIM.LR
-    d["optim"]["epochs"] = 20  # OPTIM.MAX_EPOCH; scripts/promptsrc/xd_test.sh --load-epoch 20
+    d["optim"]["epochs"] = epochs  # OPTIM.MAX_EPOCH
     d["optim"]["warmup_epochs"] = 1  # OPTIM.WARMUP_EPOCH
     d["optim"]["warmup_lr"] = 1e-5  # OPTIM.WARMUP_CONS_LR (WARMUP_TYPE constant)
-    d["data"]["shots"] = 16  # scripts/promptsrc/xd_train.sh SHOTS=16
     d["data"]["batch_size"] = 4  # DATALOADER.TRAIN_X.BATCH_SIZE
     d["data"]["test_batch_size"] = 100  # DATALOADER.TEST.BATCH_SIZE
+    return d
+
+
+def _promptsrc_cross_dataset() -> dict[str, Any]:
+    # The field's recipe for the ImageNet source model of cross-dataset transfer and domain
+    # generalisation (one model serves both: PromptSRC docs/TRAIN.md, "(3) Domain Generalization
+    # setting"): vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml, depth 3, 20 epochs
+    # (scripts/promptsrc/xd_test.sh --load-epoch 20).
+    d = _promptsrc(depth=3, epochs=20)
+    d["data"]["shots"] = 16  # scripts/promptsrc/xd_train.sh SHOTS=16
     return d
 
 
 def _promptsrc_few_shot() -> dict[str, Any]:
-    # The field's few-shot recipe: muzairkhattak/PromptSRC scripts/promptsrc/few_shot.sh (one
-    # config for every K) -> configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml,
-    # applied to ProMetaR's method; the shots come from the sweep (few_shot.sh SHOTS=$2).
-    d = _official()
-    d["prompts"]["text_tokens"] = 4  # TRAINER.PROMPTSRC.N_CTX_TEXT
-    d["prompts"]["vision_tokens"] = 4  # TRAINER.PROMPTSRC.N_CTX_VISION
-    d["prompts"]["text_depth"] = 9  # TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT
-    d["prompts"]["vision_depth"] = 9  # TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION
-    d["prompts"]["deep_depth"] = 9
-    d["prompts"]["text_init"] = "a photo of a"  # TRAINER.PROMPTSRC.CTX_INIT
-    d["optim"]["lr"] = 0.0025  # OPTIM.LR
-    d["optim"]["epochs"] = 50  # OPTIM.MAX_EPOCH; reproduce_few_shot.sh LOADEP=50
-    d["optim"]["warmup_epochs"] = 1  # OPTIM.WARMUP_EPOCH
-    d["optim"]["warmup_lr"] = 1e-5  # OPTIM.WARMUP_CONS_LR (WARMUP_TYPE constant)
-    d["data"]["batch_size"] = 4  # DATALOADER.TRAIN_X.BATCH_SIZE
-    d["data"]["test_batch_size"] = 100  # DATALOADER.TEST.BATCH_SIZE
-    return d
+    # The field's few-shot recipe: scripts/promptsrc/few_shot.sh trains every K with one config,
+    # vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml: depth 9, 50 epochs (reproduce_few_shot.sh
+    # LOADEP=50); the shots come from the sweep (few_shot.sh SHOTS=$2).
+    return _promptsrc(depth=9, epochs=50)
 
 
 _PRESETS: dict[str, Any] = {
