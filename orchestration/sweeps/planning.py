@@ -189,6 +189,11 @@ class SweepPlan:
                 f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}"
             )
         lines.append(f"recipe: {self.recipe_line()}")
+        if self.sources:
+            lines.append(
+                f"source models: {len(self.sources)}, trained once for every transfer sweep "
+                f"(protocol {protocols.SOURCE}); the transfer trials evaluate their prompts"
+            )
         lines.append(f"sample trial: {self.trials[0].line()}")
         lines.append(json.dumps(self.trials[0].config, indent=2, sort_keys=True))
         return "\n".join(lines)
