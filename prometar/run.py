@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +248,7 @@ def run(
             raise ConfigError("method", "zero-shot CLIP has no prompts to evaluate", source="<run config>")
         load_source_prompts(model, Path(source_prompts))
 
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
     write_json_atomic(output_dir / "config.json", config.to_dict(), indent=2, sort_keys=True)
     write_json_atomic(
@@ -295,20 +297,25 @@ def run(
                 }
                 return protocol.final_metrics(accuracies)
 
-        history = _train(
-            config,
-            model,
-            backbone,
-            train_split,
-            torch_device,
-            autocast_dtype,
-            output_dir,
-            metrics_path,
-            callback,
-            resume_from,
-            keep_checkpoints,
-            evaluate_epoch,
-        )
+        try:
+            history = _train(
+                config,
+                model,
+                backbone,
+                train_split,
+                torch_device,
+                autocast_dtype,
+                output_dir,
+                metrics_path,
+                callback,
+                resume_from,
+                keep_checkpoints,
+                evaluate_epoch,
+            )
+        except CheckpointError:  # resume_from does not fit: leave no half-written run behind
+            if created:
+                shutil.rmtree(output_dir, ignore_errors=True)
+            raise
 
     accuracies: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}

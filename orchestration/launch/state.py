@@ -39,9 +39,10 @@ class LaunchOptions:
 @dataclass
 class LaunchReport:
     """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
-    failed or was killed or a transfer trial waits for a source model that did not finish
-    (``blocked``), 130 when the launch was interrupted (Ctrl-C, SIGTERM) before its trials ended
-    (``interrupted`` counts those never ended or never started).
+    failed or was killed, a transfer trial waits for a source model that did not finish
+    (``blocked``) or its tables and report could not be written (``results_error``), 130 when the
+    launch was interrupted (Ctrl-C, SIGTERM) before its trials ended (``interrupted`` counts those
+    never ended or never started).
 
     ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
     """
@@ -59,12 +60,13 @@ class LaunchReport:
     parent_run_id: str | None = None
     best: list[dict[str, Any]] = field(default_factory=list)
     plan: SweepPlan | None = field(default=None, repr=False, compare=False)
+    results_error: str = ""
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return INTERRUPTED_EXIT
-        return 1 if self.failed or self.killed or self.blocked else 0
+        return 1 if self.failed or self.killed or self.blocked or self.results_error else 0
 
 
 @dataclass
