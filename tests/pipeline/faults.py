@@ -6,8 +6,9 @@ then wraps ``prometar.run.run`` — what the trainable calls — so that after e
 epoch's checkpoint is reported to Tune by then) a trial listed in the JSON file named by
 :data:`FAULTS_ENV` raises :class:`InjectedFault`: ``{trial_key: "once" | "always"}`` (``once``: only
 on its first attempt, marked by a ``<key>.failed`` file beside the JSON). ``"hold"`` holds the trial
-instead: it creates ``<key>.held`` beside the JSON, then waits until a file ``release`` exists there
-(a test holds its victims deterministically, and releases them when it is ready).
+instead: it creates ``<key>.held`` beside the JSON, then waits until a file ``release`` (every
+trial) or ``<key>.release`` (that trial) exists there (a test holds its victims deterministically,
+and releases them when it is ready).
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ HOLD_GUARD_S = 600.0
 
 
 def maybe_hold(faults: Path, key: str) -> None:
-    """``hold``: mark ``<key>.held`` beside ``faults``, then wait for ``release`` there."""
+    """``hold``: mark ``<key>.held`` beside ``faults``, then wait for ``release`` or ``<key>.release``."""
     if not faults.is_file() or json.loads(faults.read_text()).get(key) != "hold":
         return
     faults.with_name(f"{key}.held").touch()
     deadline = time.monotonic() + HOLD_GUARD_S
-    while not faults.with_name("release").exists():
+    while not (faults.with_name("release").exists() or faults.with_name(f"{key}.release").exists()):
         if time.monotonic() > deadline:
             raise InjectedFault(f"trial {key} was held and never released")
         time.sleep(0.1)

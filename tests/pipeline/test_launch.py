@@ -23,6 +23,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from servers import wait_until
 
 import prometar
 from orchestration.cli import main
@@ -91,6 +92,23 @@ def peek_child_statuses(db: Path, *, with_epochs: bool = False) -> list[str]:
     except sqlite3.Error:
         return []
     return [status for (status,) in rows]
+
+
+def checkpointed_running(db: Path) -> list[str]:
+    """Trial keys of RUNNING child runs whose checkpoint tag is recorded, read-only from SQLite."""
+    if not db.exists():
+        return []
+    query = (
+        "SELECT key_tag.value FROM runs "
+        "JOIN tags key_tag ON key_tag.run_uuid = runs.run_uuid AND key_tag.key = 'prometar.trial_key' "
+        "JOIN tags ckpt ON ckpt.run_uuid = runs.run_uuid AND ckpt.key = 'prometar.checkpoint' "
+        "WHERE runs.status = 'RUNNING'"
+    )
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            return [key for (key,) in connection.execute(query).fetchall()]
+    except sqlite3.Error:
+        return []
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,45 +679,73 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(
 @pytest.mark.ray
 @pytest.mark.slow
 def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
-    tmp_path: Path, data_root: Path, ray_address: str
+    tmp_path: Path, data_root: Path, ray_address: str, faults: Path
 ) -> None:
     """Two launches, one run per trial key: the trial the first launch was killed in continues its
-    own MLflow run (attempt 2) from the checkpoint the run names, with each epoch logged once."""
-    # Longer trials than elsewhere: a window in which one trial has FINISHED and the next runs.
+    own MLflow run (attempt 2) from the checkpoint the run names, with each epoch logged once.
+
+    The victim is held, not raced: both trials are held after their first epoch (``faults.py``); the
+    first one held is released and finishes, the second is held with its checkpoint recorded, and
+    only then is the launch killed.
+    """
+    epochs = 3
     sweep = write_sweep(
-        tmp_path, "killed", seeds=[1, 2], datasets=["eurosat"], overrides={**OVERRIDES, "optim.epochs": 8}
+        tmp_path,
+        "killed",
+        seeds=[1, 2],
+        datasets=["eurosat"],
+        overrides={**OVERRIDES, "optim.epochs": epochs},
     )
+    keys = [trial.key for trial in load_plan(sweep).trials]
     output = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "orchestration.cli",
-        "launch",
-        str(sweep),
-        "--output",
-        str(output),
-        "--data-root",
-        str(data_root),
-        "--address",
-        ray_address,
-        "--max-concurrent",
-        "1",
-    ]
-    process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    launch_args = [
+        "launch", str(sweep), "--output", str(output), "--data-root", str(data_root),
+        "--address", ray_address, "--max-concurrent", "1",
+    ]  # fmt: skip
+    # the launch in its own process, joined to the test's Ray with the fault-injection hook
+    driver = (
+        "import sys; from pathlib import Path\n"
+        f"sys.path.insert(0, {str(Path(fault_injection.__file__).parent)!r})\n"
+        "import faults, ray\n"
+        "from orchestration.launch.ray_session import _loopback\n"
+        "from orchestration.cli import main\n"
+        "with _loopback():\n"
+        f"    ray.init(address={ray_address!r}, _node_ip_address='127.0.0.1', log_to_driver=False,\n"
+        f"             runtime_env=faults.runtime_env(Path({str(faults)!r}), HF_HUB_OFFLINE='1'))\n"
+        f"main({launch_args!r})\n"
     )
+    faults.write_text(json.dumps({key: "hold" for key in keys}))
+    process = subprocess.Popen(
+        [sys.executable, "-c", driver],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def held() -> list[str]:
+        return [key for key in keys if faults.with_name(f"{key}.held").exists()]
+
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and process.poll() is None:
-            statuses = peek_child_statuses(output / "mlflow.db", with_epochs=True)
-            if "FINISHED" in statuses and "RUNNING" in statuses:  # the running one has a checkpoint
-                break
-            time.sleep(0.2)
+        wait_until(lambda: held() or process.poll() is not None, 600, "the first trial held")
+        assert process.poll() is None, "the launch ended before its first trial was held"
+        (first,) = held()
+        faults.with_name(f"{first}.release").touch()  # the first trial finishes
+        (second,) = [key for key in keys if key != first]
+        wait_until(
+            lambda: (
+                process.poll() is not None
+                or (second in held() and checkpointed_running(output / "mlflow.db") == [second])
+            ),
+            600,
+            "the second trial held with its checkpoint recorded",
+        )
         assert process.poll() is None, "the launch ended before it could be killed"
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
+        faults.write_text("{}")
     before = {r.info.run_id: r for r in child_runs(output, "killed")}
     assert sorted(r.info.status for r in before.values()) == ["FINISHED", "RUNNING"]
     (interrupted,) = [r for r in before.values() if r.info.status == "RUNNING"]
@@ -729,7 +775,9 @@ def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
         and resumed.data.tags["prometar.reopened_from"] == "KILLED"
     )
     assert "prometar.checkpoint" not in resumed.data.tags  # FINISHED: its checkpoints are gone
-    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "loss")] == list(range(1, 9))
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "loss")] == list(
+        range(1, epochs + 1)
+    )
     # one Ray experiment folder for the sweep, reused; no checkpoint of a FINISHED trial is left
     assert [p.name for p in (output / "ray").iterdir() if p.is_dir()] == ["killed"]
     assert not list((output / "ray").rglob("checkpoint_*")) and not list((output / "trials").rglob("epoch_*"))

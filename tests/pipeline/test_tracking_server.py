@@ -162,12 +162,15 @@ def test_two_launches_one_run_per_trial_key_through_the_server(
     assert not (tmp_path / "out" / "trials").exists()  # trial files stayed node-local
     assert f"look at the runs: {server_stack.tracking_uri}" in (tmp_path / "second.txt").read_text()
 
-    # reading verbs through the server, by MLFLOW_TRACKING_URI; status counts the launch's --set
+    # reading verbs through the server, by MLFLOW_TRACKING_URI: without --set, status reads the
+    # overrides the latest launch recorded on its parent run; an explicit --set selects other trials
     env = {"MLFLOW_TRACKING_URI": server_stack.tracking_uri}
-    plain = CliRunner().invoke(main, ["status", str(sweep), "--output", str(tmp_path / "nowhere")], env=env)
-    assert plain.exit_code == 0 and "done 0 · failed 0 · running 0 · to do 2" in plain.output
+    latest = CliRunner().invoke(main, ["status", str(sweep), "--output", str(tmp_path / "nowhere")], env=env)
+    assert latest.exit_code == 0 and "done 2 · failed 0 · running 0 · to do 0 · total 2" in latest.output
     counted = CliRunner().invoke(main, ["status", str(sweep), "--set", f"optim.epochs={EPOCHS}"], env=env)
     assert counted.exit_code == 0 and "done 2 · failed 0 · running 0 · to do 0 · total 2" in counted.output
+    other = CliRunner().invoke(main, ["status", str(sweep), "--set", f"optim.epochs={EPOCHS + 1}"], env=env)
+    assert other.exit_code == 0 and "done 0 · failed 0 · running 0 · to do 2" in other.output
     table = CliRunner().invoke(
         main,
         ["table", str(sweep), "--set", f"optim.epochs={EPOCHS}", "--no-published", "--format", "csv"],
