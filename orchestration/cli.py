@@ -288,6 +288,22 @@ _SWEEP_SET_HELP = (
 )
 @click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
 @click.option(
+    "--published-variant",
+    "variant",
+    default="promptsrc",
+    show_default=True,
+    metavar="NAME",
+    help="Which published CoOp row: promptsrc (PromptSRC's and ProMetaR's tables) or kgcoop "
+    "(KgCoOp's README).",
+)
+@click.option(
+    "--compare",
+    "methods",
+    nargs=2,
+    metavar="A B",
+    help="Add the paired comparison B − A per dataset and on average (seeds paired by seed number).",
+)
+@click.option(
     "--runs",
     "runs_csv",
     type=click.Path(dir_okay=False, path_type=str),
@@ -308,7 +324,18 @@ _SWEEP_SET_HELP = (
 )
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
 def table(
-    sweep, experiment, sets, fmt, published, no_published, runs_csv, per_run, tracking_uri, out
+    sweep,
+    experiment,
+    sets,
+    fmt,
+    published,
+    no_published,
+    variant,
+    methods,
+    runs_csv,
+    per_run,
+    tracking_uri,
+    out,
 ) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
     from click.core import ParameterSource
@@ -328,7 +355,14 @@ def table(
             return
         _emit(per_run_csv(frame), None)
         return
-    text = table_text(source, fmt, published=published, compare=not no_published)
+    text = table_text(
+        source,
+        fmt,
+        published=published,
+        compare=not no_published,
+        variant=variant,
+        methods=tuple(methods) if methods else None,
+    )
     _emit(text, out)
 
 

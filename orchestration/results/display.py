@@ -26,6 +26,8 @@ class Cell:
         flag: A difference beyond tolerance (marked ``†``).
         approx: An approximate reference value (marked ``~``).
         signed: Show an explicit sign (differences).
+        low, high: A 95% interval, shown as ``[low, high]`` (Markdown, HTML) or as ``± half-width``
+            in place of the std (LaTeX).
     """
 
     value: float | None = None
@@ -36,6 +38,41 @@ class Cell:
     flag: bool = False
     approx: bool = False
     signed: bool = False
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def has_interval(self) -> bool:
+        return self.low is not None and self.high is not None
+
+
+INTERVAL_NOTE = "a ± s [l, h]: seed mean ± sample std [95% interval]"
+"""The note under a Markdown or HTML table whose cells carry intervals."""
+
+
+def format_value(cell: Cell) -> str:
+    """The number with two decimals (signed for differences; never ``-0.00``)."""
+    value = cell.value if cell.value is not None and abs(cell.value) >= 0.005 else 0.0
+    return f"{value:+.2f}" if cell.signed and value != 0 else f"{value:.2f}"
+
+
+def cell_text(cell: Cell) -> str:
+    """A numeric cell as plain text: value, ``± std``, ``[low, high]``, ``(n=k)``, ``~`` (Markdown, HTML)."""
+    text = format_value(cell)
+    if cell.std is not None:
+        text += f" ± {cell.std:.2f}"
+    if cell.has_interval:
+        text += f" [{cell.low:.2f}, {cell.high:.2f}]"
+    if cell.n is not None:
+        text += f" (n={cell.n})"
+    if cell.approx:
+        text = "~" + text
+    return text
+
+
+def has_intervals(table: DisplayTable) -> bool:
+    """Whether any cell of the table carries an interval."""
+    return any(cell.has_interval for row in table.rows for cell in row)
 
 
 @dataclass

@@ -9,7 +9,14 @@ from typing import Literal
 import pandas as pd
 
 from orchestration.errors import ResultsError
-from orchestration.results.display import Cell, DisplayTable
+from orchestration.results.display import (
+    INTERVAL_NOTE,
+    Cell,
+    DisplayTable,
+    cell_text,
+    format_value,
+    has_intervals,
+)
 
 Format = Literal["markdown", "latex", "csv"]
 FORMATS: tuple[str, ...] = ("markdown", "latex", "csv")
@@ -17,22 +24,16 @@ EXTENSIONS: dict[str, str] = {"markdown": "md", "latex": "tex", "csv": "csv"}
 """File extension of each format."""
 
 
-def _format_value(cell: Cell) -> str:
-    """The number with two decimals (signed for differences; never ``-0.00``)."""
-    value = cell.value if cell.value is not None and abs(cell.value) >= 0.005 else 0.0
-    return f"{value:+.2f}" if cell.signed and value != 0 else f"{value:.2f}"
+LATEX_INTERVAL_CAPTION = (
+    "mean $\\pm$ half-width of the 95\\% interval (Student t over seeds; HM and Average rows: half the "
+    "width of a paired bootstrap interval); exact bounds and the std in the CSV"
+)
 
 
 def _cell_markdown(cell: Cell) -> str:
     if cell.value is None:
         return cell.text if cell.text is not None else "–"
-    text = _format_value(cell)
-    if cell.std is not None:
-        text += f" ± {cell.std:.2f}"
-    if cell.n is not None:
-        text += f" (n={cell.n})"
-    if cell.approx:
-        text = "~" + text
+    text = cell_text(cell)
     if cell.bold:
         text = f"**{text}**"
     if cell.flag:
@@ -52,8 +53,9 @@ def to_markdown(table: DisplayTable) -> str:
     ]
     for row in table.rows:
         lines.append("| " + " | ".join(_cell_markdown(c).replace("|", "\\|") for c in row) + " |")
-    if table.notes:
-        lines += [""] + [f"{note}  " for note in table.notes]
+    notes = [*table.notes, INTERVAL_NOTE] if has_intervals(table) else table.notes
+    if notes:
+        lines += [""] + [f"{note}  " for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -84,8 +86,10 @@ def latex_escape(text: str) -> str:
 def _cell_latex(cell: Cell) -> str:
     if cell.value is None:
         return latex_escape(cell.text) if cell.text is not None else "--"
-    text = _format_value(cell)
-    if cell.std is not None:
+    text = format_value(cell)
+    if cell.has_interval:
+        text += rf"\,$\pm$\,{(cell.high - cell.low) / 2:.2f}"  # type: ignore[operator]
+    elif cell.std is not None:
         text += rf" $\pm$ {cell.std:.2f}"
     if cell.n is not None:
         text += f" (n={cell.n})"
@@ -101,10 +105,11 @@ def _cell_latex(cell: Cell) -> str:
 def to_latex(table: DisplayTable) -> str:
     """Render as a booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
     spec = "l" * table.label_columns + "r" * (len(table.header) - table.label_columns)
+    caption_tail = "; " + LATEX_INTERVAL_CAPTION if has_intervals(table) else ""
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{latex_escape(table.title)}}}",
+        rf"\caption{{{latex_escape(table.title)}{caption_tail}}}",
         *([rf"\label{{{table.label}}}"] if table.label else []),
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",

@@ -24,8 +24,8 @@ import pandas as pd
 
 from orchestration.errors import ResultsError
 from orchestration.ledger.runs import RunsTable, attach_params
-from orchestration.results import ablation, base2new, few_shot, search, transfer
-from orchestration.results.published import add_published, load_published
+from orchestration.results import ablation, base2new, comparison, few_shot, search, transfer
+from orchestration.results.published import DEFAULT_VARIANT, add_published, load_published
 from orchestration.results.render import EXTENSIONS, FORMATS, Format, RenderedTable, render_tables
 from orchestration.results.source import Source
 from prometar import protocols
@@ -67,7 +67,7 @@ def _base2new(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[
     summary = base2new.base2new_summary(runs, datasets=ctx.datasets)
     latex = None
     if ctx.published is not None:
-        summary = add_published(summary, ctx.published)
+        summary = add_published(summary, ctx.published, datasets=ctx.datasets)
         latex = base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds, published_rows=True)
         if latex.subrules:
             latex.title += "; published numbers in the lower rows of each block"
@@ -232,6 +232,8 @@ def table_text(
     published: Path | str | None = None,
     compare: bool = True,
     expected_seeds: int | None = None,
+    variant: str = DEFAULT_VARIANT,
+    methods: tuple[str, str] | None = None,
 ) -> str:
     """The tables of a resolved source (``results.source.load_source``) in one format: the ``table`` verb.
 
@@ -241,6 +243,9 @@ def table_text(
         published: Published numbers to compare with (default: the shipped reference).
         compare: Add the published comparison to base-to-new tables.
         expected_seeds: Seeds per cell; default: the sweep's seed count, else 3 (the paper's).
+        variant: The published reference's variant (``results.published.VARIANTS``).
+        methods: (A, B): add the paired comparison B − A (``results.comparison``); with CSV,
+            only the comparison is written.
     """
     sweep = source.sweep
     if expected_seeds is None:
@@ -249,13 +254,24 @@ def table_text(
         source.ledger,
         protocol=sweep.protocol if sweep else None,
         datasets=sweep.datasets if sweep and sweep.datasets else None,
-        published=load_published(published) if compare else None,
+        published=load_published(published, variant=variant) if compare else None,
         expected_seeds=expected_seeds,
         search_space=sweep.search_space if sweep else (),
         targets=sweep.targets if sweep else (),
         name=sweep.name if sweep else source.experiment or "runs",
     )
+    if methods is not None:
+        compared = comparison_table(source.ledger, *methods, datasets=sweep.datasets if sweep else None)
+        tables = [compared] if fmt == "csv" else [*tables, compared]
     return render_tables(tables, fmt)
+
+
+def comparison_table(
+    ledger: RunsTable, method_a: str, method_b: str, *, datasets: Sequence[str] | None = None
+) -> RenderedTable:
+    """The paired comparison B − A of two methods' base-to-new runs as a table."""
+    summary = comparison.compare_summary(ledger.runs, method_a, method_b, datasets=datasets)
+    return RenderedTable(comparison.KIND, summary, comparison.layout_comparison(summary))
 
 
 def write_tables(tables: Sequence[RenderedTable], folder: Path | str) -> dict[str, Path]:
