@@ -146,7 +146,7 @@ def for_average_over(published: pd.DataFrame, datasets: Sequence[str]) -> pd.Dat
 
 
 def add_published(
-    summary: pd.DataFrame, published: pd.DataFrame, *, datasets: Sequence[str] | None = None
+    summary: pd.DataFrame, published: pd.DataFrame, *, datasets: Sequence[str]
 ) -> pd.DataFrame:
     """Add the paper's numbers, our difference to them and flags to a base-to-new summary.
 
@@ -156,7 +156,7 @@ def add_published(
     Args:
         summary: A base-to-new summary (``results.base2new.base2new_summary``).
         published: Published numbers (:func:`load_published`).
-        datasets: The datasets our Average row is taken over (default: the paper's 11). Over a
+        datasets: The datasets our Average row is taken over (the summary's ``datasets``). Over a
             subset the paper's Average is recomputed over the same datasets
             (:func:`subset_average`); the paper's 11-dataset Average only stands beside ours over
             the same 11.
@@ -166,7 +166,10 @@ def add_published(
         flag_base, flag_new, flag_hm, provenance, source, paper_over`` (empty where the paper has no
         number; ``paper_over`` says on Average rows what the paper's Average covers).
     """
-    over = list(datasets) if datasets else list(catalog.BASE_TO_NEW_DATASETS)
+    over = list(datasets)
+    for column, default in (("provenance", "published"), ("source", "")):
+        if column not in published.columns:
+            published = published.assign(**{column: default})
     published = for_average_over(published, over)
     paper = published.rename(columns={"base": "paper_base", "new": "paper_new", "hm": "paper_hm"})
     merged = summary.merge(paper, on=["method", "dataset"], how="left")

@@ -29,7 +29,7 @@ RUN: dict[str, tuple[int, str]] = {
     "launch sweeps/base2new.yaml --dry-run": (2, "are not available locally"),
     "status sweeps/base2new.yaml": (0, "base2new: done 0 · failed 0 · running 0 · to do 33 · total 33"),
     "table sweeps/base2new.yaml": (2, "is not created"),  # nothing launched in this folder yet
-    "table --runs runs.csv": (0, "| EuroSAT | ProMetaR | 80.00"),
+    "table --runs runs.csv": (0, "| EuroSAT | ProMetaR | 1 | 80.00"),
     "plot sweeps/base2new.yaml -o figures/": (2, "is not created"),
     "table sweeps/base2new.yaml --per-run -o per_run.csv": (2, "is not created"),
     "report sweeps/base2new.yaml -o report/": (2, "is not created"),
