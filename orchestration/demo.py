@@ -8,9 +8,11 @@ Four steps, each a call into the code a real sweep uses:
    with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
    the toy checkpoint as a ``backbone.pretrained`` override — so a second demo finds every trial
    FINISHED and starts none;
-3. the base / new / HM table (``orchestration.results.tables``) of the runs this sweep plans, without the
-   published comparison (toy numbers are not the paper's), and beside it the toy datasets' chance
-   and single-attribute (colour-only, shape-only) baselines from the toy build;
+3. the base / new / HM table (``orchestration.results.tables``) of the runs this sweep plans, with
+   95% intervals and without the published comparison (toy numbers are not the paper's), the
+   paired comparisons ProMetaR − IVLP and ProMetaR − zero-shot (``orchestration.results.comparison``),
+   and the toy datasets' chance and single-attribute (colour-only, shape-only) baselines from the
+   toy build;
 4. the figures (``orchestration.results.figures``) under ``<output>/plots/`` (PNG, PDF, SVG), and
    the report (``orchestration.results.report``: tables, figures, trial counts, provenance) at
    ``<output>/reports/demo/report.html``, logged on the launch's parent run.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -36,7 +38,7 @@ from orchestration.results.figures import NamedFigure, save_figure
 from orchestration.results.labels import AVERAGE, dataset_label, order_datasets
 from orchestration.results.render import RenderedTable, to_markdown
 from orchestration.results.source import Source, summarize_plan
-from orchestration.results.tables import build_tables, write_tables
+from orchestration.results.tables import build_tables, comparison_table, write_tables
 from orchestration.sweeps.planning import SweepPlan
 
 DEMO_SWEEP_FILE = "demo.yaml"
@@ -136,8 +138,12 @@ def run_demo(
         print(f"[demo] no FINISHED trial to tabulate in {uri}", file=out)
     else:
         table = _base2new_table(ledger, plan)
-        report.tables = list(write_tables([table], layout.tables_folder(output, plan.name)).values())
+        comparisons = _comparisons(ledger, plan)
+        written = write_tables([table, *comparisons], layout.tables_folder(output, plan.name))
+        report.tables = list(written.values())
         print(f"\n{table.render('markdown')}", file=out)
+        for compared in comparisons:
+            print(compared.render("markdown"), file=out)
         baselines = baseline_table(build.results["datasets"], order_datasets(plan.datasets))
         print(to_markdown(baselines), file=out)
         source = Source(ledger, summarize_plan(plan, overrides), uri, plan.name)
@@ -178,6 +184,21 @@ def _base2new_table(ledger: RunsTable, plan: SweepPlan) -> RenderedTable:
         ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None, expected_seeds=plan.seeds
     )
     return table
+
+
+DEMO_COMPARISONS: tuple[tuple[str, str], ...] = (("ivlp", "prometar"), ("zeroshot", "prometar"))
+"""The paired comparisons the demo prints (A, B: B − A), where the sweep ran both methods."""
+
+
+def _comparisons(ledger: RunsTable, plan: SweepPlan) -> list[RenderedTable]:
+    """ProMetaR against IVLP and against zero-shot CLIP, paired by seed (each file named by its pair)."""
+    methods = set(ledger.runs["method"])
+    tables = []
+    for a, b in DEMO_COMPARISONS:
+        if {a, b} <= methods:
+            compared = comparison_table(ledger, a, b, datasets=plan.datasets)
+            tables.append(replace(compared, name=f"compare_{b}_vs_{a}"))
+    return tables
 
 
 def _figures(source: Source) -> list[NamedFigure]:

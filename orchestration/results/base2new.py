@@ -305,12 +305,17 @@ def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> Dis
     return table
 
 
-def source_notes(summary: pd.DataFrame) -> list[str]:
-    """One note per source of the published numbers shown: which methods' numbers it gave."""
+def published_sources(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """(methods, source) for each source of the published numbers a summary shows."""
     shown = summary[summary["paper_base"].notna()]
     by_source: dict[str, list[str]] = {}
     for method, source in zip(shown["method"], shown["source"], strict=True):
         names = by_source.setdefault(str(source) or "no source given", [])
         if method_label(str(method)) not in names:
             names.append(method_label(str(method)))
-    return [f"Published {', '.join(names)}: {source}" for source, names in by_source.items()]
+    return [(", ".join(names), source) for source, names in by_source.items()]
+
+
+def source_notes(summary: pd.DataFrame) -> list[str]:
+    """One note per source of the published numbers shown: which methods' numbers it gave."""
+    return [f"Published {methods}: {source}" for methods, source in published_sources(summary)]

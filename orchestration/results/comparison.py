@@ -16,7 +16,7 @@ import pandas as pd
 
 from orchestration.errors import ResultsError
 from orchestration.results.display import Cell, DisplayTable
-from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets
+from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets, order_methods
 from orchestration.results.statistics import per_run_table
 from orchestration.results.uncertainty import (
     CONFIDENCE,
@@ -169,6 +169,19 @@ def compare_summary(
     if not records:
         raise ResultsError(f"--compare: {method_a} and {method_b} share no dataset and shots")
     return pd.DataFrame.from_records(records, columns=list(COMPARISON_COLUMNS))
+
+
+REFERENCE_METHOD = "prometar"
+"""The method the report compares every other one with."""
+
+
+def default_comparisons(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """(other, ProMetaR) for every other method with base-to-new runs, in the paper's order."""
+    rows = runs[runs["protocol"].isin(PROTOCOL.recorded_names) & runs["metric"].isin(PROTOCOL.set_metrics)]
+    methods = order_methods(rows["method"].unique())
+    if REFERENCE_METHOD not in methods:
+        return []
+    return [(method, REFERENCE_METHOD) for method in methods if method != REFERENCE_METHOD]
 
 
 def _p_text(p: float) -> str:

@@ -145,9 +145,7 @@ def for_average_over(published: pd.DataFrame, datasets: Sequence[str]) -> pd.Dat
     return pd.concat([per_dataset, subset_average(published, datasets)], ignore_index=True)
 
 
-def add_published(
-    summary: pd.DataFrame, published: pd.DataFrame, *, datasets: Sequence[str]
-) -> pd.DataFrame:
+def add_published(summary: pd.DataFrame, published: pd.DataFrame, *, datasets: Sequence[str]) -> pd.DataFrame:
     """Add the paper's numbers, our difference to them and flags to a base-to-new summary.
 
     A difference is flagged when |Δ| exceeds both :data:`DELTA_POINTS` points and

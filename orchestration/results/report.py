@@ -46,13 +46,16 @@ from orchestration.ledger.vocabulary import (
     TRIAL_KEY_TAG,
     TRIALS_PLANNED_TAG,
 )
-from orchestration.results.display import Cell, DisplayTable
+from orchestration.results.base2new import KIND as BASE2NEW_KIND
+from orchestration.results.base2new import published_sources
+from orchestration.results.comparison import default_comparisons
+from orchestration.results.display import INTERVAL_NOTE, Cell, DisplayTable, cell_text, has_intervals
 from orchestration.results.figures import NamedFigure, figure_style, save_figure
 from orchestration.results.labels import dataset_label, method_label
-from orchestration.results.published import load_published
+from orchestration.results.published import DEFAULT_VARIANT, load_published
 from orchestration.results.render import RenderedTable, to_markdown
 from orchestration.results.source import Source
-from orchestration.results.tables import build_tables
+from orchestration.results.tables import build_tables, comparison_table
 
 PACKAGES: tuple[str, ...] = (*provenance.PACKAGES, "optuna", "pandas", "matplotlib")
 """Packages whose versions the provenance lists: a trial's (``provenance.PACKAGES``) and the results'."""
@@ -150,6 +153,7 @@ class Provenance:
         experiment: The MLflow experiment.
         sweep_file: The sweep file, as given.
         overrides: The ``--set`` overrides the sweep was planned with.
+        published_sources: (methods, source) of each published number the tables show.
     """
 
     code_revision: str
@@ -161,6 +165,7 @@ class Provenance:
     experiment: str | None
     sweep_file: str
     overrides: tuple[tuple[str, Any], ...] = ()
+    published_sources: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -312,6 +317,8 @@ def build_report(
     figures: list[NamedFigure] | None = None,
     extra_tables: Sequence[DisplayTable] = (),
     max_history_runs: int = 60,
+    comparisons: Sequence[tuple[str, str]] | None = None,
+    variant: str = DEFAULT_VARIANT,
 ) -> Report:
     """Gather a sweep's report from a resolved source (``results.source.load_source``), in memory.
 
@@ -322,6 +329,9 @@ def build_report(
         figures: Figures already drawn (the demo's); default: every figure the runs support.
         extra_tables: Tables shown after the sweep's.
         max_history_runs: At most this many runs' training histories are read for the curves.
+        comparisons: (A, B) pairs shown as paired comparisons B − A; default: ProMetaR against
+            each other method with base-to-new runs (``results.comparison.default_comparisons``).
+        variant: The published reference's variant (``results.published.VARIANTS``).
 
     Raises:
         ResultsError: The source is a runs CSV (a report reads the ledger), or the experiment is
@@ -332,7 +342,7 @@ def build_report(
     if source.tracking_uri is None or source.experiment is None:
         raise ResultsError("a report reads the MLflow ledger: give a sweep file or --experiment, not --runs")
     sweep = source.sweep
-    reference = load_published(published) if compare else None
+    reference = load_published(published, variant=variant) if compare else None
     options: dict[str, Any] = {
         "protocol": sweep.protocol if sweep else None,
         "datasets": sweep.datasets if sweep and sweep.datasets else None,
@@ -351,6 +361,9 @@ def build_report(
             tables = build_tables(source.ledger, name=sweep.name if sweep else source.experiment, **options)
         except ResultsError as error:
             notes.append(f"No table: {error}")
+        pairs = default_comparisons(source.ledger.runs) if comparisons is None else comparisons
+        for method_a, method_b in pairs:
+            tables.append(comparison_table(source.ledger, method_a, method_b, datasets=options["datasets"]))
         if figures is None:
             try:
                 figures = collect_figures(
@@ -373,6 +386,12 @@ def build_report(
         source.experiment,
         sweep.source if sweep else "",
         sweep.overrides if sweep else (),
+        tuple(
+            pair
+            for table in tables
+            if table.name == BASE2NEW_KIND and "source" in table.summary.columns
+            for pair in published_sources(table.summary)
+        ),
     )
     return Report(
         sweep.name if sweep else source.experiment,
@@ -394,15 +413,7 @@ def build_report(
 def _cell_html(cell: Cell) -> str:
     if cell.value is None:
         return html.escape(cell.text if cell.text is not None else "–")
-    value = cell.value if abs(cell.value) >= 0.005 else 0.0
-    text = f"{value:+.2f}" if cell.signed and value != 0 else f"{value:.2f}"
-    if cell.std is not None:
-        text += f" ± {cell.std:.2f}"
-    if cell.n is not None:
-        text += f" (n={cell.n})"
-    if cell.approx:
-        text = "~" + text
-    text = html.escape(text)
+    text = html.escape(cell_text(cell))
     if cell.bold:
         text = f"<strong>{text}</strong>"
     if cell.flag:
@@ -426,7 +437,8 @@ def table_html(table: DisplayTable) -> str:
             for j, c in enumerate(row)
         )
         rows.append(f'<tr class="{" ".join(classes)}">{cells}</tr>' if classes else f"<tr>{cells}</tr>")
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
+    shown = [*table.notes, INTERVAL_NOTE] if has_intervals(table) else table.notes
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in shown)
     return (
         f'<figure class="table"><figcaption>{html.escape(table.title)}</figcaption><table><thead><tr>{head}'
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{notes}</figure>"
@@ -508,6 +520,7 @@ def _provenance_rows(report: Report) -> list[tuple[str, str]]:
         rows.append(("sweep file", p.sweep_file))
     if p.overrides:
         rows.append(("overrides (--set)", ", ".join(f"{k}={v}" for k, v in p.overrides)))
+    rows += [(f"published numbers: {methods}", source) for methods, source in p.published_sources]
     rows += [(f"version of {name}", version) for name, version in p.versions.items()]
     return rows
 
