@@ -44,6 +44,7 @@ from orchestration.results import base2new, few_shot, search, transfer
 from orchestration.results.base2new import BASE2NEW_DATASETS, base2new_summary
 from orchestration.results.few_shot import few_shot_summary
 from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets, order_methods
+from orchestration.results.published import subset_average
 from orchestration.results.search import varying_params
 from orchestration.results.transfer import TARGET_MEAN, transfer_summary
 from prometar import metrics as names
@@ -304,9 +305,16 @@ def _std(value: object) -> float:
     return 0.0 if math.isnan(number) else number
 
 
-def _spread(value: object) -> list[float] | None:
-    """Error-bar lengths of one point: None (no bar) where the std is undefined (one seed)."""
-    return None if value is None or pd.isna(value) else [float(value)]  # type: ignore[arg-type]
+INTERVAL_BARS_NOTE = "error bars: 95% interval over seeds"
+"""The legend's word on what the error bars of the base-to-new figures are."""
+
+
+def _interval_bars(row: pd.Series, metric: str) -> list[list[float]] | None:
+    """Asymmetric error-bar lengths (below, above) of one point's 95% interval; None without one."""
+    low, high = row[f"{metric}_low"], row[f"{metric}_high"]
+    if pd.isna(low) or pd.isna(high):
+        return None
+    return [[max(0.0, float(row[metric]) - float(low))], [max(0.0, float(high) - float(row[metric]))]]
 
 
 def _n_note(ax, x: float, y: float, n: int, notes: SeedNotes, color: str, **kwargs) -> None:
@@ -383,7 +391,8 @@ def base2new_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DAT
     datasets (each seed's mean over datasets, and its HM), and ``n_seeds`` counts those seeds.
 
     Returns:
-        Columns ``method, shots, dataset, base, new, hm, base_std, new_std, hm_std, n_seeds`` (rows
+        Columns ``method, shots, dataset, base, new, hm, base_std, new_std, hm_std, n_seeds`` and
+        the table's 95% intervals ``base_low, base_high, new_low, new_high, hm_low, hm_high`` (rows
         without runs left out).
     """
     summary = base2new_summary(runs, datasets=datasets)
@@ -421,7 +430,19 @@ def base2new_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DAT
         ["method", "shots"],
         {"base_std": "base_std", "new_std": "new_std", "hm_std": "hm_std", "n_seeds": "n"},
     )
-    columns = ["method", "shots", "dataset", "base", "new", "hm", "base_std", "new_std", "hm_std", "n_seeds"]
+    columns = [
+        "method",
+        "shots",
+        "dataset",
+        "base",
+        "new",
+        "hm",
+        "base_std",
+        "new_std",
+        "hm_std",
+        "n_seeds",
+        *base2new.INTERVAL_COLUMNS,
+    ]
     return stats[columns].reset_index(drop=True)
 
 
@@ -528,8 +549,9 @@ def figure_base_vs_new(
 ) -> Figure | None:
     """Base (x) against new (y) accuracy per dataset (Average first), with iso-HM curves.
 
-    Points are seed means with the seed std as error bars in both directions; published numbers of
-    the methods run are hollow markers of the same colour.
+    Points are seed means with their 95% intervals (the table's) as error bars in both directions;
+    published numbers of the methods run are hollow markers of the same colour (the paper's Average
+    recomputed over the same datasets).
 
     Args:
         runs: The tidy runs table (base-to-new rows are used).
@@ -550,10 +572,10 @@ def figure_base_vs_new(
             rows = stats[stats["dataset"] == dataset]
             paper = _published_rows(published, dataset, methods, datasets)
             values = [
-                *(rows["base"] - rows["base_std"].fillna(0)),
-                *(rows["base"] + rows["base_std"].fillna(0)),
-                *(rows["new"] - rows["new_std"].fillna(0)),
-                *(rows["new"] + rows["new_std"].fillna(0)),
+                *rows["base_low"].fillna(rows["base"]),
+                *rows["base_high"].fillna(rows["base"]),
+                *rows["new_low"].fillna(rows["new"]),
+                *rows["new_high"].fillna(rows["new"]),
                 *paper["base"],
                 *paper["new"],
             ]
@@ -566,8 +588,8 @@ def figure_base_vs_new(
                     ax,
                     [row["base"]],
                     [row["new"]],
-                    xerr=_spread(row["base_std"]),
-                    yerr=_spread(row["new_std"]),
+                    xerr=_interval_bars(row, "base"),
+                    yerr=_interval_bars(row, "new"),
                     method=method,
                     linestyle="",
                     markersize=6 if method == "prometar" else 4.5,
@@ -602,7 +624,7 @@ def figure_base_vs_new(
             kind="marker",
             published=shown_published,
             extra=[(iso, "equal HM")],
-            note=notes.legend(),
+            note="; ".join(filter(None, [INTERVAL_BARS_NOTE, notes.legend()])),
         )
     return figure
 
@@ -610,13 +632,13 @@ def figure_base_vs_new(
 def _published_rows(
     published: pd.DataFrame | None, dataset: str, methods: Sequence[str], datasets: Sequence[str]
 ) -> pd.DataFrame:
-    """Published rows of the methods run, for one dataset; the paper's Average only when ours is over
-    the paper's datasets."""
+    """Published rows of the methods run, for one dataset; the paper's Average is over the same
+    datasets as ours (``results.published.subset_average``)."""
     empty = pd.DataFrame(columns=["method", "dataset", "base", "new", "hm"])
     if published is None:
         return empty
-    if dataset == AVERAGE and set(datasets) != set(BASE2NEW_DATASETS):
-        return empty
+    if dataset == AVERAGE:
+        published = subset_average(published, datasets)
     return published[(published["dataset"] == dataset) & published["method"].isin(methods)]
 
 
@@ -629,8 +651,8 @@ def figure_hm(
 ) -> Figure | None:
     """HM per dataset (Average first) as grouped bars, one per method, with the published HM marked.
 
-    Bars are the HM of the seed means (the table's); error bars are the sample std over seeds of each
-    seed's HM. A published HM is a black bar-wide tick over the method's bar.
+    Bars are the HM of the seed means (the table's); error bars are its 95% interval (the table's
+    paired bootstrap over seeds). A published HM is a black bar-wide tick over the method's bar.
     """
     stats = base2new_stats(runs, datasets=datasets)
     if stats.empty:
@@ -650,12 +672,14 @@ def figure_hm(
             rows = stats[stats["method"] == method].set_index("dataset").reindex(groups)
             positions = x + (i - (len(methods) - 1) / 2) * width
             heights = rows["hm"].to_numpy(dtype=float)
-            errors = np.nan_to_num(rows["hm_std"].to_numpy(dtype=float))
+            below = np.nan_to_num(np.clip(heights - rows["hm_low"].to_numpy(dtype=float), 0.0, None))
+            above = np.nan_to_num(np.clip(rows["hm_high"].to_numpy(dtype=float) - heights, 0.0, None))
+            errors = above
             bars = ax.bar(
                 positions,
                 heights,
                 width * 0.92,
-                yerr=errors,
+                yerr=np.vstack([below, above]),  # [2, groups]: below, above
                 color=style.color,
                 label=style.label,
                 error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.15"},
@@ -718,7 +742,13 @@ def figure_hm(
             if shown_published
             else []
         )
-        _legend(figure, methods, kind="bar", extra=extra, note=notes.legend())
+        _legend(
+            figure,
+            methods,
+            kind="bar",
+            extra=extra,
+            note="; ".join(filter(None, [INTERVAL_BARS_NOTE, notes.legend()])),
+        )
     return figure
 
 
