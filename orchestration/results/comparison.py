@@ -168,7 +168,8 @@ def compare_summary(
                 records.append(_record(method_a, method_b, int(shots), dataset, 1, metric, result))
     if not records:
         raise ResultsError(f"--compare: {method_a} and {method_b} share no dataset and shots")
-    return pd.DataFrame.from_records(records, columns=list(COMPARISON_COLUMNS))
+    frame = pd.DataFrame.from_records(records, columns=list(COMPARISON_COLUMNS))
+    return frame.astype({"seeds_needed": "Int64"})
 
 
 REFERENCE_METHOD = "prometar"

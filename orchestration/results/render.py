@@ -71,6 +71,7 @@ _LATEX_ESCAPES = {
     "~": r"\textasciitilde{}",
     "^": r"\^{}",
     "Δ": r"$\Delta$",
+    "−": r"$-$",
     "†": r"$^\dagger$",
     "±": r"$\pm$",
     "<": r"$<$",

@@ -311,7 +311,9 @@ def paired_comparison(
         reason = ""
     else:
         verdict = not_separable(n)
-        reason = f"the {CONFIDENCE:.0%} interval of B − A includes 0 (paired t p = {p_t:.2g})"
+        reason = (
+            f"the {CONFIDENCE:.0%} interval of {labels[1]} − {labels[0]} includes 0 (paired t p = {p_t:.2g})"
+        )
     return PairedComparison(
         n=n,
         difference=stats.mean,

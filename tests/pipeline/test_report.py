@@ -17,7 +17,7 @@ from orchestration.results.plots import collect_figures
 from orchestration.results.published import load_published
 from orchestration.results.report import build_report, render_html, report_source, table_html
 from orchestration.results.source import load_source
-from orchestration.results.tables import build_tables
+from orchestration.results.tables import build_tables, comparison_table
 from orchestration.sweeps.planning import load_plan
 
 SWEEP = "name: rep\ngrid:\n  method: [ivlp, prometar]\n  dataset: [dtd, eurosat]\n  seed: [1, 2]\n"
@@ -140,6 +140,12 @@ def test_report_html_is_self_contained_and_holds_every_table_and_figure(tmp_path
     assert [t.name for t in tables] == ["base2new"]
     for table in tables:
         assert table_html(table.display) in page  # the whole table, every cell
+    # ProMetaR against the other method, paired by seed (2 seeds: never separable, and it says why)
+    compared = comparison_table(source.ledger, "ivlp", "prometar", datasets=source.sweep.datasets)
+    assert table_html(compared.display) in page
+    assert "not separable with 2 seeds" in page and "fewer than 3 paired seeds" in page
+    # the published numbers' sources in the provenance block
+    assert "published numbers: ProMetaR" in page and "recalled: ProMetaR (CVPR 2024) Table 1" in page
     figures = collect_figures(
         source.ledger,
         tracking_uri=uri,
@@ -168,7 +174,7 @@ def test_report_html_is_self_contained_and_holds_every_table_and_figure(tmp_path
     )  # the launch's start, from MLflow
 
     markdown = (out / "report.md").read_text()
-    for table in tables:
+    for table in [*tables, compared]:
         assert table.render("markdown") in markdown
     for name in names:
         assert f"![{name}](figures/{name}.png)" in markdown
