@@ -237,13 +237,8 @@ def layout_comparison(summary: pd.DataFrame) -> DisplayTable:
                 notes.add(
                     f"fewer than {MIN_PAIRS} paired seeds: always 'not separable' (no test is meaningful)"
                 )
-            needed = row["seeds_needed"]
-            if (
-                row["metric"] == "hm"
-                and needed == needed
-                and needed is not None
-                and "not separable" in str(row["verdict"])
-            ):
+            separable = not str(row["verdict"]).startswith("not separable")
+            if row["metric"] == "hm" and pd.notna(row["seeds_needed"]) and not separable:
                 notes.add(_power_note(name, row))
     table.notes = sorted(notes)
     return table

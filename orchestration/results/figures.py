@@ -522,7 +522,7 @@ def _draw_iso_hm(ax, low: float, high: float) -> None:
         base = np.linspace(max(low, level / 2 + 1e-3), high, 200)
         new = level * base / (2 * base - level)  # HM(base, new) = level
         new = np.where((new >= low) & (new <= high), new, np.nan)
-        if np.isnan(new).all():
+        if np.isfinite(new).sum() < 10:  # no curve, or one that only touches the panel's corner
             continue
         (line,) = ax.plot(base, new, linestyle="--", linewidth=0.6, color="0.65", zorder=0)
         line.set_gid(f"iso-hm:{level:g}")
@@ -623,8 +623,8 @@ def figure_base_vs_new(
             methods,
             kind="marker",
             published=shown_published,
-            extra=[(iso, "equal HM")],
-            note="; ".join(filter(None, [INTERVAL_BARS_NOTE, notes.legend()])),
+            extra=[(iso, "equal HM"), (Line2D([], [], linestyle=""), INTERVAL_BARS_NOTE)],
+            note=notes.legend(),
         )
     return figure
 
@@ -742,13 +742,8 @@ def figure_hm(
             if shown_published
             else []
         )
-        _legend(
-            figure,
-            methods,
-            kind="bar",
-            extra=extra,
-            note="; ".join(filter(None, [INTERVAL_BARS_NOTE, notes.legend()])),
-        )
+        extra.append((Line2D([], [], linestyle=""), INTERVAL_BARS_NOTE))
+        _legend(figure, methods, kind="bar", extra=extra, note=notes.legend())
     return figure
 
 

@@ -177,7 +177,10 @@ def test_each_cell_shows_its_std_interval_and_seed_count():
     assert "| CoOp | 1 | 89.00 |" in text
     assert any("fewer seeds than the sweep's 3" in line for line in text.splitlines())
     dtd = cell(summary, "prometar", "dtd")
-    assert (dtd["base_low"], dtd["base_high"]) == (pytest.approx(77.0317, abs=1e-4), pytest.approx(86.9683, abs=1e-4))
+    assert (dtd["base_low"], dtd["base_high"]) == (
+        pytest.approx(77.0317, abs=1e-4),
+        pytest.approx(86.9683, abs=1e-4),
+    )
     assert dtd["hm_low"] <= dtd["hm"] <= dtd["hm_high"]
 
 

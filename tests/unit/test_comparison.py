@@ -147,3 +147,17 @@ def test_table_compare_unknown_method_exits_2(tmp_path):
     result = CliRunner().invoke(main, ["table", "--runs", str(runs), "--compare", "ivlp", "vpt"])
     assert result.exit_code == 2
     assert "vpt" in result.output and "Traceback" not in result.output
+
+
+def test_a_dataset_with_one_paired_seed_still_lays_out():
+    """One pair: no spread, no interval, no power note for it, and "not separable with 1 seed"."""
+    rows = [
+        r
+        for r in runs_rows((1, 2))
+        if not (r["method"] == "prometar" and r["dataset"] == "dtd" and r["seed"] == 2)
+    ]
+    summary = compare_summary(tidy(rows), "ivlp", "prometar")
+    assert row(summary, "dtd", "hm")["verdict"] == "not separable with 1 seed"
+    assert pd.isna(row(summary, "dtd", "hm")["seeds_needed"])
+    text = to_markdown(layout_comparison(summary))
+    assert "| DTD | Base | 1 |" in text and "DTD: separating" not in text
