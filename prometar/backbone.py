@@ -1,4 +1,4 @@
-"""The frozen CLIP backbone (algorithm.md §1): loading open_clip models and weights, and the tokenizer.
+"""The frozen CLIP backbone (docs/algorithm.md §1): loading open_clip models and weights, and the tokenizer.
 
 Every CLIP weight in ProMetaR is frozen; only prompt tensors (``prometar.prompts``) and the gate
 network train. This module is the one place that talks to open_clip's factory: it resolves a model

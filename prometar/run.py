@@ -1,4 +1,4 @@
-"""One run end to end: config → data → backbone → method → trainer → evaluation (algorithm.md §6).
+"""One run end to end: config → data → backbone → method → trainer → evaluation (docs/algorithm.md §6).
 
 ``run`` is the single entry point both the ``prometar-sweep train`` verb and the Ray Tune
 trainable call, so a single run and a swept run are the same code path. The config's protocol

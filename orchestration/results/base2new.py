@@ -1,4 +1,4 @@
-"""The base-to-new table (algorithm.md §6): seed means of base and new accuracy, HM, the Average row.
+"""The base-to-new table (docs/algorithm.md §6): seed means of base and new accuracy, HM, the Average row.
 
 Per (method, dataset) the seeds' base and new accuracies are averaged and HM = 2BN/(B+N) is taken
 of those means; the Average row is the mean of the datasets' base means, the mean of their new

@@ -42,6 +42,7 @@ from matplotlib.ticker import MaxNLocator
 from orchestration.ledger.runs import RunsTable, attach_params
 from orchestration.results import base2new, few_shot, search, transfer
 from orchestration.results.base2new import BASE2NEW_DATASETS, base2new_summary
+from orchestration.results.context import ResultsContext
 from orchestration.results.few_shot import few_shot_summary
 from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets, order_methods
 from orchestration.results.published import subset_average
@@ -84,8 +85,11 @@ STYLE: dict[str, object] = {
     "svg.hashsalt": "prometar",
     "pdf.fonttype": 42,
     "figure.dpi": 100,
+    "text.usetex": False,
+    "text.parse_math": False,
 }
-"""Matplotlib settings every figure is drawn and saved under."""
+"""Matplotlib settings every figure is drawn and saved under; text is drawn literally (names from
+run data are never mathtext or TeX)."""
 
 METRIC_LABELS: dict[str, str] = {
     names.LOSS: "Training loss",
@@ -1145,32 +1149,19 @@ _SPREAD = "Error bars: sample standard deviation over seeds; n=k marks a mean of
 
 
 def build_figures(
-    ledger: RunsTable,
-    *,
-    history: pd.DataFrame | None = None,
-    protocol: str | None = None,
-    datasets: Sequence[str] | None = None,
-    published: pd.DataFrame | None = None,
-    expected_seeds: int = 3,
-    search_space: Sequence[str] = (),
-    objective: str = search.OBJECTIVE,
-    targets: Sequence[str] = (),
+    ledger: RunsTable, context: ResultsContext | None = None, *, history: pd.DataFrame | None = None
 ) -> list[NamedFigure]:
     """Every figure the runs support, by protocol, in the order a report shows them.
 
     Args:
         ledger: The runs.
+        context: The sweep's facts (``results.context``): protocol, the Average rows' datasets,
+            published numbers to mark, seeds per cell, search space and objective, transfer targets.
         history: Per-epoch metrics (``ledger.runs.read_metric_history``); None: no curve figures.
-        protocol: The sweep's protocol (a ``prometar.protocols`` tag or name); default: every
-            protocol in the runs.
-        datasets: The sweep's datasets (Average rows); default: the paper's 11.
-        published: Published base-to-new numbers to mark, or None.
-        expected_seeds: Seeds per cell the sweep plans.
-        search_space: Searched config keys (default: the params that vary, for search runs).
-        objective: The search metric.
-        targets: Targets of the transfer figures (the sweep's ``eval.targets``); default: the
-            protocol's standard targets.
     """
+    ctx = context or ResultsContext()
+    protocol, published, expected_seeds = ctx.protocol, ctx.published, ctx.expected_seeds
+    search_space, objective, targets = ctx.search_space, ctx.objective, ctx.targets
     runs = ledger.runs
     present = {found.name for found in map(protocols.lookup, set(runs["protocol"])) if found is not None}
     if protocol is None:
@@ -1178,7 +1169,7 @@ def build_figures(
     else:
         found = protocols.lookup(protocol)
         wanted = {found.name} if found is not None else set()
-    grid = tuple(datasets) if datasets else BASE2NEW_DATASETS
+    grid = ctx.grid
     out: list[NamedFigure] = []
 
     def add(name: str, figure: Figure | None, caption: str) -> None:

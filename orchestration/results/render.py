@@ -17,6 +17,7 @@ from orchestration.results.display import (
     format_value,
     has_intervals,
 )
+from orchestration.results.safe_text import csv_frame, markdown_text
 
 Format = Literal["markdown", "latex", "csv"]
 FORMATS: tuple[str, ...] = ("markdown", "latex", "csv")
@@ -32,7 +33,7 @@ LATEX_INTERVAL_CAPTION = (
 
 def _cell_markdown(cell: Cell) -> str:
     if cell.value is None:
-        return cell.text if cell.text is not None else "–"
+        return markdown_text(cell.text) if cell.text is not None else "–"
     text = cell_text(cell)
     if cell.bold:
         text = f"**{text}**"
@@ -44,9 +45,9 @@ def _cell_markdown(cell: Cell) -> str:
 def to_markdown(table: DisplayTable) -> str:
     """Render as a GitHub-flavoured Markdown table with the caption above and notes below."""
     lines = [
-        f"**{table.title}**",
+        f"**{markdown_text(table.title)}**",
         "",
-        "| " + " | ".join(table.header) + " |",
+        "| " + " | ".join(markdown_text(h).replace("|", "\\|") for h in table.header) + " |",
         "|"
         + "|".join(":---" if i < table.label_columns else "---:" for i, _ in enumerate(table.header))
         + "|",
@@ -55,7 +56,7 @@ def to_markdown(table: DisplayTable) -> str:
         lines.append("| " + " | ".join(_cell_markdown(c).replace("|", "\\|") for c in row) + " |")
     notes = [*table.notes, INTERVAL_NOTE] if has_intervals(table) else table.notes
     if notes:
-        lines += [""] + [f"{note}  " for note in notes]
+        lines += [""] + [f"{markdown_text(note)}  " for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -131,8 +132,9 @@ def to_latex(table: DisplayTable) -> str:
 
 
 def to_csv(summary: pd.DataFrame) -> str:
-    """The numeric summary as CSV (numbers rounded to 4 decimals, empty cells for missing values)."""
-    return summary.to_csv(index=False, float_format="%.4f", lineterminator="\n")
+    """The numeric summary as CSV: numbers rounded to 4 decimals, empty cells for missing values,
+    text cells a spreadsheet would evaluate neutralised (:func:`~.safe_text.csv_frame`)."""
+    return csv_frame(summary).to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
 @dataclass(frozen=True)

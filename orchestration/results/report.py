@@ -7,10 +7,11 @@ the runs, the result revision, package versions, the tracking URI and every laun
 nothing from anywhere: styles are inline, figures are inline SVG, and no URL appears in it. The
 Markdown twin (``report.md``) links the PNG files written beside it.
 
-:func:`build_report` gathers everything in memory (reading the ledger once); :func:`write_report`
-writes ``report.html``, ``report.md`` and ``figures/<name>.{png,pdf,svg}`` and, given a run id, logs
-them as artifacts (``report/``) of the sweep's parent MLflow run. ``launch`` writes the report at the
-end of a sweep, ``demo`` writes the demo's, and the ``report`` verb writes one on demand.
+:func:`build_report` assembles the page from the tables and figures ``results.publish`` built and
+the ledger snapshot they came from; :func:`write_report` writes ``report.html``, ``report.md`` and
+``figures/<name>.{png,pdf,svg}`` (``publish`` logs them as artifacts, ``report/``, of the sweep's
+launch run). ``launch`` publishes the report at the end of a sweep, ``demo`` the demo's, and the
+``report`` verb one on demand.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import prometar
 from orchestration import provenance
 from orchestration.errors import ResultsError
-from orchestration.ledger.store import TrialLedger
+from orchestration.ledger.outcomes import count_outcomes, trial_outcomes
 from orchestration.ledger.vocabulary import (
-    ACTIVE,
     CLOSED_BY_TAG,
     ERROR_TAG,
     FINISHED,
@@ -39,23 +40,22 @@ from orchestration.ledger.vocabulary import (
     HOST_TAG,
     KILLED,
     LAUNCH_ROLE,
-    REPORT_ARTIFACT_PATH,
     RESULT_REVISION_TAG,
     ROLE_TAG,
+    RUNNING,
     SEARCH_GROUP_TAG,
     TRIAL_KEY_TAG,
     TRIALS_PLANNED_TAG,
 )
 from orchestration.results.base2new import KIND as BASE2NEW_KIND
 from orchestration.results.base2new import published_sources
-from orchestration.results.comparison import default_comparisons
+from orchestration.results.context import ResultsContext
 from orchestration.results.display import INTERVAL_NOTE, Cell, DisplayTable, cell_text, has_intervals
 from orchestration.results.figures import NamedFigure, figure_style, save_figure
 from orchestration.results.labels import dataset_label, method_label
-from orchestration.results.published import DEFAULT_VARIANT, load_published
 from orchestration.results.render import RenderedTable, to_markdown
+from orchestration.results.safe_text import markdown_code, markdown_text
 from orchestration.results.source import Source
-from orchestration.results.tables import build_tables, comparison_table
 
 PACKAGES: tuple[str, ...] = (*provenance.PACKAGES, "optuna", "pandas", "matplotlib")
 """Packages whose versions the provenance lists: a trial's (``provenance.PACKAGES``) and the results'."""
@@ -217,14 +217,6 @@ def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
-def _experiment_runs(tracking_uri: str, experiment: str) -> list[Any]:
-    """Every run of the experiment (children and parents), any status."""
-    ledger = TrialLedger(tracking_uri, experiment)
-    if ledger.experiment_id() is None:
-        raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
-    return ledger.runs()
-
-
 def _reason(error: str) -> str:
     """The last non-empty line of a traceback (the exception and its message)."""
     lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
@@ -232,12 +224,10 @@ def _reason(error: str) -> str:
 
 
 def _ledger_state(
-    source: Source,
+    context: ResultsContext, runs: Sequence[Any]
 ) -> tuple[Counts, list[Failure], list[LaunchRecord], dict[str, int], dict[str, int]]:
-    """Counts, failures, launches and the revisions of the FINISHED runs, from the MLflow ledger."""
-    sweep = source.sweep
-    planned = sweep.planned if sweep is not None else None
-    runs = _experiment_runs(source.tracking_uri, source.experiment)  # type: ignore[arg-type]
+    """Counts, failures, launches and the revisions of the FINISHED runs, from one ledger snapshot."""
+    planned = context.planned
     launches = []
     for run in sorted(
         (r for r in runs if r.data.tags.get(ROLE_TAG) == LAUNCH_ROLE), key=lambda r: r.info.start_time or 0
@@ -258,33 +248,23 @@ def _ledger_state(
     children = [r for r in runs if r.data.tags.get(TRIAL_KEY_TAG)]
     if planned is not None:
         children = [r for r in children if r.data.tags.get(planned.tag) in planned.keys]
-    by_key: dict[str, list[Any]] = {}
-    for run in children:
-        by_key.setdefault(run.data.tags[TRIAL_KEY_TAG], []).append(run)
-    finished = failed = killed = running = 0
+    outcomes = trial_outcomes(children)
+    counted = count_outcomes(outcomes)
     failures: list[Failure] = []
     code: dict[str, int] = {}
     results: dict[str, int] = {}
-    for key, key_runs in by_key.items():
-        statuses = {r.info.status for r in key_runs}
-        if FINISHED in statuses:
-            finished += 1
-            latest = max(
-                (r for r in key_runs if r.info.status == FINISHED), key=lambda r: r.info.start_time or 0
-            )
+    for key, outcome in outcomes.items():
+        latest, status = outcome.run, outcome.status
+        if status == FINISHED:
             sha = latest.data.tags.get(GIT_SHA_TAG, "unknown")
             code[sha] = code.get(sha, 0) + 1
             revision = latest.data.tags.get(RESULT_REVISION_TAG, "1")
             results[revision] = results.get(revision, 0) + 1
             continue
-        latest = max(key_runs, key=lambda r: r.info.start_time or 0)
-        status = latest.info.status
-        if status in ACTIVE:
-            running += 1
+        if status == RUNNING:
             continue
         tags = latest.data.tags
         if status == KILLED:
-            killed += 1
             reason = (
                 "closed by a later launch (its launch had died)"
                 if tags.get(CLOSED_BY_TAG)
@@ -292,7 +272,6 @@ def _ledger_state(
             )
             detail = ""
         else:
-            failed += 1
             detail = tags.get(ERROR_TAG, "")
             reason = _reason(detail) or "failed without a recorded error"
         where = (
@@ -303,7 +282,11 @@ def _ledger_state(
             where += " (search sample)"
         failures.append(Failure(key, latest.info.run_id, where, status, reason, detail[-3000:]))
     counts = Counts(
-        sweep.trials if sweep is not None and sweep.trials else None, finished, failed, killed, running
+        planned=context.trials or None,
+        finished=counted.finished,
+        failed=counted.failed,
+        killed=counted.killed,
+        running=counted.running,
     )
     failures.sort(key=lambda f: (f.where, f.trial_key))
     return counts, failures, launches, dict(sorted(code.items())), dict(sorted(results.items()))
@@ -312,81 +295,40 @@ def _ledger_state(
 def build_report(
     source: Source,
     *,
-    published: Path | str | None = None,
-    compare: bool = True,
-    figures: list[NamedFigure] | None = None,
+    tables: Sequence[RenderedTable] = (),
+    figures: Sequence[NamedFigure] = (),
+    notes: Sequence[str] = (),
     extra_tables: Sequence[DisplayTable] = (),
-    max_history_runs: int = 60,
-    comparisons: Sequence[tuple[str, str]] | None = None,
-    variant: str = DEFAULT_VARIANT,
 ) -> Report:
-    """Gather a sweep's report from a resolved source (``results.source.load_source``), in memory.
+    """The page's record, in memory: the tables and figures already built (``results.publish``),
+    and the counts, failures, launches and provenance gathered from the source's ledger snapshot
+    (``RunsTable.records``: the same single read the tables came from).
 
     Args:
         source: The runs of an MLflow experiment (a sweep file's planned runs, or ``--experiment``).
-        published: Published numbers for the base-to-new comparison (default: the shipped ones).
-        compare: Compare with the published numbers (tables and figures).
-        figures: Figures already drawn (the demo's); default: every figure the runs support.
-        extra_tables: Tables shown after the sweep's.
-        max_history_runs: At most this many runs' training histories are read for the curves.
-        comparisons: (A, B) pairs shown as paired comparisons B − A; default: ProMetaR against
-            each other method with base-to-new runs (``results.comparison.default_comparisons``).
-        variant: The published reference's variant (``results.published.VARIANTS``).
+        tables: The tables of the runs.
+        figures: Their figures.
+        notes: Lines about what could not be shown.
+        extra_tables: Tables shown after the sweep's (the demo's toy baselines).
 
     Raises:
-        ResultsError: The source is a runs CSV (a report reads the ledger), or the experiment is
-            missing.
+        ResultsError: The source is a runs CSV (a report reads the ledger).
     """
-    from orchestration.results.plots import collect_figures
-
-    if source.tracking_uri is None or source.experiment is None:
+    context = source.context
+    if context.tracking_uri is None or context.experiment is None:
         raise ResultsError("a report reads the MLflow ledger: give a sweep file or --experiment, not --runs")
-    sweep = source.sweep
-    reference = load_published(published, variant=variant) if compare else None
-    options: dict[str, Any] = {
-        "protocol": sweep.protocol if sweep else None,
-        "datasets": sweep.datasets if sweep and sweep.datasets else None,
-        "published": reference,
-        "expected_seeds": sweep.seeds if sweep else 3,
-        "search_space": sweep.search_space if sweep else (),
-        "targets": sweep.targets if sweep else (),
-    }
-    notes: list[str] = []
-    tables: list[RenderedTable] = []
-    if source.ledger.runs.empty:
-        notes.append("No FINISHED run yet: no table and no figure.")
-        figures = []
-    else:
-        try:
-            tables = build_tables(source.ledger, name=sweep.name if sweep else source.experiment, **options)
-        except ResultsError as error:
-            notes.append(f"No table: {error}")
-        pairs = default_comparisons(source.ledger.runs) if comparisons is None else comparisons
-        for method_a, method_b in pairs:
-            tables.append(comparison_table(source.ledger, method_a, method_b, datasets=options["datasets"]))
-        if figures is None:
-            try:
-                figures = collect_figures(
-                    source.ledger,
-                    tracking_uri=source.tracking_uri,
-                    max_history_runs=max_history_runs,
-                    **options,
-                )
-            except ResultsError as error:
-                notes.append(f"No figure: {error}")
-                figures = []
-    counts, failures, launches, code, results = _ledger_state(source)
+    counts, failures, launches, code, results = _ledger_state(context, source.ledger.records)
     origin = Provenance(
-        provenance.git_sha(),
-        prometar.RESULT_REVISION,
-        code,
-        results,
-        package_versions(),
-        source.tracking_uri,
-        source.experiment,
-        sweep.source if sweep else "",
-        sweep.overrides if sweep else (),
-        tuple(
+        code_revision=provenance.git_sha(),
+        result_revision=prometar.RESULT_REVISION,
+        run_code_revisions=code,
+        run_result_revisions=results,
+        versions=package_versions(),
+        tracking_uri=context.tracking_uri,
+        experiment=context.experiment,
+        sweep_file=context.sweep_file,
+        overrides=context.overrides,
+        published_sources=tuple(
             pair
             for table in tables
             if table.name == BASE2NEW_KIND and "source" in table.summary.columns
@@ -394,16 +336,16 @@ def build_report(
         ),
     )
     return Report(
-        sweep.name if sweep else source.experiment,
-        sweep.protocol if sweep else "",
-        tables,
-        figures or [],
-        counts,
-        failures,
-        launches,
-        origin,
-        list(extra_tables),
-        notes,
+        title=context.name,
+        protocol=context.protocol or "",
+        tables=list(tables),
+        figures=list(figures),
+        counts=counts,
+        failures=failures,
+        launches=launches,
+        provenance=origin,
+        extra_tables=list(extra_tables),
+        notes=list(notes),
     )
 
 
@@ -643,44 +585,51 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def render_markdown(report: Report, *, figures_dir: str = FIGURES_DIR) -> str:
-    """The report as Markdown: the same sections, figures linked as ``<figures_dir>/<name>.png``."""
+    """The report as Markdown: the same sections, figures linked as ``<figures_dir>/<name>.png``.
+
+    Text from run data is :func:`~orchestration.results.safe_text.markdown_text` (or a code span):
+    no raw HTML, no link and no image but the report's own figures beside it.
+    """
+    t = markdown_text
     parts = [
-        f"# {report.title}",
+        f"# {t(report.title)}",
         "",
-        _subtitle(report),
+        t(_subtitle(report)),
         "",
         "## Trials",
         "",
-        _markdown_table(["", "trials"], _counts_rows(report.counts)),
+        _markdown_table(["", "trials"], [(t(k), t(v)) for k, v in _counts_rows(report.counts)]),
     ]
     if report.failures:
         parts += ["### Failures", ""]
         parts += [
-            f"- **{f.where}** — {f.status}: {f.reason} (`trial {f.trial_key}`, `run {f.run_id}`)"
+            f"- **{t(f.where)}** — {t(f.status)}: {t(f.reason)} "
+            f"({markdown_code(f'trial {f.trial_key}')}, {markdown_code(f'run {f.run_id}')})"
             for f in report.failures
         ]
         parts.append("")
-    parts += [f"{note}\n" for note in report.notes]
+    parts += [f"{t(note)}\n" for note in report.notes]
     if report.tables or report.extra_tables:
         parts += ["## Tables", ""]
-        parts += [to_markdown(t.display) for t in report.tables]
-        parts += [to_markdown(t) for t in report.extra_tables]
+        parts += [to_markdown(table.display) for table in report.tables]
+        parts += [to_markdown(table) for table in report.extra_tables]
     if report.figures:
         parts += ["## Figures", ""]
         for figure in report.figures:
             parts += [
-                f"![{figure.name}]({figures_dir}/{figure.name}.png)",
+                f"![{figure.name}]({figures_dir}/{quote(figure.name)}.png)",  # a name of the registry
                 "",
-                f"*{figure.name}*: {figure.caption} (PDF and SVG beside the PNG.)",
+                f"*{t(figure.name)}*: {t(figure.caption)} (PDF and SVG beside the PNG.)",
                 "",
             ]
     parts += [
         "## Provenance",
         "",
-        _markdown_table(["", "value"], [(k, f"`{v}`") for k, v in _provenance_rows(report)]),
+        _markdown_table(["", "value"], [(t(k), markdown_code(v)) for k, v in _provenance_rows(report)]),
     ]
     if report.launches:
-        parts += ["### Launches", "", _markdown_table(_LAUNCH_HEADER, _launch_rows(report))]
+        rows = [[t(value) for value in row] for row in _launch_rows(report)]
+        parts += ["### Launches", "", _markdown_table(_LAUNCH_HEADER, rows)]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -695,24 +644,21 @@ class ReportFiles:
         html: ``<out>/report.html``.
         markdown: ``<out>/report.md``.
         figures: ``<out>/figures/<name>.{png,pdf,svg}``.
-        logged_to: The MLflow run the files were logged to, or None.
     """
 
     html: Path
     markdown: Path
     figures: list[Path]
-    logged_to: str | None = None
 
 
-def write_report(report: Report, out_dir: Path | str, *, log_to: str | None = None) -> ReportFiles:
-    """Write the report's files and, given a run id, log them as its artifacts under ``report/``.
+def write_report(report: Report, out_dir: Path | str) -> ReportFiles:
+    """Write the report's files (``results.publish`` logs them on the launch run under ``report/``).
 
     Everything is rendered before the first file is written.
 
     Args:
         report: From :func:`build_report`.
         out_dir: Folder for ``report.html``, ``report.md`` and ``figures/``.
-        log_to: A run of the report's tracking URI (the sweep's parent run), or None.
     """
     page = render_html(report)
     markdown = render_markdown(report)
@@ -725,29 +671,12 @@ def write_report(report: Report, out_dir: Path | str, *, log_to: str | None = No
     html_path.write_text(page, encoding="utf-8")
     markdown_path = out_dir / MARKDOWN_NAME
     markdown_path.write_text(markdown, encoding="utf-8")
-    if log_to is not None and report.provenance.tracking_uri is not None:
-        store = TrialLedger(report.provenance.tracking_uri, report.provenance.experiment or report.title)
-        store.log_files(log_to, [html_path, markdown_path], REPORT_ARTIFACT_PATH)
-        store.log_files(log_to, figure_files, f"{REPORT_ARTIFACT_PATH}/{FIGURES_DIR}")
-    return ReportFiles(html_path, markdown_path, figure_files, log_to)
+    return ReportFiles(html_path, markdown_path, figure_files)
 
 
 def latest_launch(report: Report) -> str | None:
     """The run id of the sweep's latest launch (its parent run), or None if it has none."""
     return report.launches[-1].run_id if report.launches else None
-
-
-def report_source(
-    source: Source,
-    out_dir: Path | str,
-    *,
-    published: Path | str | None = None,
-    compare: bool = True,
-    log: bool = True,
-) -> ReportFiles:
-    """Build and write a source's report, logged to the sweep's latest launch: the ``report`` verb."""
-    report = build_report(source, published=published, compare=compare)
-    return write_report(report, out_dir, log_to=latest_launch(report) if log else None)
 
 
 __all__ = [
@@ -763,7 +692,6 @@ __all__ = [
     "package_versions",
     "render_html",
     "render_markdown",
-    "report_source",
     "table_html",
     "write_report",
 ]

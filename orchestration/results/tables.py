@@ -17,57 +17,33 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from orchestration.errors import ResultsError
 from orchestration.ledger.runs import RunsTable, attach_params
 from orchestration.results import ablation, base2new, comparison, few_shot, search, transfer
-from orchestration.results.published import DEFAULT_VARIANT, add_published, load_published
+from orchestration.results.context import ResultsContext
+from orchestration.results.published import add_published
 from orchestration.results.render import EXTENSIONS, FORMATS, Format, RenderedTable, render_tables
 from orchestration.results.source import Source
 from prometar import protocols
 from prometar.protocols import Protocol
 
-
-@dataclass(frozen=True)
-class TableContext:
-    """What a table builder needs besides the runs.
-
-    Attributes:
-        datasets: Datasets of the Average rows (the sweep's grid).
-        published: Published base-to-new numbers to compare against, or ``None``.
-        expected_seeds: Seeds per cell; fewer are shown as ``(n=k)``.
-        search_space: Searched config keys (the search table's columns).
-        objective: The search metric.
-        targets: Targets of the transfer tables; empty: the protocol's standard targets.
-    """
-
-    datasets: tuple[str, ...]
-    published: pd.DataFrame | None
-    expected_seeds: int
-    search_space: tuple[str, ...]
-    objective: str
-    targets: tuple[str, ...]
+TableBuilder = Callable[[RunsTable, Protocol, ResultsContext], list[RenderedTable]]
 
 
-TableBuilder = Callable[[RunsTable, Protocol, TableContext], list[RenderedTable]]
-
-
-def _base2new(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[RenderedTable]:
+def _base2new(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
     runs = ledger.runs
     if not runs["metric"].isin(protocol.set_metrics).any():
         return []
     by = ablation.ablation_params(runs, ledger.params)
     if by:
-        summary = ablation.ablation_summary(attach_params(runs, ledger.params, by), by, datasets=ctx.datasets)
+        summary = ablation.ablation_summary(attach_params(runs, ledger.params, by), by, datasets=ctx.grid)
         return [RenderedTable(ablation.KIND, summary, ablation.layout_ablation(summary, by))]
-    summary = base2new.base2new_summary(runs, datasets=ctx.datasets)
+    summary = base2new.base2new_summary(runs, datasets=ctx.grid)
     latex = None
     if ctx.published is not None:
-        summary = add_published(summary, ctx.published, datasets=ctx.datasets)
+        summary = add_published(summary, ctx.published, datasets=ctx.grid)
         latex = base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds, published_rows=True)
         if latex.subrules:
             latex.title += "; published numbers in the lower rows of each block"
@@ -81,7 +57,7 @@ def _base2new(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[
     ]
 
 
-def _transfer(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[RenderedTable]:
+def _transfer(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
     summary = transfer.transfer_summary(
         ledger.runs, protocol=protocol.name, targets=ctx.targets or protocol.default_targets
     )
@@ -91,8 +67,8 @@ def _transfer(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[
     return [RenderedTable(protocol.table, summary, layout)]
 
 
-def _few_shot(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[RenderedTable]:
-    summary = few_shot.few_shot_summary(ledger.runs, datasets=ctx.datasets)
+def _few_shot(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
+    summary = few_shot.few_shot_summary(ledger.runs, datasets=ctx.grid)
     return [
         RenderedTable(
             protocol.table, summary, few_shot.layout_few_shot(summary, expected_seeds=ctx.expected_seeds)
@@ -100,7 +76,7 @@ def _few_shot(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[
     ]
 
 
-def _search(ledger: RunsTable, protocol: Protocol, ctx: TableContext) -> list[RenderedTable]:
+def _search(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
     space = list(ctx.search_space) or search.varying_params(ledger.params)
     with_params = attach_params(ledger.runs, ledger.params, space)
     summary = search.search_summary(with_params, space, objective=ctx.objective)
@@ -118,33 +94,16 @@ TABLE_KINDS: dict[str, TableBuilder] = {
 """Table kind (``Protocol.table``) → its builder."""
 
 
-def build_tables(
-    ledger: RunsTable,
-    *,
-    protocol: str | None = None,
-    datasets: Sequence[str] | None = None,
-    published: pd.DataFrame | None = None,
-    expected_seeds: int = 3,
-    search_space: Sequence[str] = (),
-    objective: str = search.OBJECTIVE,
-    targets: Sequence[str] = (),
-    name: str | None = None,
-) -> list[RenderedTable]:
+def build_tables(ledger: RunsTable, context: ResultsContext | None = None) -> list[RenderedTable]:
     """The tables an experiment's runs support, by protocol (in the registry's order).
 
     Args:
         ledger: The runs.
-        protocol: The sweep's protocol (a ``prometar.protocols`` tag or name); by default every
-            protocol found in the runs.
-        datasets: Datasets of the Average rows (the sweep's grid); default: the paper's 11.
-        published: Published base-to-new numbers to compare against (None: no comparison).
-        expected_seeds: Seeds per cell; fewer are shown as ``(n=k)``.
-        search_space: Searched config keys; with them (or runs of the search protocol) a search
-            table is added, ranked on ``objective``.
-        objective: The search metric.
-        targets: Targets of the transfer tables (the sweep's ``eval.targets``); default: the
-            protocol's standard targets.
-        name: The sweep (or experiment) name: each table's LaTeX label is ``tab:<name>-<table>``.
+        context: The sweep's facts (``results.context``): its protocol (default: every protocol
+            found in the runs), the Average rows' datasets, the published numbers to compare with,
+            the seeds per cell, the search space (with it, or runs of the search protocol, a search
+            table is added, ranked on the objective), the transfer targets, and the name each
+            table's LaTeX label carries (``tab:<name>-<table>``).
 
     Every caption ends with the seeds, shots and backbone of the runs (:func:`caption_context`).
 
@@ -152,42 +111,40 @@ def build_tables(
         ResultsError: No runs, no table applies to them, or base-to-new runs share a cell without a
             config param telling them apart.
     """
+    ctx = context or ResultsContext()
     runs = ledger.runs
-    label_name = name
     if runs.empty:
         raise ResultsError("no FINISHED runs to tabulate")
     recorded = set(runs["protocol"])
-    present = {found.name for found in map(protocols.lookup, recorded) if found is not None}
-    if protocol is None:
-        wanted = present
-    else:
-        found = protocols.lookup(protocol)
-        wanted = {found.name} if found is not None else set()
-    chosen = wanted & present
-    if search_space or search.PROTOCOL.name in present:
-        chosen.add(search.PROTOCOL.name)
-    ctx = TableContext(
-        tuple(datasets) if datasets else base2new.BASE2NEW_DATASETS,
-        published,
-        expected_seeds,
-        tuple(search_space),
-        objective,
-        tuple(targets),
-    )
     tables: list[RenderedTable] = []
-    for name in protocols.list_protocols():
-        if name in chosen:
-            entry = protocols.get_protocol(name)
-            tables.extend(TABLE_KINDS[entry.table](ledger, entry, ctx))
+    for entry in chosen_protocols(recorded, ctx):
+        tables.extend(TABLE_KINDS[entry.table](ledger, entry, ctx))
     if not tables:
         raise ResultsError(f"no table applies to these runs (protocols: {', '.join(sorted(recorded))})")
-    context = caption_context(ledger)
+    pairs = comparison.default_comparisons(runs) if ctx.comparisons is None else ctx.comparisons
+    tables += [comparison_table(ledger, a, b, datasets=ctx.datasets or None) for a, b in pairs]
+    context_line = caption_context(ledger)
     for table in tables:
         for display in (table.display, table.latex_display):
             if display is not None:
-                display.title = f"{display.title}; {context}"
-                display.label = latex_label(label_name, table.name) if label_name else ""
+                display.title = f"{display.title}; {context_line}"
+                display.label = latex_label(ctx.name, table.name)
     return tables
+
+
+def chosen_protocols(recorded: set[str], ctx: ResultsContext) -> list[Protocol]:
+    """The protocols whose results are shown, in the registry's order: the context's protocol (or
+    every one found in the runs), and the search when a search space is given or searched."""
+    present = {found.name for found in map(protocols.lookup, recorded) if found is not None}
+    if ctx.protocol is None:
+        wanted = present
+    else:
+        found = protocols.lookup(ctx.protocol)
+        wanted = {found.name} if found is not None else set()
+    chosen = wanted & present
+    if ctx.search_space or search.PROTOCOL.name in present:
+        chosen.add(search.PROTOCOL.name)
+    return [protocols.get_protocol(name) for name in protocols.list_protocols() if name in chosen]
 
 
 def caption_context(ledger: RunsTable) -> str:
@@ -225,53 +182,25 @@ def latex_label(sweep: str, table: str) -> str:
     return f"tab:{safe}"
 
 
-def table_text(
-    source: Source,
-    fmt: Format = "markdown",
-    *,
-    published: Path | str | None = None,
-    compare: bool = True,
-    expected_seeds: int | None = None,
-    variant: str = DEFAULT_VARIANT,
-    methods: tuple[str, str] | None = None,
-) -> str:
+def table_text(source: Source, fmt: Format = "markdown") -> str:
     """The tables of a resolved source (``results.source.load_source``) in one format: the ``table`` verb.
 
-    Args:
-        source: The runs, and the sweep's datasets and protocol when a sweep file was given.
-        fmt: ``markdown``, ``latex`` or ``csv``.
-        published: Published numbers to compare with (default: the shipped reference).
-        compare: Add the published comparison to base-to-new tables.
-        expected_seeds: Seeds per cell; default: the sweep's seed count, else 3 (the paper's).
-        variant: The published reference's variant (``results.published.VARIANTS``).
-        methods: (A, B): add the paired comparison B − A (``results.comparison``); with CSV,
-            only the comparison is written.
+    The source's context carries the published numbers to compare with, the seeds per cell and
+    the paired comparisons to add; with CSV and comparisons, only the comparisons are written.
     """
-    sweep = source.sweep
-    if expected_seeds is None:
-        expected_seeds = sweep.seeds if sweep else 3
-    tables = build_tables(
-        source.ledger,
-        protocol=sweep.protocol if sweep else None,
-        datasets=sweep.datasets if sweep and sweep.datasets else None,
-        published=load_published(published, variant=variant) if compare else None,
-        expected_seeds=expected_seeds,
-        search_space=sweep.search_space if sweep else (),
-        targets=sweep.targets if sweep else (),
-        name=sweep.name if sweep else source.experiment or "runs",
-    )
-    if methods is not None:
-        compared = comparison_table(source.ledger, *methods, datasets=sweep.datasets if sweep else None)
-        tables = [compared] if fmt == "csv" else [*tables, compared]
+    tables = build_tables(source.ledger, source.context)
+    if fmt == "csv" and source.context.comparisons:
+        tables = [t for t in tables if t.name.startswith(comparison.KIND)]
     return render_tables(tables, fmt)
 
 
 def comparison_table(
     ledger: RunsTable, method_a: str, method_b: str, *, datasets: Sequence[str] | None = None
 ) -> RenderedTable:
-    """The paired comparison B − A of two methods' base-to-new runs as a table."""
+    """The paired comparison B − A of two methods' base-to-new runs, as table ``compare_<B>_vs_<A>``."""
     summary = comparison.compare_summary(ledger.runs, method_a, method_b, datasets=datasets)
-    return RenderedTable(comparison.KIND, summary, comparison.layout_comparison(summary))
+    name = f"{comparison.KIND}_{method_b}_vs_{method_a}"
+    return RenderedTable(name, summary, comparison.layout_comparison(summary))
 
 
 def write_tables(tables: Sequence[RenderedTable], folder: Path | str) -> dict[str, Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,6 @@ from click.testing import CliRunner
 
 from orchestration.cli import main
 from orchestration.errors import ResultsError
-from orchestration.launch.tables import write_experiment_tables
 from orchestration.ledger.runs import (
     RUN_COLUMNS,
     attach_params,
@@ -24,11 +24,13 @@ from orchestration.ledger.runs import RunsTable as Ledger
 from orchestration.ledger.vocabulary import SEARCH_GROUP_TAG, TRIAL_KEY_TAG
 from orchestration.results.ablation import ablation_summary
 from orchestration.results.base2new import BASE2NEW_DATASETS, base2new_summary, layout_base2new
+from orchestration.results.context import ResultsContext
 from orchestration.results.few_shot import few_shot_summary
+from orchestration.results.publish import publish
 from orchestration.results.published import add_published, load_published
 from orchestration.results.render import to_csv, to_latex, to_markdown
 from orchestration.results.search import search_summary
-from orchestration.results.source import load_source, load_sweep_summary
+from orchestration.results.source import load_source, load_sweep_context
 from orchestration.results.tables import build_tables
 from orchestration.results.transfer import transfer_summary
 from orchestration.sweeps.planning import load_plan
@@ -324,7 +326,9 @@ def test_few_shot_by_hand():
     assert one["acc"] == pytest.approx((61 + 71) / 2)
     dtd16 = summary[(summary["dataset"] == "dtd") & (summary["shots"] == 16)].iloc[0]
     assert dtd16["acc"] == pytest.approx(82.0) and dtd16["acc_std"] == pytest.approx(math.sqrt(8))
-    (table,) = build_tables(ledger, protocol="few_shot", datasets=["dtd", "eurosat"], expected_seeds=2)
+    (table,) = build_tables(
+        ledger, ResultsContext(protocol="few_shot", datasets=("dtd", "eurosat"), expected_seeds=2)
+    )
     assert table.display.header == ["Dataset", "Method", "K=1", "K=16"]
 
 
@@ -393,12 +397,12 @@ def planned_keys(sweep: Path, overrides: dict | None = None) -> dict[tuple[str, 
     return {(t.dataset, t.seed): t.key for t in load_plan(sweep, overrides=overrides).trials}
 
 
-def test_sweep_summary(tmp_path: Path):
+def test_sweep_context(tmp_path: Path):
     path = tmp_path / "toy.yaml"
     path.write_text(
         "protocol: base2new\ngrid:\n  method: [prometar]\n  dataset: [eurosat, dtd]\n  seed: [1, 2]\n"
     )
-    summary = load_sweep_summary(path)
+    summary = load_sweep_context(path)
     assert (summary.name, summary.datasets, summary.protocol, summary.search_space) == (
         "toy",
         ("eurosat", "dtd"),
@@ -407,12 +411,12 @@ def test_sweep_summary(tmp_path: Path):
     )
     assert summary.planned.tag == TRIAL_KEY_TAG
     assert summary.planned.keys == set(planned_keys(path).values()) and len(summary.planned.keys) == 4
-    edited = load_sweep_summary(path, overrides={"optim.epochs": 5})  # `launch --set optim.epochs=5`
+    edited = load_sweep_context(path, overrides={"optim.epochs": 5})  # `launch --set optim.epochs=5`
     assert len(edited.planned.keys) == 4 and not edited.planned.keys & summary.planned.keys
 
     search = tmp_path / "search.yaml"
     search.write_text(SEARCH_SWEEP.replace("[dtd]", "[dtd, eurosat]"))
-    summary = load_sweep_summary(search)
+    summary = load_sweep_context(search)
     assert (summary.name, summary.datasets, summary.search_space) == (
         "search",
         ("dtd", "eurosat"),
@@ -426,19 +430,19 @@ def test_sweep_summary(tmp_path: Path):
     fixed.write_text(
         "name: one\nprotocol: few_shot\noverrides:\n  data.dataset: dtd\ngrid:\n  method: [coop]\n"
     )
-    assert (load_sweep_summary(fixed).name, load_sweep_summary(fixed).datasets) == ("one", ("dtd",))
-    assert load_sweep_summary(fixed).protocol == "few_shot"
+    assert (load_sweep_context(fixed).name, load_sweep_context(fixed).datasets) == ("one", ("dtd",))
+    assert load_sweep_context(fixed).protocol == "few_shot"
 
     (tmp_path / "bad.yaml").write_text("grid: [1, 2]\n")
     with pytest.raises(ResultsError, match="bad.yaml: grid: must be a mapping"):
-        load_sweep_summary(tmp_path / "bad.yaml")
+        load_sweep_context(tmp_path / "bad.yaml")
     (tmp_path / "typo.yaml").write_text("grid:\n  method: [prometar]\n  dataset: [dtd, nope]\n")
     with pytest.raises(ResultsError, match=r"typo.yaml: grid.dataset\[1\]: unknown dataset 'nope'"):
-        load_sweep_summary(tmp_path / "typo.yaml")
+        load_sweep_context(tmp_path / "typo.yaml")
     with pytest.raises(ResultsError, match="toy.yaml: overrides.optim.epochz: unknown key"):
-        load_sweep_summary(path, overrides={"optim.epochz": 5})
+        load_sweep_context(path, overrides={"optim.epochz": 5})
     with pytest.raises(ResultsError, match="absent.yaml: no such sweep file"):
-        load_sweep_summary(tmp_path / "absent.yaml")
+        load_sweep_context(tmp_path / "absent.yaml")
 
 
 # ------------------------------------------------------------------------------------ MLflow ledger
@@ -506,6 +510,24 @@ def make_store(tmp_path: Path) -> tuple[str, str]:
     return uri, parent
 
 
+def publish_experiment(
+    experiment: str,
+    uri: str,
+    folder: Path,
+    *,
+    datasets: tuple[str, ...] | list[str] = (),
+    parent_run_id: str | None = None,
+    context: ResultsContext | None = None,
+) -> dict[str, Path]:
+    """An experiment's tables written (and logged on ``parent_run_id``) as the launch's end writes them."""
+    if context is None:
+        context = ResultsContext(name=experiment, datasets=tuple(datasets))
+    context = replace(context, tracking_uri=uri, experiment=experiment).with_published()
+    runs = read_experiment(experiment, uri, planned=context.planned)
+    done = publish(context, runs, figures=False, tables_dir=folder, log_to=parent_run_id)
+    return {path.name: path for path in done.tables_files}
+
+
 def test_mlflow_round_trip(tmp_path: Path):
     uri, parent = make_store(tmp_path)
     ledger = read_experiment("toy", uri)
@@ -526,7 +548,7 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
     from mlflow import MlflowClient
 
     uri, parent = make_store(tmp_path)
-    written = write_experiment_tables(
+    written = publish_experiment(
         "toy", uri, tmp_path / "tables", datasets=["dtd", "eurosat"], parent_run_id=parent
     )
     assert sorted(written) == ["base2new.csv", "base2new.md", "base2new.tex"]
@@ -537,17 +559,10 @@ def test_render_tables_for_experiment_logs_artifacts(tmp_path: Path):
     # configuration of the dtd seed-1 cell stays out of them
     log_child(uri, "0123456789ab", "dtd", 1, 10.0, 10.0)
     with pytest.raises(ResultsError, match="several runs for method=prometar"):
-        write_experiment_tables("toy", uri, tmp_path / "all", datasets=["dtd", "eurosat"])
-    summary = load_sweep_summary(tmp_path / "toy.yaml")
-    written = write_experiment_tables(
-        "toy",
-        uri,
-        tmp_path / "planned",
-        datasets=summary.datasets,
-        expected_seeds=summary.seeds,
-        planned=summary.planned,
-    )
-    assert "86.25" in written["base2new.md"].read_text() and summary.seeds == 3
+        publish_experiment("toy", uri, tmp_path / "all", datasets=["dtd", "eurosat"])
+    summary = load_sweep_context(tmp_path / "toy.yaml")
+    written = publish_experiment("toy", uri, tmp_path / "planned", context=summary)
+    assert "86.25" in written["base2new.md"].read_text() and summary.expected_seeds == 3
 
 
 def test_cli_table_from_sweep_and_from_csv(tmp_path: Path):
@@ -608,7 +623,7 @@ def test_read_experiment_restricted_to_the_planned_runs(tmp_path: Path):
     add_other_configurations(tmp_path, uri)
     everything = read_experiment("toy", uri)
     assert everything.runs["run_id"].nunique() == 5 + 4 + 2 and everything.unplanned_runs == 0
-    planned = load_sweep_summary(tmp_path / "toy.yaml").planned
+    planned = load_sweep_context(tmp_path / "toy.yaml").planned
     ledger = read_experiment("toy", uri, planned=planned)
     assert ledger.runs["run_id"].nunique() == 5 and ledger.unplanned_runs == 6
     assert set(ledger.params.index) == set(ledger.runs["run_id"])
@@ -624,7 +639,7 @@ def test_read_experiment_restricted_to_the_planned_runs(tmp_path: Path):
     assert (
         len(source.ledger.runs) == 4 and source.ledger.unplanned_runs == 0 and source.unplanned_note() is None
     )
-    assert source.sweep.datasets == ("dtd", "eurosat")
+    assert source.context.datasets == ("dtd", "eurosat")
 
 
 def test_cli_table_from_sweep_shows_only_the_planned_runs(tmp_path: Path):
@@ -763,7 +778,7 @@ def ablation_wide(rows=ABLATION_ROWS) -> pd.DataFrame:
 
 def test_build_tables_gives_the_ablation_table_for_shared_cells():
     ledger = tidy_from_wide(ablation_wide(), source="hand")
-    (table,) = build_tables(ledger, datasets=["dtd", "eurosat"], published=load_published())
+    (table,) = build_tables(ledger, ResultsContext(datasets=("dtd", "eurosat"), published=load_published()))
     assert table.name == "ablation"
     summary = table.summary
     assert list(summary.columns[:2]) == ["meta.gate_mode", "method"]  # grouped by the arm's key only
@@ -783,7 +798,7 @@ def test_no_shared_cells_keeps_the_base2new_table():
     wide = ablation_wide()
     wide = wide[wide["meta.gate_mode"] == "learned"].assign(**{"optim.lr": [1e-3, 1e-3, 2e-3, 2e-3]})
     ledger = tidy_from_wide(wide, source="hand")
-    (table,) = build_tables(ledger, datasets=["dtd", "eurosat"])
+    (table,) = build_tables(ledger, ResultsContext(datasets=("dtd", "eurosat")))
     assert table.name == "base2new"
     assert cell(table.summary, "prometar", "average")["base"] == pytest.approx(86.5)
 
@@ -795,7 +810,7 @@ def test_shared_cell_without_a_differing_result_param_is_an_error():
         match="several runs for method=prometar, shots=16, dataset=dtd, seed=1 "
         r"\(runs hand:2, hand:6\) and no result-changing config param",
     ):
-        build_tables(tidy_from_wide(wide, source="hand"), datasets=["dtd", "eurosat"])
+        build_tables(tidy_from_wide(wide, source="hand"), ResultsContext(datasets=("dtd", "eurosat")))
     with pytest.raises(ResultsError, match="no result-changing config param"):
         build_tables(tidy_from_wide(wide.drop(columns=["optim.lr", "data.num_workers"]), source="hand"))
 
@@ -842,7 +857,7 @@ def test_render_tables_for_experiment_ablation_from_mlflow(tmp_path: Path):
             ],
         )
         client.set_terminated(run)
-    written = write_experiment_tables("ablation", uri, tmp_path / "tables", datasets=["dtd", "eurosat"])
+    written = publish_experiment("ablation", uri, tmp_path / "tables", datasets=["dtd", "eurosat"])
     assert sorted(written) == ["ablation.csv", "ablation.md", "ablation.tex"]
     back = pd.read_csv(written["ablation.csv"])
     assert list(back["meta.gate_mode"]) == ["constant", "learned"]
