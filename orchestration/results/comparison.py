@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from orchestration.errors import ResultsError
+from orchestration.results.base2new import BASE_METRIC, NEW_METRIC, PROTOCOL
 from orchestration.results.display import Cell, DisplayTable
 from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets, order_methods
 from orchestration.results.statistics import per_run_table
@@ -26,12 +27,9 @@ from orchestration.results.uncertainty import (
     PairedComparison,
     paired_comparison,
 )
-from prometar import protocols
 from prometar.protocols import harmonic_mean
 
 KIND = "compare"
-PROTOCOL = protocols.for_table("base2new")
-BASE_METRIC, NEW_METRIC = PROTOCOL.set_metrics
 METRICS: tuple[str, ...] = ("base", "new", "hm")
 
 COMPARISON_COLUMNS: tuple[str, ...] = (
