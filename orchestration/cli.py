@@ -523,13 +523,14 @@ def ui(output, tracking_uri, host, port) -> None:
     from pathlib import Path
 
     from orchestration.layout import default_tracking_uri
-    from orchestration.ui import ui_target
+    from orchestration.ui import check_port_free, ui_target
 
     uri = tracking_uri or default_tracking_uri(Path(output))
     target = ui_target(uri, host=host, port=port)
     if target.command is None:
         click.echo(f"MLflow UI of {uri}: {target.url} (the tracking server serves it)")
         return
+    check_port_free(host, port)
     click.echo(f"MLflow UI of {uri}: {target.url} (Ctrl-C stops it)", err=True)
     process = subprocess.Popen(target.command)
     try:

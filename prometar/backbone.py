@@ -147,7 +147,13 @@ def _resolve_weights(
 ) -> tuple[Path, dict[str, Any]]:
     """Turn ``pretrained`` into a local checkpoint file and open_clip's metadata for the tag."""
     path = Path(pretrained).expanduser()
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as error:  # a folder on the way that may not be searched, a stale mount
+        raise BackboneError(
+            f"checkpoint for backbone {name!r}: {pretrained} cannot be read ({error.strerror or error})"
+        ) from None
+    if is_file:
         return path, {}
     if _looks_like_path(pretrained):
         raise BackboneError(f"checkpoint for backbone {name!r} not found: {pretrained}")

@@ -529,7 +529,9 @@ def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
         try:
             text = read_text_file(path)
         except YamlFileError as exc:
-            raise ConfigError("", f"cannot read preset file: {exc.reason}", source=key) from None
+            raise ConfigError(
+                "", f"cannot read preset file {path.absolute()}: {exc.reason}", source=key
+            ) from None
         data = load_yaml(text, source=key)
         if data is None:
             return {}

@@ -250,8 +250,9 @@ def _publish(launch: Launch) -> None:
             log_latest=True,
             strict=False,
         )
-    except Exception as err:  # a results problem must not hide the sweep's outcome
-        print(f"[{plan.name}] no results: {err}", file=launch.out)
+    except Exception as err:  # a results problem must not hide the sweep's outcome (nor pass for success)
+        launch.report.results_error = str(err) or type(err).__name__
+        print(f"[{plan.name}] no results: {launch.report.results_error}", file=launch.out)
         return
     for note in done.notes:
         print(f"[{plan.name}] {note[0].lower()}{note[1:]}", file=launch.out)

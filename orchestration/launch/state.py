@@ -39,8 +39,9 @@ class LaunchOptions:
 @dataclass
 class LaunchReport:
     """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
-    failed or was killed, 130 when the launch was interrupted (Ctrl-C, SIGTERM) before its trials
-    ended (``interrupted`` counts those never ended or never started).
+    failed or was killed or its tables and report could not be written (``results_error``), 130
+    when the launch was interrupted (Ctrl-C, SIGTERM) before its trials ended (``interrupted``
+    counts those never ended or never started).
 
     ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
     """
@@ -56,12 +57,13 @@ class LaunchReport:
     parent_run_id: str | None = None
     best: list[dict[str, Any]] = field(default_factory=list)
     plan: SweepPlan | None = field(default=None, repr=False, compare=False)
+    results_error: str = ""
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return INTERRUPTED_EXIT
-        return 1 if self.failed or self.killed else 0
+        return 1 if self.failed or self.killed or self.results_error else 0
 
 
 @dataclass

@@ -89,7 +89,7 @@ def sweep_status(
     plan = load_plan(path, overrides=overrides or None)
     output = Path(output)
     if not TrialLedger.exists(output, tracking_uri):
-        return SweepStatus(plan.name, plan.total, 0, 0, 0, plan.total)
+        return SweepStatus(sweep=plan.name, total=plan.total, done=0, failed=0, running=0, todo=plan.total)
     ledger = TrialLedger.for_output(plan.name, output, tracking_uri)
     ledger.check_reachable()
     runs = ledger.runs()
@@ -103,7 +103,7 @@ def sweep_status(
 def plan_status(plan: SweepPlan, output: Path, tracking_uri: str | None) -> SweepStatus:
     """Counts of a planned sweep from the ledger; an absent default store is not created."""
     if not TrialLedger.exists(output, tracking_uri):
-        return SweepStatus(plan.name, plan.total, 0, 0, 0, plan.total)
+        return SweepStatus(sweep=plan.name, total=plan.total, done=0, failed=0, running=0, todo=plan.total)
     ledger = TrialLedger.for_output(plan.name, output, tracking_uri)
     ledger.check_reachable()
     return ledger_status(plan, ledger)
@@ -132,12 +132,12 @@ def ledger_status(plan: SweepPlan, ledger: TrialLedger, runs: list[Any] | None =
     failed = sum(r.info.status == FAILED for r in runs)
     running = sum(r.info.status == RUNNING for r in runs)
     return SweepStatus(
-        plan.name,
-        plan.total,
-        done,
-        failed,
-        running,
-        max(0, plan.total - done - running),
+        sweep=plan.name,
+        total=plan.total,
+        done=done,
+        failed=failed,
+        running=running,
+        todo=max(0, plan.total - done - running),
         other_revisions=other_revisions,
     )
 

@@ -13,14 +13,15 @@ same cells (an edited sweep, a launch with ``--set``, another checkpoint).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from orchestration.errors import ResultsError
+from orchestration.errors import ResultsError, TrackingError
 from orchestration.ledger.store import deleted_experiment_message, search_runs
 from orchestration.ledger.vocabulary import (
     FINISHED,
@@ -204,17 +205,20 @@ def experiment_records(experiment: str, tracking_uri: str) -> list[Any]:
     Raises:
         ResultsError: The experiment does not exist or was deleted (reading never restores it), or
             the URI names no store.
+        TrackingError: The store cannot be read (a garbage or truncated SQLite file); names the URI.
     """
     from mlflow import MlflowClient
 
     _require_sqlite_file(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
+    with _unreadable_store(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
     if found.lifecycle_stage == "deleted":  # reported, never restored: reading does not write
         raise ResultsError(deleted_experiment_message(experiment, found.experiment_id, tracking_uri))
-    return search_runs(client, found.experiment_id, page_size=50_000)
+    with _unreadable_store(tracking_uri):
+        return search_runs(client, found.experiment_id, page_size=50_000)
 
 
 def read_experiment(
@@ -241,6 +245,7 @@ def read_experiment(
 
     Raises:
         ResultsError: The experiment does not exist, or a run lacks an identity tag.
+        TrackingError: The store cannot be read (a garbage or truncated SQLite file); names the URI.
     """
     records = experiment_records(experiment, tracking_uri)
     return tabulate_runs(records, experiment, statuses=statuses, planned=planned)
@@ -307,6 +312,22 @@ def tabulate_runs(
         trial_keys=keys,
         records=tuple(records),
     )
+
+
+@contextmanager
+def _unreadable_store(tracking_uri: str) -> Iterator[None]:
+    """A store that cannot be read (a truncated or garbage SQLite file, a database or server that
+    refuses the query) raises :class:`~orchestration.errors.TrackingError` naming the URI."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"tracking URI {tracking_uri} cannot be read: {first[:300]}") from None
 
 
 def _require_sqlite_file(tracking_uri: str) -> None:

@@ -47,27 +47,7 @@ class Cell:
 
 
 INTERVAL_NOTE = "a ± s [l, h]: seed mean ± sample std [95% interval]"
-"""The note under a Markdown or HTML table whose cells carry intervals."""
-
-
-def format_value(cell: Cell) -> str:
-    """The number with two decimals (signed for differences; never ``-0.00``)."""
-    value = cell.value if cell.value is not None and abs(cell.value) >= 0.005 else 0.0
-    return f"{value:+.2f}" if cell.signed and value != 0 else f"{value:.2f}"
-
-
-def cell_text(cell: Cell) -> str:
-    """A numeric cell as plain text: value, ``± std``, ``[low, high]``, ``(n=k)``, ``~`` (Markdown, HTML)."""
-    text = format_value(cell)
-    if cell.std is not None:
-        text += f" ± {cell.std:.2f}"
-    if cell.has_interval:
-        text += f" [{cell.low:.2f}, {cell.high:.2f}]"
-    if cell.n is not None:
-        text += f" (n={cell.n})"
-    if cell.approx:
-        text = "~" + text
-    return text
+"""The note under a Markdown or HTML table whose cells carry intervals (``render.table_notes``)."""
 
 
 def has_intervals(table: DisplayTable) -> bool:

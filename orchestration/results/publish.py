@@ -19,10 +19,11 @@ from orchestration.ledger.store import TrialLedger
 from orchestration.ledger.vocabulary import REPORT_ARTIFACT_PATH, TABLES_ARTIFACT_PATH
 from orchestration.results.context import ResultsContext
 from orchestration.results.display import DisplayTable
-from orchestration.results.figures import NamedFigure
+from orchestration.results.figure_style import NamedFigure
 from orchestration.results.plots import collect_figures, save_figures
 from orchestration.results.render import RenderedTable
-from orchestration.results.report import FIGURES_DIR, Report, build_report, latest_launch, write_report
+from orchestration.results.report import FIGURES_DIR, Report, build_report, latest_launch
+from orchestration.results.report_page import write_report
 from orchestration.results.source import Source
 from orchestration.results.tables import build_tables, write_tables
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
 
 from orchestration.errors import ResultsError
-from orchestration.results.display import (
-    INTERVAL_NOTE,
-    Cell,
-    DisplayTable,
-    cell_text,
-    format_value,
-    has_intervals,
-)
+from orchestration.results.display import INTERVAL_NOTE, Cell, DisplayTable, has_intervals
 from orchestration.results.safe_text import csv_frame, markdown_text
 
 Format = Literal["markdown", "latex", "csv"]
@@ -25,21 +19,10 @@ EXTENSIONS: dict[str, str] = {"markdown": "md", "latex": "tex", "csv": "csv"}
 """File extension of each format."""
 
 
-LATEX_INTERVAL_CAPTION = (
-    "mean $\\pm$ half-width of the 95\\% interval (Student t over seeds; HM and Average rows: half the "
-    "width of a paired bootstrap interval); exact bounds and the std in the CSV"
-)
-
-
-def _cell_markdown(cell: Cell) -> str:
-    if cell.value is None:
-        return markdown_text(cell.text) if cell.text is not None else "–"
-    text = cell_text(cell)
-    if cell.bold:
-        text = f"**{text}**"
-    if cell.flag:
-        text += " †"
-    return text
+def _format_value(cell: Cell) -> str:
+    """The number with two decimals (signed for differences; never ``-0.00``)."""
+    value = cell.value if cell.value is not None and abs(cell.value) >= 0.005 else 0.0
+    return f"{value:+.2f}" if cell.signed and value != 0 else f"{value:.2f}"
 
 
 def to_markdown(table: DisplayTable) -> str:
@@ -53,11 +36,23 @@ def to_markdown(table: DisplayTable) -> str:
         + "|",
     ]
     for row in table.rows:
-        lines.append("| " + " | ".join(_cell_markdown(c).replace("|", "\\|") for c in row) + " |")
-    notes = [*table.notes, INTERVAL_NOTE] if has_intervals(table) else table.notes
+        lines.append("| " + " | ".join(cell_text(c, MARKDOWN).replace("|", "\\|") for c in row) + " |")
+    notes = table_notes(table)
     if notes:
         lines += [""] + [f"{markdown_text(note)}  " for note in notes]
     return "\n".join(lines) + "\n"
+
+
+LATEX_INTERVAL_CAPTION = (
+    r"mean $\pm$ half-width of the 95\% interval (Student t over seeds; HM and Average rows: half the "
+    r"width of a paired bootstrap interval); exact bounds and the std in the CSV"
+)
+"""What a LaTeX caption adds when the table's cells carry intervals (already LaTeX)."""
+
+
+def table_notes(table: DisplayTable) -> list[str]:
+    """The notes under a Markdown or HTML table: its own, and what ``[l, h]`` means when it has intervals."""
+    return [*table.notes, INTERVAL_NOTE] if has_intervals(table) else list(table.notes)
 
 
 _LATEX_ESCAPES = {
@@ -85,22 +80,72 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def _cell_latex(cell: Cell) -> str:
+@dataclass(frozen=True)
+class CellMarkup:
+    """How one output format writes a cell's parts (:func:`cell_text`).
+
+    Attributes:
+        escape: Escapes a cell's plain text.
+        empty: An empty cell.
+        plus_minus: Between a value and its std.
+        approx: Before an approximate value.
+        bold: Wraps the best value.
+        flag: After a difference beyond tolerance.
+        half_width: Write a cell's 95% interval as ``± half-width`` in place of the std (LaTeX),
+            instead of ``[low, high]`` after it (Markdown, HTML).
+    """
+
+    escape: Callable[[str], str]
+    empty: str
+    plus_minus: str
+    approx: str
+    bold: Callable[[str], str]
+    flag: str
+    half_width: bool = False
+
+
+MARKDOWN = CellMarkup(
+    escape=markdown_text, empty="–", plus_minus=" ± ", approx="~", bold=lambda text: f"**{text}**", flag=" †"
+)
+LATEX = CellMarkup(
+    escape=latex_escape,
+    empty="--",
+    plus_minus=r" $\pm$ ",
+    approx=r"$\approx$",
+    bold=lambda text: rf"\textbf{{{text}}}",
+    flag=r"$^\dagger$",
+    half_width=True,
+)
+HTML = CellMarkup(
+    escape=html.escape,
+    empty="–",
+    plus_minus=" ± ",
+    approx="~",
+    bold=lambda text: f"<strong>{text}</strong>",
+    flag=" †",
+)
+
+
+def cell_text(cell: Cell, markup: CellMarkup) -> str:
+    """A cell as text of one format — the one place a cell's value, spread, seed count and marks are
+    written, for Markdown (:data:`MARKDOWN`), LaTeX (:data:`LATEX`) and HTML (:data:`HTML`)."""
     if cell.value is None:
-        return latex_escape(cell.text) if cell.text is not None else "--"
-    text = format_value(cell)
-    if cell.has_interval:
+        return markup.escape(cell.text) if cell.text is not None else markup.empty
+    text = _format_value(cell)
+    if cell.has_interval and markup.half_width:
         text += rf"\,$\pm$\,{(cell.high - cell.low) / 2:.2f}"  # type: ignore[operator]
     elif cell.std is not None:
-        text += rf" $\pm$ {cell.std:.2f}"
+        text += f"{markup.plus_minus}{cell.std:.2f}"
+    if cell.has_interval and not markup.half_width:
+        text += f" [{cell.low:.2f}, {cell.high:.2f}]"
     if cell.n is not None:
         text += f" (n={cell.n})"
     if cell.approx:
-        text = r"$\approx$" + text
+        text = markup.approx + text
     if cell.bold:
-        text = rf"\textbf{{{text}}}"
+        text = markup.bold(text)
     if cell.flag:
-        text += r"$^\dagger$"
+        text += markup.flag
     return text
 
 
@@ -123,7 +168,7 @@ def to_latex(table: DisplayTable) -> str:
             lines.append(r"\midrule")
         if i in table.subrules:
             lines.append(rf"\cmidrule(l){{2-{len(table.header)}}}")
-        lines.append(" & ".join(_cell_latex(c) for c in row) + r" \\")
+        lines.append(" & ".join(cell_text(c, LATEX) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
         lines.append(r"\\[2pt]{\footnotesize " + r"; ".join(latex_escape(n) for n in table.notes) + "}")

@@ -1,12 +1,12 @@
-"""The tables an experiment's runs support: the table-kind registry, by the runs' protocols.
+"""The tables an experiment's runs support, by the runs' protocols.
 
 Each table is computed in two steps by its own module: a ``*_summary`` function turns the tidy
 runs table into a numeric summary frame (seed means, sample standard deviations, seed counts,
 harmonic means, the Average row) — what the CSV format writes —, and a ``layout_*`` function
 turns the summary into a :class:`~orchestration.results.display.DisplayTable` that
 ``orchestration.results.render`` writes as Markdown or LaTeX. Which table a protocol's runs go
-into is the protocol registry's word (``Protocol.table``); :data:`TABLE_KINDS` maps each kind to
-its builder. Base-to-new runs give the ablation table instead when several configurations share
+into is the protocol registry's word (``Protocol.table``); ``results.kinds.RESULT_KINDS`` maps each
+kind to its builders. Base-to-new runs give the ablation table instead when several configurations share
 a (method, dataset, shots, seed) cell.
 
 Everything here is a pure function of the runs (``orchestration.ledger.runs``) and the sweep's
@@ -16,82 +16,18 @@ facts; writing files is :func:`write_tables`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestration.errors import ResultsError
-from orchestration.ledger.runs import RunsTable, attach_params
-from orchestration.results import ablation, base2new, comparison, few_shot, search, transfer
+from orchestration.ledger.runs import RunsTable
+from orchestration.results import comparison, search
 from orchestration.results.context import ResultsContext
-from orchestration.results.published import add_published
+from orchestration.results.kinds import RESULT_KINDS
 from orchestration.results.render import EXTENSIONS, FORMATS, Format, RenderedTable, render_tables
 from orchestration.results.source import Source
 from prometar import protocols
 from prometar.protocols import Protocol
-
-TableBuilder = Callable[[RunsTable, Protocol, ResultsContext], list[RenderedTable]]
-
-
-def _base2new(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
-    runs = ledger.runs
-    if not runs["metric"].isin(protocol.set_metrics).any():
-        return []
-    by = ablation.ablation_params(runs, ledger.params)
-    if by:
-        summary = ablation.ablation_summary(attach_params(runs, ledger.params, by), by, datasets=ctx.grid)
-        return [RenderedTable(ablation.KIND, summary, ablation.layout_ablation(summary, by))]
-    summary = base2new.base2new_summary(runs, datasets=ctx.grid)
-    latex = None
-    if ctx.published is not None:
-        summary = add_published(summary, ctx.published, datasets=ctx.grid)
-        latex = base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds, published_rows=True)
-        if latex.subrules:
-            latex.title += "; published numbers in the lower rows of each block"
-    return [
-        RenderedTable(
-            protocol.table,
-            summary,
-            base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds),
-            latex,
-        )
-    ]
-
-
-def _transfer(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
-    summary = transfer.transfer_summary(
-        ledger.runs, protocol=protocol.name, targets=ctx.targets or protocol.default_targets
-    )
-    layout = transfer.layout_transfer(
-        summary, title=transfer.TITLES[protocol.table], expected_seeds=ctx.expected_seeds
-    )
-    return [RenderedTable(protocol.table, summary, layout)]
-
-
-def _few_shot(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
-    summary = few_shot.few_shot_summary(ledger.runs, datasets=ctx.grid)
-    return [
-        RenderedTable(
-            protocol.table, summary, few_shot.layout_few_shot(summary, expected_seeds=ctx.expected_seeds)
-        )
-    ]
-
-
-def _search(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
-    space = list(ctx.search_space) or search.varying_params(ledger.params)
-    with_params = attach_params(ledger.runs, ledger.params, space)
-    summary = search.search_summary(with_params, space, objective=ctx.objective)
-    return [
-        RenderedTable(protocol.table, summary, search.layout_search(summary, space, objective=ctx.objective))
-    ]
-
-
-TABLE_KINDS: dict[str, TableBuilder] = {
-    base2new.KIND: _base2new,
-    **dict.fromkeys(transfer.KINDS, _transfer),
-    few_shot.KIND: _few_shot,
-    search.KIND: _search,
-}
-"""Table kind (``Protocol.table``) → its builder."""
 
 
 def build_tables(ledger: RunsTable, context: ResultsContext | None = None) -> list[RenderedTable]:
@@ -118,7 +54,7 @@ def build_tables(ledger: RunsTable, context: ResultsContext | None = None) -> li
     recorded = set(runs["protocol"])
     tables: list[RenderedTable] = []
     for entry in chosen_protocols(recorded, ctx):
-        tables.extend(TABLE_KINDS[entry.table](ledger, entry, ctx))
+        tables.extend(RESULT_KINDS[entry.table].tables(ledger, entry, ctx))
     if not tables:
         raise ResultsError(f"no table applies to these runs (protocols: {', '.join(sorted(recorded))})")
     pairs = comparison.default_comparisons(runs) if ctx.comparisons is None else ctx.comparisons

@@ -18,7 +18,8 @@ from orchestration.results.figures import ALIGNMENT_METRICS, GATE_METRICS
 from orchestration.results.plots import collect_figures
 from orchestration.results.publish import publish
 from orchestration.results.published import load_published
-from orchestration.results.report import Report, render_html, table_html
+from orchestration.results.report import Report
+from orchestration.results.report_page import render_html, table_html
 from orchestration.results.source import Source, load_source
 from orchestration.results.tables import build_tables
 from orchestration.sweeps.planning import load_plan

@@ -16,7 +16,8 @@ from orchestration.results.display import Cell, DisplayTable
 from orchestration.results.export import per_run_csv
 from orchestration.results.figures import figure_base_vs_new, save_figure
 from orchestration.results.render import to_csv, to_markdown
-from orchestration.results.report import Counts, Failure, LaunchRecord, Provenance, Report, render_markdown
+from orchestration.results.report import Counts, Failure, LaunchRecord, Provenance, Report
+from orchestration.results.report_page import render_markdown
 from orchestration.results.safe_text import csv_cell, csv_frame, markdown_code, markdown_text
 
 HOSTILE = [
