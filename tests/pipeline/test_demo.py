@@ -28,9 +28,9 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
     plan = load_plan(path)
     assert plan.notes == ()  # the demo's own sweep file draws no warning of the product's
     trials = list(plan.trials)
-    assert len(trials) == 3 * 3 * 5  # five seeds: enough for the paired comparisons to say something
+    assert len(trials) == 3 * 3 * 2
     assert {t.method for t in trials} == {"zeroshot", "ivlp", "prometar"}
-    assert {t.seed for t in trials} == {1, 2, 3, 4, 5} and {t.shots for t in trials} == {16}
+    assert {t.seed for t in trials} == {1, 2} and {t.shots for t in trials} == {16}
     for trial in trials:
         assert trial.protocol == "base2new"
         assert trial.config["backbone"]["name"] == "toy-clip"
@@ -42,7 +42,7 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
         )
         assert toy_datasets.TOY_DATASETS[trial.dataset].style.systematic
     result = CliRunner().invoke(main, ["validate", str(path)])
-    assert result.exit_code == 0 and "trials: 45" in result.output and result.stderr == ""
+    assert result.exit_code == 0 and "trials: 18" in result.output and result.stderr == ""
 
 
 def test_baseline_table_shows_chance_and_single_attribute_oracles() -> None:
@@ -134,8 +134,8 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
 
     # The shipped demo sweep, reduced to one short IVLP trial on the one toy dataset built.
     sweep = yaml.safe_load((REPO / "sweeps" / "demo.yaml").read_text())
-    ivlp = next(v for v in sweep["grid"]["variant"] if v["method"] == "ivlp")  # its deep_depth kept
-    sweep["grid"] = {"variant": [ivlp], "dataset": ["eurosat"], "seed": [1], "shots": [2]}
+    sweep["grid"] = {"method": ["ivlp"], "dataset": ["eurosat"], "seed": [1], "shots": [2]}
+    sweep["overrides"]["prompts.deep_depth"] = 3  # the demo's variants set it for its prompted methods
     sweep["overrides"]["optim.epochs"] = 2
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(sweep))
