@@ -14,13 +14,14 @@ from orchestration import layout
 from orchestration.cli_options import (
     LAUNCHED_SET_HELP,
     RAY_ADDRESS_ENV,
-    STORAGE_ENV,
     data_root_option,
     experiment_option,
     out_file_option,
     out_folder_option,
     output_option,
     published_options,
+    ray_address_option,
+    ray_storage_option,
     runs_csv_option,
     set_option,
     storage_option,
@@ -398,14 +399,15 @@ def plot(
 @output_option()
 @tracking_uri_option()
 @click.option(
-    "--no-log", is_flag=True, help="Do not log the report as an artifact of the sweep's latest launch."
+    "--log/--no-log",
+    default=False,
+    help="Also log the report as artifacts of the sweep's latest launch run, replacing the report "
+    "that launch logged (default: only the files under --out).",
 )
 @out_folder_option("Folder for report.html, report.md and figures/.")
-def report(
-    sweep, experiment, sets, published, no_published, variant, output, tracking_uri, no_log, out
-) -> None:
+def report(sweep, experiment, sets, published, no_published, variant, output, tracking_uri, log, out) -> None:
     """Write a sweep's report: one self-contained HTML page (tables, figures, trial counts and failures,
-    provenance) and its Markdown twin; logged on the sweep's latest launch run."""
+    provenance) and its Markdown twin (--log: also on the sweep's latest launch run)."""
     from dataclasses import replace
 
     from orchestration.ledger.vocabulary import REPORT_ARTIFACT_PATH
@@ -425,7 +427,7 @@ def report(
     )
     # the report compares ProMetaR with every other method it ran, paired by seed
     source = replace(source, context=replace(source.context, comparisons=None))
-    done = publish(source.context, source.ledger, report_dir=out, log_latest=not no_log, strict=False)
+    done = publish(source.context, source.ledger, report_dir=out, log_latest=log, strict=False)
     for path in done.report_files[:2]:
         click.echo(str(path))
     if done.logged_to:
@@ -436,21 +438,11 @@ def report(
 @sweep_argument()
 @data_root_option()
 @output_option("Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.")
-@click.option(
-    "--storage",
-    metavar="URI",
-    envvar=STORAGE_ENV,
-    show_envvar=True,
-    help="Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
-    "credentials from the AWS_* variables); default: <output>/ray.",
+@ray_storage_option(
+    "Ray storage (checkpoints): a folder, or s3://BUCKET/PREFIX (endpoint, region and "
+    "credentials from the AWS_* variables); default: <output>/ray."
 )
-@click.option(
-    "--address",
-    metavar="ADDR",
-    envvar=RAY_ADDRESS_ENV,
-    show_envvar=True,
-    help="Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.",
-)
+@ray_address_option("Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.")
 @tracking_uri_option(
     "MLflow tracking URI (a server: http://HOST:PORT); default: sqlite:///<output>/mlflow.db."
 )
@@ -463,8 +455,25 @@ def report(
     type=click.Path(dir_okay=False, path_type=str),
     help="Search sweeps: write the best configuration as a sweep file for the real protocol.",
 )
+@click.option(
+    "--no-gpu-check",
+    is_flag=True,
+    help="Skip the check that torch can use the GPUs the sweep asks for (a trial on an unusable GPU "
+    "still fails at once).",
+)
 def launch(
-    sweep, data_root, output, storage, address, tracking_uri, sets, dry_run, force, max_concurrent, write_best
+    sweep,
+    data_root,
+    output,
+    storage,
+    address,
+    tracking_uri,
+    sets,
+    dry_run,
+    force,
+    max_concurrent,
+    write_best,
+    no_gpu_check,
 ) -> None:
     """Run a sweep on Ray Tune, recording every trial in MLflow; finished trials are skipped."""
     from pathlib import Path
@@ -483,6 +492,7 @@ def launch(
         force=force,
         max_concurrent=max_concurrent,
         write_best=Path(write_best) if write_best else None,
+        gpu_check=not no_gpu_check,
     )
     report = launch(sweep, options)
     raise SystemExit(report.exit_code)
@@ -538,6 +548,41 @@ def ui(output, tracking_uri, host, port) -> None:
     except KeyboardInterrupt:
         process.terminate()
         raise SystemExit(process.wait()) from None
+
+
+@main.command("doctor")
+@sweep_argument(required=False)
+@data_root_option()
+@output_option()
+@ray_storage_option("Ray storage: a folder or s3://BUCKET/PREFIX; default: <output>/ray.")
+@ray_address_option("A running Ray cluster (HOST:PORT or auto): asked for its GPUs.")
+@tracking_uri_option()
+@set_option()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: ok, and each check.")
+def doctor(sweep, data_root, output, storage, address, tracking_uri, sets, as_json) -> None:
+    """Check that this node can run a sweep: torch, CUDA, driver, GPUs, tracking, storage, data.
+
+    One line per check; exit 1 when one fails. The GPU checks fail only when SWEEP asks for GPUs.
+    """
+    import json
+    from pathlib import Path
+
+    from orchestration.launch.doctor import DoctorOptions, failing, run_checks
+    from orchestration.launch.doctor import as_json as checks_json
+    from orchestration.sweeps.planning import load_plan
+    from prometar.config import parse_override
+
+    plan = load_plan(sweep, overrides=dict(parse_override(text) for text in sets)) if sweep else None
+    options = DoctorOptions(
+        data_root=Path(data_root),
+        output=Path(output),
+        tracking_uri=tracking_uri,
+        storage=storage,
+        address=address,
+    )
+    checks = run_checks(options, plan)
+    click.echo(json.dumps(checks_json(checks), indent=2) if as_json else "\n".join(c.line() for c in checks))
+    raise SystemExit(1 if failing(checks) else 0)
 
 
 @main.command("validate")
@@ -648,6 +693,17 @@ def submit(
 @click.option("--partition", metavar="P", help="SLURM partition.")
 @click.option("--time", "time_limit", metavar="T", help="SLURM time limit (HH:MM:SS or D-HH:MM:SS).")
 @click.option("--account", metavar="A", help="SLURM account.")
+@click.option("--mem", metavar="M", help="Memory per node (64G; 0: all of it).")
+@click.option("--qos", metavar="Q", help="SLURM quality of service.")
+@click.option("--constraint", metavar="FEATURES", help="Node features, e.g. a100 or 'a100&ib'.")
+@click.option("--exclusive/--no-exclusive", default=True, show_default=True, help="Ask for whole nodes.")
+@click.option(
+    "--sbatch-line",
+    "sbatch_lines",
+    multiple=True,
+    metavar="'#SBATCH --OPT=V'",
+    help="One more directive line, e.g. '#SBATCH --mail-type=END' (repeatable).",
+)
 @tracking_uri_option("MLflow server, or SQLite on the shared filesystem.")
 @click.option("--data-root", metavar="DIR", help="Dataset root on the shared filesystem.")
 @click.option("--output", metavar="DIR", help="Output folder on the shared filesystem.")
@@ -665,6 +721,11 @@ def slurm(
     partition,
     time_limit,
     account,
+    mem,
+    qos,
+    constraint,
+    exclusive,
+    sbatch_lines,
     tracking_uri,
     data_root,
     output,
@@ -694,6 +755,11 @@ def slurm(
         script_name=Path(out).name if out else "prometar.sbatch",
         storage=storage,
         warn=_warn,
+        mem=mem,
+        qos=qos,
+        constraint=constraint,
+        exclusive=exclusive,
+        sbatch_lines=sbatch_lines,
     )
     _emit(text, out, executable=True)
 
@@ -712,7 +778,26 @@ def slurm(
     type=click.IntRange(min=1),
     help="CPUs per worker pod; default: enough for the sweep's resources to put trials on every GPU.",
 )
-@click.option("--worker-memory", default="32Gi", show_default=True, help="Memory per worker pod.")
+@click.option(
+    "--worker-memory",
+    metavar="QUANTITY",
+    help="Memory per worker pod; default: the trials a pod runs at once x --memory-per-trial, plus 4Gi.",
+)
+@click.option("--memory-per-trial", default="8Gi", show_default=True, help="Host memory one trial needs.")
+@click.option(
+    "--node-selector",
+    "node_selectors",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Label a worker pod's node must carry (repeatable).",
+)
+@click.option(
+    "--toleration",
+    "tolerations",
+    multiple=True,
+    metavar="KEY[=VALUE]:EFFECT",
+    help="Taint the worker pods tolerate, e.g. nvidia.com/gpu:NoSchedule (repeatable).",
+)
 @click.option(
     "--data-claim", default="prometar-data", show_default=True, help="PVC holding the datasets (/data)."
 )
@@ -742,6 +827,9 @@ def k8s(
     gpus_per_worker,
     worker_cpus,
     worker_memory,
+    memory_per_trial,
+    node_selectors,
+    tolerations,
     data_claim,
     output_claim,
     tracking_uri,
@@ -763,6 +851,9 @@ def k8s(
         gpus_per_worker=gpus_per_worker,
         worker_cpus=worker_cpus,
         worker_memory=worker_memory,
+        memory_per_trial=memory_per_trial,
+        node_selectors=node_selectors,
+        tolerations=tolerations,
         data_claim=data_claim,
         output_claim=output_claim,
         tracking_uri=tracking_uri,
@@ -795,12 +886,8 @@ def demo(output) -> None:
 @click.argument("campaign", required=False, type=click.Path(dir_okay=False, path_type=str))
 @data_root_option()
 @output_option("One output folder for every sweep of the campaign (ledger, trials, tables, reports).")
-@click.option(
-    "--storage", metavar="URI", envvar=STORAGE_ENV, show_envvar=True, help="Ray storage (as launch)."
-)
-@click.option(
-    "--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True, help="Join a Ray cluster."
-)
+@ray_storage_option("Ray storage (as launch).")
+@ray_address_option("Join a Ray cluster.")
 @tracking_uri_option()
 @set_option()
 @click.option(
@@ -925,6 +1012,7 @@ def toy_build(output, seed, steps, threads, precision, time_limit, force) -> Non
     Exit 1 when the build fails its quality floor (zero-shot accuracy on the held-out colour x shape
     combinations) or its time limit; nothing is cached then.
     """
+    from orchestration.logs import records_to
     from prometar.toy.build import ToyBuildError, build_toy, format_report
 
     options = {"seed": seed, "threads": threads, "precision": precision, "force": force}
@@ -934,7 +1022,8 @@ def toy_build(output, seed, steps, threads, precision, time_limit, force) -> Non
         options["time_limit_s"] = time_limit
     click.echo(f"toy build in {output} (seed {seed}) ...", err=True)
     try:
-        build = build_toy(output, **options)
+        with records_to(click.get_text_stream("stderr"), "prometar.toy"):  # progress: step, loss, ETA
+            build = build_toy(output, **options)
     except ToyBuildError as err:
         click.echo(f"error: {err}", err=True)
         raise SystemExit(1) from None

@@ -133,3 +133,13 @@ def storage_option(help: str) -> Callable[[F], F]:
 def token_option(help: str = "Ray auth token; default: $RAY_AUTH_TOKEN.") -> Callable[[F], F]:
     """``--token TOKEN`` (Ray's auth token)."""
     return click.option("--token", metavar="TOKEN", help=help)
+
+
+def ray_storage_option(help: str) -> Callable[[F], F]:
+    """``--storage URI`` (``$PROMETAR_STORAGE``): the Ray storage a local launch uses."""
+    return click.option("--storage", metavar="URI", envvar=STORAGE_ENV, show_envvar=True, help=help)
+
+
+def ray_address_option(help: str) -> Callable[[F], F]:
+    """``--address ADDR`` (``$RAY_ADDRESS``): a running Ray cluster to join."""
+    return click.option("--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True, help=help)

@@ -31,6 +31,7 @@ from orchestration import layout
 from orchestration.launch.runner import LaunchOptions, LaunchReport, launch
 from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
 from orchestration.ledger.runs import read_experiment
+from orchestration.logs import records_to
 from orchestration.results.context import ResultsContext
 from orchestration.results.display import Cell, DisplayTable
 from orchestration.results.labels import AVERAGE, dataset_label, order_datasets
@@ -110,7 +111,8 @@ def run_demo(
     path = Path(sweep) if sweep is not None else demo_sweep_path()
 
     print(f"[demo] toy world and toy CLIP in {layout.toy_folder(output)} ...", file=out, flush=True)
-    build = build_toy(layout.toy_folder(output), **dict(toy_options or {}))  # one torch thread by default
+    with records_to(out, "prometar.toy"):  # the pretraining's progress (step, loss, ETA)
+        build = build_toy(layout.toy_folder(output), **dict(toy_options or {}))  # one torch thread by default
     print(_toy_line(build), file=out, flush=True)
 
     overrides = {"backbone.name": build.model_name, "backbone.pretrained": str(build.checkpoint)}

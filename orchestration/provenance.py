@@ -6,7 +6,9 @@ The code version tags every launch and trial run (``prometar.version``, ``promet
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -23,16 +25,25 @@ def code_version() -> str:
     return prometar.__version__
 
 
-def git_sha() -> str:
-    """The commit of the checkout ``prometar`` runs from, or ``unknown`` outside git."""
-    root = Path(prometar.__file__).resolve().parents[1]
+GIT_SHA_ENV = "PROMETAR_GIT_SHA"
+"""The code revision where there is no ``.git``: the Docker image's (its ``GIT_SHA`` build
+argument) and a Ray Job's (set by the submitting checkout)."""
+
+
+def git_sha(root: Path | None = None) -> str:
+    """The commit of the checkout ``prometar`` runs from (or of ``root``); outside git,
+    ``$PROMETAR_GIT_SHA`` when it is a commit id (7 to 40 hex digits); else ``unknown``."""
+    root = root or Path(prometar.__file__).resolve().parents[1]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
         )
-        return out.stdout.strip() or "unknown"
+        if out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        pass
+    recorded = os.environ.get(GIT_SHA_ENV, "").strip()
+    return recorded.lower() if re.fullmatch(r"[0-9a-fA-F]{7,40}", recorded) else "unknown"
 
 
 def environment(device: str, git_sha: str) -> dict[str, Any]:

@@ -17,6 +17,10 @@ registry's (``prometar.protocols``). Imports nothing: the plots read these names
   gradients separately, the other schemes report 0.0.
 - ``train_acc``: phase-A batch accuracy in percent.
 - per epoch: ``lr`` and ``gate_lr`` (the epoch's learning rates), ``steps`` (iterations run).
+- measured per epoch (:data:`MEASUREMENTS`, in the epoch event only): ``epoch_seconds`` (wall-clock
+  seconds of the epoch's training steps) and ``images_per_second`` (training images over those
+  seconds). Measurements of the machine, never an input to a result: they are not in the run's
+  history, its checkpoints or ``metrics.jsonl``.
 """
 
 TOWERS: tuple[str, ...] = ("text", "vision")
@@ -60,3 +64,8 @@ GATE_LR = "gate_lr"
 STEPS = "steps"
 EPOCH_METRICS: tuple[str, ...] = (LR, GATE_LR, STEPS)
 """What the trainer adds to an epoch's mean step metrics (``gate_lr`` only with a gate)."""
+
+EPOCH_SECONDS = "epoch_seconds"
+IMAGES_PER_SECOND = "images_per_second"
+MEASUREMENTS: tuple[str, ...] = (EPOCH_SECONDS, IMAGES_PER_SECOND)
+"""Wall-clock measurements of an epoch, reported with its event and logged to the ledger only."""

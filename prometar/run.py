@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from prometar import RESULT_REVISION, events
+from prometar import metrics as metric_names
 from prometar.backbone import load_clip
 from prometar.backends import configure_backends
 from prometar.config import RunConfig
@@ -520,7 +521,9 @@ def _train(
         return loader
 
     def on_epoch(event: dict[str, Any]) -> None:
-        line = {key: value for key, value in event.items() if key != events.CHECKPOINT}
+        line = {
+            k: v for k, v in event.items() if k != events.CHECKPOINT and k not in metric_names.MEASUREMENTS
+        }
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(_jsonable(line), sort_keys=True) + "\n")
         if callback is not None:

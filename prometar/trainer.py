@@ -36,6 +36,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,8 @@ class Trainer:
         self.loader_generator = torch.Generator()
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
+        self.epoch_images = 0
+        """Training images of the latest epoch (for ``images_per_second``)."""
 
     # ---------------------------------------------------------------------------------------
     def _generators(self) -> dict[str, torch.Generator]:
@@ -285,7 +288,9 @@ class Trainer:
         self.loader_generator.manual_seed(derive_seed(self.seed, "loader", epoch))
         sums: dict[str, float] = {}
         steps = 0
+        self.epoch_images = 0
         for images, labels in self.make_loader(self.loader_generator):
+            self.epoch_images += int(images.shape[0])
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             metrics = self.step(images, labels, generator=self.task_generator)
@@ -322,7 +327,10 @@ class Trainer:
             # function of the seed, whatever ran before.
             seed_everything(derive_seed(self.seed, "global"))
         while self.epoch < self.epochs:
+            started = time.perf_counter()  # a measurement for the ledger, never an input to a result
             metrics = self.train_epoch(self.epoch)
+            seconds = max(time.perf_counter() - started, 1e-9)
+            measured = {names.EPOCH_SECONDS: seconds, names.IMAGES_PER_SECOND: self.epoch_images / seconds}
             if self.evaluate is not None:
                 rng = _rng_state(self._generators())
                 try:
@@ -333,9 +341,11 @@ class Trainer:
             record = {events.EPOCH_KEY: self.epoch, **metrics}
             self.history.append(record)
             logger.info(
-                "epoch %d/%d: %s",
+                "epoch %d/%d (%.1fs, %.1f images/s): %s",
                 self.epoch,
                 self.epochs,
+                seconds,
+                measured[names.IMAGES_PER_SECOND],
                 ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
             )
             skipped = metrics.get(names.META_SKIPPED, 0.0)
@@ -354,6 +364,7 @@ class Trainer:
                         events.EPOCH_KEY: self.epoch,
                         events.CHECKPOINT: str(path) if path else None,
                         **metrics,
+                        **measured,
                     }
                 )
             self._prune_checkpoints()

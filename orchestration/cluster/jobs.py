@@ -25,6 +25,7 @@ from typing import Any
 from orchestration.cluster.common import JOB_ENV_VARS, launch_args, submission_id, validated_plan
 from orchestration.errors import ClusterError
 from orchestration.layout import DEFAULT_OUTPUT
+from orchestration.provenance import GIT_SHA_ENV, git_sha
 
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
@@ -213,10 +214,15 @@ def build_submission(
         storage=storage,
     )
     entrypoint = shlex.join(["python", "-m", "orchestration.cli", *args])
+    revision = git_sha(work)  # the working directory travels without .git: its revision as a variable
     runtime_env = {
         "working_dir": str(work),
         "excludes": excludes,
-        "env_vars": {**JOB_ENV_VARS, **dict(env_vars or {})},
+        "env_vars": {
+            **JOB_ENV_VARS,
+            **({GIT_SHA_ENV: revision} if revision != "unknown" else {}),
+            **dict(env_vars or {}),
+        },
     }
     return sub_id, entrypoint, runtime_env, warnings
 

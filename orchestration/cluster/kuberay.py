@@ -26,12 +26,22 @@ from typing import Any
 import yaml
 
 from orchestration.cluster.common import JOB_ENV_VARS, launch_args, short_name, slug, validated_plan
-from orchestration.cluster.kubernetes import dns_label, dns_subdomain, image_reference, positive_quantity
+from orchestration.cluster.kubernetes import (
+    dns_label,
+    dns_subdomain,
+    image_reference,
+    node_selector,
+    positive_quantity,
+    quantity_gib,
+    toleration,
+)
 from orchestration.cluster.quoting import comment_text
-from orchestration.cluster.sizing import cpus_to_fill, fit_warnings
+from orchestration.cluster.sizing import cpus_to_fill, fit_warnings, memory_to_fill
 from orchestration.errors import ClusterError
 
 DEFAULT_IMAGE = "prometar:latest"
+DEFAULT_MEMORY_PER_TRIAL = "8Gi"
+"""Host memory of one ViT-B/16 trial (its data loading workers included)."""
 SWEEP_MOUNT = "/etc/prometar/sweep"
 DATA_MOUNT = "/data"
 OUTPUT_MOUNT = "/outputs"
@@ -50,7 +60,10 @@ def render_rayjob(
     workers: int = 1,
     gpus_per_worker: int = 1,
     worker_cpus: int | None = None,
-    worker_memory: str = "32Gi",
+    worker_memory: str | None = None,
+    memory_per_trial: str = DEFAULT_MEMORY_PER_TRIAL,
+    node_selectors: Sequence[str] = (),
+    tolerations: Sequence[str] = (),
     head_cpus: int = 4,
     head_memory: str = "16Gi",
     data_claim: str = "prometar-data",
@@ -78,7 +91,11 @@ def render_rayjob(
         workers: Worker pods.
         gpus_per_worker: GPUs per worker pod (``nvidia.com/gpu``).
         worker_cpus: CPUs per worker pod; default: what fills every GPU with trials.
-        worker_memory: Memory per worker pod (Kubernetes quantity).
+        worker_memory: Memory per worker pod (Kubernetes quantity); default: the trials a pod runs
+            at once × ``memory_per_trial``, plus the pod's own (``sizing.memory_to_fill``).
+        memory_per_trial: Host memory one trial needs (Kubernetes quantity).
+        node_selectors: ``KEY=VALUE`` labels a worker pod's node must carry.
+        tolerations: ``KEY[=VALUE]:EFFECT`` taints the worker pods tolerate (GPU node pools).
         head_cpus: CPUs of the head pod.
         head_memory: Memory of the head pod.
         data_claim: PVC with the datasets.
@@ -110,9 +127,12 @@ def render_rayjob(
     ):
         if value is not None and value < low:
             raise ClusterError(f"{flag}: must be {low} or more, got {value}")
+    per_trial_gib = quantity_gib("--memory-per-trial", memory_per_trial)
+    selectors = dict(node_selector("--node-selector", text) for text in node_selectors)
+    tolerated = [toleration("--toleration", text) for text in tolerations]
     _check_kubernetes_values(
         image=image,
-        worker_memory=worker_memory,
+        worker_memory=worker_memory or "1Gi",
         head_memory=head_memory,
         data_claim=data_claim,
         output_claim=output_claim,
@@ -122,6 +142,8 @@ def render_rayjob(
     plan = validated_plan(sweep, overrides)
     if worker_cpus is None:
         worker_cpus = cpus_to_fill(plan, gpus_per_worker)
+    if worker_memory is None:
+        worker_memory = memory_to_fill(plan, gpus_per_worker, worker_cpus, per_trial_gib)
     warnings = fit_warnings(plan, gpus_per_worker, worker_cpus, cpu_flag="--worker-cpus")
     for warning in warnings:
         if warn is not None:
@@ -215,6 +237,8 @@ def render_rayjob(
                 ],
                 "volumes": volumes,
                 "securityContext": security,
+                **({"nodeSelector": selectors} if selectors else {}),
+                **({"tolerations": tolerated} if tolerated else {}),
             }
         },
     }

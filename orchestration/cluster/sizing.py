@@ -6,7 +6,8 @@ both its CPUs and its GPUs allow. On a node with ``G`` GPUs a class of trials as
 most any class of the sweep needs (``base2new.yaml`` on 8-GPU nodes: 16 half-GPU trials × 4 CPUs
 = 64). ``slurm --cpus-per-node`` and ``k8s --worker-cpus`` default to it. :func:`fit_warnings`
 names the numbers when the CPUs given cannot feed the GPUs; a class asking more GPUs than a node
-has can never start (:class:`~orchestration.errors.ClusterError`).
+has can never start (:class:`~orchestration.errors.ClusterError`). :func:`memory_to_fill` sizes a
+pod's memory from the trials it runs at once (``k8s --worker-memory`` default).
 """
 
 from __future__ import annotations
@@ -97,3 +98,19 @@ def fit_warnings(plan: SweepPlan, gpus: int, cpus: int, *, cpu_flag: str) -> lis
                 f"fewer CPUs per trial in the sweep's resources"
             )
     return warnings
+
+
+POD_OVERHEAD_GIB = 4
+"""A worker pod's memory besides its trials: the Ray raylet, its object store's floor, the agent."""
+
+
+def trials_per_node(plan: SweepPlan, gpus: int, cpus: int) -> int:
+    """The most trials of one class a node with ``gpus`` GPUs and ``cpus`` CPUs runs at once."""
+    classes = [c for c in trial_classes(plan) if gpus > 0 or c.gpu <= 0]
+    return max((c.per_node(gpus, cpus) for c in classes), default=0)
+
+
+def memory_to_fill(plan: SweepPlan, gpus: int, cpus: int, per_trial_gib: float) -> str:
+    """A pod's memory (``<n>Gi``): its trials at once × ``per_trial_gib``, plus :data:`POD_OVERHEAD_GIB`."""
+    trials = max(1, trials_per_node(plan, gpus, cpus))
+    return f"{math.ceil(trials * per_trial_gib + POD_OVERHEAD_GIB)}Gi"

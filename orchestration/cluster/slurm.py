@@ -45,6 +45,11 @@ def render_slurm(
     script_name: str = "prometar.sbatch",
     storage: str | None = None,
     warn: Callable[[str], None] | None = None,
+    mem: str | None = None,
+    qos: str | None = None,
+    constraint: str | None = None,
+    exclusive: bool = True,
+    sbatch_lines: Sequence[str] = (),
 ) -> str:
     """An sbatch script running the sweep on a Ray cluster made of a SLURM allocation.
 
@@ -65,6 +70,13 @@ def render_slurm(
         script_name: The script's file name, for the usage line.
         storage: Ray storage every node reaches (``s3://...`` or a folder on the shared filesystem).
         warn: Receives each warning (CPUs that cannot feed the GPUs); they are also comments in the script.
+        mem: Memory per node (``--mem``: a number with an optional K, M, G or T; 0: all of it).
+        qos: SLURM quality of service.
+        constraint: Node features (``--constraint``: names joined by SLURM's ``&``, ``|``, ``,``,
+            ``[...]`` and ``*N``).
+        exclusive: Ask for whole nodes (``--exclusive``; the default).
+        sbatch_lines: More directives, each one ``#SBATCH --option[=value]`` line
+            (:func:`check_sbatch_line`).
 
     Returns:
         The script text.
@@ -88,12 +100,23 @@ def render_slurm(
     for warning in warnings:
         if warn is not None:
             warn(warning)
-    extra = ""
+    if mem is not None and not re.fullmatch(r"\d+[KMGT]?", mem):
+        raise ClusterError(f"--mem: expected a number with an optional K, M, G or T (64G), got {mem!r}")
+    if constraint is not None and not re.fullmatch(CONSTRAINT, constraint):
+        raise ClusterError(
+            f"--constraint: expected node features joined by &, |, commas, [...] and *N, got {constraint!r}"
+        )
+    lines = [check_sbatch_line(line) for line in sbatch_lines]
+    extra = "#SBATCH --exclusive\n" if exclusive else ""
     if gpus_per_node:
         extra += f"#SBATCH --gpus-per-node={gpus_per_node}\n"
-    for flag, value in (("partition", partition), ("time", time_limit), ("account", account)):
+    named = {"partition": partition, "time": time_limit, "account": account, "qos": qos, "mem": mem}
+    for flag, value in named.items():
         if value:
             extra += f"#SBATCH --{flag}={_sbatch_value(flag, value)}\n"
+    if constraint:
+        extra += f"#SBATCH --constraint={constraint}\n"
+    extra += "".join(line + "\n" for line in lines)
     args = launch_args(
         str(sweep),
         address="$ADDRESS",
@@ -129,3 +152,48 @@ def _sbatch_value(flag: str, value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", value):
         raise ClusterError(f"--{flag}: unexpected characters in {value!r}")
     return value
+
+
+CONSTRAINT = (
+    r"[A-Za-z0-9_.:-]+(\*\d+)?([&|,][A-Za-z0-9_.:-]+(\*\d+)?)*|\[[A-Za-z0-9_.:-]+(\|[A-Za-z0-9_.:-]+)*\]"
+)
+"""A SLURM feature expression: features joined by ``&``, ``|`` or ``,`` (each with an optional ``*N``
+count), or one bracketed ``[a|b]`` choice. Only inside an ``#SBATCH`` comment line."""
+
+OWN_DIRECTIVES = {
+    "nodes": "--nodes",
+    "ntasks-per-node": None,
+    "cpus-per-task": "--cpus-per-node",
+    "job-name": None,
+    "exclusive": "--exclusive/--no-exclusive",
+    "gpus-per-node": "--gpus-per-node",
+    "partition": "--partition",
+    "time": "--time",
+    "account": "--account",
+    "qos": "--qos",
+    "mem": "--mem",
+    "constraint": "--constraint",
+}
+"""Directives the script writes itself (→ the option that sets it; ``None``: the script needs its own)."""
+
+
+def check_sbatch_line(line: str) -> str:
+    """One extra directive: exactly ``#SBATCH --option`` or ``#SBATCH --option=value``, the option
+    lower-case words joined by ``-``, the value of letters, digits and ``_ . , : + / = @ %`` (no
+    space, quote or shell character), and not a directive the script writes itself.
+
+    Raises:
+        ClusterError: Names the line (``--sbatch-line``) and what is wrong.
+    """
+    match = re.fullmatch(r"#SBATCH --([a-z][a-z0-9]*(?:-[a-z0-9]+)*)(?:=([A-Za-z0-9_.,:+/=@%-]+))?", line)
+    if match is None:
+        raise ClusterError(
+            f"--sbatch-line {comment_text(line)!r}: expected one directive, '#SBATCH --option' or "
+            "'#SBATCH --option=value' (the value of letters, digits and _ . , : + / = @ % -)"
+        )
+    option = match.group(1)
+    if option in OWN_DIRECTIVES:
+        instead = OWN_DIRECTIVES[option]
+        how = f"use {instead}" if instead else "the script sets it for its Ray cluster"
+        raise ClusterError(f"--sbatch-line {line!r}: --{option} is written by the script ({how})")
+    return line

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from orchestration.errors import LaunchError, SpecError
+from orchestration.gpus import probe_here, probe_on_gpu_node, unusable_message
 from orchestration.sweeps.planning import SweepPlan
 
 NAME_MAX = 255
@@ -41,6 +42,20 @@ def check_output(output: Path) -> None:
         raise LaunchError(
             f"output folder {output}: {existing} cannot be written (permission denied) (--output)"
         )
+
+
+def check_storage(location: str | None) -> None:
+    """A ``--storage`` URI must open and answer before anything is written (``LaunchError`` otherwise)."""
+    from orchestration.storage import StorageError, is_uri, open_storage
+
+    if not location or not is_uri(location):
+        return
+    try:
+        storage = open_storage(location)
+        storage.filesystem.get_file_info(storage.path)
+    except (StorageError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LaunchError(f"--storage {location}: cannot be used: {first[:300]}") from None
 
 
 def check_data_root(plan: SweepPlan, data_root: Path) -> None:
@@ -110,3 +125,67 @@ def check_cluster_fits(plan: SweepPlan, datasets: Iterable[str], *, strict: bool
                 message + "; lower the request in the sweep's resources, or launch where it fits"
             )
         print(f"warning: {message}; its trials wait until a node that fits joins", file=stream)
+
+
+def wants_gpus(plan: SweepPlan, datasets: Iterable[str] | None = None) -> bool:
+    """Whether a trial on one of ``datasets`` (default: every trial's) asks Ray for a GPU."""
+    keys = set(datasets) if datasets is not None else {t.dataset for t in plan.trials}
+    return any(plan.spec.resources_for(dataset).gpu > 0 for dataset in keys)
+
+
+SKIP_HINT = "--no-gpu-check skips this check (each trial then fails on its own)"
+
+
+def check_local_gpus(plan: SweepPlan) -> None:
+    """A sweep asking for GPUs, launched here: torch on this node can use CUDA (probed in a child
+    process: the driver never imports torch).
+
+    Raises:
+        LaunchError: torch sees no usable GPU (one line: torch's CUDA runtime, the driver,
+            ``CUDA_VISIBLE_DEVICES``, what to do), before anything is written.
+    """
+    if not wants_gpus(plan):
+        return
+    try:
+        report = probe_here()
+    except (RuntimeError, OSError, ValueError) as error:
+        raise LaunchError(f"{plan.spec.source}: resources: the sweep asks for GPUs: {error}") from None
+    if not report.available or not report.devices:
+        reason = unusable_message(report, "the sweep's resources ask for GPUs")
+        raise LaunchError(f"{plan.spec.source}: {reason}; {SKIP_HINT}")
+
+
+def check_cluster_gpus(plan: SweepPlan, datasets: Iterable[str], *, stream: IO[str]) -> None:
+    """A sweep asking for GPUs, on a joined cluster: a small Ray task holding one GPU imports torch
+    on that node and checks that CUDA works there (a GPU not free in time: a warning).
+
+    Raises:
+        LaunchError: The GPU node's torch cannot use CUDA (what Ray granted, torch, the driver).
+    """
+    if not wants_gpus(plan, datasets):
+        return
+    probed = probe_on_gpu_node()
+    if probed is None:
+        print(
+            f"warning: {plan.spec.source}: no GPU of the cluster was free to check that torch can use it; "
+            "trials on an unusable GPU fail at once",
+            file=stream,
+        )
+        return
+    report, ids = probed
+    if not report.available:
+        held = f"GPU {','.join(ids)}" if ids else "a GPU"
+        reason = unusable_message(report, f"on a GPU node of the cluster, Ray granted {held}")
+        raise LaunchError(f"{plan.spec.source}: {reason}; {SKIP_HINT}")
+
+
+def check_cluster(
+    plan: SweepPlan, datasets: Iterable[str], *, joined: bool, gpu_check: bool, stream: IO[str]
+) -> None:
+    """Once Ray is up: the trials' requests fit a node (:func:`check_cluster_fits`; refused on the
+    embedded Ray, a warning on a joined cluster) and, on a joined cluster, a GPU node's torch can
+    use CUDA (:func:`check_cluster_gpus`, unless ``gpu_check`` is off)."""
+    wanted = sorted(set(datasets))
+    check_cluster_fits(plan, wanted, strict=not joined, stream=stream)
+    if joined and gpu_check:
+        check_cluster_gpus(plan, wanted, stream=stream)

@@ -26,8 +26,16 @@ from typing import IO, Any
 
 from orchestration import layout
 from orchestration.errors import LaunchError
+from orchestration.launch.doctor import DoctorOptions, failing, run_checks
 from orchestration.launch.lock import launch_lock
-from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs, check_output
+from orchestration.launch.preflight import (
+    check_cluster,
+    check_data_root,
+    check_inputs,
+    check_local_gpus,
+    check_output,
+    check_storage,
+)
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.search import launch_search
@@ -78,6 +86,8 @@ def launch(
     if options.address is None:  # a local launch: the data and the weights are here
         check_data_root(plan, Path(options.data_root))
         check_inputs(plan, Path(options.data_root))
+        if options.gpu_check:
+            check_local_gpus(plan)
     else:  # on a cluster they live on its nodes
         check_inputs(plan, None, weights=False)
     ledger = TrialLedger.for_output(plan.name, output, options.tracking_uri)
@@ -90,7 +100,22 @@ def launch(
             + (f" · {revision_note(status.other_revisions)}" if status.other_revisions else ""),
             file=out,
         )
-        return LaunchReport(plan.name, status.total, done, status.total - done, plan=plan)
+        checks = run_checks(
+            DoctorOptions(
+                data_root=Path(options.data_root),
+                output=output,
+                tracking_uri=options.tracking_uri,
+                storage=options.storage,
+                address=options.address,
+                inputs=False,  # checked above
+            ),
+            plan,
+        )
+        for check in checks:
+            print(check.line(), file=out)
+        report = LaunchReport(plan.name, status.total, done, status.total - done, plan=plan)
+        report.checks_failed = len(failing(checks))
+        return report
 
     if options.tracking_uri is not None:
         ledger.check_reachable()  # a remote store: before anything is written locally
@@ -166,8 +191,12 @@ def _launch_locked(
                 )
             # After ray.init: Ray's own SIGTERM handler (an abort) is replaced, not the other way round.
             with _closing_parent(ledger, report), ray_session(options.address), sigterm_as_interrupt():
-                check_cluster_fits(
-                    plan, (t.dataset for t in todo), strict=options.address is None, stream=sys.stderr
+                check_cluster(
+                    plan,
+                    (t.dataset for t in todo),
+                    joined=options.address is not None,
+                    gpu_check=options.gpu_check,
+                    stream=sys.stderr,
                 )
                 progress = ProgressLine(plan.name, report.total, report.done_before, out)
                 _run_grid(current, todo, progress, reopen)
@@ -226,20 +255,6 @@ def _with_source_models(launch: Launch, trials: list[Trial]) -> tuple[TrialTable
         if t.source
     }
     return TrialTable(trials={t.key: t for t in ready}, sources=sources), ready
-
-
-def check_storage(location: str | None) -> None:
-    """A ``--storage`` URI must open and answer before anything is written (``LaunchError`` otherwise)."""
-    if not location or not is_uri(location):
-        return
-    from orchestration.storage import StorageError, open_storage
-
-    try:
-        storage = open_storage(location)
-        storage.filesystem.get_file_info(storage.path)
-    except (StorageError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LaunchError(f"--storage {location}: cannot be used: {first[:300]}") from None
 
 
 @contextmanager

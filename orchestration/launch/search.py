@@ -23,7 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestration.environment import temporary_environment
 from orchestration.launch.grouped_search import GroupedScheduler, GroupedSearch
-from orchestration.launch.preflight import check_cluster_fits
+from orchestration.launch.preflight import check_cluster
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.signals import sigterm_as_interrupt
@@ -83,8 +83,12 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
         if pending:
             stack.enter_context(ray_session(options.address))
             stack.enter_context(sigterm_as_interrupt())  # after ray.init (Ray's handler aborts)
-            check_cluster_fits(
-                plan, (g.dataset for g in plan.groups), strict=options.address is None, stream=sys.stderr
+            check_cluster(
+                plan,
+                (g.dataset for g in plan.groups),
+                joined=options.address is not None,
+                gpu_check=options.gpu_check,
+                stream=sys.stderr,
             )
             _search_groups(launch, pending)
     report.best = best_samples(plan, launch.ledger)

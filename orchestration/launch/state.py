@@ -34,6 +34,8 @@ class LaunchOptions:
     write_best: Path | None = None
     tables: bool = True
     report: bool = True
+    gpu_check: bool = True
+    """Check before any trial that torch can use the GPUs the sweep asks for (``--no-gpu-check``)."""
 
 
 @dataclass
@@ -61,12 +63,16 @@ class LaunchReport:
     best: list[dict[str, Any]] = field(default_factory=list)
     plan: SweepPlan | None = field(default=None, repr=False, compare=False)
     results_error: str = ""
+    checks_failed: int = 0
+    """A dry run: the ``doctor`` checks that failed."""
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return INTERRUPTED_EXIT
-        return 1 if self.failed or self.killed or self.blocked or self.results_error else 0
+        return (
+            1 if self.failed or self.killed or self.blocked or self.results_error or self.checks_failed else 0
+        )
 
 
 @dataclass

@@ -9,7 +9,14 @@ MLflow run names (``TrialTable.resume``, fetched from Ray storage, local or ``s3
 report carries the final metrics and a checkpoint holding the trial's artifacts (resolved config,
 few-shot subset, prompt weights, per-class accuracies, environment), which the driver-side tracker
 logs to MLflow; the trial's local epoch checkpoints are then removed. Paths are absolute (Tune
-changes the working directory); the device and the thread count follow the resources Tune granted.
+changes the working directory); the device and the thread count follow the resources Tune granted:
+a granted GPU that torch cannot use fails the trial at once (``orchestration.gpus.trial_device``),
+``backbone.device: cpu`` keeps it on the CPU.
+
+What a trial tells while it runs: its ``trial.log`` (stdout, stderr, log records:
+``orchestration.logs``) travels with each epoch checkpoint and the final artifacts, and an error
+leaving the trial quotes its last lines; each epoch's report adds the node's system metrics
+(``orchestration.launch.system_metrics``) to the run's ``epoch_seconds`` and ``images_per_second``.
 
 Where a trial writes: ``<output>/trials/<key>/`` when Ray storage is a local folder (one machine,
 or a filesystem every node mounts); with object storage (``node_local``), a folder of its own in
@@ -30,8 +37,12 @@ from typing import Any
 from ray import tune
 
 from orchestration import layout
+from orchestration.gpus import trial_device
+from orchestration.launch.system_metrics import SystemSampler
 from orchestration.launch.trial_table import TrialTable
 from orchestration.ledger.vocabulary import EPOCH_EVENT, EVENT_KEY, FINAL_EVENT, FINAL_FILE
+from orchestration.ledger.vocabulary import TRIAL_LOG_ARTIFACT as TRIAL_LOG
+from orchestration.logs import quoting_log_tail, trial_log
 from orchestration.provenance import environment
 from prometar import events
 
@@ -77,6 +88,16 @@ def _fetch_earlier(uri: str, stack: ExitStack) -> Path | None:
     except StorageError as error:
         logger.warning("not resuming from the earlier launch's checkpoint: %s", error)
         return None
+
+
+def _granted_gpu_ids() -> list[str]:
+    """The GPU ids Ray granted this worker (empty outside a Ray worker)."""
+    import ray
+
+    try:
+        return [str(i) for i in ray.get_gpu_ids()]
+    except Exception:  # not in a Ray worker: nothing was granted by id
+        return []
 
 
 def _train_resuming(
@@ -151,28 +172,64 @@ def train_trial(
             instead of under ``output_root``.
         keep_checkpoints: Epoch checkpoints kept in the run's folder (``checkpoint.keep``).
     """
-    import torch
-
     from prometar.config import build_config
 
     trial = table.resolve(config)
     run_config = trial.run_config or build_config(trial.config, source=f"trial {trial.key}")
-    granted = tune.get_context().get_trial_resources().required_resources
-    torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
-    device = "cuda" if granted.get("GPU", 0) > 0 and torch.cuda.is_available() else "cpu"
     if node_local:
         output_dir = Path.cwd().resolve() / "prometar" / trial.key  # named by the key, as under trials/
     else:
         output_dir = layout.trial_folder(output_root, trial.key)
     output_dir.mkdir(parents=True, exist_ok=True)
+    log_path = output_dir / TRIAL_LOG
+    with trial_log(log_path), quoting_log_tail(log_path):
+        _train(
+            trial,
+            run_config,
+            output_dir,
+            data_root=data_root,
+            git_sha=git_sha,
+            resume_local=resume_local,
+            table=table,
+            keep_checkpoints=keep_checkpoints,
+        )
+    # the final checkpoint (in Ray storage) holds everything now: no epoch checkpoint is needed
+    shutil.rmtree(output_dir if node_local else output_dir / "checkpoints", ignore_errors=True)
+
+
+def _train(
+    trial: Any,
+    run_config: Any,
+    output_dir: Path,
+    *,
+    data_root: str,
+    git_sha: str,
+    resume_local: bool,
+    table: TrialTable,
+    keep_checkpoints: int,
+) -> None:
+    """The trial's run (resumed where it can be) and its reports, while ``trial.log`` records it."""
+    import torch
+
+    granted = tune.get_context().get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(granted.get("CPU", 1))))
+    gpu_ids = _granted_gpu_ids()
+    logger.info("trial %s: Ray granted %s (GPU ids %s)", trial.key, dict(granted), gpu_ids or "none")
+    # a granted GPU torch cannot use fails the trial here, before anything trains on the CPU
+    device = trial_device(granted.get("GPU", 0), run_config.backbone.device, gpu_ids)
+    logger.info("trial %s trains on %s", trial.key, device)
+    log_path = output_dir / TRIAL_LOG
     final: dict[str, Any] = {}
+    sampler = SystemSampler(device)
 
     def on_event(event: dict[str, Any]) -> None:
         if event.get(events.EVENT) == events.EPOCH:
             metrics = {k: v for k, v in event.items() if k not in (events.EVENT, events.CHECKPOINT)}
+            metrics.update(sampler.epoch_metrics())
             metrics[EVENT_KEY] = EPOCH_EVENT
-            checkpoint = tune.Checkpoint.from_directory(str(Path(event[events.CHECKPOINT]).resolve()))
-            tune.report(metrics, checkpoint=checkpoint)
+            folder = Path(event[events.CHECKPOINT]).resolve()
+            shutil.copy2(log_path, folder / TRIAL_LOG)  # the log so far travels with the checkpoint
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
         elif event.get(events.EVENT) == events.FINAL:
             final.update({k: v for k, v in event.items() if k != events.EVENT})
 
@@ -187,8 +244,10 @@ def train_trial(
     }
     if trial.source:  # a transfer trial: evaluate its source model's prompts, train nothing
         final.update(_evaluate_source(trial, table, run_config, common))
-    elif _train_resuming(trial, table, run_config, common, final, resume_local, local_candidates):
-        return  # the final result was reported again
+    else:
+        with sampler:
+            if _train_resuming(trial, table, run_config, common, final, resume_local, local_candidates):
+                return  # the final result was reported again
 
     artifacts = output_dir / "final"
     artifacts.mkdir(exist_ok=True)
@@ -197,7 +256,7 @@ def train_trial(
             shutil.copy2(output_dir / name, artifacts / name)
     (artifacts / "environment.json").write_text(json.dumps(environment(device, git_sha), indent=2))
     (artifacts / FINAL_FILE).write_text(json.dumps(final, indent=2, sort_keys=True))
+    logger.info("trial %s finished: %s", trial.key, json.dumps(final, sort_keys=True))
+    shutil.copy2(log_path, artifacts / TRIAL_LOG)
     report = {**final, EVENT_KEY: FINAL_EVENT, events.EPOCH_KEY: trial.epochs}
     tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
-    # the final checkpoint (in Ray storage) holds everything now: no epoch checkpoint is needed
-    shutil.rmtree(output_dir if node_local else local, ignore_errors=True)

@@ -114,7 +114,14 @@ def run_tuner(
     }
     table = replace(table, resume=resume)
     storage = open_storage(launch.options.storage or layout.ray_storage(launch.output))
-    tracker = MlflowTrialCallback(launch.ledger, parent, table.resolve, plan.name, reopen=reopen)
+    tracker = MlflowTrialCallback(
+        launch.ledger,
+        parent,
+        table.resolve,
+        plan.name,
+        reopen=reopen,
+        trial_logs=None if storage.remote else launch.output,
+    )
     trainable = tune.with_parameters(
         train_trial,
         table=table,

@@ -33,6 +33,7 @@ from typing import Any
 
 from ray import tune
 
+from orchestration import layout
 from orchestration.ledger.store import HEARTBEAT_EVERY_S, TrialLedger
 from orchestration.ledger.vocabulary import (
     ACTIVE,
@@ -59,16 +60,20 @@ from orchestration.ledger.vocabulary import (
     RETRIES_TAG,
     RUNNING,
     STOPPED_EARLY_TAG,
+    TRIAL_LOG_ARTIFACT,
     TUNE_RESULT_KEYS,
     TUNE_TRIAL_ID_TAG,
     VERSION_TAG,
     trial_tags,
 )
+from orchestration.logs import split_error
 from orchestration.provenance import code_version, git_sha
 from orchestration.sweeps.planning import Trial
 from prometar import RESULT_REVISION, events
 
 PARAM_BATCH = 100
+REASON_LENGTH = 400
+"""Longest one-line reason of a failed trial (the console's failure line)."""
 METRIC_BATCH = 1000
 
 
@@ -82,10 +87,12 @@ def _numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _read_error(trial: Any) -> str:
+def _read_error(trial: Any, *, with_log: bool = False) -> str:
+    """The trial's error text; ``with_log``: with the lines of its ``trial.log`` it quotes."""
     path = getattr(trial, "error_file", None)
     if path and Path(path).is_file():
-        return Path(path).read_text(errors="replace")
+        text = Path(path).read_text(errors="replace")
+        return text if with_log else split_error(text)[0]
     return f"trial {getattr(trial, 'trial_id', '?')} failed (no error file)"
 
 
@@ -101,8 +108,8 @@ def error_reason(trial: Any) -> str:
         if ":" in line and " " not in head and head[:1].isalpha() and not head.startswith("File"):
             name = head.rsplit(".", 1)[-1]
             if name.endswith(("Error", "Exception", "Fault", "Interrupt")) or name == "AssertionError":
-                return line if len(line) <= 300 else line[:299] + "…"
-    return (lines[-1] if lines else "failed")[:300]
+                return line if len(line) <= REASON_LENGTH else line[: REASON_LENGTH - 1] + "…"
+    return (lines[-1] if lines else "failed")[:REASON_LENGTH]
 
 
 class MlflowTrialCallback(tune.Callback):
@@ -115,6 +122,10 @@ class MlflowTrialCallback(tune.Callback):
         sweep: The sweep's name (the ``sweep`` tag).
         reopen: Trial key → the run this launch reopens for it (``TrialLedger.reopenable``); other
             keys get a new run.
+        trial_logs: The output folder whose ``trials/<key>/trial.log`` the driver can read (Ray
+            storage on a local or shared folder); a failed trial's whole log is logged from there.
+            ``None`` (object storage): its log as of its last checkpoint, and the lines its error
+            quotes.
     """
 
     def __init__(
@@ -124,8 +135,10 @@ class MlflowTrialCallback(tune.Callback):
         resolve: Callable[[Mapping[str, Any]], Trial],
         sweep: str,
         reopen: Mapping[str, Any] | None = None,
+        trial_logs: Path | None = None,
     ) -> None:
         self.ledger = ledger
+        self.trial_logs = trial_logs
         self.parent_run_id = parent_run_id
         self.resolve = resolve
         self.sweep = sweep
@@ -253,10 +266,20 @@ class MlflowTrialCallback(tune.Callback):
         run_id = self._run_for(trial)
         uri = uri_of(checkpoint.filesystem, checkpoint.path)
         self.ledger.client.set_tag(run_id, CHECKPOINT_TAG, uri)
+        self._log_checkpoint_log(run_id, checkpoint)
         previous = self.checkpoints.get(run_id)
         self.checkpoints[run_id] = uri
         if previous and previous.rsplit("/", 1)[0] != uri.rsplit("/", 1)[0]:
             _delete_earlier_checkpoints(previous)  # another launch's trial folder: Tune does not prune it
+
+    def _log_checkpoint_log(self, run_id: str, checkpoint: Any) -> None:
+        """The ``trial.log`` an epoch checkpoint carries, as the run's artifact (the log so far)."""
+        try:
+            with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{TRIAL_LOG_ARTIFACT}") as stream:
+                text = stream.read().decode("utf-8", errors="replace")
+        except (OSError, ValueError):  # a checkpoint without a log (the earlier launch's, the final one)
+            return
+        self.ledger.client.log_text(run_id, text, TRIAL_LOG_ARTIFACT)
 
     def _delete_trial_checkpoints(self, trial: Any, run_id: str) -> None:
         """Every checkpoint of the trial: this launch's (Tune's trial folder) and an earlier one's."""
@@ -289,9 +312,17 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
-        error = _read_error(trial)
+        text = _read_error(trial, with_log=True)
+        error = split_error(text)[0]
         self.ledger.client.set_tag(run_id, ERROR_TAG, error[-MAX_TAG_LENGTH:])
-        self.ledger.client.log_text(run_id, error, ERROR_ARTIFACT)
+        self.ledger.client.log_text(run_id, text, ERROR_ARTIFACT)  # the error, then the log's last lines
+        log = (
+            layout.trial_folder(self.trial_logs, self.keys[trial.trial_id]) / TRIAL_LOG_ARTIFACT
+            if self.trial_logs
+            else None
+        )
+        if log is not None and log.is_file():
+            self.ledger.client.log_artifact(run_id, str(log))
         self.ledger.client.set_terminated(run_id, FAILED)
         self.outcomes[self.keys[trial.trial_id]] = FAILED
 

@@ -29,6 +29,7 @@ from orchestration.ledger.vocabulary import (
     PROTOCOL_TAG,
     SEARCH_GROUP_TAG,
     TRIAL_KEY_TAG,
+    is_measurement,
 )
 from orchestration.sweeps.planning import SweepPlan
 from prometar import protocols
@@ -284,7 +285,7 @@ def tabulate_runs(
         for key, value in run.data.metrics.items():
             if protocols.is_final_metric(key):
                 record[key] = value
-            else:
+            elif not is_measurement(key):  # machine measurements are not training curves
                 curve_metrics.add(key)
         rows.append(record)
         params[run.info.run_id] = dict(run.data.params)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prometar import events
+from prometar import metrics as run_metrics
 
 if TYPE_CHECKING:
     from orchestration.sweeps.planning import Trial
@@ -80,6 +81,9 @@ the reading verbs select the runs of a sweep's latest launch by them."""
 PROTOCOL_PARAM = "protocol_sweep"
 """The trial's protocol tag, beside the flattened config (whose ``protocol`` is the run's)."""
 ERROR_ARTIFACT = "error.txt"
+TRIAL_LOG_ARTIFACT = "trial.log"
+"""A trial's stdout, stderr and log records (``orchestration.logs``): logged at every epoch, with the
+final artifacts, and when the trial fails."""
 TABLES_ARTIFACT_PATH = "tables"
 REPORT_ARTIFACT_PATH = "report"
 """Where a sweep's report (``report.html``, ``report.md``, ``figures/``) goes among its parent run's
@@ -130,6 +134,18 @@ TUNE_RESULT_KEYS = frozenset(
     }
 )
 """Keys of a Tune result that are not metrics (Tune's own, the epoch and the event)."""
+
+
+SYSTEM_METRIC_PREFIX = "system/"
+"""MLflow's prefix of system metrics (CPU, RAM, GPU utilisation and memory of the trial's node)."""
+MEASUREMENTS = frozenset(run_metrics.MEASUREMENTS)
+"""Per-epoch wall-clock measurements (``epoch_seconds``, ``images_per_second``)."""
+
+
+def is_measurement(metric: str) -> bool:
+    """A metric that measures the machine (time, throughput, system), not the method: never a
+    result, never a training curve."""
+    return metric in MEASUREMENTS or metric.startswith(SYSTEM_METRIC_PREFIX)
 
 
 def trial_tags(trial: Trial, sweep: str) -> dict[str, str]:

@@ -30,6 +30,10 @@ MODEL_NAME = "toy-clip"
 Precision = Literal["fp32", "bf16"]
 
 
+PROGRESS_EVERY_S = 5.0
+"""Seconds between the pretraining's progress records (step, loss, ETA) in the log."""
+
+
 def create_toy_clip(seed: int) -> open_clip.CLIP:
     """A freshly initialised ``toy-clip`` model (fp32, CPU), deterministic from ``seed``."""
     with torch.random.fork_rng(devices=[]):
@@ -257,6 +261,7 @@ def _contrastive_loop(
     # CPU flash attention's bf16 backward is several times slower than the plain math path.
     attention = sdpa_kernel(SDPBackend.MATH) if bf16 and device.type == "cpu" else contextlib.nullcontext()
     start = time.perf_counter()
+    shown = 0.0
     with attention:
         for step in range(steps):
             if deadline is not None and time.monotonic() > deadline:
@@ -280,12 +285,15 @@ def _contrastive_loop(
             with torch.no_grad():
                 model.logit_scale.clamp_(0.0, math.log(100.0))
             loss_value = float(loss.detach())
-            if (step + 1) % 100 == 0:
+            elapsed = time.perf_counter() - start
+            if elapsed - shown >= PROGRESS_EVERY_S or step + 1 == steps:  # the log only: no result reads it
+                shown = elapsed
                 logger.info(
-                    "toy CLIP step %d of %d (%.0fs): loss %.3f",
+                    "toy CLIP step %d of %d (%.0fs): loss %.3f, ETA %.0fs",
                     step + 1,
                     steps,
-                    time.perf_counter() - start,
+                    elapsed,
                     loss_value,
+                    elapsed / (step + 1) * (steps - step - 1),
                 )
     return {"steps": steps, "seconds": time.perf_counter() - start, "final_loss": loss_value}

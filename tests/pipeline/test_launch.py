@@ -316,7 +316,7 @@ def test_runs_finished_under_an_earlier_result_revision_are_not_done(
 
     started: list[str] = []
     monkeypatch.setattr(runner, "ray_session", lambda address: nullcontext())
-    monkeypatch.setattr(runner, "check_cluster_fits", lambda *args, **kwargs: None)  # no Ray here
+    monkeypatch.setattr(runner, "check_cluster", lambda *args, **kwargs: None)  # no Ray here
     monkeypatch.setattr(
         runner, "run_tuner", lambda launch, table, *args, **kwargs: started.extend(table.trials)
     )
@@ -541,6 +541,11 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict, data_root: P
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
         # the published schedule: warm-up epoch, then the cosine restarted at its peak
         assert [m.value for m in client.get_metric_history(run.info.run_id, "lr")] == [1e-5, 0.0025]
+        # measurements of the machine per epoch: wall-clock, throughput, the node's CPU and RAM
+        for metric in ("epoch_seconds", "images_per_second", "system/cpu_utilization_percentage",
+                       "system/system_memory_usage_megabytes"):  # fmt: skip
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert [m.step for m in history] == [1, 2] and all(m.value > 0 for m in history), metric
         assert tags["prometar.result_revision"] == str(prometar.RESULT_REVISION)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {
@@ -550,6 +555,7 @@ def test_launch_leaves_four_finished_child_runs(first_launch: dict, data_root: P
             "per_class.json",
             "environment.json",
             "final.json",
+            "trial.log",
         } <= artifacts
         local = first_launch["folder"] / run.info.run_id
         local.mkdir(exist_ok=True)
@@ -850,6 +856,13 @@ def test_a_failed_trial_is_one_line_with_its_real_reason(
     assert "Traceback" not in text and "TypeError" not in text, text[-3000:]
     (run,) = child_runs(output, "diverge")
     assert run.info.status == "FAILED" and "NonFiniteLossError: non-finite" in run.data.tags["prometar.error"]
+    # the full text in MLflow: the error, then the last lines of the trial's log; the whole log
+    client = MlflowClient(default_tracking_uri(output))
+    error = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
+    head, quoted = error.split("--- the last lines of trial.log ---", 1)
+    assert "NonFiniteLossError: non-finite" in head and "trains on cpu" in quoted
+    log = Path(client.download_artifacts(run.info.run_id, "trial.log", str(tmp_path))).read_text()
+    assert quoted.strip().splitlines()[0] in log and "trains on cpu" in log
 
 
 @pytest.mark.ray

@@ -132,7 +132,7 @@ def test_report_html_is_self_contained_and_holds_every_table_and_figure(tmp_path
 
     sweep, uri, parent = make_store(tmp_path)
     out = tmp_path / "report"
-    result = CliRunner().invoke(main, ["report", str(sweep), "--tracking-uri", uri, "-o", str(out)])
+    result = CliRunner().invoke(main, ["report", str(sweep), "--tracking-uri", uri, "-o", str(out), "--log"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [str(out / "report.html"), str(out / "report.md")]
     assert f"of run {parent}" in result.stderr
@@ -214,6 +214,18 @@ def test_report_bad_input_writes_nothing(tmp_path: Path):
     with pytest.raises(ResultsError, match="a report reads the MLflow ledger"):
         publish(csv.context, csv.ledger, report_dir=out)
     assert not out.exists()
+
+
+def test_report_reads_the_tracking_uri_variable_and_logs_only_when_asked(tmp_path: Path, monkeypatch):
+    """``$MLFLOW_TRACKING_URI`` names the ledger; the report a launch logged stays unless ``--log``."""
+    from mlflow import MlflowClient
+
+    sweep, uri, parent = make_store(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(main, ["report", str(sweep), "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "report.html").is_file() and "of run" not in result.stderr
+    assert MlflowClient(uri).list_artifacts(parent, "report") == []
 
 
 def test_report_no_log_and_experiment_source(tmp_path: Path):

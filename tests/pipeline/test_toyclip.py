@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -457,3 +458,23 @@ def test_toy_build_verb_exits_1_with_the_message_when_the_build_fails(
     # The demo verb: the same failure, before any trial starts.
     out = CliRunner().invoke(main, ["demo", "--output", str(tmp_path)])
     assert out.exit_code == 1 and "failed its quality floor" in out.output
+
+
+def test_pretraining_logs_its_progress_at_least_every_10_seconds(monkeypatch, caplog) -> None:
+    """Step, loss and ETA in the log at least every 10 seconds of pretraining (a clock that moves
+    3 s per reading stands in for slow steps); the log is the only thing that reads it."""
+    import types
+
+    readings = iter(range(0, 10_000, 3))
+    monkeypatch.setattr(toy_clip, "time", types.SimpleNamespace(perf_counter=lambda: float(next(readings))))
+    world = tw.render_set(64, seed=0)
+    with caplog.at_level("INFO", logger="prometar.toy.clip"):
+        toy_clip.pretrain(
+            toy_clip.create_toy_clip(0), world.images, world.captions, seed=0, steps=8, batch_size=32
+        )
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("toy CLIP step ")]
+    seconds = [int(re.search(r"\((\d+)s\)", line).group(1)) for line in progress]
+    assert progress[-1].startswith("toy CLIP step 8 of 8") and progress[-1].endswith("ETA 0s")
+    assert all("loss " in line and ", ETA " in line for line in progress)
+    assert seconds[0] <= 10 and all(b - a <= 10 for a, b in zip(seconds, seconds[1:], strict=False))
+    assert len(progress) < 8  # a line per interval, not per step

@@ -90,7 +90,7 @@ def test_launch_builds_each_trial_config_once_and_hands_the_plan_on(
     handed: list[TrialTable] = []
     monkeypatch.setattr(runner, "run_tuner", lambda launch, table, *args, **kwargs: handed.append(table))
     monkeypatch.setattr(runner, "ray_session", lambda address: contextlib.nullcontext())
-    monkeypatch.setattr(runner, "check_cluster_fits", lambda *args, **kwargs: None)  # no Ray here
+    monkeypatch.setattr(runner, "check_cluster", lambda *args, **kwargs: None)  # no Ray here
     sweep = tiny_sweep(tmp_path)
     root = data_root_for(tmp_path, ["eurosat", "dtd"])
     report = launch(sweep, LaunchOptions(data_root=root, output=tmp_path / "out"))

@@ -48,6 +48,7 @@ RUN: dict[str, tuple[int, str]] = {
     # A dry run checks what the launch would check first: here OpenAI's weights are not available
     # offline, so it refuses (with them, it prints "dry run: done 0 · to do 33 · total 33").
     "launch sweeps/base2new.yaml --dry-run": (2, "are not available locally"),
+    "doctor --data-root prometar_runs/toy/data": (0, "gpus (torch)"),  # no sweep asks for GPUs
     "status sweeps/demo.yaml": (0, "demo: done 1 · failed 0 · running 0 · to do 0 · total 1"),
     "table sweeps/demo.yaml": (0, ROW),
     "table sweeps/demo.yaml --per-run -o per_run.csv": (0, ""),
@@ -153,7 +154,7 @@ def test_readme_command(command: str, workdir: Path, monkeypatch: pytest.MonkeyP
     assert expected in result.output
     assert "warning" not in result.output
     verb = command.split()[0]
-    if "--dry-run" in command or verb in ("validate", "status", "table", "plot", "data"):
+    if "--dry-run" in command or verb in ("validate", "status", "table", "plot", "data", "doctor"):
         assert _files(workdir / "prometar_runs") == before  # reading verbs write nothing there
     if command == "table sweeps/demo.yaml --runs per_run.csv":  # the same tables as the ledger's
         assert result.output == _run("table sweeps/demo.yaml", workdir).output

@@ -1,0 +1,122 @@
+"""Where the core's log records and a trial's console output go.
+
+The core never prints: it logs through ``logging.getLogger(__name__)``. The application decides
+where that goes: :func:`records_to` shows one logger's records on a stream for a while (the toy
+build's progress on the console); :func:`trial_log` writes a trial's stdout, stderr and every log
+record to its ``trial.log`` (appended: a retried trial's attempts follow one another), which the
+trainable ships with its checkpoints and the ledger keeps as an artifact; :func:`quoting_log_tail`
+makes an exception leaving a trial quote the log's last lines (:func:`split_error` separates them).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+TAIL_LINES = 20
+"""Lines of a trial's log quoted in its error when it fails."""
+TAIL_HEADER = "--- the last lines of trial.log ---"
+"""Opens the quoted lines in a failed trial's error text (what precedes it is the error itself)."""
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+OUR_LOGGERS = ("prometar", "orchestration")
+"""The loggers whose INFO records a trial's log keeps (other libraries': their warnings)."""
+
+
+@contextmanager
+def records_to(stream: IO[str], name: str, level: int = logging.INFO) -> Iterator[None]:
+    """Show the records of logger ``name`` (and its children) at ``level`` and above on ``stream``."""
+    logger = logging.getLogger(name)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(level)
+    saved = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)
+
+
+class _Tee:
+    """A text stream writing to a file and to the stream it replaces."""
+
+    def __init__(self, file: IO[str], original: IO[str]) -> None:
+        self.file = file
+        self.original = original
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        self.file.flush()
+        return self.original.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+@contextmanager
+def trial_log(path: Path, level: int = logging.INFO) -> Iterator[Path]:
+    """Write this process's stdout, stderr and log records to ``path`` too: the core's and the
+    application's from ``level`` up, other libraries' as their loggers let through."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8", errors="replace") as file:
+        handler = logging.StreamHandler(file)
+        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setLevel(level)
+        root = logging.getLogger()
+        ours = [logging.getLogger(name) for name in OUR_LOGGERS]
+        saved = [logger.level for logger in ours]
+        root.addHandler(handler)
+        for logger in ours:
+            if logger.getEffectiveLevel() > level:
+                logger.setLevel(level)
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(file, out), _Tee(file, err)
+        try:
+            yield path
+        finally:
+            sys.stdout, sys.stderr = out, err
+            root.removeHandler(handler)
+            for logger, old in zip(ours, saved, strict=True):
+                logger.setLevel(old)
+
+
+@contextmanager
+def quoting_log_tail(path: Path, lines: int = TAIL_LINES) -> Iterator[None]:
+    """An exception leaving the block carries the last ``lines`` lines of ``path`` as a note (after
+    :data:`TAIL_HEADER`), so the error Ray records for the trial quotes them."""
+    try:
+        yield
+    except BaseException as error:
+        quoted = tail(path, lines)
+        if quoted:
+            error.add_note(f"{TAIL_HEADER}\n{quoted}")
+        raise
+
+
+def split_error(text: str) -> tuple[str, str]:
+    """A trial's error text → (the error, the quoted log lines; empty without them)."""
+    error, _, quoted = text.partition(TAIL_HEADER)
+    return error.rstrip(), quoted.strip("\n")
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` lines of a text file (empty if it cannot be read)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+__all__ = ["TAIL_HEADER", "TAIL_LINES", "quoting_log_tail", "records_to", "split_error", "tail", "trial_log"]
