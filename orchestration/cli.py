@@ -240,7 +240,17 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
 
 
 def _load_source(
-    sweep, experiment, runs_csv, output, tracking_uri, sets, published, no_published, *, need_runs=True
+    sweep,
+    experiment,
+    runs_csv,
+    output,
+    tracking_uri,
+    sets,
+    published,
+    no_published,
+    *,
+    need_runs=True,
+    variant=None,
 ):
     """``load_source`` for the reading verbs — the ledger of ``--output`` unless ``--tracking-uri``
     names one, ``--set`` parsed (none given: the overrides of the sweep's latest launch), the
@@ -272,7 +282,8 @@ def _load_source(
     note = source.unplanned_note()
     if note:
         click.echo(note, err=True)
-    return replace(source, context=source.context.with_published(published, compare=not no_published))
+    context = source.context.with_published(published, compare=not no_published, variant=variant)
+    return replace(source, context=context)
 
 
 @main.command("table")
@@ -288,6 +299,14 @@ def _load_source(
     help="Output format.",
 )
 @published_options()
+@click.option(
+    "--compare",
+    "methods",
+    nargs=2,
+    metavar="A B",
+    help="Add the paired comparison B − A per dataset and on average (seeds paired by seed number); "
+    "with --format csv, only the comparison.",
+)
 @runs_csv_option("CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.")
 @click.option(
     "--per-run",
@@ -299,18 +318,37 @@ def _load_source(
 @tracking_uri_option()
 @out_file_option()
 def table(
-    sweep, experiment, sets, fmt, published, no_published, runs_csv, per_run, output, tracking_uri, out
+    sweep,
+    experiment,
+    sets,
+    fmt,
+    published,
+    no_published,
+    variant,
+    methods,
+    runs_csv,
+    per_run,
+    output,
+    tracking_uri,
+    out,
 ) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
+    from dataclasses import replace
+
     from click.core import ParameterSource
 
+    from orchestration.results.comparison import KIND as COMPARISON_KIND
     from orchestration.results.publish import publish
     from orchestration.results.render import render_tables
 
     explicit_format = click.get_current_context().get_parameter_source("fmt") is not ParameterSource.DEFAULT
     if per_run and explicit_format and fmt != "csv":
         raise click.UsageError("--per-run writes CSV (or Parquet with -o FILE.parquet): leave out --format")
-    source = _load_source(sweep, experiment, runs_csv, output, tracking_uri, sets, published, no_published)
+    source = _load_source(
+        sweep, experiment, runs_csv, output, tracking_uri, sets, published, no_published, variant=variant
+    )
+    if methods:
+        source = replace(source, context=replace(source.context, comparisons=(tuple(methods),)))
     if per_run:
         from orchestration.results.export import per_run_csv, per_run_frame, write_per_run
 
@@ -321,7 +359,10 @@ def table(
         _emit(per_run_csv(frame), None)
         return
     done = publish(source.context, source.ledger, figures=False)
-    _emit(render_tables(done.tables, fmt), out)
+    shown = done.tables
+    if methods and fmt == "csv":  # one table per CSV: the comparison asked for
+        shown = [t for t in shown if t.name.startswith(COMPARISON_KIND)]
+    _emit(render_tables(shown, fmt), out)
 
 
 @main.command("plot")
@@ -336,11 +377,15 @@ def table(
 @output_option()
 @tracking_uri_option()
 @out_folder_option("Folder for the figures (PNG, PDF and SVG of each).")
-def plot(sweep, experiment, sets, runs_csv, published, no_published, output, tracking_uri, out) -> None:
+def plot(
+    sweep, experiment, sets, runs_csv, published, no_published, variant, output, tracking_uri, out
+) -> None:
     """Draw the paper's figures (PNG at 300 dpi, PDF, SVG) from the FINISHED runs a sweep plans."""
     from orchestration.results.publish import publish
 
-    source = _load_source(sweep, experiment, runs_csv, output, tracking_uri, sets, published, no_published)
+    source = _load_source(
+        sweep, experiment, runs_csv, output, tracking_uri, sets, published, no_published, variant=variant
+    )
     done = publish(source.context, source.ledger, tables=False, plots_dir=out)
     for path in done.plot_files:
         click.echo(str(path))
@@ -360,15 +405,28 @@ def plot(sweep, experiment, sets, runs_csv, published, no_published, output, tra
     "that launch logged (default: only the files under --out).",
 )
 @out_folder_option("Folder for report.html, report.md and figures/.")
-def report(sweep, experiment, sets, published, no_published, output, tracking_uri, log, out) -> None:
+def report(sweep, experiment, sets, published, no_published, variant, output, tracking_uri, log, out) -> None:
     """Write a sweep's report: one self-contained HTML page (tables, figures, trial counts and failures,
     provenance) and its Markdown twin (--log: also on the sweep's latest launch run)."""
+    from dataclasses import replace
+
     from orchestration.ledger.vocabulary import REPORT_ARTIFACT_PATH
     from orchestration.results.publish import publish
 
     source = _load_source(
-        sweep, experiment, None, output, tracking_uri, sets, published, no_published, need_runs=False
+        sweep,
+        experiment,
+        None,
+        output,
+        tracking_uri,
+        sets,
+        published,
+        no_published,
+        need_runs=False,
+        variant=variant,
     )
+    # the report compares ProMetaR with every other method it ran, paired by seed
+    source = replace(source, context=replace(source.context, comparisons=None))
     done = publish(source.context, source.ledger, report_dir=out, log_latest=log, strict=False)
     for path in done.report_files[:2]:
         click.echo(str(path))

@@ -93,9 +93,16 @@ def published_options(
     published_help: str = "Published numbers to compare with; default: the shipped reference.",
     no_published_help: str = "Leave out the published comparison.",
 ) -> Callable[[F], F]:
-    """``--published CSV`` and ``--no-published``."""
+    """``--published CSV``, ``--no-published`` and ``--published-variant NAME``."""
 
     def decorate(function: F) -> F:
+        function = click.option(
+            "--published-variant",
+            "variant",
+            metavar="NAME",
+            help="Which published CoOp row: promptsrc (default; PromptSRC's and ProMetaR's tables) or "
+            "kgcoop (KgCoOp's README).",
+        )(function)
         function = click.option("--no-published", is_flag=True, help=no_published_help)(function)
         return click.option(
             "--published", type=click.Path(dir_okay=False, path_type=str), help=published_help

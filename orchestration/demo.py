@@ -9,11 +9,12 @@ Three steps, each a call into the code a real sweep uses:
    the toy checkpoint as a ``backbone.pretrained`` override — so a second demo finds every trial
    FINISHED and starts none;
 3. :func:`orchestration.results.publish.publish` of the runs this sweep plans, without the
-   published comparison (toy numbers are not the paper's): the base / new / HM table, and beside
-   it the toy datasets' chance and single-attribute (colour-only, shape-only) baselines from the
-   toy build; the figures under ``<output>/plots/`` (PNG, PDF, SVG); the report (tables, figures,
-   trial counts, provenance) at ``<output>/reports/demo/report.html``, logged on the launch's
-   parent run.
+   published comparison (toy numbers are not the paper's): the base / new / HM table with 95%
+   intervals, the paired comparisons ProMetaR − zero-shot and ProMetaR − IVLP
+   (``orchestration.results.comparison``), and the toy datasets' chance and single-attribute
+   (colour-only, shape-only) baselines from the toy build; the figures under ``<output>/plots/``
+   (PNG, PDF, SVG); the report (tables, figures, trial counts, provenance) at
+   ``<output>/reports/demo/report.html``, logged on the launch's parent run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -131,7 +132,8 @@ def run_demo(
     # Only the runs this sweep plans: the experiment may also hold runs of other configurations of
     # the same cells (an earlier toy build's checkpoint, an edited demo sweep). Toy numbers are not
     # the paper's: no published comparison.
-    context = ResultsContext.from_plan(plan, overrides=overrides, tracking_uri=uri)
+    # ProMetaR against each other method (zero-shot CLIP, IVLP), paired by seed.
+    context = replace(ResultsContext.from_plan(plan, overrides=overrides, tracking_uri=uri), comparisons=None)
     runs = read_experiment(plan.name, uri, planned=context.planned)
     if runs.runs.empty:
         print(f"[demo] no FINISHED trial to tabulate in {uri}", file=out)

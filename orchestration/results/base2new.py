@@ -5,6 +5,10 @@ of those means; the Average row is the mean of the datasets' base means, the mea
 means and the HM of those two — never the mean of per-dataset HMs. It is left empty, naming the
 missing datasets, when any expected dataset has no runs. The published comparison is added by
 ``orchestration.results.published``.
+
+Every number carries a 95% interval (``orchestration.results.uncertainty``): base and new of a
+dataset a Student-t interval over its seeds; HM, and all three on the Average row, a paired
+percentile bootstrap over seeds (resampled within each dataset).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from orchestration.results.figure_style import (
 from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets, order_methods
 from orchestration.results.published import DELTA_POINTS, DELTA_STDS
 from orchestration.results.statistics import per_run_table, seed_stats
+from orchestration.results.uncertainty import CONFIDENCE, bootstrap_intervals, t_critical
 from prometar import protocols
 from prometar.data import catalog
 from prometar.protocols import harmonic_mean
@@ -49,7 +54,15 @@ BASE2NEW_COLUMNS: tuple[str, ...] = (
     "n_seeds",
     "shots",
     "missing",
+    "base_low",
+    "base_high",
+    "new_low",
+    "new_high",
+    "hm_low",
+    "hm_high",
 )
+INTERVAL_COLUMNS: tuple[str, ...] = BASE2NEW_COLUMNS[-6:]
+"""The 95% interval of base, new and HM (low, high): NaN with fewer than two seeds."""
 
 
 def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS) -> pd.DataFrame:
@@ -77,6 +90,9 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
     per_run = per_run.dropna(subset=[BASE_METRIC, NEW_METRIC])
     base = seed_stats(per_run, keys, BASE_METRIC).set_index(keys)
     new = seed_stats(per_run, keys, NEW_METRIC).set_index(keys)
+    seed_pairs: dict[tuple[object, ...], list[tuple[float, float]]] = {}
+    for values in per_run[[*keys, BASE_METRIC, NEW_METRIC]].itertuples(index=False):
+        seed_pairs.setdefault(tuple(values[:3]), []).append((float(values[3]), float(values[4])))
     expected = order_datasets(datasets)
     present = per_run["dataset"].unique().tolist()
     shown = expected + [d for d in order_datasets(present) if d not in expected]
@@ -84,10 +100,14 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
     for method in order_methods(per_run["method"].unique()):
         for shots in sorted(per_run.loc[per_run["method"] == method, "shots"].unique()):
             block: list[dict[str, object]] = []
+            groups: dict[str, list[tuple[float, float]]] = {}
             for dataset in shown:
                 key = (method, shots, dataset)
                 if key in base.index:
                     b, n = base.loc[key], new.loc[key]
+                    pairs = seed_pairs[key]
+                    groups[dataset] = pairs
+                    hm_low, hm_high = bootstrap_intervals([pairs]).hm
                     block.append(
                         {
                             "method": method,
@@ -100,6 +120,10 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
                             "n_seeds": int(b["n"]),
                             "shots": int(shots),
                             "missing": "",
+                            **_t_interval("base", b),
+                            **_t_interval("new", n),
+                            "hm_low": hm_low,
+                            "hm_high": hm_high,
                         }
                     )
                 else:
@@ -115,6 +139,7 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
                             "n_seeds": 0,
                             "shots": int(shots),
                             "missing": "no runs",
+                            **dict.fromkeys(INTERVAL_COLUMNS, math.nan),
                         }
                     )
             in_average = [r for r in block if r["dataset"] in expected]
@@ -130,20 +155,44 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
                 "n_seeds": 0,
                 "shots": int(shots),
                 "missing": ", ".join(missing),
+                **dict.fromkeys(INTERVAL_COLUMNS, math.nan),
             }
             if not missing and in_average:
                 mean_base = sum(float(r["base"]) for r in in_average) / len(in_average)  # type: ignore[arg-type]
                 mean_new = sum(float(r["new"]) for r in in_average) / len(in_average)  # type: ignore[arg-type]
+                intervals = bootstrap_intervals([groups[str(r["dataset"])] for r in in_average])
                 average.update(
                     base=mean_base,
                     new=mean_new,
                     hm=harmonic_mean(mean_base, mean_new),
                     n_seeds=min(int(r["n_seeds"]) for r in in_average),
+                    base_low=intervals.base[0],
+                    base_high=intervals.base[1],
+                    new_low=intervals.new[0],
+                    new_high=intervals.new[1],
+                    hm_low=intervals.hm[0],
+                    hm_high=intervals.hm[1],
                 )  # type: ignore[call-overload]
             records.append(average)
             records.extend(block)
     summary = pd.DataFrame.from_records(records, columns=list(BASE2NEW_COLUMNS))
     return summary.astype({"n_seeds": "int64", "shots": "int64"}) if len(summary) else summary
+
+
+INTERVALS_NOTE = (
+    "intervals: base and new a Student-t interval over seeds; HM and the Average row a paired "
+    "bootstrap over seeds (within each dataset)"
+)
+APPROX_NOTE = "~ paper value recalled, derived or recomputed from such values (provenance not 'published')"
+
+
+def _t_interval(metric: str, stats: pd.Series) -> dict[str, float]:
+    """``<metric>_low`` and ``<metric>_high``: the Student-t interval of a seed mean (NaN: one seed)."""
+    n = int(stats["n"])
+    if n < 2 or pd.isna(stats["std"]):
+        return {f"{metric}_low": math.nan, f"{metric}_high": math.nan}
+    half = t_critical(n) * float(stats["std"]) / math.sqrt(n)
+    return {f"{metric}_low": stats["mean"] - half, f"{metric}_high": stats["mean"] + half}
 
 
 def layout_base2new(
@@ -163,11 +212,15 @@ def layout_base2new(
         return _layout_published_rows(summary, expected_seeds=expected_seeds)
     with_paper = "paper_base" in summary.columns
     several_shots = summary["shots"].nunique() > 1 if len(summary) else False
-    header = ["Dataset", "Method"]
+    header = ["Dataset", "Method", "n"]
     for metric in ("Base", "New", "HM"):
         header += [metric, f"{metric} (paper)", f"Δ {metric}"] if with_paper else [metric]
-    table = DisplayTable("Base-to-new generalisation (seed means ± std)", header, label_columns=2)
-    notes: set[str] = set()
+    table = DisplayTable(
+        f"Base-to-new generalisation (seed means with {CONFIDENCE:.0%} intervals; n: seeds)",
+        header,
+        label_columns=2,
+    )
+    notes: set[str] = {INTERVALS_NOTE}
     for dataset in dict.fromkeys(summary["dataset"]):
         block_rows = summary[summary["dataset"] == dataset]
         block: list[list[Cell]] = []
@@ -175,14 +228,19 @@ def layout_base2new(
             label = method_label(str(row["method"])) + (f" ({row['shots']}-shot)" if several_shots else "")
             cells = [Cell(text=dataset_label(dataset) if i == 0 else ""), Cell(text=label)]
             empty_text = f"missing: {row['missing']}" if dataset == AVERAGE and row["missing"] else None
-            n_shown = int(row["n_seeds"]) if 0 < row["n_seeds"] < expected_seeds else None
+            seeds = int(row["n_seeds"])
+            cells.append(Cell(text=str(seeds)) if seeds else Cell())
+            if 0 < seeds < expected_seeds:
+                notes.add(f"n < {expected_seeds}: fewer seeds than the sweep's {expected_seeds}")
             for metric in ("base", "new", "hm"):
                 std = number(row.get(f"{metric}_std")) if metric != "hm" else None
                 value = number(row[metric])
+                low, high = number(row.get(f"{metric}_low")), number(row.get(f"{metric}_high"))
                 ours = Cell(
                     value=value,
                     std=std,
-                    n=n_shown if metric != "hm" else None,
+                    low=low if high is not None else None,
+                    high=high if low is not None else None,
                     text=empty_text if value is None and metric == "base" else None,
                 )
                 cells.append(ours)
@@ -194,14 +252,14 @@ def layout_base2new(
                         Cell(value=delta, signed=True, flag=bool(row[f"flag_{metric}"]) and delta is not None)
                     )
                     if approx and number(row[f"paper_{metric}"]) is not None:
-                        notes.add("~ paper value approximate (provenance not 'published')")
+                        notes.add(APPROX_NOTE)
                     if bool(row[f"flag_{metric}"]) and delta is not None:
                         notes.add(f"† |Δ| > {DELTA_POINTS:g} point and > {DELTA_STDS:g} std")
-            if n_shown is not None:
-                notes.add(f"(n=k): only k of {expected_seeds} seeds")
+            if with_paper and row.get("paper_over"):
+                notes.add(f"Average (paper): {row['paper_over']}")
             block.append(cells)
         step = 3 if with_paper else 1
-        bold_best(block, [2 + step * k for k in range(3)])
+        bold_best(block, [3 + step * k for k in range(3)])
         table.rules.append(len(table.rows))
         table.rows.extend(block)
     table.notes = sorted(notes)
@@ -213,7 +271,7 @@ def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> Dis
     plain = layout_base2new(
         summary.drop(
             columns=[c for c in summary.columns if c.startswith(("paper_", "delta_"))]
-            + ["flag_base", "flag_new", "flag_hm", "provenance"]
+            + ["flag_base", "flag_new", "flag_hm", "provenance", "source"]
         ),
         expected_seeds=expected_seeds,
     )
@@ -230,7 +288,7 @@ def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> Dis
             cells = list(cells)
             for k, metric in enumerate(("base", "new", "hm")):
                 if bool(row[f"flag_{metric}"]) and number(row[f"delta_{metric}"]) is not None:
-                    cells[2 + k] = replace(cells[2 + k], flag=True)
+                    cells[3 + k] = replace(cells[3 + k], flag=True)
                     notes.add(
                         f"† differs from the published number by > {DELTA_POINTS:g} point and > "
                         f"{DELTA_STDS:g} std"
@@ -243,14 +301,31 @@ def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> Dis
         for _, row in paper.iterrows():
             approx = bool(row["provenance"]) and row["provenance"] != "published"
             label = method_label(str(row["method"])) + (f" ({row['shots']}-shot)" if several_shots else "")
+            scope = str(row["paper_over"]) or "published"
             table.rows.append(
-                [Cell(text=""), Cell(text=f"{label} (published)")]
+                [Cell(text=""), Cell(text=f"{label} ({scope})"), Cell(text="")]
                 + [Cell(value=number(row[f"paper_{m}"]), approx=approx) for m in ("base", "new", "hm")]
             )
             if approx:
-                notes.add("~ paper value approximate (provenance not 'published')")
-    table.notes = sorted(notes)
+                notes.add(APPROX_NOTE)
+    table.notes = sorted(notes) + source_notes(summary)
     return table
+
+
+def published_sources(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """(methods, source) for each source of the published numbers a summary shows."""
+    shown = summary[summary["paper_base"].notna()]
+    by_source: dict[str, list[str]] = {}
+    for method, source in zip(shown["method"], shown["source"], strict=True):
+        names = by_source.setdefault(str(source) or "no source given", [])
+        if method_label(str(method)) not in names:
+            names.append(method_label(str(method)))
+    return [(", ".join(names), source) for source, names in by_source.items()]
+
+
+def source_notes(summary: pd.DataFrame) -> list[str]:
+    """One note per source of the published numbers shown: which methods' numbers it gave."""
+    return [f"Published {methods}: {source}" for methods, source in published_sources(summary)]
 
 
 def base2new_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS) -> pd.DataFrame:
@@ -261,8 +336,8 @@ def base2new_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DAT
     datasets (each seed's mean over datasets, and its HM), and ``n_seeds`` counts those seeds.
 
     Returns:
-        Columns ``method, shots, dataset, base, new, hm, base_std, new_std, hm_std, n_seeds`` (rows
-        without runs left out).
+        Columns ``method, shots, dataset, base, new, hm, base_std, new_std, hm_std, n_seeds`` and
+        the table's 95% intervals (:data:`INTERVAL_COLUMNS`), rows without runs left out.
     """
     summary = base2new_summary(runs, datasets=datasets)
     summary = summary[summary["base"].notna()]
@@ -299,5 +374,17 @@ def base2new_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DAT
         ["method", "shots"],
         {"base_std": "base_std", "new_std": "new_std", "hm_std": "hm_std", "n_seeds": "n"},
     )
-    columns = ["method", "shots", "dataset", "base", "new", "hm", "base_std", "new_std", "hm_std", "n_seeds"]
+    columns = [
+        "method",
+        "shots",
+        "dataset",
+        "base",
+        "new",
+        "hm",
+        "base_std",
+        "new_std",
+        "hm_std",
+        "n_seeds",
+        *INTERVAL_COLUMNS,
+    ]
     return stats[columns].reset_index(drop=True)

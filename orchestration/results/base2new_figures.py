@@ -20,7 +20,6 @@ from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.figure_style import (
     COLUMN_WIDTH_IN,
     MIN_FONT_PT,
-    SPREAD_CAPTION,
     TEXT_WIDTH_IN,
     NamedFigure,
     SeedNotes,
@@ -32,13 +31,28 @@ from orchestration.results.figure_style import (
     n_note,
     panel_figure,
     sized_figure,
-    spread_value,
     tag_artists,
 )
 from orchestration.results.labels import AVERAGE, dataset_label, order_methods
+from orchestration.results.published import subset_average
 from prometar.protocols import Protocol
 
 # ------------------------------------------------------------------------------------ base-to-new
+
+INTERVAL_BARS_NOTE = "error bars: 95% interval over seeds"
+"""The legend's word on what the error bars of the base-to-new figures are."""
+INTERVAL_CAPTION = (
+    "Error bars: the table's 95% intervals (Student t over seeds; the Average a paired bootstrap); "
+    "n=k marks a mean of fewer seeds than planned."
+)
+
+
+def _interval_bars(row: pd.Series, metric: str) -> list[list[float]] | None:
+    """Asymmetric error-bar lengths (below, above) of one point's 95% interval; None without one."""
+    low, high = row[f"{metric}_low"], row[f"{metric}_high"]
+    if pd.isna(low) or pd.isna(high):
+        return None
+    return [[max(0.0, float(row[metric]) - float(low))], [max(0.0, float(high) - float(row[metric]))]]
 
 
 def _iso_hm_levels(low: float, high: float) -> list[float]:
@@ -55,7 +69,7 @@ def _draw_iso_hm(ax, low: float, high: float) -> None:
         base = np.linspace(max(low, level / 2 + 1e-3), high, 200)
         new = level * base / (2 * base - level)  # HM(base, new) = level
         new = np.where((new >= low) & (new <= high), new, np.nan)
-        if np.isnan(new).all():
+        if np.isfinite(new).sum() < 10:  # no curve, or one that only touches the panel's corner
             continue
         (line,) = ax.plot(base, new, linestyle="--", linewidth=0.6, color="0.65", zorder=0)
         line.set_gid(f"iso-hm:{level:g}")
@@ -82,8 +96,9 @@ def figure_base_vs_new(
 ) -> Figure | None:
     """Base (x) against new (y) accuracy per dataset (Average first), with iso-HM curves.
 
-    Points are seed means with the seed std as error bars in both directions; published numbers of
-    the methods run are hollow markers of the same colour.
+    Points are seed means with their 95% intervals (the table's) as error bars in both directions;
+    published numbers of the methods run are hollow markers of the same colour (the paper's Average
+    recomputed over the same datasets).
 
     Args:
         runs: The tidy runs table (base-to-new rows are used).
@@ -104,10 +119,10 @@ def figure_base_vs_new(
             rows = stats[stats["dataset"] == dataset]
             paper = _published_rows(published, dataset, methods, datasets)
             values = [
-                *(rows["base"] - rows["base_std"].fillna(0)),
-                *(rows["base"] + rows["base_std"].fillna(0)),
-                *(rows["new"] - rows["new_std"].fillna(0)),
-                *(rows["new"] + rows["new_std"].fillna(0)),
+                *rows["base_low"].fillna(rows["base"]),
+                *rows["base_high"].fillna(rows["base"]),
+                *rows["new_low"].fillna(rows["new"]),
+                *rows["new_high"].fillna(rows["new"]),
                 *paper["base"],
                 *paper["new"],
             ]
@@ -120,8 +135,8 @@ def figure_base_vs_new(
                     ax,
                     [row["base"]],
                     [row["new"]],
-                    xerr=spread_value(row["base_std"]),
-                    yerr=spread_value(row["new_std"]),
+                    xerr=_interval_bars(row, "base"),
+                    yerr=_interval_bars(row, "new"),
                     method=method,
                     linestyle="",
                     markersize=6 if method == "prometar" else 4.5,
@@ -155,7 +170,7 @@ def figure_base_vs_new(
             methods,
             kind="marker",
             published=shown_published,
-            extra=[(iso, "equal HM")],
+            extra=[(iso, "equal HM"), (Line2D([], [], linestyle=""), INTERVAL_BARS_NOTE)],
             note=notes.legend(),
         )
     return figure
@@ -164,13 +179,13 @@ def figure_base_vs_new(
 def _published_rows(
     published: pd.DataFrame | None, dataset: str, methods: Sequence[str], datasets: Sequence[str]
 ) -> pd.DataFrame:
-    """Published rows of the methods run, for one dataset; the paper's Average only when ours is over
-    the paper's datasets."""
+    """Published rows of the methods run, for one dataset; the paper's Average is over the same
+    datasets as ours (``results.published.subset_average``)."""
     empty = pd.DataFrame(columns=["method", "dataset", "base", "new", "hm"])
     if published is None:
         return empty
-    if dataset == AVERAGE and set(datasets) != set(BASE2NEW_DATASETS):
-        return empty
+    if dataset == AVERAGE:
+        published = subset_average(published, datasets)
     return published[(published["dataset"] == dataset) & published["method"].isin(methods)]
 
 
@@ -183,8 +198,8 @@ def figure_hm(
 ) -> Figure | None:
     """HM per dataset (Average first) as grouped bars, one per method, with the published HM marked.
 
-    Bars are the HM of the seed means (the table's); error bars are the sample std over seeds of each
-    seed's HM. A published HM is a black bar-wide tick over the method's bar.
+    Bars are the HM of the seed means (the table's); error bars are its 95% interval (the table's
+    paired bootstrap over seeds). A published HM is a black bar-wide tick over the method's bar.
     """
     stats = base2new_stats(runs, datasets=datasets)
     if stats.empty:
@@ -204,12 +219,14 @@ def figure_hm(
             rows = stats[stats["method"] == method].set_index("dataset").reindex(groups)
             positions = x + (i - (len(methods) - 1) / 2) * width
             heights = rows["hm"].to_numpy(dtype=float)
-            errors = np.nan_to_num(rows["hm_std"].to_numpy(dtype=float))
+            below = np.nan_to_num(np.clip(heights - rows["hm_low"].to_numpy(dtype=float), 0.0, None))
+            above = np.nan_to_num(np.clip(rows["hm_high"].to_numpy(dtype=float) - heights, 0.0, None))
+            errors = above
             bars = ax.bar(
                 positions,
                 heights,
                 width * 0.92,
-                yerr=errors,
+                yerr=np.vstack([below, above]),  # [2, groups]: below, above
                 color=style.color,
                 label=style.label,
                 error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.15"},
@@ -272,6 +289,7 @@ def figure_hm(
             if shown_published
             else []
         )
+        extra.append((Line2D([], [], linestyle=""), INTERVAL_BARS_NOTE))
         add_legend(figure, methods, kind="bar", extra=extra, note=notes.legend())
     return figure
 
@@ -289,7 +307,7 @@ def figures(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[
             "harmonic mean (HM)"
             + (", hollow markers the published numbers" if published is not None else "")
             + ". "
-            + SPREAD_CAPTION
+            + INTERVAL_CAPTION
         )
         out.append(NamedFigure("base_vs_new", base_vs_new, caption))
     hm = figure_hm(runs, datasets=grid, published=published, expected_seeds=ctx.expected_seeds)
@@ -297,7 +315,7 @@ def figures(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[
         caption = (
             "Harmonic mean of base and new accuracy per dataset (HM of the seed means)"
             + ("; black ticks: published HM" if published is not None else "")
-            + ". Error bars: sample standard deviation over seeds of each seed's HM."
+            + ". Error bars: the table's 95% interval of the HM (paired bootstrap over seeds)."
         )
         out.append(NamedFigure("hm", hm, caption))
     return out

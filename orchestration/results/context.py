@@ -53,6 +53,8 @@ class ResultsContext:
         trials: Trials the sweep plans (None without a sweep file).
         tracking_uri: The MLflow ledger read (None: a runs CSV).
         experiment: The MLflow experiment read (None: a runs CSV).
+        comparisons: (A, B) method pairs whose paired comparison B − A is added to the tables
+            (``results.comparison``); None: ProMetaR against every other method that ran.
     """
 
     name: str = "runs"
@@ -69,6 +71,7 @@ class ResultsContext:
     trials: int | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
+    comparisons: tuple[tuple[str, str], ...] | None = ()
 
     @classmethod
     def from_plan(
@@ -104,12 +107,16 @@ class ResultsContext:
         """The same facts for runs read from a CSV (no ledger, no restriction to planned runs)."""
         return replace(self, planned=None, tracking_uri=None, experiment=None)
 
-    def with_published(self, path: Path | str | None = None, *, compare: bool = True) -> ResultsContext:
+    def with_published(
+        self, path: Path | str | None = None, *, compare: bool = True, variant: str | None = None
+    ) -> ResultsContext:
         """The same context comparing with the published numbers at ``path`` (default: the shipped
-        ones), or with none when ``compare`` is false."""
-        from orchestration.results.published import load_published
+        ones; ``variant``: which of its variants, default ``published.DEFAULT_VARIANT``), or with
+        none when ``compare`` is false."""
+        from orchestration.results.published import DEFAULT_VARIANT, load_published
 
-        return replace(self, published=load_published(path) if compare else None)
+        chosen = variant or DEFAULT_VARIANT
+        return replace(self, published=load_published(path, variant=chosen) if compare else None)
 
     @property
     def grid(self) -> tuple[str, ...]:

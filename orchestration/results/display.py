@@ -26,6 +26,8 @@ class Cell:
         flag: A difference beyond tolerance (marked ``†``).
         approx: An approximate reference value (marked ``~``).
         signed: Show an explicit sign (differences).
+        low, high: A 95% interval, shown as ``[low, high]`` (Markdown, HTML) or as ``± half-width``
+            in place of the std (LaTeX).
     """
 
     value: float | None = None
@@ -36,6 +38,21 @@ class Cell:
     flag: bool = False
     approx: bool = False
     signed: bool = False
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def has_interval(self) -> bool:
+        return self.low is not None and self.high is not None
+
+
+INTERVAL_NOTE = "a ± s [l, h]: seed mean ± sample std [95% interval]"
+"""The note under a Markdown or HTML table whose cells carry intervals (``render.table_notes``)."""
+
+
+def has_intervals(table: DisplayTable) -> bool:
+    """Whether any cell of the table carries an interval."""
+    return any(cell.has_interval for row in table.rows for cell in row)
 
 
 @dataclass

@@ -36,7 +36,7 @@ def _base2new(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> lis
     summary = base2new.base2new_summary(runs, datasets=ctx.grid)
     latex = None
     if ctx.published is not None:
-        summary = add_published(summary, ctx.published)
+        summary = add_published(summary, ctx.published, datasets=ctx.grid)
         latex = base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds, published_rows=True)
         if latex.subrules:
             latex.title += "; published numbers in the lower rows of each block"

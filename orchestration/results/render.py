@@ -10,7 +10,7 @@ from typing import Literal
 import pandas as pd
 
 from orchestration.errors import ResultsError
-from orchestration.results.display import Cell, DisplayTable
+from orchestration.results.display import INTERVAL_NOTE, Cell, DisplayTable, has_intervals
 from orchestration.results.safe_text import csv_frame, markdown_text
 
 Format = Literal["markdown", "latex", "csv"]
@@ -37,9 +37,22 @@ def to_markdown(table: DisplayTable) -> str:
     ]
     for row in table.rows:
         lines.append("| " + " | ".join(cell_text(c, MARKDOWN).replace("|", "\\|") for c in row) + " |")
-    if table.notes:
-        lines += [""] + [f"{markdown_text(note)}  " for note in table.notes]
+    notes = table_notes(table)
+    if notes:
+        lines += [""] + [f"{markdown_text(note)}  " for note in notes]
     return "\n".join(lines) + "\n"
+
+
+LATEX_INTERVAL_CAPTION = (
+    r"mean $\pm$ half-width of the 95\% interval (Student t over seeds; HM and Average rows: half the "
+    r"width of a paired bootstrap interval); exact bounds and the std in the CSV"
+)
+"""What a LaTeX caption adds when the table's cells carry intervals (already LaTeX)."""
+
+
+def table_notes(table: DisplayTable) -> list[str]:
+    """The notes under a Markdown or HTML table: its own, and what ``[l, h]`` means when it has intervals."""
+    return [*table.notes, INTERVAL_NOTE] if has_intervals(table) else list(table.notes)
 
 
 _LATEX_ESCAPES = {
@@ -54,6 +67,7 @@ _LATEX_ESCAPES = {
     "~": r"\textasciitilde{}",
     "^": r"\^{}",
     "Δ": r"$\Delta$",
+    "−": r"$-$",
     "†": r"$^\dagger$",
     "±": r"$\pm$",
     "<": r"$<$",
@@ -77,6 +91,8 @@ class CellMarkup:
         approx: Before an approximate value.
         bold: Wraps the best value.
         flag: After a difference beyond tolerance.
+        half_width: Write a cell's 95% interval as ``± half-width`` in place of the std (LaTeX),
+            instead of ``[low, high]`` after it (Markdown, HTML).
     """
 
     escape: Callable[[str], str]
@@ -85,6 +101,7 @@ class CellMarkup:
     approx: str
     bold: Callable[[str], str]
     flag: str
+    half_width: bool = False
 
 
 MARKDOWN = CellMarkup(
@@ -97,6 +114,7 @@ LATEX = CellMarkup(
     approx=r"$\approx$",
     bold=lambda text: rf"\textbf{{{text}}}",
     flag=r"$^\dagger$",
+    half_width=True,
 )
 HTML = CellMarkup(
     escape=html.escape,
@@ -114,8 +132,12 @@ def cell_text(cell: Cell, markup: CellMarkup) -> str:
     if cell.value is None:
         return markup.escape(cell.text) if cell.text is not None else markup.empty
     text = _format_value(cell)
-    if cell.std is not None:
+    if cell.has_interval and markup.half_width:
+        text += rf"\,$\pm$\,{(cell.high - cell.low) / 2:.2f}"  # type: ignore[operator]
+    elif cell.std is not None:
         text += f"{markup.plus_minus}{cell.std:.2f}"
+    if cell.has_interval and not markup.half_width:
+        text += f" [{cell.low:.2f}, {cell.high:.2f}]"
     if cell.n is not None:
         text += f" (n={cell.n})"
     if cell.approx:
@@ -130,10 +152,11 @@ def cell_text(cell: Cell, markup: CellMarkup) -> str:
 def to_latex(table: DisplayTable) -> str:
     """Render as a booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
     spec = "l" * table.label_columns + "r" * (len(table.header) - table.label_columns)
+    caption_tail = "; " + LATEX_INTERVAL_CAPTION if has_intervals(table) else ""
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{latex_escape(table.title)}}}",
+        rf"\caption{{{latex_escape(table.title)}{caption_tail}}}",
         *([rf"\label{{{table.label}}}"] if table.label else []),
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",

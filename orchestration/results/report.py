@@ -43,6 +43,8 @@ from orchestration.ledger.vocabulary import (
     TRIAL_KEY_TAG,
     TRIALS_PLANNED_TAG,
 )
+from orchestration.results.base2new import KIND as BASE2NEW_KIND
+from orchestration.results.base2new import published_sources
 from orchestration.results.context import ResultsContext
 from orchestration.results.display import DisplayTable
 from orchestration.results.figure_style import NamedFigure
@@ -146,6 +148,7 @@ class Provenance:
         experiment: The MLflow experiment.
         sweep_file: The sweep file, as given.
         overrides: The ``--set`` overrides the sweep was planned with.
+        published_sources: (methods, source) of each published number the tables show.
     """
 
     code_revision: str
@@ -157,6 +160,7 @@ class Provenance:
     experiment: str | None
     sweep_file: str
     overrides: tuple[tuple[str, Any], ...] = ()
+    published_sources: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -328,6 +332,12 @@ def build_report(
         experiment=context.experiment,
         sweep_file=context.sweep_file,
         overrides=context.overrides,
+        published_sources=tuple(
+            pair
+            for table in tables
+            if table.name == BASE2NEW_KIND and "source" in table.summary.columns
+            for pair in published_sources(table.summary)
+        ),
     )
     return Report(
         title=context.name,

@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from orchestration.results.display import DisplayTable
 from orchestration.results.figure_style import NamedFigure, figure_style, save_figure
-from orchestration.results.render import HTML, cell_text, to_markdown
+from orchestration.results.render import HTML, cell_text, table_notes, to_markdown
 from orchestration.results.report import (
     FIGURES_DIR,
     HTML_NAME,
@@ -55,7 +55,7 @@ def table_html(table: DisplayTable) -> str:
             for j, c in enumerate(row)
         )
         rows.append(f'<tr class="{" ".join(classes)}">{cells}</tr>' if classes else f"<tr>{cells}</tr>")
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table_notes(table))
     return (
         f'<figure class="table"><figcaption>{html.escape(table.title)}</figcaption><table><thead><tr>{head}'
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{notes}</figure>"
@@ -137,6 +137,7 @@ def _provenance_rows(report: Report) -> list[tuple[str, str]]:
         rows.append(("sweep file", p.sweep_file))
     if p.overrides:
         rows.append(("overrides (--set)", ", ".join(f"{k}={v}" for k, v in p.overrides)))
+    rows += [(f"published numbers: {methods}", source) for methods, source in p.published_sources]
     rows += [(f"version of {name}", version) for name, version in p.versions.items()]
     return rows
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from orchestration.errors import ResultsError
 from orchestration.ledger.runs import RunsTable
-from orchestration.results import search
+from orchestration.results import comparison, search
 from orchestration.results.context import ResultsContext
 from orchestration.results.kinds import RESULT_KINDS
 from orchestration.results.render import EXTENSIONS, FORMATS, Format, RenderedTable, render_tables
@@ -57,6 +57,8 @@ def build_tables(ledger: RunsTable, context: ResultsContext | None = None) -> li
         tables.extend(RESULT_KINDS[entry.table].tables(ledger, entry, ctx))
     if not tables:
         raise ResultsError(f"no table applies to these runs (protocols: {', '.join(sorted(recorded))})")
+    pairs = comparison.default_comparisons(runs) if ctx.comparisons is None else ctx.comparisons
+    tables += [comparison_table(ledger, a, b, datasets=ctx.datasets or None) for a, b in pairs]
     context_line = caption_context(ledger)
     for table in tables:
         for display in (table.display, table.latex_display):
@@ -119,9 +121,22 @@ def latex_label(sweep: str, table: str) -> str:
 def table_text(source: Source, fmt: Format = "markdown") -> str:
     """The tables of a resolved source (``results.source.load_source``) in one format: the ``table`` verb.
 
-    The source's context carries the published numbers to compare with and the seeds per cell.
+    The source's context carries the published numbers to compare with, the seeds per cell and
+    the paired comparisons to add; with CSV and comparisons, only the comparisons are written.
     """
-    return render_tables(build_tables(source.ledger, source.context), fmt)
+    tables = build_tables(source.ledger, source.context)
+    if fmt == "csv" and source.context.comparisons:
+        tables = [t for t in tables if t.name.startswith(comparison.KIND)]
+    return render_tables(tables, fmt)
+
+
+def comparison_table(
+    ledger: RunsTable, method_a: str, method_b: str, *, datasets: Sequence[str] | None = None
+) -> RenderedTable:
+    """The paired comparison B − A of two methods' base-to-new runs, as table ``compare_<B>_vs_<A>``."""
+    summary = comparison.compare_summary(ledger.runs, method_a, method_b, datasets=datasets)
+    name = f"{comparison.KIND}_{method_b}_vs_{method_a}"
+    return RenderedTable(name, summary, comparison.layout_comparison(summary))
 
 
 def write_tables(tables: Sequence[RenderedTable], folder: Path | str) -> dict[str, Path]:

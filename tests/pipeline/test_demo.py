@@ -28,9 +28,9 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
     plan = load_plan(path)
     assert plan.notes == ()  # the demo's own sweep file draws no warning of the product's
     trials = list(plan.trials)
-    assert len(trials) == 3 * 3 * 2
+    assert len(trials) == 3 * 3 * 5  # five seeds: enough for the paired comparisons to say something
     assert {t.method for t in trials} == {"zeroshot", "ivlp", "prometar"}
-    assert {t.seed for t in trials} == {1, 2} and {t.shots for t in trials} == {16}
+    assert {t.seed for t in trials} == {1, 2, 3, 4, 5} and {t.shots for t in trials} == {16}
     for trial in trials:
         assert trial.protocol == "base2new"
         assert trial.config["backbone"]["name"] == "toy-clip"
@@ -42,7 +42,7 @@ def test_demo_sweep_is_the_checkout_file_and_validates() -> None:
         )
         assert toy_datasets.TOY_DATASETS[trial.dataset].style.systematic
     result = CliRunner().invoke(main, ["validate", str(path)])
-    assert result.exit_code == 0 and "trials: 18" in result.output and result.stderr == ""
+    assert result.exit_code == 0 and "trials: 45" in result.output and result.stderr == ""
 
 
 def test_baseline_table_shows_chance_and_single_attribute_oracles() -> None:

@@ -140,12 +140,16 @@ def test_report_html_is_self_contained_and_holds_every_table_and_figure(tmp_path
     assert_self_contained(page)
 
     source = load_source(sweep, tracking_uri=uri)
-    context = replace(source.context, published=load_published())
+    context = replace(source.context, published=load_published(), comparisons=None)
     assert context.expected_seeds == 2 and context.protocol == "base2new"
     tables = build_tables(source.ledger, context)
-    assert [t.name for t in tables] == ["base2new"]
+    # the report compares ProMetaR with the other method, paired by seed
+    assert [t.name for t in tables] == ["base2new", "compare_prometar_vs_ivlp"]
     for table in tables:
         assert table_html(table.display) in page  # the whole table, every cell
+    assert "not separable with 2 seeds" in page and "fewer than 3 paired seeds" in page
+    # the published numbers' sources in the provenance block
+    assert "published numbers: ProMetaR" in page and "recalled: ProMetaR (CVPR 2024) Table 1" in page
     figures = collect_figures(source.ledger, context)
     names = [f.name for f in figures]
     assert names == ["base_vs_new", "hm", "training_curves", "gate_and_alignment"]

@@ -394,13 +394,14 @@ def test_published_values_are_marked():
     figure = figure_hm(b2n_ledger().runs, datasets=DATASETS, published=published, expected_seeds=2)
     ticks = artists(figure, "published:prometar")
     paper = published[(published["method"] == "prometar") & published["dataset"].isin(DATASETS)]
-    assert sorted(float(t.get_ydata()[0]) for t in ticks) == sorted(
-        paper["hm"]
-    )  # no Average: not the paper's 11
-    assert not artists(figure, "published:ivlp")  # the paper has no IVLP row
+    # The Average's tick is the paper's Average over the same two datasets, not its 11-dataset one:
+    # base (83.02 + 94.94)/2 = 88.98, new (64.05 + 77.44)/2 = 70.745, HM 2·88.98·70.745/159.725.
+    same_two = 2 * 88.98 * 70.745 / 159.725
+    assert sorted(float(t.get_ydata()[0]) for t in ticks) == pytest.approx(sorted([*paper["hm"], same_two]))
+    assert not artists(figure, "published:ivlp")  # the paper has no per-dataset IVLP numbers
     scatter = figure_base_vs_new(b2n_ledger().runs, datasets=DATASETS, published=published, expected_seeds=2)
     marks = artists(scatter, "published:prometar")
-    assert len(marks) == 2 and all(m.get_markerfacecolor() == "none" for m in marks)
+    assert len(marks) == 3 and all(m.get_markerfacecolor() == "none" for m in marks)
 
 
 def test_few_shot_transfer_and_search_figures():

@@ -171,8 +171,14 @@ def test_every_table_has_one_label_a_caption_and_a_balanced_structure():
 
 def test_published_numbers_are_a_block_of_rows():
     (kind, text), (_, plain) = every_table()[:2]
-    assert r"\cmidrule(l){2-5}" in text and "ProMetaR (published)" in text and "CoOp (published)" in text
-    assert "paper" not in text.lower().split(r"\end{tabular}")[0]  # no paper columns in the LaTeX
+    assert r"\cmidrule(l){2-6}" in text and "ProMetaR (published)" in text and "CoOp (published)" in text
+    header = next(line for line in text.splitlines() if line.startswith("Dataset & "))
+    assert "paper" not in header.lower()  # no paper columns in the LaTeX
+    # The Average's published row is the paper's Average over the same two datasets, and says so;
+    # the footnote names each published number's source.
+    assert "ProMetaR (paper, same 2 datasets)" in text
+    notes = text.split(r"\end{tabular}")[1]
+    assert "Published ProMetaR: recalled: ProMetaR (CVPR 2024) Table 1" in notes
     assert "published numbers in the lower rows of each block" in text
     assert r"\cmidrule" not in plain and "(published)" not in plain
     # the published block of DTD holds the paper's DTD numbers

@@ -36,7 +36,7 @@ EXPECTED = {
     "few_shot.yaml": (B2N * 3 * 5, B2N * 3 * 5, "few_shot"),
     "few_shot_prometar_recipe.yaml": (B2N * 3 * 5, B2N * 3 * 5, "few_shot"),
     "reg_strength_search.yaml": (4 * 24, 4, "search"),
-    "demo.yaml": (3 * 3 * 2, 3 * 3 * 2, "base2new"),
+    "demo.yaml": (3 * 3 * 5, 3 * 3 * 5, "base2new"),
 }
 
 

@@ -104,19 +104,6 @@ def test_two_runs_for_one_seed_is_an_error():
         base2new_summary(ledger_from(rows).runs, datasets=["dtd", "eurosat"])
 
 
-def test_published_averages_are_reproduced_for_every_method():
-    published = load_published()
-    per_dataset = published[published["dataset"] != "average"]
-    rows = [(r.method, r.dataset, 1, r.base, r.new) for r in per_dataset.itertuples()]
-    summary = base2new_summary(ledger_from(rows).runs)
-    averages = published[published["dataset"] == "average"]
-    assert len(averages) == 7
-    for paper in averages.itertuples():
-        ours = cell(summary, paper.method, "average")
-        for metric in ("base", "new", "hm"):
-            assert abs(ours[metric] - getattr(paper, metric)) <= 0.01 + 1e-9, (paper.method, metric)
-
-
 def test_published_comparison_flags_beyond_one_point_and_two_std():
     published = pd.DataFrame(
         {
@@ -129,7 +116,9 @@ def test_published_comparison_flags_beyond_one_point_and_two_std():
         }
     )
     summary = add_published(
-        base2new_summary(ledger_from(HAND_ROWS).runs, datasets=["dtd", "eurosat"]), published
+        base2new_summary(ledger_from(HAND_ROWS).runs, datasets=["dtd", "eurosat"]),
+        published,
+        datasets=["dtd", "eurosat"],
     )
     dtd = cell(summary, "prometar", "dtd")
     # base: Δ=+1.5 > 1 point but < 2·std = 4 -> not flagged; new: Δ=-0.5 -> not flagged.
@@ -147,13 +136,22 @@ def test_published_comparison_flags_beyond_one_point_and_two_std():
     assert list(summary.columns[:5]) == ["method", "dataset", "base", "new", "hm"]
 
 
-def test_seed_count_shown_only_when_fewer_than_expected():
-    text = to_markdown(
-        layout_base2new(base2new_summary(ledger_from(HAND_ROWS).runs, datasets=["dtd", "eurosat"]))
-    )
-    assert "82.00 ± 2.00 |" in text.replace("**", "")  # dtd: 3 of 3 seeds, no count
-    assert "90.50 ± 0.71 (n=2)" in text
-    assert "(n=1)" in text
+def test_each_cell_shows_its_std_interval_and_seed_count():
+    """dtd ProMetaR: 80, 82, 84 → 82 ± 2, interval 82 ± 4.30265 · 2/√3 = [77.03, 86.97], n 3.
+
+    eurosat ProMetaR: 90, 91 → 90.5 ± 0.71, interval 90.5 ± 12.706 · 0.7071/√2 = [84.15, 96.85];
+    CoOp has one seed per dataset: no std, no interval.
+    """
+    summary = base2new_summary(ledger_from(HAND_ROWS).runs, datasets=["dtd", "eurosat"])
+    text = to_markdown(layout_base2new(summary)).replace("**", "")
+    assert "|  | ProMetaR | 3 | 82.00 ± 2.00 [77.03, 86.97] |" in text
+    assert "| ProMetaR | 2 | 90.50 ± 0.71 [84.15, 96.85] |" in text
+    assert "| CoOp | 1 | 89.00 |" in text
+    assert any("fewer seeds than the sweep's 3" in line for line in text.splitlines())
+    dtd = cell(summary, "prometar", "dtd")
+    assert dtd["base_low"] == pytest.approx(77.0317, abs=1e-4)
+    assert dtd["base_high"] == pytest.approx(86.9683, abs=1e-4)
+    assert dtd["hm_low"] <= dtd["hm"] <= dtd["hm_high"]
 
 
 def test_best_per_column_is_bold():
@@ -161,8 +159,8 @@ def test_best_per_column_is_bold():
     # block "dtd": coop base 85 > prometar 82; prometar new 63 > coop 50.
     dtd_rows = table.rows[2:4]
     coop, prometar = dtd_rows
-    assert coop[2].bold and not prometar[2].bold
-    assert prometar[3].bold and not coop[3].bold
+    assert coop[3].bold and not prometar[3].bold
+    assert prometar[4].bold and not coop[4].bold
 
 
 def test_markdown_is_a_table():
@@ -172,7 +170,7 @@ def test_markdown_is_a_table():
     lines = [line for line in text.splitlines() if line.startswith("|")]
     assert len(lines) == 2 + 6  # header, separator, 2 methods x 3 blocks
     widths = {line.count("|") - line.count("\\|") for line in lines}
-    assert widths == {6}
+    assert widths == {7}
     assert re.fullmatch(r"\|(:?-+:?\|)+", lines[1])
 
 
@@ -189,13 +187,15 @@ def test_latex_booktabs_balanced_and_escaped():
     assert r"$\pm$" in text and r"\textbf{" in text
     assert r"missing: oxford\_pets" in text  # underscores escaped
     body = [line for line in text.splitlines() if line.endswith(r"\\")]
-    assert {line.count(" & ") for line in body} == {4}  # 5 columns everywhere
+    assert {line.count(" & ") for line in body} == {5}  # 6 columns everywhere
 
 
 def test_csv_one_row_per_method_and_dataset():
     published = load_published()
     summary = add_published(
-        base2new_summary(ledger_from(HAND_ROWS).runs, datasets=["dtd", "eurosat"]), published
+        base2new_summary(ledger_from(HAND_ROWS).runs, datasets=["dtd", "eurosat"]),
+        published,
+        datasets=["dtd", "eurosat"],
     )
     text = to_csv(summary)
     back = pd.read_csv(pd.io.common.StringIO(text))
@@ -205,7 +205,11 @@ def test_csv_one_row_per_method_and_dataset():
     assert not back.duplicated(["method", "dataset"]).any()
     assert set(back["dataset"]) == {"average", "dtd", "eurosat"}
     average = back[(back["method"] == "prometar") & (back["dataset"] == "average")].iloc[0]
-    assert average["base"] == pytest.approx(86.25) and average["paper_base"] == pytest.approx(84.39)
+    # The paper's Average over the same two datasets: (83.02 + 94.94) / 2.
+    assert average["base"] == pytest.approx(86.25) and average["paper_base"] == pytest.approx(88.98)
+    assert average["paper_over"] == "paper, same 2 datasets"
+    for column in ("base_low", "base_high", "new_low", "new_high", "hm_low", "hm_high", "source"):
+        assert column in back.columns
 
 
 def test_runs_csv_round_trip_and_errors(tmp_path: Path):
