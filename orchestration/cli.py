@@ -10,6 +10,8 @@ from __future__ import annotations
 import click
 
 import prometar
+from prometar.config import MAX_SEED
+from orchestration.errors import TrackingLostError
 from prometar.errors import InputError
 from prometar.yamlio import cap
 
@@ -21,6 +23,9 @@ DATA_ROOT_ENV = "PROMETAR_DATA_ROOT"
 """Read by every verb with a local ``--data-root`` (``launch``, ``train``, ``data``)."""
 STORAGE_ENV = "PROMETAR_STORAGE"
 """Read by ``launch --storage``."""
+
+SEED = click.IntRange(0, MAX_SEED)
+"""A run seed on the command line (``prometar.config.MAX_SEED``)."""
 
 MAX_MESSAGE = 2000
 """Most characters of an input error's message the CLI prints."""
@@ -35,6 +40,9 @@ class _Verb(click.Command):
         except InputError as err:
             # One line's worth, whatever the input echoed (an alias bomb, a huge value).
             raise click.UsageError(cap(str(err), MAX_MESSAGE), ctx=ctx) from None
+        except TrackingLostError as err:  # not input: the store went away mid-launch
+            click.echo(f"Error: {cap(str(err), MAX_MESSAGE)}", err=True)
+            raise SystemExit(1) from None
 
 
 class _Verbs(click.Group):
@@ -48,6 +56,11 @@ class _Verbs(click.Group):
 @click.version_option(prometar.__version__, prog_name="prometar-sweep")
 def main() -> None:
     """Run ProMetaR and its baselines on CLIP at cluster scale, and print the paper's tables."""
+    import os
+
+    from orchestration.ledger.uri import bounded_request_settings
+
+    os.environ.update(bounded_request_settings())  # the whole command: no MLflow request waits minutes
 
 
 def _warn(message: str) -> None:
@@ -109,7 +122,7 @@ def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
 @data_group.command("fewshot")
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
 @click.option("--shots", required=True, type=click.IntRange(min=1), help="Training images per class (K).")
-@click.option("--seed", required=True, type=int, help="Run seed.")
+@click.option("--seed", required=True, type=SEED, help="Run seed (0 .. 2^32 - 1).")
 @click.option(
     "--data-root",
     required=True,
@@ -126,12 +139,21 @@ def data_fewshot(dataset, shots, seed, data_root, out) -> None:
     trial writes as fewshot_subset.json. Nothing is written to the data root.
     """
     import json
+    from collections import Counter
 
     from prometar.data.fewshot import few_shot, subset_listing
     from prometar.data.readers import read_dataset
+    from prometar.errors import DataError
 
+    splits = read_dataset(dataset, data_root)
+    largest = max(Counter(item.label for item in splits.train).values(), default=0)
+    if shots > largest:
+        raise DataError(
+            f"--shots {shots}: {dataset} has at most {largest} training images per class under "
+            f"{data_root}; ask for {largest} or fewer"
+        )
     sampled = few_shot(
-        read_dataset(dataset, data_root),
+        splits,
         key=dataset,
         data_root=data_root,
         shots=shots,
@@ -160,7 +182,7 @@ def _config_keys() -> str:
 
 @main.command("train", epilog=_config_keys())
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
-@click.option("--seed", required=True, type=int, help="Run seed.")
+@click.option("--seed", required=True, type=SEED, help="Run seed (0 .. 2^32 - 1).")
 @click.option("--shots", required=True, type=int, help="Training images per class (data.shots).")
 @click.option("--method", metavar="NAME", help="Method (prompt design × scheme); default: the preset's.")
 @click.option(

@@ -63,12 +63,16 @@ __all__ = [
     "list_presets",
     "load_preset",
     "load_yaml",
+    "MAX_SEED",
     "parse_override",
     "resolve_config",
 ]
 
 ProtocolName = Literal[tuple(protocols.list_protocols())]  # type: ignore[valid-type]
 """The run protocols of ``prometar.protocols`` (validated as a Literal)."""
+
+MAX_SEED = 2**32 - 1
+"""Largest run seed: seeds are 0 .. 2^32 − 1, the range NumPy's and torch's generators both accept."""
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
@@ -817,8 +821,8 @@ def _validate(cfg: RunConfig, source: str) -> None:
             f"only apply to {' / '.join(with_targets)}, not protocol {cfg.protocol!r}",
         )
 
-    if cfg.seed < 0:
-        fail("seed", cfg.seed, "must be >= 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        fail("seed", cfg.seed, f"must be in 0..{MAX_SEED} (2^32 - 1)")
 
     positive_ints = {
         "prompts.text_tokens": cfg.prompts.text_tokens,

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestration.errors import ResultsError, SpecError
 from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
+from orchestration.ledger.uri import probe_tracking_uri
 from orchestration.ledger.runs import PlannedRuns, RunsTable, planned_runs, read_experiment, read_runs_csv
 from orchestration.sweeps.planning import SweepPlan, load_plan
 
@@ -157,6 +158,8 @@ def load_source(
     Raises:
         ResultsError: Neither or both of ``sweep`` and ``experiment``, overrides without a sweep
             file, a bad sweep file, or bad input.
+        TrackingError: A tracking server (or database) that accepts no connection within
+            ``orchestration.network.PROBE_TIMEOUT_S``; names the URI.
     """
     if sweep is not None and experiment is not None:
         raise ResultsError("give a sweep file or --experiment, not both")
@@ -169,5 +172,6 @@ def load_source(
     if name is None:
         raise ResultsError("give a sweep file, --experiment NAME or --runs CSV")
     uri = tracking_uri or default_tracking_uri(DEFAULT_OUTPUT)
+    probe_tracking_uri(uri)  # a server or database that does not answer: one message, in seconds
     planned = summary.planned if summary is not None else None
     return Source(read_experiment(name, uri, planned=planned), summary, uri, name)
