@@ -10,8 +10,8 @@ from __future__ import annotations
 import click
 
 import prometar
-from prometar.config import MAX_SEED
 from orchestration.errors import TrackingLostError
+from prometar.config import MAX_SEED
 from prometar.errors import InputError
 from prometar.yamlio import cap
 

@@ -102,7 +102,9 @@ def check_ray_address(address: str) -> None:
     if not host:
         host, port_text = rest.rstrip("/"), "10001" if "://" in target else ""
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise LaunchError(f"--address {address} (or RAY_ADDRESS): expected HOST:PORT, ray://HOST:PORT or auto")
+        raise LaunchError(
+            f"--address {address} (or RAY_ADDRESS): expected HOST:PORT, ray://HOST:PORT or auto"
+        )
     problem = connect_problem(host.strip("[]"), int(port_text))
     if problem is not None:
         raise LaunchError(f"--address {address} (or RAY_ADDRESS): no Ray cluster answers: {problem}")

@@ -253,7 +253,13 @@ def _claim(launch: Launch, todo: list[Trial]) -> Claims:
 
 def _run_grid(current: Launch, todo: list[Trial], runs: list[Any]) -> None:
     """Fan a grid sweep's claimed trials out on Ray Tune (or say there is nothing to do)."""
-    plan, ledger, report, options, out = current.plan, current.ledger, current.report, current.options, current.out
+    plan, ledger, report, options, out = (
+        current.plan,
+        current.ledger,
+        current.report,
+        current.options,
+        current.out,
+    )
     trials, done = list(plan.trials), report.done_before
     # one run per trial key: a trial an earlier launch left unfinished continues its run
     reopen = {} if options.force else ledger.reopenable({t.key for t in todo}, runs)
@@ -267,8 +273,7 @@ def _run_grid(current: Launch, todo: list[Trial], runs: list[Any]) -> None:
         )
     else:
         print(
-            f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, "
-            f"{len(trials)} in total",
+            f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
             file=out,
         )
         if reopen:

@@ -136,9 +136,7 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
         wide["run_id"] = [f"{source}:{i + 2}" for i in range(len(wide))]
     for column, top in (("seed", MAX_SEED), ("shots", MAX_SEED)):
         numbers = pd.to_numeric(wide[column], errors="coerce")
-        bad = wide.index[
-            numbers.isna() | ~numbers.between(0, top) | (numbers != numbers.round())
-        ]
+        bad = wide.index[numbers.isna() | ~numbers.between(0, top) | (numbers != numbers.round())]
         if len(bad):
             raise ResultsError(
                 f"{source}: column {column!r} must hold integers in 0..{top} (run "
@@ -150,7 +148,9 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
     metrics = [c for c in wide.columns if protocols.is_final_metric(str(c))]
     for column in metrics:
         numbers = pd.to_numeric(wide[column], errors="coerce")
-        bad = wide.index[(numbers.isna() & wide[column].notna()) | (numbers.notna() & ~numbers.between(0, 100))]
+        bad = wide.index[
+            (numbers.isna() & wide[column].notna()) | (numbers.notna() & ~numbers.between(0, 100))
+        ]
         if len(bad):
             raise ResultsError(
                 f"{source}: metric {column!r} must be an accuracy in 0..100 (run "
@@ -212,7 +212,9 @@ def read_runs_csv(path: Path | str) -> RunsTable:
     known = {
         "method": list_methods(),
         "dataset": list_datasets(),
-        "protocol": [p for name in protocols.list_protocols() for p in {name, protocols.get_protocol(name).tag}],
+        "protocol": [
+            p for name in protocols.list_protocols() for p in {name, protocols.get_protocol(name).tag}
+        ],
     }
     for column, valid in known.items():
         if column not in wide.columns:

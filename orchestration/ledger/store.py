@@ -26,9 +26,9 @@ launch won it) holds the key, else the earliest (start time, then run id); the o
 and count the key as running elsewhere, and the winner marks its claim settled. Launches settling
 at the same time compute the same winner from the same committed rows, so this needs no lock and
 works on any store (SQLite, a server on PostgreSQL); across machines it assumes clocks that agree
-to within the few milliseconds between one launch's claim and its settling. A key another launch FINISHED meanwhile is dropped
-(statuses read after claiming). A launch deletes its claims when it ends
-(:meth:`TrialLedger.release`); a dead launch's are ignored, and deleted by the next launch
+to within the few milliseconds between one launch's claim and its settling. A key another launch
+FINISHED meanwhile is dropped (statuses read after claiming). A launch deletes its claims when it
+ends (:meth:`TrialLedger.release`); a dead launch's are ignored, and deleted by the next launch
 (:meth:`TrialLedger.close_stale_runs`).
 
 :func:`search_runs` is the one paginated reader of MLflow runs (this store and the runs reader of
@@ -352,7 +352,12 @@ class TrialLedger:
         assert exp is not None
         staked = {}
         for key in dict.fromkeys(keys):
-            tags = {ROLE_TAG: CLAIM_ROLE, CLAIM_KEY_TAG: key, PARENT_TAG: parent_run_id, SWEEP_TAG: self.experiment}
+            tags = {
+                ROLE_TAG: CLAIM_ROLE,
+                CLAIM_KEY_TAG: key,
+                PARENT_TAG: parent_run_id,
+                SWEEP_TAG: self.experiment,
+            }
             staked[key] = self.client.create_run(exp, tags=tags, run_name=f"claim-{key}").info.run_id
         return staked
 

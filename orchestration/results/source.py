@@ -16,8 +16,8 @@ from typing import Any
 
 from orchestration.errors import ResultsError, SpecError
 from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
-from orchestration.ledger.uri import probe_tracking_uri
 from orchestration.ledger.runs import PlannedRuns, RunsTable, planned_runs, read_experiment, read_runs_csv
+from orchestration.ledger.uri import probe_tracking_uri
 from orchestration.sweeps.planning import SweepPlan, load_plan
 
 

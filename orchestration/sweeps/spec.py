@@ -397,7 +397,13 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
     scheduler = raw.get("scheduler", "none")
     _expect(scheduler in ("asha", "none"), source, "search.scheduler", "must be asha or none", scheduler)
     seed = raw.get("seed", 0)
-    _expect(_is_int(seed) and 0 <= seed <= MAX_SEED, source, "search.seed", f"must be an integer in 0..{MAX_SEED}", seed)
+    _expect(
+        _is_int(seed) and 0 <= seed <= MAX_SEED,
+        source,
+        "search.seed",
+        f"must be an integer in 0..{MAX_SEED}",
+        seed,
+    )
     space_raw = raw.get("space")
     if not space_raw:
         raise SpecError(source, "search.space", "is empty: name at least one dotted key to search")

@@ -4,8 +4,8 @@ For each dataset, ``check_datasets`` reads the split source exactly as a run wou
 (``read_dataset``), then verifies the images:
 
 * split-file datasets (the ``split_zhou_*.json`` ones and FGVC-Aircraft): every image the split
-  names must lie inside the dataset's image root once symlinks are resolved, and must exist (``images="all"``, the default), or an evenly spaced sample of ``images=N``
-  items per dataset;
+  names must lie inside the dataset's image root once symlinks are resolved, and must exist
+  (``images="all"``, the default), or an evenly spaced sample of ``images=N`` items per dataset;
 * folder datasets (ImageNet and its variants): the items were found by listing the folders, so
   they exist by construction; a class folder without any image makes the dataset unusable;
 * with ``decode=True`` (the default) every checked image is also decoded, as a run would decode it,

@@ -102,9 +102,7 @@ def check_relative_image_path(entry: str, root: Path, *, where: str) -> None:
 def outside_root(paths: list[str], root: Path) -> list[str]:
     """Those of ``paths`` whose real location (symlinks resolved) is not inside ``root``'s."""
     real_root = os.path.realpath(root)
-    return [
-        path for path in paths if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root
-    ]
+    return [path for path in paths if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root]
 
 
 def read_dataset(key: str, data_root: str | os.PathLike) -> DatasetSplits:

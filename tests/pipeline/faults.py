@@ -5,7 +5,9 @@ Nothing in the product knows about it. A test starts its local Ray with this mod
 then wraps ``prometar.run.run`` — what the trainable calls — so that after each epoch event (the
 epoch's checkpoint is reported to Tune by then) a trial listed in the JSON file named by
 :data:`FAULTS_ENV` raises :class:`InjectedFault`: ``{trial_key: "once" | "always"}`` (``once``: only
-on its first attempt, marked by a ``<key>.failed`` file beside the JSON).
+on its first attempt, marked by a ``<key>.failed`` file beside the JSON). ``"hold"`` holds the trial
+instead: it creates ``<key>.held`` beside the JSON, then waits until a file ``release`` exists there
+(a test holds its victims deterministically, and releases them when it is ready).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,22 @@ def maybe_fail(faults: Path, key: str) -> None:
         raise InjectedFault(f"injected failure in trial {key} ({mode})")
 
 
+HOLD_GUARD_S = 600.0
+"""A held trial fails after this long without a release (a fail-fast guard, never reached)."""
+
+
+def maybe_hold(faults: Path, key: str) -> None:
+    """``hold``: mark ``<key>.held`` beside ``faults``, then wait for ``release`` there."""
+    if not faults.is_file() or json.loads(faults.read_text()).get(key) != "hold":
+        return
+    faults.with_name(f"{key}.held").touch()
+    deadline = time.monotonic() + HOLD_GUARD_S
+    while not faults.with_name("release").exists():
+        if time.monotonic() > deadline:
+            raise InjectedFault(f"trial {key} was held and never released")
+        time.sleep(0.1)
+
+
 def install() -> None:
     """Ray's worker setup hook: wrap ``prometar.run.run`` in this worker process."""
     faults = os.environ.get(FAULTS_ENV)
@@ -63,6 +82,7 @@ def install() -> None:
             if callback is not None:
                 callback(event)
             if event.get("event") == "epoch":
+                maybe_hold(Path(faults), key)
                 maybe_fail(Path(faults), key)
 
         return real(config, output_dir=output_dir, callback=on_event, **kwargs)

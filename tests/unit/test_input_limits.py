@@ -103,7 +103,9 @@ def test_deeply_nested_yaml_is_one_message(tmp_path: Path) -> None:
 def test_a_million_trial_grid_fails_fast_naming_the_limit(tmp_path: Path) -> None:
     """validate and launch --dry-run refuse a 10^6-trial grid (a few lines) within a generous guard."""
     sweep = tmp_path / "huge.yaml"
-    sweep.write_text(SWEEP.replace("seed: [1]", f"seed: {list(range(1000))}\n  shots: {list(range(1, 1001))}"))
+    sweep.write_text(
+        SWEEP.replace("seed: [1]", f"seed: {list(range(1000))}\n  shots: {list(range(1, 1001))}")
+    )
     started = time.monotonic()
     result = invoke("validate", sweep)
     assert_one_message(result, 2, str(sweep), "1,000,000 trials", f"limit of {MAX_TRIALS:,}")
@@ -141,7 +143,10 @@ SEARCH = "search:\n  seed: %s\n  space:\n    optim.lr: {loguniform: [0.001, %s]}
         (SWEEP + RESOURCES % (100000, 0), "resources.default.cpu"),
         (SWEEP + RESOURCES % (1, "1e-9"), "resources.default.gpu"),
         (SWEEP + RESOURCES % (1, ".nan"), "resources.default.gpu"),
-        (SWEEP.replace("protocol: base2new\n", "") + SEARCH % (0, ".inf"), "search.space.optim.lr.loguniform"),
+        (
+            SWEEP.replace("protocol: base2new\n", "") + SEARCH % (0, ".inf"),
+            "search.space.optim.lr.loguniform",
+        ),
         (SWEEP.replace("protocol: base2new\n", "") + SEARCH % (2**40, 0.1), "search.seed"),
     ],
 )
@@ -158,13 +163,17 @@ def test_seeds_are_bounded_in_run_configs_and_on_the_command_line(tmp_path: Path
         resolve_config("official", {"data.dataset": "dtd", "seed": MAX_SEED + 1})
     result = invoke("train", "--dataset", "dtd", "--seed", 2**70, "--data-root", tmp_path)
     assert_one_message(result, 2, "--seed", "4294967295")
-    result = invoke("data", "fewshot", "--dataset", "dtd", "--shots", 1, "--seed", -1, "--data-root", tmp_path)
+    result = invoke(
+        "data", "fewshot", "--dataset", "dtd", "--shots", 1, "--seed", -1, "--data-root", tmp_path
+    )
     assert_one_message(result, 2, "--seed")
 
 
 def test_fewshot_with_k_above_every_class_is_one_message(tmp_path: Path) -> None:
     write_miniatures(tmp_path, ["dtd"], images_per_class=4)
-    result = invoke("data", "fewshot", "--dataset", "dtd", "--shots", 1000, "--seed", 1, "--data-root", tmp_path)
+    result = invoke(
+        "data", "fewshot", "--dataset", "dtd", "--shots", 1000, "--seed", 1, "--data-root", tmp_path
+    )
     assert_one_message(result, 2, "--shots 1000", "at most")
     result = invoke("data", "fewshot", "--dataset", "dtd", "--shots", 1, "--seed", 1, "--data-root", tmp_path)
     assert result.exit_code == 0, result.output
