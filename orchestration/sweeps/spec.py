@@ -167,7 +167,7 @@ def read_sweep(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
     """
     path = Path(path)
     source = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise SpecError(source, "", "no such sweep file")
     from prometar.config import parse_yaml, yaml_problem
     from prometar.yamlio import YamlFileError, read_text_file

@@ -31,6 +31,7 @@ name: limits
 protocol: base2new
 overrides:
   backbone.name: toy-clip
+  prompts.deep_depth: 3
 grid:
   method: [ivlp]
   dataset: [dtd]
@@ -293,11 +294,14 @@ def test_mlflow_http_retries_are_bounded_for_every_verb(monkeypatch) -> None:
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "50")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", raising=False)
     settings = bounded_request_settings()
     assert settings["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
     assert settings["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"  # a smaller value given stays
-    invoke("--help")
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == settings["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert settings["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"  # MLflow's default (2) is lowered
+    invoke("validate", "no-such-sweep.yaml")  # any verb
+    for name, value in settings.items():
+        assert os.environ[name] == value
 
 
 def test_launch_refuses_a_ray_address_where_nothing_listens(tmp_path: Path) -> None:
