@@ -147,7 +147,7 @@ def data_fewshot(dataset, shots, seed, data_root, out) -> None:
 
     splits = read_dataset(dataset, data_root)
     largest = max(Counter(item.label for item in splits.train).values(), default=0)
-    if shots > largest:
+    if splits.train and shots > largest:  # (no training split at all: few_shot names that)
         raise DataError(
             f"--shots {shots}: {dataset} has at most {largest} training images per class under "
             f"{data_root}; ask for {largest} or fewer"

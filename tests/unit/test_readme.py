@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
+from prometar.data.catalog import list_datasets
 from prometar.toy.miniature import write_miniatures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +72,8 @@ def test_every_readme_command_is_run_or_says_why_not() -> None:
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("readme")
     (folder / "sweeps").symlink_to(ROOT / "sweeps")
-    write_miniatures(folder / "data")
+    write_miniatures(folder / "data", [key for key in list_datasets() if key != "eurosat"])
+    write_miniatures(folder / "data", ["eurosat"], images_per_class=16)  # the README asks 16 shots
     (folder / "runs.csv").write_text(
         "method,dataset,seed,shots,base_acc,new_acc\nprometar,eurosat,1,16,80,60\n"
     )
