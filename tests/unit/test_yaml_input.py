@@ -7,7 +7,6 @@ megabytes), files that are not UTF-8 (a UnicodeDecodeError traceback) and unread
 from __future__ import annotations
 
 import os
-
 import time
 from pathlib import Path
 
