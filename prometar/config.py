@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -700,10 +701,16 @@ def _coerce(value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config field type {tp!r}")  # programming error
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a config section (resolved once: a sweep builds thousands)."""
+    return typing.get_type_hints(cls)
+
+
 def _build_section(cls: type, data: Any, prefix: str, source: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(prefix, f"must be a mapping, got {data!r}", source=source)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
