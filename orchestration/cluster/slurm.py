@@ -5,18 +5,20 @@ all nodes joined (``prometar-sweep wait-nodes``), the launch, and a trap that st
 process it started; the caller's ``RAY_AUTH_*`` (and ``AWS_*``, for ``s3://`` storage)
 environment reaches every node. CPUs per node default to what fills every GPU with trials
 (``orchestration.cluster.sizing``). The script is the template ``templates/slurm.sbatch`` with its
-``@MARKERS@`` filled in.
+``@MARKERS@`` filled in, in one pass: names from input enter its comments as
+:func:`~orchestration.cluster.quoting.comment_text` and its shell lines as
+:func:`~orchestration.cluster.quoting.shell_word`, so no input adds a line to the script.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
 from orchestration.cluster.common import launch_args, slug, validated_plan
+from orchestration.cluster.quoting import comment_text, shell_join, shell_word
 from orchestration.cluster.sizing import cpus_to_fill, fit_warnings
 from orchestration.errors import ClusterError
 
@@ -92,35 +94,34 @@ def render_slurm(
     for flag, value in (("partition", partition), ("time", time_limit), ("account", account)):
         if value:
             extra += f"#SBATCH --{flag}={_sbatch_value(flag, value)}\n"
-    launch = shlex.join(
-        launch_args(
-            str(sweep),
-            address="@ADDR@",
-            tracking_uri=tracking_uri,
-            data_root=data_root,
-            output=output,
-            overrides=overrides,
-            storage=storage,
-        )
-    ).replace("@ADDR@", '"$ADDRESS"')
+    args = launch_args(
+        str(sweep),
+        address="$ADDRESS",
+        tracking_uri=tracking_uri,
+        data_root=data_root,
+        output=output,
+        overrides=overrides,
+        storage=storage,
+    )
+    # ["launch", sweep, "--address", address, ...]: the address is the script's variable
+    launch = " ".join([shell_join(args[:3]), '"$ADDRESS"', shell_join(args[4:])]).rstrip()
     replacements = {
-        "@SWEEP_NAME@": slug(plan.name),
-        "@SWEEP@": str(sweep),
-        "@SCRIPT_NAME@": script_name,
-        "@NODES@": str(nodes),
-        "@CPUS@": str(cpus_per_node),
-        "@GPUS@": str(gpus_per_node),
-        "@SBATCH_EXTRA@": extra,
-        "@SWEEP_Q@": shlex.quote(str(sweep)),
-        "@SETUP@": "\n".join(setup) + ("\n" if setup else ""),
-        "@LAUNCH@": launch,
+        "SWEEP_NAME": slug(plan.name),
+        "SWEEP": comment_text(str(sweep)),
+        "SCRIPT_NAME": shell_word(script_name),
+        "NODES": str(nodes),
+        "CPUS": str(cpus_per_node),
+        "GPUS": str(gpus_per_node),
+        "SBATCH_EXTRA": extra,
+        "SWEEP_Q": shell_word(str(sweep)),
+        "SETUP": "\n".join(setup) + ("\n" if setup else ""),
+        "LAUNCH": launch,
     }
-    text = slurm_template()
-    for marker, value in replacements.items():
-        text = text.replace(marker, value)
+    # one pass: a value holding a marker's text stays as it is
+    text = re.sub(r"@([A-Z_]+)@", lambda m: replacements.get(m[1], m[0]), slurm_template())
     if warnings:  # after the shebang line
         first, _, rest = text.partition("\n")
-        text = first + "\n" + "".join(f"# warning: {w}\n" for w in warnings) + rest
+        text = first + "\n" + "".join(f"# warning: {comment_text(w)}\n" for w in warnings) + rest
     return text
 
 

@@ -534,3 +534,142 @@ def test_k8s_with_object_storage_and_a_server_needs_no_shared_volume(project: Pa
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["outputs"] == {"name": "outputs", "emptyDir": {}}
         assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+
+
+# --------------------------------------------------------------------------------------------
+# Names from input cannot change a generated file's structure
+
+HOSTILE_SWEEP_NAME = "tiny\ntouch INJECTED\n---\nkind: Pod\n#SBATCH --mem=1\u2028x $(id) 'q'.yaml"
+"""A sweep file name holding a newline and a shell command, a YAML document, an sbatch directive,
+a YAML line separator, a command substitution and quotes."""
+
+
+@pytest.fixture()
+def hostile_sweep(project: Path) -> Path:
+    sweep = project / "sweeps" / HOSTILE_SWEEP_NAME
+    sweep.write_text(TINY_SWEEP)
+    return sweep
+
+
+def _fake_commands(folder: Path, log: Path) -> dict[str, str]:
+    """Stand-ins to run an sbatch script under bash here: ``srun`` does nothing (Ray is not
+    started), ``scontrol`` lists two nodes, ``prometar-sweep`` and ``touch`` record their
+    arguments in ``log`` (each NUL-terminated, each call ended by an ASCII record separator)."""
+    import os
+
+    folder.mkdir()
+    record = f'{{ printf "%s\\0" "$(basename "$0")" "$@"; printf "\\036"; }} >> {shlex.quote(str(log))}\n'
+    bodies = {
+        "srun": "exit 0\n",
+        "scontrol": "echo node1; echo node2\n",
+        "prometar-sweep": record,
+        "touch": record,
+    }
+    for name, body in bodies.items():
+        tool = folder / name
+        tool.write_text("#!/usr/bin/env bash\n" + body)
+        tool.chmod(0o755)
+    return {
+        "PATH": f"{folder}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_JOB_ID": "7",
+        "PROMETAR_HEAD_IP": "10.0.0.1",
+    }
+
+
+def _calls(log: Path) -> list[list[str]]:
+    return [call.split("\0")[:-1] for call in log.read_text().split("\036")[:-1]]
+
+
+def test_hostile_names_keep_the_sbatch_script_structure(hostile_sweep: Path, tmp_path: Path) -> None:
+    """The sweep path, the -o name and an override reach bash as exactly themselves: the script's
+    lines are those of a plain name's script, and running it calls only the expected commands."""
+    hostile_set = "optim.epochs=3\n touch INJECTED"
+    kwargs = {"nodes": 2, "gpus_per_node": 0, "cpus_per_node": 2}
+    text = render_slurm(hostile_sweep, script_name="job\nrm -rf x.sbatch", **kwargs, tracking_uri=hostile_set)
+    plain = render_slurm(hostile_sweep.with_name("tiny.yaml"), **kwargs)
+    assert all(" " <= char <= "~" for line in text.splitlines() for char in line)
+    assert len(text.splitlines()) == len(plain.splitlines())
+    directives = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert directives == [line for line in plain.splitlines() if line.startswith("#SBATCH")]
+    script = tmp_path / "job.sbatch"
+    script.write_text(text)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    log = tmp_path / "calls.log"
+    env = _fake_commands(tmp_path / "bin", log)
+    subprocess.run(["bash", str(script)], check=True, env=env, cwd=tmp_path, capture_output=True)
+    calls = _calls(log)  # the foreground commands, in order; nothing else ran
+    assert [call[:2] for call in calls] == [["prometar-sweep", "wait-nodes"]] * 2 + [
+        ["prometar-sweep", "launch"]
+    ]
+    assert calls[-1][1:] == [
+        "launch",
+        str(hostile_sweep),
+        "--address",
+        "10.0.0.1:6379",
+        "--tracking-uri",
+        hostile_set,
+    ]
+    assert not (tmp_path / "INJECTED").exists()
+
+
+def test_hostile_names_keep_the_manifest_one_configmap_and_one_rayjob(hostile_sweep: Path) -> None:
+    text = render_rayjob(
+        hostile_sweep, overrides=["optim.epochs=2"], tracking_uri="http://m:5000\n---\nkind: Pod"
+    )
+    docs = list(yaml.safe_load_all(text))
+    assert [doc["kind"] for doc in docs] == ["ConfigMap", "RayJob"]
+    comments = [line for line in text.splitlines() if line.startswith("#")]
+    assert len(comments) == 2 and "\\n---\\nkind: Pod" in comments[0] and "\\u2028" in comments[0]
+    argv = shlex.split(docs[1]["spec"]["entrypoint"])
+    assert argv[argv.index("--tracking-uri") + 1] == "http://m:5000\n---\nkind: Pod"
+    assert docs[1]["metadata"]["name"] == "prometar-tiny-cluster"
+
+
+def test_hostile_relative_path_is_one_word_of_the_ray_job_entrypoint(
+    hostile_sweep: Path, project: Path
+) -> None:
+    _, entrypoint, _, _ = build_submission(hostile_sweep, working_dir=project)
+    argv = shlex.split(entrypoint)
+    assert argv[:5] == ["python", "-m", "orchestration.cli", "launch", f"sweeps/{HOSTILE_SWEEP_NAME}"]
+    assert argv[5:] == ["--address", "auto"]
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--namespace", "Team_A"),
+        ("--namespace", "ns\n---\nkind: Pod"),
+        ("--namespace", "a" * 64),
+        ("--worker-memory", "32 GB"),
+        ("--worker-memory", "0Gi"),
+        ("--worker-memory", "-1Gi"),
+        ("--worker-memory", "32Gi\nkind: Pod"),
+        ("--data-claim", "Data!"),
+        ("--output-claim", "out/claim"),
+        ("--env-secret", "aws creds"),
+        ("--image", "img:1 --privileged"),
+    ],
+)
+def test_k8s_refuses_values_kubernetes_would_refuse(
+    project: Path, tmp_path: Path, option: str, value: str
+) -> None:
+    out = tmp_path / "rayjob.yaml"
+    result = CliRunner().invoke(
+        main, ["k8s", str(project / "sweeps" / "tiny.yaml"), option, value, "-o", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    (message,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert option in message and "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("memory", ["32Gi", "500M", "1.5e9", "128974848", ".5Ti"])
+def test_k8s_accepts_kubernetes_quantities(project: Path, memory: str) -> None:
+    job = list(
+        yaml.safe_load_all(
+            render_rayjob(project / "sweeps" / "tiny.yaml", worker_memory=memory, namespace="team-a")
+        )
+    )[1]
+    (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert group["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == memory
+    assert job["metadata"]["namespace"] == "team-a"
