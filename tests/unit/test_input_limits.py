@@ -331,3 +331,21 @@ def test_a_store_lost_during_a_launch_ends_it_with_one_line(tmp_path: Path) -> N
             raise RuntimeError("Ray lost")
     with pytest.raises(TrackingError, match=uri):
         TrialLedger(uri, "demo").check_reachable()
+
+
+def test_node_sizing_never_asks_more_cpus_than_a_node_has() -> None:
+    """The smallest GPU fraction with many CPUs per trial would need 12,800 CPUs per 8-GPU node:
+    refused naming the resources entry, instead of an sbatch script asking for them."""
+    import yaml
+
+    from orchestration.cluster.sizing import MAX_NODE_CPUS, cpus_to_fill
+    from orchestration.errors import ClusterError
+    from orchestration.sweeps.planning import plan_sweep
+    from orchestration.sweeps.spec import MIN_GPU_FRACTION, parse_sweep
+
+    data = yaml.safe_load(SWEEP + RESOURCES % (100, MIN_GPU_FRACTION))
+    plan = plan_sweep(parse_sweep(data, source="sweep.yaml"))
+    with pytest.raises(ClusterError, match=rf"resources.default: .*12800 CPUs.*{MAX_NODE_CPUS}"):
+        cpus_to_fill(plan, 8)
+    fitting = plan_sweep(parse_sweep(yaml.safe_load(SWEEP + RESOURCES % (4, 0.5)), source="sweep.yaml"))
+    assert cpus_to_fill(fitting, 8) == 64
