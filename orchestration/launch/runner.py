@@ -224,9 +224,11 @@ def _fan_out(
         claims = _claim(current, todo)
         try:
             _run_grid(current, [t for t in todo if t.key in claims.held], runs)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(Exception):  # the fan-out's own error is the one to report
                 ledger.release(claims.held)
+                if isinstance(err, InputError) and not (report.finished or report.failed or report.killed):
+                    ledger.client.delete_run(report.parent_run_id)  # refused before any trial: no record
             raise
         ledger.release(claims.held)
     _finish(current)
