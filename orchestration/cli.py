@@ -10,19 +10,28 @@ from __future__ import annotations
 import click
 
 import prometar
+from orchestration import layout
+from orchestration.cli_options import (
+    LAUNCHED_SET_HELP,
+    RAY_ADDRESS_ENV,
+    STORAGE_ENV,
+    data_root_option,
+    experiment_option,
+    out_file_option,
+    out_folder_option,
+    output_option,
+    published_options,
+    runs_csv_option,
+    set_option,
+    storage_option,
+    sweep_argument,
+    token_option,
+    tracking_uri_option,
+)
 from orchestration.errors import TrackingLostError
 from prometar.config import MAX_SEED
 from prometar.errors import InputError
 from prometar.yamlio import cap
-
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
-"""Read by every verb with ``--tracking-uri`` (MLflow's own variable)."""
-RAY_ADDRESS_ENV = "RAY_ADDRESS"
-"""Read by ``launch --address`` and ``submit --address`` (Ray's own variable)."""
-DATA_ROOT_ENV = "PROMETAR_DATA_ROOT"
-"""Read by every verb with a local ``--data-root`` (``launch``, ``train``, ``data``)."""
-STORAGE_ENV = "PROMETAR_STORAGE"
-"""Read by ``launch --storage``."""
 
 SEED = click.IntRange(0, MAX_SEED)
 """A run seed on the command line (``prometar.config.MAX_SEED``)."""
@@ -86,36 +95,43 @@ def data_group() -> None:
 
 
 @data_group.command("check")
-@click.option(
-    "--data-root",
-    required=True,
-    type=click.Path(file_okay=False, path_type=str),
-    envvar=DATA_ROOT_ENV,
-    show_envvar=True,
-    help="Folder holding the datasets.",
-)
+@sweep_argument(required=False)
+@data_root_option(required=True)
 @click.option(
     "--dataset",
     "datasets",
     multiple=True,
     metavar="KEY",
-    help="Dataset key to check (repeatable); default: all 15.",
+    help="Dataset key to check (repeatable); default: the sweep file's datasets, else all 15.",
 )
 @click.option(
     "--quick",
     is_flag=True,
     help="Check that images exist without decoding them (default: decode every image).",
 )
-def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
-    """Check layout, split files and images; exit 2 if a requested dataset is unusable."""
-    from prometar.data.check import check_datasets
+def data_check(sweep: str | None, data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
+    """Check layout, split files and images; exit 2 if a requested dataset is unusable.
 
-    reports = check_datasets(data_root, list(datasets) or None, decode=not quick)
+    The datasets asked for (--dataset, or those a sweep file trains and evaluates on) must be
+    usable; without either, all 15 are checked and an absent one is reported without failing.
+    """
+    from prometar.data.check import check_datasets, dataset_present
+
+    requested = list(datasets)
+    if sweep is not None:
+        from orchestration.sweeps.planning import load_plan
+
+        plan = load_plan(sweep)
+        requested += [key for key in (*plan.datasets, *plan.targets) if key not in requested]
+    reports = check_datasets(data_root, requested or None, decode=not quick)
+    failed = False
     for report in reports:
-        click.echo(report.line())
+        absent = not requested and not dataset_present(report.key, data_root)
+        click.echo(report.line() + (" (absent; not requested)" if absent else ""))
         for bad in report.bad_images:
             click.echo(f"  cannot decode {bad}")
-    if not all(report.usable for report in reports):
+        failed = failed or (not report.usable and not absent)
+    if failed:
         raise SystemExit(2)
 
 
@@ -123,15 +139,8 @@ def data_check(data_root: str, datasets: tuple[str, ...], quick: bool) -> None:
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
 @click.option("--shots", required=True, type=click.IntRange(min=1), help="Training images per class (K).")
 @click.option("--seed", required=True, type=SEED, help="Run seed (0 .. 2^32 - 1).")
-@click.option(
-    "--data-root",
-    required=True,
-    type=click.Path(file_okay=False, path_type=str),
-    envvar=DATA_ROOT_ENV,
-    show_envvar=True,
-    help="Folder holding the datasets.",
-)
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+@data_root_option(required=True)
+@out_file_option()
 def data_fewshot(dataset, shots, seed, data_root, out) -> None:
     """Print the few-shot subsets a seed picks, as JSON {"train": [...], "val": [...]}; trains nothing.
 
@@ -192,26 +201,12 @@ def _config_keys() -> str:
     metavar="NAME|FILE",
     help="Run-config preset (official, fixed) or a run-config YAML file.",
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Dotted run-config override, YAML-typed (repeatable), e.g. optim.epochs=5.",
-)
-@click.option(
-    "--data-root",
-    default="data",
-    show_default=True,
-    envvar=DATA_ROOT_ENV,
-    show_envvar=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Folder holding the datasets.",
-)
+@set_option("Dotted run-config override, YAML-typed (repeatable), e.g. optim.epochs=5.")
+@data_root_option()
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=str),
-    help="Run folder; default: ./prometar_runs/train/<dataset>/<method>/<shots>shots_seed<seed>.",
+    help=f"Run folder; default: ./{layout.DEFAULT_OUTPUT}/train/<dataset>/<method>/<shots>shots_seed<seed>.",
 )
 @click.option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (backbone.device).")
 @click.option(
@@ -236,7 +231,9 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
     if method is not None:
         overrides["method"] = method
     config = resolve_config(preset, overrides)
-    out = Path(output or f"prometar_runs/train/{dataset}/{config.method}/{shots}shots_seed{seed}")
+    out = Path(
+        output or layout.DEFAULT_OUTPUT / "train" / dataset / config.method / f"{shots}shots_seed{seed}"
+    )
     start = time.monotonic()
 
     def progress(event: dict) -> None:
@@ -263,38 +260,46 @@ def train(dataset, seed, shots, method, preset, sets, data_root, output, device,
         click.echo(f"{name}\t{value:.2f}")
 
 
-def _load_source(sweep, experiment, runs_csv, tracking_uri, sets):
-    """``load_source`` for the ``table`` and ``plot`` verbs, with ``--set`` parsed; prints the note
-    on runs the sweep file left out to stderr.
+def _load_source(
+    sweep, experiment, runs_csv, output, tracking_uri, sets, published, no_published, *, need_runs=True
+):
+    """``load_source`` for the reading verbs — the ledger of ``--output`` unless ``--tracking-uri``
+    names one, ``--set`` parsed (none given: the overrides of the sweep's latest launch), the
+    published numbers to compare with in its context; prints the note on runs the sweep file left
+    out to stderr. ``need_runs``: a sweep file selecting none of the experiment's FINISHED runs is
+    bad input, named with the launches there are.
 
     Raises:
         InputError: Bad arguments, sweep file, override or ledger.
     """
+    from dataclasses import replace
+
+    from orchestration.errors import ResultsError
+    from orchestration.layout import default_tracking_uri
     from orchestration.results.source import load_source
     from prometar.config import parse_override
 
-    overrides = dict(parse_override(text) for text in sets)
+    overrides = dict(parse_override(text) for text in sets) if sets else None
     source = load_source(
-        sweep, experiment=experiment, runs_csv=runs_csv, tracking_uri=tracking_uri, overrides=overrides
+        sweep,
+        experiment=experiment,
+        runs_csv=runs_csv,
+        tracking_uri=tracking_uri or default_tracking_uri(output),
+        overrides=overrides,
     )
+    nothing = source.nothing_planned()
+    if need_runs and nothing:
+        raise ResultsError(nothing)
     note = source.unplanned_note()
     if note:
         click.echo(note, err=True)
-    return source
-
-
-_SWEEP_SET_HELP = (
-    "Dotted run-config override the sweep was launched with, YAML-typed (repeatable): "
-    "selects the runs `launch SWEEP --set ...` made."
-)
+    return replace(source, context=source.context.with_published(published, compare=not no_published))
 
 
 @main.command("table")
-@click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every FINISHED run."
-)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
+@sweep_argument(required=False)
+@experiment_option()
+@set_option(LAUNCHED_SET_HELP)
 @click.option(
     "--format",
     "fmt",
@@ -303,152 +308,96 @@ _SWEEP_SET_HELP = (
     show_default=True,
     help="Output format.",
 )
-@click.option(
-    "--published",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Published numbers to compare with; default: the shipped reference.",
-)
-@click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
-@click.option(
-    "--runs",
-    "runs_csv",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.",
-)
+@published_options()
+@runs_csv_option("CSV of per-run rows (method,dataset,seed,shots,base_acc,new_acc): no MLflow.")
 @click.option(
     "--per-run",
     is_flag=True,
     help="One row per FINISHED run instead (trial key, run id, method, dataset, seed, shots, the "
     "hyper-parameters that differ, every final metric) as CSV; -o FILE.parquet writes Parquet.",
 )
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.",
-)
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+@output_option()
+@tracking_uri_option()
+@out_file_option()
 def table(
-    sweep, experiment, sets, fmt, published, no_published, runs_csv, per_run, tracking_uri, out
+    sweep, experiment, sets, fmt, published, no_published, runs_csv, per_run, output, tracking_uri, out
 ) -> None:
     """Print the paper's tables from the FINISHED runs a sweep plans (or a CSV of runs)."""
     from click.core import ParameterSource
 
-    from orchestration.results.tables import table_text
+    from orchestration.results.publish import publish
+    from orchestration.results.render import render_tables
 
     explicit_format = click.get_current_context().get_parameter_source("fmt") is not ParameterSource.DEFAULT
     if per_run and explicit_format and fmt != "csv":
         raise click.UsageError("--per-run writes CSV (or Parquet with -o FILE.parquet): leave out --format")
-    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
+    source = _load_source(sweep, experiment, runs_csv, output, tracking_uri, sets, published, no_published)
     if per_run:
         from orchestration.results.export import per_run_csv, per_run_frame, write_per_run
 
-        frame = per_run_frame(source.ledger, include=source.sweep.search_space if source.sweep else ())
+        frame = per_run_frame(source.ledger, include=source.context.search_space)
         if out:
             write_per_run(frame, out)
             return
         _emit(per_run_csv(frame), None)
         return
-    text = table_text(source, fmt, published=published, compare=not no_published)
-    _emit(text, out)
+    done = publish(source.context, source.ledger, figures=False)
+    _emit(render_tables(done.tables, fmt), out)
 
 
 @main.command("plot")
-@click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every FINISHED run."
+@sweep_argument(required=False)
+@experiment_option()
+@set_option(LAUNCHED_SET_HELP)
+@runs_csv_option("CSV of per-run rows: no MLflow (no training curves).")
+@published_options(
+    "Published numbers drawn beside ours; default: the shipped reference.",
+    "Leave out the published numbers.",
 )
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
-@click.option(
-    "--runs",
-    "runs_csv",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="CSV of per-run rows: no MLflow (no training curves).",
-)
-@click.option(
-    "--published",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Published numbers drawn beside ours; default: the shipped reference.",
-)
-@click.option("--no-published", is_flag=True, help="Leave out the published numbers.")
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="MLflow tracking URI; default: sqlite:///./prometar_runs/mlflow.db.",
-)
-@click.option(
-    "-o",
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Folder for the figures (PNG, PDF and SVG of each).",
-)
-def plot(sweep, experiment, sets, runs_csv, published, no_published, tracking_uri, out) -> None:
+@output_option()
+@tracking_uri_option()
+@out_folder_option("Folder for the figures (PNG, PDF and SVG of each).")
+def plot(sweep, experiment, sets, runs_csv, published, no_published, output, tracking_uri, out) -> None:
     """Draw the paper's figures (PNG at 300 dpi, PDF, SVG) from the FINISHED runs a sweep plans."""
-    from orchestration.results.plots import plot_source
+    from orchestration.results.publish import publish
 
-    source = _load_source(sweep, experiment, runs_csv, tracking_uri, sets)
-    paths = plot_source(source, out, published=published, compare=not no_published)
-    for path in paths:
+    source = _load_source(sweep, experiment, runs_csv, output, tracking_uri, sets, published, no_published)
+    done = publish(source.context, source.ledger, tables=False, plots_dir=out)
+    for path in done.plot_files:
         click.echo(str(path))
 
 
 @main.command("report")
-@click.argument("sweep", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--experiment", metavar="NAME", help="MLflow experiment (instead of a sweep file): every run.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
-@click.option(
-    "--published",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Published numbers to compare with; default: the shipped reference.",
-)
-@click.option("--no-published", is_flag=True, help="Leave out the published comparison.")
-@click.option("--tracking-uri", metavar="URI", help="Default: sqlite:///./prometar_runs/mlflow.db.")
+@sweep_argument(required=False)
+@experiment_option("MLflow experiment (instead of a sweep file): every run.")
+@set_option(LAUNCHED_SET_HELP)
+@published_options()
+@output_option()
+@tracking_uri_option()
 @click.option(
     "--no-log", is_flag=True, help="Do not log the report as an artifact of the sweep's latest launch."
 )
-@click.option(
-    "-o",
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Folder for report.html, report.md and figures/.",
-)
-def report(sweep, experiment, sets, published, no_published, tracking_uri, no_log, out) -> None:
+@out_folder_option("Folder for report.html, report.md and figures/.")
+def report(sweep, experiment, sets, published, no_published, output, tracking_uri, no_log, out) -> None:
     """Write a sweep's report: one self-contained HTML page (tables, figures, trial counts and failures,
     provenance) and its Markdown twin; logged on the sweep's latest launch run."""
     from orchestration.ledger.vocabulary import REPORT_ARTIFACT_PATH
-    from orchestration.results.report import report_source
+    from orchestration.results.publish import publish
 
-    source = _load_source(sweep, experiment, None, tracking_uri, sets)
-    files = report_source(source, out, published=published, compare=not no_published, log=not no_log)
-    click.echo(str(files.html))
-    click.echo(str(files.markdown))
-    if files.logged_to:
-        click.echo(f"logged as artifacts {REPORT_ARTIFACT_PATH}/ of run {files.logged_to}", err=True)
+    source = _load_source(
+        sweep, experiment, None, output, tracking_uri, sets, published, no_published, need_runs=False
+    )
+    done = publish(source.context, source.ledger, report_dir=out, log_latest=not no_log, strict=False)
+    for path in done.report_files[:2]:
+        click.echo(str(path))
+    if done.logged_to:
+        click.echo(f"logged as artifacts {REPORT_ARTIFACT_PATH}/ of run {done.logged_to}", err=True)
 
 
 @main.command("launch")
-@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "--data-root",
-    default="data",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
-    envvar=DATA_ROOT_ENV,
-    show_envvar=True,
-    help="Folder holding the datasets.",
-)
-@click.option(
-    "--output",
-    default="prometar_runs",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.",
-)
+@sweep_argument()
+@data_root_option()
+@output_option("Local folder: the SQLite ledger mlflow.db, artifacts, tables, trial files, Ray storage.")
 @click.option(
     "--storage",
     metavar="URI",
@@ -464,20 +413,10 @@ def report(sweep, experiment, sets, published, no_published, tracking_uri, no_lo
     show_envvar=True,
     help="Join a running Ray cluster (HOST:PORT or auto); default: a local Ray on 127.0.0.1.",
 )
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="MLflow tracking URI (a server: http://HOST:PORT); default: sqlite:///<output>/mlflow.db.",
+@tracking_uri_option(
+    "MLflow tracking URI (a server: http://HOST:PORT); default: sqlite:///<output>/mlflow.db."
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Dotted run-config override for every trial, YAML-typed (repeatable); the keys: train --help.",
-)
+@set_option()
 @click.option("--dry-run", is_flag=True, help="Print done / to do / total and write nothing.")
 @click.option("--force", is_flag=True, help="Rerun trials already FINISHED.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="At most N trials at once.")
@@ -512,26 +451,14 @@ def launch(
 
 
 @main.command("status")
-@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "--output",
-    default="prometar_runs",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="The launch's output folder (holds the default ledger).",
-)
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.",
-)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SWEEP_SET_HELP)
+@sweep_argument()
+@output_option()
+@tracking_uri_option()
+@set_option(LAUNCHED_SET_HELP)
 @click.option(
     "--address", metavar="URL", help="Ray dashboard the sweep was submitted to: adds the job's state."
 )
-@click.option("--token", metavar="TOKEN", help="Ray auth token for --address; default: $RAY_AUTH_TOKEN.")
+@token_option("Ray auth token for --address; default: $RAY_AUTH_TOKEN.")
 def status(sweep, output, tracking_uri, sets, address, token) -> None:
     """Print done / failed / running / to do of a sweep, from the ledger (reads only)."""
     from pathlib import Path
@@ -540,26 +467,14 @@ def status(sweep, output, tracking_uri, sets, address, token) -> None:
     from orchestration.launch.status import sweep_status
     from prometar.config import parse_override
 
-    overrides = dict(parse_override(text) for text in sets)
+    overrides = dict(parse_override(text) for text in sets) if sets else None
     result = sweep_status(sweep, output=Path(output), tracking_uri=tracking_uri, overrides=overrides)
     click.echo(result.line() + (f" · {job_line(address, result.sweep, token)}" if address else ""))
 
 
 @main.command("ui")
-@click.option(
-    "--output",
-    default="prometar_runs",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="The launch's output folder (holds the default ledger).",
-)
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="MLflow tracking URI; default: sqlite:///<output>/mlflow.db.",
-)
+@output_option()
+@tracking_uri_option()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the UI listens on.")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port of the UI."
@@ -570,13 +485,14 @@ def ui(output, tracking_uri, host, port) -> None:
     from pathlib import Path
 
     from orchestration.layout import default_tracking_uri
-    from orchestration.ui import ui_target
+    from orchestration.ui import check_port_free, ui_target
 
     uri = tracking_uri or default_tracking_uri(Path(output))
     target = ui_target(uri, host=host, port=port)
     if target.command is None:
         click.echo(f"MLflow UI of {uri}: {target.url} (the tracking server serves it)")
         return
+    check_port_free(host, port)
     click.echo(f"MLflow UI of {uri}: {target.url} (Ctrl-C stops it)", err=True)
     process = subprocess.Popen(target.command)
     try:
@@ -587,14 +503,14 @@ def ui(output, tracking_uri, host, port) -> None:
 
 
 @main.command("validate")
-@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False, path_type=str),
-    help="Also check every trial's inputs as a launch would: the split files and images of "
-    "each dataset, and the backbone weights.",
+@sweep_argument()
+@data_root_option(
+    "Also check every trial's inputs as a launch would: the split files and images of each dataset, "
+    "and the backbone weights.",
+    default=False,
 )
-def validate(sweep, data_root) -> None:
+@set_option()
+def validate(sweep, data_root, sets) -> None:
     """Check a sweep file and print its trial count and a sample trial.
 
     Without --data-root: the schema, every trial's run config, the backbone names and the prompt
@@ -604,8 +520,9 @@ def validate(sweep, data_root) -> None:
 
     from orchestration.launch.preflight import check_data_root, check_inputs
     from orchestration.sweeps.planning import load_plan
+    from prometar.config import parse_override
 
-    plan = load_plan(sweep)
+    plan = load_plan(sweep, overrides=dict(parse_override(text) for text in sets) or None)
     if data_root is not None:
         check_data_root(plan, Path(data_root))
     check_inputs(plan, Path(data_root) if data_root else None, weights=data_root is not None)
@@ -615,7 +532,7 @@ def validate(sweep, data_root) -> None:
 
 
 @main.command("submit")
-@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+@sweep_argument()
 @click.option(
     "--address",
     required=True,
@@ -632,22 +549,12 @@ def validate(sweep, data_root) -> None:
     help="Attempt number: the submission id is <sweep name>-<attempt>; a repeat is refused.",
 )
 @click.option("--follow", is_flag=True, help="Stream the job's logs; exit 0 if it SUCCEEDED, 1 otherwise.")
-@click.option(
-    "--token", metavar="TOKEN", help="Ray auth token; default: $RAY_AUTH_TOKEN, then $RAY_AUTH_TOKEN_PATH."
-)
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="MLflow tracking URI the cluster reaches (a server, or SQLite on shared storage).",
-)
+@token_option("Ray auth token; default: $RAY_AUTH_TOKEN, then $RAY_AUTH_TOKEN_PATH.")
+@tracking_uri_option("MLflow tracking URI the cluster reaches (a server, or SQLite on shared storage).")
 @click.option("--data-root", metavar="DIR", help="Dataset root on the cluster's nodes.")
 @click.option("--output", metavar="DIR", help="Output folder on the head node or shared storage (absolute).")
-@click.option(
-    "--storage", metavar="URI", help="Ray storage every node reaches: s3://BUCKET/PREFIX or a shared folder."
-)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
+@storage_option("Ray storage every node reaches: s3://BUCKET/PREFIX or a shared folder.")
+@set_option("Run-config override (repeatable).")
 @click.option(
     "--env", "envs", multiple=True, metavar="KEY=VALUE", help="Environment variable for the job (repeatable)."
 )
@@ -688,7 +595,7 @@ def submit(
 
 
 @main.command("slurm")
-@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+@sweep_argument()
 @click.option(
     "--nodes", required=True, type=click.IntRange(min=1), help="Nodes: one Ray head, the rest workers."
 )
@@ -703,23 +610,15 @@ def submit(
 @click.option("--partition", metavar="P", help="SLURM partition.")
 @click.option("--time", "time_limit", metavar="T", help="SLURM time limit (HH:MM:SS or D-HH:MM:SS).")
 @click.option("--account", metavar="A", help="SLURM account.")
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="MLflow server, or SQLite on the shared filesystem.",
-)
+@tracking_uri_option("MLflow server, or SQLite on the shared filesystem.")
 @click.option("--data-root", metavar="DIR", help="Dataset root on the shared filesystem.")
 @click.option("--output", metavar="DIR", help="Output folder on the shared filesystem.")
-@click.option(
-    "--storage", metavar="URI", help="Ray storage: s3://BUCKET/PREFIX or a folder on the shared filesystem."
-)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
+@storage_option("Ray storage: s3://BUCKET/PREFIX or a folder on the shared filesystem.")
+@set_option("Run-config override (repeatable).")
 @click.option(
     "--setup", multiple=True, metavar="LINE", help="Shell line run first, e.g. 'source .venv/bin/activate'."
 )
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+@out_file_option()
 def slurm(
     sweep,
     nodes,
@@ -762,7 +661,7 @@ def slurm(
 
 
 @main.command("k8s")
-@click.argument("sweep", type=click.Path(dir_okay=False, path_type=str))
+@sweep_argument()
 @click.option(
     "--image", default="prometar:latest", show_default=True, help="Image built from docker/Dockerfile."
 )
@@ -785,14 +684,8 @@ def slurm(
     help="ReadWriteMany PVC for outputs (/outputs); default: prometar-outputs, or none (a volume of "
     "each pod) with --storage s3://... and --tracking-uri.",
 )
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    envvar=TRACKING_ENV,
-    show_envvar=True,
-    help="MLflow server; default: sqlite:////outputs/mlflow.db.",
-)
-@click.option("--storage", metavar="URI", help="Ray storage every pod reaches: s3://BUCKET/PREFIX.")
+@tracking_uri_option("MLflow server; default: sqlite:////outputs/mlflow.db.")
+@storage_option("Ray storage every pod reaches: s3://BUCKET/PREFIX.")
 @click.option(
     "--env-secret",
     "env_secrets",
@@ -801,9 +694,9 @@ def slurm(
     help="Secret whose keys become the pods' environment, e.g. AWS_* for S3 (repeatable).",
 )
 @click.option("--namespace", metavar="NS", help="Namespace written into the manifests.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Run-config override (repeatable).")
+@set_option("Run-config override (repeatable).")
 @click.option("--no-token-auth", is_flag=True, help="Leave Ray token authentication off.")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout.")
+@out_file_option()
 def k8s(
     sweep,
     image,
@@ -846,13 +739,7 @@ def k8s(
 
 
 @main.command("demo")
-@click.option(
-    "--output",
-    default="prometar_runs",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Toy build (toy/), the SQLite ledger mlflow.db, Ray storage, tables and plots.",
-)
+@output_option("Toy build (toy/), the SQLite ledger mlflow.db, Ray storage, tables and plots.")
 def demo(output) -> None:
     """Build the toy world and toy CLIP, run sweeps/demo.yaml on them, print the table, write plots."""
     from orchestration.demo import run_demo
@@ -891,7 +778,7 @@ def toy_group() -> None:
 @toy_group.command("build")
 @click.option(
     "--output",
-    default="prometar_runs/toy",
+    default=str(layout.toy_folder(layout.DEFAULT_OUTPUT)),
     show_default=True,
     type=click.Path(file_okay=False, path_type=str),
     help="Build folder (checkpoint, data/, manifest).",

@@ -1,6 +1,6 @@
 """The embedded demo (``prometar-sweep demo``): the toy world end to end through the real orchestration.
 
-Four steps, each a call into the code a real sweep uses:
+Three steps, each a call into the code a real sweep uses:
 
 1. :func:`prometar.toy.build.build_toy` builds (or reuses) the toy world, its datasets and the toy
    CLIP under ``<output>/toy/``;
@@ -8,12 +8,12 @@ Four steps, each a call into the code a real sweep uses:
    with the MLflow ledger at ``<output>/mlflow.db`` — the toy data root as the launch's data root,
    the toy checkpoint as a ``backbone.pretrained`` override — so a second demo finds every trial
    FINISHED and starts none;
-3. the base / new / HM table (``orchestration.results.tables``) of the runs this sweep plans, without the
-   published comparison (toy numbers are not the paper's), and beside it the toy datasets' chance
-   and single-attribute (colour-only, shape-only) baselines from the toy build;
-4. the figures (``orchestration.results.figures``) under ``<output>/plots/`` (PNG, PDF, SVG), and
-   the report (``orchestration.results.report``: tables, figures, trial counts, provenance) at
-   ``<output>/reports/demo/report.html``, logged on the launch's parent run.
+3. :func:`orchestration.results.publish.publish` of the runs this sweep plans, without the
+   published comparison (toy numbers are not the paper's): the base / new / HM table, and beside
+   it the toy datasets' chance and single-attribute (colour-only, shape-only) baselines from the
+   toy build; the figures under ``<output>/plots/`` (PNG, PDF, SVG); the report (tables, figures,
+   trial counts, provenance) at ``<output>/reports/demo/report.html``, logged on the launch's
+   parent run.
 """
 
 from __future__ import annotations
@@ -29,15 +29,12 @@ from typing import IO, Any
 from orchestration import layout
 from orchestration.launch.runner import LaunchOptions, LaunchReport, launch
 from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
-from orchestration.ledger.runs import RunsTable, planned_runs, read_experiment
-from orchestration.results.base2new import PROTOCOL as BASE2NEW
+from orchestration.ledger.runs import read_experiment
+from orchestration.results.context import ResultsContext
 from orchestration.results.display import Cell, DisplayTable
-from orchestration.results.figures import NamedFigure, save_figure
 from orchestration.results.labels import AVERAGE, dataset_label, order_datasets
-from orchestration.results.render import RenderedTable, to_markdown
-from orchestration.results.source import Source, summarize_plan
-from orchestration.results.tables import build_tables, write_tables
-from orchestration.sweeps.planning import SweepPlan
+from orchestration.results.publish import publish
+from orchestration.results.render import to_markdown
 
 DEMO_SWEEP_FILE = "demo.yaml"
 
@@ -130,28 +127,37 @@ def run_demo(
     assert plan is not None
     uri = default_tracking_uri(output)
     # Only the runs this sweep plans: the experiment may also hold runs of other configurations of
-    # the same cells (an earlier toy build's checkpoint, an edited demo sweep).
-    ledger = read_experiment(plan.name, uri, planned=planned_runs(plan))
-    if ledger.runs.empty:
+    # the same cells (an earlier toy build's checkpoint, an edited demo sweep). Toy numbers are not
+    # the paper's: no published comparison.
+    context = ResultsContext.from_plan(plan, overrides=overrides, tracking_uri=uri)
+    runs = read_experiment(plan.name, uri, planned=context.planned)
+    if runs.runs.empty:
         print(f"[demo] no FINISHED trial to tabulate in {uri}", file=out)
     else:
-        table = _base2new_table(ledger, plan)
-        report.tables = list(write_tables([table], layout.tables_folder(output, plan.name)).values())
-        print(f"\n{table.render('markdown')}", file=out)
         baselines = baseline_table(build.results["datasets"], order_datasets(plan.datasets))
+        done = publish(
+            context,
+            runs,
+            tables_dir=layout.tables_folder(output, plan.name),
+            plots_dir=layout.plots_folder(output),
+            report_dir=layout.reports_folder(output, plan.name),
+            log_to=report.launch.parent_run_id,
+            log_latest=True,
+            extra_tables=[baselines],
+            strict=False,
+        )
+        report.tables = done.tables_files
+        report.plots = done.plot_files
+        for table in done.tables:
+            print(f"\n{table.render('markdown')}", file=out)
         print(to_markdown(baselines), file=out)
-        source = Source(ledger, summarize_plan(plan, overrides), uri, plan.name)
-        figures = _figures(source)
-        report.plots = [
-            path for f in figures for path in save_figure(f.figure, layout.plots_folder(output) / f.name)
-        ]
+        for note in done.notes:
+            print(f"[demo] {note}", file=out)
         print(
             "plots: " + ", ".join(str(p) for p in report.plots if p.suffix == ".png") + " (and PDF, SVG)",
             file=out,
         )
-        report.report = _write_report(
-            source, figures, baselines, layout.reports_folder(output, plan.name), report.launch.parent_run_id
-        )
+        report.report = done.report_html
         print(f"report: {report.report}", file=out)
     report.seconds = time.perf_counter() - started
     print(
@@ -171,44 +177,6 @@ def _toy_line(build: Any) -> str:
         f"{100 * r['chance']:.1f}%), seen {100 * r['seen_acc']:.1f}%; checkpoint sha256 "
         f"{r['checkpoint_sha256'][:12]}"
     )
-
-
-def _base2new_table(ledger: RunsTable, plan: SweepPlan) -> RenderedTable:
-    (table,) = build_tables(
-        ledger, protocol=BASE2NEW.name, datasets=plan.datasets, published=None, expected_seeds=plan.seeds
-    )
-    return table
-
-
-def _figures(source: Source) -> list[NamedFigure]:
-    """The demo's figures: its sweep's, without the published numbers (toy numbers are not the paper's)."""
-    from orchestration.results.plots import collect_figures
-
-    sweep = source.sweep
-    assert sweep is not None
-    return collect_figures(
-        source.ledger,
-        tracking_uri=source.tracking_uri,
-        protocol=sweep.protocol,
-        datasets=sweep.datasets,
-        published=None,
-        expected_seeds=sweep.seeds,
-    )
-
-
-def _write_report(
-    source: Source,
-    figures: list[NamedFigure],
-    baselines: DisplayTable,
-    folder: Path,
-    parent_run_id: str | None,
-) -> Path:
-    """The demo's report (its figures, the toy baselines after the table), logged on the launch's parent
-    run (the latest launch's when this one had nothing to do)."""
-    from orchestration.results.report import build_report, latest_launch, write_report
-
-    built = build_report(source, compare=False, figures=figures, extra_tables=[baselines])
-    return write_report(built, folder, log_to=parent_run_id or latest_launch(built)).html
 
 
 def baseline_table(toy_datasets: Mapping[str, Mapping[str, Any]], keys: list[str]) -> DisplayTable:

@@ -9,6 +9,7 @@ never created (a missing ledger is an error naming it).
 from __future__ import annotations
 
 import shlex
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,24 @@ def ui_target(tracking_uri: str, *, host: str = DEFAULT_HOST, port: int = DEFAUL
     ]
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     return UiTarget(tracking_uri, f"http://{shown}:{port}", command)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail unless ``host:port`` can be listened on (``mlflow ui`` would print "Address already in
+    use" and still exit 0).
+
+    Raises:
+        TrackingError: The address is taken or cannot be bound; names ``--host`` / ``--port``.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise TrackingError(
+                f"--host {host} --port {port}: cannot listen there ({err.strerror or err}); "
+                "pick another --port"
+            ) from None
 
 
 def ui_hint(tracking_uri: str, *, output: Path | str = DEFAULT_OUTPUT) -> str:

@@ -1,4 +1,4 @@
-"""The frozen CLIP backbone (algorithm.md §1): loading open_clip models and weights, and the tokenizer.
+"""The frozen CLIP backbone (docs/algorithm.md §1): loading open_clip models and weights, and the tokenizer.
 
 Every CLIP weight in ProMetaR is frozen; only prompt tensors (``prometar.prompts``) and the gate
 network train. This module is the one place that talks to open_clip's factory: it resolves a model
@@ -147,7 +147,13 @@ def _resolve_weights(
 ) -> tuple[Path, dict[str, Any]]:
     """Turn ``pretrained`` into a local checkpoint file and open_clip's metadata for the tag."""
     path = Path(pretrained).expanduser()
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as error:  # a folder on the way that may not be searched, a stale mount
+        raise BackboneError(
+            f"checkpoint for backbone {name!r}: {pretrained} cannot be read ({error.strerror or error})"
+        ) from None
+    if is_file:
         return path, {}
     if _looks_like_path(pretrained):
         raise BackboneError(f"checkpoint for backbone {name!r} not found: {pretrained}")

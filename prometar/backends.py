@@ -1,4 +1,4 @@
-"""Process-wide torch backend settings for the training device (GPU throughput, algorithm.md §5).
+"""Process-wide torch backend settings for the training device (GPU throughput, docs/algorithm.md §5).
 
 On CUDA the CLIP forward passes run under bf16 autocast (``backbone.precision``); what stays in
 float32 outside autocast (the prompt updates, the gate network, normalisations of fp32 features)

@@ -6,9 +6,9 @@ presets, YAML files, dotted overrides — by :func:`build_config`, which rejects
 types and inconsistent values with a :class:`ConfigError` naming the dotted key, the value, why,
 and where the value came from.
 
-Field defaults are the published implementation's values (algorithm.md §5). ProMetaR's two presets:
+Field defaults are the published implementation's values (docs/algorithm.md §5). ProMetaR's two presets:
 
-- ``official``: every value of algorithm.md §5, quirks included (the gate optimiser's scheduler is
+- ``official``: every value of docs/algorithm.md §5, quirks included (the gate optimiser's scheduler is
   never stepped, so the gate trains at 1e-6 the whole run; the gate repeat factor is the
   hard-coded 8 whatever the reduction).
 - ``fixed``: ``official`` with those two quirks fixed (``gate_optim.step_scheduler: true``,
@@ -85,7 +85,7 @@ def _doc(text: str, *, scientific: bool = True) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """The frozen CLIP (algorithm.md §1)."""
+    """The frozen CLIP (docs/algorithm.md §1)."""
 
     name: str = field(
         default="ViT-B-16-quickgelu",
@@ -114,7 +114,7 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """Deep text and vision prompts (algorithm.md §1); depth 0 leaves a tower unprompted."""
+    """Deep text and vision prompts (docs/algorithm.md §1); depth 0 leaves a tower unprompted."""
 
     text_tokens: int = field(default=4, metadata=_doc("prompt tokens per prompted text block"))
     text_depth: int = field(
@@ -151,7 +151,7 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class RegularizerConfig:
-    """The frozen-teacher L1 feature regularisers (algorithm.md §2)."""
+    """The frozen-teacher L1 feature regularisers (docs/algorithm.md §2)."""
 
     enabled: bool = field(
         default=True,
@@ -163,7 +163,7 @@ class RegularizerConfig:
 
 @dataclass(frozen=True)
 class MetaConfig:
-    """The meta-regulariser: gate network and the virtual-task step (algorithm.md §3–§4)."""
+    """The meta-regulariser: gate network and the virtual-task step (docs/algorithm.md §3–§4)."""
 
     enabled: bool = field(
         default=True,
@@ -190,7 +190,7 @@ class MetaConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Prompt optimiser: SGD, constant warm-up then cosine, stepped per epoch (algorithm.md §5)."""
+    """Prompt optimiser: SGD, constant warm-up then cosine, stepped per epoch (docs/algorithm.md §5)."""
 
     name: Literal["sgd"] = field(default="sgd", metadata=_doc("optimiser of the prompt tensors"))
     lr: float = field(default=0.0025, metadata=_doc("peak learning rate of the prompts"))
@@ -207,7 +207,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class GateOptimConfig:
-    """Gate-network optimiser: SGD with its own warm-up + cosine schedule (algorithm.md §5)."""
+    """Gate-network optimiser: SGD with its own warm-up + cosine schedule (docs/algorithm.md §5)."""
 
     lr: float = field(default=2.5e-4, metadata=_doc("intended peak learning rate of the gate network"))
     momentum: float = field(default=0.9, metadata=_doc("SGD momentum"))
@@ -244,7 +244,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation (algorithm.md §6)."""
+    """Evaluation (docs/algorithm.md §6)."""
 
     targets: tuple[str, ...] = field(
         default=(),
@@ -424,7 +424,7 @@ def yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def _official() -> dict[str, Any]:
-    """algorithm.md §5, quirks included: the field defaults are the official values."""
+    """docs/algorithm.md §5, quirks included: the field defaults are the official values."""
     return RunConfig().to_dict()
 
 
@@ -534,7 +534,9 @@ def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
         try:
             text = read_text_file(path)
         except YamlFileError as exc:
-            raise ConfigError("", f"cannot read preset file: {exc.reason}", source=key) from None
+            raise ConfigError(
+                "", f"cannot read preset file {path.absolute()}: {exc.reason}", source=key
+            ) from None
         data = load_yaml(text, source=key)
         if data is None:
             return {}

@@ -1,4 +1,4 @@
-"""Evaluation: top-1 accuracy with class text features computed once per class list (algorithm.md §6).
+"""Evaluation: top-1 accuracy with class text features computed once per class list (docs/algorithm.md §6).
 
 Accuracy is ``100 · correct / total`` over a split; per-class accuracies use the same formula per
 label. The classifier of a split is the L2-normalised text features of *that split's* class list:

@@ -1,4 +1,4 @@
-"""The method's loss terms (algorithm.md §2 and §4): cross-entropy, mixed cross-entropy of the
+"""The method's loss terms (docs/algorithm.md §2 and §4): cross-entropy, mixed cross-entropy of the
 virtual tasks, and the two L1 regularisers towards the frozen teacher.
 
 Every function returns the *unweighted* term; the regulariser weights (50 and 20 in the official

@@ -1,5 +1,6 @@
-"""The meta-regulariser of ProMetaR (algorithm.md §3 and §4 steps 4 and 6): the gate network
-that modulates the regulariser gradient per prompt tensor, and the virtual tasks of the meta step.
+"""The meta-regulariser of ProMetaR (docs/algorithm.md): the gate network that modulates the
+regulariser gradient per prompt tensor (:func:`modulate_gradient`), and the virtual tasks of the
+meta step with their task augmentation (:func:`sample_virtual_task`, :func:`augment_task`).
 
 The gate of a prompt tensor θ (n × w values, D = n·w) is
 
@@ -107,13 +108,37 @@ class GateNetwork(nn.Module):
 
 
 def modulate_gradient(ce_grad: Tensor, reg_grad: Tensor, gate: Tensor | float) -> Tensor:
-    """The modulated gradient ``g = ∇CE + gate ⊙ ∇R`` of one prompt tensor."""
+    """The paper's gradient modulation of one prompt tensor: ``g = ∇CE + gate ⊙ ∇R``.
+
+    Both phases of the ProMetaR step call it: phase A on the batch (the prompt optimiser's
+    gradient), phase B on the support items (the inner step's gradient, graph kept). ``gate`` is
+    the gate network's output, :data:`CONSTANT_GATE`, or 1.0 (no modulation).
+    """
     return ce_grad + gate * reg_grad
+
+
+def augment_task(query_features: Tensor, partner_features: Tensor, lam: Tensor) -> Tensor:
+    """The paper's task augmentation: manifold mixup of a virtual task's query items.
+
+    Each query item's final image features are mixed with those of its support partner,
+    ``λ · f(query) + (1 − λ) · f(partner)``, under the inner step's fast prompts; the mixed
+    cross-entropy (``prometar.losses.mixed_cross_entropy``) weighs the two labels by λ too.
+
+    Args:
+        query_features: ``[Q, E]`` features of the query items.
+        partner_features: ``[Q, E]`` features of their partners (:attr:`VirtualTask.partners`).
+        lam: ``[Q]`` mixing coefficients (:attr:`VirtualTask.lam`).
+
+    Returns:
+        ``[Q, E]`` mixed features.
+    """
+    return lam[:, None] * query_features + (1.0 - lam[:, None]) * partner_features
 
 
 @dataclass(frozen=True)
 class VirtualTask:
-    """A virtual task carved out of one batch (algorithm.md §4 steps 4 and 6).
+    """A virtual task carved out of one batch, the unit of the paper's task augmentation
+    (docs/algorithm.md: the bi-level step).
 
     Attributes:
         query: batch indices of the items carrying the chosen label.

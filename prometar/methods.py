@@ -1,4 +1,4 @@
-"""Methods: prompt design × training scheme (algorithm.md §1, "method" in this project).
+"""Methods: prompt design × training scheme (docs/algorithm.md §1, "method" in this project).
 
 A method is a named pair of
 

@@ -1,4 +1,4 @@
-"""Deep text and vision prompts and the prompted CLIP encoders (IVLP, algorithm.md §1).
+"""Deep text and vision prompts and the prompted CLIP encoders (IVLP, docs/algorithm.md §1).
 
 Each tower gets a ``DeepPrompts``: ``depth`` learnable tensors of ``n_tokens x width``. Block 0's
 prompt enters with the input sequence; before each block ``i`` in ``1..depth-1`` the prompt tokens

@@ -72,7 +72,7 @@ Planner = Callable[[DatasetSplits, str, Sequence[str], Path], tuple[DatasetSplit
 
 
 def harmonic_mean(base: float | None, new: float | None) -> float:
-    """HM = 2BN/(B+N) (algorithm.md §6); NaN when either is missing, 0 when both are 0."""
+    """HM = 2BN/(B+N) (docs/algorithm.md §6); NaN when either is missing, 0 when both are 0."""
     if base is None or new is None or math.isnan(base) or math.isnan(new):
         return math.nan
     if base + new == 0:

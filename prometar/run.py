@@ -1,4 +1,4 @@
-"""One run end to end: config → data → backbone → method → trainer → evaluation (algorithm.md §6).
+"""One run end to end: config → data → backbone → method → trainer → evaluation (docs/algorithm.md §6).
 
 ``run`` is the single entry point both the ``prometar-sweep train`` verb and the Ray Tune
 trainable call, so a single run and a swept run are the same code path. The config's protocol
@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from prometar.data.fewshot import few_shot, subset_listing
 from prometar.data.loaders import ImageDataset, SeededSampler, build_loader, find_missing_files
 from prometar.data.readers import DatasetSplits, read_dataset
 from prometar.data.transforms import build_test_transform, build_train_transform
-from prometar.errors import ConfigError, DataError
+from prometar.errors import CheckpointError, ConfigError, DataError
 from prometar.evaluation import AccuracyResult, Evaluator
 from prometar.files import write_json_atomic
 from prometar.meta import GateNetwork
@@ -218,6 +219,7 @@ def run(
     if scheme == "prometar" and config.meta.gate_mode == "learned":
         _check_gate_sizes(config, model)
 
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
     write_json_atomic(output_dir / "config.json", config.to_dict(), indent=2, sort_keys=True)
     write_json_atomic(
@@ -266,20 +268,25 @@ def run(
                 }
                 return protocol.final_metrics(accuracies)
 
-        history = _train(
-            config,
-            model,
-            backbone,
-            train_split,
-            torch_device,
-            autocast_dtype,
-            output_dir,
-            metrics_path,
-            callback,
-            resume_from,
-            keep_checkpoints,
-            evaluate_epoch,
-        )
+        try:
+            history = _train(
+                config,
+                model,
+                backbone,
+                train_split,
+                torch_device,
+                autocast_dtype,
+                output_dir,
+                metrics_path,
+                callback,
+                resume_from,
+                keep_checkpoints,
+                evaluate_epoch,
+            )
+        except CheckpointError:  # resume_from does not fit: leave no half-written run behind
+            if created:
+                shutil.rmtree(output_dir, ignore_errors=True)
+            raise
 
     accuracies: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}

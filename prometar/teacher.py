@@ -1,4 +1,4 @@
-"""The frozen teacher of ProMetaR (algorithm.md §2): unprompted CLIP's 60-template text ensemble
+"""The frozen teacher of ProMetaR (docs/algorithm.md §2): unprompted CLIP's 60-template text ensemble
 per class and its image features of the training batch, plus the single-template zero-shot
 classifier built from the same unprompted text tower.
 

@@ -1,4 +1,4 @@
-"""The trainer: epochs, learning-rate schedules, checkpoints and resume (algorithm.md §5).
+"""The trainer: epochs, learning-rate schedules, checkpoints and resume (docs/algorithm.md §5).
 
 The trainer owns everything around a training step and nothing inside it: the step
 (``prometar.steps``: one class per training scheme) does its own forward, backward and optimiser steps and

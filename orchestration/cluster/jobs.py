@@ -24,6 +24,7 @@ from typing import Any
 
 from orchestration.cluster.common import JOB_ENV_VARS, launch_args, submission_id, validated_plan
 from orchestration.errors import ClusterError
+from orchestration.layout import DEFAULT_OUTPUT
 
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
@@ -31,7 +32,7 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "/.git/",
     "/.venv/",
     "/venv/",
-    "/prometar_runs/",
+    f"/{DEFAULT_OUTPUT}/",
     "__pycache__/",
     "*.pyc",
     "/.pytest_cache/",

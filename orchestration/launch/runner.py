@@ -7,8 +7,9 @@ already FINISHED (``force`` reruns them) or running in another live launch, and 
 Ray Tune (``orchestration.launch.tuner``; a search sweep: ``orchestration.launch.search``); a
 trial an earlier launch left unfinished continues its MLflow run (one run per trial key). When
 the sweep ends it prints the outcome and the command that shows the runs (``prometar-sweep ui``),
-writes the tables of the planned runs, closes the launch's parent run and writes the sweep's
-report (``orchestration.results.report``), logged on that run.
+closes the launch's parent run and publishes the tables and the report of the planned runs
+(``orchestration.results.publish``), logged on that run. The launch's state (options, report, the
+launch in progress) lives in ``orchestration.launch.state``.
 
 Embedded default: a local Ray started in-process, bound to 127.0.0.1, no dashboard; ``address``
 joins a running cluster instead (``orchestration.launch.ray_session``).
@@ -21,23 +22,22 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from orchestration import layout
-from orchestration.errors import InputError, LaunchError, ResultsError, TrackingError, TrackingLostError
+from orchestration.errors import InputError, LaunchError, TrackingError, TrackingLostError
 from orchestration.launch.lock import launch_lock
 from orchestration.launch.preflight import check_cluster_fits, check_data_root, check_inputs, check_output
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import check_ray_address, ray_session
 from orchestration.launch.search import launch_search
-from orchestration.launch.signals import INTERRUPTED_EXIT, sigterm_as_interrupt
+from orchestration.launch.signals import sigterm_as_interrupt
+from orchestration.launch.state import Launch, LaunchOptions, LaunchReport
 from orchestration.launch.status import plan_status, revision_note
-from orchestration.launch.tables import write_experiment_tables
 from orchestration.launch.trial_table import TrialTable
 from orchestration.launch.tuner import grid_space, parent_run, run_tuner, tune_config
-from orchestration.layout import DEFAULT_DATA_ROOT, DEFAULT_OUTPUT
+from orchestration.ledger.outcomes import trial_outcomes
 from orchestration.ledger.store import Claims, TrialLedger
 from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
 from orchestration.storage import is_uri
@@ -45,76 +45,8 @@ from orchestration.sweeps.planning import SweepPlan, Trial, load_plan
 from orchestration.ui import ui_hint
 
 
-@dataclass(frozen=True)
-class LaunchOptions:
-    """How to launch a sweep (the ``launch`` verb's options)."""
-
-    data_root: Path = DEFAULT_DATA_ROOT
-    output: Path = DEFAULT_OUTPUT
-    storage: str | None = None
-    """Ray storage: a folder or a URI (``s3://...``); ``None``: ``<output>/ray``."""
-    address: str | None = None
-    tracking_uri: str | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    dry_run: bool = False
-    force: bool = False
-    max_concurrent: int | None = None
-    write_best: Path | None = None
-    tables: bool = True
-    report: bool = True
-
-
-@dataclass
-class LaunchReport:
-    """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
-    failed or was killed, 130 when the launch was interrupted (Ctrl-C, SIGTERM) before its trials
-    ended (``interrupted`` counts those never ended or never started).
-
-    ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
-    """
-
-    sweep: str
-    total: int
-    done_before: int
-    to_run: int
-    finished: int = 0
-    failed: int = 0
-    killed: int = 0
-    interrupted: int = 0
-    parent_run_id: str | None = None
-    best: list[dict[str, Any]] = field(default_factory=list)
-    plan: SweepPlan | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return INTERRUPTED_EXIT
-        return 1 if self.failed or self.killed else 0
-
-
-@dataclass
-class Launch:
-    """One launch in progress: the plan, the ledger, the report, where it writes, how, and to whom.
-
-    Attributes:
-        plan: The sweep, planned once.
-        ledger: The sweep's ledger store.
-        report: What the launch did so far.
-        output: The output folder (absolute).
-        options: The launch's options.
-        out: Where progress and summaries go.
-    """
-
-    plan: SweepPlan
-    ledger: TrialLedger
-    report: LaunchReport
-    output: Path
-    options: LaunchOptions
-    out: IO[str]
-
-
 def launch(
-    path: str | Path, options: LaunchOptions = LaunchOptions(), *, stream: IO[str] | None = None
+    path: str | Path, options: LaunchOptions | None = None, *, stream: IO[str] | None = None
 ) -> LaunchReport:
     """Run a sweep: the trials the ledger does not have FINISHED, on Ray Tune, recorded in MLflow.
 
@@ -132,6 +64,7 @@ def launch(
             All raised before any run or trial starts.
     """
     out = stream or sys.stdout
+    options = options or LaunchOptions()
     plan = load_plan(path, overrides=options.overrides)
     if is_uri(options.output):
         raise LaunchError(
@@ -216,8 +149,8 @@ def _fan_out(
         with _closing_parent(ledger, report):
             launch_search(current, busy_groups)
     else:
-        statuses = {} if options.force else ledger.statuses(runs)
-        done = [t for t in trials if FINISHED in statuses.get(t.key, set())]
+        outcomes = {} if options.force else trial_outcomes(runs)
+        done = [t for t in trials if t.key in outcomes and outcomes[t.key].status == FINISHED]
         todo = [t for t in trials if t not in done and t.key not in elsewhere]
         report = LaunchReport(plan.name, len(trials), len(done), len(todo), plan=plan)
         current = Launch(plan, ledger, report, output, options, out)
@@ -347,8 +280,8 @@ def _store_loss_ends_the_launch(ledger: TrialLedger, name: str) -> Iterator[None
 
 
 def _finish(launch: Launch) -> None:
-    """Summary line, the tables of the planned runs, close the parent run, then the report (it shows
-    this launch as ended)."""
+    """Summary line, close the parent run, then publish the tables and the report (it shows this
+    launch as ended)."""
     plan, report, out = launch.plan, launch.report, launch.out
     print(
         f"[{plan.name}] finished {report.finished} · failed {report.failed} · killed {report.killed} · "
@@ -362,70 +295,51 @@ def _finish(launch: Launch) -> None:
             file=out,
         )
     print(f"[{plan.name}] {ui_hint(launch.ledger.tracking_uri, output=launch.options.output)}", file=out)
-    try:
-        if launch.options.tables and launch.ledger.experiment_id() is not None:
-            _write_tables(launch)
-    finally:
-        if report.parent_run_id:
-            ended = KILLED if report.interrupted else FAILED if report.exit_code else FINISHED
-            launch.ledger.end_run(report.parent_run_id, ended)
-    if launch.options.report and not report.interrupted and launch.ledger.experiment_id() is not None:
-        _write_report(launch)
+    if report.parent_run_id:  # ended first: the report shows this launch as ended
+        ended = KILLED if report.interrupted else FAILED if report.exit_code else FINISHED
+        launch.ledger.end_run(report.parent_run_id, ended)
+    if launch.ledger.experiment_id() is not None:
+        _publish(launch)
 
 
-def _write_report(launch: Launch) -> None:
-    """``<output>/reports/<sweep>/report.html`` (and ``report.md``) of the planned runs, logged on this
-    launch's parent run (the latest launch's when this one had nothing to do)."""
+def _publish(launch: Launch) -> None:
+    """The tables of the runs the plan plans (the experiment may hold other configurations) and the
+    report (not after an interruption), from one ledger read, logged on this launch's parent run
+    (the latest launch's when this one had nothing to do): ``results.publish``."""
     from orchestration.ledger.runs import read_experiment
-    from orchestration.results.report import build_report, latest_launch, write_report
-    from orchestration.results.source import Source, summarize_plan
+    from orchestration.results.context import ResultsContext
+    from orchestration.results.publish import publish
 
-    plan = launch.plan
-    summary = summarize_plan(plan, launch.options.overrides)
-    try:
-        source = Source(
-            read_experiment(plan.name, launch.ledger.tracking_uri, planned=summary.planned),
-            summary,
-            launch.ledger.tracking_uri,
-            plan.name,
-        )
-        built = build_report(source)
-        files = write_report(
-            built,
-            layout.reports_folder(launch.output, plan.name),
-            log_to=launch.report.parent_run_id or latest_launch(built),
-        )
-    except Exception as err:  # a report problem must not hide the sweep's outcome
-        print(f"[{plan.name}] no report: {err}", file=launch.out)
+    plan, options, output = launch.plan, launch.options, launch.output
+    with_report = options.report and not launch.report.interrupted
+    if not (options.tables or with_report):
         return
-    print(f"[{plan.name}] report: {files.html}", file=launch.out)
-
-
-def _write_tables(launch: Launch) -> None:
-    """The tables of the runs the plan plans (the experiment may hold other configurations)."""
-    from orchestration.results.source import summarize_plan
-
-    plan = launch.plan
-    summary = summarize_plan(plan)
+    context = ResultsContext.from_plan(
+        plan, overrides=options.overrides, tracking_uri=launch.ledger.tracking_uri
+    ).with_published()
     try:
-        written = write_experiment_tables(
-            plan.name,
-            launch.ledger.tracking_uri,
-            layout.tables_folder(launch.output, plan.name),
-            datasets=summary.datasets,
-            protocol=summary.protocol,
-            search_space=summary.search_space,
-            expected_seeds=summary.seeds,
-            parent_run_id=launch.report.parent_run_id,
-            planned=summary.planned,
-            targets=summary.targets,
+        runs = read_experiment(plan.name, launch.ledger.tracking_uri, planned=context.planned)
+        done = publish(
+            context,
+            runs,
+            figures=with_report,
+            tables_dir=layout.tables_folder(output, plan.name) if options.tables else None,
+            report_dir=layout.reports_folder(output, plan.name) if with_report else None,
+            log_to=launch.report.parent_run_id,
+            log_latest=True,
+            strict=False,
         )
-    except ResultsError as err:  # no table for these runs: the sweep's outcome stands
-        print(f"[{plan.name}] no table: {err}", file=launch.out)
+    except Exception as err:  # a results problem must not hide the sweep's outcome (nor pass for success)
+        launch.report.results_error = str(err) or type(err).__name__
+        print(f"[{plan.name}] no results: {launch.report.results_error}", file=launch.out)
         return
-    for name, path in written.items():
-        if name.endswith(".md"):
-            print(f"\n{path.read_text()}", file=launch.out)
+    for note in done.notes:
+        print(f"[{plan.name}] {note[0].lower()}{note[1:]}", file=launch.out)
+    if options.tables:
+        for table in done.tables:
+            print(f"\n{table.render('markdown')}", file=launch.out)
+    if done.report_html is not None:
+        print(f"[{plan.name}] report: {done.report_html}", file=launch.out)
 
 
 __all__ = ["Launch", "LaunchOptions", "LaunchReport", "launch"]

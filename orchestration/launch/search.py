@@ -33,7 +33,7 @@ from orchestration.sweeps.planning import SearchGroup, SweepPlan
 from orchestration.sweeps.spec import SweepSpec, spec_to_yaml
 
 if TYPE_CHECKING:
-    from orchestration.launch.runner import Launch
+    from orchestration.launch.state import Launch
 
 
 class FinalMetricOptunaSearch(OptunaSearch):

@@ -1,9 +1,11 @@
 """A sweep's status in the ledger: done / failed / running / to do of its planned trials (reads only).
 
-For a grid sweep each planned trial key counts once, by its best status (FINISHED, then RUNNING,
-then FAILED); a RUNNING run is *stale* when no live launch holds it (the next launch closes it as
-KILLED and reruns the trial). For a search sweep the FINISHED samples of each planned group count,
-up to its ``num_samples``. An absent embedded store means nothing has run, and is not created.
+For a grid sweep each planned trial key counts once, by its outcome
+(``orchestration.ledger.outcomes``: FINISHED if any run finished, else its latest run's status —
+the rule the report counts by too; a KILLED trial is to do); a RUNNING run is *stale* when no live
+launch holds it (the next launch closes it as KILLED and reruns the trial). For a search sweep
+the FINISHED samples of each planned group count, up to its ``num_samples``. An absent embedded
+store means nothing has run, and is not created.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestration.layout import DEFAULT_OUTPUT
+from orchestration.ledger.launches import latest_overrides
+from orchestration.ledger.outcomes import Outcome, count_outcomes, trial_outcomes
 from orchestration.ledger.store import TrialLedger
 from orchestration.ledger.vocabulary import FAILED, FINISHED, RUNNING, SEARCH_GROUP_TAG
 from orchestration.sweeps.planning import SweepPlan, load_plan
@@ -79,27 +83,39 @@ def sweep_status(
     """done / failed / running / to do of a sweep, from the ledger (reads only: nothing is created,
     restored or closed; a deleted experiment is a ``TrackingError``).
 
-    ``overrides``: the ``--set`` overrides the sweep was launched with (they change its trial keys).
+    ``overrides``: the ``--set`` overrides the sweep was launched with (they change its trial keys);
+    None: those its latest launch recorded (``ledger.launches``).
     """
-    return plan_status(load_plan(path, overrides=overrides or None), Path(output), tracking_uri)
+    plan = load_plan(path, overrides=overrides or None)
+    output = Path(output)
+    if not TrialLedger.exists(output, tracking_uri):
+        return SweepStatus(sweep=plan.name, total=plan.total, done=0, failed=0, running=0, todo=plan.total)
+    ledger = TrialLedger.for_output(plan.name, output, tracking_uri)
+    ledger.check_reachable()
+    runs = ledger.runs()
+    if overrides is None:
+        recorded = latest_overrides(runs)
+        if recorded:
+            plan = load_plan(path, overrides=recorded)
+    return ledger_status(plan, ledger, runs)
 
 
 def plan_status(plan: SweepPlan, output: Path, tracking_uri: str | None) -> SweepStatus:
     """Counts of a planned sweep from the ledger; an absent default store is not created."""
     if not TrialLedger.exists(output, tracking_uri):
-        return SweepStatus(plan.name, plan.total, 0, 0, 0, plan.total)
+        return SweepStatus(sweep=plan.name, total=plan.total, done=0, failed=0, running=0, todo=plan.total)
     ledger = TrialLedger.for_output(plan.name, output, tracking_uri)
     ledger.check_reachable()
     return ledger_status(plan, ledger)
 
 
-def ledger_status(plan: SweepPlan, ledger: TrialLedger) -> SweepStatus:
-    """Counts of a planned sweep from one snapshot of its ledger."""
-    runs = ledger.runs()
+def ledger_status(plan: SweepPlan, ledger: TrialLedger, runs: list[Any] | None = None) -> SweepStatus:
+    """Counts of a planned sweep from one snapshot of its ledger (``runs``, read when not given)."""
+    runs = ledger.runs() if runs is None else runs
     other_revisions = ledger.finished_under_other_revisions(runs)
     if not plan.groups:
         return replace(
-            _count(plan, ledger.statuses(runs), ledger.running_elsewhere(runs)),
+            _count(plan, trial_outcomes(runs), ledger.running_elsewhere(runs)),
             other_revisions=other_revisions,
         )
     search = plan.spec.search
@@ -116,39 +132,32 @@ def ledger_status(plan: SweepPlan, ledger: TrialLedger) -> SweepStatus:
     failed = sum(r.info.status == FAILED for r in runs)
     running = sum(r.info.status == RUNNING for r in runs)
     return SweepStatus(
-        plan.name,
-        plan.total,
-        done,
-        failed,
-        running,
-        max(0, plan.total - done - running),
+        sweep=plan.name,
+        total=plan.total,
+        done=done,
+        failed=failed,
+        running=running,
+        todo=max(0, plan.total - done - running),
         other_revisions=other_revisions,
     )
 
 
 def _count(
-    plan: SweepPlan, statuses: Mapping[str, set[str]], live: Mapping[str, Any] | None = None
+    plan: SweepPlan, outcomes: Mapping[str, Outcome], live: Mapping[str, Any] | None = None
 ) -> SweepStatus:
     """Counts per planned trial; ``live``: trial key → live launch holding its RUNNING run."""
     live = live or {}
-    done = failed = running = stale = 0
-    for trial in plan.trials:
-        seen = statuses.get(trial.key, set())
-        if FINISHED in seen:
-            done += 1
-        elif RUNNING in seen:
-            running += 1
-            stale += trial.key not in live
-        elif FAILED in seen:
-            failed += 1
-    total = len(plan.trials)
+    keys = [trial.key for trial in plan.trials]
+    counts = count_outcomes(outcomes, keys)
+    stale = sum(outcomes[key].status == RUNNING and key not in live for key in keys if key in outcomes)
+    total = len(keys)
     return SweepStatus(
-        plan.name,
-        total,
-        done,
-        failed,
-        running,
-        total - done - failed - running,
-        stale,
-        tuple(sorted(set(live.values()))),
+        sweep=plan.name,
+        total=total,
+        done=counts.finished,
+        failed=counts.failed,
+        running=counts.running,
+        todo=total - counts.finished - counts.failed - counts.running,
+        stale=stale,
+        launches=tuple(sorted(set(live.values()))),
     )

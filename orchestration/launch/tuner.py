@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 from orchestration import layout
 from orchestration.environment import temporary_environment
 from orchestration.launch.trial_table import GRID_KEY, TrialTable, trial_name
+from orchestration.ledger.launches import overrides_tag
 from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, TRIALS_PLANNED_TAG
 from orchestration.provenance import git_sha
 from orchestration.sweeps.planning import Trial
 
 if TYPE_CHECKING:
-    from orchestration.launch.runner import Launch
+    from orchestration.launch.state import Launch
 
 
 def grid_space(trials: list[Trial]) -> dict[str, Any]:
@@ -70,7 +71,9 @@ def parent_run(launch: Launch) -> str:
     """The launch's parent run id (created on first use)."""
     report = launch.report
     if report.parent_run_id is None:
-        report.parent_run_id = launch.ledger.start_launch({TRIALS_PLANNED_TAG: str(report.total)})
+        report.parent_run_id = launch.ledger.start_launch(
+            {TRIALS_PLANNED_TAG: str(report.total), **overrides_tag(launch.options.overrides)}
+        )
     return report.parent_run_id
 
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from orchestration.errors import ResultsError
+from orchestration.errors import ResultsError, TrackingError
 from orchestration.ledger.store import deleted_experiment_message, search_runs
 from orchestration.ledger.vocabulary import (
     FINISHED,
@@ -73,6 +74,9 @@ class RunsTable:
         unplanned_runs: Runs of the experiment (in the statuses read) left out because the sweep
             does not plan them; 0 when no restriction was asked for.
         trial_keys: ``run_id`` → trial key, where known (MLflow runs; a CSV's ``trial_key`` column).
+        records: Every MLflow run of the experiment the table was built from, any status, parents
+            included — the one ledger read the report's counts, failures and launches come from
+            (empty for a runs CSV).
     """
 
     runs: pd.DataFrame
@@ -80,6 +84,7 @@ class RunsTable:
     curve_metrics: tuple[str, ...] = ()
     unplanned_runs: int = 0
     trial_keys: Mapping[str, str] = field(default_factory=dict)
+    records: tuple[Any, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -228,14 +233,26 @@ def read_runs_csv(path: Path | str) -> RunsTable:
     return tidy_from_wide(wide, source=str(path))
 
 
-def _search_child_runs(client: Any, experiment_id: str, statuses: Sequence[str]) -> list[Any]:
-    """All runs of an experiment carrying a trial key, in the given statuses."""
-    filter_string = f"tags.`{TRIAL_KEY_TAG}` != ''"
-    if len(statuses) == 1:
-        filter_string += f" and attributes.status = '{statuses[0]}'"
-    return search_runs(
-        client, experiment_id, filter_string=filter_string, statuses=statuses, page_size=50_000
-    )
+def experiment_records(experiment: str, tracking_uri: str) -> list[Any]:
+    """Every run of an MLflow experiment (parents and children, any status): one ledger read.
+
+    Raises:
+        ResultsError: The experiment does not exist or was deleted (reading never restores it), or
+            the URI names no store.
+        TrackingError: The store cannot be read (a garbage or truncated SQLite file); names the URI.
+    """
+    from mlflow import MlflowClient
+
+    _require_sqlite_file(tracking_uri)
+    with _unreadable_store(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
+    if found.lifecycle_stage == "deleted":  # reported, never restored: reading does not write
+        raise ResultsError(deleted_experiment_message(experiment, found.experiment_id, tracking_uri))
+    with _unreadable_store(tracking_uri):
+        return search_runs(client, found.experiment_id, page_size=50_000)
 
 
 def read_experiment(
@@ -245,7 +262,7 @@ def read_experiment(
     statuses: Sequence[str] = (FINISHED,),
     planned: PlannedRuns | None = None,
 ) -> RunsTable:
-    """Read the child runs of an MLflow experiment into a :class:`RunsTable`.
+    """Read the child runs of an MLflow experiment into a :class:`RunsTable` (one ledger read).
 
     When a trial key was run more than once (``launch --force``), the latest start wins.
 
@@ -257,25 +274,31 @@ def read_experiment(
             ``None`` keeps every child run.
 
     Returns:
-        The ledger of those runs; ``unplanned_runs`` counts the runs ``planned`` left out.
+        The ledger of those runs (``records``: every run read); ``unplanned_runs`` counts the runs
+        ``planned`` left out.
 
     Raises:
         ResultsError: The experiment does not exist, or a run lacks an identity tag.
+        TrackingError: The store cannot be read (a garbage or truncated SQLite file); names the URI.
     """
-    from mlflow import MlflowClient
+    records = experiment_records(experiment, tracking_uri)
+    return tabulate_runs(records, experiment, statuses=statuses, planned=planned)
 
-    _require_sqlite_file(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
-    if found.lifecycle_stage == "deleted":  # reported, never restored: reading does not write
-        raise ResultsError(deleted_experiment_message(experiment, found.experiment_id, tracking_uri))
-    records: list[dict[str, Any]] = []
+
+def tabulate_runs(
+    records: Sequence[Any],
+    experiment: str,
+    *,
+    statuses: Sequence[str] = (FINISHED,),
+    planned: PlannedRuns | None = None,
+) -> RunsTable:
+    """The :class:`RunsTable` of a snapshot of an experiment's runs (:func:`read_experiment`'s rules)."""
+    children = [r for r in records if r.data.tags.get(TRIAL_KEY_TAG) and r.info.status in statuses]
+    rows: list[dict[str, Any]] = []
     params: dict[str, dict[str, str]] = {}
     curve_metrics: set[str] = set()
     unplanned = 0
-    for run in _search_child_runs(client, found.experiment_id, statuses):
+    for run in children:
         tags = run.data.tags
         if planned is not None and tags.get(planned.tag) not in planned.keys:
             unplanned += 1
@@ -297,17 +320,18 @@ def read_experiment(
                 record[key] = value
             else:
                 curve_metrics.add(key)
-        records.append(record)
+        rows.append(record)
         params[run.info.run_id] = dict(run.data.params)
-    if not records:
+    if not rows:
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_COLUMNS})
         return RunsTable(
             runs=empty,
             params=pd.DataFrame(),
             curve_metrics=tuple(sorted(curve_metrics)),
             unplanned_runs=unplanned,
+            records=tuple(records),
         )
-    wide = pd.DataFrame.from_records(records)
+    wide = pd.DataFrame.from_records(rows)
     wide = wide.sort_values("_start").drop_duplicates("_trial_key", keep="last")
     keys = dict(zip(wide["run_id"], wide["_trial_key"], strict=True))
     wide = wide.drop(columns=["_trial_key", "_start"])
@@ -320,7 +344,24 @@ def read_experiment(
         curve_metrics=tuple(sorted(curve_metrics)),
         unplanned_runs=unplanned,
         trial_keys=keys,
+        records=tuple(records),
     )
+
+
+@contextmanager
+def _unreadable_store(tracking_uri: str) -> Iterator[None]:
+    """A store that cannot be read (a truncated or garbage SQLite file, a database or server that
+    refuses the query) raises :class:`~orchestration.errors.TrackingError` naming the URI."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError, sqlite3.Error) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"tracking URI {tracking_uri} cannot be read: {first[:300]}") from None
 
 
 def _require_sqlite_file(tracking_uri: str) -> None:

@@ -70,6 +70,9 @@ HOST_TAG = "prometar.host"
 PID_TAG = "prometar.pid"
 HEARTBEAT_TAG = "prometar.heartbeat"
 TRIALS_PLANNED_TAG = "prometar.trials_planned"
+OVERRIDES_TAG = "prometar.overrides"
+"""The ``--set`` overrides the launch planned its sweep with, as a JSON object (dotted key → value):
+the reading verbs select the runs of a sweep's latest launch by them."""
 
 # -- tags of a trial key's claim run (a launch holds the key while its claim lives) ---------------
 CLAIM_ROLE = "claim"

@@ -1,4 +1,4 @@
-"""The base-to-new table (algorithm.md §6): seed means of base and new accuracy, HM, the Average row.
+"""The base-to-new table (docs/algorithm.md §6): seed means of base and new accuracy, HM, the Average row.
 
 Per (method, dataset) the seeds' base and new accuracies are averaged and HM = 2BN/(B+N) is taken
 of those means; the Average row is the mean of the datasets' base means, the mean of their new
@@ -15,7 +15,14 @@ from dataclasses import replace
 
 import pandas as pd
 
+from orchestration.results.context import DEFAULT_SEEDS
 from orchestration.results.display import Cell, DisplayTable, bold_best, number
+from orchestration.results.figure_style import (
+    fill_stats,
+    per_seed_table,
+    seed_averages,
+    std_and_count,
+)
 from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets, order_methods
 from orchestration.results.published import DELTA_POINTS, DELTA_STDS
 from orchestration.results.statistics import per_run_table, seed_stats
@@ -140,7 +147,7 @@ def base2new_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
 
 
 def layout_base2new(
-    summary: pd.DataFrame, *, expected_seeds: int = 3, published_rows: bool = False
+    summary: pd.DataFrame, *, expected_seeds: int = DEFAULT_SEEDS, published_rows: bool = False
 ) -> DisplayTable:
     """Lay out a base-to-new summary (with or without the published comparison).
 
@@ -244,3 +251,53 @@ def _layout_published_rows(summary: pd.DataFrame, *, expected_seeds: int) -> Dis
                 notes.add("~ paper value approximate (provenance not 'published')")
     table.notes = sorted(notes)
     return table
+
+
+def base2new_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS) -> pd.DataFrame:
+    """The base-to-new summary with the seed spread of every value, the Average row's included.
+
+    The means are the table's (``results.base2new.base2new_summary``). ``hm_std`` is the sample std over seeds
+    of each seed's HM; on Average rows every std is taken over the seeds that have all the Average's
+    datasets (each seed's mean over datasets, and its HM), and ``n_seeds`` counts those seeds.
+
+    Returns:
+        Columns ``method, shots, dataset, base, new, hm, base_std, new_std, hm_std, n_seeds`` (rows
+        without runs left out).
+    """
+    summary = base2new_summary(runs, datasets=datasets)
+    summary = summary[summary["base"].notna()]
+    keys = ["method", "shots", "dataset"]
+    base_metric, new_metric = BASE_METRIC, NEW_METRIC
+    per_seed = per_seed_table(runs, PROTOCOL.recorded_names, [base_metric, new_metric], keys)
+    per_seed = per_seed.dropna(subset=[base_metric, new_metric])
+    per_seed["hm"] = [
+        harmonic_mean(b, n) for b, n in zip(per_seed[base_metric], per_seed[new_metric], strict=True)
+    ]
+    hm = std_and_count(per_seed, keys, "hm").drop(columns="n")
+    averages = seed_averages(
+        per_seed, ["method", "shots"], order_datasets(datasets), [base_metric, new_metric]
+    )
+    averages["hm"] = [
+        harmonic_mean(b, n) for b, n in zip(averages[base_metric], averages[new_metric], strict=True)
+    ]
+    average_stats = std_and_count(averages, ["method", "shots"], base_metric).rename(
+        columns={f"{base_metric}_std": "base_std"}
+    )
+    for metric, name in ((new_metric, "new_std"), ("hm", "hm_std")):
+        average_stats = average_stats.merge(
+            std_and_count(averages, ["method", "shots"], metric)
+            .drop(columns="n")
+            .rename(columns={f"{metric}_std": name}),
+            on=["method", "shots"],
+            how="left",
+        )
+    stats = summary.merge(hm, on=keys, how="left")
+    stats = fill_stats(
+        stats,
+        stats["dataset"] == AVERAGE,
+        average_stats,
+        ["method", "shots"],
+        {"base_std": "base_std", "new_std": "new_std", "hm_std": "hm_std", "n_seeds": "n"},
+    )
+    columns = ["method", "shots", "dataset", "base", "new", "hm", "base_std", "new_std", "hm_std", "n_seeds"]
+    return stats[columns].reset_index(drop=True)

@@ -17,6 +17,7 @@ import pandas as pd
 from orchestration.errors import ResultsError
 from orchestration.ledger.runs import IDENTITY_COLUMNS, TRIAL_KEY_COLUMN, RunsTable
 from orchestration.results.ablation import non_result_params
+from orchestration.results.safe_text import csv_frame
 from orchestration.results.search import varying_params
 from prometar import protocols
 
@@ -96,8 +97,9 @@ def per_run_frame(ledger: RunsTable, *, include: Sequence[str] = ()) -> pd.DataF
 
 
 def per_run_csv(frame: pd.DataFrame) -> str:
-    """The export as CSV text (numbers at full precision, so that reading it back changes nothing)."""
-    return frame.to_csv(index=False, lineterminator="\n")
+    """The export as CSV text: numbers at full precision (reading it back changes nothing), text
+    cells a spreadsheet would evaluate neutralised (:func:`~.safe_text.csv_frame`)."""
+    return csv_frame(frame).to_csv(index=False, lineterminator="\n")
 
 
 def write_per_run(frame: pd.DataFrame, path: Path | str) -> Path:

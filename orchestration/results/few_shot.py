@@ -6,12 +6,32 @@ import math
 from collections.abc import Sequence
 
 import pandas as pd
+from matplotlib.figure import Figure
 
+from orchestration.ledger.runs import RunsTable
+from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.display import Cell, DisplayTable, bold_best, number
+from orchestration.results.figure_style import (
+    SPREAD_CAPTION,
+    NamedFigure,
+    SeedNotes,
+    add_legend,
+    draw_errorbar,
+    figure_style,
+    fill_stats,
+    method_style,
+    n_note,
+    panel_figure,
+    per_seed_table,
+    seed_averages,
+    std_and_count,
+    std_value,
+)
 from orchestration.results.labels import AVERAGE, dataset_label, method_label, order_datasets, order_methods
 from orchestration.results.statistics import per_run_table, seed_stats
 from prometar import protocols
 from prometar.data import catalog
+from prometar.protocols import Protocol
 
 KIND = "few_shot"
 PROTOCOL = protocols.for_table(KIND)
@@ -75,7 +95,7 @@ def few_shot_summary(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_D
     return pd.DataFrame.from_records(records, columns=list(FEW_SHOT_COLUMNS))
 
 
-def layout_few_shot(summary: pd.DataFrame, *, expected_seeds: int = 3) -> DisplayTable:
+def layout_few_shot(summary: pd.DataFrame, *, expected_seeds: int = DEFAULT_SEEDS) -> DisplayTable:
     """Blocks per dataset (Average first), rows per method, one column per K; best per column bold."""
     shots = sorted(summary["shots"].unique())
     table = DisplayTable(
@@ -108,3 +128,83 @@ def layout_few_shot(summary: pd.DataFrame, *, expected_seeds: int = 3) -> Displa
         table.rows.extend(block)
     table.notes = sorted(notes)
     return table
+
+
+def few_shot_stats(runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS) -> pd.DataFrame:
+    """The few-shot summary (``results.few_shot.few_shot_summary``) with the Average row's seed spread.
+
+    Returns:
+        Columns ``method, dataset, shots, acc, acc_std, n_seeds`` (rows without runs left out); on
+        Average rows the std and count are over the seeds that have every dataset of the Average.
+    """
+    summary = few_shot_summary(runs, datasets=datasets)
+    summary = summary[summary["acc"].notna()].copy()
+    acc = ACC_METRIC
+    per_seed = per_seed_table(runs, PROTOCOL.recorded_names, [acc], ["method", "dataset", "shots"])
+    averages = seed_averages(per_seed, ["method", "shots"], order_datasets(datasets), [acc])
+    stats = std_and_count(averages, ["method", "shots"], acc).rename(columns={f"{acc}_std": "acc_std"})
+    summary = fill_stats(
+        summary,
+        summary["dataset"] == AVERAGE,
+        stats,
+        ["method", "shots"],
+        {"acc_std": "acc_std", "n_seeds": "n"},
+    )
+    return summary[["method", "dataset", "shots", "acc", "acc_std", "n_seeds"]].reset_index(drop=True)
+
+
+def figure_few_shot(
+    runs: pd.DataFrame, *, datasets: Sequence[str] = BASE2NEW_DATASETS, expected_seeds: int = DEFAULT_SEEDS
+) -> Figure | None:
+    """Accuracy against the number of shots K (log-2 axis), per dataset and on Average.
+
+    Means over seeds with the seed std as error bars; Average: the mean over datasets, its std over
+    the seeds that have every dataset.
+    """
+    stats = few_shot_stats(runs, datasets=datasets)
+    if stats.empty:
+        return None
+    panels = [AVERAGE] + [d for d in order_datasets(stats["dataset"]) if d != AVERAGE]
+    panels = [p for p in panels if (stats["dataset"] == p).any()]
+    methods = order_methods(stats["method"].unique())
+    shots = sorted(stats["shots"].unique())
+    notes = SeedNotes.of(stats["n_seeds"], expected_seeds)
+    with figure_style():
+        figure, axes = panel_figure(len(panels))
+        for ax, dataset in zip(axes, panels, strict=True):
+            rows = stats[stats["dataset"] == dataset]
+            for method in methods:
+                series = rows[rows["method"] == method].sort_values("shots")
+                if series.empty:
+                    continue
+                draw_errorbar(
+                    ax,
+                    series["shots"],
+                    series["acc"],
+                    yerr=[std_value(s) for s in series["acc_std"]],
+                    method=method,
+                    linestyle="-",
+                    zorder=3,
+                )
+                for _, row in series.iterrows():
+                    n_note(
+                        ax, row["shots"], row["acc"], int(row["n_seeds"]), notes, method_style(method).color
+                    )
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(shots, [str(k) for k in shots])
+            ax.minorticks_off()
+            ax.set_title(dataset_label(dataset))
+            ax.set_xlabel("Shots per class (K)")
+            ax.set_ylabel("Accuracy (%)")
+        add_legend(figure, methods, note=notes.legend())
+    return figure
+
+
+def figures(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[NamedFigure]:
+    """The few-shot figure: accuracy against K per dataset and on Average."""
+    figure = figure_few_shot(ledger.runs, datasets=ctx.grid, expected_seeds=ctx.expected_seeds)
+    caption = (
+        "Few-shot accuracy against shots per class K (log-2 axis), per dataset and on Average. "
+        + SPREAD_CAPTION
+    )
+    return [NamedFigure(KIND, figure, caption)] if figure is not None else []

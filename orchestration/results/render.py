@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from orchestration.errors import ResultsError
 from orchestration.results.display import Cell, DisplayTable
+from orchestration.results.safe_text import csv_frame, markdown_text
 
 Format = Literal["markdown", "latex", "csv"]
 FORMATS: tuple[str, ...] = ("markdown", "latex", "csv")
@@ -23,37 +25,20 @@ def _format_value(cell: Cell) -> str:
     return f"{value:+.2f}" if cell.signed and value != 0 else f"{value:.2f}"
 
 
-def _cell_markdown(cell: Cell) -> str:
-    if cell.value is None:
-        return cell.text if cell.text is not None else "–"
-    text = _format_value(cell)
-    if cell.std is not None:
-        text += f" ± {cell.std:.2f}"
-    if cell.n is not None:
-        text += f" (n={cell.n})"
-    if cell.approx:
-        text = "~" + text
-    if cell.bold:
-        text = f"**{text}**"
-    if cell.flag:
-        text += " †"
-    return text
-
-
 def to_markdown(table: DisplayTable) -> str:
     """Render as a GitHub-flavoured Markdown table with the caption above and notes below."""
     lines = [
-        f"**{table.title}**",
+        f"**{markdown_text(table.title)}**",
         "",
-        "| " + " | ".join(table.header) + " |",
+        "| " + " | ".join(markdown_text(h).replace("|", "\\|") for h in table.header) + " |",
         "|"
         + "|".join(":---" if i < table.label_columns else "---:" for i, _ in enumerate(table.header))
         + "|",
     ]
     for row in table.rows:
-        lines.append("| " + " | ".join(_cell_markdown(c).replace("|", "\\|") for c in row) + " |")
+        lines.append("| " + " | ".join(cell_text(c, MARKDOWN).replace("|", "\\|") for c in row) + " |")
     if table.notes:
-        lines += [""] + [f"{note}  " for note in table.notes]
+        lines += [""] + [f"{markdown_text(note)}  " for note in table.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -81,20 +66,64 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def _cell_latex(cell: Cell) -> str:
+@dataclass(frozen=True)
+class CellMarkup:
+    """How one output format writes a cell's parts (:func:`cell_text`).
+
+    Attributes:
+        escape: Escapes a cell's plain text.
+        empty: An empty cell.
+        plus_minus: Between a value and its std.
+        approx: Before an approximate value.
+        bold: Wraps the best value.
+        flag: After a difference beyond tolerance.
+    """
+
+    escape: Callable[[str], str]
+    empty: str
+    plus_minus: str
+    approx: str
+    bold: Callable[[str], str]
+    flag: str
+
+
+MARKDOWN = CellMarkup(
+    escape=markdown_text, empty="–", plus_minus=" ± ", approx="~", bold=lambda text: f"**{text}**", flag=" †"
+)
+LATEX = CellMarkup(
+    escape=latex_escape,
+    empty="--",
+    plus_minus=r" $\pm$ ",
+    approx=r"$\approx$",
+    bold=lambda text: rf"\textbf{{{text}}}",
+    flag=r"$^\dagger$",
+)
+HTML = CellMarkup(
+    escape=html.escape,
+    empty="–",
+    plus_minus=" ± ",
+    approx="~",
+    bold=lambda text: f"<strong>{text}</strong>",
+    flag=" †",
+)
+
+
+def cell_text(cell: Cell, markup: CellMarkup) -> str:
+    """A cell as text of one format — the one place a cell's value, spread, seed count and marks are
+    written, for Markdown (:data:`MARKDOWN`), LaTeX (:data:`LATEX`) and HTML (:data:`HTML`)."""
     if cell.value is None:
-        return latex_escape(cell.text) if cell.text is not None else "--"
+        return markup.escape(cell.text) if cell.text is not None else markup.empty
     text = _format_value(cell)
     if cell.std is not None:
-        text += rf" $\pm$ {cell.std:.2f}"
+        text += f"{markup.plus_minus}{cell.std:.2f}"
     if cell.n is not None:
         text += f" (n={cell.n})"
     if cell.approx:
-        text = r"$\approx$" + text
+        text = markup.approx + text
     if cell.bold:
-        text = rf"\textbf{{{text}}}"
+        text = markup.bold(text)
     if cell.flag:
-        text += r"$^\dagger$"
+        text += markup.flag
     return text
 
 
@@ -116,7 +145,7 @@ def to_latex(table: DisplayTable) -> str:
             lines.append(r"\midrule")
         if i in table.subrules:
             lines.append(rf"\cmidrule(l){{2-{len(table.header)}}}")
-        lines.append(" & ".join(_cell_latex(c) for c in row) + r" \\")
+        lines.append(" & ".join(cell_text(c, LATEX) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
         lines.append(r"\\[2pt]{\footnotesize " + r"; ".join(latex_escape(n) for n in table.notes) + "}")
@@ -125,8 +154,9 @@ def to_latex(table: DisplayTable) -> str:
 
 
 def to_csv(summary: pd.DataFrame) -> str:
-    """The numeric summary as CSV (numbers rounded to 4 decimals, empty cells for missing values)."""
-    return summary.to_csv(index=False, float_format="%.4f", lineterminator="\n")
+    """The numeric summary as CSV: numbers rounded to 4 decimals, empty cells for missing values,
+    text cells a spreadsheet would evaluate neutralised (:func:`~.safe_text.csv_frame`)."""
+    return csv_frame(summary).to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
 @dataclass(frozen=True)

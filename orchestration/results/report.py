@@ -7,31 +7,28 @@ the runs, the result revision, package versions, the tracking URI and every laun
 nothing from anywhere: styles are inline, figures are inline SVG, and no URL appears in it. The
 Markdown twin (``report.md``) links the PNG files written beside it.
 
-:func:`build_report` gathers everything in memory (reading the ledger once); :func:`write_report`
-writes ``report.html``, ``report.md`` and ``figures/<name>.{png,pdf,svg}`` and, given a run id, logs
-them as artifacts (``report/``) of the sweep's parent MLflow run. ``launch`` writes the report at the
-end of a sweep, ``demo`` writes the demo's, and the ``report`` verb writes one on demand.
+:func:`build_report` gathers the page's record — counts, failures, launches, provenance — from the
+ledger snapshot the tables and figures ``results.publish`` built came from; ``results.report_page``
+renders it (HTML from a Jinja2 template, and Markdown) and writes ``report.html``, ``report.md`` and
+``figures/<name>.{png,pdf,svg}`` (``publish`` logs them as artifacts, ``report/``, of the sweep's
+launch run). ``launch`` publishes the report at the end of a sweep, ``demo`` the demo's, and the
+``report`` verb one on demand.
 """
 
 from __future__ import annotations
 
-import html
-import io
 import platform
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import prometar
 from orchestration import provenance
 from orchestration.errors import ResultsError
-from orchestration.ledger.store import TrialLedger
+from orchestration.ledger.outcomes import count_outcomes, trial_outcomes
 from orchestration.ledger.vocabulary import (
-    ACTIVE,
     CLOSED_BY_TAG,
     ERROR_TAG,
     FINISHED,
@@ -39,20 +36,19 @@ from orchestration.ledger.vocabulary import (
     HOST_TAG,
     KILLED,
     LAUNCH_ROLE,
-    REPORT_ARTIFACT_PATH,
     RESULT_REVISION_TAG,
     ROLE_TAG,
+    RUNNING,
     SEARCH_GROUP_TAG,
     TRIAL_KEY_TAG,
     TRIALS_PLANNED_TAG,
 )
-from orchestration.results.display import Cell, DisplayTable
-from orchestration.results.figures import NamedFigure, figure_style, save_figure
+from orchestration.results.context import ResultsContext
+from orchestration.results.display import DisplayTable
+from orchestration.results.figure_style import NamedFigure
 from orchestration.results.labels import dataset_label, method_label
-from orchestration.results.published import load_published
-from orchestration.results.render import RenderedTable, to_markdown
+from orchestration.results.render import RenderedTable
 from orchestration.results.source import Source
-from orchestration.results.tables import build_tables
 
 PACKAGES: tuple[str, ...] = (*provenance.PACKAGES, "optuna", "pandas", "matplotlib")
 """Packages whose versions the provenance lists: a trial's (``provenance.PACKAGES``) and the results'."""
@@ -212,14 +208,6 @@ def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
-def _experiment_runs(tracking_uri: str, experiment: str) -> list[Any]:
-    """Every run of the experiment (children and parents), any status."""
-    ledger = TrialLedger(tracking_uri, experiment)
-    if ledger.experiment_id() is None:
-        raise ResultsError(f"experiment {experiment!r} not found in {tracking_uri}")
-    return ledger.runs()
-
-
 def _reason(error: str) -> str:
     """The last non-empty line of a traceback (the exception and its message)."""
     lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
@@ -227,12 +215,10 @@ def _reason(error: str) -> str:
 
 
 def _ledger_state(
-    source: Source,
+    context: ResultsContext, runs: Sequence[Any]
 ) -> tuple[Counts, list[Failure], list[LaunchRecord], dict[str, int], dict[str, int]]:
-    """Counts, failures, launches and the revisions of the FINISHED runs, from the MLflow ledger."""
-    sweep = source.sweep
-    planned = sweep.planned if sweep is not None else None
-    runs = _experiment_runs(source.tracking_uri, source.experiment)  # type: ignore[arg-type]
+    """Counts, failures, launches and the revisions of the FINISHED runs, from one ledger snapshot."""
+    planned = context.planned
     launches = []
     for run in sorted(
         (r for r in runs if r.data.tags.get(ROLE_TAG) == LAUNCH_ROLE), key=lambda r: r.info.start_time or 0
@@ -240,46 +226,36 @@ def _ledger_state(
         tags = run.data.tags
         launches.append(
             LaunchRecord(
-                run.info.run_id,
-                run.info.status,
-                _utc(run.info.start_time),
-                _utc(run.info.end_time),
-                tags.get(HOST_TAG, ""),
-                tags.get(GIT_SHA_TAG, ""),
-                tags.get(RESULT_REVISION_TAG, "1"),
-                tags.get(TRIALS_PLANNED_TAG, ""),
+                run_id=run.info.run_id,
+                status=run.info.status,
+                start=_utc(run.info.start_time),
+                end=_utc(run.info.end_time),
+                host=tags.get(HOST_TAG, ""),
+                code_revision=tags.get(GIT_SHA_TAG, ""),
+                result_revision=tags.get(RESULT_REVISION_TAG, "1"),
+                trials_planned=tags.get(TRIALS_PLANNED_TAG, ""),
             )
         )
     children = [r for r in runs if r.data.tags.get(TRIAL_KEY_TAG)]
     if planned is not None:
         children = [r for r in children if r.data.tags.get(planned.tag) in planned.keys]
-    by_key: dict[str, list[Any]] = {}
-    for run in children:
-        by_key.setdefault(run.data.tags[TRIAL_KEY_TAG], []).append(run)
-    finished = failed = killed = running = 0
+    outcomes = trial_outcomes(children)
+    counted = count_outcomes(outcomes)
     failures: list[Failure] = []
     code: dict[str, int] = {}
     results: dict[str, int] = {}
-    for key, key_runs in by_key.items():
-        statuses = {r.info.status for r in key_runs}
-        if FINISHED in statuses:
-            finished += 1
-            latest = max(
-                (r for r in key_runs if r.info.status == FINISHED), key=lambda r: r.info.start_time or 0
-            )
+    for key, outcome in outcomes.items():
+        latest, status = outcome.run, outcome.status
+        if status == FINISHED:
             sha = latest.data.tags.get(GIT_SHA_TAG, "unknown")
             code[sha] = code.get(sha, 0) + 1
             revision = latest.data.tags.get(RESULT_REVISION_TAG, "1")
             results[revision] = results.get(revision, 0) + 1
             continue
-        latest = max(key_runs, key=lambda r: r.info.start_time or 0)
-        status = latest.info.status
-        if status in ACTIVE:
-            running += 1
+        if status == RUNNING:
             continue
         tags = latest.data.tags
         if status == KILLED:
-            killed += 1
             reason = (
                 "closed by a later launch (its launch had died)"
                 if tags.get(CLOSED_BY_TAG)
@@ -287,7 +263,6 @@ def _ledger_state(
             )
             detail = ""
         else:
-            failed += 1
             detail = tags.get(ERROR_TAG, "")
             reason = _reason(detail) or "failed without a recorded error"
         where = (
@@ -296,9 +271,22 @@ def _ledger_state(
         )
         if tags.get(SEARCH_GROUP_TAG):
             where += " (search sample)"
-        failures.append(Failure(key, latest.info.run_id, where, status, reason, detail[-3000:]))
+        failures.append(
+            Failure(
+                trial_key=key,
+                run_id=latest.info.run_id,
+                where=where,
+                status=status,
+                reason=reason,
+                detail=detail[-3000:],
+            )
+        )
     counts = Counts(
-        sweep.trials if sweep is not None and sweep.trials else None, finished, failed, killed, running
+        planned=context.trials or None,
+        finished=counted.finished,
+        failed=counted.failed,
+        killed=counted.killed,
+        running=counted.running,
     )
     failures.sort(key=lambda f: (f.where, f.trial_key))
     return counts, failures, launches, dict(sorted(code.items())), dict(sorted(results.items()))
@@ -307,434 +295,57 @@ def _ledger_state(
 def build_report(
     source: Source,
     *,
-    published: Path | str | None = None,
-    compare: bool = True,
-    figures: list[NamedFigure] | None = None,
+    tables: Sequence[RenderedTable] = (),
+    figures: Sequence[NamedFigure] = (),
+    notes: Sequence[str] = (),
     extra_tables: Sequence[DisplayTable] = (),
-    max_history_runs: int = 60,
 ) -> Report:
-    """Gather a sweep's report from a resolved source (``results.source.load_source``), in memory.
+    """The page's record, in memory: the tables and figures already built (``results.publish``),
+    and the counts, failures, launches and provenance gathered from the source's ledger snapshot
+    (``RunsTable.records``: the same single read the tables came from).
 
     Args:
         source: The runs of an MLflow experiment (a sweep file's planned runs, or ``--experiment``).
-        published: Published numbers for the base-to-new comparison (default: the shipped ones).
-        compare: Compare with the published numbers (tables and figures).
-        figures: Figures already drawn (the demo's); default: every figure the runs support.
-        extra_tables: Tables shown after the sweep's.
-        max_history_runs: At most this many runs' training histories are read for the curves.
+        tables: The tables of the runs.
+        figures: Their figures.
+        notes: Lines about what could not be shown.
+        extra_tables: Tables shown after the sweep's (the demo's toy baselines).
 
     Raises:
-        ResultsError: The source is a runs CSV (a report reads the ledger), or the experiment is
-            missing.
+        ResultsError: The source is a runs CSV (a report reads the ledger).
     """
-    from orchestration.results.plots import collect_figures
-
-    if source.tracking_uri is None or source.experiment is None:
+    context = source.context
+    if context.tracking_uri is None or context.experiment is None:
         raise ResultsError("a report reads the MLflow ledger: give a sweep file or --experiment, not --runs")
-    sweep = source.sweep
-    reference = load_published(published) if compare else None
-    options: dict[str, Any] = {
-        "protocol": sweep.protocol if sweep else None,
-        "datasets": sweep.datasets if sweep and sweep.datasets else None,
-        "published": reference,
-        "expected_seeds": sweep.seeds if sweep else 3,
-        "search_space": sweep.search_space if sweep else (),
-        "targets": sweep.targets if sweep else (),
-    }
-    notes: list[str] = []
-    tables: list[RenderedTable] = []
-    if source.ledger.runs.empty:
-        notes.append("No FINISHED run yet: no table and no figure.")
-        figures = []
-    else:
-        try:
-            tables = build_tables(source.ledger, name=sweep.name if sweep else source.experiment, **options)
-        except ResultsError as error:
-            notes.append(f"No table: {error}")
-        if figures is None:
-            try:
-                figures = collect_figures(
-                    source.ledger,
-                    tracking_uri=source.tracking_uri,
-                    max_history_runs=max_history_runs,
-                    **options,
-                )
-            except ResultsError as error:
-                notes.append(f"No figure: {error}")
-                figures = []
-    counts, failures, launches, code, results = _ledger_state(source)
+    counts, failures, launches, code, results = _ledger_state(context, source.ledger.records)
     origin = Provenance(
-        provenance.git_sha(),
-        prometar.RESULT_REVISION,
-        code,
-        results,
-        package_versions(),
-        source.tracking_uri,
-        source.experiment,
-        sweep.source if sweep else "",
-        sweep.overrides if sweep else (),
+        code_revision=provenance.git_sha(),
+        result_revision=prometar.RESULT_REVISION,
+        run_code_revisions=code,
+        run_result_revisions=results,
+        versions=package_versions(),
+        tracking_uri=context.tracking_uri,
+        experiment=context.experiment,
+        sweep_file=context.sweep_file,
+        overrides=context.overrides,
     )
     return Report(
-        sweep.name if sweep else source.experiment,
-        sweep.protocol if sweep else "",
-        tables,
-        figures or [],
-        counts,
-        failures,
-        launches,
-        origin,
-        list(extra_tables),
-        notes,
+        title=context.name,
+        protocol=context.protocol or "",
+        tables=list(tables),
+        figures=list(figures),
+        counts=counts,
+        failures=failures,
+        launches=launches,
+        provenance=origin,
+        extra_tables=list(extra_tables),
+        notes=list(notes),
     )
-
-
-# -------------------------------------------------------------------------------------------- HTML
-
-
-def _cell_html(cell: Cell) -> str:
-    if cell.value is None:
-        return html.escape(cell.text if cell.text is not None else "–")
-    value = cell.value if abs(cell.value) >= 0.005 else 0.0
-    text = f"{value:+.2f}" if cell.signed and value != 0 else f"{value:.2f}"
-    if cell.std is not None:
-        text += f" ± {cell.std:.2f}"
-    if cell.n is not None:
-        text += f" (n={cell.n})"
-    if cell.approx:
-        text = "~" + text
-    text = html.escape(text)
-    if cell.bold:
-        text = f"<strong>{text}</strong>"
-    if cell.flag:
-        text += " †"
-    return text
-
-
-def table_html(table: DisplayTable) -> str:
-    """A table as an HTML ``<table>`` with its caption and notes (block rules as row classes)."""
-    head = "".join(
-        f'<th class="{"label" if i < table.label_columns else "number"}">{html.escape(h)}</th>'
-        for i, h in enumerate(table.header)
-    )
-    rows = []
-    for i, row in enumerate(table.rows):
-        classes = ["block"] if i in table.rules and i > 0 else []
-        if i in table.subrules:
-            classes.append("published")
-        cells = "".join(
-            f'<td class="{"label" if j < table.label_columns else "number"}">{_cell_html(c)}</td>'
-            for j, c in enumerate(row)
-        )
-        rows.append(f'<tr class="{" ".join(classes)}">{cells}</tr>' if classes else f"<tr>{cells}</tr>")
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
-    return (
-        f'<figure class="table"><figcaption>{html.escape(table.title)}</figcaption><table><thead><tr>{head}'
-        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{notes}</figure>"
-    )
-
-
-_SVG_PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
-_SVG_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
-_SVG_NAMESPACES = re.compile(r'\s+xmlns(:\w+)?="[^"]*"')
-
-
-def inline_svg(figure: NamedFigure) -> str:
-    """The figure as SVG markup for inline use in HTML: no XML prologue, doctype, metadata or namespace
-    declarations (HTML parsers supply them), so no URL remains."""
-    buffer = io.StringIO()
-    with figure_style():
-        figure.figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = _SVG_PROLOGUE.sub("", buffer.getvalue(), count=1)
-    text = _SVG_METADATA.sub("", text)
-    text = _SVG_NAMESPACES.sub("", text)
-    return text.replace("<svg ", f'<svg role="img" aria-label="{html.escape(figure.caption)}" ', 1)
-
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
-       padding: 0 1rem; color: #1b1b1b; line-height: 1.45; }
-h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem;
-     border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
-.subtitle { color: #555; margin-top: 0; }
-table { border-collapse: collapse; font-size: 0.9rem; margin: 0.4rem 0; }
-th, td { padding: 0.2rem 0.6rem; } thead th { border-top: 2px solid #333; border-bottom: 1px solid #333; }
-tbody tr:last-child td { border-bottom: 2px solid #333; } tr.block td { border-top: 1px solid #999; }
-tr.published td { border-top: 1px dashed #bbb; font-style: italic; }
-td.number, th.number { text-align: right; font-variant-numeric: tabular-nums; }
-td.label, th.label { text-align: left; }
-figure { margin: 1.2rem 0; } figcaption { font-weight: 600; margin-bottom: 0.3rem; }
-figure.plot figcaption { font-weight: normal; color: #333; max-width: 50rem; }
-figure.plot svg { max-width: 100%; height: auto; }
-.note { font-size: 0.85rem; color: #444; margin: 0.2rem 0; }
-dl.counts { display: grid; grid-template-columns: max-content max-content; gap: 0.1rem 1rem; }
-dl.counts dt { color: #555; } dl.counts dd { margin: 0; font-variant-numeric: tabular-nums; }
-.failed { color: #b00020; } details pre { font-size: 0.75rem; white-space: pre-wrap; background: #f6f6f6;
-  padding: 0.5rem; } code { font-size: 0.85rem; }
-"""
-
-
-def _counts_rows(counts: Counts) -> list[tuple[str, str]]:
-    rows = [
-        ("planned", "–" if counts.planned is None else str(counts.planned)),
-        ("finished", str(counts.finished)),
-        ("failed", str(counts.failed)),
-    ]
-    if counts.killed:
-        rows.append(("killed", str(counts.killed)))
-    if counts.running:
-        rows.append(("running", str(counts.running)))
-    if counts.not_started is not None:
-        rows.append(("not started", str(counts.not_started)))
-    return rows
-
-
-def _provenance_rows(report: Report) -> list[tuple[str, str]]:
-    p = report.provenance
-    rows = [
-        ("code revision (this report)", p.code_revision),
-        ("result revision (this code)", str(p.result_revision)),
-        (
-            "code revisions of the finished runs",
-            ", ".join(f"{sha} ({n} runs)" for sha, n in p.run_code_revisions.items()) or "–",
-        ),
-        (
-            "result revisions of the finished runs",
-            ", ".join(f"r{rev} ({n} runs)" for rev, n in p.run_result_revisions.items()) or "–",
-        ),
-        ("tracking URI", p.tracking_uri or "–"),
-        ("experiment", p.experiment or "–"),
-    ]
-    if p.sweep_file:
-        rows.append(("sweep file", p.sweep_file))
-    if p.overrides:
-        rows.append(("overrides (--set)", ", ".join(f"{k}={v}" for k, v in p.overrides)))
-    rows += [(f"version of {name}", version) for name, version in p.versions.items()]
-    return rows
-
-
-def _launch_rows(report: Report) -> list[list[str]]:
-    return [
-        [
-            launch.start,
-            launch.end or "–",
-            launch.status,
-            launch.host or "–",
-            launch.trials_planned or "–",
-            launch.code_revision[:12] or "–",
-            f"r{launch.result_revision}",
-            launch.run_id,
-        ]
-        for launch in report.launches
-    ]
-
-
-_LAUNCH_HEADER = [
-    "started",
-    "ended",
-    "status",
-    "host",
-    "trials planned",
-    "code",
-    "result revision",
-    "parent run",
-]
-
-
-def render_html(report: Report) -> str:
-    """The report as one self-contained HTML page (inline styles and SVG; no URL)."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{e(report.title)} — prometar report</title>",
-        f"<style>{_STYLE}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{e(report.title)}</h1>",
-        f'<p class="subtitle">{e(_subtitle(report))}</p>',
-    ]
-    parts.append(
-        '<h2 id="trials">Trials</h2><dl class="counts">'
-        + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _counts_rows(report.counts))
-        + "</dl>"
-    )
-    if report.failures:
-        parts.append('<h3 class="failed">Failures</h3><ul>')
-        for failure in report.failures:
-            detail = (
-                f"<details><summary>traceback</summary><pre>{e(failure.detail)}</pre></details>"
-                if failure.detail
-                else ""
-            )
-            parts.append(
-                f"<li><strong>{e(failure.where)}</strong> — {e(failure.status)}: {e(failure.reason)} "
-                f"<code>trial {e(failure.trial_key)}, run {e(failure.run_id)}</code>{detail}</li>"
-            )
-        parts.append("</ul>")
-    for note in report.notes:
-        parts.append(f'<p class="note">{e(note)}</p>')
-    if report.tables or report.extra_tables:
-        parts.append('<h2 id="tables">Tables</h2>')
-        parts += [table_html(t.display) for t in report.tables]
-        parts += [table_html(t) for t in report.extra_tables]
-    if report.figures:
-        parts.append('<h2 id="figures">Figures</h2>')
-        for figure in report.figures:
-            parts.append(
-                f'<figure class="plot" id="figure-{e(figure.name)}">{inline_svg(figure)}'
-                f"<figcaption><strong>{e(figure.name)}</strong>: {e(figure.caption)}</figcaption></figure>"
-            )
-    parts.append(
-        '<h2 id="provenance">Provenance</h2><table><tbody>'
-        + "".join(
-            f'<tr><td class="label">{e(k)}</td><td class="label"><code>{e(v)}</code></td></tr>'
-            for k, v in _provenance_rows(report)
-        )
-        + "</tbody></table>"
-    )
-    if report.launches:
-        parts.append(
-            "<h3>Launches</h3><table><thead><tr>"
-            + "".join(f'<th class="label">{e(h)}</th>' for h in _LAUNCH_HEADER)
-            + "</tr></thead><tbody>"
-            + "".join(
-                "<tr>" + "".join(f'<td class="label">{e(v)}</td>' for v in row) + "</tr>"
-                for row in _launch_rows(report)
-            )
-            + "</tbody></table>"
-        )
-    parts += ["</body>", "</html>"]
-    return "\n".join(parts) + "\n"
-
-
-def _subtitle(report: Report) -> str:
-    bits = ["prometar sweep report"]
-    if report.protocol:
-        bits.append(f"protocol {report.protocol}")
-    bits.append(f"result revision r{report.provenance.result_revision}")
-    return " · ".join(bits)
-
-
-# ---------------------------------------------------------------------------------------- Markdown
-
-
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def render_markdown(report: Report, *, figures_dir: str = FIGURES_DIR) -> str:
-    """The report as Markdown: the same sections, figures linked as ``<figures_dir>/<name>.png``."""
-    parts = [
-        f"# {report.title}",
-        "",
-        _subtitle(report),
-        "",
-        "## Trials",
-        "",
-        _markdown_table(["", "trials"], _counts_rows(report.counts)),
-    ]
-    if report.failures:
-        parts += ["### Failures", ""]
-        parts += [
-            f"- **{f.where}** — {f.status}: {f.reason} (`trial {f.trial_key}`, `run {f.run_id}`)"
-            for f in report.failures
-        ]
-        parts.append("")
-    parts += [f"{note}\n" for note in report.notes]
-    if report.tables or report.extra_tables:
-        parts += ["## Tables", ""]
-        parts += [to_markdown(t.display) for t in report.tables]
-        parts += [to_markdown(t) for t in report.extra_tables]
-    if report.figures:
-        parts += ["## Figures", ""]
-        for figure in report.figures:
-            parts += [
-                f"![{figure.name}]({figures_dir}/{figure.name}.png)",
-                "",
-                f"*{figure.name}*: {figure.caption} (PDF and SVG beside the PNG.)",
-                "",
-            ]
-    parts += [
-        "## Provenance",
-        "",
-        _markdown_table(["", "value"], [(k, f"`{v}`") for k, v in _provenance_rows(report)]),
-    ]
-    if report.launches:
-        parts += ["### Launches", "", _markdown_table(_LAUNCH_HEADER, _launch_rows(report))]
-    return "\n".join(parts).rstrip() + "\n"
-
-
-# ------------------------------------------------------------------------------------------ writing
-
-
-@dataclass(frozen=True)
-class ReportFiles:
-    """What :func:`write_report` wrote.
-
-    Attributes:
-        html: ``<out>/report.html``.
-        markdown: ``<out>/report.md``.
-        figures: ``<out>/figures/<name>.{png,pdf,svg}``.
-        logged_to: The MLflow run the files were logged to, or None.
-    """
-
-    html: Path
-    markdown: Path
-    figures: list[Path]
-    logged_to: str | None = None
-
-
-def write_report(report: Report, out_dir: Path | str, *, log_to: str | None = None) -> ReportFiles:
-    """Write the report's files and, given a run id, log them as its artifacts under ``report/``.
-
-    Everything is rendered before the first file is written.
-
-    Args:
-        report: From :func:`build_report`.
-        out_dir: Folder for ``report.html``, ``report.md`` and ``figures/``.
-        log_to: A run of the report's tracking URI (the sweep's parent run), or None.
-    """
-    page = render_html(report)
-    markdown = render_markdown(report)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figure_files: list[Path] = []
-    for figure in report.figures:
-        figure_files += save_figure(figure.figure, out_dir / FIGURES_DIR / figure.name)
-    html_path = out_dir / HTML_NAME
-    html_path.write_text(page, encoding="utf-8")
-    markdown_path = out_dir / MARKDOWN_NAME
-    markdown_path.write_text(markdown, encoding="utf-8")
-    if log_to is not None and report.provenance.tracking_uri is not None:
-        store = TrialLedger(report.provenance.tracking_uri, report.provenance.experiment or report.title)
-        store.log_files(log_to, [html_path, markdown_path], REPORT_ARTIFACT_PATH)
-        store.log_files(log_to, figure_files, f"{REPORT_ARTIFACT_PATH}/{FIGURES_DIR}")
-    return ReportFiles(html_path, markdown_path, figure_files, log_to)
 
 
 def latest_launch(report: Report) -> str | None:
     """The run id of the sweep's latest launch (its parent run), or None if it has none."""
     return report.launches[-1].run_id if report.launches else None
-
-
-def report_source(
-    source: Source,
-    out_dir: Path | str,
-    *,
-    published: Path | str | None = None,
-    compare: bool = True,
-    log: bool = True,
-) -> ReportFiles:
-    """Build and write a source's report, logged to the sweep's latest launch: the ``report`` verb."""
-    report = build_report(source, published=published, compare=compare)
-    return write_report(report, out_dir, log_to=latest_launch(report) if log else None)
 
 
 __all__ = [
@@ -743,14 +354,7 @@ __all__ = [
     "LaunchRecord",
     "Provenance",
     "Report",
-    "ReportFiles",
     "build_report",
-    "inline_svg",
     "latest_launch",
     "package_versions",
-    "render_html",
-    "render_markdown",
-    "report_source",
-    "table_html",
-    "write_report",
 ]

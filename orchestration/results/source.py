@@ -1,14 +1,14 @@
 """Where a ``table`` or ``plot`` command reads its runs: a sweep's plan, an experiment, or a CSV.
 
-With a sweep file the command plans it once (as ``launch`` did, ``--set`` included): the
-:class:`SweepSummary` gives the experiment name, the datasets of the Average rows, the protocol,
-the search space, the seeds per cell, the evaluation targets and the runs it plans — only those
-are read from the experiment (:class:`~orchestration.ledger.runs.PlannedRuns`).
+With a sweep file the command plans it once (as ``launch`` did, ``--set`` included): its
+:class:`~orchestration.results.context.ResultsContext` gives the experiment name, the datasets of
+the Average rows, the protocol, the search space, the seeds per cell, the evaluation targets and
+the runs it plans — only those are read from the experiment
+(:class:`~orchestration.ledger.runs.PlannedRuns`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,77 +16,28 @@ from typing import Any
 
 from orchestration.errors import ResultsError, SpecError
 from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
-from orchestration.ledger.runs import PlannedRuns, RunsTable, planned_runs, read_experiment, read_runs_csv
+from orchestration.ledger.launches import latest_overrides, launches
+from orchestration.ledger.runs import RunsTable, experiment_records, read_runs_csv, tabulate_runs
 from orchestration.ledger.uri import probe_tracking_uri
-from orchestration.sweeps.planning import SweepPlan, load_plan
+from orchestration.results.context import ResultsContext
+from orchestration.sweeps.planning import load_plan
+
+MAX_LAUNCHES_SHOWN = 5
+"""How many of the latest launches a message names."""
 
 
-@dataclass(frozen=True)
-class SweepSummary:
-    """The facts about a sweep file the results layer needs.
-
-    Attributes:
-        name: MLflow experiment name (the sweep's ``name``, default: the file stem).
-        datasets: The grid's datasets, in grid order (the Average row is taken over these); the
-            ``data.dataset`` override when the dataset is not a grid axis.
-        protocol: The protocol its trials carry (``Protocol.tag``: ``search`` for a search sweep).
-        search_space: Dotted keys of the searched hyper-parameters (empty without a search).
-        targets: The evaluation targets its trials plan (transfer protocols), in first-seen order.
-        planned: The runs the sweep plans (trial keys, or search-group keys for a search sweep).
-        source: The sweep file, as given.
-        overrides: The extra dotted overrides (``--set``) the sweep was planned with.
-        seeds: Seeds per cell the sweep plans (tables mark cells with fewer as ``(n=k)``).
-        trials: Trials the sweep plans (the grid, times ``num_samples`` for a search).
-    """
-
-    name: str
-    datasets: tuple[str, ...]
-    protocol: str
-    search_space: tuple[str, ...] = ()
-    planned: PlannedRuns | None = None
-    source: str = ""
-    overrides: tuple[tuple[str, Any], ...] = ()
-    seeds: int = 3
-    targets: tuple[str, ...] = ()
-    trials: int = 0
-
-
-def summarize_plan(plan: SweepPlan, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
-    """The :class:`SweepSummary` of a sweep's plan.
-
-    Args:
-        plan: The sweep's plan (``orchestration.sweeps.planning.load_plan``).
-        overrides: The extra overrides it was planned with (recorded for messages only).
-
-    Returns:
-        Its name, datasets in grid order, protocol, search space, planned runs, seeds per cell,
-        evaluation targets and planned trial count.
-    """
-    spec = plan.spec
-    space = tuple(spec.search.space) if spec.search is not None else ()
-    return SweepSummary(
-        plan.name,
-        plan.datasets,
-        plan.protocol,
-        space,
-        planned_runs(plan),
-        spec.source,
-        tuple((overrides or {}).items()),
-        plan.seeds,
-        plan.targets,
-        plan.total,
-    )
-
-
-def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None = None) -> SweepSummary:
-    """Read, validate and plan a sweep file (``orchestration.sweeps.planning.load_plan``): its summary.
+def load_sweep_context(
+    path: Path | str, *, overrides: Mapping[str, Any] | None = None, tracking_uri: str | None = None
+) -> ResultsContext:
+    """Read, validate and plan a sweep file (``orchestration.sweeps.planning.load_plan``): its context.
 
     Args:
         path: The sweep YAML file.
         overrides: Extra dotted run-config overrides (``--set``), applied as ``launch`` applies them.
+        tracking_uri: The ledger its runs are read from (None: not read from MLflow).
 
     Returns:
-        The sweep's summary, with the trial keys (or search-group keys) it plans.
+        The sweep's :class:`ResultsContext`, with the trial keys (or search-group keys) it plans.
 
     Raises:
         ResultsError: The file is missing or not a valid sweep, or an override is rejected; the
@@ -96,7 +47,7 @@ def load_sweep_summary(path: Path | str, *, overrides: Mapping[str, Any] | None 
         plan = load_plan(path, overrides=overrides)
     except SpecError as error:
         raise ResultsError(str(error)) from None
-    return summarize_plan(plan, overrides)
+    return ResultsContext.from_plan(plan, overrides=overrides, tracking_uri=tracking_uri)
 
 
 @dataclass(frozen=True)
@@ -105,29 +56,48 @@ class Source:
 
     Attributes:
         ledger: The runs.
-        sweep: The sweep file's summary, when one was given.
-        tracking_uri: The MLflow tracking URI read (None for a runs CSV).
-        experiment: The experiment name (None for a runs CSV).
+        context: The facts about them (a sweep file's, an experiment's or a CSV's).
     """
 
     ledger: RunsTable
-    sweep: SweepSummary | None
-    tracking_uri: str | None
-    experiment: str | None
+    context: ResultsContext
+
+    @property
+    def tracking_uri(self) -> str | None:
+        """The MLflow tracking URI read (None for a runs CSV)."""
+        return self.context.tracking_uri
+
+    @property
+    def experiment(self) -> str | None:
+        """The experiment name (None for a runs CSV)."""
+        return self.context.experiment
+
+    def nothing_planned(self) -> str | None:
+        """Why a sweep file selects none of its experiment's FINISHED runs — the launches there
+        are and the overrides each planned with —, or None when it selects some (or there are none)."""
+        if not self.ledger.runs.empty or not self.ledger.unplanned_runs or not self.context.from_sweep:
+            return None
+        shown = "; ".join(
+            f"{launch.run_id} ({launch.shown()})"
+            for launch in launches(self.ledger.records)[-MAX_LAUNCHES_SHOWN:]
+        )
+        return (
+            f"no FINISHED run of experiment {self.experiment!r} is planned by "
+            f"{self.context.planned_by()} ({self.ledger.unplanned_runs} are runs of other "
+            "configurations); "
+            + (f"its latest launches, oldest first: {shown}; " if shown else "")
+            + f"give the launch's --set overrides, or --experiment {self.experiment} for every run"
+        )
 
     def unplanned_note(self) -> str | None:
         """One line saying how many FINISHED runs the sweep file left out, or None if none were."""
         count = self.ledger.unplanned_runs
-        if not count or self.sweep is None:
+        if not count or not self.context.from_sweep:
             return None
-        shown = " ".join(
-            f"--set {key}={value if isinstance(value, str) else json.dumps(value)}"
-            for key, value in self.sweep.overrides
-        )
-        planned_by = f"{self.sweep.source} {shown}" if shown else self.sweep.source
         return (
             f"note: {count} FINISHED run(s) of experiment {self.experiment!r} are not planned by "
-            f"{planned_by} (other configurations); --experiment {self.experiment} shows every run"
+            f"{self.context.planned_by()} (other configurations); --experiment {self.experiment} shows "
+            "every run"
         )
 
 
@@ -148,9 +118,10 @@ def load_source(
         experiment: An experiment name (instead of a sweep file): every FINISHED child run.
         runs_csv: A CSV of per-run rows; read instead of MLflow, without restriction (the sweep
             file, if any, still gives the datasets, protocol and search space).
-        tracking_uri: The MLflow tracking URI; default ``sqlite:///./prometar_runs/mlflow.db``.
+        tracking_uri: The MLflow tracking URI; default: the ledger of ``layout.DEFAULT_OUTPUT``.
         overrides: Extra dotted overrides (``--set``) the sweep was launched with; they change the
-            planned trial keys. Only with a sweep file.
+            planned trial keys. Only with a sweep file. None (not given): the overrides the
+            sweep's latest launch recorded on its parent run.
 
     Returns:
         The resolved source; ``source.ledger.unplanned_runs`` counts the runs the sweep left out.
@@ -165,13 +136,22 @@ def load_source(
         raise ResultsError("give a sweep file or --experiment, not both")
     if overrides and sweep is None:
         raise ResultsError("--set needs a sweep file: the overrides change the trials it plans")
-    summary = load_sweep_summary(sweep, overrides=overrides) if sweep is not None else None
-    if runs_csv is not None:
-        return Source(read_runs_csv(runs_csv), summary, None, None)
-    name = summary.name if summary is not None else experiment
-    if name is None:
-        raise ResultsError("give a sweep file, --experiment NAME or --runs CSV")
     uri = tracking_uri or default_tracking_uri(DEFAULT_OUTPUT)
-    probe_tracking_uri(uri)  # a server or database that does not answer: one message, in seconds
-    planned = summary.planned if summary is not None else None
-    return Source(read_experiment(name, uri, planned=planned), summary, uri, name)
+    if runs_csv is None:
+        probe_tracking_uri(uri)  # a server or database that does not answer: one message, in seconds
+    if sweep is not None:
+        context = load_sweep_context(sweep, overrides=overrides, tracking_uri=uri)
+    elif experiment is not None:
+        context = ResultsContext.from_experiment(experiment, uri)
+    elif runs_csv is not None:
+        context = ResultsContext()
+    else:
+        raise ResultsError("give a sweep file, --experiment NAME or --runs CSV")
+    if runs_csv is not None:
+        return Source(read_runs_csv(runs_csv), context.for_csv())
+    records = experiment_records(context.name, uri)  # the one ledger read
+    if sweep is not None and overrides is None:
+        recorded = latest_overrides(records)
+        if recorded:  # the runs of the sweep's latest launch
+            context = load_sweep_context(sweep, overrides=recorded, tracking_uri=uri)
+    return Source(tabulate_runs(records, context.name, planned=context.planned), context)

@@ -10,13 +10,35 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
+from orchestration.ledger.runs import RunsTable
+from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.display import Cell, DisplayTable, bold_best, is_number, number
 from orchestration.results.few_shot import ACC_METRIC  # a source's accuracy logged as ``acc`` (runs CSV)
+from orchestration.results.figure_style import (
+    COLUMN_WIDTH_IN,
+    SPREAD_CAPTION,
+    TEXT_WIDTH_IN,
+    NamedFigure,
+    SeedNotes,
+    add_legend,
+    figure_style,
+    fill_stats,
+    method_style,
+    n_note,
+    per_seed_table,
+    seed_averages,
+    sized_figure,
+    std_and_count,
+    tag_artists,
+)
 from orchestration.results.labels import dataset_label, method_label, order_methods
 from orchestration.results.statistics import per_run_table
 from prometar import protocols
+from prometar.protocols import Protocol
 
 KINDS: tuple[str, ...] = ("domain_generalization", "cross_dataset")
 """The table kinds this module lays out."""
@@ -108,7 +130,9 @@ def transfer_summary(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str
     return pd.DataFrame.from_records(records, columns=list(TRANSFER_COLUMNS))
 
 
-def layout_transfer(summary: pd.DataFrame, *, title: str, expected_seeds: int = 3) -> DisplayTable:
+def layout_transfer(
+    summary: pd.DataFrame, *, title: str, expected_seeds: int = DEFAULT_SEEDS
+) -> DisplayTable:
     """One row per method: source accuracy, each target, target mean; best per column in bold."""
     columns = list(dict.fromkeys(summary["column"]))
     header = ["Method"]
@@ -136,3 +160,149 @@ def layout_transfer(summary: pd.DataFrame, *, title: str, expected_seeds: int = 
     bold_best(table.rows, range(1, len(header)))
     table.notes = sorted(notes)
     return table
+
+
+def transfer_stats(runs: pd.DataFrame, *, protocol: str, targets: Sequence[str]) -> pd.DataFrame:
+    """The transfer summary (``results.transfer.transfer_summary``) with the target mean's seed spread.
+
+    Returns:
+        ``TRANSFER_COLUMNS`` (rows without a value left out); the target mean's ``std`` and
+        ``n_seeds`` are over the seeds that have every target.
+    """
+    summary = transfer_summary(runs, protocol=protocol, targets=targets)
+    found = protocols.lookup(protocol)
+    recorded = found.recorded_names if found is not None else (protocol,)
+    metrics = [TARGET_METRIC.format(t) for t in targets]
+    per_seed = per_seed_table(runs, recorded, metrics, ["method", "shots", "dataset"])
+    long = per_seed.melt(
+        id_vars=["method", "shots", "dataset", "seed"],
+        value_vars=metrics,
+        var_name="target",
+        value_name="acc",
+    ).dropna(subset=["acc"])
+    averages = seed_averages(
+        long.rename(columns={"dataset": "source"}),
+        ["method", "shots", "source"],
+        metrics,
+        ["acc"],
+        column="target",
+    )
+    stats = std_and_count(averages, ["method", "shots", "source"], "acc")
+    summary = fill_stats(
+        summary,
+        summary["column"] == TARGET_MEAN,
+        stats,
+        ["method", "shots", "source"],
+        {"std": "acc_std", "n_seeds": "n"},
+    )
+    return summary[summary["mean"].notna()].reset_index(drop=True)
+
+
+def figure_transfer(
+    runs: pd.DataFrame, *, protocol: str, targets: Sequence[str], expected_seeds: int = DEFAULT_SEEDS
+) -> Figure | None:
+    """Per-target accuracy bars of models trained on one source (domain generalisation, cross-dataset).
+
+    One group of bars per column: the source (shaded, left of a dashed divider), each target, then
+    the target mean; one bar per method with the seed std as error bars.
+    """
+    stats = transfer_stats(runs, protocol=protocol, targets=targets)
+    if stats.empty:
+        return None
+    sources = list(dict.fromkeys(zip(stats["source"], stats["shots"], strict=True)))
+    methods = order_methods(stats["method"].unique())
+    notes = SeedNotes.of(stats["n_seeds"], expected_seeds)
+    with figure_style():
+        columns = list(dict.fromkeys(stats["column"]))
+        width_in = COLUMN_WIDTH_IN if len(columns) * len(methods) <= 16 else TEXT_WIDTH_IN
+        figure = sized_figure(width_in, 2.3 * len(sources) + 0.3)
+        axes = [figure.add_subplot(len(sources), 1, i + 1) for i in range(len(sources))]
+        for ax, (source, shots) in zip(axes, sources, strict=True):
+            block = stats[(stats["source"] == source) & (stats["shots"] == shots)]
+            columns = list(dict.fromkeys(block["column"]))
+            x = np.arange(len(columns))
+            bar_width = 0.8 / len(methods)
+            values: list[float] = []
+            for i, method in enumerate(methods):
+                style = method_style(method)
+                rows = block[block["method"] == method].set_index("column").reindex(columns)
+                positions = x + (i - (len(methods) - 1) / 2) * bar_width
+                heights = rows["mean"].to_numpy(dtype=float)
+                errors = np.nan_to_num(rows["std"].to_numpy(dtype=float))
+                bars = ax.bar(
+                    positions,
+                    heights,
+                    bar_width * 0.92,
+                    yerr=errors,
+                    color=style.color,
+                    error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.15"},
+                )
+                tag_artists(bars.patches, f"bar:{method}")
+                if bars.errorbar is not None:
+                    tag_artists(bars.errorbar.lines[2], f"error:{method}")
+                for patch, column in zip(bars.patches, columns, strict=True):
+                    if column == "source":
+                        patch.set_hatch("///")
+                        patch.set_edgecolor("white")
+                values += [h for h in heights if not math.isnan(h)]
+                for position, height, error, n in zip(
+                    positions, heights, errors, rows["n_seeds"].fillna(0), strict=True
+                ):
+                    if not math.isnan(height):
+                        n_note(
+                            ax,
+                            position,
+                            height + error,
+                            int(n),
+                            notes,
+                            "black",
+                            xytext=(0, 2),
+                            ha="center",
+                            va="bottom",
+                            rotation=90,
+                        )
+            if "source" in columns:
+                ax.axvline(
+                    columns.index("source") + 0.5,
+                    color="0.5",
+                    linestyle="--",
+                    linewidth=0.8,
+                    gid="source-divider",
+                )
+            labels = [
+                f"{dataset_label(source)}\n(source)"
+                if c == "source"
+                else "Target\nmean"
+                if c == TARGET_MEAN
+                else dataset_label(c)
+                for c in columns
+            ]
+            ax.set_xticks(
+                x,
+                labels,
+                rotation=30 if len(columns) > 5 else 0,
+                ha="right" if len(columns) > 5 else "center",
+            )
+            if values:
+                ax.set_ylim(bottom=max(0.0, 5 * math.floor((min(values) - 8) / 5)))
+            ax.set_ylabel("Accuracy (%)")
+            ax.set_title(f"Trained on {dataset_label(source)}, {shots} shots")
+            ax.grid(axis="x", visible=False)
+        add_legend(figure, methods, kind="bar", note=notes.legend())
+    return figure
+
+
+def figures(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[NamedFigure]:
+    """The transfer figure of one protocol: accuracy on the source and on each target."""
+    title = TITLES[protocol.table].split(" (")[0]
+    figure = figure_transfer(
+        ledger.runs,
+        protocol=protocol.name,
+        targets=ctx.targets or protocol.default_targets,
+        expected_seeds=ctx.expected_seeds,
+    )
+    caption = (
+        f"{title}: accuracy on the source (hatched) and on each target, and the target mean. "
+        + SPREAD_CAPTION
+    )
+    return [NamedFigure(protocol.table, figure, caption)] if figure is not None else []

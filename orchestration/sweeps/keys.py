@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prometar import RESULT_REVISION
+from prometar.errors import BackboneError
 
 KEY_LENGTH = 12
 """Hex digits of a trial or search-group key."""
@@ -27,7 +28,8 @@ def trial_key(scientific: Mapping[str, Any], protocol: str, *, revision: int | N
     result revision.
 
     A local checkpoint (``backbone.pretrained`` naming a file) enters by its content, not its
-    path: the same weights give the same key wherever the checkout or the data live. ``revision``
+    path: the same weights give the same key wherever the checkout or the data live (a file that
+    cannot be read is a :class:`~prometar.errors.BackboneError` naming it). ``revision``
     defaults to this code's ``prometar.RESULT_REVISION``: runs recorded by code of another result
     revision have other keys, so a launch does not count them as done. Revision 1 (the code before
     the revision existed) leaves it out of the JSON, which gives exactly the keys that code made.
@@ -43,10 +45,15 @@ def trial_key(scientific: Mapping[str, Any], protocol: str, *, revision: int | N
 def _with_checkpoint_content(scientific: Mapping[str, Any]) -> Mapping[str, Any]:
     backbone = scientific.get("backbone")
     pretrained = backbone.get("pretrained") if isinstance(backbone, Mapping) else None
-    if not isinstance(pretrained, str) or not Path(pretrained).is_file():
+    if not isinstance(pretrained, str):
         return scientific
-    stat = Path(pretrained).stat()
-    digest = _file_sha256(str(Path(pretrained).resolve()), stat.st_size, stat.st_mtime_ns)
+    try:
+        if not Path(pretrained).is_file():
+            return scientific
+        stat = Path(pretrained).stat()
+        digest = _file_sha256(str(Path(pretrained).resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError as error:  # no read permission, a folder on the way that may not be searched
+        raise BackboneError(f"checkpoint {pretrained}: cannot be read ({error.strerror or error})") from None
     return {**scientific, "backbone": {**backbone, "pretrained": f"sha256:{digest}"}}
 
 

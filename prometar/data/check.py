@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from PIL import Image
@@ -106,6 +107,11 @@ def check_datasets(
     if images != "all" and (not isinstance(images, int) or images < 0):
         raise ValueError(f"images must be 'all' or a non-negative integer, got {images!r}")
     return [_check_one(key, data_root, images, decode) for key in keys]
+
+
+def dataset_present(key: str, data_root: str | os.PathLike) -> bool:
+    """Whether the dataset's folder exists under the data root (usable or not)."""
+    return (Path(data_root) / get_dataset(key).folder).is_dir()
 
 
 def _check_one(

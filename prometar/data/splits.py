@@ -1,6 +1,6 @@
 """Class splits of a dataset: the base/new cut, all classes, and the search split inside the base classes.
 
-* Base-to-new (algorithm.md §6): sort the labels present in the training split; the first
+* Base-to-new (docs/algorithm.md §6): sort the labels present in the training split; the first
   ``ceil(n/2)`` are base, the rest new; each half is relabelled ``0..k-1`` keeping the order. Apply
   it after few-shot sampling (which draws from all classes).
 * All classes (few-shot, and the source of the generalisation protocols): the splits unchanged.

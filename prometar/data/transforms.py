@@ -1,4 +1,4 @@
-"""Image transforms of the official run (algorithm.md §5), sized by the backbone.
+"""Image transforms of the official run (docs/algorithm.md §5), sized by the backbone.
 
 Train: random resized crop (scale 0.08-1, bicubic), horizontal flip, tensor, normalise.
 Test: resize the short side (bicubic), centre crop, tensor, normalise. Size, mean and std come

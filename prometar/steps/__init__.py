@@ -1,4 +1,4 @@
-"""Training steps: one iteration of each training scheme (algorithm.md §4), one class per scheme.
+"""Training steps: one iteration of each training scheme (docs/algorithm.md §4), one class per scheme.
 
 - :class:`~prometar.steps.plain.PlainStep`: cross-entropy only (CoOp, VPT, IVLP).
 - :class:`~prometar.steps.regularized.RegularizedStep`: CE + weighted R_text + weighted R_image,

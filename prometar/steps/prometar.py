@@ -1,10 +1,11 @@
-"""The ProMetaR step: the gate-modulated phase A and the bi-level meta step (algorithm.md §4).
+"""The ProMetaR step: the gate-modulated phase A and the bi-level meta step (docs/algorithm.md).
 
 Phase A: the three gradients taken separately, the regulariser gradient modulated by the gate
-(``prometar.meta``), the prompt optimiser steps. Phase B: a virtual task — a differentiable
-inner SGD step on the support items with fast prompt weights (``torch.func.functional_call``: the
-frozen CLIP is never copied), manifold mixup of the query items' final image features with their
-support partners under the fast weights, and the scaled mixed cross-entropy back-propagated into
+(``prometar.meta.modulate_gradient``), the prompt optimiser steps. Phase B: a virtual task — a
+differentiable inner SGD step on the support items with fast prompt weights, modulated the same
+way (``torch.func.functional_call``: the frozen CLIP is never copied), task augmentation
+(``prometar.meta.augment_task``: manifold mixup of the query items' final image features with their
+support partners under the fast weights), and the scaled mixed cross-entropy back-propagated into
 the prompts and the gate network; both optimisers step. Phase B is skipped (``meta_skipped = 1``)
 when the batch has a single label.
 
@@ -25,7 +26,16 @@ from torch import Tensor
 
 from prometar import metrics as names
 from prometar.losses import mixed_cross_entropy
-from prometar.meta import CONSTANT_GATE, GATE_MODES, GateMode, GateNetwork, VirtualTask, sample_virtual_task
+from prometar.meta import (
+    CONSTANT_GATE,
+    GATE_MODES,
+    GateMode,
+    GateNetwork,
+    VirtualTask,
+    augment_task,
+    modulate_gradient,
+    sample_virtual_task,
+)
 from prometar.prompts import PromptedCLIP, math_attention
 from prometar.steps.base import step_metrics
 from prometar.steps.regularized import RegularizedStep
@@ -114,7 +124,9 @@ class ProMetaRStep(RegularizedStep):
         ce_grads, reg_grads = self._separate_gradients(ce, text_reg, image_reg, create_graph=False)
         with torch.no_grad():
             gates = {name: self._gate_values(name, ce_grads[name], reg_grads[name]) for name in self.prompts}
-            modulated = {name: ce_grads[name] + gates[name] * reg_grads[name] for name in self.prompts}
+            modulated = {
+                name: modulate_gradient(ce_grads[name], reg_grads[name], gates[name]) for name in self.prompts
+            }
         self.prompt_optimizer.zero_grad(set_to_none=True)
         for name, parameter in self.prompts.items():
             parameter.grad = modulated[name].detach().to(parameter.dtype)
@@ -210,13 +222,15 @@ class ProMetaRStep(RegularizedStep):
                 inner_ce, inner_text_reg, inner_image_reg, create_graph=self.second_order
             )
             gates = {name: self._gate_values(name, ce_grads[name], reg_grads[name]) for name in self.prompts}
-            inner_grads = {name: ce_grads[name] + gates[name] * reg_grads[name] for name in self.prompts}
+            inner_grads = {
+                name: modulate_gradient(ce_grads[name], reg_grads[name], gates[name]) for name in self.prompts
+            }
             fast_prompts = {
                 name: parameter - self.inner_lr * inner_grads[name]
                 for name, parameter in self.prompts.items()
             }
 
-            # Virtual task: mix final image features of query items and their support partners.
+            # Task augmentation: mix final image features of query items and their support partners.
             needed = sorted(set(task.query) | set(task.partners))
             row_of = {batch_index: row for row, batch_index in enumerate(needed)}
             image_features, text_features = self._features(
@@ -225,10 +239,7 @@ class ProMetaRStep(RegularizedStep):
             query_rows = torch.tensor([row_of[i] for i in task.query], device=device)
             partner_rows = torch.tensor([row_of[i] for i in task.partners], device=device)
             lam = torch.tensor(task.lam, device=device, dtype=image_features.dtype)  # [Q]
-            mixed = (
-                lam[:, None] * image_features[query_rows]
-                + (1.0 - lam[:, None]) * image_features[partner_rows]
-            )  # [Q, E]
+            mixed = augment_task(image_features[query_rows], image_features[partner_rows], lam)  # [Q, E]
             logits = self._logits(mixed, text_features)  # [Q, C]
             query_labels = labels[torch.tensor(task.query, device=device)]
             partner_labels = labels[torch.tensor(task.partners, device=device)]

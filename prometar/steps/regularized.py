@@ -1,6 +1,6 @@
 """The regularised step: CE + weighted R_text + weighted R_image, one backward (IVLP + regularisers).
 
-The regularisers pull the prompted features towards the frozen teacher's (algorithm.md §2): the
+The regularisers pull the prompted features towards the frozen teacher's (docs/algorithm.md §2): the
 text teacher is given (``prometar.teacher.compute_text_teacher``), the image teacher is the
 unprompted image features of the same batch.
 """

@@ -4,7 +4,8 @@ under a fake one-node allocation.
 
 The drill: a sweep submitted with ``--tracking-uri`` (``mlflow server`` over PostgreSQL, artifacts
 proxied to S3) and ``--storage s3://...`` (moto's S3 server; ``tests/servers.py``), so the nodes
-share no local folder for trial outputs; the worker node is killed mid-sweep; the sweep completes,
+share no local folder for trial outputs; the worker node is killed while it runs trials held after
+their first checkpoint (``tests/pipeline/faults.py``, released by the test); the sweep completes,
 PostgreSQL holds exactly one FINISHED run per trial key and none RUNNING, the trials retried on the
 head continue their own runs with each epoch logged once, and no checkpoint is left in the bucket.
 
@@ -22,6 +23,8 @@ then every remaining descendant and every process carrying the marker. Nothing r
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -34,6 +37,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -625,53 +629,101 @@ def _runs_with_epochs(stack, experiment: str) -> list[tuple[str, bool]]:
     ]
 
 
+TERMINAL_JOB_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+CLUSTER_CPUS = 3
+"""The head's CPU and the worker node's two (the ``cluster`` fixture): trials running at once."""
+
+
+def _fault_injection() -> Any:
+    """``tests/pipeline/faults.py``, the fault-injection hook of the Ray workers."""
+    spec = importlib.util.spec_from_file_location("faults", REPO / "tests" / "pipeline" / "faults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _job_state(cluster: LocalCluster, sub_id: str) -> str | None:
+    from orchestration.cluster.jobs import job_status
+
+    try:
+        return job_status(cluster.dashboard, sub_id, token=cluster.token)
+    except Exception:  # the dashboard busy while a node goes: ask again
+        return None
+
+
 def test_drill_node_loss_with_tracking_server_and_object_storage(cluster: LocalCluster, server_stack) -> None:
-    """The cluster drill (module docstring): kill the worker node while its trials have checkpoints."""
+    """The cluster drill (module docstring): kill the worker node while its trials have checkpoints.
+
+    Every trial is held after its first epoch (its checkpoint stored, its epoch logged) by the
+    workers' fault-injection hook (``tests/pipeline/faults.py``) until the test releases them, so
+    the kill finds the worker node busy with checkpointed trials however fast the machine is.
+    """
     from mlflow import MlflowClient
 
+    from orchestration.cluster.jobs import build_submission, connect
     from orchestration.sweeps.planning import load_plan
 
+    fault_injection = _fault_injection()
     epochs = 3
     sweep = write_sweep(cluster.project, "drill", seeds=[3, 4], epochs=epochs)
     planned = {t.key for t in load_plan(sweep).trials}
     prefix = "drill/ray"
     output = cluster.root / "drill-out"
-    command = cluster.submit(sweep, "--follow", "--storage", server_stack.storage(prefix))
-    command[command.index("--tracking-uri") + 1] = server_stack.tracking_uri
-    command[command.index("--output") + 1] = str(output)
-    log = cluster.root / "drill-submit.log"
+    faults = cluster.root / "drill-faults" / "faults.json"
+    faults.parent.mkdir()
+    faults.write_text(json.dumps({key: "hold" for key in planned}))
+    # the submission `prometar-sweep submit` makes, with the workers' fault-injection hook added
+    sub_id, entrypoint, runtime_env, _ = build_submission(
+        sweep,
+        working_dir=cluster.project,
+        tracking_uri=server_stack.tracking_uri,
+        data_root=str(cluster.data_root),
+        output=str(output),
+        storage=server_stack.storage(prefix),
+    )
+    hook = fault_injection.runtime_env(faults)
+    runtime_env = {
+        **runtime_env,
+        "worker_process_setup_hook": hook["worker_process_setup_hook"],
+        "env_vars": {**runtime_env["env_vars"], **hook["env_vars"]},
+    }
     started = time.monotonic()
-    with log.open("wb") as sink:
-        submit = subprocess.Popen(
-            command, env=cluster.env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    client = connect(cluster.dashboard, cluster.token)
+    client.submit_job(entrypoint=entrypoint, submission_id=sub_id, runtime_env=runtime_env)
+    worker_node = cluster.worker.pid
     try:
 
-        def worker_busy_with_checkpoints() -> bool:
-            if submit.poll() is not None:
-                return True
-            running = [
-                epochs for status, epochs in _runs_with_epochs(server_stack, "drill") if status == "RUNNING"
-            ]
-            return bool(_trial_processes(cluster.worker.pid)) and len(running) >= 2 and all(running)
+        def held() -> list[str]:
+            return [key for key in planned if faults.with_name(f"{key}.held").exists()]
 
-        wait_for(worker_busy_with_checkpoints, 400, "trials with a checkpoint on the worker node", poll_s=0.2)
-        assert submit.poll() is None, log.read_text()[-3000:]
-        busy = _trial_processes(cluster.worker.pid)
+        def every_cpu_holds_a_checkpointed_trial() -> bool:
+            if _job_state(cluster, sub_id) in TERMINAL_JOB_STATES:
+                return True
+            logged = [
+                epoch for status, epoch in _runs_with_epochs(server_stack, "drill") if status == "RUNNING"
+            ]
+            # the head's CPU and the worker node's two each hold a trial whose first epoch is logged
+            return len(held()) == CLUSTER_CPUS and sum(logged) >= CLUSTER_CPUS
+
+        wait_for(every_cpu_holds_a_checkpointed_trial, 600, "held trials with checkpoints", poll_s=0.5)
+        assert _job_state(cluster, sub_id) not in TERMINAL_JOB_STATES, client.get_job_logs(sub_id)[-3000:]
+        victims = _trial_processes(worker_node)
+        assert victims, "no trial runs on the worker node"
         print(
-            f"\nkilling the worker node (ray start pid {cluster.worker.pid}) while it runs "
-            f"{[cmdline(pid) for pid in busy]}"
+            f"\nkilling the worker node (ray start pid {worker_node}) while it holds "
+            f"{[cmdline(pid) for pid in victims]}"
         )
-        tree = descendants(cluster.worker.pid)
-        os.killpg(cluster.worker.pid, signal.SIGKILL)
+        tree = descendants(worker_node)
+        os.killpg(worker_node, signal.SIGKILL)
         kill_pids(tree)
         cluster.worker.wait(timeout=30)
-        rc = submit.wait(timeout=600)
-        text = log.read_text()
-        assert rc == 0, text[-4000:]
+        faults.with_name("release").touch()  # the head's trial goes on; nothing is held from now on
+        wait_for(lambda: _job_state(cluster, sub_id) in TERMINAL_JOB_STATES, 600, "the drill's end", poll_s=1)
+        text = client.get_job_logs(sub_id)
+        assert _job_state(cluster, sub_id) == "SUCCEEDED", text[-4000:]
         print("\n".join(line for line in text.splitlines() if line.startswith("[drill]")))
     finally:
-        stop_tree(submit)  # the submitting client only; the cluster lives on
+        faults.with_name("release").touch()  # nothing stays held, whatever happened
     print(f"drill: {time.monotonic() - started:.0f} s from submission to the job's end")
 
     # PostgreSQL itself: every planned key FINISHED exactly once, nothing RUNNING, nothing else

@@ -1,4 +1,4 @@
-"""Parity with the published implementation's recorded ProMetaR step (algorithm.md §4).
+"""Parity with the published implementation's recorded ProMetaR step (docs/algorithm.md §4).
 
 The recipe in ``shared/reference/parity/README.md`` is rebuilt by ``tests/parity/parity_model.py``; our
 ``prometar`` training step then runs under the official settings for both recorded learning-rate

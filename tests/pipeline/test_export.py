@@ -217,8 +217,8 @@ def test_per_run_parquet_and_bad_input(tmp_path: Path):
     result = CliRunner().invoke(
         main, ["table", str(empty), "--tracking-uri", uri, "--per-run", "-o", str(tmp_path / "none.csv")]
     )
-    assert result.exit_code == 2 and "no FINISHED runs to export" in result.output
-    assert not (tmp_path / "none.csv").exists()
+    assert result.exit_code == 2 and not (tmp_path / "none.csv").exists()
+    assert "no FINISHED run of experiment 'b2n' is planned by" in result.output  # names the launches
 
 
 def test_per_run_from_hand_made_rows_has_no_trial_keys():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,12 +12,15 @@ from click.testing import CliRunner
 
 import prometar
 from orchestration.cli import main
+from orchestration.errors import ResultsError
 from orchestration.ledger.vocabulary import TRIAL_KEY_TAG
 from orchestration.results.figures import ALIGNMENT_METRICS, GATE_METRICS
 from orchestration.results.plots import collect_figures
+from orchestration.results.publish import publish
 from orchestration.results.published import load_published
-from orchestration.results.report import build_report, render_html, report_source, table_html
-from orchestration.results.source import load_source
+from orchestration.results.report import Report
+from orchestration.results.report_page import render_html, table_html
+from orchestration.results.source import Source, load_source
 from orchestration.results.tables import build_tables
 from orchestration.sweeps.planning import load_plan
 
@@ -90,6 +94,13 @@ def make_store(tmp_path: Path) -> tuple[Path, str, str]:
     return sweep, uri, parent
 
 
+def publish_report(source: Source, out: Path) -> Report:
+    """The report the ``report`` verb writes (not logged), its record returned."""
+    done = publish(source.context, source.ledger, report_dir=out, strict=False)
+    assert done.report is not None
+    return done.report
+
+
 class Collector(HTMLParser):
     """Every tag and attribute of a page."""
 
@@ -129,25 +140,13 @@ def test_report_html_is_self_contained_and_holds_every_table_and_figure(tmp_path
     assert_self_contained(page)
 
     source = load_source(sweep, tracking_uri=uri)
-    tables = build_tables(
-        source.ledger,
-        protocol="base2new",
-        datasets=source.sweep.datasets,
-        published=load_published(),
-        expected_seeds=2,
-        name="rep",
-    )
+    context = replace(source.context, published=load_published())
+    assert context.expected_seeds == 2 and context.protocol == "base2new"
+    tables = build_tables(source.ledger, context)
     assert [t.name for t in tables] == ["base2new"]
     for table in tables:
         assert table_html(table.display) in page  # the whole table, every cell
-    figures = collect_figures(
-        source.ledger,
-        tracking_uri=uri,
-        protocol="base2new",
-        datasets=source.sweep.datasets,
-        published=load_published(),
-        expected_seeds=2,
-    )
+    figures = collect_figures(source.ledger, context)
     names = [f.name for f in figures]
     assert names == ["base_vs_new", "hm", "training_curves", "gate_and_alignment"]
     inline = re.findall(r'<figure class="plot" id="figure-([\w-]+)"><svg\b.*?</svg>', page, re.DOTALL)
@@ -187,7 +186,7 @@ def test_report_of_a_sweep_without_finished_runs_still_shows_the_failures(tmp_pa
     sweep, uri, _ = make_store(tmp_path)
     other = tmp_path / "other.yaml"  # plans only the failed trial's cell
     other.write_text("name: rep\ngrid:\n  method: [prometar]\n  dataset: [eurosat]\n  seed: [2]\n")
-    report = build_report(load_source(other, tracking_uri=uri))
+    report = publish_report(load_source(other, tracking_uri=uri), tmp_path / "other-report")
     assert (report.counts.planned, report.counts.finished, report.counts.failed) == (1, 0, 1)
     assert report.tables == [] and report.figures == []
     assert report.notes == ["No FINISHED run yet: no table and no figure."]
@@ -207,8 +206,9 @@ def test_report_bad_input_writes_nothing(tmp_path: Path):
     assert result.exit_code == 2 and "experiment 'nope' not found" in result.output
     result = CliRunner().invoke(main, ["report", "--tracking-uri", uri, "-o", str(out)])
     assert result.exit_code == 2 and "give a sweep file, --experiment NAME" in result.output
-    with pytest.raises(Exception, match="a report reads the MLflow ledger"):
-        report_source(load_source(sweep, runs_csv=runs), out)
+    csv = load_source(sweep, runs_csv=runs)
+    with pytest.raises(ResultsError, match="a report reads the MLflow ledger"):
+        publish(csv.context, csv.ledger, report_dir=out)
     assert not out.exists()
 
 
@@ -236,3 +236,87 @@ def test_report_no_log_and_experiment_source(tmp_path: Path):
     page = (out / "report.html").read_text()
     assert "<dt>planned</dt><dd>–</dd>" in page and "(paper)" not in page  # no sweep file: nothing planned
     assert_self_contained(page)
+
+
+def test_status_and_report_agree_on_a_key_whose_newer_run_failed_after_an_older_one_ran(tmp_path: Path):
+    """One outcome rule (``ledger.outcomes``): a key's newer FAILED run outranks an older RUNNING one."""
+    from mlflow import MlflowClient
+
+    from orchestration.launch.status import sweep_status
+
+    sweep, uri, parent = make_store(tmp_path)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("rep").experiment_id
+    failed = next(
+        t for t in load_plan(sweep).trials if (t.method, t.dataset, t.seed) == ("prometar", "eurosat", 2)
+    )
+    older = client.create_run(
+        experiment,
+        tags={TRIAL_KEY_TAG: failed.key, "mlflow.parentRunId": parent, "sweep": "rep"},
+        start_time=1_699_999_000_000,  # before the FAILED run, and never closed
+    )
+    assert older.info.status == "RUNNING"
+    status = sweep_status(sweep, output=tmp_path, tracking_uri=uri)
+    report = publish_report(load_source(sweep, tracking_uri=uri), tmp_path / "report")
+    assert (status.done, status.failed, status.running) == (6, 1, 0)
+    assert (report.counts.finished, report.counts.failed, report.counts.running) == (
+        status.done,
+        status.failed,
+        status.running,
+    )
+    assert [f.trial_key for f in report.failures if f.status == "FAILED"] == [failed.key]
+
+
+def test_the_end_of_a_launch_reads_the_ledger_once_and_builds_the_tables_once(tmp_path: Path, monkeypatch):
+    """The launch's end publishes the tables, the figures and the report from one read of the ledger
+    and one build of the tables (``results.publish``), and logs each file once on its parent run."""
+    import io
+
+    from mlflow import MlflowClient
+
+    import orchestration.ledger.runs as runs_module
+    import orchestration.ledger.store as store_module
+    import orchestration.results.publish as publish_module
+    from orchestration.launch.runner import Launch, LaunchOptions, LaunchReport, _finish
+    from orchestration.ledger.store import TrialLedger
+
+    sweep, uri, parent = make_store(tmp_path)
+    client = MlflowClient(uri)
+    client.update_run(parent, status="RUNNING")  # the launch in progress, ended by _finish
+    plan = load_plan(sweep)
+    counts = {"reads": 0, "tables": 0}
+    real_search, real_build = store_module.search_runs, publish_module.build_tables
+
+    def counting_search(*args, **kwargs):
+        counts["reads"] += 1
+        return real_search(*args, **kwargs)
+
+    def counting_build(*args, **kwargs):
+        counts["tables"] += 1
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "search_runs", counting_search)
+    monkeypatch.setattr(runs_module, "search_runs", counting_search)
+    monkeypatch.setattr(publish_module, "build_tables", counting_build)
+    output = tmp_path / "out"
+    report = LaunchReport(
+        plan.name, plan.total, 0, plan.total, finished=6, failed=1, killed=1, parent_run_id=parent
+    )
+    out = io.StringIO()
+    launch = Launch(plan, TrialLedger(uri, plan.name), report, output, LaunchOptions(output=output), out)
+    _finish(launch)
+
+    assert counts == {"reads": 1, "tables": 1}, out.getvalue()
+    assert client.get_run(parent).info.status == "FAILED"  # ended before the report read the ledger
+    tables = sorted(p.name for p in (output / "tables" / "rep").iterdir())
+    assert tables == ["base2new.csv", "base2new.md", "base2new.tex"]
+    page = (output / "reports" / "rep" / "report.html").read_text()
+    assert "<dt>finished</dt><dd>6</dd>" in page and "FAILED" in page
+    logged = {Path(f.path).name for f in client.list_artifacts(parent, "tables")}
+    assert logged == set(tables)
+    assert {Path(f.path).name for f in client.list_artifacts(parent, "report")} == {
+        "report.html",
+        "report.md",
+        "figures",
+    }
+    assert f"report: {output / 'reports' / 'rep' / 'report.html'}" in out.getvalue()

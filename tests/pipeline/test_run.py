@@ -109,7 +109,7 @@ def test_base2new_run_writes_its_artifacts(data_root, tmp_path):
     assert len(result.history) == 2
 
 
-# The published per-epoch rates of the official run (algorithm.md §5), to the digits shown there.
+# The published per-epoch rates of the official run (docs/algorithm.md §5), to the digits shown there.
 PUBLISHED_RATES = [1e-5, 2.5e-3, 2.439e-3, 2.261e-3, 1.985e-3, 1.636e-3, 1.25e-3, 8.64e-4, 5.15e-4, 2.387e-4]
 
 

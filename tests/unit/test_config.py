@@ -159,7 +159,7 @@ OFFICIAL = {
     },
     "eval": {"targets": [], "per_class": True},
 }
-"""algorithm.md §5, value by value (the published implementation's run)."""
+"""docs/algorithm.md §5, value by value (the published implementation's run)."""
 
 
 def test_the_official_preset_and_the_field_defaults_are_algorithm_md_section_5():

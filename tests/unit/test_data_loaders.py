@@ -1,4 +1,4 @@
-"""Transforms (algorithm.md §5) and loaders: shapes, normalisation, and errors that name the path."""
+"""Transforms (docs/algorithm.md §5) and loaders: shapes, normalisation, and errors that name the path."""
 
 from __future__ import annotations
 

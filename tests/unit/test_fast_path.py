@@ -77,7 +77,7 @@ def fast_step(model, gate, prompt_optimizer, gate_optimizer, teacher):
 def reference_step(
     model, prompts, gate, prompt_optimizer, gate_optimizer, teacher, images, labels, task
 ) -> dict[str, float]:
-    """ProMetaR's iteration (algorithm.md §4) computed plainly, without any of the shortcuts:
+    """ProMetaR's iteration (docs/algorithm.md §4) computed plainly, without any of the shortcuts:
 
     the image teacher is re-encoded for the support images in phase B, the phase-A gate is
     evaluated with autograd on (its output then detached), every gradient is a separate

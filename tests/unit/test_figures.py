@@ -25,6 +25,7 @@ from matplotlib.text import Text
 from orchestration.ledger.runs import RunsTable as Ledger
 from orchestration.ledger.runs import attach_params, tidy_from_wide
 from orchestration.results.base2new import base2new_summary
+from orchestration.results.context import ResultsContext
 from orchestration.results.figures import (
     ALIGNMENT_METRICS,
     DPI,
@@ -429,11 +430,16 @@ def test_few_shot_transfer_and_search_figures():
 
 def test_build_figures_by_protocol_and_save(tmp_path: Path):
     ledger = b2n_ledger()
-    named = build_figures(ledger, history=history_for(ledger), datasets=DATASETS, expected_seeds=2)
+    named = build_figures(
+        ledger, ResultsContext(datasets=tuple(DATASETS), expected_seeds=2), history=history_for(ledger)
+    )
     assert [n.name for n in named] == ["base_vs_new", "hm", "training_curves", "gate_and_alignment"]
     assert all(n.caption for n in named)
-    assert [n.name for n in build_figures(ledger, datasets=DATASETS)] == ["base_vs_new", "hm"]
-    assert build_figures(ledger, protocol="few_shot") == []
+    assert [n.name for n in build_figures(ledger, ResultsContext(datasets=tuple(DATASETS)))] == [
+        "base_vs_new",
+        "hm",
+    ]
+    assert build_figures(ledger, ResultsContext(protocol="few_shot")) == []
 
     paths = save_figure(named[0].figure, tmp_path / "base_vs_new")
     assert [p.name for p in paths] == ["base_vs_new.png", "base_vs_new.pdf", "base_vs_new.svg"]

@@ -17,6 +17,7 @@ import pytest
 
 from orchestration.ledger.runs import RunsTable as Ledger
 from orchestration.ledger.runs import tidy_from_wide
+from orchestration.results.context import ResultsContext
 from orchestration.results.published import load_published
 from orchestration.results.tables import build_tables, latex_label
 from orchestration.results.transfer import DOMAIN_TARGETS
@@ -102,17 +103,17 @@ def search() -> Ledger:
 def every_table() -> list[tuple[str, str]]:
     """(kind, LaTeX) of every table kind, base-to-new with and without the published block."""
     cases = [
-        (base2new(), {"datasets": ["dtd", "eurosat"], "published": load_published()}),
-        (base2new(), {"datasets": ["dtd", "eurosat"]}),
-        (few_shot(), {"datasets": ["dtd", "eurosat"]}),
+        (base2new(), {"datasets": ("dtd", "eurosat"), "published": load_published()}),
+        (base2new(), {"datasets": ("dtd", "eurosat")}),
+        (few_shot(), {"datasets": ("dtd", "eurosat")}),
         (transfer("domain_generalization", DOMAIN_TARGETS), {}),
         (transfer("cross_dataset", ("dtd", "eurosat")), {"targets": ("dtd", "eurosat")}),
-        (ablation(), {"datasets": ["dtd", "eurosat"]}),
-        (search(), {"search_space": ["regularizer.text_weight"]}),
+        (ablation(), {"datasets": ("dtd", "eurosat")}),
+        (search(), {"search_space": ("regularizer.text_weight",)}),
     ]
     out = []
     for ledger, options in cases:
-        for table in build_tables(ledger, name="my_sweep", expected_seeds=3, **options):
+        for table in build_tables(ledger, ResultsContext(name="my_sweep", expected_seeds=3, **options)):
             out.append((table.name, table.render("latex")))
     return out
 

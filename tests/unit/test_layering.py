@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("prometar", "orchestration")
 APPLICATION = {"ray", "mlflow", "click", "orchestration", "optuna", "pandas"}
@@ -48,11 +50,12 @@ def modules(package: str) -> dict[str, Path]:
     return {module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
 
 
-def imported(path: Path) -> set[str]:
+def imported(path: Path, *, type_checking: bool = False) -> set[str]:
     """Every module an import statement names (``from a import b``: ``a`` and ``a.b``), anywhere
-    in the file except under ``if TYPE_CHECKING:``."""
+    in the file except under ``if TYPE_CHECKING:`` (those too with ``type_checking``)."""
     names: set[str] = set()
-    for node in ast.walk(_without_type_checking(ast.parse(path.read_text()))):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree if type_checking else _without_type_checking(tree)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -96,9 +99,14 @@ def test_nothing_in_the_core_outside_the_toy_world_imports_it():
     assert offenders == []
 
 
-def test_no_import_cycles():
+@pytest.mark.parametrize("type_checking", [False, True], ids=["runtime", "with-type-checking"])
+def test_no_import_cycles(type_checking: bool):
+    """No cycle among the imports, module- and function-level, ``TYPE_CHECKING`` imports included."""
     known = {name: path for package in PACKAGES for name, path in modules(package).items()}
-    graph = {name: {t for t in imported(path) if t in known and t != name} for name, path in known.items()}
+    graph = {
+        name: {t for t in imported(path, type_checking=type_checking) if t in known and t != name}
+        for name, path in known.items()
+    }
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 

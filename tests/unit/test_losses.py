@@ -1,4 +1,4 @@
-"""The loss terms of algorithm.md §2 and §4: CE, mixed CE, and the two L1 regularisers."""
+"""The loss terms of docs/algorithm.md §2 and §4: CE, mixed CE, and the two L1 regularisers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The meta-regulariser and the training steps (algorithm.md §3–§4): gate network, virtual tasks,
+"""The meta-regulariser and the training steps (docs/algorithm.md §3–§4): gate network, virtual tasks,
 gradient modulation, the phase-B meta gradient against finite differences, and the schemes."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_gate_sizes_follow_r_for_vit_b16_shapes():
     assert [tuple(linear.weight.shape) for linear in gate.network("vision.0")] == [(384, 6144), (384, 384)]
     assert [tuple(linear.weight.shape) for linear in gate.network("text.3")] == [(256, 4096), (256, 256)]
     assert all(linear.bias is None for name in shapes for linear in gate.network(name))
-    assert sum(p.numel() for p in gate.parameters()) == 32_587_776  # ≈ 32.6 M (algorithm.md §3)
+    assert sum(p.numel() for p in gate.parameters()) == 32_587_776  # ≈ 32.6 M (docs/algorithm.md §3)
     assert gate.repeat == 8
     smaller = GateNetwork({"text.0": (4, 512)}, reduction=4)
     assert [tuple(linear.weight.shape) for linear in smaller.network("text.0")] == [(512, 4096), (512, 512)]

@@ -1,4 +1,4 @@
-"""The frozen teacher (algorithm.md §2): 60-template text ensemble, its disk cache, the image
+"""The frozen teacher (docs/algorithm.md §2): 60-template text ensemble, its disk cache, the image
 teacher, and the single-template zero-shot classifier."""
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def toy_trainer(
 
 
 # The published per-epoch rates of the official run (lr 0.0025, T = 10, one warm-up epoch at 1e-5),
-# as algorithm.md §5 and issue 13 give them, to the digits shown there.
+# as docs/algorithm.md §5 and issue 13 give them, to the digits shown there.
 PUBLISHED_RATES = [1e-5, 2.5e-3, 2.439e-3, 2.261e-3, 1.985e-3, 1.636e-3, 1.25e-3, 8.64e-4, 5.15e-4, 2.387e-4]
 
 

@@ -1,0 +1,87 @@
+"""A launch's state: how it was asked for (:class:`LaunchOptions`), what it did so far
+(:class:`LaunchReport`), and the launch in progress (:class:`Launch`) that the runner, the grid's
+Tune run (``tuner``) and the searches (``search``) share. Its own module, imported by all three, so
+none of them imports another for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from orchestration.launch.signals import INTERRUPTED_EXIT
+from orchestration.layout import DEFAULT_DATA_ROOT, DEFAULT_OUTPUT
+from orchestration.ledger.store import TrialLedger
+from orchestration.sweeps.planning import SweepPlan
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch a sweep (the ``launch`` verb's options)."""
+
+    data_root: Path = DEFAULT_DATA_ROOT
+    output: Path = DEFAULT_OUTPUT
+    storage: str | None = None
+    """Ray storage: a folder or a URI (``s3://...``); ``None``: ``<output>/ray``."""
+    address: str | None = None
+    tracking_uri: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    force: bool = False
+    max_concurrent: int | None = None
+    write_best: Path | None = None
+    tables: bool = True
+    report: bool = True
+
+
+@dataclass
+class LaunchReport:
+    """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
+    failed or was killed or its tables and report could not be written (``results_error``), 130
+    when the launch was interrupted (Ctrl-C, SIGTERM) before its trials ended (``interrupted``
+    counts those never ended or never started).
+
+    ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
+    """
+
+    sweep: str
+    total: int
+    done_before: int
+    to_run: int
+    finished: int = 0
+    failed: int = 0
+    killed: int = 0
+    interrupted: int = 0
+    parent_run_id: str | None = None
+    best: list[dict[str, Any]] = field(default_factory=list)
+    plan: SweepPlan | None = field(default=None, repr=False, compare=False)
+    results_error: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED_EXIT
+        return 1 if self.failed or self.killed or self.results_error else 0
+
+
+@dataclass
+class Launch:
+    """One launch in progress: the plan, the ledger, the report, where it writes, how, and to whom.
+
+    Attributes:
+        plan: The sweep, planned once.
+        ledger: The sweep's ledger store.
+        report: What the launch did so far.
+        output: The output folder (absolute).
+        options: The launch's options.
+        out: Where progress and summaries go.
+    """
+
+    plan: SweepPlan
+    ledger: TrialLedger
+    report: LaunchReport
+    output: Path
+    options: LaunchOptions
+    out: IO[str]
