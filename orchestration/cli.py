@@ -753,6 +753,73 @@ def demo(output) -> None:
     raise SystemExit(report.exit_code)
 
 
+@main.command("reproduce")
+@click.argument("campaign", required=False, type=click.Path(dir_okay=False, path_type=str))
+@data_root_option()
+@output_option("One output folder for every sweep of the campaign (ledger, trials, tables, reports).")
+@click.option(
+    "--storage", metavar="URI", envvar=STORAGE_ENV, show_envvar=True, help="Ray storage (as launch)."
+)
+@click.option(
+    "--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True, help="Join a Ray cluster."
+)
+@tracking_uri_option()
+@set_option()
+@click.option(
+    "--only", multiple=True, metavar="TABLE", help="Only this table (and the tables it needs first)."
+)
+@click.option("--dry-run", is_flag=True, help="Print trials, done / to do and cost per table; write nothing.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="At most N trials at once.")
+@click.option(
+    "--toy",
+    is_flag=True,
+    help="On the toy world (built here; fewer datasets and seeds), judged against chance; ~30 min on 2 CPUs.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Measured epoch times (CSV: method,dataset,backbone,epoch_seconds,source) for the cost.",
+)
+def reproduce(
+    campaign,
+    data_root,
+    output,
+    storage,
+    address,
+    tracking_uri,
+    sets,
+    only,
+    dry_run,
+    max_concurrent,
+    toy,
+    calibration,
+) -> None:
+    """Launch a campaign's sweeps not done yet, in dependency order, and write its reproduction report.
+
+    CAMPAIGN: a campaign file; default: the paper's (campaigns/prometar_cvpr2024.yaml).
+    """
+    from pathlib import Path
+
+    from orchestration.campaign.runner import ReproduceOptions, reproduce
+    from orchestration.campaign.spec import default_campaign_path
+    from prometar.config import parse_override
+
+    options = ReproduceOptions(
+        data_root=Path(data_root),
+        output=Path(output),
+        storage=storage,
+        address=address,
+        tracking_uri=tracking_uri,
+        overrides=dict(parse_override(text) for text in sets),
+        only=only,
+        dry_run=dry_run,
+        max_concurrent=max_concurrent,
+        toy=toy,
+        calibration=Path(calibration) if calibration else None,
+    )
+    raise SystemExit(reproduce(campaign or default_campaign_path(), options).exit_code)
+
+
 @main.command("wait-nodes", hidden=True)
 @click.argument("address")
 @click.argument("count", type=click.IntRange(min=1))

@@ -66,6 +66,8 @@ RESULT_REVISION_TAG = "prometar.result_revision"
 # -- tags of a launch's parent run -------------------------------------------------------------
 ROLE_TAG = "prometar.role"
 LAUNCH_ROLE = "launch"
+CAMPAIGN_ROLE = "campaign"
+"""The role of a ``reproduce`` run in its campaign's experiment (it holds the reproduction report)."""
 HOST_TAG = "prometar.host"
 PID_TAG = "prometar.pid"
 HEARTBEAT_TAG = "prometar.heartbeat"

@@ -12,7 +12,7 @@ shared tracking server; in a generated file they are data, never markup or formu
   text that is a plain number, ``inf`` or ``nan``) stay as they are.
 
 Figure labels are drawn literally by the figures' style (``text.parse_math`` off,
-``orchestration.results.figures.STYLE``).
+``orchestration.results.figure_style.STYLE``).
 """
 
 from __future__ import annotations

@@ -309,3 +309,58 @@ def write_toy_datasets(
     return {
         key: write_toy_dataset(data_root, key, seed=seed, **sizes) for key in (keys or list(TOY_DATASETS))
     }
+
+
+IMAGENET_VARIANTS: dict[str, Style] = {
+    "imagenet_v2": TOY_DATASETS["imagenet"].style,  # a new draw of the same look: a mild shift
+    "imagenet_sketch": Style("sketch", fill="outline", noise=10.0),
+    "imagenet_a": Style("adversarial", systematic=False, clutter=8, occluders=3, blur=0.8, noise=42.0),
+    "imagenet_r": Style("rendition", systematic=False, fill="stripes", background="gradient", noise=10.0),
+}
+"""Toy stand-ins for the domain-generalisation targets: the toy ImageNet's classes in other looks."""
+
+_VARIANT_LAYOUTS: dict[str, tuple[str, str]] = {
+    "imagenet_v2": ("imagenetv2", "imagenetv2-matched-frequency-format-val"),
+    "imagenet_sketch": ("imagenet-sketch", "images"),
+    "imagenet_a": ("imagenet-adversarial", "imagenet-a"),
+    "imagenet_r": ("imagenet-rendition", "imagenet-r"),
+}
+
+
+def write_toy_imagenet_variants(
+    data_root: Path | str, *, seed: int, test_per_class: int = 50, image_size: int = 32
+) -> dict[str, Path]:
+    """Write the toy ImageNet's domain-generalisation targets in the real layouts of their keys.
+
+    Each variant holds test images of the toy ImageNet's classes (same class grid and names as
+    ``write_toy_dataset(..., "imagenet", seed=seed)``) rendered in its own style
+    (:data:`IMAGENET_VARIANTS`); ImageNet-A and -R hold a 12-class subset (the real ones hold 200 of
+    the 1000 classes). An existing folder of a variant is replaced. Deterministic in ``seed``.
+
+    Returns:
+        Variant key → its dataset folder.
+    """
+    classes = toy_dataset_classes("imagenet", seed)
+    written: dict[str, Path] = {}
+    for index, (key, style) in enumerate(IMAGENET_VARIANTS.items()):
+        folder_name, image_root_name = _VARIANT_LAYOUTS[key]
+        dataset_dir = Path(data_root) / folder_name
+        if dataset_dir.exists():
+            shutil.rmtree(dataset_dir)
+        image_root = dataset_dir / image_root_name
+        image_root.mkdir(parents=True)
+        chosen = [c for c in classes if c.label % 4 != 3] if key in ("imagenet_a", "imagenet_r") else classes
+        rng = np.random.default_rng([seed, 15485863, index])
+        for cls in chosen:
+            sub = str(cls.label) if key == "imagenet_v2" else _wnid(cls.label)
+            (image_root / sub).mkdir()
+            for n in range(test_per_class):
+                pixels = render(sample_scene(rng, [(cls.colour, cls.shape)]), style, rng, image_size)
+                Image.fromarray(pixels, "RGB").save(
+                    image_root / sub / f"{key}_{n:04d}.jpg", format="JPEG", quality=95, subsampling=0
+                )
+        _write_text_atomic(
+            dataset_dir / "classnames.txt", "".join(f"{_wnid(c.label)} {c.name}\n" for c in classes)
+        )
+        written[key] = dataset_dir
+    return written

@@ -135,6 +135,7 @@ def test_reduced_demo_runs_one_trial_end_to_end_a_second_starts_none_a_rebuild_r
     # The shipped demo sweep, reduced to one short IVLP trial on the one toy dataset built.
     sweep = yaml.safe_load((REPO / "sweeps" / "demo.yaml").read_text())
     sweep["grid"] = {"method": ["ivlp"], "dataset": ["eurosat"], "seed": [1], "shots": [2]}
+    sweep["overrides"]["prompts.deep_depth"] = 3  # the demo's variants set it for its prompted methods
     sweep["overrides"]["optim.epochs"] = 2
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(sweep))

@@ -61,6 +61,11 @@ RUN: dict[str, tuple[int, str]] = {
         0,
         '"train": [',
     ),
+    # the plan of the paper's campaign, and what is missing here (OpenAI's weights, offline)
+    "reproduce campaigns/prometar_cvpr2024.yaml --dry-run": (
+        0,
+        "  base2new (base2new): trials 165 · done 0 · to do 165 · cost unknown",
+    ),
 }
 """README command (after ``prometar-sweep``) → expected exit code and a line of its output."""
 
@@ -76,6 +81,8 @@ NOT_RUN: dict[str, str] = {
     "toy build": "minutes of CPU (a reduced build is tested in test_toyclip.py)",
     "demo --output DIR": "minutes of CPU (the workdir fixture runs a reduced demo)",
     "ui --output prometar_runs": "serves the MLflow UI until stopped (test_ui.py starts and stops it)",
+    "reproduce campaigns/prometar_cvpr2024.yaml --data-root $DATA": "trains ViT-B/16 on the real datasets",
+    "reproduce --toy": "half an hour of CPU (a reduced toy campaign is tested in test_reproduce.py)",
 }
 
 
@@ -111,6 +118,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sweep["overrides"] = {**sweep["overrides"], "prompts.deep_depth": 3, "optim.epochs": 1}
     (folder / "sweeps" / "demo.yaml").unlink()
     (folder / "sweeps" / "demo.yaml").write_text(yaml.safe_dump(sweep))
+    (folder / "campaigns").symlink_to(ROOT / "campaigns")
     write_miniatures(folder / "data", [key for key in list_datasets() if key != "eurosat"])
     write_miniatures(folder / "data", ["eurosat"], images_per_class=16)  # the README asks 16 shots
     cwd = Path.cwd()

@@ -1,0 +1,176 @@
+"""``reproduce --toy``: the campaign on the toy world, judged against the toy world's own expectations.
+
+:func:`prepare_toy` builds (or reuses) the toy world and toy CLIP (``prometar.toy.build.build_toy``,
+as the demo does), adds toy stand-ins for the domain-generalisation targets
+(``prometar.toy.datasets.write_toy_imagenet_variants``), and derives from each sweep the campaign
+names a toy sweep: the same protocol, preset, methods and recipe, on the toy datasets of
+:data:`TOY_DATASETS` (per table kind), the first :data:`TOY_SEEDS` seeds, the toy CLIP
+(:data:`TOY_OVERRIDES`, prompt depth :data:`TOY_DEEP_DEPTH` where a method has deep prompts),
+one CPU per trial. The derived sweeps are written with the sweep writer
+(``orchestration.sweeps.spec.spec_to_yaml``) under ``<output>/toy-campaign/sweeps/``; a sweep none
+of whose datasets is kept is left out (said in the report). Every cell is judged against chance
+(:func:`chance_expectation`): a floor our interval must clear, not the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from orchestration import layout
+from orchestration.campaign.cells import Expectation
+from orchestration.campaign.published import PublishedValue
+from orchestration.campaign.spec import Campaign, CampaignError, CampaignTable
+from orchestration.results import ablation, base2new, few_shot, transfer
+from orchestration.results.labels import AVERAGE
+from orchestration.sweeps.spec import Resources, read_sweep, spec_to_yaml
+
+TOY_DATASETS: dict[str, tuple[str, ...]] = {
+    base2new.KIND: ("eurosat", "dtd", "fgvc_aircraft"),  # the demo's three (sweeps/demo.yaml)
+    ablation.KIND: ("eurosat",),
+    few_shot.KIND: ("eurosat",),
+    **dict.fromkeys(transfer.KINDS, ("imagenet",)),  # the source model's dataset
+}
+"""Toy datasets kept per table kind (the paper's 11 would not fit in 30 minutes on 2 cores)."""
+TOY_SEEDS = 2
+"""Seeds kept per cell (the paper's 3 cut to 2 for the budget)."""
+TOY_DEEP_DEPTH = 3
+"""Deep prompts in 3 blocks: the toy CLIP has 3 text and 4 vision blocks (as ``sweeps/demo.yaml``)."""
+TOY_OVERRIDES: dict[str, Any] = {"backbone.name": "toy-clip", "data.num_workers": 0}
+"""The toy CLIP (its checkpoint is added per build) and in-process loading of 32-pixel images."""
+TOY_FOLDER = "toy-campaign"
+
+
+@dataclass(frozen=True)
+class ToyCampaign:
+    """The campaign on the toy world: derived sweeps, data root, expectation and what was cut."""
+
+    campaign: Campaign
+    data_root: Path
+    expectation: Expectation
+    description: str
+
+
+def prepare_toy(
+    campaign: Campaign, output: Path, *, toy_options: Mapping[str, Any] | None = None, stream: IO[str]
+) -> ToyCampaign:
+    """Build the toy world and derive the toy campaign (see the module)."""
+    from prometar.toy.build import build_toy
+    from prometar.toy.datasets import write_toy_imagenet_variants
+
+    output = Path(output).resolve()
+    print(
+        f"[{campaign.name}] toy world and toy CLIP in {layout.toy_folder(output)} ...",
+        file=stream,
+        flush=True,
+    )
+    options = dict(toy_options or {})
+    build = build_toy(layout.toy_folder(output), **options)
+    if not (build.data_root / "imagenet-rendition" / "classnames.txt").is_file():
+        write_toy_imagenet_variants(build.data_root, seed=int(options.get("seed", 0)))
+    folder = output / TOY_FOLDER / "sweeps"
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = {**TOY_OVERRIDES, "backbone.pretrained": str(build.checkpoint)}
+    derived: dict[str, bool] = {}
+    tables: list[CampaignTable] = []
+    for table in campaign.tables:
+        kept = []
+        for name in table.sweeps:
+            if name not in derived:
+                derived[name] = _derive_sweep(campaign, name, TOY_DATASETS[table.kind], overrides, folder)
+            if derived[name]:
+                kept.append(name)
+        if kept:
+            # the paper's numbers and the deviations from its recipes do not apply to the toy world
+            tables.append(dataclasses.replace(table, sweeps=tuple(kept), published=None, deviations=()))
+    left_out = sorted(n for n, kept in derived.items() if not kept)
+    toy = dataclasses.replace(
+        campaign,
+        name=f"{campaign.name}_toy",
+        tables=tuple(tables),
+        caveats=(),
+        sweeps_folder=folder,
+    )
+    kinds = "; ".join(f"{kind}: {', '.join(datasets)}" for kind, datasets in TOY_DATASETS.items())
+    description = (
+        "Toy world (prometar/toy): every cell is judged against chance on its classes (our 95% interval "
+        "must lie above it), not against the paper's numbers. "
+        f"Toy datasets per table kind: {kinds}; seeds: the first {TOY_SEEDS} of each sweep (the "
+        f"paper's 3 cut for the 30-minute budget); toy CLIP {build.checkpoint.name}, deep prompt "
+        f"depth {TOY_DEEP_DEPTH}; every recipe otherwise the sweep's own."
+        + (f" Left out (no toy dataset kept): {', '.join(left_out)}." if left_out else "")
+    )
+    return ToyCampaign(toy, build.data_root, chance_expectation(build.data_root), description)
+
+
+def _derive_sweep(
+    campaign: Campaign, name: str, datasets: tuple[str, ...], overrides: Mapping[str, Any], folder: Path
+) -> bool:
+    """Write the toy sweep of ``name`` into ``folder``; False when none of its datasets is kept."""
+    from prometar.methods import get_method
+
+    spec = read_sweep(campaign.sweep_path(name))
+    if spec.search is not None:
+        raise CampaignError(campaign.source, f"tables: {name}", "a search sweep has no toy form")
+    grid = dict(spec.grid)
+    if "data.dataset" not in grid:
+        raise CampaignError(campaign.source, f"tables: {name}", "the toy form needs a dataset grid axis")
+    grid["data.dataset"] = [d for d in grid["data.dataset"] if d in datasets]
+    if not grid["data.dataset"]:
+        return False
+    grid["seed"] = list(grid.get("seed", [1]))[:TOY_SEEDS]
+    methods = set(grid.get("method", [])) | {
+        v["method"] for v in grid.get("variant", []) if isinstance(v, Mapping) and "method" in v
+    }
+    toy_overrides = {**spec.overrides, **overrides}
+    if any(get_method(m).uses_deep_depth for m in methods):
+        toy_overrides["prompts.deep_depth"] = TOY_DEEP_DEPTH
+    toy_spec = dataclasses.replace(spec, grid=grid, resources={"default": Resources(cpu=1.0, gpu=0.0)})
+    (folder / f"{name}.yaml").write_text(spec_to_yaml(toy_spec, name=spec.name, overrides=toy_overrides))
+    return True
+
+
+def chance_expectation(data_root: Path) -> Expectation:
+    """Chance on each cell's classes, as a floor: ``base_acc`` / ``new_acc`` (1 in the base / new
+    classes), ``hm`` (their HM), ``acc`` (1 in all classes), ``acc/<target>`` (1 in the target's)."""
+    from prometar.data.readers import read_dataset
+    from prometar.protocols import harmonic_mean
+
+    counts: dict[str, int] = {}
+
+    def classes(dataset: str) -> int:
+        if dataset not in counts:
+            counts[dataset] = len(read_dataset(dataset, data_root).classnames)
+        return counts[dataset]
+
+    def expect(method: str, dataset: str, metric: str) -> PublishedValue | None:
+        # the toy datasets all have 16 classes: the Average row's chance is any of theirs
+        n = next(iter(counts.values())) if dataset == AVERAGE and counts else classes(dataset)
+        base, new = 100.0 / math.ceil(n / 2), 100.0 / (n - math.ceil(n / 2))
+        if metric.startswith("acc/") and metric != "acc/mean":
+            target = classes(metric.split("/", 1)[1])
+            value, what = 100.0 / target, f"1 in {target} classes"
+        elif metric == "acc":
+            value, what = 100.0 / n, f"1 in {n} classes"
+        elif metric == "base_acc":
+            value, what = base, f"1 in {math.ceil(n / 2)} base classes"
+        elif metric == "new_acc":
+            value, what = new, f"1 in {n - math.ceil(n / 2)} new classes"
+        elif metric == "hm":
+            value, what = harmonic_mean(base, new), "HM of the base and new chance levels"
+        else:
+            return None
+        return PublishedValue(
+            method=method,
+            dataset=dataset,
+            metric=metric,
+            value=value,
+            source=f"toy world: chance ({what})",
+            relation="above",
+        )
+
+    return expect

@@ -1,0 +1,398 @@
+"""Campaign files, the plan and its cost, the verdicts and the reproduction report (no Ray, no training).
+
+The shipped campaign names sweeps that exist and plan, table kinds the results registry builds,
+and published values that each carry a source. Bad campaign files exit 2 naming the file and key.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from orchestration.campaign.calibration import Calibration, EpochTime, read_benchmark_csv
+from orchestration.campaign.cells import Cell, estimate_cells, judge_cells
+from orchestration.campaign.plan import Cost, plan_campaign, trial_cost
+from orchestration.campaign.published import PublishedValue, cited_values
+from orchestration.campaign.report import (
+    Reproduction,
+    TableResult,
+    comparable_published,
+    render_html,
+    render_markdown,
+)
+from orchestration.campaign.spec import CampaignError, CampaignTable, read_campaign
+from orchestration.campaign.tables import TABLE_KINDS
+from orchestration.campaign.verdicts import (
+    NOT_COMPARABLE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Estimate,
+    judge_cell,
+    judge_table,
+    seed_interval,
+)
+from orchestration.cli import main
+from orchestration.ledger.runs import RunsTable
+from orchestration.results.kinds import RESULT_KINDS as RESULT_TABLE_KINDS
+from orchestration.sweeps.planning import load_plan
+
+REPO = Path(__file__).resolve().parents[2]
+CAMPAIGN = REPO / "campaigns" / "prometar_cvpr2024.yaml"
+
+
+# -- the shipped campaign ---------------------------------------------------------------------
+
+
+def test_every_sweep_the_campaign_names_exists_and_plans() -> None:
+    campaign = read_campaign(CAMPAIGN)
+    names = campaign.sweeps()
+    assert {"base2new", "baselines_coop", "ablation_meta", "domain_generalization", "few_shot"} <= set(names)
+    for name in names:
+        path = campaign.sweep_path(name)
+        assert path.is_file() and path.parent == REPO / "sweeps"
+        assert load_plan(path).total > 0
+
+
+def test_every_table_kind_of_the_campaign_is_a_results_kind() -> None:
+    campaign = read_campaign(CAMPAIGN)
+    kinds = {t.kind for t in campaign.tables}
+    assert {"base2new", "ablation", "domain_generalization", "cross_dataset", "few_shot"} <= kinds
+    assert set(RESULT_TABLE_KINDS) <= set(TABLE_KINDS)
+    assert kinds <= set(TABLE_KINDS)
+
+
+def test_every_published_value_the_campaign_cites_has_a_source() -> None:
+    campaign = read_campaign(CAMPAIGN)
+    cited = [t for t in campaign.tables if t.published]
+    assert cited, "the campaign compares at least one table with published values"
+    for table in cited:
+        values = cited_values(table.published.resource, table.published.methods)
+        assert {v.method for v in values} == set(table.published.methods), table.name
+        assert all(v.source for v in values), [v for v in values if not v.source][:3]
+        assert all(math.isfinite(v.value) for v in values)
+
+
+def test_the_campaign_names_each_deviation_with_a_source() -> None:
+    campaign = read_campaign(CAMPAIGN)
+    for table in campaign.tables:
+        for deviation in table.deviations:
+            assert deviation.name and deviation.source
+    assert campaign.caveats and all(c.source for c in campaign.caveats)
+
+
+def test_dry_run_of_the_real_campaign_without_weights_or_data(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        [
+            "reproduce",
+            str(CAMPAIGN),
+            "--dry-run",
+            "--output",
+            str(output),
+            "--data-root",
+            str(tmp_path / "none"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = result.output
+    campaign = read_campaign(CAMPAIGN)
+    for table in campaign.tables:
+        assert f"  {table.name} ({table.kind}): trials " in text
+    base2new = next(line for line in text.splitlines() if line.startswith("  base2new (base2new)"))
+    assert "done 0" in base2new and "unknown (" in base2new  # no measured epoch time anywhere
+    assert text.splitlines()[
+        text.splitlines().index("missing here (a launch would stop before its first trial):") + 1
+    ]
+    assert f"data root {tmp_path / 'none'} does not exist" in text
+    assert not output.exists()  # a dry run writes nothing
+
+
+# -- bad campaign files: exit 2, naming the file and the key --------------------------------
+
+GOOD_TABLE = {"name": "t", "kind": "base2new", "sweeps": ["demo"]}
+BAD = {
+    "unknown_key": ({"tables": [GOOD_TABLE], "colour": 1}, "colour"),
+    "unknown_kind": ({"tables": [{**GOOD_TABLE, "kind": "pie"}]}, "tables.t.kind"),
+    "missing_sweep": ({"tables": [{**GOOD_TABLE, "sweeps": ["nope"]}]}, "tables.t.sweeps"),
+    "unknown_resource": (
+        {"tables": [{**GOOD_TABLE, "published": {"resource": "x", "methods": ["prometar"]}}]},
+        "tables.t.published.resource",
+    ),
+    "unknown_method": (
+        {"tables": [{**GOOD_TABLE, "published": {"resource": "base2new", "methods": ["clipper"]}}]},
+        "tables.t.published.methods",
+    ),
+    "deviation_without_source": (
+        {"tables": [{**GOOD_TABLE, "deviations": [{"name": "recipe"}]}]},
+        "tables.t.deviations[0].source",
+    ),
+    "unknown_after": ({"tables": [{**GOOD_TABLE, "after": ["u"]}]}, "tables.t.after"),
+    "cycle": (
+        {"tables": [{**GOOD_TABLE, "after": ["u"]}, {**GOOD_TABLE, "name": "u", "after": ["t"]}]},
+        "tables",
+    ),
+    "no_tables": ({"name": "c"}, "tables"),
+}
+
+
+def _write_campaign(folder: Path, data: dict) -> Path:
+    path = folder / "campaigns" / "c.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump({"sweeps_folder": str(REPO / "sweeps"), **data}, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_campaign_exits_2_naming_file_and_key(tmp_path: Path, case: str) -> None:
+    data, key = BAD[case]
+    path = _write_campaign(tmp_path, data)
+    with pytest.raises(CampaignError) as caught:
+        read_campaign(path)
+    assert caught.value.key == key and str(path) in str(caught.value)
+    output = tmp_path / "out"
+    result = CliRunner().invoke(main, ["reproduce", str(path), "--dry-run", "--output", str(output)])
+    assert result.exit_code == 2 and key in result.output and "Traceback" not in result.output
+    assert not output.exists()
+
+
+def test_tables_come_in_dependency_order_and_only_brings_what_it_needs(tmp_path: Path) -> None:
+    data = {
+        "tables": [
+            {**GOOD_TABLE, "name": "eval", "after": ["source"]},
+            {**GOOD_TABLE, "name": "other"},
+            {**GOOD_TABLE, "name": "source"},
+        ]
+    }
+    campaign = read_campaign(_write_campaign(tmp_path, data))
+    assert [t.name for t in campaign.tables] == ["other", "source", "eval"]
+    assert [t.name for t in campaign.select(["eval"])] == ["source", "eval"]
+    with pytest.raises(CampaignError, match="no table 'nope'"):
+        campaign.select(["nope"])
+
+
+# -- verdicts ---------------------------------------------------------------------------------
+
+
+def test_seed_interval_is_students_t() -> None:
+    estimate = seed_interval([1.0, 2.0, 3.0])
+    assert estimate.mean == 2.0 and estimate.n == 3
+    assert estimate.high - 2.0 == pytest.approx(4.303 / math.sqrt(3))
+    one = seed_interval([5.0])
+    assert one.n == 1 and math.isnan(one.low)
+
+
+def test_cell_verdicts() -> None:
+    ours = Estimate(70.0, 69.0, 71.0, 3)
+    assert judge_cell(ours, 70.5).verdict == REPRODUCED
+    missed = judge_cell(ours, 73.0)
+    assert missed.verdict == NOT_REPRODUCED and missed.by == pytest.approx(2.0)
+    assert missed.difference == pytest.approx(-3.0)
+    assert judge_cell(ours, 68.5).by == pytest.approx(0.5)
+    deviated = judge_cell(ours, 70.5, deviation="recipe: X (source: Y)")
+    assert deviated.verdict == NOT_COMPARABLE and "recipe" in deviated.reason
+    assert judge_cell(ours, None).reason == "no reference value (published or expected)"
+    assert judge_cell(None, 70.0).reason == "no finished run"
+    assert "no interval" in judge_cell(Estimate(70.0, math.nan, math.nan, 1), 70.0).reason
+
+
+def test_a_floor_is_cleared_by_the_whole_interval() -> None:
+    ours = Estimate(40.0, 30.0, 50.0, 2)
+    assert judge_cell(ours, 12.5, relation="above").verdict == REPRODUCED
+    below = judge_cell(ours, 35.0, relation="above")
+    assert below.verdict == NOT_REPRODUCED and below.by == pytest.approx(5.0)
+
+
+def test_toy_stand_ins_of_the_imagenet_variants_read_as_their_benchmarks(tmp_path: Path) -> None:
+    from orchestration.campaign.toy import chance_expectation
+    from prometar.data.readers import read_dataset
+    from prometar.toy.datasets import toy_dataset_classes, write_toy_dataset, write_toy_imagenet_variants
+
+    write_toy_dataset(tmp_path, "imagenet", seed=0, train_per_class=1, val_per_class=0, test_per_class=1)
+    write_toy_imagenet_variants(tmp_path, seed=0, test_per_class=2)
+    names = [c.name for c in toy_dataset_classes("imagenet", 0)]
+    assert read_dataset("imagenet", tmp_path).classnames == names
+    for key, count in (("imagenet_v2", 16), ("imagenet_sketch", 16), ("imagenet_a", 12), ("imagenet_r", 12)):
+        splits = read_dataset(key, tmp_path)
+        assert len(splits.classnames) == count and set(splits.classnames) <= set(names)
+        assert len(splits.test) == 2 * count
+    expect = chance_expectation(tmp_path)
+    assert expect("prometar", "imagenet", "acc/imagenet_a").value == pytest.approx(100 / 12)
+    assert expect("prometar", "imagenet", "base_acc").value == pytest.approx(12.5)
+    assert expect("prometar", "imagenet", "acc").relation == "above"
+    assert expect("prometar", "imagenet", "acc/mean") is None
+
+
+def test_table_verdicts() -> None:
+    ok, bad, nc = (judge_cell(Estimate(1, 0, 2, 3), p) for p in (1.0, 5.0, None))
+    assert judge_table([ok, nc]).verdict == REPRODUCED
+    assert judge_table([ok, bad, nc]).verdict == NOT_REPRODUCED
+    assert judge_table([nc]).verdict == NOT_COMPARABLE
+    assert judge_table([ok, bad, nc]).line() == "1 of 2 comparable cells reproduced; 1 not comparable"
+
+
+def _runs(rows: list[tuple]) -> RunsTable:
+    import pandas as pd
+
+    columns = ["method", "dataset", "protocol", "shots", "seed", "metric", "value", "run_id"]
+    return RunsTable(runs=pd.DataFrame(rows, columns=columns))
+
+
+def test_cells_join_ours_with_the_published_values_and_add_the_average() -> None:
+    rows = []
+    for seed, (base, new) in enumerate([(70.0, 60.0), (72.0, 62.0)], start=1):
+        for dataset, shift in (("eurosat", 0.0), ("dtd", 10.0)):
+            run = f"{dataset}{seed}"
+            rows += [
+                ("ivlp", dataset, "base2new", 16, seed, "base_acc", base + shift, run),
+                ("ivlp", dataset, "base2new", 16, seed, "new_acc", new + shift, run),
+            ]
+    estimates = estimate_cells(_runs(rows), kind="base2new", datasets=("eurosat", "dtd"))
+    average = estimates[(estimates["dataset"] == "average") & (estimates["metric"] == "base_acc")]
+    assert list(average["values"].iloc[0]) == [75.0, 77.0]
+    published = [
+        PublishedValue(method="ivlp", dataset="eurosat", metric="base_acc", value=71.0, source="paper T1"),
+        PublishedValue(
+            method="ivlp", dataset="oxford_pets", metric="base_acc", value=90.0, source="paper T1"
+        ),
+    ]
+    cells = judge_cells(estimates, published)
+    eurosat = next(c for c in cells if c.dataset == "eurosat" and c.metric == "base_acc")
+    assert eurosat.verdict.verdict == REPRODUCED and eurosat.published.source == "paper T1"
+    pets = next(c for c in cells if c.dataset == "oxford_pets")
+    assert pets.ours is None and pets.verdict.reason == "no finished run"
+    assert all(c.verdict.verdict == NOT_COMPARABLE for c in cells if c.published is None)
+
+
+def test_the_papers_average_is_compared_only_over_its_datasets() -> None:
+    from prometar.data.catalog import BASE_TO_NEW_DATASETS
+
+    values = cited_values("base2new", ["prometar"])
+    assert any(v.dataset == "average" for v in values)
+    assert comparable_published(values, BASE_TO_NEW_DATASETS) == values
+    subset = comparable_published(values, ("eurosat", "dtd"))
+    assert subset and all(v.dataset != "average" for v in subset)
+
+
+def test_paired_differences_are_per_seed_and_judged_against_the_papers_difference() -> None:
+    from orchestration.campaign.cells import PAIRED, paired_cells
+
+    rows = []
+    for seed, (ours, theirs) in enumerate([(80.0, 70.0), (82.0, 71.0), (81.0, 70.0)], start=1):
+        rows += [
+            ("prometar", "eurosat", "base2new", 16, seed, "base_acc", ours, f"p{seed}"),
+            ("coop", "eurosat", "base2new", 16, seed, "base_acc", theirs, f"c{seed}"),
+        ]
+    rows.append(("coop", "eurosat", "base2new", 16, 4, "base_acc", 0.0, "c4"))  # no partner: left out
+    published = [
+        PublishedValue(method="prometar", dataset="eurosat", metric="base_acc", value=90.0, source="A"),
+        PublishedValue(method="coop", dataset="eurosat", metric="base_acc", value=80.0, source="B"),
+        PublishedValue(method="prometar", dataset="dtd", metric="base_acc", value=80.0, source="A"),
+        PublishedValue(method="coop", dataset="dtd", metric="base_acc", value=75.0, source="B"),
+    ]
+    cells = paired_cells(_runs(rows), published, lead="prometar")
+    eurosat = next(c for c in cells if c.dataset == "eurosat")
+    assert eurosat.setting == PAIRED and eurosat.method == "prometar − coop"
+    assert eurosat.ours.n == 3 and eurosat.ours.mean == pytest.approx((10 + 11 + 11) / 3)
+    assert eurosat.published.value == 10.0 and eurosat.published.source == "A; B"
+    assert eurosat.verdict.verdict == REPRODUCED
+    dtd = next(c for c in cells if c.dataset == "dtd")
+    assert dtd.ours is None and dtd.verdict.reason == "no finished run"
+
+
+# -- the cost ---------------------------------------------------------------------------------
+
+
+def test_cost_is_measured_or_unknown(tmp_path: Path) -> None:
+    plan = load_plan(REPO / "sweeps" / "baselines.yaml")
+    trained = next(t for t in plan.trials if t.method == "ivlp_reg" and t.dataset == "eurosat")
+    zeroshot = next(t for t in plan.trials if t.method == "zeroshot")
+    assert trial_cost(trained, plan, Calibration()).unknown == 1
+    assert trial_cost(zeroshot, plan, Calibration()) == Cost()
+    csv = tmp_path / "epochs.csv"
+    csv.write_text(
+        "method,dataset,backbone,epoch_seconds,source\n"
+        "ivlp_reg,eurosat,ViT-B-16-quickgelu,36,H100 gpu_check.sh 2026-12-01\n"
+    )
+    calibration = Calibration(benchmark=read_benchmark_csv(csv))
+    cost = trial_cost(trained, plan, calibration)
+    epochs = trained.config["optim"]["epochs"]
+    assert cost.trial_hours == pytest.approx(epochs * 36 / 3600)
+    assert cost.gpu_hours == pytest.approx(epochs * 36 / 3600 * 0.5)  # resources default gpu 0.5
+    assert "H100 gpu_check.sh" in cost.text()
+    ledger_first = Calibration(
+        ledger={("ivlp_reg", "eurosat", "ViT-B-16-quickgelu"): 72.0}, benchmark=calibration.benchmark
+    )
+    assert ledger_first.lookup("ivlp_reg", "eurosat", "ViT-B-16-quickgelu") == EpochTime(72.0, "ledger")
+
+
+def test_a_bad_calibration_file_is_one_error_naming_it(tmp_path: Path) -> None:
+    csv = tmp_path / "epochs.csv"
+    csv.write_text("method,dataset,backbone,epoch_seconds,source\nivlp,eurosat,x,-1,here\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "reproduce",
+            str(CAMPAIGN),
+            "--dry-run",
+            "--calibration",
+            str(csv),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 2 and str(csv) in result.output and "row 2" in result.output
+
+
+def test_plan_counts_each_shared_sweep_once(tmp_path: Path) -> None:
+    data = {
+        "tables": [
+            {"name": "a", "kind": "base2new", "sweeps": ["demo"]},
+            {"name": "b", "kind": "ablation", "sweeps": ["demo"]},
+        ]
+    }
+    plan = plan_campaign(read_campaign(_write_campaign(tmp_path, data)), output=tmp_path / "out")
+    a, b = plan.tables
+    assert a.total == load_plan(REPO / "sweeps" / "demo.yaml").total and b.total == 0
+    assert b.shared == ("demo",)
+    assert not (tmp_path / "out").exists()
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def test_report_escapes_every_value_and_states_each_verdict() -> None:
+    table = CampaignTable(name="t", kind="base2new", title="<script>x</script>", sweeps=("s",))
+    ours = Estimate(70.0, 69.0, 71.0, 3)
+    cell = Cell(
+        method="prometar",
+        dataset="eurosat",
+        shots=16,
+        setting="",
+        metric="hm",
+        ours=ours,
+        published=PublishedValue(
+            method="prometar", dataset="eurosat", metric="hm", value=75.0, source="<b>T1</b>"
+        ),
+        verdict=judge_cell(ours, 75.0),
+    )
+    result = TableResult(table=table, rendered=(), cells=(cell,), verdict=judge_table([cell.verdict]), runs=3)
+    report = Reproduction(
+        "c",
+        "d",
+        (result,),
+        (("precision <fp16>", "README"),),
+        "",
+        "",
+        {REPRODUCED: 0, NOT_REPRODUCED: 1, NOT_COMPARABLE: 0},
+    )
+    page = render_html(report)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;T1&lt;/b&gt;" in page
+    assert "not reproduced (by 4.00)" in page and "0 of 1 comparable cells reproduced" in page
+    markdown = render_markdown(report)
+    assert "## &lt;script&gt;x&lt;/script&gt;" in markdown and "<script>" not in markdown
+    assert "| ProMetaR | EuroSAT | 16 |  | hm | 70.00 [69.00, 71.00] (n=3) | 75.00 |" in markdown
