@@ -16,8 +16,12 @@ Field defaults are the published implementation's values (docs/algorithm.md §5)
 
 The baselines' own base-to-new recipes, each value from its published configuration
 (docs/recipes.md): ``coop_official`` (CoOp as CoCoOp's base-to-new table trained it),
-``coop_official_imagenet`` (the same on ImageNet: 50 epochs) and ``ivlp_official`` (IVLP as
-PromptSRC's repository trains it).
+``coop_official_imagenet`` (the same on ImageNet: 50 epochs), ``ivlp_official`` (IVLP as
+PromptSRC's repository trains it) and ``vpt_official`` (VPT as MaPLe's repository trains it). The
+protocols' recipes, ProMetaR's method trained as the field trains its transfer and few-shot
+models: ``promptsrc_cross_dataset`` (PromptSRC's cross-dataset config: depth 3, 20 epochs; the
+ImageNet source model of domain generalisation and cross-dataset transfer) and
+``promptsrc_few_shot`` (PromptSRC's few-shot config: 50 epochs for every K).
 
 Every other deviation from the published run is a named field below. Composition order for a run
 (:func:`resolve_config`): preset → the method's settings (``prometar.methods``) → explicit
@@ -97,8 +101,12 @@ class BackboneConfig:
             "open_clip pretrained tag, path to a checkpoint (made absolute), or null for random init"
         ),
     )
-    precision: Literal["auto", "fp32", "bf16"] = field(
-        default="auto", metadata=_doc("compute precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
+        default="auto",
+        metadata=_doc(
+            "compute precision: auto = bf16 autocast on CUDA, fp32 on CPU; fp16 = fp16 autocast "
+            "with a gradient scaler (CUDA only)"
+        ),
     )
     device: str = field(
         default="auto",
@@ -159,6 +167,13 @@ class RegularizerConfig:
     )
     text_weight: float = field(default=50.0, metadata=_doc("weight of R_text (text features vs teacher)"))
     image_weight: float = field(default=20.0, metadata=_doc("weight of R_image (image features vs teacher)"))
+    ungated_strength: Literal["prometar", "nominal"] = field(
+        default="prometar",
+        metadata=_doc(
+            "without a learned gate (method ivlp_reg, meta.gate_mode off): prometar = the weights times "
+            "ProMetaR's gate at initialisation (sigmoid(0) = 0.5), nominal = the weights alone"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -229,7 +244,13 @@ class DataConfig:
     dataset: str = field(default="", metadata=_doc("dataset key (training source); required"))
     shots: int = field(default=16, metadata=_doc("training images per class (few-shot K)"))
     batch_size: int = field(default=4, metadata=_doc("training batch size"))
-    drop_last: bool = field(default=True, metadata=_doc("drop the last incomplete training batch"))
+    drop_last: bool = field(
+        default=True,
+        metadata=_doc(
+            "drop the last incomplete training batch when the set holds a full one (Dassl); "
+            "a smaller set trains one partial batch"
+        ),
+    )
     test_batch_size: int = field(default=100, metadata=_doc("evaluation batch size"))
     num_workers: int = field(default=4, metadata=_doc("data loader worker processes", scientific=False))
     cache_dir: str | None = field(
@@ -320,8 +341,10 @@ class RunConfig:
         prompt tokens (it evaluates with the dataset's single template). The plain scheme has
         no regulariser and no meta step; the regularised scheme no meta step. A gate that is not
         learned (``meta.gate_mode``: ``constant``, ``off``) has no network, so no gate optimiser
-        and no gate sizes. A tower without prompts reads no token count. A design without deep
-        prompts (zero-shot, CoOp) never reads ``prompts.deep_depth``.
+        and no gate sizes; a gate that is there (``learned``, ``constant``) is the regulariser's
+        scale, so ``regularizer.ungated_strength`` goes unread. A tower without prompts reads no
+        token count. A design without deep prompts (zero-shot, CoOp) never reads
+        ``prompts.deep_depth``.
         """
         sections = {
             "zeroshot": ("optim", "gate_optim", "regularizer", "meta"),
@@ -348,6 +371,8 @@ class RunConfig:
         if self.scheme == "prometar" and self.meta.gate_mode != "learned":
             keys += [f"gate_optim.{f.name}" for f in dataclasses.fields(GateOptimConfig)]
             keys += ["meta.gate_reduction", "meta.gate_repeat"]
+        if self.scheme == "prometar" and self.meta.gate_mode != "off":
+            keys.append("regularizer.ungated_strength")  # a gate scales the regulariser gradient
         return tuple(dict.fromkeys(keys))
 
     def to_json(self) -> str:
@@ -503,12 +528,78 @@ def _ivlp_official() -> dict[str, Any]:
     return d
 
 
+def _vpt_official() -> dict[str, Any]:
+    # VPT (deep vision prompts) as MaPLe's repository trains it for base-to-new, the row MaPLe's
+    # README publishes: muzairkhattak/multimodal-prompt-learning scripts/vpt/base2new_train_vpt.sh
+    # -> configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml; the text side is trainers/vpt.py.
+    d = _official()
+    d["method"] = "vpt"
+    d["prompts"]["vision_tokens"] = 8  # TRAINER.VPT.N_CTX_VISION
+    d["prompts"]["vision_depth"] = 12  # TRAINER.VPT.PROMPT_DEPTH_VISION
+    d["prompts"]["deep_depth"] = 12  # the depth the vpt method gives the vision tower (same 12)
+    d["prompts"]["text_depth"] = 0  # trainers/vpt.py: fixed hand-crafted text features
+    d["prompts"]["text_init"] = "a photo of a"  # trainers/vpt.py FixedEmbeddings: "a photo of a {}."
+    d["regularizer"]["enabled"] = False  # trainers/vpt.py forward_backward: cross-entropy only
+    d["meta"]["enabled"] = False
+    d["optim"]["name"] = "sgd"  # OPTIM.NAME
+    d["optim"]["lr"] = 0.0025  # OPTIM.LR
+    d["optim"]["momentum"] = 0.9  # Dassl config/defaults.py OPTIM.MOMENTUM (not overridden)
+    d["optim"]["weight_decay"] = 5e-4  # Dassl config/defaults.py OPTIM.WEIGHT_DECAY
+    d["optim"]["epochs"] = 5  # OPTIM.MAX_EPOCH; base2new_test_vpt.sh LOADEP=5 (the last epoch)
+    d["optim"]["warmup_epochs"] = 1  # OPTIM.WARMUP_EPOCH
+    d["optim"]["warmup_lr"] = 1e-5  # OPTIM.WARMUP_CONS_LR (WARMUP_TYPE constant)
+    d["optim"]["scheduler"] = "cosine"  # OPTIM.LR_SCHEDULER
+    d["data"]["shots"] = 16  # base2new_train_vpt.sh SHOTS
+    d["data"]["batch_size"] = 4  # DATALOADER.TRAIN_X.BATCH_SIZE
+    d["data"]["test_batch_size"] = 100  # DATALOADER.TEST.BATCH_SIZE
+    return d
+
+
+def _promptsrc(depth: int, epochs: int) -> dict[str, Any]:
+    # ProMetaR's method (its regularisers, gate and meta step keep the official values) trained
+    # with a PromptSRC recipe: muzairkhattak/PromptSRC configs/trainers/PromptSRC/<config>.yaml.
+    d = _official()
+    d["prompts"]["text_tokens"] = 4  # TRAINER.PROMPTSRC.N_CTX_TEXT
+    d["prompts"]["vision_tokens"] = 4  # TRAINER.PROMPTSRC.N_CTX_VISION
+    d["prompts"]["text_depth"] = depth  # TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT
+    d["prompts"]["vision_depth"] = depth  # TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION
+    d["prompts"]["deep_depth"] = depth  # the depth deep designs give their towers (the two above)
+    d["prompts"]["text_init"] = "a photo of a"  # TRAINER.PROMPTSRC.CTX_INIT
+    d["optim"]["lr"] = 0.0025  # OPTIM.LR
+    d["optim"]["epochs"] = epochs  # OPTIM.MAX_EPOCH
+    d["optim"]["warmup_epochs"] = 1  # OPTIM.WARMUP_EPOCH
+    d["optim"]["warmup_lr"] = 1e-5  # OPTIM.WARMUP_CONS_LR (WARMUP_TYPE constant)
+    d["data"]["batch_size"] = 4  # DATALOADER.TRAIN_X.BATCH_SIZE
+    d["data"]["test_batch_size"] = 100  # DATALOADER.TEST.BATCH_SIZE
+    return d
+
+
+def _promptsrc_cross_dataset() -> dict[str, Any]:
+    # The field's recipe for the ImageNet source model of cross-dataset transfer and domain
+    # generalisation (one model serves both: PromptSRC docs/TRAIN.md, "(3) Domain Generalization
+    # setting"): vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml, depth 3, 20 epochs
+    # (scripts/promptsrc/xd_test.sh --load-epoch 20).
+    d = _promptsrc(depth=3, epochs=20)
+    d["data"]["shots"] = 16  # scripts/promptsrc/xd_train.sh SHOTS=16
+    return d
+
+
+def _promptsrc_few_shot() -> dict[str, Any]:
+    # The field's few-shot recipe: scripts/promptsrc/few_shot.sh trains every K with one config,
+    # vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml: depth 9, 50 epochs (reproduce_few_shot.sh
+    # LOADEP=50); the shots come from the sweep (few_shot.sh SHOTS=$2).
+    return _promptsrc(depth=9, epochs=50)
+
+
 _PRESETS: dict[str, Any] = {
     "official": _official,
     "fixed": _fixed,
     "coop_official": _coop_official,
     "coop_official_imagenet": _coop_official_imagenet,
     "ivlp_official": _ivlp_official,
+    "vpt_official": _vpt_official,
+    "promptsrc_cross_dataset": _promptsrc_cross_dataset,
+    "promptsrc_few_shot": _promptsrc_few_shot,
 }
 
 

@@ -11,8 +11,10 @@ with ``W1: 2D → D/r`` and ``W2: D/r → D/r`` bias-free linears and no activat
 Text tensors take R_text's gradient, vision tensors R_image's (the training step routes them).
 
 Gate modes (``GateMode``): ``learned`` uses this network; ``constant`` uses 0.5 everywhere (what
-the official run effectively does, since its gate never trains); ``off`` applies no modulation at
-all, i.e. the plain weighted sum ``g = ∇CE + ∇R`` (gate ≡ 1).
+the official run effectively does, since its gate never trains); ``off`` applies no network: the
+regulariser gradient is scaled by the training step's ungated strength — ``INITIAL_GATE`` (the
+strength ProMetaR applies, ``regularizer.ungated_strength: prometar``) or 1 (``nominal``: the
+plain weighted sum ``g = ∇CE + ∇R``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from torch import Tensor, nn
 GateMode = Literal["learned", "constant", "off"]
 GATE_MODES: tuple[str, ...] = ("learned", "constant", "off")
 CONSTANT_GATE = 0.5
+INITIAL_GATE = 0.5
+"""The gate network's output at initialisation: sigmoid of two small bias-free linears applied to
+gradients of order 1e-3 or less, i.e. sigmoid(≈0). ProMetaR's gate trains at 1e-6 and stays there,
+so its regulariser gradient enters at this fraction of the nominal weights (50 / 20): the strength
+an ungated regularised step applies by default (``tests/unit/test_meta.py`` derives it from a
+freshly initialised ``GateNetwork``)."""
 
 
 class GateNetwork(nn.Module):

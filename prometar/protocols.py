@@ -13,10 +13,17 @@ protocol (run config)     sweep files     trains on / evaluates       final metr
 ``cross_dataset``         same            all / each target's test    acc/<target>, acc/mean
 ``all_classes``           ``few_shot``    all / all classes' test     acc
 ``search``                (``search:``)   pseudo-base / both val      val_base, val_new, val_hm
+``transfer_source``       (planned)       all / the source's test     acc/<source>
 ========================  ==============  ==========================  ========================
 
 A trial carries its protocol's :attr:`Protocol.tag` (the sweep-file name; ``search`` for searched
 trials): it is hashed into trial keys and written as the ``protocol`` tag of MLflow runs.
+
+One source model per transfer: a sweep of a protocol that evaluates on other datasets
+(:attr:`Protocol.takes_targets`) plans the source model as a trial of its own, protocol
+``transfer_source`` (:data:`SOURCE`), whose config leaves out the targets and the transfer
+protocol (:func:`source_config`); the sweep's trials then evaluate that model's prompts on their
+targets. Domain generalisation and cross-dataset transfer of one (method, seed, recipe) share it.
 
 Imports no torch: the driver validates and plans sweeps with this registry.
 """
@@ -35,6 +42,8 @@ from prometar.errors import DataError
 
 __all__ = [
     "DEFAULT",
+    "SOURCE",
+    "SOURCE_METRIC",
     "EvaluationSet",
     "Protocol",
     "final_metric_names",
@@ -46,6 +55,7 @@ __all__ = [
     "list_sweep_protocols",
     "lookup",
     "search_protocol",
+    "source_config",
     "sweep_protocol",
 ]
 
@@ -178,6 +188,16 @@ def _plan_search(
     ]
 
 
+def _plan_source(
+    sampled: DatasetSplits, key: str, targets: Sequence[str], data_root: Path
+) -> tuple[DatasetSplits, list[EvaluationSet]]:
+    return sampled, [
+        EvaluationSet(
+            SOURCE_METRIC.format(key), sampled.test, sampled.classnames, catalog.get_dataset(key).template
+        )
+    ]
+
+
 def _plan_targets(
     sampled: DatasetSplits, key: str, targets: Sequence[str], data_root: Path
 ) -> tuple[DatasetSplits, list[EvaluationSet]]:
@@ -266,11 +286,43 @@ _PROTOCOLS: dict[str, Protocol] = {
             True,
             _plan_search,
         ),
+        Protocol(
+            "transfer_source",
+            None,
+            "the source model of the transfer protocols: train on all classes, test the source",
+            "all",
+            ("acc/{}",),
+            None,
+            None,
+            (),
+            "transfer_source",
+            False,
+            _plan_source,
+        ),
     )
 }
 
 DEFAULT = "base2new"
 """The protocol of a run config or sweep file that names none."""
+
+
+SOURCE = "transfer_source"
+"""The protocol of a transfer's source model (planned by the transfer sweeps, never named by one)."""
+SOURCE_METRIC = "acc/{}"
+"""The source model's test accuracy (``acc/imagenet``): the transfer tables' source column."""
+
+
+def source_config(config: Mapping[str, object]) -> dict[str, object]:
+    """The run-config dict of the source model a transfer trial evaluates (nested, as ``to_dict``).
+
+    The transfer protocol becomes :data:`SOURCE` and the evaluation targets are emptied: every
+    transfer trial of one (method, seed, recipe, source) gets the same source config, hence one
+    trial key, whichever protocol planned it.
+    """
+    out = {key: (dict(value) if isinstance(value, Mapping) else value) for key, value in config.items()}
+    out["protocol"] = SOURCE
+    out["eval"] = {**dict(out.get("eval") or {}), "targets": []}  # type: ignore[arg-type]
+    return out
 
 
 def list_protocols() -> list[str]:

@@ -47,7 +47,7 @@ from prometar.protocols import EvaluationSet, get_protocol
 from prometar.steps.base import TrainingStep
 from prometar.steps.plain import PlainStep
 from prometar.steps.prometar import ProMetaRStep
-from prometar.steps.regularized import RegularizedStep
+from prometar.steps.regularized import RegularizedStep, ungated_scale
 from prometar.teacher import compute_text_teacher, load_templates
 from prometar.trainer import LearningRateSchedule, Trainer, derive_seed, seed_everything
 
@@ -93,9 +93,32 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``backbone.precision`` on ``device`` (None: full precision).
+
+    Raises:
+        ConfigError: ``fp16`` off CUDA (fp16 autocast on CPU is slow or unsupported; use fp32).
+    """
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError(
+                "backbone.precision",
+                f"fp16 (autocast with a gradient scaler) needs a CUDA device, not {device}; "
+                "use fp32 (or bf16) on CPU",
+                source="<run config>",
+            )
+        return torch.float16
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def build_grad_scaler(
+    autocast_dtype: torch.dtype | None, device: torch.device
+) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 autocast (its gradients underflow unscaled); None otherwise."""
+    if autocast_dtype != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def _plan(config: RunConfig, data_root: Path) -> tuple[DatasetSplits, DatasetSplits, list[EvaluationSet]]:
@@ -138,8 +161,12 @@ def run(
     resume_from: Path | None = None,
     device: str | None = None,
     keep_checkpoints: int | None = 1,
+    source_prompts: Path | None = None,
 ) -> RunResult:
     """Train (unless zero-shot) and evaluate one run by its protocol, writing its artifacts.
+
+    With ``source_prompts`` nothing trains: the run evaluates the prompts of a trained source model
+    (a transfer protocol's targets, evaluated with the model a ``transfer_source`` run trained).
 
     Args:
         config: The resolved run config (``prometar.config.resolve_config``).
@@ -154,6 +181,8 @@ def run(
             same config; the run continues from it and ends as an uninterrupted run would.
         device: Overrides ``config.backbone.device`` (``cpu``, ``cuda``, ``cuda:1``, ``auto``).
         keep_checkpoints: How many of the latest epoch checkpoints to keep (None = all).
+        source_prompts: The ``prompts.pt`` of the source model to evaluate instead of training
+            (its config: this one's with the protocol and targets of ``protocols.source_config``).
 
     Returns:
         Final metrics, per-epoch history and per-class accuracies.
@@ -161,7 +190,8 @@ def run(
     Raises:
         prometar.errors.DataError: Missing or malformed data (names the path).
         prometar.errors.BackboneError: Unknown backbone or unusable weights.
-        prometar.errors.CheckpointError: ``resume_from`` does not fit this run.
+        prometar.errors.CheckpointError: ``resume_from`` or ``source_prompts`` does not fit this
+            run (names the file).
         prometar.errors.NonFiniteLossError: Training diverged (names epoch and step).
     """
     data_root = Path(data_root).expanduser().resolve()
@@ -180,15 +210,10 @@ def run(
                 f"image file(s) not found: {', '.join(missing[:3])}"
                 f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}"
             )
-    if scheme != "zeroshot":
+    if scheme != "zeroshot" and source_prompts is None:  # an evaluation of source prompts trains nothing
         missing = find_missing_files(train_split.train)
         if missing:
             raise DataError(f"image file(s) not found: {', '.join(missing[:3])}")
-        if len(train_split.train) < config.data.batch_size and config.data.drop_last:
-            raise DataError(
-                f"{config.data.dataset}: {len(train_split.train)} training images, fewer than "
-                f"data.batch_size={config.data.batch_size} (drop_last leaves no batch)"
-            )
 
     seed_everything(config.seed)  # weights of a randomly initialised backbone (pretrained=None)
     backbone = load_clip(
@@ -216,8 +241,12 @@ def run(
         field = str(exc).split("=", 1)[0].split(" ", 1)[0]
         key = f"prompts.{field}" if field in {f.name for f in dataclasses.fields(p)} else "prompts"
         raise ConfigError(key, f"{exc} (backbone {config.backbone.name})", source="<run config>") from None
-    if scheme == "prometar" and config.meta.gate_mode == "learned":
+    if scheme == "prometar" and config.meta.gate_mode == "learned" and source_prompts is None:
         _check_gate_sizes(config, model)
+    if source_prompts is not None:
+        if scheme == "zeroshot":
+            raise ConfigError("method", "zero-shot CLIP has no prompts to evaluate", source="<run config>")
+        load_source_prompts(model, Path(source_prompts))
 
     created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)  # nothing is written before the inputs check out
@@ -254,8 +283,8 @@ def run(
         return evaluator.evaluate(loader, eval_set.classnames)
 
     history: list[dict[str, Any]] = []
-    if scheme == "zeroshot":
-        metrics_path.write_text("")
+    if scheme == "zeroshot" or source_prompts is not None:
+        metrics_path.write_text("")  # nothing trains here
     else:
         evaluate_epoch = None
         if protocol.evaluates_every_epoch:  # validation metrics every epoch, for early stopping (ASHA)
@@ -312,6 +341,43 @@ def run(
     if callback is not None:
         callback({events.EVENT: events.FINAL, **final})
     return RunResult(final, history, per_class, output_dir, config)
+
+
+def load_source_prompts(model: PromptedCLIP, path: Path) -> None:
+    """Copy a trained source model's prompt tensors (its ``prompts.pt``) into ``model``.
+
+    The file must hold exactly the model's trainable tensors, by name and shape: tensors only,
+    read with ``weights_only`` (nothing in the file runs).
+
+    Raises:
+        CheckpointError: Unreadable file, other tensors or shapes (names the file).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error to the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read source prompts (tensors only; {reason[:200]})") from None
+    wanted = {name: prm for name, prm in model.named_parameters() if prm.requires_grad}
+    if not isinstance(state, dict) or set(state) != set(wanted):
+        names = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: holds {names}, not this run's prompt tensors {sorted(wanted)}")
+    for name, parameter in wanted.items():
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != tuple(parameter.shape):
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise CheckpointError(f"{path}: {name} is {shape}, this run's is {tuple(parameter.shape)}")
+        with torch.no_grad():
+            parameter.copy_(tensor.to(parameter.device, parameter.dtype))
+
+
+def drop_last(n_images: int, batch_size: int, requested: bool) -> bool:
+    """Whether the training loader drops its last incomplete batch.
+
+    As Dassl's ``build_data_loader`` (``drop_last=is_train and len(data_source) >= batch_size``):
+    only when the training set holds at least one full batch; a smaller set trains one partial
+    batch per epoch.
+    """
+    return requested and n_images >= batch_size
 
 
 def _check_gate_sizes(config: RunConfig, model: PromptedCLIP) -> None:
@@ -385,10 +451,18 @@ def _train(
             )
 
     class_tokens = model.tokenize_classnames(classnames)
+    grad_scaler = build_grad_scaler(autocast_dtype, device)
     r = config.regularizer
+    scale = ungated_scale(r.ungated_strength)  # without a gate network: ProMetaR's gate strength
     step: TrainingStep
     if scheme == "plain":
-        step = PlainStep(model, prompt_optimizer, class_tokens=class_tokens, autocast_dtype=autocast_dtype)
+        step = PlainStep(
+            model,
+            prompt_optimizer,
+            class_tokens=class_tokens,
+            autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
+        )
     elif scheme == "regularized":
         step = RegularizedStep(
             model,
@@ -397,7 +471,9 @@ def _train(
             teacher_text=teacher_text,
             text_weight=r.text_weight,
             image_weight=r.image_weight,
+            ungated_scale=scale,
             autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
         )
     else:
         step = ProMetaRStep(
@@ -407,6 +483,7 @@ def _train(
             teacher_text=teacher_text,
             text_weight=r.text_weight,
             image_weight=r.image_weight,
+            ungated_scale=scale,
             gate=gate,
             gate_optimizer=gate_optimizer,
             gate_mode=m.gate_mode,
@@ -415,6 +492,7 @@ def _train(
             second_order=m.order == "second",
             beta=m.beta,
             autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
         )
 
     train_transform = build_train_transform(backbone.image_size, backbone.mean, backbone.std)
@@ -430,7 +508,7 @@ def _train(
         dataset,
         batch_size=d.batch_size,
         sampler=sampler,
-        drop_last=d.drop_last,
+        drop_last=drop_last(len(dataset), d.batch_size, d.drop_last),
         num_workers=d.num_workers,
         persistent_workers=d.num_workers > 0,
         pin_memory=device.type == "cuda",

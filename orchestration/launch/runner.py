@@ -35,7 +35,7 @@ from orchestration.launch.search import launch_search
 from orchestration.launch.signals import sigterm_as_interrupt
 from orchestration.launch.state import Launch, LaunchOptions, LaunchReport
 from orchestration.launch.status import plan_status, revision_note
-from orchestration.launch.trial_table import TrialTable
+from orchestration.launch.trial_table import SourceModel, TrialTable
 from orchestration.launch.tuner import grid_space, parent_run, run_tuner, tune_config
 from orchestration.ledger.outcomes import trial_outcomes
 from orchestration.ledger.store import Claims, TrialLedger
@@ -43,6 +43,7 @@ from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, SEARCH_GRO
 from orchestration.storage import is_uri
 from orchestration.sweeps.planning import SweepPlan, Trial, load_plan
 from orchestration.ui import ui_hint
+from prometar import protocols
 
 
 def launch(
@@ -150,13 +151,19 @@ def _fan_out(
             launch_search(current, busy_groups)
     else:
         outcomes = {} if options.force else trial_outcomes(runs)
-        done = [t for t in trials if t.key in outcomes and outcomes[t.key].status == FINISHED]
+        # a transfer's source model counts as done wherever it FINISHED (another transfer sweep)
+        trained = {} if options.force else ledger.finished_anywhere(t.key for t in plan.sources)
+        done = [
+            t
+            for t in trials
+            if (t.key in outcomes and outcomes[t.key].status == FINISHED) or t.key in trained
+        ]
         todo = [t for t in trials if t not in done and t.key not in elsewhere]
         report = LaunchReport(plan.name, len(trials), len(done), len(todo), plan=plan)
         current = Launch(plan, ledger, report, output, options, out)
         claims = _claim(current, todo)
         try:
-            _run_grid(current, [t for t in todo if t.key in claims.held], runs)
+            _run_claimed(current, [t for t in todo if t.key in claims.held], runs)
         except BaseException as err:
             with contextlib.suppress(Exception):  # the fan-out's own error is the one to report
                 ledger.release(claims.held)
@@ -186,7 +193,7 @@ def _claim(launch: Launch, todo: list[Trial]) -> Claims:
     return claims
 
 
-def _run_grid(current: Launch, todo: list[Trial], runs: list[Any]) -> None:
+def _run_claimed(current: Launch, todo: list[Trial], runs: list[Any]) -> None:
     """Fan a grid sweep's claimed trials out on Ray Tune (or say there is nothing to do)."""
     plan, ledger, report, options, out = (
         current.plan,
@@ -223,14 +230,60 @@ def _run_grid(current: Launch, todo: list[Trial], runs: list[Any]) -> None:
                 plan, (t.dataset for t in todo), strict=options.address is None, stream=sys.stderr
             )
             progress = ProgressLine(plan.name, report.total, report.done_before, out)
-            run_tuner(
-                current,
-                TrialTable(trials={t.key: t for t in todo}),
-                grid_space(todo),
-                tune_config(current),
-                progress,
-                reopen=reopen,
-            )
+            _run_grid(current, todo, progress, reopen)
+
+
+def _run_grid(launch: Launch, todo: list[Trial], progress: ProgressLine, reopen: Mapping[str, Any]) -> None:
+    """The grid trials to run: first the source models of a transfer sweep, then every other trial
+    (a transfer trial evaluates its source model's prompts, found FINISHED in the ledger)."""
+    sources = [t for t in todo if t.is_source]
+    others = [t for t in todo if not t.is_source]
+    for trials in (sources, others):
+        if not trials:
+            continue
+        table = TrialTable(trials={t.key: t for t in trials})
+        if trials is others and any(t.source for t in others):
+            table, trials = _with_source_models(launch, others)
+            if not trials:
+                return
+        run_tuner(
+            launch,
+            table,
+            grid_space(trials),
+            tune_config(launch),
+            progress,
+            reopen={key: run for key, run in reopen.items() if key in table.trials},
+        )
+
+
+def _with_source_models(launch: Launch, trials: list[Trial]) -> tuple[TrialTable, list[Trial]]:
+    """The transfer trials whose source model FINISHED (in this sweep or another), with it; the
+    others are not run, and the launch says so."""
+    ledger = launch.ledger
+    found = ledger.finished_anywhere({t.source for t in trials if t.source})
+    ready = [t for t in trials if not t.source or t.source in found]
+    waiting = len(trials) - len(ready)
+    if waiting:
+        print(
+            f"[{launch.plan.name}] {waiting} transfer trial(s) not run: their source model did not "
+            "finish (launch again once it has)",
+            file=launch.out,
+        )
+        launch.report.blocked += waiting
+    sources = {
+        t.key: SourceModel(
+            run_id=found[t.source].info.run_id,
+            tracking_uri=ledger.tracking_uri,
+            metrics={
+                name: float(value)
+                for name, value in found[t.source].data.metrics.items()
+                if protocols.is_final_metric(name)
+            },
+        )
+        for t in ready
+        if t.source
+    }
+    return TrialTable(trials={t.key: t for t in ready}, sources=sources), ready
 
 
 def check_storage(location: str | None) -> None:

@@ -39,9 +39,10 @@ class LaunchOptions:
 @dataclass
 class LaunchReport:
     """What a launch did; ``exit_code`` is 0 when every trial it ran FINISHED, 1 when a trial
-    failed or was killed or its tables and report could not be written (``results_error``), 130
-    when the launch was interrupted (Ctrl-C, SIGTERM) before its trials ended (``interrupted``
-    counts those never ended or never started).
+    failed or was killed, a transfer trial waits for a source model that did not finish
+    (``blocked``) or its tables and report could not be written (``results_error``), 130 when the
+    launch was interrupted (Ctrl-C, SIGTERM) before its trials ended (``interrupted`` counts those
+    never ended or never started).
 
     ``plan`` is the sweep as the launch planned it (callers read the planned runs from it).
     """
@@ -54,6 +55,8 @@ class LaunchReport:
     failed: int = 0
     killed: int = 0
     interrupted: int = 0
+    blocked: int = 0
+    """Transfer trials not run because their source model did not finish."""
     parent_run_id: str | None = None
     best: list[dict[str, Any]] = field(default_factory=list)
     plan: SweepPlan | None = field(default=None, repr=False, compare=False)
@@ -63,7 +66,7 @@ class LaunchReport:
     def exit_code(self) -> int:
         if self.interrupted:
             return INTERRUPTED_EXIT
-        return 1 if self.failed or self.killed or self.results_error else 0
+        return 1 if self.failed or self.killed or self.blocked or self.results_error else 0
 
 
 @dataclass

@@ -114,8 +114,11 @@ def ledger_status(plan: SweepPlan, ledger: TrialLedger, runs: list[Any] | None =
     runs = ledger.runs() if runs is None else runs
     other_revisions = ledger.finished_under_other_revisions(runs)
     if not plan.groups:
+        outcomes = trial_outcomes(runs)
+        for key, run in ledger.finished_anywhere(t.key for t in plan.sources).items():
+            outcomes[key] = Outcome(FINISHED, run)  # a source model another transfer sweep trained
         return replace(
-            _count(plan, trial_outcomes(runs), ledger.running_elsewhere(runs)),
+            _count(plan, outcomes, ledger.running_elsewhere(runs)),
             other_revisions=other_revisions,
         )
     search = plan.spec.search

@@ -37,7 +37,9 @@ from prometar import events
 
 logger = logging.getLogger(__name__)
 
-ARTIFACTS = ("config.json", "fewshot_subset.json", "prompts.pt", "per_class.json", "metrics.jsonl")
+PROMPTS_FILE = "prompts.pt"
+"""The trained prompt tensors (a transfer trial evaluates its source model's)."""
+ARTIFACTS = ("config.json", "fewshot_subset.json", PROMPTS_FILE, "per_class.json", "metrics.jsonl")
 """The run's artifacts the last report's checkpoint carries (with ``environment.json`` and the
 final metrics)."""
 
@@ -75,6 +77,51 @@ def _fetch_earlier(uri: str, stack: ExitStack) -> Path | None:
     except StorageError as error:
         logger.warning("not resuming from the earlier launch's checkpoint: %s", error)
         return None
+
+
+def _train_resuming(
+    trial: Any,
+    table: TrialTable,
+    run_config: Any,
+    common: dict[str, Any],
+    final: dict[str, Any],
+    resume_local: bool,
+    local_candidates: list[Path],
+) -> bool:
+    """Train the trial, resuming where a checkpoint allows; True when it had ended already (its
+    final result, read from the checkpoint, is reported again and nothing else is to do)."""
+    with ExitStack() as stack:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_dir: Path | None = Path(stack.enter_context(checkpoint.as_directory()))
+        elif resume_local and trial.key in table.resume:
+            resume_dir = _fetch_earlier(table.resume[trial.key], stack)
+        else:
+            resume_dir = None
+        if resume_dir is not None and (resume_dir / FINAL_FILE).is_file():
+            # failed after its last report: report the same result again
+            final.update(json.loads((resume_dir / FINAL_FILE).read_text()))
+            tune.report(
+                {**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(str(resume_dir))
+            )
+            return True
+        run_resuming(run_config, [*([resume_dir] if resume_dir else []), *local_candidates], **common)
+    return False
+
+
+def _evaluate_source(
+    trial: Any, table: TrialTable, run_config: Any, common: dict[str, Any]
+) -> dict[str, float]:
+    """Evaluate the prompts of the trial's source model (downloaded from its run) on the trial's
+    targets; returns the source model's final metrics (the tables' source column) to report too."""
+    from orchestration.ledger.store import download_run_artifact
+    from prometar.run import run
+
+    model = table.sources[trial.key]
+    with tempfile.TemporaryDirectory(prefix="prometar-source-") as folder:
+        prompts = download_run_artifact(model.tracking_uri, model.run_id, PROMPTS_FILE, Path(folder))
+        run(run_config, source_prompts=prompts, **common)
+    return dict(model.metrics)
 
 
 def train_trial(
@@ -138,22 +185,10 @@ def train_trial(
         "device": device,
         "keep_checkpoints": keep_checkpoints,
     }
-    with ExitStack() as stack:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            resume_dir: Path | None = Path(stack.enter_context(checkpoint.as_directory()))
-        elif resume_local and trial.key in table.resume:
-            resume_dir = _fetch_earlier(table.resume[trial.key], stack)
-        else:
-            resume_dir = None
-        if resume_dir is not None and (resume_dir / FINAL_FILE).is_file():
-            # failed after its last report: report the same result again
-            final.update(json.loads((resume_dir / FINAL_FILE).read_text()))
-            tune.report(
-                {**final, EVENT_KEY: FINAL_EVENT}, checkpoint=tune.Checkpoint.from_directory(str(resume_dir))
-            )
-            return
-        run_resuming(run_config, [*([resume_dir] if resume_dir else []), *local_candidates], **common)
+    if trial.source:  # a transfer trial: evaluate its source model's prompts, train nothing
+        final.update(_evaluate_source(trial, table, run_config, common))
+    elif _train_resuming(trial, table, run_config, common, final, resume_local, local_candidates):
+        return  # the final result was reported again
 
     artifacts = output_dir / "final"
     artifacts.mkdir(exist_ok=True)

@@ -21,16 +21,33 @@ GROUP_KEY = "group"
 
 
 @dataclass(frozen=True)
+class SourceModel:
+    """The trained source model a transfer trial evaluates: a FINISHED run in the ledger.
+
+    Attributes:
+        run_id: Its MLflow run (artifact ``prompts.pt``).
+        tracking_uri: The store holding the run.
+        metrics: Its final metrics (``acc/<source>``: the transfer tables' source column).
+    """
+
+    run_id: str
+    tracking_uri: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrialTable:
     """Grid trials by key, search groups by key.
 
     ``resume``: trial key → URI of the checkpoint an earlier launch registered for it (its MLflow
     run's ``prometar.checkpoint`` tag), resumed from when Tune has none of its own.
+    ``sources``: transfer trial key → the source model whose prompts it evaluates.
     """
 
     trials: dict[str, Trial] = field(default_factory=dict)
     groups: dict[str, SearchGroup] = field(default_factory=dict)
     resume: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, SourceModel] = field(default_factory=dict)
 
     def resolve(self, config: Mapping[str, Any]) -> Trial:
         """The trial a Tune config stands for."""

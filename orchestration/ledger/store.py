@@ -38,6 +38,7 @@ the results layer use it).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -79,6 +80,8 @@ from prometar import RESULT_REVISION
 
 HEARTBEAT_EVERY_S = 60.0
 """How often a launch refreshes its parent run's heartbeat (from the Tune callback)."""
+_KEY = re.compile(r"[0-9a-f]{1,64}")
+"""A trial key: hex digits (``orchestration.sweeps.keys``)."""
 LAUNCH_ALIVE_S = 600.0
 """A launch whose heartbeat is older than this is dead (its RUNNING runs are closed as KILLED)."""
 
@@ -273,6 +276,30 @@ class TrialLedger:
                 latest[key] = run
         return {key: run for key, run in latest.items() if run.info.status != FINISHED}
 
+    def finished_anywhere(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Trial key → a FINISHED run of it in any experiment of the store, this sweep's first,
+        then the latest: how a transfer sweep finds the source model another sweep trained."""
+        keys = sorted(key for key in set(keys) if _KEY.fullmatch(key))  # trial keys are hex digests
+        if not keys:
+            return {}
+        own = self.experiment_id()
+        experiments = [e.experiment_id for e in self.client.search_experiments(max_results=50_000)]
+        found: dict[str, Any] = {}
+        for key in keys:
+            runs = [
+                run
+                for experiment in experiments
+                for run in search_runs(
+                    self.client,
+                    experiment,
+                    filter_string=f"tags.`{TRIAL_KEY_TAG}` = '{key}'",
+                    statuses=(FINISHED,),
+                )
+            ]
+            if runs:
+                found[key] = max(runs, key=lambda r: (r.info.experiment_id == own, r.info.end_time or 0))
+        return found
+
     def finished_in_group(self, group: str) -> list[Any]:
         """FINISHED child runs of one search group (to resume a search where it stopped)."""
         return [
@@ -434,6 +461,27 @@ class TrialLedger:
         """Log files as artifacts of a run, under ``artifact_path``."""
         for path in paths:
             self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def download_run_artifact(tracking_uri: str, run_id: str, path: str, target: Path) -> Path:
+    """One artifact of a run (``prompts.pt``), downloaded into the folder ``target``.
+
+    Raises:
+        TrackingError: The run or the artifact cannot be read (names both).
+    """
+    from mlflow.artifacts import download_artifacts
+
+    try:
+        return Path(
+            download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=str(target), tracking_uri=tracking_uri
+            )
+        )
+    except Exception as err:  # any failure to fetch it is the same problem to the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(
+            f"run {run_id}: cannot download {path} from {tracking_uri}: {first[:300]}"
+        ) from None
 
 
 def run_revision(run: Any) -> int:

@@ -78,6 +78,12 @@ def _search(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[
     ]
 
 
+def _nothing(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list:
+    """A transfer's source models have no table or figure of their own: each transfer run reports
+    its source model's accuracy, the transfer tables' source column."""
+    return []
+
+
 @dataclass(frozen=True)
 class ResultKind:
     """How one table kind's runs become results.
@@ -94,6 +100,7 @@ class ResultKind:
 RESULT_KINDS: dict[str, ResultKind] = {
     base2new.KIND: ResultKind(_base2new, base2new_figures.figures),
     **dict.fromkeys(transfer.KINDS, ResultKind(_transfer, transfer.figures)),
+    transfer.SOURCE_KIND: ResultKind(_nothing, _nothing),
     few_shot.KIND: ResultKind(_few_shot, few_shot.figures),
     search.KIND: ResultKind(_search, search.figures),
 }

@@ -1,8 +1,10 @@
 """The transfer tables: a model trained on a source (ImageNet), tested on other datasets' classes.
 
-One row per method: the source accuracy, each target's, and the mean of the target seed means;
-domain generalisation (ImageNet's four variants) and cross-dataset transfer (the 10 other
-datasets) share this layout.
+One row per method: the source accuracy, each target's, and the mean of the target seed means
+(the source left out, as the papers average); domain generalisation (ImageNet's four variants)
+and cross-dataset transfer (the 10 other datasets) share this layout. A launched transfer run
+evaluates the source model a ``transfer_source`` run trained and reports that model's source
+accuracy (``acc/<source>``) beside its targets'.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ TARGET_METRIC = PROTOCOLS[0].set_metrics[0]
 """``acc/{}``: a target's accuracy."""
 DOMAIN_TARGETS: tuple[str, ...] = PROTOCOLS[0].default_targets
 """Domain-generalisation targets of an ImageNet-trained model."""
+SOURCE_KIND = protocols.get_protocol(protocols.SOURCE).table
+"""The table kind of the source models' runs: none of its own (their accuracy is the source column)."""
 
 
 TRANSFER_COLUMNS: tuple[str, ...] = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,8 @@ class Trial:
         config: The resolved run config, ``RunConfig.to_dict()``.
         group: For searched trials, the search group's key; else ``""``.
         run_config: The validated run config itself (``None`` for a trial made from a dict).
+        source: For a transfer trial, the key of the source-model trial whose prompts it
+            evaluates (it trains nothing); else ``""``.
     """
 
     key: str
@@ -43,6 +45,12 @@ class Trial:
     config: dict[str, Any]
     group: str = ""
     run_config: RunConfig | None = field(default=None, compare=False, repr=False)
+    source: str = ""
+
+    @property
+    def is_source(self) -> bool:
+        """Whether this is a transfer's source model (``protocols.SOURCE``)."""
+        return self.protocol == protocols.get_protocol(protocols.SOURCE).tag
 
     @property
     def dataset(self) -> str:
@@ -70,14 +78,15 @@ class Trial:
 
         Zero-shot trials only evaluate, so their cost is the class count alone.
         """
-        epochs = 0 if self.method == "zeroshot" else self.epochs
+        epochs = 0 if self.method == "zeroshot" or self.source else self.epochs
         return float(_num_classes(self.dataset) * (max(self.shots, 1) * epochs + 1))
 
     def line(self) -> str:
         """A short human-readable line."""
+        evaluates = f" (evaluates source {self.source})" if self.source else ""
         return (
             f"{self.key}  {self.method:<10} {self.dataset:<15} seed={self.seed} shots={self.shots} "
-            f"[{self.protocol}]"
+            f"[{self.protocol}]{evaluates}"
         )
 
 
@@ -130,13 +139,22 @@ class SweepPlan:
 
     @property
     def protocol(self) -> str:
-        """The protocol tag its trials carry (``search`` for a search sweep)."""
-        return self.trials[0].protocol if self.trials else self.spec.protocol
+        """The protocol tag of its trials (``search`` for a search sweep; a transfer sweep's
+        source-model trials carry ``protocols.SOURCE`` besides)."""
+        if self.spec.search:
+            return protocols.search_protocol().tag
+        return protocols.sweep_protocol(self.spec.protocol).tag
+
+    @property
+    def sources(self) -> tuple[Trial, ...]:
+        """The source-model trials of a transfer sweep (trained once, evaluated by the others)."""
+        return tuple(trial for trial in self.trials if trial.is_source)
 
     @property
     def total(self) -> int:
-        """Trials the sweep runs: the grid, times ``num_samples`` for a search."""
-        return self.spec.trial_count
+        """Trials the sweep runs: the grid, times ``num_samples`` for a search; a transfer sweep's
+        source models besides."""
+        return self.spec.trial_count + len(self.sources)
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -154,6 +172,13 @@ class SweepPlan:
         """Seeds per (method, dataset, shots) cell (no seed axis: one)."""
         return len(self.spec.grid.get("seed") or [None])
 
+    def recipe_line(self) -> str:
+        """The recipe (preset) each method trains with: ``prometar: preset official (...)``."""
+        methods = dict.fromkeys(trial.method for trial in self.trials)
+        return "; ".join(f"{method}: preset {self.spec.preset}" for method in methods) + (
+            " (every value and its source: docs/recipes.md)"
+        )
+
     def describe(self) -> str:
         """What ``validate`` prints: the trial count and a sample trial."""
         spec = self.spec
@@ -162,6 +187,12 @@ class SweepPlan:
             lines.append(
                 f"search: {len(self.groups)} group(s) × {spec.search.num_samples} samples on "
                 f"{spec.search.metric} ({spec.search.mode}); space: {', '.join(spec.search.space)}"
+            )
+        lines.append(f"recipe: {self.recipe_line()}")
+        if self.sources:
+            lines.append(
+                f"source models: {len(self.sources)}, trained once for every transfer sweep "
+                f"(protocol {protocols.SOURCE}); the transfer trials evaluate their prompts"
             )
         lines.append(f"sample trial: {self.trials[0].line()}")
         lines.append(json.dumps(self.trials[0].config, indent=2, sort_keys=True))
@@ -198,6 +229,10 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     trials: dict[str, Trial] = {}
     for point in _grid_points(spec.grid):
         trial = _resolve_point(spec, point, protocol)
+        if protocol.takes_targets:  # one source model, evaluated by the transfer trials
+            source = _source_trial(spec, trial)
+            trials.setdefault(source.key, source)
+            trial = replace(trial, source=source.key)
         trials.setdefault(trial.key, trial)
     ordered = tuple(sorted(trials.values(), key=lambda t: (-t.cost, t.dataset, t.method, t.seed, t.key)))
     notes = _check_overrides_reach_trials(spec, ordered)
@@ -318,6 +353,20 @@ def _resolve_point(spec: SweepSpec, point: Mapping[str, Any], protocol: Protocol
         config=config.to_dict(),
         run_config=config,
     )
+
+
+def _source_trial(spec: SweepSpec, trial: Trial) -> Trial:
+    """The source-model trial a transfer trial evaluates (``protocols.source_config`` of its config)."""
+    from prometar.errors import ConfigError
+
+    try:
+        return resolve_trial(
+            protocols.source_config(trial.config),
+            protocols.get_protocol(protocols.SOURCE).tag,
+            source=spec.source,
+        )
+    except ConfigError as err:  # the transfer trial's config resolved, so this is not expected
+        raise SpecError(spec.source, err.key or "grid", err.reason) from None
 
 
 def _num_classes(dataset: str) -> int:

@@ -1,7 +1,10 @@
 """What every training step shares: the prompted forward passes, the logits and the named metrics.
 
 A step is built from explicit arguments (never the config tree): the prompted CLIP, the prompt
-optimiser, the tokenized class names and the autocast dtype. ``zero_grad``, ``backward`` and the
+optimiser, the tokenized class names, the autocast dtype and, for fp16 autocast, a gradient scaler
+(``torch.amp.GradScaler``: losses are scaled before backward so that fp16 gradients do not
+underflow, the gradients unscaled before the optimiser step, a step with non-finite gradients
+skipped). ``zero_grad``, ``backward`` and the
 optimiser steps happen inside :meth:`TrainingStep.step`. The step does not judge its numbers: a
 diverged step returns non-finite values and the caller (the trainer) stops the run, naming epoch
 and step.
@@ -33,6 +36,7 @@ class TrainingStep(ABC):
         class_tokens: ``[C, L]`` tokenized class names (``model.tokenize_classnames``).
         autocast_dtype: e.g. ``torch.bfloat16`` to run the CLIP forward passes under autocast on
             the inputs' device (CUDA); None = full precision (CPU).
+        grad_scaler: A ``torch.amp.GradScaler`` (fp16 autocast); None = unscaled losses.
     """
 
     def __init__(
@@ -42,11 +46,13 @@ class TrainingStep(ABC):
         *,
         class_tokens: Tensor,
         autocast_dtype: torch.dtype | None = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         self.model = model
         self.prompt_optimizer = prompt_optimizer
         self.class_tokens = class_tokens
         self.autocast_dtype = autocast_dtype
+        self.grad_scaler = grad_scaler
         self.tower_prompts: dict[str, dict[str, torch.nn.Parameter]] = {
             tower: model.prompt_parameters(tower) for tower in names.TOWERS
         }
@@ -91,6 +97,34 @@ class TrainingStep(ABC):
         self, images: Tensor, labels: Tensor, task: VirtualTask | None, trace: dict[str, Any] | None
     ) -> dict[str, float]:
         """The scheme's iteration; returns every metric of ``STEP_METRICS``."""
+
+    # ------------------------------------------------------------------ loss scaling
+
+    def _scaled(self, loss: Tensor) -> Tensor:
+        """The loss times the scaler's current scale (the loss itself without a scaler)."""
+        return loss if self.grad_scaler is None else self.grad_scaler.scale(loss)
+
+    def _loss_scale(self) -> float:
+        """The factor :meth:`_scaled` multiplies losses by (1 without a scaler)."""
+        return 1.0 if self.grad_scaler is None else float(self.grad_scaler.get_scale())
+
+    def _backward(self, loss: Tensor) -> None:
+        """``loss.backward()``, the loss scaled first when a gradient scaler is set."""
+        self._scaled(loss).backward()
+
+    def _optimizer_step(self, *optimizers: torch.optim.Optimizer) -> None:
+        """Step the optimisers on their (scaled) gradients, then update the loss scale.
+
+        With a scaler each optimiser's gradients are unscaled and the step is skipped when any is
+        not finite; the scale then shrinks (``GradScaler.update``).
+        """
+        if self.grad_scaler is None:
+            for optimizer in optimizers:
+                optimizer.step()
+            return
+        for optimizer in optimizers:
+            self.grad_scaler.step(optimizer)
+        self.grad_scaler.update()
 
     # -------------------------------------------------------------------- forwards
 

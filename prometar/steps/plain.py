@@ -21,8 +21,8 @@ class PlainStep(TrainingStep):
         image_features, text_features = self._features(images)
         logits = self._logits(image_features, text_features)
         ce = cross_entropy(logits, labels)
-        ce.backward()
-        self.prompt_optimizer.step()
+        self._backward(ce)
+        self._optimizer_step(self.prompt_optimizer)
         return step_metrics(
             loss=ce.item(),
             ce=ce.item(),

@@ -46,11 +46,16 @@ class ProMetaRStep(RegularizedStep):
 
     Args:
         model, prompt_optimizer, class_tokens, teacher_text, text_weight, image_weight,
-            autocast_dtype: As :class:`~prometar.steps.regularized.RegularizedStep`. The prompt
-            optimiser steps twice per iteration, its state carried over.
+            autocast_dtype, grad_scaler: As :class:`~prometar.steps.regularized.RegularizedStep`.
+            The prompt optimiser steps twice per iteration, its state carried over; with a
+            scaler, the gradients the gate reads are unscaled, and the scale is updated after each
+            phase.
         gate: The gate network (``learned`` gate mode).
         gate_optimizer: Optimiser over the gate network (``learned`` gate mode).
-        gate_mode: ``learned`` | ``constant`` (0.5) | ``off`` (no modulation: ∇CE + ∇R).
+        gate_mode: ``learned`` | ``constant`` (0.5) | ``off`` (no network: ∇CE + s·∇R with
+            ``ungated_scale`` s).
+        ungated_scale: As :class:`~prometar.steps.regularized.RegularizedStep`; read by the
+            ``off`` gate mode only.
         inner_lr: Learning rate of phase B's inner SGD step.
         meta_loss_scale: Factor of the meta loss before it is back-propagated (LR_RATIO).
         second_order: Differentiate through the inner gradient; False = first-order (the inner
@@ -73,6 +78,7 @@ class ProMetaRStep(RegularizedStep):
         teacher_text: Tensor,
         text_weight: float,
         image_weight: float,
+        ungated_scale: float = 1.0,
         gate: GateNetwork | None = None,
         gate_optimizer: torch.optim.Optimizer | None = None,
         gate_mode: GateMode = "learned",
@@ -81,6 +87,7 @@ class ProMetaRStep(RegularizedStep):
         second_order: bool = True,
         beta: tuple[float, float] = (0.5, 0.5),
         autocast_dtype: torch.dtype | None = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         if gate_mode not in GATE_MODES:
             raise ValueError(f"unknown gate mode {gate_mode!r}; valid: {list(GATE_MODES)}")
@@ -91,7 +98,9 @@ class ProMetaRStep(RegularizedStep):
             teacher_text=teacher_text,
             text_weight=text_weight,
             image_weight=image_weight,
+            ungated_scale=ungated_scale,
             autocast_dtype=autocast_dtype,
+            grad_scaler=grad_scaler,
         )
         if gate_mode == "learned":
             if gate is None or gate_optimizer is None:
@@ -128,9 +137,10 @@ class ProMetaRStep(RegularizedStep):
                 name: modulate_gradient(ce_grads[name], reg_grads[name], gates[name]) for name in self.prompts
             }
         self.prompt_optimizer.zero_grad(set_to_none=True)
+        scale = self._loss_scale()  # the optimiser step unscales (and skips non-finite gradients)
         for name, parameter in self.prompts.items():
-            parameter.grad = modulated[name].detach().to(parameter.dtype)
-        self.prompt_optimizer.step()
+            parameter.grad = (modulated[name].detach() * scale).to(parameter.dtype)
+        self._optimizer_step(self.prompt_optimizer)
         if trace is not None:
             trace["phase_a/prompts_after_step"] = _detached(self.prompts)
 
@@ -180,22 +190,31 @@ class ProMetaRStep(RegularizedStep):
     def _separate_gradients(
         self, ce: Tensor, text_reg: Tensor, image_reg: Tensor, *, create_graph: bool
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """∇CE of every prompt tensor, and ∇R_text of the text / ∇R_image of the vision tensors."""
+        """∇CE of every prompt tensor, and ∇R_text of the text / ∇R_image of the vision tensors.
+
+        With a gradient scaler the losses are scaled before differentiation (no fp16 underflow)
+        and the gradients returned unscaled.
+        """
+
+        def gradients(loss: Tensor, tensors: list[Tensor]) -> list[Tensor]:
+            if self.grad_scaler is None:
+                return _gradients(loss, tensors, create_graph=create_graph)
+            scaled = _gradients(self._scaled(loss), tensors, create_graph=create_graph)
+            return [g / self._loss_scale() for g in scaled]
+
         names = list(self.prompts)
-        ce_grads = _gradients(ce, [self.prompts[name] for name in names], create_graph=create_graph)
+        ce_grads = gradients(ce, [self.prompts[name] for name in names])
         reg_grads: dict[str, Tensor] = {}
         for tower, reg in (("text", text_reg), ("vision", image_reg)):
             tower_names = list(self.tower_prompts[tower])
             if tower_names:
-                grads = _gradients(
-                    reg, [self.prompts[name] for name in tower_names], create_graph=create_graph
-                )
+                grads = gradients(reg, [self.prompts[name] for name in tower_names])
                 reg_grads.update(zip(tower_names, grads, strict=True))
         return dict(zip(names, ce_grads, strict=True)), reg_grads
 
     def _gate_values(self, name: str, ce_grad: Tensor, reg_grad: Tensor) -> Tensor | float:
         if self.gate_mode == "off":
-            return 1.0
+            return self.ungated_scale
         if self.gate_mode == "constant":
             return CONSTANT_GATE
         assert self.gate is not None  # checked by __init__
@@ -249,7 +268,7 @@ class ProMetaRStep(RegularizedStep):
             self.prompt_optimizer.zero_grad(set_to_none=True)
             if self.gate_optimizer is not None:
                 self.gate_optimizer.zero_grad(set_to_none=True)
-            meta_loss.backward()
+            self._backward(meta_loss)
         if trace is not None:
             trace["phase_b/losses"] = {
                 "ce": inner_ce.detach(),
@@ -269,9 +288,8 @@ class ProMetaRStep(RegularizedStep):
                 trace["phase_b/gate_grads"] = {
                     name: _grad_or_zeros(parameter) for name, parameter in self.gate.named_parameters()
                 }
-        self.prompt_optimizer.step()
-        if self.gate_optimizer is not None and self.gate_mode == "learned":
-            self.gate_optimizer.step()
+        learned = self.gate_optimizer is not None and self.gate_mode == "learned"
+        self._optimizer_step(self.prompt_optimizer, *([self.gate_optimizer] if learned else []))
         return meta_loss.item()
 
 

@@ -972,3 +972,74 @@ def test_a_corrupt_image_fails_its_trial_naming_the_file_and_the_sweep_goes_on(
     assert "Traceback" not in text
     statuses = {r.data.tags["dataset"]: r.info.status for r in child_runs(output, "corrupt")}
     assert statuses == {"eurosat": "FAILED", "dtd": "FINISHED"}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_domain_generalisation_then_cross_dataset_train_one_source_model(
+    tmp_path: Path, ray_address: str
+) -> None:
+    """The second transfer sweep trains nothing: it evaluates the source model the first trained,
+    and both tables print that model's ImageNet accuracy as the source column."""
+    import io
+
+    from prometar.toy.miniature import write_miniatures
+
+    root = tmp_path / "data"
+    write_miniatures(root, ["imagenet", "imagenet_v2", "imagenet_a", "caltech101", "eurosat"])
+    output = tmp_path / "out"
+    sweeps = {
+        name: write_sweep(
+            tmp_path,
+            name,
+            seeds=[1],
+            datasets=["imagenet"],
+            protocol=protocol,
+            overrides={**OVERRIDES, "eval.targets": targets},
+            grid={"method": ["prometar"], "dataset": ["imagenet"], "seed": [1], "shots": [2]},
+        )
+        for name, protocol, targets in (
+            ("dg", "domain_generalization", ["imagenet_v2", "imagenet_a"]),
+            ("xd", "cross_dataset", ["caltech101", "eurosat"]),
+        )
+    }
+    printed = {}
+    reports = {}
+    for name in ("dg", "xd"):  # the domain-generalisation sweep first, then the cross-dataset one
+        stream = io.StringIO()
+        reports[name] = launch(
+            sweeps[name], LaunchOptions(data_root=root, output=output, report=False), stream=stream
+        )
+        printed[name] = stream.getvalue()
+    assert reports["dg"].exit_code == 0 and reports["dg"].finished == 2  # the source model, its evaluation
+    assert reports["xd"].exit_code == 0, printed["xd"]
+    assert reports["xd"].finished == 1 and reports["xd"].done_before == 1  # evaluation only
+
+    client = MlflowClient(default_tracking_uri(output))
+    runs = {name: child_runs(output, name) for name in ("dg", "xd")}
+    sources = [r for r in runs["dg"] + runs["xd"] if r.data.tags["protocol"] == "transfer_source"]
+    assert len(sources) == 1 and sources[0].data.tags["sweep"] == "dg"  # one ImageNet model, trained once
+    source = sources[0]
+    assert len(client.get_metric_history(source.info.run_id, "loss")) == 2  # it trained its 2 epochs
+    source_prompts = torch.load(
+        client.download_artifacts(source.info.run_id, "prompts.pt", str(tmp_path)), weights_only=True
+    )
+    for name, targets in (("dg", ["imagenet_v2", "imagenet_a"]), ("xd", ["caltech101", "eurosat"])):
+        (transfer,) = [r for r in runs[name] if r.data.tags["protocol"] != "transfer_source"]
+        assert client.get_metric_history(transfer.info.run_id, "loss") == []  # trained nothing
+        metrics = transfer.data.metrics
+        assert metrics["acc/imagenet"] == source.data.metrics["acc/imagenet"]  # the source column
+        assert metrics["acc/mean"] == pytest.approx(sum(metrics[f"acc/{t}"] for t in targets) / 2)
+        folder = tmp_path / name
+        folder.mkdir()
+        evaluated = torch.load(
+            client.download_artifacts(transfer.info.run_id, "prompts.pt", str(folder)), weights_only=True
+        )
+        assert all(torch.equal(evaluated[k], source_prompts[k]) for k in source_prompts)
+        # the table: a source column beside the targets, the target mean over the targets alone
+        header = next(line for line in printed[name].splitlines() if line.startswith("| Method"))
+        assert "| Source |" in header and header.index("Source") < header.index("Target mean")
+        row = next(line for line in printed[name].splitlines() if line.startswith("| ProMetaR"))
+        assert f"{source.data.metrics['acc/imagenet']:.2f}" in row
+    status = sweep_status(sweeps["xd"], output=output)
+    assert (status.done, status.todo, status.total) == (2, 0, 2)

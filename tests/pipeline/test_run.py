@@ -453,3 +453,62 @@ def test_a_prompt_design_the_backbone_cannot_take_names_the_key(data_root, tmp_p
         run(tiny_config(**{"meta.gate_reduction": 3}), data_root=data_root, output_dir=tmp_path / "out")
     assert info.value.key == "meta.gate_reduction"
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# One source model, evaluated on the transfer targets
+
+
+def test_a_transfer_run_evaluates_its_source_models_prompts_and_trains_nothing(data_root, tmp_path):
+    from prometar import protocols
+
+    transfer = tiny_config(
+        protocol="domain_generalization", **{"data.dataset": "imagenet", "eval.targets": ["imagenet_v2"]}
+    )
+    source = build_config(protocols.source_config(transfer.to_dict()))
+    trained = run(source, data_root=data_root, output_dir=tmp_path / "source")
+    assert set(trained.metrics) == {"acc/imagenet"}  # the source column: ImageNet's test set
+    events = []
+    evaluated = run(
+        transfer,
+        data_root=data_root,
+        output_dir=tmp_path / "transfer",
+        callback=events.append,
+        source_prompts=tmp_path / "source" / "prompts.pt",
+    )
+    assert set(evaluated.metrics) == {"acc/imagenet_v2", "acc/mean"}
+    assert [e["event"] for e in events] == ["final"] and evaluated.history == []  # no epoch trained
+    assert (tmp_path / "transfer" / "metrics.jsonl").read_text().count('"event": "epoch"') == 0
+    ours = torch.load(tmp_path / "transfer" / "prompts.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "source" / "prompts.pt", weights_only=True)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_source_prompts_of_another_design_are_refused_and_nothing_is_written(data_root, tmp_path):
+    from prometar.errors import CheckpointError
+
+    transfer = tiny_config(
+        protocol="cross_dataset", **{"data.dataset": "imagenet", "eval.targets": ["eurosat"]}
+    )
+    wrong = tmp_path / "prompts.pt"
+    torch.save({"text_prompts.blocks.0": torch.zeros(3, 3)}, wrong)
+    with pytest.raises(CheckpointError, match=str(wrong)):
+        run(transfer, data_root=data_root, output_dir=tmp_path / "out", source_prompts=wrong)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_larger_than_the_training_set_trains_one_partial_batch(data_root, tmp_path):
+    """As Dassl: a K-shot set smaller than a batch trains it as one partial batch per epoch (CoOp's
+    batch 32 on EuroSAT at K = 1); a set holding a full batch drops its last incomplete one."""
+    from prometar.protocols import get_protocol
+
+    sampled = sample_few_shot(read_dataset("eurosat", data_root), 1, 1)
+    images = len(get_protocol("base2new").plan(sampled, "eurosat", (), data_root)[0].train)
+    assert 3 <= images < 32  # a full batch of images - 1 leaves one image over
+    steps = {}
+    for batch in (32, images - 1):
+        cfg = tiny_config(method="ivlp", **{"data.shots": 1, "data.batch_size": batch, "optim.epochs": 1})
+        steps[batch] = [
+            r["steps"] for r in run(cfg, data_root=data_root, output_dir=tmp_path / str(batch)).history
+        ]
+    assert steps == {32: [1], images - 1: [1]}  # one partial batch; one full batch, the rest dropped

@@ -119,7 +119,12 @@ OFFICIAL = {
         "truncate_text": True,
         "sequence_first_blocks": True,
     },
-    "regularizer": {"enabled": True, "text_weight": 50.0, "image_weight": 20.0},
+    "regularizer": {
+        "enabled": True,
+        "text_weight": 50.0,
+        "image_weight": 20.0,
+        "ungated_strength": "prometar",
+    },
     "meta": {
         "enabled": True,
         "inner_lr": 5e-4,

@@ -4,18 +4,20 @@ gradient modulation, the phase-B meta gradient against finite differences, and t
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
 from prometar.backbone import load_clip
+from prometar.config import resolve_config
 from prometar.losses import cross_entropy, image_regularizer, text_regularizer
-from prometar.meta import GateNetwork, VirtualTask, sample_virtual_task
+from prometar.meta import INITIAL_GATE, GateNetwork, VirtualTask, sample_virtual_task
 from prometar.metrics import STEP_METRICS as METRIC_NAMES
 from prometar.prompts import PromptedCLIP
 from prometar.steps.plain import PlainStep
 from prometar.steps.prometar import ProMetaRStep
-from prometar.steps.regularized import RegularizedStep
+from prometar.steps.regularized import RegularizedStep, ungated_scale
 from prometar.teacher import compute_image_teacher, compute_text_teacher
 
 CLASSNAMES = ["cat", "dog", "sea_lion"]
@@ -137,10 +139,13 @@ def make_step(
     common = {
         "class_tokens": model.tokenize_classnames(CLASSNAMES),
         "autocast_dtype": kwargs.pop("autocast_dtype", None),
+        "grad_scaler": kwargs.pop("grad_scaler", None),
     }
     if scheme == "plain":
         return PlainStep(model, prompt_optimizer, **common)
     regularized = {"teacher_text": teacher, "text_weight": TEXT_WEIGHT, "image_weight": IMAGE_WEIGHT}
+    if "ungated_scale" in kwargs:
+        regularized["ungated_scale"] = kwargs.pop("ungated_scale")
     if scheme == "regularized":
         return RegularizedStep(model, prompt_optimizer, **common, **regularized)
     return ProMetaRStep(
@@ -210,15 +215,74 @@ def test_constant_gate_equals_ce_plus_half_the_weighted_regularisers(backbone):
     assert metrics["gate_mean/text"] == 0.5 and metrics["gate_std/vision"] == 0.0
 
 
-def test_gate_off_equals_the_regularized_scheme(backbone):
+@pytest.mark.parametrize("scale", [1.0, INITIAL_GATE])
+def test_gate_off_equals_the_regularized_scheme(backbone, scale):
     results = []
     for scheme, mode in (("prometar", "off"), ("regularized", "learned")):
         model, gate, prompts, images, labels, teacher = build(backbone)
-        make_step(model, gate, prompts, teacher, scheme=scheme, lr=1.0, gate_mode=mode).step(
-            images, labels, None
-        )
+        make_step(
+            model, gate, prompts, teacher, scheme=scheme, lr=1.0, gate_mode=mode, ungated_scale=scale
+        ).step(images, labels, None)
         results.append([p.detach().clone() for p in prompts.values()])
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*results, strict=True))
+
+
+def test_the_regularized_scheme_scales_the_weighted_regularisers(backbone):
+    model, gate, prompts, images, labels, teacher = build(backbone)
+    ce, text_reg, image_reg = reference_losses(model, images, labels, teacher)
+    expected = torch.autograd.grad(ce + 0.25 * (text_reg + image_reg), list(prompts.values()))
+    before = [p.detach().clone() for p in prompts.values()]
+    metrics = make_step(model, gate, prompts, teacher, scheme="regularized", lr=1.0, ungated_scale=0.25).step(
+        images, labels, None
+    )
+    for parameter, old, grad in zip(prompts.values(), before, expected, strict=True):
+        assert torch.allclose(old - parameter, grad, atol=1e-5)
+    assert metrics["gate_mean/text"] == metrics["gate_mean/vision"] == 0.25
+    with pytest.raises(ValueError, match="ungated_scale"):
+        make_step(model, gate, prompts, teacher, scheme="regularized", ungated_scale=2.0)
+
+
+def test_ivlp_reg_applies_the_regularisers_at_prometars_gate_strength(backbone):
+    """ivlp_reg's effective weights are ProMetaR's gate at initialisation times 50 / 20.
+
+    The gate reads the gradients of phase A of a ProMetaR step (prompts as initialised, the 50 / 20
+    weights); its output is averaged over every gate value of 32 freshly initialised networks of
+    the official sizes (r = 8, repeat 8): the strength the regulariser gradient gets, known to
+    within three standard errors of that mean.
+    """
+    torch.manual_seed(0)
+    model = PromptedCLIP(backbone, text_tokens=4, text_depth=3, vision_tokens=4, vision_depth=3)
+    prompts = {**model.prompt_parameters("text"), **model.prompt_parameters("vision")}
+    shapes = {name: tuple(p.shape) for name, p in prompts.items()}
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    teacher = compute_text_teacher(model, CLASSNAMES, ["a photo of a {}.", "a drawing of a {}."])
+    trace: dict = {}
+    make_step(model, GateNetwork(shapes, reduction=8, repeat=8), prompts, teacher).step(
+        images, torch.tensor([0, 1, 1, 2]), None, trace=trace
+    )
+    ce_grads, reg_grads = trace["phase_a/ce_grads"], trace["phase_a/reg_grads"]
+    values = []
+    for seed in range(32):
+        torch.manual_seed(100 + seed)
+        gate = GateNetwork(shapes, reduction=8, repeat=8)
+        with torch.no_grad():
+            values += [gate(name, ce_grads[name], reg_grads[name])[:, ::8].reshape(-1) for name in prompts]
+    gates = torch.cat(values)  # one entry per gate unit (the repeats dropped)
+    initial, precision = gates.mean().item(), 3 * gates.std().item() / math.sqrt(gates.numel())
+    assert 0 < precision < 0.02
+
+    config = resolve_config("official", {"method": "ivlp_reg", "data.dataset": "dtd"})
+    assert config.scheme == "regularized"
+    scale = ungated_scale(config.regularizer.ungated_strength)
+    text, image = config.regularizer.text_weight * scale, config.regularizer.image_weight * scale
+    assert text == pytest.approx(50 * initial, abs=50 * precision)
+    assert image == pytest.approx(20 * initial, abs=20 * precision)
+    # ... and the pre-revision weighting stays a named switch
+    nominal = resolve_config(
+        "official",
+        {"method": "ivlp_reg", "data.dataset": "dtd", "regularizer.ungated_strength": "nominal"},
+    )
+    assert nominal.regularizer.text_weight * ungated_scale(nominal.regularizer.ungated_strength) == 50
 
 
 def test_plain_scheme_follows_cross_entropy_only(backbone):
@@ -404,3 +468,63 @@ def test_prometar_on_a_single_prompted_tower(backbone, text_depth, vision_depth)
     assert metrics["gate_mean/" + present] > 0 and metrics["gate_mean/" + absent] == 0.0
     assert metrics["query"] > 0 and all(math.isfinite(v) for v in metrics.values())
     assert all(not torch.equal(p, before[name]) for name, p in prompts.items())
+
+
+# --------------------------------------------------------------------------- fp16 loss scaling
+
+
+class CountingScaler(torch.amp.GradScaler):
+    """A CPU gradient scaler that counts its optimiser steps and scale updates."""
+
+    def __init__(self) -> None:
+        super().__init__("cpu", init_scale=2.0**12)
+        self.steps = self.updates = 0
+
+    def step(self, optimizer, *args, **kwargs):
+        self.steps += 1
+        return super().step(optimizer, *args, **kwargs)
+
+    def update(self, new_scale=None):
+        self.updates += 1
+        return super().update(new_scale)
+
+
+@pytest.mark.parametrize(
+    "scheme, steps, updates", [("plain", 1, 1), ("regularized", 1, 1), ("prometar", 3, 2)]
+)
+def test_a_gradient_scaler_scales_the_losses_and_unscales_the_update(backbone, scheme, steps, updates):
+    """With a scaler (fp16 autocast) each scheme updates the prompts as without one: the losses
+    are scaled by 4096 and the gradients unscaled before the optimiser steps (phase A and the
+    meta step of ProMetaR each step and update the scale once)."""
+    task = VirtualTask(query=(0,), support=(1, 2, 3), lam=(0.3,), partners=(2,))
+    results = []
+    for scaler in (None, CountingScaler()):
+        model, gate, prompts, images, labels, teacher = build(backbone)
+        step = make_step(
+            model, gate, prompts, teacher, scheme=scheme, lr=0.1, gate_lr=0.1, grad_scaler=scaler
+        )
+        step.step(images, labels, task if scheme == "prometar" else None)
+        results.append([p.detach().clone() for p in [*prompts.values(), *gate.parameters()]])
+        if scaler is not None:
+            assert (scaler.steps, scaler.updates) == (steps, updates)
+            assert scaler.get_scale() == 2.0**12  # finite gradients: the scale is kept
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*results, strict=True))
+
+
+def test_fp16_runs_autocast_with_a_gradient_scaler_on_cuda_and_is_refused_on_cpu():
+    from prometar.errors import ConfigError
+    from prometar.run import _autocast_dtype, build_grad_scaler
+
+    config = resolve_config("official", {"data.dataset": "dtd", "backbone.precision": "fp16"})
+    assert config.backbone.precision == "fp16"
+    cuda = torch.device("cuda")
+    assert _autocast_dtype("fp16", cuda) is torch.float16
+    with warnings.catch_warnings():  # a CUDA scaler built on a machine without CUDA disables itself
+        warnings.simplefilter("ignore")
+        scaler = build_grad_scaler(torch.float16, cuda)
+    assert isinstance(scaler, torch.amp.GradScaler) and scaler._device == "cuda"
+    assert build_grad_scaler(torch.bfloat16, cuda) is None and build_grad_scaler(None, cuda) is None
+    with pytest.raises(ConfigError, match="backbone.precision") as refused:
+        _autocast_dtype("fp16", torch.device("cpu"))
+    assert "CUDA" in str(refused.value)
+    assert _autocast_dtype("auto", torch.device("cpu")) is None

@@ -30,6 +30,7 @@ def test_run_and_sweep_names() -> None:
         "cross_dataset",
         "all_classes",
         "search",
+        "transfer_source",
     ]
     assert protocols.list_sweep_protocols() == [
         "base2new",
@@ -57,13 +58,14 @@ def test_run_and_sweep_names() -> None:
         ("base2new", 4, ["base_acc", "new_acc"]),  # 7 classes: base = the first 4
         ("all_classes", 7, ["acc"]),
         ("search", 2, ["val_base", "val_new"]),  # pseudo-base = the first 2 of the 4 base classes
+        ("transfer_source", 7, ["acc/eurosat"]),  # the source's own test set: the source column
     ],
 )
 def test_plans_cut_the_training_split_and_name_the_sets(name: str, trained: int, metrics: list[str]) -> None:
     protocol = protocols.get_protocol(name)
     train, sets = protocol.plan(splits_of(7), "eurosat", (), Path("/nowhere"))
     assert train.num_classes == trained
-    assert [s.metric for s in sets] == metrics == list(protocol.metric_names()[: len(metrics)])
+    assert [s.metric for s in sets] == metrics == list(protocol.metric_names(["eurosat"])[: len(metrics)])
     assert all(s.template == "a centered satellite photo of {}." for s in sets)
     split = "val" if name == "search" else "test"  # the search never sees test items
     assert all(item.path.startswith(f"/{split}/") for s in sets for item in s.items)
@@ -135,3 +137,19 @@ def _allowed(path: str, line: str) -> bool:
     if path.startswith("orchestration/results/"):  # a table kind's own name
         return line.startswith(("KIND = ", "KINDS: "))
     return path == "prometar/config.py" and '"protocol":' in line
+
+
+def test_a_source_config_is_the_same_for_every_transfer_protocol() -> None:
+    from prometar.config import resolve_config
+
+    configs = [
+        resolve_config("official", {"data.dataset": "imagenet", "protocol": name, "eval.targets": targets})
+        for name, targets in (
+            ("domain_generalization", ["imagenet_a"]),
+            ("cross_dataset", ["dtd", "eurosat"]),
+        )
+    ]
+    sources = [protocols.source_config(c.to_dict()) for c in configs]
+    assert sources[0] == sources[1]
+    assert sources[0]["protocol"] == protocols.SOURCE and sources[0]["eval"]["targets"] == []
+    assert configs[0].to_dict()["protocol"] == "domain_generalization"  # the input is not changed

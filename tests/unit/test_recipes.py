@@ -20,8 +20,17 @@ BASELINE_SWEEPS = (
     "baselines_coop.yaml",
     "baselines_coop_imagenet.yaml",
     "baselines_ivlp.yaml",
+    "baselines_vpt.yaml",
 )
-BASELINE_PRESETS = ("coop_official", "coop_official_imagenet", "ivlp_official")
+BASELINE_PRESETS = ("coop_official", "coop_official_imagenet", "ivlp_official", "vpt_official")
+PROTOCOL_PRESETS = ("promptsrc_cross_dataset", "promptsrc_few_shot")
+# protocol sweep file -> the preset docs/recipes.md says it trains with
+PROTOCOL_SWEEPS = {
+    "domain_generalization.yaml": "promptsrc_cross_dataset",
+    "cross_dataset.yaml": "promptsrc_cross_dataset",
+    "few_shot.yaml": "promptsrc_few_shot",
+    "few_shot_prometar_recipe.yaml": "official",
+}
 
 # What a recipe must pin down (docs/recipes.md lists each with its source).
 RECIPE_KEYS = {
@@ -89,7 +98,7 @@ def _same(actual: Any, documented: Any) -> bool:
 
 def test_the_page_documents_every_baseline_preset() -> None:
     sections = recipe_sections()
-    assert {preset for preset, _ in sections} == {*BASELINE_PRESETS, "official"}
+    assert {preset for preset, _ in sections} == {*BASELINE_PRESETS, *PROTOCOL_PRESETS, "official"}
     assert set(list_presets()) >= set(BASELINE_PRESETS)
     assert zero_shot_templates(), "zero-shot template table not found"
 
@@ -107,10 +116,12 @@ def test_every_documented_value_is_what_its_preset_resolves_to(section: tuple[st
     assert not wrong, f"preset {preset}: resolved vs documented {wrong}"
 
 
-@pytest.mark.parametrize("preset", ["coop_official", "ivlp_official"])
+@pytest.mark.parametrize("preset", ["coop_official", "ivlp_official", "vpt_official", *PROTOCOL_PRESETS])
 def test_a_recipe_documents_every_value_it_fixes(preset: str) -> None:
     documented = recipe_sections()[(preset, None)]
-    assert set(documented) >= RECIPE_KEYS
+    # a protocol recipe keeps ProMetaR's backbone and scheme; few-shot takes its shots from the sweep
+    kept = {"data.shots", "backbone.name", "backbone.pretrained", "regularizer.enabled", "meta.enabled"}
+    assert set(documented) >= (RECIPE_KEYS - kept if preset in PROTOCOL_PRESETS else RECIPE_KEYS)
     # ... and every value in which the preset departs from ProMetaR's official one.
     official, own = flatten(load_preset("official")), flatten(load_preset(preset))
     departures = {key for key, value in own.items() if official.get(key, "<unset>") != value}
@@ -138,6 +149,8 @@ def _documented_values(method: str, dataset: str) -> dict[str, Any]:
         return values
     if method == "ivlp":
         return sections[("ivlp_official", None)]
+    if method == "vpt":
+        return sections[("vpt_official", None)]
     if method == "ivlp_reg":
         return sections[("official", "ivlp_reg")]
     assert method == "zeroshot", method
@@ -161,10 +174,10 @@ def test_the_baseline_sweeps_train_each_method_with_its_documented_recipe() -> N
             for key, value in _documented_values(trial.method, trial.dataset).items():
                 assert _same(flat[key], value), f"{name}: {trial.method}/{trial.dataset} {key}={flat[key]!r}"
             assert trial.shots == 16
-    # Every (method, dataset, seed) cell of the table exactly once across the four files.
+    # Every (method, dataset, seed) cell of the table exactly once across the five files.
     expected = {
         (m, d, s)
-        for m in ("zeroshot", "coop", "ivlp", "ivlp_reg")
+        for m in ("zeroshot", "coop", "ivlp", "vpt", "ivlp_reg")
         for d in catalog.BASE_TO_NEW_DATASETS
         for s in (1, 2, 3)
     }
@@ -183,3 +196,16 @@ def test_prometar_on_other_designs_keeps_prometars_recipe() -> None:
             "meta.inner_lr",
         ):
             assert flat[key] == official[key]
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOL_SWEEPS))
+def test_the_protocol_sweeps_train_with_their_documented_recipe(name: str) -> None:
+    preset = PROTOCOL_SWEEPS[name]
+    plan = load_plan(SWEEPS / name)
+    assert plan.spec.preset == preset
+    documented = recipe_sections().get((preset, None), {})
+    assert documented or preset == "official"
+    for trial in plan.trials:
+        flat = flatten(trial.config)
+        for key, value in documented.items():
+            assert _same(flat[key], value), f"{name}: {trial.method}/{trial.dataset} {key}={flat[key]!r}"

@@ -12,19 +12,29 @@ from orchestration.sweeps.planning import load_plan, plan_sweep
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 B2N = 11  # the base-to-new datasets
-BASELINES = ("baselines.yaml", "baselines_coop.yaml", "baselines_coop_imagenet.yaml", "baselines_ivlp.yaml")
+BASELINES = (
+    "baselines.yaml",
+    "baselines_coop.yaml",
+    "baselines_coop_imagenet.yaml",
+    "baselines_ivlp.yaml",
+    "baselines_vpt.yaml",
+)
+SOURCE = "transfer_source"  # a transfer sweep's source models: one per (method, seed, recipe)
 
-# file -> (trial count, distinct planned trials or search groups, sweep protocol)
+# file -> (trial count, distinct planned trials or search groups, sweep protocol); a transfer
+# sweep plans its source models besides its grid (3 seeds: 3 source models)
 EXPECTED = {
     "base2new.yaml": (B2N * 3, B2N * 3, "base2new"),
     "baselines.yaml": (2 * B2N * 3, 2 * B2N * 3, "base2new"),
     "baselines_coop.yaml": ((B2N - 1) * 3, (B2N - 1) * 3, "base2new"),
     "baselines_coop_imagenet.yaml": (3, 3, "base2new"),
     "baselines_ivlp.yaml": (B2N * 3, B2N * 3, "base2new"),
+    "baselines_vpt.yaml": (B2N * 3, B2N * 3, "base2new"),
     "ablation_meta.yaml": (6 * 5 * 3, 6 * 5 * 3, "base2new"),
-    "domain_generalization.yaml": (3, 3, "domain_generalization"),
-    "cross_dataset.yaml": (3, 3, "cross_dataset"),
+    "domain_generalization.yaml": (3, 3 + 3, "domain_generalization"),
+    "cross_dataset.yaml": (3, 3 + 3, "cross_dataset"),
     "few_shot.yaml": (B2N * 3 * 5, B2N * 3 * 5, "few_shot"),
+    "few_shot_prometar_recipe.yaml": (B2N * 3 * 5, B2N * 3 * 5, "few_shot"),
     "reg_strength_search.yaml": (4 * 24, 4, "search"),
     "demo.yaml": (3 * 3 * 2, 3 * 3 * 2, "base2new"),
 }
@@ -42,12 +52,14 @@ def test_sweep_file_validates_and_expands(name: str) -> None:
     assert spec.trial_count == count
     assert len(trials) == planned
     assert len({t.key for t in trials}) == planned  # no two grid points collapse into one config
-    assert {t.protocol for t in trials} == {protocol}
+    assert {t.protocol for t in trials} - {SOURCE} == {protocol}
     if spec.search:
         assert len(plan_sweep(spec).groups) == planned
     result = CliRunner().invoke(main, ["validate", str(SWEEPS / name)])
     assert result.exit_code == 0, result.output
     assert f"trials: {count}" in result.output
+    methods = dict.fromkeys(t.method for t in trials)
+    assert f"recipe: {'; '.join(f'{m}: preset {spec.preset}' for m in methods)}" in result.output
 
 
 def test_paper_sweeps_use_the_paper_backbone() -> None:
@@ -88,10 +100,24 @@ def test_few_shot_runs_on_all_classes_and_generalisation_on_its_targets() -> Non
     few = list(load_plan(SWEEPS / "few_shot.yaml").trials)
     assert {t.config["protocol"] for t in few} == {"all_classes"}
     assert {t.shots for t in few} == {1, 2, 4, 8, 16}
-    dg = list(load_plan(SWEEPS / "domain_generalization.yaml").trials)
+    dg = [t for t in load_plan(SWEEPS / "domain_generalization.yaml").trials if t.protocol != SOURCE]
     assert set(dg[0].config["eval"]["targets"]) == {
         "imagenet_v2",
         "imagenet_sketch",
         "imagenet_a",
         "imagenet_r",
     }
+
+
+def test_domain_generalisation_and_cross_dataset_share_one_source_model_per_seed() -> None:
+    plans = [load_plan(SWEEPS / name) for name in ("domain_generalization.yaml", "cross_dataset.yaml")]
+    sources = [{t.seed: t.key for t in plan.trials if t.protocol == SOURCE} for plan in plans]
+    assert sources[0] == sources[1] and sorted(sources[0]) == [1, 2, 3]
+    for plan, by_seed in zip(plans, sources, strict=True):
+        transfer = [t for t in plan.trials if t.protocol != SOURCE]
+        assert {t.source for t in transfer} == set(by_seed.values())
+        assert all(t.source == by_seed[t.seed] for t in transfer)
+        for source in (t for t in plan.trials if t.protocol == SOURCE):
+            assert source.config["eval"]["targets"] == [] and source.dataset == "imagenet"
+            assert source.config["prompts"]["text_depth"] == source.config["prompts"]["vision_depth"] == 3
+            assert source.config["optim"]["epochs"] == 20 and source.source == ""
