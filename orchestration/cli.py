@@ -29,8 +29,13 @@ from orchestration.cli_options import (
     token_option,
     tracking_uri_option,
 )
+from orchestration.errors import TrackingLostError
+from prometar.config import MAX_SEED
 from prometar.errors import InputError
 from prometar.yamlio import cap
+
+SEED = click.IntRange(0, MAX_SEED)
+"""A run seed on the command line (``prometar.config.MAX_SEED``)."""
 
 MAX_MESSAGE = 2000
 """Most characters of an input error's message the CLI prints."""
@@ -45,6 +50,9 @@ class _Verb(click.Command):
         except InputError as err:
             # One line's worth, whatever the input echoed (an alias bomb, a huge value).
             raise click.UsageError(cap(str(err), MAX_MESSAGE), ctx=ctx) from None
+        except TrackingLostError as err:  # not input: the store went away mid-launch
+            click.echo(f"Error: {cap(str(err), MAX_MESSAGE)}", err=True)
+            raise SystemExit(1) from None
 
 
 class _Verbs(click.Group):
@@ -58,6 +66,11 @@ class _Verbs(click.Group):
 @click.version_option(prometar.__version__, prog_name="prometar-sweep")
 def main() -> None:
     """Run ProMetaR and its baselines on CLIP at cluster scale, and print the paper's tables."""
+    import os
+
+    from orchestration.ledger.uri import bounded_request_settings
+
+    os.environ.update(bounded_request_settings())  # the whole command: no MLflow request waits minutes
 
 
 def _warn(message: str) -> None:
@@ -126,7 +139,7 @@ def data_check(sweep: str | None, data_root: str, datasets: tuple[str, ...], qui
 @data_group.command("fewshot")
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
 @click.option("--shots", required=True, type=click.IntRange(min=1), help="Training images per class (K).")
-@click.option("--seed", required=True, type=int, help="Run seed.")
+@click.option("--seed", required=True, type=SEED, help="Run seed (0 .. 2^32 - 1).")
 @data_root_option(required=True)
 @out_file_option()
 def data_fewshot(dataset, shots, seed, data_root, out) -> None:
@@ -136,12 +149,21 @@ def data_fewshot(dataset, shots, seed, data_root, out) -> None:
     trial writes as fewshot_subset.json. Nothing is written to the data root.
     """
     import json
+    from collections import Counter
 
     from prometar.data.fewshot import few_shot, subset_listing
     from prometar.data.readers import read_dataset
+    from prometar.errors import DataError
 
+    splits = read_dataset(dataset, data_root)
+    largest = max(Counter(item.label for item in splits.train).values(), default=0)
+    if splits.train and shots > largest:  # (no training split at all: few_shot names that)
+        raise DataError(
+            f"--shots {shots}: {dataset} has at most {largest} training images per class under "
+            f"{data_root}; ask for {largest} or fewer"
+        )
     sampled = few_shot(
-        read_dataset(dataset, data_root),
+        splits,
         key=dataset,
         data_root=data_root,
         shots=shots,
@@ -170,7 +192,7 @@ def _config_keys() -> str:
 
 @main.command("train", epilog=_config_keys())
 @click.option("--dataset", required=True, metavar="KEY", help="Dataset key (data.dataset).")
-@click.option("--seed", required=True, type=int, help="Run seed.")
+@click.option("--seed", required=True, type=SEED, help="Run seed (0 .. 2^32 - 1).")
 @click.option("--shots", required=True, type=int, help="Training images per class (data.shots).")
 @click.option("--method", metavar="NAME", help="Method (prompt design × scheme); default: the preset's.")
 @click.option(

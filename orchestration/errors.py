@@ -3,12 +3,13 @@
 Bad sweep files, launch options, tracking stores, result files and cluster requests are user
 input like a bad run config; the command line maps the whole family to one message and exit code
 2 in one place (``orchestration.cli``). Like every error of the family they pickle with their
-message and attributes intact.
+message and attributes intact. :class:`TrackingLostError` is the one failure that is not input: a
+tracking store lost during a launch (one line, exit 1).
 """
 
 from __future__ import annotations
 
-from prometar.errors import InputError
+from prometar.errors import InputError, PicklableError
 
 __all__ = [
     "ClusterError",
@@ -18,6 +19,7 @@ __all__ = [
     "SpecError",
     "StorageError",
     "TrackingError",
+    "TrackingLostError",
 ]
 
 
@@ -55,3 +57,8 @@ class ResultsError(InputError):
 class ClusterError(InputError, RuntimeError):
     """The cluster cannot take the request (bad address, refused token, duplicate submission,
     sweep outside the shipped folder); the message names the address, option or file."""
+
+
+class TrackingLostError(PicklableError, RuntimeError):
+    """The tracking store stopped answering while a launch ran: not bad input (the CLI: one line,
+    exit 1). What the ledger holds stays; a relaunch continues the sweep."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -67,12 +68,16 @@ __all__ = [
     "list_presets",
     "load_preset",
     "load_yaml",
+    "MAX_SEED",
     "parse_override",
     "resolve_config",
 ]
 
 ProtocolName = Literal[tuple(protocols.list_protocols())]  # type: ignore[valid-type]
 """The run protocols of ``prometar.protocols`` (validated as a Literal)."""
+
+MAX_SEED = 2**32 - 1
+"""Largest run seed: seeds are 0 .. 2^32 − 1, the range NumPy's and torch's generators both accept."""
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
@@ -789,10 +794,16 @@ def _coerce(value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config field type {tp!r}")  # programming error
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a config section (resolved once: a sweep builds thousands)."""
+    return typing.get_type_hints(cls)
+
+
 def _build_section(cls: type, data: Any, prefix: str, source: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(prefix, f"must be a mapping, got {data!r}", source=source)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
@@ -910,8 +921,8 @@ def _validate(cfg: RunConfig, source: str) -> None:
             f"only apply to {' / '.join(with_targets)}, not protocol {cfg.protocol!r}",
         )
 
-    if cfg.seed < 0:
-        fail("seed", cfg.seed, "must be >= 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        fail("seed", cfg.seed, f"must be in 0..{MAX_SEED} (2^32 - 1)")
 
     positive_ints = {
         "prompts.text_tokens": cfg.prompts.text_tokens,

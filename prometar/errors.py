@@ -63,6 +63,20 @@ class ConfigError(InputError):
         super().__init__(f"{source}: {where}{reason}")
 
 
+class InputFileError(InputError):
+    """An input file that cannot be read: missing, not a regular file, too large or unreadable.
+
+    Attributes:
+        path: The file, as given.
+        reason: Why it cannot be read.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
 class DataError(InputError):
     """Bad or missing dataset input; the message names the path (and the entry when there is one)."""
 

@@ -1,19 +1,85 @@
-"""Writing files atomically: a temporary file in the same folder, flushed, then renamed over the target.
+"""Reading input files with limits, and writing files atomically.
 
-A reader never sees a half-written file, and a killed writer leaves the old one (or none) behind:
-run artifacts, few-shot caches and text-teacher caches are written this way.
+:func:`read_input_bytes` reads what a user points the tools at (presets, sweep files, split files,
+runs CSVs): a regular file only (a FIFO, a device such as ``/dev/zero`` or a folder is refused
+without blocking) and at most a given size, checked before reading and while reading.
+
+:func:`write_atomic` writes through a temporary file in the same folder, flushed, then renamed over
+the target: a reader never sees a half-written file, and a killed writer leaves the old one (or
+none) behind. Run artifacts, few-shot caches and text-teacher caches are written this way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["write_atomic", "write_json_atomic"]
+from prometar.errors import InputFileError
+
+__all__ = [
+    "MAX_DATA_FILE_BYTES",
+    "MAX_TEXT_FILE_BYTES",
+    "read_input_bytes",
+    "write_atomic",
+    "write_json_atomic",
+]
+
+MAX_TEXT_FILE_BYTES = 16 * 2**20
+"""Largest YAML file read (a preset, a run config, a sweep file): 16 MiB."""
+
+MAX_DATA_FILE_BYTES = 1024 * 2**20
+"""Largest data file read (a split file, a class list, a runs CSV, a few-shot cache): 1 GiB."""
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**20:g} MiB" if size >= 2**20 else f"{size} bytes"
+
+
+def read_input_bytes(path: str | os.PathLike, *, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` of them.
+
+    The file is opened without blocking (a FIFO with no writer is refused, not waited on), must be
+    a regular file, and must not grow past ``max_bytes`` while it is read.
+
+    Raises:
+        InputFileError: Missing, a folder, not a regular file (FIFO, device, socket), larger than
+            ``max_bytes`` or unreadable; the message names the path and, for size, the limit.
+    """
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputFileError(name, "no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(name, "is a folder, not a file") from None
+    except OSError as error:
+        raise InputFileError(name, f"cannot be read ({error.strerror or error})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputFileError(name, "is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputFileError(name, "is not a regular file (a FIFO, device or socket); give a file")
+        too_large = f"is larger than the limit of {_size_text(max_bytes)}"
+        if info.st_size > max_bytes:
+            raise InputFileError(name, f"{too_large} ({_size_text(info.st_size)})")
+        os.set_blocking(fd, True)
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(2**20, max_bytes + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise InputFileError(name, too_large)
+        return b"".join(chunks)
+    except OSError as error:
+        raise InputFileError(name, f"cannot be read ({error.strerror or error})") from None
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: Path, write: Callable[[IO[Any]], None], *, binary: bool = False) -> None:

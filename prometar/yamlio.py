@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from prometar.errors import InputError
+from prometar.errors import InputError, InputFileError
+from prometar.files import MAX_TEXT_FILE_BYTES, read_input_bytes
 
 __all__ = [
     "MAX_EXPANDED_NODES",
@@ -62,17 +63,15 @@ def read_text_file(path: str | Path) -> str:
     """The UTF-8 text of ``path``.
 
     Raises:
-        YamlFileError: Missing, unreadable (permissions, a folder) or not UTF-8; names the path.
+        YamlFileError: Missing, unreadable (permissions, a folder), not a regular file (a FIFO, a
+            device), larger than :data:`~prometar.files.MAX_TEXT_FILE_BYTES` or not UTF-8; names
+            the path.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise YamlFileError(str(path), "is a folder, not a file") from None
-    except FileNotFoundError:
-        raise YamlFileError(str(path), "no such file") from None
-    except OSError as error:
-        raise YamlFileError(str(path), f"cannot be read ({error.strerror or error})") from None
+        raw = read_input_bytes(path, max_bytes=MAX_TEXT_FILE_BYTES)
+    except InputFileError as error:
+        raise YamlFileError(str(path), error.reason) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -149,12 +148,18 @@ def parse_yaml(text: str) -> Any:
     """Parse YAML safely (see the module docstring), reading ``1e-5`` as a float.
 
     Raises:
-        yaml.YAMLError: Invalid YAML, a duplicate key, or a document that aliases expand past
-            :data:`MAX_EXPANDED_NODES` values; ``problem_mark`` says where.
+        yaml.YAMLError: Invalid YAML, a duplicate key, nesting deeper than Python's recursion
+            limit, or a document that aliases expand past :data:`MAX_EXPANDED_NODES` values;
+            ``problem_mark`` says where.
     """
     loader = _Loader(text)
     try:
-        root = loader.get_single_node()
+        try:
+            root = loader.get_single_node()
+        except RecursionError:  # the composer recurses once per nesting level
+            raise yaml.composer.ComposerError(
+                None, None, "lists or mappings nested too deeply; a config is a few levels deep"
+            ) from None
         if root is None:
             return None
         if _expanded_size(root) > MAX_EXPANDED_NODES:

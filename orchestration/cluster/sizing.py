@@ -20,6 +20,8 @@ from orchestration.sweeps.planning import SweepPlan
 
 CPU_ONLY_DEFAULT = 8
 """CPUs per node for CPU-only nodes (no GPU to fill)."""
+MAX_NODE_CPUS = 1024
+"""Most CPUs per node the sizing proposes; a sweep that needs more to fill the GPUs is refused."""
 _EPS = 1e-9
 
 
@@ -58,11 +60,22 @@ def trial_classes(plan: SweepPlan) -> list[TrialClass]:
 
 
 def cpus_to_fill(plan: SweepPlan, gpus: int) -> int:
-    """CPUs per node with which every GPU of a ``gpus``-GPU node receives trials, for every class."""
+    """CPUs per node with which every GPU of a ``gpus``-GPU node receives trials, for every class.
+
+    Raises:
+        ClusterError: A class needs more than :data:`MAX_NODE_CPUS` CPUs per node to fill its GPUs.
+    """
     if gpus <= 0:
         return CPU_ONLY_DEFAULT
-    need = [math.floor(gpus / c.gpu + _EPS) * c.cpu for c in trial_classes(plan) if c.gpu > 0]
-    return max(1, math.ceil(max(need, default=CPU_ONLY_DEFAULT)))
+    need = {c.label: math.floor(gpus / c.gpu + _EPS) * c.cpu for c in trial_classes(plan) if c.gpu > 0}
+    for label, cpus in need.items():
+        if cpus > MAX_NODE_CPUS:
+            raise ClusterError(
+                f"resources.{label}: filling {gpus} GPUs with its trials takes {math.ceil(cpus)} CPUs "
+                f"per node, more than the {MAX_NODE_CPUS} a node may have; ask a larger GPU fraction "
+                "or fewer CPUs per trial"
+            )
+    return max(1, math.ceil(max(need.values(), default=CPU_ONLY_DEFAULT)))
 
 
 def fit_warnings(plan: SweepPlan, gpus: int, cpus: int, *, cpu_flag: str) -> list[str]:

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from orchestration.errors import LaunchError
+from orchestration.network import connect_problem
+
 
 @contextmanager
 def _loopback() -> Iterator[None]:
@@ -72,6 +75,39 @@ def join_ray(address: str) -> Any:
         with _loopback():
             return ray.init(address=address, _node_ip_address="127.0.0.1", log_to_driver=False)
     return ray.init(address=address, log_to_driver=False)
+
+
+def check_ray_address(address: str) -> None:
+    """Refuse a Ray address where nothing accepts a connection within seconds (``ray.init`` would
+    keep retrying for minutes).
+
+    ``host:port`` (the head's GCS) and ``ray://host:port`` (a Ray client server, port 10001 by
+    default) are probed; ``auto`` is resolved as :func:`join_ray` resolves it, then probed.
+
+    Raises:
+        LaunchError: Nothing answers, or the address is malformed; names the address.
+    """
+    target = address
+    if address == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            target = get_ray_address_from_environment("auto", None) or ""
+        except Exception:  # no cluster found: ray.init says so at once
+            return
+    if not target or target in ("auto", "local"):
+        return
+    rest = target.split("://", 1)[1] if "://" in target else target
+    host, _, port_text = rest.rstrip("/").rpartition(":")
+    if not host:
+        host, port_text = rest.rstrip("/"), "10001" if "://" in target else ""
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise LaunchError(
+            f"--address {address} (or RAY_ADDRESS): expected HOST:PORT, ray://HOST:PORT or auto"
+        )
+    problem = connect_problem(host.strip("[]"), int(port_text))
+    if problem is not None:
+        raise LaunchError(f"--address {address} (or RAY_ADDRESS): no Ray cluster answers: {problem}")
 
 
 @contextmanager

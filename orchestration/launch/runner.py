@@ -17,6 +17,7 @@ joins a running cluster instead (``orchestration.launch.ray_session``).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from orchestration import layout
-from orchestration.errors import LaunchError
+from orchestration.errors import InputError, LaunchError, TrackingError, TrackingLostError
 from orchestration.launch.doctor import DoctorOptions, failing, run_checks
 from orchestration.launch.lock import launch_lock
 from orchestration.launch.preflight import (
@@ -37,15 +38,15 @@ from orchestration.launch.preflight import (
     check_storage,
 )
 from orchestration.launch.progress import ProgressLine
-from orchestration.launch.ray_session import ray_session
+from orchestration.launch.ray_session import check_ray_address, ray_session
 from orchestration.launch.search import launch_search
 from orchestration.launch.signals import sigterm_as_interrupt
 from orchestration.launch.state import Launch, LaunchOptions, LaunchReport
 from orchestration.launch.status import plan_status, revision_note
 from orchestration.launch.trial_table import SourceModel, TrialTable
-from orchestration.launch.tuner import grid_space, run_tuner, tune_config
+from orchestration.launch.tuner import grid_space, parent_run, run_tuner, tune_config
 from orchestration.ledger.outcomes import trial_outcomes
-from orchestration.ledger.store import TrialLedger
+from orchestration.ledger.store import Claims, TrialLedger
 from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
 from orchestration.storage import is_uri
 from orchestration.sweeps.planning import SweepPlan, Trial, load_plan
@@ -90,6 +91,8 @@ def launch(
             check_local_gpus(plan)
     else:  # on a cluster they live on its nodes
         check_inputs(plan, None, weights=False)
+        if not options.dry_run:
+            check_ray_address(options.address)
     ledger = TrialLedger.for_output(plan.name, output, options.tracking_uri)
 
     if options.dry_run:
@@ -148,6 +151,22 @@ def _launch_locked(
             file=out,
         )
 
+    with _store_loss_ends_the_launch(ledger, plan.name):
+        return _fan_out(plan, ledger, output, options, out, runs, busy, elsewhere)
+
+
+def _fan_out(
+    plan: SweepPlan,
+    ledger: TrialLedger,
+    output: Path,
+    options: LaunchOptions,
+    out: IO[str],
+    runs: list[Any],
+    busy: list[tuple[Any, str]],
+    elsewhere: Mapping[str, str],
+) -> LaunchReport:
+    """Run the trials not done nor running elsewhere (``runs``: the ledger's snapshot); then the
+    summary, tables and report."""
     trials = list(plan.trials)
     if plan.groups:
         report = LaunchReport(plan.name, plan.total, 0, 0, plan=plan)
@@ -167,41 +186,80 @@ def _launch_locked(
         todo = [t for t in trials if t not in done and t.key not in elsewhere]
         report = LaunchReport(plan.name, len(trials), len(done), len(todo), plan=plan)
         current = Launch(plan, ledger, report, output, options, out)
-        # one run per trial key: a trial an earlier launch left unfinished continues its run
-        reopen = {} if options.force else ledger.reopenable({t.key for t in todo}, runs)
-        if not todo and len(done) == len(trials):
-            print(f"[{plan.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
-        elif not todo:
-            print(
-                f"[{plan.name}] nothing to do here: {len(done)} of {len(trials)} trials FINISHED, the rest "
-                "running in another live launch",
-                file=out,
-            )
-        else:
-            print(
-                f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, "
-                f"{len(trials)} in total",
-                file=out,
-            )
-            if reopen:
-                print(
-                    f"[{plan.name}] {len(reopen)} trial(s) continue the MLflow run an earlier launch left "
-                    "unfinished",
-                    file=out,
-                )
-            # After ray.init: Ray's own SIGTERM handler (an abort) is replaced, not the other way round.
-            with _closing_parent(ledger, report), ray_session(options.address), sigterm_as_interrupt():
-                check_cluster(
-                    plan,
-                    (t.dataset for t in todo),
-                    joined=options.address is not None,
-                    gpu_check=options.gpu_check,
-                    stream=sys.stderr,
-                )
-                progress = ProgressLine(plan.name, report.total, report.done_before, out)
-                _run_grid(current, todo, progress, reopen)
+        claims = _claim(current, todo)
+        try:
+            _run_claimed(current, [t for t in todo if t.key in claims.held], runs)
+        except BaseException as err:
+            with contextlib.suppress(Exception):  # the fan-out's own error is the one to report
+                ledger.release(claims.held)
+                if isinstance(err, InputError) and not (report.finished or report.failed or report.killed):
+                    ledger.client.delete_run(report.parent_run_id)  # refused before any trial: no record
+            raise
+        ledger.release(claims.held)
     _finish(current)
     return report
+
+
+def _claim(launch: Launch, todo: list[Trial]) -> Claims:
+    """Claim the keys of ``todo`` in the ledger (``TrialLedger.claim``); say which another launch holds."""
+    plan, report = launch.plan, launch.report
+    if not todo:
+        return Claims(held={}, elsewhere={}, finished=frozenset())
+    claims = launch.ledger.claim([t.key for t in todo], parent_run(launch))
+    if claims.elsewhere:
+        holders = ", ".join(sorted(set(claims.elsewhere.values())))
+        print(
+            f"[{plan.name}] {len(claims.elsewhere)} trial(s) are claimed by another live launch "
+            f"({holders}); not started here",
+            file=launch.out,
+        )
+    report.done_before += len(claims.finished)
+    report.to_run = len(claims.held)
+    return claims
+
+
+def _run_claimed(current: Launch, todo: list[Trial], runs: list[Any]) -> None:
+    """Fan a grid sweep's claimed trials out on Ray Tune (or say there is nothing to do)."""
+    plan, ledger, report, options, out = (
+        current.plan,
+        current.ledger,
+        current.report,
+        current.options,
+        current.out,
+    )
+    trials, done = list(plan.trials), report.done_before
+    # one run per trial key: a trial an earlier launch left unfinished continues its run
+    reopen = {} if options.force else ledger.reopenable({t.key for t in todo}, runs)
+    if not todo and done == len(trials):
+        print(f"[{plan.name}] nothing to do: all {len(trials)} trials FINISHED", file=out)
+    elif not todo:
+        print(
+            f"[{plan.name}] nothing to do here: {done} of {len(trials)} trials FINISHED, the rest "
+            "running in another live launch",
+            file=out,
+        )
+    else:
+        print(
+            f"[{plan.name}] {len(todo)} to run, {report.done_before} already done, {len(trials)} in total",
+            file=out,
+        )
+        if reopen:
+            print(
+                f"[{plan.name}] {len(reopen)} trial(s) continue the MLflow run an earlier launch left "
+                "unfinished",
+                file=out,
+            )
+        # After ray.init: Ray's own SIGTERM handler (an abort) is replaced, not the other way round.
+        with _closing_parent(ledger, report), ray_session(options.address), sigterm_as_interrupt():
+            check_cluster(
+                plan,
+                (t.dataset for t in todo),
+                joined=options.address is not None,
+                gpu_check=options.gpu_check,
+                stream=sys.stderr,
+            )
+            progress = ProgressLine(plan.name, report.total, report.done_before, out)
+            _run_grid(current, todo, progress, reopen)
 
 
 def _run_grid(launch: Launch, todo: list[Trial], progress: ProgressLine, reopen: Mapping[str, Any]) -> None:
@@ -264,7 +322,28 @@ def _closing_parent(ledger: TrialLedger, report: LaunchReport) -> Iterator[None]
         yield
     except BaseException:
         if report.parent_run_id:
-            ledger.end_run(report.parent_run_id, FAILED)
+            with contextlib.suppress(Exception):  # a store that is gone: the fan-out's error counts
+                ledger.end_run(report.parent_run_id, FAILED)
+        raise
+
+
+@contextmanager
+def _store_loss_ends_the_launch(ledger: TrialLedger, name: str) -> Iterator[None]:
+    """A tracking store that stops answering during the fan-out ends the launch with one line
+    (:class:`TrackingLostError`); what the ledger holds stays, and a relaunch continues."""
+    try:
+        yield
+    except Exception as err:
+        if isinstance(err, InputError):
+            raise
+        try:
+            ledger.check_reachable()
+        except TrackingError:
+            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            raise TrackingLostError(
+                f"[{name}] tracking URI {ledger.tracking_uri} stopped answering during the launch "
+                f"({first}); the finished trials are recorded: launch again when it is back"
+            ) from None
         raise
 
 

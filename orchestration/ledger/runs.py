@@ -13,6 +13,8 @@ same cells (an edited sweep, a launch with ``--set``, another checkpoint).
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +35,12 @@ from orchestration.ledger.vocabulary import (
 )
 from orchestration.sweeps.planning import SweepPlan
 from prometar import protocols
+from prometar.config import MAX_SEED
+from prometar.data.catalog import list_datasets
+from prometar.errors import InputFileError
+from prometar.files import MAX_DATA_FILE_BYTES, read_input_bytes
+from prometar.methods import list_methods
+from prometar.yamlio import shorten
 
 IDENTITY_COLUMNS: tuple[str, ...] = tuple(IDENTITY_TAGS)
 """Columns that identify where a run sits in the paper's grid."""
@@ -132,13 +140,13 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
         wide["protocol"] = DEFAULT_PROTOCOL
     if "run_id" not in wide.columns:
         wide["run_id"] = [f"{source}:{i + 2}" for i in range(len(wide))]
-    for column in ("seed", "shots"):
+    for column, top in (("seed", MAX_SEED), ("shots", MAX_SEED)):
         numbers = pd.to_numeric(wide[column], errors="coerce")
-        bad = wide.index[numbers.isna() | (numbers != numbers.round())]
+        bad = wide.index[numbers.isna() | ~numbers.between(0, top) | (numbers != numbers.round())]
         if len(bad):
             raise ResultsError(
-                f"{source}: column {column!r} must hold integers (run {wide.loc[bad[0], 'run_id']}: "
-                f"{wide.loc[bad[0], column]!r})"
+                f"{source}: column {column!r} must hold integers in 0..{top} (run "
+                f"{wide.loc[bad[0], 'run_id']}: {shorten(wide.loc[bad[0], column])})"
             )
         wide[column] = numbers.astype("int64")
     for column in ("method", "dataset", "protocol", "run_id"):
@@ -146,11 +154,13 @@ def tidy_from_wide(wide: pd.DataFrame, *, source: str) -> RunsTable:
     metrics = [c for c in wide.columns if protocols.is_final_metric(str(c))]
     for column in metrics:
         numbers = pd.to_numeric(wide[column], errors="coerce")
-        bad = wide.index[numbers.isna() & wide[column].notna()]
+        bad = wide.index[
+            (numbers.isna() & wide[column].notna()) | (numbers.notna() & ~numbers.between(0, 100))
+        ]
         if len(bad):
             raise ResultsError(
-                f"{source}: metric {column!r} is not a number (run {wide.loc[bad[0], 'run_id']}: "
-                f"{wide.loc[bad[0], column]!r})"
+                f"{source}: metric {column!r} must be an accuracy in 0..100 (run "
+                f"{wide.loc[bad[0], 'run_id']}: {shorten(wide.loc[bad[0], column])})"
             )
         wide[column] = numbers.astype("float64")
     runs = wide.melt(
@@ -172,11 +182,19 @@ def read_csv_file(path: Path, what: str, **options: Any) -> pd.DataFrame:
     """Read a CSV file (``options``: of ``pandas.read_csv``); a missing or unreadable one raises
     ``ResultsError`` naming ``path`` and ``what``."""
     try:
-        return pd.read_csv(path, **options)
-    except FileNotFoundError as error:
-        raise ResultsError(f"{path}: {what} not found") from error
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ResultsError(f"{path}: not a readable CSV ({error})") from error
+        raw = read_input_bytes(path, max_bytes=MAX_DATA_FILE_BYTES)
+    except InputFileError as error:
+        reason = f"{what} not found" if error.reason == "no such file" else f"{what} {error.reason}"
+        raise ResultsError(f"{path}: {reason}") from None
+    try:
+        header = next(csv.reader(io.StringIO(raw.decode("utf-8").partition("\n")[0])), [])
+        table = pd.read_csv(io.BytesIO(raw), **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as error:
+        raise ResultsError(f"{path}: not a readable CSV ({error})") from None
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ResultsError(f"{path}: column(s) {', '.join(map(repr, repeated))} appear more than once")
+    return table
 
 
 def read_runs_csv(path: Path | str) -> RunsTable:
@@ -197,6 +215,22 @@ def read_runs_csv(path: Path | str) -> RunsTable:
     missing = [c for c in required if c not in wide.columns]
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)} (need {','.join(required)})")
+    known = {
+        "method": list_methods(),
+        "dataset": list_datasets(),
+        "protocol": [
+            p for name in protocols.list_protocols() for p in {name, protocols.get_protocol(name).tag}
+        ],
+    }
+    for column, valid in known.items():
+        if column not in wide.columns:
+            continue
+        unknown = wide.index[~wide[column].isin(valid)]
+        if len(unknown):
+            raise ResultsError(
+                f"{path}: row {unknown[0] + 2}: unknown {column} {shorten(wide.loc[unknown[0], column])}; "
+                f"valid: {', '.join(dict.fromkeys(valid))}"
+            )
     return tidy_from_wide(wide, source=str(path))
 
 

@@ -18,6 +18,19 @@ is younger than :data:`LAUNCH_ALIVE_S` and — on this host — its pid still ex
 launch (another output folder, another machine, one tracking server) are neither closed nor
 started again.
 
+Claims: before its trials fan out, a launch claims their keys (:meth:`TrialLedger.claim`), so
+two launches that share one ledger never run the same key, queued trials included. It creates one
+claim run per key (``ROLE_TAG`` ``claim``, the key in ``CLAIM_KEY_TAG``, its parent run), then
+reads every claim back: among the claims of live launches a settled one (``CLAIM_HELD_TAG``: its
+launch won it) holds the key, else the earliest (start time, then run id); the others delete theirs
+and count the key as running elsewhere, and the winner marks its claim settled. Launches settling
+at the same time compute the same winner from the same committed rows, so this needs no lock and
+works on any store (SQLite, a server on PostgreSQL); across machines it assumes clocks that agree
+to within the few milliseconds between one launch's claim and its settling. A key another launch
+FINISHED meanwhile is dropped (statuses read after claiming). A launch deletes its claims when it
+ends (:meth:`TrialLedger.release`); a dead launch's are ignored, and deleted by the next launch
+(:meth:`TrialLedger.close_stale_runs`).
+
 :func:`search_runs` is the one paginated reader of MLflow runs (this store and the runs reader of
 the results layer use it).
 """
@@ -38,9 +51,12 @@ from orchestration import layout
 from orchestration.environment import temporary_environment
 from orchestration.errors import TrackingError
 from orchestration.layout import default_tracking_uri
-from orchestration.ledger.uri import check_tracking_uri, sqlite_path
+from orchestration.ledger.uri import check_tracking_uri, probe_tracking_uri, sqlite_path
 from orchestration.ledger.vocabulary import (
     ACTIVE,
+    CLAIM_HELD_TAG,
+    CLAIM_KEY_TAG,
+    CLAIM_ROLE,
     CLOSED_BY_RELAUNCH,
     CLOSED_BY_TAG,
     FINISHED,
@@ -94,6 +110,21 @@ def search_runs(
 def _fail_fast() -> AbstractContextManager[None]:
     """No HTTP retries while probing: an unreachable server fails in seconds, not minutes."""
     return temporary_environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What :meth:`TrialLedger.claim` obtained.
+
+    Attributes:
+        held: Trial key → this launch's claim run id: the keys this launch runs.
+        elsewhere: Trial key → the live launch holding it (``"pid P on HOST"``).
+        finished: Keys another launch finished while this one claimed them.
+    """
+
+    held: dict[str, str]
+    elsewhere: dict[str, str]
+    finished: frozenset[str]
 
 
 @dataclass
@@ -169,6 +200,7 @@ class TrialLedger:
     def check_reachable(self) -> None:
         """Fail with :class:`TrackingError` unless the store answers and the sweep's experiment,
         if it exists, is not deleted (no trial has started yet)."""
+        probe_tracking_uri(self.tracking_uri)  # a host that drops packets: seconds, not a TCP timeout
         try:
             with _fail_fast():
                 self.client.search_experiments(max_results=1)
@@ -322,10 +354,82 @@ class TrialLedger:
             and r.info.run_id not in live
             and r.data.tags.get(PARENT_TAG) not in live
         ]
+        closed = 0
         for run in stale:
+            if run.data.tags.get(ROLE_TAG) == CLAIM_ROLE:  # a dead launch's claim: nothing to keep
+                self.client.delete_run(run.info.run_id)
+                continue
             self.client.set_tag(run.info.run_id, CLOSED_BY_TAG, CLOSED_BY_RELAUNCH)
             self.client.set_terminated(run.info.run_id, KILLED)
-        return len(stale)
+            closed += 1
+        return closed
+
+    def claim(self, keys: Iterable[str], parent_run_id: str) -> Claims:
+        """Claim trial keys for the launch ``parent_run_id`` (the module docstring: Claims).
+
+        Returns:
+            The keys this launch holds (with its claim run ids), those another live launch holds,
+            and those that FINISHED meanwhile (not held).
+        """
+        return self.settle(self.stake(keys, parent_run_id))
+
+    def stake(self, keys: Iterable[str], parent_run_id: str) -> dict[str, str]:
+        """Create this launch's claim run for each key (the first half of :meth:`claim`)."""
+        exp = self.experiment_id(create=True)
+        assert exp is not None
+        staked = {}
+        for key in dict.fromkeys(keys):
+            tags = {
+                ROLE_TAG: CLAIM_ROLE,
+                CLAIM_KEY_TAG: key,
+                PARENT_TAG: parent_run_id,
+                SWEEP_TAG: self.experiment,
+            }
+            staked[key] = self.client.create_run(exp, tags=tags, run_name=f"claim-{key}").info.run_id
+        return staked
+
+    def settle(self, staked: Mapping[str, str], *, now: float | None = None) -> Claims:
+        """Read every claim back; keep the keys whose earliest live claim is this launch's (the
+        second half of :meth:`claim`) and delete the claims that lost."""
+        runs = self.runs()
+        live = self.live_launches(runs, now=now)
+        ours = set(staked.values())
+        earliest: dict[str, tuple[tuple[int, int, str], Any]] = {}
+        for run in runs:
+            tags = run.data.tags
+            key = tags.get(CLAIM_KEY_TAG)
+            if (
+                key in staked
+                and tags.get(ROLE_TAG) == CLAIM_ROLE
+                and run.info.status in ACTIVE
+                and (tags.get(PARENT_TAG) in live or run.info.run_id in ours)
+            ):
+                confirmed = tags.get(CLAIM_HELD_TAG) == "1"  # a settled claim: its launch runs the key
+                rank = (0 if confirmed else 1, run.info.start_time or 0, run.info.run_id)
+                if key not in earliest or rank < earliest[key][0]:
+                    earliest[key] = (rank, run)
+        held: dict[str, str] = {}
+        elsewhere: dict[str, str] = {}
+        for key, run_id in staked.items():
+            winner = earliest[key][1] if key in earliest else None
+            if winner is not None and winner.info.run_id == run_id:
+                held[key] = run_id
+                continue
+            self.client.delete_run(run_id)
+            holder = live.get(winner.data.tags.get(PARENT_TAG, "")) if winner is not None else None
+            elsewhere[key] = holder or "another launch"
+        statuses = self.statuses()  # read after claiming: a key another launch finished and let go
+        finished = frozenset(key for key in held if FINISHED in statuses.get(key, set()))
+        for key in finished:
+            self.client.delete_run(held.pop(key))
+        for run_id in held.values():
+            self.client.set_tag(run_id, CLAIM_HELD_TAG, "1")
+        return Claims(held=held, elsewhere=elsewhere, finished=finished)
+
+    def release(self, claims: Mapping[str, str]) -> None:
+        """Delete this launch's claim runs (trial key → claim run id): its hold on the keys ends."""
+        for run_id in claims.values():
+            self.client.delete_run(run_id)
 
     def start_launch(self, tags: Mapping[str, str]) -> str:
         """Create the parent run of this launch (host, pid, a first heartbeat); returns its id."""

@@ -77,6 +77,14 @@ OVERRIDES_TAG = "prometar.overrides"
 """The ``--set`` overrides the launch planned its sweep with, as a JSON object (dotted key → value):
 the reading verbs select the runs of a sweep's latest launch by them."""
 
+# -- tags of a trial key's claim run (a launch holds the key while its claim lives) ---------------
+CLAIM_ROLE = "claim"
+"""``ROLE_TAG`` of a claim run: one per (trial key, launch), deleted when the launch ends."""
+CLAIM_KEY_TAG = "prometar.claimed_trial_key"
+"""The trial key a claim run holds (never ``TRIAL_KEY_TAG``: a claim is not a trial's record)."""
+CLAIM_HELD_TAG = "prometar.claim_held"
+"""``"1"`` on a claim its launch won: it holds the key against any later claim."""
+
 # -- params and artifacts ----------------------------------------------------------------------
 PROTOCOL_PARAM = "protocol_sweep"
 """The trial's protocol tag, beside the flattened config (whose ``protocol`` is the run's)."""

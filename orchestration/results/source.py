@@ -18,6 +18,7 @@ from orchestration.errors import ResultsError, SpecError
 from orchestration.layout import DEFAULT_OUTPUT, default_tracking_uri
 from orchestration.ledger.launches import latest_overrides, launches
 from orchestration.ledger.runs import RunsTable, experiment_records, read_runs_csv, tabulate_runs
+from orchestration.ledger.uri import probe_tracking_uri
 from orchestration.results.context import ResultsContext
 from orchestration.sweeps.planning import load_plan
 
@@ -128,12 +129,16 @@ def load_source(
     Raises:
         ResultsError: Neither or both of ``sweep`` and ``experiment``, overrides without a sweep
             file, a bad sweep file, or bad input.
+        TrackingError: A tracking server (or database) that accepts no connection within
+            ``orchestration.network.PROBE_TIMEOUT_S``; names the URI.
     """
     if sweep is not None and experiment is not None:
         raise ResultsError("give a sweep file or --experiment, not both")
     if overrides and sweep is None:
         raise ResultsError("--set needs a sweep file: the overrides change the trials it plans")
     uri = tracking_uri or default_tracking_uri(DEFAULT_OUTPUT)
+    if runs_csv is None:
+        probe_tracking_uri(uri)  # a server or database that does not answer: one message, in seconds
     if sweep is not None:
         context = load_sweep_context(sweep, overrides=overrides, tracking_uri=uri)
     elif experiment is not None:

@@ -22,6 +22,7 @@ import yaml
 
 from orchestration.errors import SpecError
 from prometar import protocols
+from prometar.config import MAX_SEED
 
 GRID_ALIASES: dict[str, str] = {
     "method": "method",
@@ -56,6 +57,16 @@ NUMERIC_DISTRIBUTIONS = ("uniform", "loguniform", "randint")
 RESOURCE_KEYS = ("cpu", "gpu")
 DEFAULT_PRESET = "official"
 DEFAULT_MAX_FAILURES = 2
+
+
+MAX_TRIALS = 20_000
+"""Most trials one sweep may plan (the grid's product, times ``search.num_samples``)."""
+MAX_TRIAL_CPUS = 1024
+"""Most CPUs one trial may ask (``resources.<name>.cpu``): more than any one node has."""
+MAX_TRIAL_GPUS = 16
+"""Most GPUs one trial may ask (``resources.<name>.gpu``): Ray places a trial on one node."""
+MIN_GPU_FRACTION = 1 / 16
+"""Smallest GPU fraction a trial may ask: at most 16 trials share one GPU."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +167,7 @@ def read_sweep(path: str | Path, *, overrides: Mapping[str, Any] | None = None) 
     """
     path = Path(path)
     source = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise SpecError(source, "", "no such sweep file")
     from prometar.config import parse_yaml, yaml_problem
     from prometar.yamlio import YamlFileError, read_text_file
@@ -245,6 +256,7 @@ def parse_sweep(
         if dotted in grid:
             raise SpecError(source, key, f"sets {dotted} twice")
         grid[dotted] = values
+    _check_trial_count(math.prod(len(v) for v in grid.values()), source, "grid")
     variant_keys = {str(k) for variant in grid.get(VARIANT_AXIS, []) for k in variant}
     axis_of = {v: k for k, v in GRID_ALIASES.items()}
     for dotted in overrides:
@@ -280,6 +292,8 @@ def parse_sweep(
         short = "shots" if axis == "data.shots" else axis
         for i, value in enumerate(grid.get(axis, [])):
             _expect(_is_int(value), source, f"grid.{short}[{i}]", "must be an integer", value)
+    for i, value in enumerate(grid.get("seed", [])):
+        _expect(0 <= value <= MAX_SEED, source, f"grid.seed[{i}]", f"must be in 0..{MAX_SEED}", value)
 
     resources = _parse_resources(data.get("resources"), source, datasets)
     max_failures = data.get("max_failures", DEFAULT_MAX_FAILURES)
@@ -291,6 +305,10 @@ def parse_sweep(
         max_failures,
     )
     search = _parse_search(data["search"], source) if data.get("search") is not None else None
+    if search is not None:
+        _check_trial_count(
+            math.prod(len(v) for v in grid.values()) * search.num_samples, source, "search.num_samples"
+        )
     checkpoint = {} if data.get("checkpoint") is None else data["checkpoint"]
     _expect(isinstance(checkpoint, Mapping), source, "checkpoint", "must be a mapping (keep)", checkpoint)
     _check_keys(checkpoint, CHECKPOINT_KEYS, source, "checkpoint")
@@ -325,15 +343,29 @@ def _parse_resources(raw: Any, source: str, datasets: list[str]) -> dict[str, Re
         values = {}
         for kind in RESOURCE_KEYS:
             value = request.get(kind, Resources.cpu if kind == "cpu" else Resources.gpu)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-            _expect(ok, source, f"{key}.{kind}", "must be a number ≥ 0", value)
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            )
+            _expect(ok, source, f"{key}.{kind}", "must be a finite number ≥ 0", value)
             if kind == "cpu":  # a trial runs on at least part of a CPU; 0 would let Ray pack unboundedly
                 _expect(
                     value > 0, source, f"{key}.cpu", "must be above 0 (a trial needs a CPU to run on)", value
                 )
+            limit = MAX_TRIAL_CPUS if kind == "cpu" else MAX_TRIAL_GPUS
+            _expect(value <= limit, source, f"{key}.{kind}", f"must be at most {limit} (one node's)", value)
             values[kind] = float(value)
         if values["gpu"] > 1 and not float(values["gpu"]).is_integer():
             raise SpecError(source, f"{key}.gpu", "a fraction of a GPU must be below 1")
+        if 0 < values["gpu"] < MIN_GPU_FRACTION:
+            raise SpecError(
+                source,
+                f"{key}.gpu",
+                f"{values['gpu']:g}: a fraction of a GPU must be at least 1/{round(1 / MIN_GPU_FRACTION)} "
+                f"({MIN_GPU_FRACTION:g}; more trials than that on one GPU only queue)",
+            )
         out[str(name)] = Resources(**values)
     out.setdefault("default", Resources())
     return out
@@ -365,7 +397,13 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
     scheduler = raw.get("scheduler", "none")
     _expect(scheduler in ("asha", "none"), source, "search.scheduler", "must be asha or none", scheduler)
     seed = raw.get("seed", 0)
-    _expect(_is_int(seed), source, "search.seed", "must be an integer", seed)
+    _expect(
+        _is_int(seed) and 0 <= seed <= MAX_SEED,
+        source,
+        "search.seed",
+        f"must be an integer in 0..{MAX_SEED}",
+        seed,
+    )
     space_raw = raw.get("space")
     if not space_raw:
         raise SpecError(source, "search.space", "is empty: name at least one dotted key to search")
@@ -378,8 +416,10 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
         kind, args = next(iter(dist.items()))
         _expect(isinstance(args, list) and args, source, f"{key}.{kind}", "must be a non-empty list", args)
         if kind in NUMERIC_DISTRIBUTIONS:
-            ok = len(args) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
-            _expect(ok, source, f"{key}.{kind}", "must be [low, high] numbers", args)
+            ok = len(args) == 2 and all(
+                isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in args
+            )
+            _expect(ok, source, f"{key}.{kind}", "must be [low, high] finite numbers", args)
             if not args[0] < args[1]:
                 raise SpecError(source, f"{key}.{kind}", f"low {args[0]} must be below high {args[1]}")
             if kind == "loguniform" and args[0] <= 0:
@@ -397,6 +437,17 @@ def _parse_search(raw: Any, source: str) -> SearchSpec:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _check_trial_count(count: int, source: str, key: str) -> None:
+    """Refuse a sweep of more than :data:`MAX_TRIALS` trials, counted before anything is expanded."""
+    if count > MAX_TRIALS:
+        raise SpecError(
+            source,
+            key,
+            f"the sweep has {count:,} trials, more than the limit of {MAX_TRIALS:,}; "
+            "split it into several sweep files",
+        )
 
 
 def _is_int(value: Any) -> bool:

@@ -4,8 +4,8 @@ For each dataset, ``check_datasets`` reads the split source exactly as a run wou
 (``read_dataset``), then verifies the images:
 
 * split-file datasets (the ``split_zhou_*.json`` ones and FGVC-Aircraft): every image the split
-  names must exist (``images="all"``, the default), or an evenly spaced sample of ``images=N``
-  items per dataset;
+  names must lie inside the dataset's image root once symlinks are resolved, and must exist
+  (``images="all"``, the default), or an evenly spaced sample of ``images=N`` items per dataset;
 * folder datasets (ImageNet and its variants): the items were found by listing the folders, so
   they exist by construction; a class folder without any image makes the dataset unusable;
 * with ``decode=True`` (the default) every checked image is also decoded, as a run would decode it,
@@ -29,7 +29,7 @@ from typing import Literal
 from PIL import Image
 
 from prometar.data.catalog import get_dataset, list_datasets
-from prometar.data.readers import DatasetSplits, Item, read_dataset
+from prometar.data.readers import DatasetSplits, Item, image_root, outside_root, read_dataset
 from prometar.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,19 @@ def _check_one(
     listed = info.split_source not in ("split_json", "fgvc_text")  # found by listing folders: they exist
     to_check = _sample(items, images)
     if not listed:
+        root = image_root(key, data_root)
+        escaped = outside_root([item.path for item in to_check], root)
+        if escaped:
+            more = f" ({len(escaped)} in all)" if len(escaped) > 1 else ""
+            return DatasetReport(
+                usable=False,
+                problem=f"image {escaped[0]} resolves to a place outside the image root {root}{more} "
+                "(a symlink out of it?)",
+                num_classes=splits.num_classes,
+                sizes=sizes,
+                images_checked=len(to_check),
+                **base,
+            )
         missing = [item.path for item in to_check if not os.path.isfile(item.path)]
         if missing:
             more = f" ({len(missing)} missing in all)" if len(missing) > 1 else ""

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometar.data.catalog import DatasetInfo, get_dataset
-from prometar.errors import DataError
+from prometar.errors import DataError, InputFileError
+from prometar.files import MAX_DATA_FILE_BYTES, read_input_bytes
+from prometar.yamlio import shorten
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,29 @@ def image_root(key: str, data_root: str | os.PathLike) -> Path:
     info = get_dataset(key)
     folder = dataset_dir(key, data_root)
     return folder / info.image_root if info.image_root else folder
+
+
+def check_relative_image_path(entry: str, root: Path, *, where: str) -> None:
+    """Refuse an image path from a split file that is not a plain path inside ``root``.
+
+    Only relative paths without ``..`` components are accepted (checked on the text, no file
+    system access); :func:`outside_root` also resolves symlinks (``data check``, the preflight).
+
+    Raises:
+        DataError: An empty, absolute or ``..`` path; names ``where`` (file and entry) and the path.
+    """
+    parts = entry.replace("\\", "/").split("/")
+    if entry == "" or os.path.isabs(entry) or entry.startswith(("/", "\\")) or ".." in parts:
+        raise DataError(
+            f"{where}: image path {shorten(entry)} is not inside the image root {root} (image paths "
+            "are relative to it, without '..' or a leading '/')"
+        )
+
+
+def outside_root(paths: list[str], root: Path) -> list[str]:
+    """Those of ``paths`` whose real location (symlinks resolved) is not inside ``root``'s."""
+    real_root = os.path.realpath(root)
+    return [path for path in paths if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root]
 
 
 def read_dataset(key: str, data_root: str | os.PathLike) -> DatasetSplits:
@@ -129,12 +154,16 @@ def _read_split_json(info: DatasetInfo, folder: Path, root: Path) -> DatasetSpli
             "required; nothing is re-split)"
         )
     try:
-        with open(path, encoding="utf-8") as handle:
-            raw = json.load(handle)
+        raw = json.loads(read_input_bytes(path, max_bytes=MAX_DATA_FILE_BYTES))
+    except InputFileError as err:  # permissions, a FIFO, too large, a vanished mount
+        raise DataError(str(err)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: malformed JSON: {err}") from None
-    except OSError as err:  # permissions, a folder of that name, a vanished mount
-        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except RecursionError:
+        raise DataError(
+            f"{path}: malformed JSON: nested too deeply (a split file is an object of lists of "
+            "[path, label, class name])"
+        ) from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an object with keys train, val, test, got {type(raw).__name__}")
     missing = [name for name in SPLIT_NAMES if name not in raw]
@@ -157,8 +186,10 @@ def _read_split_json(info: DatasetInfo, folder: Path, root: Path) -> DatasetSpli
                 or not isinstance(row[2], str)
             ):
                 raise DataError(
-                    f"{path}: {split}[{index}] = {row!r} is not [relative path, integer label, class name]"
+                    f"{path}: {split}[{index}] = {shorten(row)} is not [relative path, integer label, "
+                    "class name]"
                 )
+            check_relative_image_path(row[0], root, where=f"{path}: {split}[{index}]")
             parsed.append((row[0], row[1], row[2]))
         entries[split] = parsed
 
@@ -183,10 +214,11 @@ def _read_split_json(info: DatasetInfo, folder: Path, root: Path) -> DatasetSpli
                 )
     if not names:
         raise DataError(f"{path}: the train split is empty")
-    gaps = sorted(set(range(max(names) + 1)) - set(names))
-    if gaps:
+    if max(names) >= len(names):  # labels must be exactly 0..n-1; never allocate up to the largest
+        gaps = [label for label in range(len(names)) if label not in names][:10]
         raise DataError(
-            f"{path}: train labels must be 0..{max(names)} without gaps; missing label(s) {gaps[:10]}"
+            f"{path}: train labels must be 0..{len(names) - 1} (one per class name) without gaps; "
+            f"the largest is {max(names)}, missing label(s) {gaps}"
         )
     classnames = [names[label] for label in range(len(names))]
     prefix = str(root)
@@ -226,6 +258,7 @@ def _read_fgvc(info: DatasetInfo, folder: Path, root: Path) -> DatasetSplits:
                 raise DataError(
                     f"{path}:{number}: variant {variant!r} is not in {variants_path} (label out of range)"
                 )
+            check_relative_image_path(image_id, root, where=f"{path}:{number}")
             items.append(Item(str(root / f"{image_id}.jpg"), label, variant))
         splits[split] = items
     return DatasetSplits(splits["train"], splits["val"], splits["test"], variants)
@@ -341,7 +374,9 @@ def _read_lines(path: Path, info: DatasetInfo | None, display_name: str = "") ->
     if not path.is_file():
         raise DataError(f"{name + ': ' if name else ''}file not found: {path}")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return read_input_bytes(path, max_bytes=MAX_DATA_FILE_BYTES).decode("utf-8").splitlines()
+    except InputFileError as err:
+        raise DataError(str(err)) from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text: {err}") from None
 

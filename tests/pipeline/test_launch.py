@@ -678,6 +678,64 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_two_launches_sharing_one_ledger_run_each_key_once(
+    tmp_path: Path, data_root: Path, faults: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sweep launched into two output folders on one tracking URI: the second launch starts no
+    key the first one holds, running or queued, and every key FINISHED exactly once.
+
+    The first launch (this process, one trial at a time) holds its first trial until the second
+    launch (a subprocess that starts once that trial is held) has ended: no clock is raced."""
+    sweep = write_sweep(tmp_path, "shared", seeds=[1, 2])
+    keys = sorted(t.key for t in load_plan(sweep).trials)
+    uri = f"sqlite:///{tmp_path / 'ledger.db'}"
+    held = " -o ".join(f"-e {faults.with_name(key + '.held')}" for key in keys)
+    second = (
+        f"while ! [ {held} ]; do sleep 0.1; done; "
+        f"{sys.executable} -m orchestration.cli launch {sweep} --output {tmp_path / 'out2'} "
+        f"--tracking-uri {uri} --data-root {data_root} --address {ray_address} "
+        f"> {tmp_path / 'second.txt'} 2>&1; echo $? > {tmp_path / 'second.rc'}; "
+        f"touch {faults.with_name('release')}"
+    )
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder of a given SQLite URI: ./mlruns
+    faults.write_text(json.dumps({key: "hold" for key in keys}))
+    process = subprocess.Popen(["bash", "-c", second], cwd=tmp_path, start_new_session=True)
+    try:
+        with (tmp_path / "first.txt").open("w") as stream:
+            report = launch(
+                sweep,
+                LaunchOptions(
+                    data_root=data_root,
+                    output=tmp_path / "out1",
+                    tracking_uri=uri,
+                    max_concurrent=1,
+                    tables=False,
+                    report=False,
+                ),
+                stream=stream,
+            )
+    finally:
+        faults.with_name("release").touch()  # never leave a trial held, whatever happened
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        faults.write_text("{}")
+        for marker in (faults.with_name("release"), *(faults.with_name(k + ".held") for k in keys)):
+            marker.unlink(missing_ok=True)
+    second_log = (tmp_path / "second.txt").read_text()
+    assert (tmp_path / "second.rc").read_text().strip() == "0", second_log
+    assert "nothing to do here" in second_log and "claimed by another live launch" in second_log
+    assert report.exit_code == 0 and report.finished == 4
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], max_results=100)
+    finished = sorted(r.data.tags["prometar.trial_key"] for r in runs if "prometar.trial_key" in r.data.tags)
+    assert finished == keys  # each key once, and nothing else recorded as a trial
+    assert all(r.info.status == "FINISHED" for r in runs if "prometar.trial_key" in r.data.tags)
+    assert not [r for r in runs if r.data.tags.get("prometar.role") == "claim"]  # claims released
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
     tmp_path: Path, data_root: Path, ray_address: str, faults: Path
 ) -> None:

@@ -423,17 +423,15 @@ def test_miniatures_are_deterministic_per_seed(tmp_path):
 
 
 def test_an_unreadable_split_file_is_a_data_error_naming_it(fresh_root, monkeypatch):
-    import builtins
-
     write_miniatures(fresh_root, ["dtd"])
     split = fresh_root / "dtd" / "split_zhou_DescribableTextures.json"
-    real_open = builtins.open
+    real_open = os.open
 
     def refuse(file, *args, **kwargs):  # what chmod 0 does for a user who is not root
         if str(file) == str(split):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(DataError, match=re.escape(f"{split}: cannot be read (Permission denied)")):
         read_dataset("dtd", fresh_root)

@@ -29,6 +29,10 @@ EXAMPLES: dict[str, BaseException] = {
     "TrackingError": app_errors.TrackingError("tracking URI http://127.0.0.1:9 is unreachable"),
     "ResultsError": app_errors.ResultsError("runs.csv: missing column 'seed'"),
     "ClusterError": app_errors.ClusterError("--address http://x:8265: no Ray dashboard answers there"),
+    "InputFileError": core_errors.InputFileError("/dev/zero", "is not a regular file"),
+    "TrackingLostError": app_errors.TrackingLostError(
+        "[demo] tracking URI http://127.0.0.1:9 stopped answering during the launch"
+    ),
     "StorageError": app_errors.StorageError(
         "s3:///prefix: an s3:// storage URI names a bucket (s3://BUCKET/PREFIX)"
     ),
@@ -74,7 +78,8 @@ def test_messages_name_what_went_wrong() -> None:
 
 def test_every_input_error_is_one_family_and_divergence_is_not() -> None:
     for name, error in EXAMPLES.items():
-        assert isinstance(error, core_errors.InputError) == (name != "NonFiniteLossError"), name
+        failure = name in ("NonFiniteLossError", "TrackingLostError")  # not the user's input
+        assert isinstance(error, core_errors.InputError) == (not failure), name
 
 
 def test_the_cli_maps_any_input_error_to_exit_2_with_its_message(tmp_path) -> None:

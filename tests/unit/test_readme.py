@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from orchestration import demo
 from orchestration.cli import main
+from prometar.data.catalog import list_datasets
 from prometar.toy.miniature import write_miniatures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +120,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "sweeps" / "demo.yaml").unlink()
     (folder / "sweeps" / "demo.yaml").write_text(yaml.safe_dump(sweep))
     (folder / "campaigns").symlink_to(ROOT / "campaigns")
-    write_miniatures(folder / "data")
+    write_miniatures(folder / "data", [key for key in list_datasets() if key != "eurosat"])
+    write_miniatures(folder / "data", ["eurosat"], images_per_class=16)  # the README asks 16 shots
     cwd = Path.cwd()
     os.chdir(folder)
     try:

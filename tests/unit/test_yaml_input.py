@@ -6,6 +6,7 @@ megabytes), files that are not UTF-8 (a UnicodeDecodeError traceback) and unread
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -109,14 +110,14 @@ def test_a_preset_file_that_is_not_utf8_or_unreadable_is_a_config_error(tmp_path
 
 def test_an_unreadable_sweep_file_exits_2(tmp_path, monkeypatch):
     path, _ = validate(tmp_path, SWEEP)
-    real = Path.read_bytes
+    real = os.open
 
-    def refuse(self):  # what chmod 0 does for a user who is not root (the tests may run as root)
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def refuse(file, *args, **kwargs):  # what chmod 0 does for a user who is not root (tests may run as root)
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 2 and str(path) in result.output
     assert "cannot be read (Permission denied)" in result.output and "Traceback" not in result.output
