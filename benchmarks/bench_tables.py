@@ -19,7 +19,7 @@ from pathlib import Path
 
 from orchestration.ledger.runs import read_experiment
 from orchestration.results.base2new import BASE2NEW_DATASETS
-from orchestration.results.published import load_published
+from orchestration.results.context import ResultsContext
 from orchestration.results.tables import build_tables
 
 METHODS = ("clip", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "prometar")
@@ -80,7 +80,8 @@ def main() -> None:
         read_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        tables = build_tables(ledger, published=load_published(), expected_seeds=3)
+        context = ResultsContext.from_experiment("bench", uri).with_published()
+        tables = build_tables(ledger, context)
         sizes = {fmt: sum(len(t.render(fmt)) for t in tables) for fmt in ("markdown", "latex", "csv")}
         render_s = time.perf_counter() - start
 
