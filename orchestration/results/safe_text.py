@@ -23,8 +23,13 @@ from typing import Any
 import pandas as pd
 
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_MARKDOWN_PUNCTUATION = set("\\`*_[]~")
-_LINE_START = re.compile(r"[-+=#]|\d+[.)]")
+_MARKDOWN_PUNCTUATION = set("\\`*_~")
+_BRACKETS = set("[]")
+_LINK_FORMING = re.compile(r"\][(\[:]")
+"""A ``]`` that closes a link, an image, a full reference or a reference definition."""
+_LINE_START = re.compile(r"(#{1,6}|[-+]|\d{1,9}[.)])(?=[ \t]|$)|[-=]+$")
+"""What opens a block at the start of a line (CommonMark): an ATX heading, a bullet or an ordered
+list marker followed by a space or the line's end, a thematic break or setext underline."""
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 """What a spreadsheet evaluates at the start of a cell (OWASP, CSV injection)."""
 _PLAIN_NUMBER = re.compile(r"[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
@@ -32,23 +37,25 @@ _PLAIN_NUMBER = re.compile(r"[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity
 
 def markdown_text(text: Any) -> str:
     """``text`` as one line of Markdown shown literally: line breaks become spaces, ``& < >``
-    become entities (no raw HTML, no autolink), the punctuation of links, images, emphasis and
-    code spans is backslash-escaped, and nothing at its start can open a block (heading, list).
-    A table cell's ``|`` is the table's to escape."""
+    become entities (no raw HTML, no autolink), the punctuation of emphasis and code spans is
+    backslash-escaped, brackets too wherever a ``]`` could close a link, an image or a reference
+    (so a plain ``[-1.72, +7.13]`` or ``0.165`` stays as written), and nothing at its start can
+    open a block (heading, list, thematic break). A table cell's ``|`` is the table's to escape."""
     line = " ".join(str(text).split())
+    punctuation = _MARKDOWN_PUNCTUATION | (_BRACKETS if _LINK_FORMING.search(line) else set())
     out = []
     for char in line:
         if char in _HTML:
             out.append(_HTML[char])
-        elif char in _MARKDOWN_PUNCTUATION:
+        elif char in punctuation:
             out.append("\\" + char)
         else:
             out.append(char)
     escaped = "".join(out)
     start = _LINE_START.match(escaped)
-    if start is not None:
-        end = start.end()
-        escaped = escaped[: end - 1] + "\\" + escaped[end - 1 :]
+    if start is not None:  # escape an ordered list's delimiter, else the opening punctuation
+        at = start.end(1) - 1 if start[1] and start[1][0].isdigit() else 0
+        escaped = escaped[:at] + "\\" + escaped[at:]
     return escaped
 
 

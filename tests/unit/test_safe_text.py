@@ -31,6 +31,13 @@ HOSTILE = [
     "line one\n\n<div>two</div>\n---\n",
     "[ref]: https://evil.example/z.png",
     "<https://evil.example/auto>",
+    "[x][ref] and [y] [z]",
+    "[trailing]",
+    "+ plus item",
+    "2) paren item",
+    "###### six",
+    "===",
+    "- - -",
 ]
 """Text from run data that would be markup: HTML, images, links, emphasis, blocks, autolinks."""
 
@@ -209,3 +216,12 @@ def test_table_markdown_escapes_cell_text() -> None:
     markdown = to_markdown(table)  # the caption is bold, by design; the cell is text
     assert not [t for t in _inline_tokens(markdown) if t.type in MARKUP_TOKENS - {"strong_open"}]
     assert "<b>x</b>" in _text(markdown)
+
+
+@pytest.mark.parametrize("text", ["0.165", "[-1.72, +7.13]", "-0.20", "+2.71", "1.5e-3", "#3 of 5", "1.x"])
+def test_markdown_text_leaves_plain_numbers_and_intervals_as_written(text: str) -> None:
+    """Numbers, signed differences and intervals are not markup: no escape is needed, none is added."""
+    markdown = markdown_text(text)
+    assert markdown == text
+    assert [t.type for t in RENDERER.parse(markdown)] == ["paragraph_open", "inline", "paragraph_close"]
+    assert _text(markdown) == text
