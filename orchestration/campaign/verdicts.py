@@ -13,7 +13,7 @@ our whole interval lies above it, *not reproduced* otherwise, ``by`` points belo
 
 A table is *reproduced* when every comparable cell is, *not reproduced* when one is not, and *not
 comparable* when none is comparable. The interval is Student's t over the seeds
-(:func:`seed_interval`).
+(:func:`seed_interval`: the tables' own ``results.uncertainty.mean_interval``).
 """
 
 from __future__ import annotations
@@ -24,21 +24,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from orchestration.results.uncertainty import mean_interval
+
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 NOT_COMPARABLE = "not comparable"
 Verdict = Literal["reproduced", "not reproduced", "not comparable"]
 VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE)
-
-LEVEL = 0.95
-"""Coverage of our intervals."""
-_T_975: tuple[float, ...] = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-"""Student's t 97.5 % quantiles for 1..30 degrees of freedom (two-sided 95 %)."""
-_Z_975 = 1.960
 
 
 @dataclass(frozen=True)
@@ -51,28 +43,16 @@ class Estimate:
     n: int
 
 
-def t_quantile(dof: int) -> float:
-    """Student's t 97.5 % quantile for ``dof`` ≥ 1 degrees of freedom (the normal's beyond 30)."""
-    if dof < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {dof}")
-    return _T_975[dof - 1] if dof <= len(_T_975) else _Z_975
-
-
 def seed_interval(values: Sequence[float]) -> Estimate:
     """Mean and 95 % t-interval of per-seed values; one value has no interval (NaN ends).
 
     Raises:
         ValueError: No value.
     """
-    n = len(values)
-    if n == 0:
+    if not values:
         raise ValueError("no value to estimate from")
-    mean = math.fsum(values) / n
-    if n == 1:
-        return Estimate(mean, math.nan, math.nan, 1)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile(n - 1) * std / math.sqrt(n)
-    return Estimate(mean, mean - half, mean + half, n)
+    interval = mean_interval(values)
+    return Estimate(interval.mean, interval.low, interval.high, interval.n)
 
 
 @dataclass(frozen=True, kw_only=True)
