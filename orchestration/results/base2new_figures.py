@@ -25,6 +25,7 @@ from orchestration.results.figure_style import (
     SeedNotes,
     add_legend,
     axes_width,
+    bar_n_notes,
     draw_errorbar,
     figure_style,
     method_style,
@@ -235,22 +236,7 @@ def figure_hm(
             if bars.errorbar is not None:
                 tag_artists(bars.errorbar.lines[2], f"error:{method}")
             lows += [h for h in heights if not math.isnan(h)]
-            for position, height, error, n in zip(
-                positions, heights, errors, rows["n_seeds"].fillna(0), strict=True
-            ):
-                if not math.isnan(height):
-                    n_note(
-                        ax,
-                        position,
-                        height + error,
-                        int(n),
-                        notes,
-                        "black",
-                        xytext=(0, 2),
-                        ha="center",
-                        va="bottom",
-                        rotation=90,
-                    )
+            bar_n_notes(ax, positions, heights, errors, rows["n_seeds"].fillna(0), notes)
             for group, position in zip(groups, positions, strict=True):
                 paper = _published_rows(published, group, [method], datasets)
                 if not paper.empty:

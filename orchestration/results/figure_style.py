@@ -311,6 +311,16 @@ def n_note(ax, x: float, y: float, n: int, notes: SeedNotes, color: str, **kwarg
         ax.annotate(f"n={n}", (x, y), fontsize=MIN_FONT_PT, color=color, gid="n-note", **options)
 
 
+def bar_n_notes(ax, positions, heights, errors, counts, notes: SeedNotes) -> None:
+    """:func:`n_note` above each drawn bar (and its error bar) of an unusual seed count."""
+    for position, height, error, n in zip(positions, heights, errors, counts, strict=True):
+        if not math.isnan(height):
+            n_note(
+                ax, position, height + error, int(n), notes, "black",
+                xytext=(0, 2), ha="center", va="bottom", rotation=90,
+            )  # fmt: skip
+
+
 # ------------------------------------------------------------------------------- seed statistics
 
 

@@ -27,10 +27,10 @@ from orchestration.results.figure_style import (
     NamedFigure,
     SeedNotes,
     add_legend,
+    bar_n_notes,
     figure_style,
     fill_stats,
     method_style,
-    n_note,
     per_seed_table,
     seed_averages,
     sized_figure,
@@ -249,22 +249,7 @@ def figure_transfer(
                         patch.set_hatch("///")
                         patch.set_edgecolor("white")
                 values += [h for h in heights if not math.isnan(h)]
-                for position, height, error, n in zip(
-                    positions, heights, errors, rows["n_seeds"].fillna(0), strict=True
-                ):
-                    if not math.isnan(height):
-                        n_note(
-                            ax,
-                            position,
-                            height + error,
-                            int(n),
-                            notes,
-                            "black",
-                            xytext=(0, 2),
-                            ha="center",
-                            va="bottom",
-                            rotation=90,
-                        )
+                bar_n_notes(ax, positions, heights, errors, rows["n_seeds"].fillna(0), notes)
             if "source" in columns:
                 ax.axvline(
                     columns.index("source") + 0.5,
