@@ -77,6 +77,10 @@ class InputFileError(InputError):
         super().__init__(f"{path}: {reason}")
 
 
+class MissingInputFileError(InputFileError):
+    """An input file that does not exist (a cache another process just removed is a plain miss)."""
+
+
 class DataError(InputError):
     """Bad or missing dataset input; the message names the path (and the entry when there is one)."""
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from prometar.errors import InputFileError
+from prometar.errors import InputFileError, MissingInputFileError
 
 __all__ = [
     "MAX_DATA_FILE_BYTES",
@@ -47,14 +47,15 @@ def read_input_bytes(path: str | os.PathLike, *, max_bytes: int) -> bytes:
     a regular file, and must not grow past ``max_bytes`` while it is read.
 
     Raises:
-        InputFileError: Missing, a folder, not a regular file (FIFO, device, socket), larger than
-            ``max_bytes`` or unreadable; the message names the path and, for size, the limit.
+        InputFileError: Missing (:class:`MissingInputFileError`), a folder, not a regular file
+            (FIFO, device, socket), larger than ``max_bytes`` or unreadable; the message names the
+            path and, for size, the limit.
     """
     name = os.fspath(path)
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise InputFileError(name, "no such file") from None
+        raise MissingInputFileError(name, "no such file") from None
     except IsADirectoryError:
         raise InputFileError(name, "is a folder, not a file") from None
     except OSError as error:

@@ -36,7 +36,7 @@ from typing import Any
 
 from prometar.data.catalog import DataError, get_dataset
 from prometar.data.readers import DatasetSplits, Item, dataset_dir, image_root
-from prometar.errors import InputFileError
+from prometar.errors import InputFileError, MissingInputFileError
 from prometar.files import MAX_DATA_FILE_BYTES, read_input_bytes, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -206,10 +206,10 @@ def _load_cache(
     path: Path, splits: DatasetSplits, root: str, fingerprint: str, *, key: str, shots: int, seed: int
 ) -> DatasetSplits | None:
     """Return the cached subsets, or ``None`` (with a warning) when the cache is absent or invalid."""
-    if not os.path.lexists(path):  # no cache yet (or another process just removed it): a plain miss
-        return None
     try:
         raw = json.loads(read_input_bytes(path, max_bytes=MAX_DATA_FILE_BYTES))
+    except MissingInputFileError:  # no cache yet (or another process just removed it): a plain miss
+        return None
     except (InputFileError, ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
         logger.warning("few-shot cache %s is unreadable (%s); rebuilding it", path, err)
         return None

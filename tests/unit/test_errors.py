@@ -30,6 +30,7 @@ EXAMPLES: dict[str, BaseException] = {
     "ResultsError": app_errors.ResultsError("runs.csv: missing column 'seed'"),
     "ClusterError": app_errors.ClusterError("--address http://x:8265: no Ray dashboard answers there"),
     "InputFileError": core_errors.InputFileError("/dev/zero", "is not a regular file"),
+    "MissingInputFileError": core_errors.MissingInputFileError("/data/preset.yaml", "no such file"),
     "TrackingLostError": app_errors.TrackingLostError(
         "[demo] tracking URI http://127.0.0.1:9 stopped answering during the launch"
     ),
