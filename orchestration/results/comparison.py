@@ -184,7 +184,8 @@ def default_comparisons(runs: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def _p_text(p: float) -> str:
-    return "–" if p != p else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+    """Three decimals; a p-value under 0.001 in two significant digits (``2.3e-05``), never ``0.000``."""
+    return "–" if p != p else (f"{p:.1e}" if p < 0.001 else f"{p:.3f}")
 
 
 def layout_comparison(summary: pd.DataFrame) -> DisplayTable:

@@ -161,3 +161,10 @@ def test_a_dataset_with_one_paired_seed_still_lays_out():
     assert pd.isna(row(summary, "dtd", "hm")["seeds_needed"])
     text = to_markdown(layout_comparison(summary))
     assert "| DTD | Base | 1 |" in text and "DTD: separating" not in text
+
+
+def test_p_values_print_three_decimals_and_small_ones_in_two_significant_digits() -> None:
+    """A p-value is never shown as 0.000, and no cell needs a '<' (Markdown would escape it)."""
+    from orchestration.results.comparison import _p_text
+
+    assert [_p_text(p) for p in (0.0625, 0.001, 0.00023, float("nan"))] == ["0.062", "0.001", "2.3e-04", "–"]
