@@ -29,7 +29,7 @@ from orchestration.cli_options import (
     token_option,
     tracking_uri_option,
 )
-from orchestration.errors import TrackingLostError
+from orchestration.errors import LaunchStoppedError
 from prometar.config import MAX_SEED
 from prometar.errors import InputError
 from prometar.yamlio import cap
@@ -50,7 +50,7 @@ class _Verb(click.Command):
         except InputError as err:
             # One line's worth, whatever the input echoed (an alias bomb, a huge value).
             raise click.UsageError(cap(str(err), MAX_MESSAGE), ctx=ctx) from None
-        except TrackingLostError as err:  # not input: the store went away mid-launch
+        except LaunchStoppedError as err:  # not input: the store went away, the disk filled
             click.echo(f"Error: {cap(str(err), MAX_MESSAGE)}", err=True)
             raise SystemExit(1) from None
 

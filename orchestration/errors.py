@@ -3,8 +3,9 @@
 Bad sweep files, launch options, tracking stores, result files and cluster requests are user
 input like a bad run config; the command line maps the whole family to one message and exit code
 2 in one place (``orchestration.cli``). Like every error of the family they pickle with their
-message and attributes intact. :class:`TrackingLostError` is the one failure that is not input: a
-tracking store lost during a launch (one line, exit 1).
+message and attributes intact. :class:`LaunchStoppedError` is the failure that is not input: a tracking
+store lost during a launch (:class:`TrackingLostError`), a disk that filled
+(:class:`DiskFullLaunchError`): one line, exit 1.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from prometar.errors import InputError, PicklableError
 
 __all__ = [
     "ClusterError",
+    "DiskFullLaunchError",
     "InputError",
     "LaunchError",
+    "LaunchStoppedError",
     "ResultsError",
     "SpecError",
     "StorageError",
@@ -59,6 +62,15 @@ class ClusterError(InputError, RuntimeError):
     sweep outside the shipped folder); the message names the address, option or file."""
 
 
-class TrackingLostError(PicklableError, RuntimeError):
-    """The tracking store stopped answering while a launch ran: not bad input (the CLI: one line,
-    exit 1). What the ledger holds stays; a relaunch continues the sweep."""
+class LaunchStoppedError(PicklableError, RuntimeError):
+    """A launch that could not go on, not for bad input (the CLI: one line, exit 1). What the
+    ledger holds stays; a relaunch continues the sweep."""
+
+
+class TrackingLostError(LaunchStoppedError):
+    """The tracking store stopped answering while a launch ran."""
+
+
+class DiskFullLaunchError(LaunchStoppedError):
+    """The disk filled while a launch ran and the launch itself could not go on; the message names
+    the output folder."""

@@ -3,8 +3,9 @@
 ``<output>/`` holds the embedded ledger (``mlflow.db`` and ``mlartifacts/``), Ray storage
 (``ray/``), one run folder per trial key (``trials/<key>/``), the tables of each sweep
 (``tables/<sweep>/``), the report of each sweep (``reports/<sweep>/``), the demo's plots
-(``plots/``) and its toy build (``toy/``); a launch's lock file is ``.launch-<sweep>.lock``.
-``--output`` moves all of it.
+(``plots/``) and its toy build (``toy/``); a launch's lock file is ``.launch-<sweep>.lock`` and
+the room it keeps for its records on a full disk ``.launch-<sweep>.reserve``. ``--output`` moves
+all of it.
 """
 
 from __future__ import annotations
@@ -65,3 +66,8 @@ def toy_folder(output: Path | str) -> Path:
 def lock_file(output: Path | str, sweep: str) -> Path:
     """The lock a launch of ``sweep`` into ``output`` holds."""
     return Path(output) / f".launch-{sweep}.lock"
+
+
+def space_reserve(output: Path | str, sweep: str) -> Path:
+    """The room a launch of ``sweep`` keeps in ``output`` for its records should the disk fill."""
+    return Path(output) / f".launch-{sweep}.reserve"

@@ -10,6 +10,7 @@ makes an exception leaving a trial quote the log's last lines (:func:`split_erro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterator
@@ -45,20 +46,35 @@ def records_to(stream: IO[str], name: str, level: int = logging.INFO) -> Iterato
 
 
 class _Tee:
-    """A text stream writing to a file and to the stream it replaces."""
+    """A text stream writing to a file and to the stream it replaces; a file that cannot be
+    written any more (a full disk) is left alone, and the stream goes on."""
 
     def __init__(self, file: IO[str], original: IO[str]) -> None:
-        self.file = file
+        self.file: IO[str] | None = file
         self.original = original
 
     def write(self, text: str) -> int:
-        self.file.write(text)
-        self.file.flush()
+        if self.file is not None:
+            try:
+                self.file.write(text)
+                self.file.flush()
+            except (OSError, ValueError):  # full, or closed: the log loses the rest, not the trial
+                self.file = None
         return self.original.write(text)
 
     def flush(self) -> None:
-        self.file.flush()
+        if self.file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.file.flush()
         self.original.flush()
+
+
+class _LogFileHandler(logging.StreamHandler):
+    """Log records to a trial's log file; a record that cannot be written (a full disk) is dropped
+    without the traceback ``logging`` would print for it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        pass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.original, name)
@@ -70,7 +86,7 @@ def trial_log(path: Path, level: int = logging.INFO) -> Iterator[Path]:
     application's from ``level`` up, other libraries' as their loggers let through."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8", errors="replace") as file:
-        handler = logging.StreamHandler(file)
+        handler = _LogFileHandler(file)
         handler.setFormatter(logging.Formatter(FORMAT))
         handler.setLevel(level)
         root = logging.getLogger()

@@ -21,6 +21,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "InputError",
     "NonFiniteLossError",
     "PicklableError",
@@ -103,3 +104,18 @@ class NonFiniteLossError(PicklableError, FloatingPointError):
         self.epoch = epoch
         self.step = step
         super().__init__(f"non-finite {name} ({value}) at epoch {epoch}, step {step}")
+
+
+class DiskFullError(PicklableError, RuntimeError):
+    """A file could not be written because its disk (or quota) is full; the message names it.
+
+    Not an input error: the run stops (a trial ends FAILED with this one line), and runs again once
+    space is freed. Raised by :func:`prometar.files.writing` for ``ENOSPC`` and ``EDQUOT``.
+
+    Attributes:
+        path: The file (or folder) that could not be written.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"cannot write {path}: no space left on device")

@@ -7,24 +7,32 @@ without blocking) and at most a given size, checked before reading and while rea
 :func:`write_atomic` writes through a temporary file in the same folder, flushed, then renamed over
 the target: a reader never sees a half-written file, and a killed writer leaves the old one (or
 none) behind. Run artifacts, few-shot caches and text-teacher caches are written this way.
+
+:func:`writing` turns a full disk (``ENOSPC``, ``EDQUOT``) while a file is written into one
+:class:`~prometar.errors.DiskFullError` naming the file (a failed ``write`` names none itself);
+:func:`is_disk_full` recognises one in an exception's chain.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from prometar.errors import InputFileError, MissingInputFileError
+from prometar.errors import DiskFullError, InputFileError, MissingInputFileError
 
 __all__ = [
     "MAX_DATA_FILE_BYTES",
     "MAX_TEXT_FILE_BYTES",
+    "is_disk_full",
     "read_input_bytes",
+    "writing",
     "write_atomic",
     "write_json_atomic",
 ]
@@ -83,25 +91,64 @@ def read_input_bytes(path: str | os.PathLike, *, max_bytes: int) -> bytes:
         os.close(fd)
 
 
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""The errors of a write that found no space: the disk is full, or the user's quota is."""
+SQLITE_FULL = 13
+"""SQLite's result code for a write that found the disk full (``sqlite3.Error.sqlite_errorcode``)."""
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` or an exception it was raised from (or during) is a full disk: a
+    :class:`DiskFullError`, an ``OSError`` with ``ENOSPC``/``EDQUOT``, or SQLite's ``SQLITE_FULL``."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DiskFullError):
+            return True
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return True
+        if getattr(error, "sqlite_errorcode", None) == SQLITE_FULL:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """A full disk while the block writes ``path`` raises :class:`DiskFullError` naming ``path``.
+
+    Other errors pass unchanged.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(str(path)) from error
+        raise
+
+
 def write_atomic(path: Path, write: Callable[[IO[Any]], None], *, binary: bool = False) -> None:
     """Write ``path`` through ``write(handle)`` atomically; the folder is created if missing.
 
     Raises:
         OSError: The folder cannot be created or written (nothing is left behind).
+        DiskFullError: The disk is full (nothing is left behind; the message names ``path``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            text = {} if binary else {"encoding": "utf-8"}
+            with os.fdopen(fd, "wb" if binary else "w", **text) as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def write_json_atomic(

@@ -41,7 +41,7 @@ from prometar.data.readers import DatasetSplits, read_dataset
 from prometar.data.transforms import build_test_transform, build_train_transform
 from prometar.errors import CheckpointError, ConfigError, DataError
 from prometar.evaluation import AccuracyResult, Evaluator
-from prometar.files import write_json_atomic
+from prometar.files import write_json_atomic, writing
 from prometar.meta import GateNetwork
 from prometar.prompts import PromptedCLIP
 from prometar.protocols import EvaluationSet, get_protocol
@@ -285,7 +285,8 @@ def run(
 
     history: list[dict[str, Any]] = []
     if scheme == "zeroshot" or source_prompts is not None:
-        metrics_path.write_text("")  # nothing trains here
+        with writing(metrics_path):
+            metrics_path.write_text("")  # nothing trains here
     else:
         evaluate_epoch = None
         if protocol.evaluates_every_epoch:  # validation metrics every epoch, for early stopping (ASHA)
@@ -331,13 +332,14 @@ def run(
         logger.info("%s = %.2f (%d/%d)", eval_set.metric, result.accuracy, result.correct, result.total)
     final = protocol.final_metrics(accuracies)
 
-    torch.save(
-        {name: prm.detach().cpu().clone() for name, prm in model.named_parameters() if prm.requires_grad},
-        output_dir / "prompts.pt",
-    )
+    with writing(output_dir / "prompts.pt"):
+        torch.save(
+            {name: prm.detach().cpu().clone() for name, prm in model.named_parameters() if prm.requires_grad},
+            output_dir / "prompts.pt",
+        )
     if config.eval.per_class:
         write_json_atomic(output_dir / "per_class.json", per_class, indent=2, sort_keys=True)
-    with open(metrics_path, "a") as fh:
+    with writing(metrics_path), open(metrics_path, "a") as fh:
         fh.write(json.dumps({events.EVENT: events.FINAL, **final}, sort_keys=True) + "\n")
     if callback is not None:
         callback({events.EVENT: events.FINAL, **final})
@@ -524,7 +526,7 @@ def _train(
         line = {
             k: v for k, v in event.items() if k != events.CHECKPOINT and k not in metric_names.MEASUREMENTS
         }
-        with open(metrics_path, "a") as fh:
+        with writing(metrics_path), open(metrics_path, "a") as fh:
             fh.write(json.dumps(_jsonable(line), sort_keys=True) + "\n")
         if callback is not None:
             callback(event)
@@ -552,12 +554,13 @@ def _train(
     if resume_from is not None:
         trainer.load_checkpoint(Path(resume_from))
     # metrics.jsonl restarts from the epochs the (restored) history holds.
-    metrics_path.write_text(
-        "".join(
-            json.dumps(_jsonable({events.EVENT: events.EPOCH, **record}), sort_keys=True) + "\n"
-            for record in trainer.history
+    with writing(metrics_path):
+        metrics_path.write_text(
+            "".join(
+                json.dumps(_jsonable({events.EVENT: events.EPOCH, **record}), sort_keys=True) + "\n"
+                for record in trainer.history
+            )
         )
-    )
     try:
         return trainer.fit()
     finally:

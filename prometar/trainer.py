@@ -49,6 +49,7 @@ from torch import nn
 from prometar import events
 from prometar import metrics as names
 from prometar.errors import CheckpointError, NonFiniteLossError
+from prometar.files import writing
 
 logger = logging.getLogger(__name__)
 
@@ -390,24 +391,29 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path:
-        """Write ``epoch_<k>/state.pt`` atomically (temporary folder, then rename)."""
+        """Write ``epoch_<k>/state.pt`` atomically (temporary folder, then rename).
+
+        Raises:
+            DiskFullError: No space for it (the message names the checkpoint; nothing half-written).
+        """
         assert self.checkpoint_dir is not None
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         final = self.checkpoint_dir / f"epoch_{self.epoch}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".epoch_{self.epoch}.", dir=self.checkpoint_dir))
-        try:
-            with open(tmp / CHECKPOINT_FILE, "wb") as fh:
-                torch.save(self.state_dict(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if final.exists():
-                stale = final.with_name(f".{final.name}.stale.{os.getpid()}")
-                os.replace(final, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        with writing(final / CHECKPOINT_FILE):
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".epoch_{self.epoch}.", dir=self.checkpoint_dir))
+            try:
+                with open(tmp / CHECKPOINT_FILE, "wb") as fh:
+                    torch.save(self.state_dict(), fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if final.exists():
+                    stale = final.with_name(f".{final.name}.stale.{os.getpid()}")
+                    os.replace(final, stale)
+                    shutil.rmtree(stale, ignore_errors=True)
+                os.replace(tmp, final)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         return final
 
     def _prune_checkpoints(self) -> None:

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from orchestration import layout
-from orchestration.errors import InputError, LaunchError, TrackingError, TrackingLostError
+from orchestration.errors import (
+    DiskFullLaunchError,
+    InputError,
+    LaunchError,
+    TrackingError,
+    TrackingLostError,
+)
 from orchestration.launch.doctor import DoctorOptions, failing, run_checks
 from orchestration.launch.lock import launch_lock
 from orchestration.launch.preflight import (
@@ -39,6 +45,7 @@ from orchestration.launch.preflight import (
 )
 from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import check_ray_address, ray_session
+from orchestration.launch.reserve import SpaceReserve, space_reserve
 from orchestration.launch.search import launch_search
 from orchestration.launch.signals import sigterm_as_interrupt
 from orchestration.launch.state import Launch, LaunchOptions, LaunchReport
@@ -52,6 +59,7 @@ from orchestration.storage import is_uri
 from orchestration.sweeps.planning import SweepPlan, Trial, load_plan
 from orchestration.ui import ui_hint
 from prometar import protocols
+from prometar.files import is_disk_full
 
 
 def launch(
@@ -124,12 +132,21 @@ def launch(
         ledger.check_reachable()  # a remote store: before anything is written locally
     check_storage(options.storage)
     output.mkdir(parents=True, exist_ok=True)
-    with launch_lock(output, plan.name, source=plan.spec.source), sigterm_as_interrupt():
-        return _launch_locked(plan, ledger, output, options, out)
+    with (
+        launch_lock(output, plan.name, source=plan.spec.source),
+        sigterm_as_interrupt(),
+        space_reserve(layout.space_reserve(output, plan.name)) as reserve,
+    ):
+        return _launch_locked(plan, ledger, output, options, out, reserve)
 
 
 def _launch_locked(
-    plan: SweepPlan, ledger: TrialLedger, output: Path, options: LaunchOptions, out: IO[str]
+    plan: SweepPlan,
+    ledger: TrialLedger,
+    output: Path,
+    options: LaunchOptions,
+    out: IO[str],
+    reserve: SpaceReserve,
 ) -> LaunchReport:
     """The launch proper, while this process holds the sweep's launch lock."""
     if options.tracking_uri is None:
@@ -152,7 +169,7 @@ def _launch_locked(
         )
 
     with _store_loss_ends_the_launch(ledger, plan.name):
-        return _fan_out(plan, ledger, output, options, out, runs, busy, elsewhere)
+        return _fan_out(plan, ledger, output, options, out, runs, busy, elsewhere, reserve)
 
 
 def _fan_out(
@@ -164,15 +181,16 @@ def _fan_out(
     runs: list[Any],
     busy: list[tuple[Any, str]],
     elsewhere: Mapping[str, str],
+    reserve: SpaceReserve | None = None,
 ) -> LaunchReport:
     """Run the trials not done nor running elsewhere (``runs``: the ledger's snapshot); then the
     summary, tables and report."""
     trials = list(plan.trials)
     if plan.groups:
         report = LaunchReport(plan.name, plan.total, 0, 0, plan=plan)
-        current = Launch(plan, ledger, report, output, options, out)
+        current = Launch(plan, ledger, report, output, options, out, reserve)
         busy_groups = Counter(run.data.tags.get(SEARCH_GROUP_TAG) for run, _ in busy)
-        with _closing_parent(ledger, report):
+        with _closing_parent(current):
             launch_search(current, busy_groups)
     else:
         outcomes = {} if options.force else trial_outcomes(runs)
@@ -185,7 +203,7 @@ def _fan_out(
         ]
         todo = [t for t in trials if t not in done and t.key not in elsewhere]
         report = LaunchReport(plan.name, len(trials), len(done), len(todo), plan=plan)
-        current = Launch(plan, ledger, report, output, options, out)
+        current = Launch(plan, ledger, report, output, options, out, reserve)
         claims = _claim(current, todo)
         try:
             _run_claimed(current, [t for t in todo if t.key in claims.held], runs)
@@ -250,7 +268,7 @@ def _run_claimed(current: Launch, todo: list[Trial], runs: list[Any]) -> None:
                 file=out,
             )
         # After ray.init: Ray's own SIGTERM handler (an abort) is replaced, not the other way round.
-        with _closing_parent(ledger, report), ray_session(options.address), sigterm_as_interrupt():
+        with _closing_parent(current), ray_session(options.address), sigterm_as_interrupt():
             check_cluster(
                 plan,
                 (t.dataset for t in todo),
@@ -316,15 +334,39 @@ def _with_source_models(launch: Launch, trials: list[Trial]) -> tuple[TrialTable
 
 
 @contextmanager
-def _closing_parent(ledger: TrialLedger, report: LaunchReport) -> Iterator[None]:
-    """If the fan-out itself breaks (Ray lost, interrupted), the launch's parent run ends FAILED."""
+def _closing_parent(launch: Launch) -> Iterator[None]:
+    """If the fan-out itself breaks (Ray lost, interrupted), the launch's parent run ends FAILED.
+
+    A full disk that broke it (Tune's own files, the ledger) ends it with one line naming the output
+    folder (:class:`DiskFullLaunchError`), after the launch's reserve is given back so that the
+    ledger can end the trials it left RUNNING as FAILED with that reason.
+    """
+    ledger, report = launch.ledger, launch.report
     try:
         yield
-    except BaseException:
+    except BaseException as err:
+        # Tune may break on its own files after the trials failed for a full disk (an empty error file)
+        full = isinstance(err, Exception) and (is_disk_full(err) or report.disk_full > 0)
+        if full and launch.reserve is not None:
+            launch.reserve.release()
         if report.parent_run_id:
             with contextlib.suppress(Exception):  # a store that is gone: the fan-out's error counts
+                if full:
+                    reason = f"no space left on device under {launch.output}"
+                    ledger.fail_running(report.parent_run_id, reason)
                 ledger.end_run(report.parent_run_id, FAILED)
+        if full:
+            raise DiskFullLaunchError(_disk_full_message(launch)) from None
         raise
+
+
+def _disk_full_message(launch: Launch) -> str:
+    """The one line a launch that met a full disk ends with."""
+    return (
+        f"[{launch.plan.name}] no space left on device: the output folder {launch.output} (or a disk "
+        "the launch writes to) is full; the finished trials are recorded: free space and launch "
+        "again to run the rest"
+    )
 
 
 @contextmanager
@@ -363,10 +405,15 @@ def _finish(launch: Launch) -> None:
             file=out,
         )
     print(f"[{plan.name}] {ui_hint(launch.ledger.tracking_uri, output=launch.options.output)}", file=out)
+    disk_full = report.disk_full or report.unrecorded
+    if disk_full and launch.reserve is not None:
+        launch.reserve.release()  # room for the ledger's last writes
     if report.parent_run_id:  # ended first: the report shows this launch as ended
         ended = KILLED if report.interrupted else FAILED if report.exit_code else FINISHED
         launch.ledger.end_run(report.parent_run_id, ended)
-    if launch.ledger.experiment_id() is not None:
+    if disk_full:  # no tables nor report on a full disk: `report` writes them once there is room
+        print(_disk_full_message(launch), file=out)
+    elif launch.ledger.experiment_id() is not None:
         _publish(launch)
 
 

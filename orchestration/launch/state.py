@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from orchestration.launch.reserve import SpaceReserve
 from orchestration.launch.signals import INTERRUPTED_EXIT
 from orchestration.layout import DEFAULT_DATA_ROOT, DEFAULT_OUTPUT
 from orchestration.ledger.store import TrialLedger
@@ -65,14 +66,17 @@ class LaunchReport:
     results_error: str = ""
     checks_failed: int = 0
     """A dry run: the ``doctor`` checks that failed."""
+    disk_full: int = 0
+    """Trials that failed because a disk was full (counted in ``failed`` too)."""
+    unrecorded: int = 0
+    """Ledger writes a full disk prevented (a relaunch closes the runs they left RUNNING)."""
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return INTERRUPTED_EXIT
-        return (
-            1 if self.failed or self.killed or self.blocked or self.results_error or self.checks_failed else 0
-        )
+        failures = self.failed or self.killed or self.blocked or self.disk_full or self.unrecorded
+        return 1 if failures or self.results_error or self.checks_failed else 0
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Launch:
         output: The output folder (absolute).
         options: The launch's options.
         out: Where progress and summaries go.
+        reserve: The room kept for the launch's records should the disk fill (``reserve``).
     """
 
     plan: SweepPlan
@@ -94,3 +99,4 @@ class Launch:
     output: Path
     options: LaunchOptions
     out: IO[str]
+    reserve: SpaceReserve | None = None

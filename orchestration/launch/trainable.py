@@ -30,7 +30,8 @@ import json
 import logging
 import shutil
 import tempfile
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -180,21 +181,38 @@ def train_trial(
         output_dir = Path.cwd().resolve() / "prometar" / trial.key  # named by the key, as under trials/
     else:
         output_dir = layout.trial_folder(output_root, trial.key)
-    output_dir.mkdir(parents=True, exist_ok=True)
     log_path = output_dir / TRIAL_LOG
-    with trial_log(log_path), quoting_log_tail(log_path):
-        _train(
-            trial,
-            run_config,
-            output_dir,
-            data_root=data_root,
-            git_sha=git_sha,
-            resume_local=resume_local,
-            table=table,
-            keep_checkpoints=keep_checkpoints,
-        )
+    with _disk_full_named(output_dir):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with trial_log(log_path), quoting_log_tail(log_path), _disk_full_named(output_dir):
+            _train(
+                trial,
+                run_config,
+                output_dir,
+                data_root=data_root,
+                git_sha=git_sha,
+                resume_local=resume_local,
+                table=table,
+                keep_checkpoints=keep_checkpoints,
+            )
     # the final checkpoint (in Ray storage) holds everything now: no epoch checkpoint is needed
     shutil.rmtree(output_dir if node_local else output_dir / "checkpoints", ignore_errors=True)
+
+
+@contextmanager
+def _disk_full_named(folder: Path) -> Iterator[None]:
+    """A full disk anywhere in the trial (its files, Tune's copy of a checkpoint into Ray storage)
+    fails it with one line, :class:`~prometar.errors.DiskFullError`, naming the file (else the
+    trial's folder); the core names the files it writes itself (``prometar.files.writing``)."""
+    from prometar.errors import DiskFullError
+    from prometar.files import DISK_FULL_ERRNOS
+
+    try:
+        yield
+    except OSError as error:
+        if error.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(str(error.filename or folder)) from error
+        raise
 
 
 def _train(

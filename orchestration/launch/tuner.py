@@ -121,6 +121,7 @@ def run_tuner(
         plan.name,
         reopen=reopen,
         trial_logs=None if storage.remote else launch.output,
+        make_room=launch.reserve.release if launch.reserve is not None else None,
     )
     trainable = tune.with_parameters(
         train_trial,
@@ -163,6 +164,8 @@ def run_tuner(
         report.finished += outcomes.count(FINISHED)
         report.failed += outcomes.count(FAILED)
         report.killed += outcomes.count(KILLED)
+        report.disk_full += len(tracker.disk_full)
+        report.unrecorded += tracker.unrecorded
     # Tune returns normally when it was stopped (Ctrl-C, SIGTERM: see launch.signals): the trials
     # asked for that neither finished nor failed (killed mid-run, or never started) make the launch
     # an interrupted one, never a success.
@@ -170,18 +173,32 @@ def run_tuner(
     report.interrupted += max(0, asked - outcomes.count(FINISHED) - outcomes.count(FAILED))
 
 
+QUIET_LOGGERS = (
+    "ray.tune.execution.tune_controller",
+    "ray.tune.execution.experiment_state",
+    "ray.train._internal.syncer",
+    "mlflow.store.db.utils",
+)
+"""Loggers that print a traceback for what the launch reports itself: Tune's of a trial's error
+(one line of ours, ``launch.progress``), Tune's and MLflow's of a write that failed (Tune's state,
+its copy into Ray storage, the ledger's database: on a full disk the callback makes room and
+writes again, or the launch ends with one line saying so)."""
+
+
 @contextmanager
 def _quiet_trial_tracebacks() -> Iterator[None]:
-    """Silence Tune's controller log of trial errors (tracebacks) for the fan-out."""
+    """Silence the :data:`QUIET_LOGGERS` for the fan-out."""
     import logging
 
-    logger = logging.getLogger("ray.tune.execution.tune_controller")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def resources_request(spec: Any, table: TrialTable) -> Any:

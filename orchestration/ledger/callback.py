@@ -13,6 +13,12 @@ a run already holds is not logged again (a reopened run, or a retry that resumed
 checkpoint than the last epoch logged: the node died before Tune registered the newer one;
 training is deterministic, so the values are the same).
 
+A full disk: a trial whose error is :class:`~prometar.errors.DiskFullError` is counted in
+:attr:`MlflowTrialCallback.disk_full`; a ledger write that finds the disk full (the SQLite file, a
+file artifact store) calls ``make_room`` (the launch's space reserve) and is tried once more, and
+one that still cannot be written is counted in :attr:`MlflowTrialCallback.unrecorded` instead of
+stopping Tune (the launch then ends saying so, and a relaunch closes what stayed RUNNING).
+
 Checkpoints: the run's :data:`CHECKPOINT_TAG` names its latest checkpoint Tune registered (a later
 launch resumes from it); when the tag moves to a new launch's trial folder, the earlier folder's
 checkpoints are deleted; once the run FINISHED (its prompts and metrics are artifacts), every
@@ -23,6 +29,7 @@ when its Tuner ends.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import tempfile
@@ -70,6 +77,7 @@ from orchestration.logs import split_error
 from orchestration.provenance import code_version, git_sha
 from orchestration.sweeps.planning import Trial
 from prometar import RESULT_REVISION, events
+from prometar.files import is_disk_full
 
 PARAM_BATCH = 100
 REASON_LENGTH = 400
@@ -112,6 +120,38 @@ def error_reason(trial: Any) -> str:
     return (lines[-1] if lines else "failed")[:REASON_LENGTH]
 
 
+def trial_disk_full(trial: Any) -> bool:
+    """Whether the trial's last error is a full disk (its pickled error, or the cause Ray wrapped)."""
+    try:
+        error = trial.get_pickled_error()
+    except Exception:  # no error file, or one that cannot be read back: not known to be a full disk
+        return False
+    return is_disk_full(error) or is_disk_full(getattr(error, "cause", None))
+
+
+def _recording(method: Callable[..., None]) -> Callable[..., None]:
+    """A ledger write that finds the disk full makes room (``make_room``) and runs once more; if it
+    still cannot be written it is counted (``unrecorded``) and Tune goes on."""
+
+    @functools.wraps(method)
+    def guarded(self: MlflowTrialCallback, *args: Any, **kwargs: Any) -> None:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+        if self.make_room is not None and self.make_room():
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as error:
+                if not is_disk_full(error):
+                    raise
+        self.unrecorded += 1
+        return None
+
+    return guarded
+
+
 class MlflowTrialCallback(tune.Callback):
     """Driver-side Tune callback: one MLflow child run per trial, the single writer of the ledger.
 
@@ -126,6 +166,12 @@ class MlflowTrialCallback(tune.Callback):
             storage on a local or shared folder); a failed trial's whole log is logged from there.
             ``None`` (object storage): its log as of its last checkpoint, and the lines its error
             quotes.
+        make_room: Called when a ledger write finds the disk full (the launch's space reserve
+            released); True when it freed some, and the write is tried once more.
+
+    Attributes:
+        disk_full: Trial keys whose trial failed for a full disk (``DiskFullError``).
+        unrecorded: Ledger writes a full disk prevented (the runs they were for may stay RUNNING).
     """
 
     def __init__(
@@ -136,8 +182,12 @@ class MlflowTrialCallback(tune.Callback):
         sweep: str,
         reopen: Mapping[str, Any] | None = None,
         trial_logs: Path | None = None,
+        make_room: Callable[[], bool] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.make_room = make_room
+        self.disk_full: set[str] = set()
+        self.unrecorded = 0
         self.trial_logs = trial_logs
         self.parent_run_id = parent_run_id
         self.resolve = resolve
@@ -187,6 +237,8 @@ class MlflowTrialCallback(tune.Callback):
             run_name=f"{spec_trial.dataset}-{spec_trial.method}-s{spec_trial.seed}-{spec_trial.key}",
         )
         run_id = run.info.run_id
+        self.runs[trial.trial_id] = run_id  # known at once: a write retried after this reuses the run
+        self.keys[trial.trial_id] = spec_trial.key
         params = [
             Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
             for k, v in sorted(flatten(spec_trial.config).items())
@@ -228,14 +280,17 @@ class MlflowTrialCallback(tune.Callback):
             self.checkpoints[run_id] = tags[CHECKPOINT_TAG]
         return run_id
 
+    @_recording
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self._last_beat >= HEARTBEAT_EVERY_S:
             self._last_beat = time.monotonic()
             self.ledger.heartbeat(self.parent_run_id)
 
+    @_recording
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run_for(trial)
 
+    @_recording
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         from mlflow.entities import Metric
 
@@ -247,17 +302,20 @@ class MlflowTrialCallback(tune.Callback):
             step = int(result.get(events.EPOCH_KEY, result.get("training_iteration", 0)) or 0)
             if step <= self.logged_epochs.get(run_id, 0):
                 return  # the run holds this epoch already (module docstring)
-            self.logged_epochs[run_id] = step
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(batch), METRIC_BATCH):
             self.ledger.client.log_batch(run_id, metrics=batch[i : i + METRIC_BATCH])
+        if result.get(EVENT_KEY) != FINAL_EVENT:
+            self.logged_epochs[run_id] = step
 
+    @_recording
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
         self.ledger.client.set_tag(run_id, RETRIES_TAG, str(trial.num_failures))
         self.ledger.client.set_tag(run_id, LAST_RETRY_ERROR_TAG, _read_error(trial)[-MAX_TAG_LENGTH:])
 
+    @_recording
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         """Tune registered a checkpoint (after the result it came with was logged): the run names
         it, and the checkpoints an earlier launch left for this run are deleted."""
@@ -292,6 +350,7 @@ class MlflowTrialCallback(tune.Callback):
         if previous:
             _delete_earlier_checkpoints(previous)
 
+    @_recording
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_for(trial)
         checkpoint = trial.checkpoint
@@ -310,22 +369,30 @@ class MlflowTrialCallback(tune.Callback):
         with contextlib.suppress(Exception):  # the tag names nothing any more
             self.ledger.client.delete_tag(run_id, CHECKPOINT_TAG)
 
+    @_recording
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """The run ends FAILED with its error tagged first; then, as far as there is room, the
+        whole error text and the trial's log as artifacts."""
         run_id = self._run_for(trial)
+        key = self.keys[trial.trial_id]
+        self.outcomes[key] = FAILED  # the trial's outcome, whether or not the ledger has room for it
+        if trial_disk_full(trial):
+            self.disk_full.add(key)
         text = _read_error(trial, with_log=True)
         error = split_error(text)[0]
         self.ledger.client.set_tag(run_id, ERROR_TAG, error[-MAX_TAG_LENGTH:])
-        self.ledger.client.log_text(run_id, text, ERROR_ARTIFACT)  # the error, then the log's last lines
-        log = (
-            layout.trial_folder(self.trial_logs, self.keys[trial.trial_id]) / TRIAL_LOG_ARTIFACT
-            if self.trial_logs
-            else None
-        )
-        if log is not None and log.is_file():
-            self.ledger.client.log_artifact(run_id, str(log))
         self.ledger.client.set_terminated(run_id, FAILED)
-        self.outcomes[self.keys[trial.trial_id]] = FAILED
+        try:
+            self.ledger.client.log_text(run_id, text, ERROR_ARTIFACT)  # the error, then the log's last lines
+            log = layout.trial_folder(self.trial_logs, key) / TRIAL_LOG_ARTIFACT if self.trial_logs else None
+            if log is not None and log.is_file():
+                self.ledger.client.log_artifact(run_id, str(log))
+        except Exception as err:
+            if not is_disk_full(err):
+                raise
+            # no room for them: the run's error tag holds the reason
 
+    @_recording
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for trial_id, run_id in self.runs.items():
             if self.keys[trial_id] not in self.outcomes:

@@ -59,6 +59,8 @@ from orchestration.ledger.vocabulary import (
     CLAIM_ROLE,
     CLOSED_BY_RELAUNCH,
     CLOSED_BY_TAG,
+    ERROR_TAG,
+    FAILED,
     FINISHED,
     GIT_SHA_TAG,
     HEARTBEAT_TAG,
@@ -363,6 +365,19 @@ class TrialLedger:
             self.client.set_terminated(run.info.run_id, KILLED)
             closed += 1
         return closed
+
+    def fail_running(self, parent_run_id: str, reason: str) -> int:
+        """End the trial runs the launch ``parent_run_id`` left RUNNING as FAILED with ``reason``
+        (its fan-out broke off: a full disk); returns how many."""
+        failed = 0
+        for run in self.runs():
+            tags = run.data.tags
+            ours = tags.get(PARENT_TAG) == parent_run_id
+            if run.info.status in ACTIVE and tags.get(TRIAL_KEY_TAG) and ours:
+                self.client.set_tag(run.info.run_id, ERROR_TAG, reason)
+                self.client.set_terminated(run.info.run_id, FAILED)
+                failed += 1
+        return failed
 
     def claim(self, keys: Iterable[str], parent_run_id: str) -> Claims:
         """Claim trial keys for the launch ``parent_run_id`` (the module docstring: Claims).

@@ -36,7 +36,7 @@ from typing import Any
 
 from prometar.data.catalog import DataError, get_dataset
 from prometar.data.readers import DatasetSplits, Item, dataset_dir, image_root
-from prometar.errors import InputFileError, MissingInputFileError
+from prometar.errors import DiskFullError, InputFileError, MissingInputFileError
 from prometar.files import MAX_DATA_FILE_BYTES, read_input_bytes, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ def few_shot(
 
     Raises:
         DataError: ``splits`` has no training items, or an explicit ``cache_dir`` is not writable.
+        DiskFullError: An explicit ``cache_dir`` is on a full disk.
     """
     if not splits.train:
         raise DataError(f"{key}: no training split to sample few-shot items from")
@@ -181,8 +182,10 @@ def few_shot(
     }
     try:
         write_json_atomic(path, payload)
-    except OSError as err:
+    except (OSError, DiskFullError) as err:
         if cache_dir is not None:
+            if isinstance(err, DiskFullError):  # not bad input: the run stops until space is freed
+                raise
             raise DataError(f"cannot write the few-shot cache {path}: {err}") from None
         logger.warning("few-shot cache not written (%s: %s); using the sample uncached", path, err)
     return result
