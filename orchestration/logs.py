@@ -5,7 +5,8 @@ where that goes: :func:`records_to` shows one logger's records on a stream for a
 build's progress on the console); :func:`trial_log` writes a trial's stdout, stderr and every log
 record to its ``trial.log`` (appended: a retried trial's attempts follow one another), which the
 trainable ships with its checkpoints and the ledger keeps as an artifact; :func:`quoting_log_tail`
-makes an exception leaving a trial quote the log's last lines (:func:`split_error` separates them).
+makes an exception leaving a trial quote the log's last lines (:func:`split_error` separates them);
+:func:`quiet` silences loggers whose tracebacks say what the caller reports in one line.
 """
 
 from __future__ import annotations
@@ -120,6 +121,21 @@ def quoting_log_tail(path: Path, lines: int = TAIL_LINES) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def quiet(*names: str) -> Iterator[None]:
+    """Silence the loggers ``names`` (below CRITICAL) for the block: their records say, with a
+    traceback, what the caller reports itself in one line."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def split_error(text: str) -> tuple[str, str]:
     """A trial's error text → (the error, the quoted log lines; empty without them)."""
     error, _, quoted = text.partition(TAIL_HEADER)
@@ -135,4 +151,13 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-__all__ = ["TAIL_HEADER", "TAIL_LINES", "quoting_log_tail", "records_to", "split_error", "tail", "trial_log"]
+__all__ = [
+    "TAIL_HEADER",
+    "TAIL_LINES",
+    "quiet",
+    "quoting_log_tail",
+    "records_to",
+    "split_error",
+    "tail",
+    "trial_log",
+]

@@ -10,7 +10,7 @@ none) behind. Run artifacts, few-shot caches and text-teacher caches are written
 
 :func:`writing` turns a full disk (``ENOSPC``, ``EDQUOT``) while a file is written into one
 :class:`~prometar.errors.DiskFullError` naming the file (a failed ``write`` names none itself);
-:func:`is_disk_full` recognises one in an exception's chain.
+:func:`is_disk_full` recognises one in an exception's chain, :func:`out_of_space` a disk with no room left.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "MAX_DATA_FILE_BYTES",
     "MAX_TEXT_FILE_BYTES",
     "is_disk_full",
+    "out_of_space",
     "read_input_bytes",
     "writing",
     "write_atomic",
@@ -111,6 +112,24 @@ def is_disk_full(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+LOW_SPACE_BYTES = 2**20
+"""Free space under which a disk counts as full (:func:`out_of_space`): 1 MiB."""
+
+
+def out_of_space(path: str | os.PathLike) -> bool:
+    """Whether the disk holding ``path`` (or its nearest existing folder) has less than
+    :data:`LOW_SPACE_BYTES` free for this user: how to tell a full disk when the file that would
+    say so could not be written."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
 
 
 @contextmanager

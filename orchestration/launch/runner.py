@@ -51,15 +51,16 @@ from orchestration.launch.signals import sigterm_as_interrupt
 from orchestration.launch.state import Launch, LaunchOptions, LaunchReport
 from orchestration.launch.status import plan_status, revision_note
 from orchestration.launch.trial_table import SourceModel, TrialTable
-from orchestration.launch.tuner import grid_space, parent_run, run_tuner, tune_config
+from orchestration.launch.tuner import MLFLOW_DATABASE_LOGGER, grid_space, parent_run, run_tuner, tune_config
 from orchestration.ledger.outcomes import trial_outcomes
 from orchestration.ledger.store import Claims, TrialLedger
 from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, SEARCH_GROUP_TAG, TRIAL_KEY_TAG
+from orchestration.logs import quiet
 from orchestration.storage import is_uri
 from orchestration.sweeps.planning import SweepPlan, Trial, load_plan
 from orchestration.ui import ui_hint
 from prometar import protocols
-from prometar.files import is_disk_full
+from prometar.files import is_disk_full, out_of_space
 
 
 def launch(
@@ -136,6 +137,7 @@ def launch(
         launch_lock(output, plan.name, source=plan.spec.source),
         sigterm_as_interrupt(),
         space_reserve(layout.space_reserve(output, plan.name)) as reserve,
+        quiet(MLFLOW_DATABASE_LOGGER),  # a failed write raises too, and is reported as such
     ):
         return _launch_locked(plan, ledger, output, options, out, reserve)
 
@@ -345,8 +347,10 @@ def _closing_parent(launch: Launch) -> Iterator[None]:
     try:
         yield
     except BaseException as err:
-        # Tune may break on its own files after the trials failed for a full disk (an empty error file)
-        full = isinstance(err, Exception) and (is_disk_full(err) or report.disk_full > 0)
+        # Tune may break on its own files (an empty error file) without saying the disk is full
+        full = isinstance(err, Exception) and (
+            is_disk_full(err) or report.disk_full > 0 or out_of_space(launch.output)
+        )
         if full and launch.reserve is not None:
             launch.reserve.release()
         if report.parent_run_id:

@@ -18,8 +18,7 @@ last ``checkpoint.keep`` checkpoints; the callback deletes the rest (module
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from orchestration.environment import temporary_environment
 from orchestration.launch.trial_table import GRID_KEY, TrialTable, trial_name
 from orchestration.ledger.launches import overrides_tag
 from orchestration.ledger.vocabulary import FAILED, FINISHED, KILLED, TRIALS_PLANNED_TAG
+from orchestration.logs import quiet
 from orchestration.provenance import git_sha
 from orchestration.sweeps.planning import Trial
 
@@ -154,7 +154,7 @@ def run_tuner(
                 TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",
                 TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
             ),
-            _quiet_trial_tracebacks(),
+            quiet(*QUIET_LOGGERS),
         ):
             tune.Tuner(
                 trainable, param_space=dict(param_space), tune_config=config, run_config=run_config
@@ -173,32 +173,18 @@ def run_tuner(
     report.interrupted += max(0, asked - outcomes.count(FINISHED) - outcomes.count(FAILED))
 
 
+MLFLOW_DATABASE_LOGGER = "mlflow.store.db.utils"
+"""MLflow's SQL store logs each failed database write with its traceback (and raises it)."""
 QUIET_LOGGERS = (
     "ray.tune.execution.tune_controller",
     "ray.tune.execution.experiment_state",
     "ray.train._internal.syncer",
-    "mlflow.store.db.utils",
+    MLFLOW_DATABASE_LOGGER,
 )
 """Loggers that print a traceback for what the launch reports itself: Tune's of a trial's error
 (one line of ours, ``launch.progress``), Tune's and MLflow's of a write that failed (Tune's state,
 its copy into Ray storage, the ledger's database: on a full disk the callback makes room and
 writes again, or the launch ends with one line saying so)."""
-
-
-@contextmanager
-def _quiet_trial_tracebacks() -> Iterator[None]:
-    """Silence the :data:`QUIET_LOGGERS` for the fan-out."""
-    import logging
-
-    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def resources_request(spec: Any, table: TrialTable) -> Any:

@@ -77,7 +77,7 @@ from orchestration.logs import split_error
 from orchestration.provenance import code_version, git_sha
 from orchestration.sweeps.planning import Trial
 from prometar import RESULT_REVISION, events
-from prometar.files import is_disk_full
+from prometar.files import is_disk_full, out_of_space
 
 PARAM_BATCH = 100
 REASON_LENGTH = 400
@@ -121,11 +121,13 @@ def error_reason(trial: Any) -> str:
 
 
 def trial_disk_full(trial: Any) -> bool:
-    """Whether the trial's last error is a full disk (its pickled error, or the cause Ray wrapped)."""
+    """Whether the trial's last error is a full disk: its pickled error (or the cause Ray wrapped)
+    says so, or that file could not be written and the disk under the trial's folder is full."""
     try:
         error = trial.get_pickled_error()
-    except Exception:  # no error file, or one that cannot be read back: not known to be a full disk
-        return False
+    except Exception:  # written empty or not at all: on a full disk, Tune's own error file is too
+        local = getattr(trial, "local_path", None)
+        return bool(local) and out_of_space(local)
     return is_disk_full(error) or is_disk_full(getattr(error, "cause", None))
 
 
