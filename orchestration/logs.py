@@ -84,28 +84,31 @@ class _LogFileHandler(logging.StreamHandler):
 @contextmanager
 def trial_log(path: Path, level: int = logging.INFO) -> Iterator[Path]:
     """Write this process's stdout, stderr and log records to ``path`` too: the core's and the
-    application's from ``level`` up, other libraries' as their loggers let through."""
+    application's from ``level`` up, other libraries' as their loggers let through. A log that
+    cannot be written any more (a full disk) loses its last lines, never the block's own error."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8", errors="replace") as file:
-        handler = _LogFileHandler(file)
-        handler.setFormatter(logging.Formatter(FORMAT))
-        handler.setLevel(level)
-        root = logging.getLogger()
-        ours = [logging.getLogger(name) for name in OUR_LOGGERS]
-        saved = [logger.level for logger in ours]
-        root.addHandler(handler)
-        for logger in ours:
-            if logger.getEffectiveLevel() > level:
-                logger.setLevel(level)
-        out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(file, out), _Tee(file, err)
-        try:
-            yield path
-        finally:
-            sys.stdout, sys.stderr = out, err
-            root.removeHandler(handler)
-            for logger, old in zip(ours, saved, strict=True):
-                logger.setLevel(old)
+    file = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed quietly below)
+    handler = _LogFileHandler(file)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setLevel(level)
+    root = logging.getLogger()
+    ours = [logging.getLogger(name) for name in OUR_LOGGERS]
+    saved = [logger.level for logger in ours]
+    root.addHandler(handler)
+    for logger in ours:
+        if logger.getEffectiveLevel() > level:
+            logger.setLevel(level)
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(file, out), _Tee(file, err)
+    try:
+        yield path
+    finally:
+        sys.stdout, sys.stderr = out, err
+        root.removeHandler(handler)
+        for logger, old in zip(ours, saved, strict=True):
+            logger.setLevel(old)
+        with contextlib.suppress(OSError, ValueError):
+            file.close()
 
 
 @contextmanager

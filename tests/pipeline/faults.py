@@ -8,15 +8,20 @@ epoch's checkpoint is reported to Tune by then) a trial listed in the JSON file 
 on its first attempt, marked by a ``<key>.failed`` file beside the JSON). ``"hold"`` holds the trial
 instead: it creates ``<key>.held`` beside the JSON, then waits until a file ``release`` (every
 trial) or ``<key>.release`` (that trial) exists there (a test holds its victims deterministically,
-and releases them when it is ready).
+and releases them when it is ready). ``"enospc"`` fills the trial's disk after its first epoch:
+from then on (a ``<key>.full`` file beside the JSON, so retries too) every ``torch.save`` in the
+trial — its next checkpoint — raises ``OSError(ENOSPC)`` without a file name, as a failed write does.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +71,34 @@ def maybe_hold(faults: Path, key: str) -> None:
         time.sleep(0.1)
 
 
+@contextmanager
+def disk_filling(faults: Path, key: str) -> Iterator[None]:
+    """``enospc``: while the block runs, ``torch.save`` raises ``ENOSPC`` once ``<key>.full`` exists."""
+    if not faults.is_file() or json.loads(faults.read_text()).get(key) != "enospc":
+        yield
+        return
+    import torch
+
+    real = torch.save
+
+    def save(*args: Any, **kwargs: Any) -> Any:
+        if faults.with_name(f"{key}.full").exists():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    torch.save = save
+    try:
+        yield
+    finally:
+        torch.save = real  # the worker process runs other trials next
+
+
+def fill_disk(faults: Path, key: str) -> None:
+    """``enospc``: the disk is full from now on for trial ``key`` (marks ``<key>.full``)."""
+    if faults.is_file() and json.loads(faults.read_text()).get(key) == "enospc":
+        faults.with_name(f"{key}.full").touch()
+
+
 def install() -> None:
     """Ray's worker setup hook: wrap ``prometar.run.run`` in this worker process."""
     faults = os.environ.get(FAULTS_ENV)
@@ -85,7 +118,9 @@ def install() -> None:
             if event.get("event") == "epoch":
                 maybe_hold(Path(faults), key)
                 maybe_fail(Path(faults), key)
+                fill_disk(Path(faults), key)
 
-        return real(config, output_dir=output_dir, callback=on_event, **kwargs)
+        with disk_filling(Path(faults), key):
+            return real(config, output_dir=output_dir, callback=on_event, **kwargs)
 
     prometar.run.run = run

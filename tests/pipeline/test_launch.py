@@ -94,6 +94,22 @@ def peek_child_statuses(db: Path, *, with_epochs: bool = False) -> list[str]:
     return [status for (status,) in rows]
 
 
+def joined_driver(ray_address: str, faults: Path, args: list[str]) -> str:
+    """Python source of a ``prometar-sweep`` command (``args``) in its own process, joined to the
+    test's Ray with the fault-injection hook (``faults.py``) in its workers."""
+    return (
+        "import sys; from pathlib import Path\n"
+        f"sys.path.insert(0, {str(Path(fault_injection.__file__).parent)!r})\n"
+        "import faults, ray\n"
+        "from orchestration.launch.ray_session import _loopback\n"
+        "from orchestration.cli import main\n"
+        "with _loopback():\n"
+        f"    ray.init(address={ray_address!r}, _node_ip_address='127.0.0.1', log_to_driver=False,\n"
+        f"             runtime_env=faults.runtime_env(Path({str(faults)!r}), HF_HUB_OFFLINE='1'))\n"
+        f"main({args!r})\n"
+    )
+
+
 def checkpointed_running(db: Path) -> list[str]:
     """Trial keys of RUNNING child runs whose checkpoint tag is recorded, read-only from SQLite."""
     if not db.exists():
@@ -760,18 +776,7 @@ def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
         "launch", str(sweep), "--output", str(output), "--data-root", str(data_root),
         "--address", ray_address, "--max-concurrent", "1",
     ]  # fmt: skip
-    # the launch in its own process, joined to the test's Ray with the fault-injection hook
-    driver = (
-        "import sys; from pathlib import Path\n"
-        f"sys.path.insert(0, {str(Path(fault_injection.__file__).parent)!r})\n"
-        "import faults, ray\n"
-        "from orchestration.launch.ray_session import _loopback\n"
-        "from orchestration.cli import main\n"
-        "with _loopback():\n"
-        f"    ray.init(address={ray_address!r}, _node_ip_address='127.0.0.1', log_to_driver=False,\n"
-        f"             runtime_env=faults.runtime_env(Path({str(faults)!r}), HF_HUB_OFFLINE='1'))\n"
-        f"main({launch_args!r})\n"
-    )
+    driver = joined_driver(ray_address, faults, launch_args)
     faults.write_text(json.dumps({key: "hold" for key in keys}))
     process = subprocess.Popen(
         [sys.executable, "-c", driver],
@@ -846,6 +851,82 @@ def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
         if r.data.tags.get("prometar.role") == "launch"
     ]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_disk_filling_during_trials_fails_them_in_one_line_each_and_a_relaunch_completes(
+    tmp_path: Path, data_root: Path, ray_address: str, faults: Path
+) -> None:
+    """The disk fills under two of four trials after their first epoch (``faults.py`` ``enospc``:
+    every later ``torch.save`` of theirs finds no space, retries included): each fails with one
+    line naming its checkpoint and "no space left on device", its run ends FAILED with that reason,
+    and the launch exits 1 with one summary naming the output folder and no traceback. The two
+    finished trials stay; the relaunch runs only the other two."""
+    sweep = write_sweep(tmp_path, "full", seeds=[1, 2])
+    keys = sorted(t.key for t in load_plan(sweep).trials)
+    victims = keys[:2]
+    output = tmp_path / "out"
+    args = [
+        "launch",
+        str(sweep),
+        "--output",
+        str(output),
+        "--data-root",
+        str(data_root),
+        "--address",
+        ray_address,
+    ]
+    faults.write_text(json.dumps({key: "enospc" for key in victims}))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", joined_driver(ray_address, faults, args)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,  # fails fast instead of hanging
+        )
+    finally:
+        faults.write_text("{}")
+        for key in victims:
+            faults.with_name(f"{key}.full").unlink(missing_ok=True)
+    console = result.stdout + result.stderr
+    assert result.returncode == 1, console
+    assert "Traceback" not in console, console
+    failures = [line for line in console.splitlines() if " FAILED: " in line]
+    assert len(failures) == 2, console
+    for key in victims:
+        (line,) = [line for line in failures if f"trial {key} FAILED: " in line]
+        checkpoint = output / "trials" / key / "checkpoints" / "epoch_2" / "state.pt"
+        assert line.endswith(f"DiskFullError: cannot write {checkpoint}: no space left on device"), line
+    summaries = [line for line in console.splitlines() if "no space left on device: " in line]
+    assert len(summaries) == 1 and f"the output folder {output} " in summaries[0], console
+    assert "free space and launch again" in summaries[0]
+    assert not (output / ".launch-full.reserve").exists()  # the launch's reserve is given back
+
+    runs = {r.data.tags["prometar.trial_key"]: r for r in child_runs(output, "full")}
+    assert sorted(runs) == keys  # one run per key
+    assert {key for key, r in runs.items() if r.info.status == "FAILED"} == set(victims)
+    assert {key for key, r in runs.items() if r.info.status == "FINISHED"} == set(keys[2:])
+    for key in victims:
+        assert "no space left on device" in runs[key].data.tags["prometar.error"]
+
+    log = tmp_path / "relaunch.txt"
+    with log.open("w") as stream:
+        report = launch(
+            sweep,
+            LaunchOptions(data_root=data_root, output=output, tables=False, report=False),
+            stream=stream,
+        )
+    assert report.exit_code == 0 and report.done_before == 2 and report.to_run == 2, log.read_text()
+    after = {r.data.tags["prometar.trial_key"]: r for r in child_runs(output, "full")}
+    assert sorted(after) == keys and all(r.info.status == "FINISHED" for r in after.values())
+    for key in keys[2:]:  # finished before: not run again
+        assert after[key].info.run_id == runs[key].info.run_id
+        assert after[key].info.end_time == runs[key].info.end_time
+    for key in victims:  # the failed ones continue their own runs
+        assert after[key].info.run_id == runs[key].info.run_id
+        assert after[key].data.tags["prometar.attempt"] == "2"
 
 
 @pytest.mark.ray

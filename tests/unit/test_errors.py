@@ -31,6 +31,11 @@ EXAMPLES: dict[str, BaseException] = {
     "ClusterError": app_errors.ClusterError("--address http://x:8265: no Ray dashboard answers there"),
     "InputFileError": core_errors.InputFileError("/dev/zero", "is not a regular file"),
     "MissingInputFileError": core_errors.MissingInputFileError("/data/preset.yaml", "no such file"),
+    "DiskFullError": core_errors.DiskFullError("/out/trials/k/checkpoints/epoch_2/state.pt"),
+    "LaunchStoppedError": app_errors.LaunchStoppedError("[demo] the launch could not go on"),
+    "DiskFullLaunchError": app_errors.DiskFullLaunchError(
+        "[demo] no space left on device: the output folder /out (or a disk the launch writes to) is full"
+    ),
     "TrackingLostError": app_errors.TrackingLostError(
         "[demo] tracking URI http://127.0.0.1:9 stopped answering during the launch"
     ),
@@ -79,7 +84,13 @@ def test_messages_name_what_went_wrong() -> None:
 
 def test_every_input_error_is_one_family_and_divergence_is_not() -> None:
     for name, error in EXAMPLES.items():
-        failure = name in ("NonFiniteLossError", "TrackingLostError")  # not the user's input
+        failure = name in (  # not the user's input
+            "NonFiniteLossError",
+            "DiskFullError",
+            "LaunchStoppedError",
+            "TrackingLostError",
+            "DiskFullLaunchError",
+        )
         assert isinstance(error, core_errors.InputError) == (not failure), name
 
 

@@ -7,6 +7,7 @@ import io
 import logging
 import sys
 import traceback
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,15 @@ def test_records_to_shows_one_loggers_records_for_a_while() -> None:
         logger.info("toy CLIP step 100 of 1000")
     logger.info("not shown")
     assert stream.getvalue() == "toy CLIP step 100 of 1000\n"
+
+
+def test_a_trial_log_on_a_full_disk_loses_its_lines_not_the_trial(capsys) -> None:
+    """trial.log on a full disk (Linux's ``/dev/full``: every write finds no space): prints and log
+    records still reach the console, and nothing prints a traceback about the log."""
+    with trial_log(Path("/dev/full")):
+        print("printed")
+        logging.getLogger("prometar.test").warning("logged")
+        print("still printed", file=sys.stderr)
+    captured = capsys.readouterr()
+    assert "printed" in captured.out and "still printed" in captured.err
+    assert "Logging error" not in captured.err and "Traceback" not in captured.err

@@ -375,3 +375,28 @@ def test_prometar_training_improves_training_accuracy_over_zero_shot(tiny_backbo
     assert after >= before + 25.0, (before, after)
     assert history[-1]["ce"] < history[0]["ce"]
     assert history[-1]["train_acc"] > history[0]["train_acc"]
+
+
+def test_a_checkpoint_that_finds_the_disk_full_names_its_file_and_leaves_the_last_one(tmp_path, monkeypatch):
+    """The second epoch's checkpoint write finds no space: one error naming that checkpoint file;
+    the first epoch's checkpoint stays and no temporary folder is left."""
+    import errno
+
+    from prometar.errors import DiskFullError
+
+    saved = []
+    real = torch.save
+
+    def save(obj, target, *args, **kwargs):
+        saved.append(target)
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")  # a failed write names no file
+        return real(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    trainer, _, _, _ = toy_trainer(tmp_path, epochs=3, keep=None)
+    with pytest.raises(DiskFullError) as err:
+        trainer.fit()
+    checkpoint = tmp_path / "checkpoints" / "epoch_2" / "state.pt"
+    assert str(err.value) == f"cannot write {checkpoint}: no space left on device"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_1"]
