@@ -4,17 +4,21 @@ Each group's samples are Tune trials searched by the group's own Optuna searcher
 ASHA early stopping on epoch rungs), seeded and fed the group's FINISHED samples first, so a
 relaunch resumes the search instead of restarting it. All groups run in one Tuner
 (``orchestration.launch.grouped_search``): their samples run side by side, bounded only by the
-cluster's resources. Samples a live launch elsewhere is running count as
-taken: a group never gets more than ``num_samples``. The best sample of each group is reported
+cluster's resources. A group with samples to run is claimed in the ledger first (by its
+search-group key, ``TrialLedger.claim``), so two launches sharing a ledger never search the same
+group at once; the claims are released when the search ends, also on failure or interruption.
+Samples a live launch elsewhere is running count as taken: a group never gets more than
+``num_samples``. The best sample of each group is reported
 and, with ``--write-best``, written as a sweep file for the sweep's real protocol.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Mapping
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +32,7 @@ from orchestration.launch.progress import ProgressLine
 from orchestration.launch.ray_session import ray_session
 from orchestration.launch.signals import sigterm_as_interrupt
 from orchestration.launch.trial_table import TrialTable
-from orchestration.launch.tuner import run_tuner, tune_config
+from orchestration.launch.tuner import parent_run, run_tuner, tune_config
 from orchestration.sweeps.planning import SearchGroup, SweepPlan
 from orchestration.sweeps.spec import SweepSpec, spec_to_yaml
 
@@ -61,7 +65,7 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
     assert search is not None
     with ExitStack() as stack:
         stack.enter_context(temporary_environment(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"))  # val_* come last
-        pending: list[tuple[SearchGroup, int, list[dict[str, Any]], list[float]]] = []
+        pending: Pending = []
         for group in plan.groups:
             prior = [] if options.force else launch.ledger.finished_in_group(group.key)
             prior = [r for r in prior if search.metric in r.data.metrics]
@@ -80,6 +84,7 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
                 file=out,
             )
             pending.append((group, samples, points, rewards))
+        pending = _claim_groups(launch, pending, stack)
         if pending:
             stack.enter_context(ray_session(options.address))
             stack.enter_context(sigterm_as_interrupt())  # after ray.init (Ray's handler aborts)
@@ -102,9 +107,43 @@ def launch_search(launch: Launch, busy_groups: Mapping[str, int]) -> None:
             print(f"[{plan.name}] wrote {written}", file=out)
 
 
-def _search_groups(
-    launch: Launch, pending: list[tuple[SearchGroup, int, list[dict[str, Any]], list[float]]]
-) -> None:
+Pending = list[tuple[SearchGroup, int, list[dict[str, Any]], list[float]]]
+"""Search groups with samples to run: (group, samples to run, prior points, their rewards)."""
+
+
+def _claim_groups(launch: Launch, pending: Pending, stack: ExitStack) -> Pending:
+    """Claim the pending groups in the ledger (``TrialLedger.claim``, by search-group key) for the
+    search; the groups another live launch holds are not searched here. The claims are released
+    when ``stack`` closes (also on failure or interruption)."""
+    if not pending:
+        return pending
+    plan, report, ledger = launch.plan, launch.report, launch.ledger
+    claims = ledger.claim([group.key for group, *_ in pending], parent_run(launch))
+    stack.enter_context(_releasing(ledger, claims.held))
+    if claims.elsewhere:
+        holders = ", ".join(sorted(set(claims.elsewhere.values())))
+        print(
+            f"[{plan.name}] {len(claims.elsewhere)} search group(s) are claimed by another live launch "
+            f"({holders}); not searched here",
+            file=launch.out,
+        )
+    report.to_run -= sum(samples for group, samples, *_ in pending if group.key not in claims.held)
+    return [entry for entry in pending if entry[0].key in claims.held]
+
+
+@contextmanager
+def _releasing(ledger: Any, held: Mapping[str, str]) -> Iterator[None]:
+    """Release this launch's claims when the block ends (a failure's own error is the one raised)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            ledger.release(held)
+        raise
+    ledger.release(held)
+
+
+def _search_groups(launch: Launch, pending: Pending) -> None:
     """One Tuner for every group with samples to run: each group's own Optuna searcher, warm-started
     with its prior samples, and its own scheduler (``grouped_search``)."""
     from ray.tune.schedulers import FIFOScheduler

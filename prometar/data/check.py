@@ -29,7 +29,13 @@ from typing import Literal
 from PIL import Image
 
 from prometar.data.catalog import get_dataset, list_datasets
-from prometar.data.readers import DatasetSplits, Item, image_root, outside_root, read_dataset
+from prometar.data.readers import (
+    DatasetSplits,
+    Item,
+    escaped_root_error,
+    escapes_root,
+    read_dataset,
+)
 from prometar.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -133,14 +139,12 @@ def _check_one(
     listed = info.split_source not in ("split_json", "fgvc_text")  # found by listing folders: they exist
     to_check = _sample(items, images)
     if not listed:
-        root = image_root(key, data_root)
-        escaped = outside_root([item.path for item in to_check], root)
+        escaped = [item for item in to_check if escapes_root(item)]
         if escaped:
             more = f" ({len(escaped)} in all)" if len(escaped) > 1 else ""
             return DatasetReport(
                 usable=False,
-                problem=f"image {escaped[0]} resolves to a place outside the image root {root}{more} "
-                "(a symlink out of it?)",
+                problem=str(escaped_root_error(escaped[0], more)),
                 num_classes=splits.num_classes,
                 sizes=sizes,
                 images_checked=len(to_check),

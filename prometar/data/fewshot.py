@@ -228,6 +228,9 @@ def _load_cache(
         if raw.get("source") != fingerprint:
             raise ValueError("drawn from a different split (dataset files changed)")
         n_classes = len(splits.classnames)
+        # a cached entry is one of the split's own items (its root and split-file entry kept), so a
+        # cache cannot name a file the split file does not
+        known = {(_relative(item.path, root), item.label): item for item in splits.train + splits.val}
         subsets = {}
         for name in ("train", "val"):
             rows = raw.get(name)
@@ -243,7 +246,10 @@ def _load_cache(
                     or not 0 <= row[1] < n_classes
                 ):
                     raise ValueError(f"bad {name} entry {row!r}")
-                items.append(Item(os.path.join(root, row[0]), row[1], splits.classnames[row[1]]))
+                item = known.get((row[0], row[1]))
+                if item is None:
+                    raise ValueError(f"{name} entry {row!r} is not an item of the split")
+                items.append(item)
             subsets[name] = items
     except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
         logger.warning("few-shot cache %s is invalid (%s); rebuilding it", path, err)

@@ -1,6 +1,8 @@
 """Data loading: a dataset over ``Item`` lists, a seeded sampler and a ``DataLoader`` builder.
 
-Images are opened with PIL and converted to RGB. A missing or unreadable image raises
+Images are opened with PIL and converted to RGB. An image whose file resolves (symlinks
+followed, at the time it is opened) outside its dataset's image root is refused with a
+``DataError`` naming the split file and entry; a missing or unreadable image raises
 ``DataError`` naming the path and the item (also from a worker process, where the DataLoader
 re-raises it in the main process); ``build_loader`` checks that every file exists before any
 worker starts, by default.
@@ -21,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from prometar.data.readers import Item
+from prometar.data.readers import Item, escaped_root_error, escapes_root
 from prometar.errors import DataError
 
 
@@ -49,6 +51,8 @@ class ImageDataset(Dataset):
         """
         index, seed = request if isinstance(request, tuple) else (request, None)
         item = self.items[index]
+        if escapes_root(item):  # a symlink swapped in after the checks: never read outside the root
+            raise escaped_root_error(item)
         image = load_image(item.path, entry=f"item {index}, label {item.label} ({item.classname})")
         if self.transform is not None:
             if seed is None:

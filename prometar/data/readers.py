@@ -23,10 +23,11 @@ Split sources:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometar.data.catalog import DatasetInfo, get_dataset
@@ -48,11 +49,16 @@ class Item:
         path: Absolute path of the image file.
         label: 0-based label in the dataset's label order.
         classname: Class name as the split source spells it (``_`` kept).
+        root: The image root the file must stay inside, symlinks resolved (checked again when the
+            loader opens it: :func:`escapes_root`); empty: not checked.
+        origin: Where the split source names it (``<split file>: train[3]``); empty for listed folders.
     """
 
     path: str
     label: int
     classname: str
+    root: str = field(default="", compare=False, repr=False)
+    origin: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ def check_relative_image_path(entry: str, root: Path, *, where: str) -> None:
     """Refuse an image path from a split file that is not a plain path inside ``root``.
 
     Only relative paths without ``..`` components are accepted (checked on the text, no file
-    system access); :func:`outside_root` also resolves symlinks (``data check``, the preflight).
+    system access); :func:`escapes_root` also resolves symlinks (``data check``, the preflight, and
+    the loader when it opens the file).
 
     Raises:
         DataError: An empty, absolute or ``..`` path; names ``where`` (file and entry) and the path.
@@ -99,10 +106,27 @@ def check_relative_image_path(entry: str, root: Path, *, where: str) -> None:
         )
 
 
-def outside_root(paths: list[str], root: Path) -> list[str]:
-    """Those of ``paths`` whose real location (symlinks resolved) is not inside ``root``'s."""
-    real_root = os.path.realpath(root)
-    return [path for path in paths if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root]
+@functools.lru_cache(maxsize=64)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)
+
+
+def escapes_root(item: Item) -> bool:
+    """Whether the item's file, symlinks resolved now, lies outside its image root (resolved once)."""
+    if not item.root:
+        return False
+    real_root = _real_root(item.root)
+    return os.path.commonpath([real_root, os.path.realpath(item.path)]) != real_root
+
+
+def escaped_root_error(item: Item, more: str = "") -> DataError:
+    """The refusal of an item whose file resolves outside its image root: names the split file and
+    entry (``item.origin``), the path and the root."""
+    where = f"{item.origin}: " if item.origin else ""
+    return DataError(
+        f"{where}image {item.path} resolves to a place outside the image root {item.root}{more} "
+        "(a symlink out of it?)"
+    )
 
 
 def read_dataset(key: str, data_root: str | os.PathLike) -> DatasetSplits:
@@ -176,7 +200,7 @@ def _read_split_json(info: DatasetInfo, folder: Path, root: Path) -> DatasetSpli
         if not isinstance(rows, list):
             raise DataError(f"{path}: {split!r} must be a list of [path, label, class name]")
         parsed = []
-        for index, row in enumerate(rows):
+        for index, row in enumerate(rows):  # entry ``index`` of ``split``: its position in the file
             if (
                 not isinstance(row, list)
                 or len(row) != 3
@@ -223,7 +247,10 @@ def _read_split_json(info: DatasetInfo, folder: Path, root: Path) -> DatasetSpli
     classnames = [names[label] for label in range(len(names))]
     prefix = str(root)
     splits = {
-        split: [Item(os.path.join(prefix, rel), label, name) for rel, label, name in entries[split]]
+        split: [
+            Item(os.path.join(prefix, rel), label, name, root=prefix, origin=f"{path}: {split}[{index}]")
+            for index, (rel, label, name) in enumerate(entries[split])
+        ]
         for split in SPLIT_NAMES
     }
     return DatasetSplits(splits["train"], splits["val"], splits["test"], classnames)
@@ -259,7 +286,8 @@ def _read_fgvc(info: DatasetInfo, folder: Path, root: Path) -> DatasetSplits:
                     f"{path}:{number}: variant {variant!r} is not in {variants_path} (label out of range)"
                 )
             check_relative_image_path(image_id, root, where=f"{path}:{number}")
-            items.append(Item(str(root / f"{image_id}.jpg"), label, variant))
+            image = str(root / f"{image_id}.jpg")
+            items.append(Item(image, label, variant, root=str(root), origin=f"{path}:{number}"))
         splits[split] = items
     return DatasetSplits(splits["train"], splits["val"], splits["test"], variants)
 

@@ -14,6 +14,7 @@ Which protocol uses which split is the protocol registry's business (``prometar.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def select_classes(splits: DatasetSplits, labels: Sequence[int]) -> DatasetSplit
     relabel = {old: new for new, old in enumerate(labels)}
 
     def keep(items: list[Item]) -> list[Item]:
-        return [Item(i.path, relabel[i.label], i.classname) for i in items if i.label in relabel]
+        return [dataclasses.replace(i, label=relabel[i.label]) for i in items if i.label in relabel]
 
     return DatasetSplits(
         keep(splits.train), keep(splits.val), keep(splits.test), [splits.classnames[old] for old in labels]

@@ -60,8 +60,12 @@ HOLD_GUARD_S = 600.0
 
 
 def maybe_hold(faults: Path, key: str) -> None:
-    """``hold``: mark ``<key>.held`` beside ``faults``, then wait for ``release`` or ``<key>.release``."""
-    if not faults.is_file() or json.loads(faults.read_text()).get(key) != "hold":
+    """``hold``: mark ``<key>.held`` beside ``faults``, then wait for ``release`` or ``<key>.release``.
+
+    ``{"*": "hold"}`` holds every trial (a search sample's key is not known before it is drawn).
+    """
+    listed = json.loads(faults.read_text()) if faults.is_file() else {}
+    if listed.get(key, listed.get("*")) != "hold":
         return
     faults.with_name(f"{key}.held").touch()
     deadline = time.monotonic() + HOLD_GUARD_S

@@ -752,6 +752,61 @@ def test_two_launches_sharing_one_ledger_run_each_key_once(
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_two_launches_of_a_search_sweep_sharing_one_ledger_search_each_group_once(
+    tmp_path: Path, data_root: Path, faults: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search sweep (one group, two samples) launched into two output folders on one tracking
+    URI: the second launch, started while the first holds its first sample (``faults.py``: every
+    trial held until the test's ``release``), searches nothing; the group gets its two samples,
+    all from the first launch, and no claim is left."""
+    search = {"metric": "val_hm", "mode": "max", "num_samples": 2, "seed": 3}
+    search["space"] = {"optim.lr": {"loguniform": [0.001, 0.1]}}
+    sweep = write_sweep(tmp_path, "shared_search", seeds=[1], datasets=["eurosat"], search=search)
+    (group,) = load_plan(sweep).groups
+    uri = f"sqlite:///{tmp_path / 'ledger.db'}"
+    second = (
+        f"while ! ls {faults.parent}/*.held > /dev/null 2>&1; do sleep 0.1; done; "
+        f"{sys.executable} -m orchestration.cli launch {sweep} --output {tmp_path / 'out2'} "
+        f"--tracking-uri {uri} --data-root {data_root} --address {ray_address} "
+        f"> {tmp_path / 'second.txt'} 2>&1; echo $? > {tmp_path / 'second.rc'}; "
+        f"touch {faults.with_name('release')}"
+    )
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder of a given SQLite URI: ./mlruns
+    faults.write_text(json.dumps({"*": "hold"}))
+    process = subprocess.Popen(["bash", "-c", second], cwd=tmp_path, start_new_session=True)
+    try:
+        with (tmp_path / "first.txt").open("w") as stream:
+            options = LaunchOptions(
+                data_root=data_root,
+                output=tmp_path / "out1",
+                tracking_uri=uri,
+                max_concurrent=1,
+                tables=False,
+                report=False,
+            )
+            report = launch(sweep, options, stream=stream)
+    finally:
+        faults.with_name("release").touch()  # never leave a trial held, whatever happened
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        faults.write_text("{}")
+        for marker in (faults.with_name("release"), *faults.parent.glob("*.held")):
+            marker.unlink(missing_ok=True)
+    second_log = (tmp_path / "second.txt").read_text()
+    assert (tmp_path / "second.rc").read_text().strip() == "0", second_log
+    assert "1 search group(s) are claimed by another live launch" in second_log, second_log
+    assert report.exit_code == 0 and report.finished == 2
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("shared_search").experiment_id], max_results=100)
+    samples = [r for r in runs if r.data.tags.get("prometar.search_group") == group.key]
+    assert len(samples) == 2 and all(r.info.status == "FINISHED" for r in samples)  # num_samples, once
+    assert {r.data.tags["mlflow.parentRunId"] for r in samples} == {report.parent_run_id}
+    assert not [r for r in runs if r.data.tags.get("prometar.role") == "claim"]  # claims released
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_killed_launch_is_finished_by_relaunch_in_the_same_runs(
     tmp_path: Path, data_root: Path, ray_address: str, faults: Path
 ) -> None:

@@ -271,7 +271,49 @@ def test_a_symlink_out_of_the_image_root_is_refused(pets, tmp_path_factory) -> N
     image.unlink()
     image.symlink_to(outside)
     result = invoke("data", "check", "--data-root", root, "--dataset", "oxford_pets")
-    assert_one_message(result, 2, str(image), "outside the image root")
+    assert_one_message(result, 2, str(split), "train[0]", str(image), "outside the image root")
+
+
+def test_a_symlink_swapped_in_after_the_checks_is_refused_by_the_loader(pets, tmp_path_factory) -> None:
+    """The split is read and checked, few-shot sampled and cached; then an image becomes a symlink
+    out of the root: the loader refuses it with the same message naming the split file and entry,
+    also for an item read back from the few-shot cache."""
+    from prometar.data.fewshot import few_shot
+    from prometar.data.loaders import ImageDataset
+
+    root, split = pets
+    splits = read_dataset("oxford_pets", root)
+    for _ in range(2):  # sampled and cached, then read back from the cache
+        sampled = few_shot(splits, key="oxford_pets", data_root=root, shots=1, seed=1)
+        assert ImageDataset(sampled.train)[0][1] == sampled.train[0].label  # inside: loads
+    first = sampled.train[0]
+    entry = first.origin.rsplit(": ", 1)[1]  # e.g. train[7]
+    outside = tmp_path_factory.mktemp("outside") / "secret.jpg"
+    outside.write_bytes(Path(first.path).read_bytes())
+    Path(first.path).unlink()
+    Path(first.path).symlink_to(outside)  # swapped in after the checks
+    with pytest.raises(DataError) as err:
+        ImageDataset(sampled.train)[0]
+    message = str(err.value)
+    assert message.startswith(f"{split}: {entry}: image {first.path} resolves to a place outside")
+    assert str(root / "oxford_pets" / "images") in message
+    result = invoke("data", "check", "--data-root", root, "--dataset", "oxford_pets")
+    assert_one_message(result, 2, str(split), entry, first.path, "outside the image root")
+
+
+def test_a_few_shot_cache_cannot_name_a_file_the_split_file_does_not(pets) -> None:
+    """A cache edited to point outside the split (``../``) is not trusted: it is rebuilt."""
+    from prometar.data.fewshot import cache_path, few_shot
+
+    root, _ = pets
+    splits = read_dataset("oxford_pets", root)
+    few_shot(splits, key="oxford_pets", data_root=root, shots=1, seed=1)
+    cache = cache_path("oxford_pets", str(root), 1, 1, None)
+    data = json.loads(cache.read_text())
+    data["train"][0][0] = "../../../../etc/passwd"
+    cache.write_text(json.dumps(data))
+    sampled = few_shot(splits, key="oxford_pets", data_root=root, shots=1, seed=1)
+    assert all(item.path.startswith(str(root / "oxford_pets" / "images")) for item in sampled.train)
 
 
 # ---------------------------------------------------------------------------------------------
