@@ -32,6 +32,7 @@ from orchestration.cli_options import (
 from orchestration.errors import LaunchStoppedError
 from prometar.config import MAX_SEED
 from prometar.errors import InputError
+from prometar.files import disk_full_path, is_disk_full, write_atomic
 from prometar.yamlio import cap
 
 SEED = click.IntRange(0, MAX_SEED)
@@ -52,6 +53,14 @@ class _Verb(click.Command):
             raise click.UsageError(cap(str(err), MAX_MESSAGE), ctx=ctx) from None
         except LaunchStoppedError as err:  # not input: the store went away, the disk filled
             click.echo(f"Error: {cap(str(err), MAX_MESSAGE)}", err=True)
+            raise SystemExit(1) from None
+        except Exception as err:
+            if not is_disk_full(err):
+                raise
+            # not input either: a table, figure or report that found the disk full
+            path = disk_full_path(err)
+            where = f"cannot write {path}: " if path else ""
+            click.echo(f"Error: {where}no space left on device; free space and run this again", err=True)
             raise SystemExit(1) from None
 
 
@@ -85,7 +94,7 @@ def _emit(text: str, out: str | None, *, executable: bool = False) -> None:
         return
     from pathlib import Path
 
-    Path(out).write_text(text)
+    write_atomic(Path(out), lambda handle: handle.write(text))  # never half-written (a full disk)
     if executable:
         Path(out).chmod(0o755)
 

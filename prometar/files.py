@@ -30,6 +30,7 @@ from prometar.errors import DiskFullError, InputFileError, MissingInputFileError
 __all__ = [
     "MAX_DATA_FILE_BYTES",
     "MAX_TEXT_FILE_BYTES",
+    "disk_full_path",
     "is_disk_full",
     "out_of_space",
     "read_input_bytes",
@@ -112,6 +113,19 @@ def is_disk_full(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def disk_full_path(error: BaseException | None) -> str | None:
+    """The file a full disk kept ``error`` (or an exception in its chain) from writing, if named."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DiskFullError):
+            return error.path
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS and error.filename:
+            return str(error.filename)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 LOW_SPACE_BYTES = 2**20

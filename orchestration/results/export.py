@@ -20,6 +20,7 @@ from orchestration.results.ablation import non_result_params
 from orchestration.results.safe_text import csv_frame
 from orchestration.results.search import varying_params
 from prometar import protocols
+from prometar.files import write_atomic
 
 LEADING_COLUMNS: tuple[str, ...] = (
     TRIAL_KEY_COLUMN,
@@ -120,7 +121,8 @@ def write_per_run(frame: pd.DataFrame, path: Path | str) -> Path:
             path, index=False
         )
     else:
-        path.write_text(per_run_csv(frame))
+        text = per_run_csv(frame)
+        write_atomic(path, lambda handle: handle.write(text))
     return path
 
 

@@ -41,6 +41,7 @@ from matplotlib.patches import Patch
 from orchestration.results.labels import method_label
 from orchestration.results.statistics import seed_stats
 from prometar import metrics as names
+from prometar.files import write_atomic
 from prometar.metrics import ALIGNMENT_METRICS, GATE_METRICS
 
 TEXT_WIDTH_IN = 7.0
@@ -417,6 +418,10 @@ def save_figure(figure: Figure, stem: Path | str) -> list[Path]:
     with figure_style():
         for fmt in FORMATS:
             path = stem.with_suffix(f".{fmt}")
-            figure.savefig(path, format=fmt, dpi=DPI, metadata=metadata[fmt])
+            write_atomic(  # never half-written (a full disk): DiskFullError names the file
+                path,
+                lambda handle, fmt=fmt: figure.savefig(handle, format=fmt, dpi=DPI, metadata=metadata[fmt]),
+                binary=True,
+            )
             written.append(path)
     return written

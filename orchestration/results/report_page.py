@@ -29,6 +29,7 @@ from orchestration.results.report import (
     Report,
 )
 from orchestration.results.safe_text import markdown_code, markdown_text
+from prometar.files import write_atomic
 
 # -------------------------------------------------------------------------------------------- HTML
 
@@ -294,7 +295,7 @@ def write_report(report: Report, out_dir: Path | str) -> ReportFiles:
     for figure in report.figures:
         figure_files += save_figure(figure.figure, out_dir / FIGURES_DIR / figure.name)
     html_path = out_dir / HTML_NAME
-    html_path.write_text(page, encoding="utf-8")
+    write_atomic(html_path, lambda handle: handle.write(page))
     markdown_path = out_dir / MARKDOWN_NAME
-    markdown_path.write_text(markdown, encoding="utf-8")
+    write_atomic(markdown_path, lambda handle: handle.write(markdown))
     return ReportFiles(html_path, markdown_path, figure_files)

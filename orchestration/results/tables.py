@@ -27,6 +27,7 @@ from orchestration.results.kinds import RESULT_KINDS
 from orchestration.results.render import EXTENSIONS, FORMATS, Format, RenderedTable, render_tables
 from orchestration.results.source import Source
 from prometar import protocols
+from prometar.files import write_atomic
 from prometar.protocols import Protocol
 
 
@@ -151,6 +152,7 @@ def write_tables(tables: Sequence[RenderedTable], folder: Path | str) -> dict[st
     for table in tables:
         for fmt in FORMATS:
             path = folder / f"{table.name}.{EXTENSIONS[fmt]}"
-            path.write_text(table.render(fmt))  # type: ignore[arg-type]
+            text = table.render(fmt)  # type: ignore[arg-type]
+            write_atomic(path, lambda handle, text=text: handle.write(text))
             written[path.name] = path
     return written

@@ -175,3 +175,31 @@ def test_the_cli_ends_a_launch_stopped_by_a_full_disk_with_one_line_and_exit_1(t
         f"Error: [demo] no space left on device: the output folder {tmp_path} is full"
     ]
     assert "Traceback" not in result.output
+
+
+def test_a_table_written_to_a_full_disk_is_one_line_exit_1_and_nothing_half_written(tmp_path, monkeypatch):
+    """``table -o`` whose write finds the disk full (reported by ``fsync``, as delayed allocation
+    does): one line naming the file, exit 1, no traceback, and no file left behind."""
+    import os
+
+    import pandas as pd
+
+    import prometar.files
+
+    runs = tmp_path / "runs.csv"
+    rows = [
+        dict(method=method, dataset="eurosat", seed=seed, shots=16, base_acc=70.0 + seed, new_acc=60.0 - seed)
+        for method in ("ivlp", "prometar")
+        for seed in (1, 2, 3)
+    ]
+    pd.DataFrame(rows).to_csv(runs, index=False)
+    target = tmp_path / "tables" / "table.csv"
+    monkeypatch.setattr(prometar.files.os, "fsync", _full)
+    result = CliRunner().invoke(main, ["table", "--runs", str(runs), "--format", "csv", "-o", str(target)])
+    monkeypatch.setattr(prometar.files.os, "fsync", os.fsync)
+    assert result.exit_code == 1, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        f"Error: cannot write {target}: no space left on device; free space and run this again"
+    ]
+    assert "Traceback" not in result.output
+    assert list(target.parent.iterdir()) == []
