@@ -29,6 +29,7 @@ from orchestration.cli_options import (
     token_option,
     tracking_uri_option,
 )
+from orchestration.cluster.kubernetes import MAX_REPLICAS
 from orchestration.errors import LaunchStoppedError
 from prometar.config import MAX_SEED
 from prometar.errors import InputError
@@ -800,7 +801,13 @@ def slurm(
 @click.option(
     "--image", default="prometar:latest", show_default=True, help="Image built from docker/Dockerfile."
 )
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="GPU worker pods.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=MAX_REPLICAS),
+    default=1,
+    show_default=True,
+    help="GPU worker pods.",
+)
 @click.option(
     "--gpus-per-worker", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per worker pod."
 )

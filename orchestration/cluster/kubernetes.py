@@ -16,6 +16,8 @@ import re
 from orchestration.errors import ClusterError
 
 LABEL_MAX = 63
+MAX_REPLICAS = 2**31 - 1
+"""The most replicas a worker group may have: Kubernetes' ``int32`` field."""
 SUBDOMAIN_MAX = 253
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

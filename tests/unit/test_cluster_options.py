@@ -185,3 +185,15 @@ def test_k8s_refuses_bad_selectors_and_tolerations(
     assert result.exit_code == 2, result.output
     (message,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert option in message and "Traceback" not in result.output and not out.exists()
+
+
+def test_k8s_refuses_more_worker_pods_than_a_worker_group_can_hold(sweep: Path, tmp_path: Path) -> None:
+    """A worker group's replicas are Kubernetes' int32: more is refused naming the option, and
+    nothing is written; the largest value is accepted."""
+    out = tmp_path / "job.yaml"
+    result = CliRunner().invoke(main, ["k8s", str(sweep), "--workers", str(2**31), "-o", str(out)])
+    assert result.exit_code == 2 and "--workers" in result.output and not out.exists()
+    result = CliRunner().invoke(main, ["k8s", str(sweep), "--workers", str(2**31 - 1), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    (group,) = list(yaml.safe_load_all(out.read_text()))[1]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert group["replicas"] == 2**31 - 1
