@@ -7,7 +7,9 @@ one option has one spelling, one help text and one default everywhere; the defau
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -39,13 +41,27 @@ def sweep_argument(*, required: bool = True) -> Callable[[F], F]:
     return click.argument("sweep", required=required, type=click.Path(dir_okay=False, path_type=str))
 
 
+class _WritablePath(click.Path):
+    """A path the verb writes (a file or a folder, made with its missing parents): refused at once
+    when a part of it that exists is a file, not a folder (it could never be made)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        path = super().convert(value, param, ctx)
+        for parent in Path(os.fspath(path)).parents:
+            if parent.exists() or parent.is_symlink():
+                if not parent.is_dir():
+                    self.fail(f"{os.fspath(path)!r} lies inside {str(parent)!r}, which is a file", param, ctx)
+                break
+        return path
+
+
 def output_option(help: str = "The launch's output folder (holds the default ledger).") -> Callable[[F], F]:
     """``--output DIR``, default ``layout.DEFAULT_OUTPUT``."""
     return click.option(
         "--output",
         default=str(layout.DEFAULT_OUTPUT),
         show_default=True,
-        type=click.Path(file_okay=False, path_type=str),
+        type=_WritablePath(file_okay=False, path_type=str),
         help=help,
     )
 
@@ -114,14 +130,14 @@ def published_options(
 def out_file_option() -> Callable[[F], F]:
     """``-o/--out FILE``: write the verb's text there instead of stdout."""
     return click.option(
-        "-o", "--out", type=click.Path(dir_okay=False, path_type=str), help="Write here, not stdout."
+        "-o", "--out", type=_WritablePath(dir_okay=False, path_type=str), help="Write here, not stdout."
     )
 
 
 def out_folder_option(help: str) -> Callable[[F], F]:
     """``-o/--out DIR`` (required): the folder a verb writes its files in."""
     return click.option(
-        "-o", "--out", required=True, type=click.Path(file_okay=False, path_type=str), help=help
+        "-o", "--out", required=True, type=_WritablePath(file_okay=False, path_type=str), help=help
     )
 
 

@@ -120,3 +120,30 @@ def test_ui_port_check_accepts_a_free_port(port_text: str) -> None:
     from orchestration.ui import check_port_free
 
     check_port_free("127.0.0.1", int(port_text))  # the OS picks a free one: nothing raised
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["table", "--per-run", "-o", "{blocker}/runs.csv"],
+        ["report", "-o", "{blocker}/report"],
+        ["plot", "-o", "{blocker}/figures"],
+        ["launch", "--dry-run", "--output", "{blocker}/out"],
+    ],
+    ids=["table", "report", "plot", "launch"],
+)
+def test_an_output_inside_a_file_is_one_message_and_exit_2(tmp_path: Path, verb: list[str]) -> None:
+    """A path to write whose folder would have to be made inside an existing file: refused before
+    anything runs, naming both."""
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        "name: s\nprotocol: base2new\ngrid: {method: [ivlp], dataset: [eurosat], seed: [1], shots: [1]}\n"
+    )
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file\n")
+    args = [arg.format(blocker=blocker) for arg in verb]
+    result = CliRunner().invoke(main, [args[0], str(sweep), *args[1:]])
+    assert result.exit_code == 2, result.output
+    (message,) = _error_lines(result.output)
+    assert f"lies inside '{blocker}', which is a file" in message and "Traceback" not in result.output
+    assert blocker.read_text() == "a file\n"
