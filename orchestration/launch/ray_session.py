@@ -59,6 +59,9 @@ def join_ray(address: str) -> Any:
     Args:
         address: ``host:port`` of the head, ``auto`` (``RAY_ADDRESS`` or the latest local cluster,
             as in a Ray Job), or a ``ray://`` client address.
+
+    Raises:
+        LaunchError: Something accepts connections there but no Ray cluster answers; names the address.
     """
     import ray
 
@@ -71,10 +74,16 @@ def join_ray(address: str) -> Any:
         except Exception:  # ray.init reports a missing cluster itself
             target = address
     host = target.rsplit(":", 1)[0] if "://" not in target else ""
-    if host in ("127.0.0.1", "localhost"):
-        with _loopback():
-            return ray.init(address=address, _node_ip_address="127.0.0.1", log_to_driver=False)
-    return ray.init(address=address, log_to_driver=False)
+    try:
+        if host in ("127.0.0.1", "localhost"):
+            with _loopback():
+                return ray.init(address=address, _node_ip_address="127.0.0.1", log_to_driver=False)
+        return ray.init(address=address, log_to_driver=False)
+    except ConnectionError as err:  # something answers there (a proxy, another service), not Ray
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LaunchError(
+            f"--address {address} (or RAY_ADDRESS): no Ray cluster answers there ({first[:300]})"
+        ) from None
 
 
 def check_ray_address(address: str) -> None:

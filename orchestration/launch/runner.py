@@ -212,7 +212,8 @@ def _fan_out(
         except BaseException as err:
             with contextlib.suppress(Exception):  # the fan-out's own error is the one to report
                 ledger.release(claims.held)
-                if isinstance(err, InputError) and not (report.finished or report.failed or report.killed):
+            if isinstance(err, InputError) and not (report.finished or report.failed or report.killed):
+                with contextlib.suppress(Exception):
                     ledger.client.delete_run(report.parent_run_id)  # refused before any trial: no record
             raise
         ledger.release(claims.held)

@@ -391,3 +391,23 @@ def test_node_sizing_never_asks_more_cpus_than_a_node_has() -> None:
         cpus_to_fill(plan, 8)
     fitting = plan_sweep(parse_sweep(yaml.safe_load(SWEEP + RESOURCES % (4, 0.5)), source="sweep.yaml"))
     assert cpus_to_fill(fitting, 8) == 64
+
+
+def test_joining_an_address_where_something_else_answers_is_one_message(monkeypatch) -> None:
+    """A port that accepts connections but is no Ray cluster (a proxy, another service): Ray's
+    ConnectionError becomes one LaunchError naming the address (the CLI: exit 2)."""
+    import ray
+
+    from orchestration.errors import LaunchError
+    from orchestration.launch.ray_session import join_ray
+
+    def refuse(**_: object) -> None:
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.7:6379")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(LaunchError) as err:
+        join_ray("10.0.0.7:6379")
+    assert str(err.value) == (
+        "--address 10.0.0.7:6379 (or RAY_ADDRESS): no Ray cluster answers there "
+        "(Failed to connect to Ray cluster at 10.0.0.7:6379)"
+    )
