@@ -76,6 +76,34 @@ def test_every_published_value_the_campaign_cites_has_a_source() -> None:
         assert all(math.isfinite(v.value) for v in values)
 
 
+def test_prometar_on_the_baselines_names_the_shared_sweeps_and_trains_only_its_own(tmp_path: Path) -> None:
+    campaign = read_campaign(CAMPAIGN)
+    table = campaign.table("prometar_on_baselines")
+    assert set(table.pairs) == {("coop", "prometar_coop"), ("vpt", "prometar_vpt"), ("ivlp", "prometar")}
+    plans = {name: load_plan(campaign.sweep_path(name)) for name in table.sweeps}
+    methods = {t.method for p in plans.values() for t in p.trials}
+    assert {m for pair in table.pairs for m in pair} <= methods
+    # the base methods and ProMetaR on IVLP come from the base-to-new table's own sweeps (the same
+    # files, so the same trial keys and experiments: the ledger never trains them twice) ...
+    assert set(table.sweeps) - {"prometar_on_baselines"} <= set(campaign.table("base2new").sweeps)
+    assert {t.method for t in plans["prometar_on_baselines"].trials} == {"prometar_coop", "prometar_vpt"}
+    keys = [t.key for p in plans.values() for t in p.trials]
+    assert len(keys) == len(set(keys))
+    # ... with the base-to-new sweep's datasets, seeds and shots
+    grid = {(t.dataset, t.seed, t.shots) for t in plans["base2new"].trials}
+    ours = plans["prometar_on_baselines"].trials
+    assert {(t.dataset, t.seed, t.shots) for t in ours if t.method == "prometar_vpt"} == grid
+    assert {(t.dataset, t.seed, t.shots) for t in ours if t.method == "prometar_coop"} == grid
+    planned = plan_campaign(campaign, output=tmp_path / "out")
+    [b2n, pairs] = [t for t in planned.tables if t.table.name in ("base2new", "prometar_on_baselines")]
+    assert [s.name for s in pairs.sweeps] == ["prometar_on_baselines"]
+    assert set(pairs.shared) == set(table.sweeps) - {"prometar_on_baselines"}
+    assert "baselines_vpt" in {s.name for s in b2n.sweeps}
+    # alone, the table launches every sweep it reads
+    [alone] = plan_campaign(campaign, output=tmp_path / "out", only=["prometar_on_baselines"]).tables
+    assert [s.name for s in alone.sweeps] == list(table.sweeps) and not alone.shared
+
+
 def test_the_campaign_names_each_deviation_with_a_source() -> None:
     campaign = read_campaign(CAMPAIGN)
     for table in campaign.tables:
@@ -137,6 +165,16 @@ BAD = {
         "tables",
     ),
     "no_tables": ({"name": "c"}, "tables"),
+    "pair_of_one": ({"tables": [{**GOOD_TABLE, "pairs": [["coop"]]}]}, "tables.t.pairs[0]"),
+    "pair_unknown_method": ({"tables": [{**GOOD_TABLE, "pairs": [["coop", "cooper"]]}]}, "tables.t.pairs[0]"),
+    "pair_twice": (
+        {"tables": [{**GOOD_TABLE, "pairs": [["coop", "prometar_coop"], ["coop", "prometar_coop"]]}]},
+        "tables.t.pairs[1]",
+    ),
+    "pairs_of_a_few_shot_table": (
+        {"tables": [{**GOOD_TABLE, "kind": "few_shot", "pairs": [["coop", "prometar_coop"]]}]},
+        "tables.t.pairs",
+    ),
 }
 
 
@@ -302,6 +340,47 @@ def test_paired_differences_are_per_seed_and_judged_against_the_papers_differenc
     assert eurosat.verdict.verdict == REPRODUCED
     dtd = next(c for c in cells if c.dataset == "dtd")
     assert dtd.ours is None and dtd.verdict.reason == "no finished run"
+
+
+def test_pairs_are_judged_on_the_paired_test_of_treated_minus_base() -> None:
+    from orchestration.campaign.cells import PAIRED, pair_cells
+
+    rows = []
+    for seed in (1, 2, 3):
+        for dataset, shift in (("eurosat", 0.0), ("dtd", 5.0)):
+            for method, base, new in (("ivlp", 70.0, 60.0), ("prometar", 72.0, 66.0), ("coop", 60.0, 50.0)):
+                run = f"{method}{dataset}{seed}"
+                rows += [
+                    (method, dataset, "base2new", 16, seed, "base_acc", base + shift + seed / 10, run),
+                    (method, dataset, "base2new", 16, seed, "new_acc", new + shift - seed / 10, run),
+                ]
+    published = [
+        PublishedValue(method="prometar", dataset="average", metric="hm", value=80.0, source="A"),
+        PublishedValue(method="ivlp", dataset="average", metric="hm", value=76.0, source="B"),
+        PublishedValue(method="ivlp", dataset="eurosat", metric="base_acc", value=76.0, source="B"),
+    ]
+    pairs = [("ivlp", "prometar"), ("coop", "prometar_coop")]
+    cells, summaries = pair_cells(_runs(rows), pairs, published, datasets=("eurosat", "dtd"))
+    average = next(
+        c for c in cells if c.method == "prometar − ivlp" and c.dataset == "average" and c.metric == "hm"
+    )
+    assert average.ours.n == 3 and average.published.value == pytest.approx(4.0)
+    assert average.published.source == "A; B" and average.setting.startswith(PAIRED)
+    assert "ProMetaR better" in average.setting  # the paired t test over 3 seeds separates them
+    assert average.verdict.verdict in (REPRODUCED, NOT_REPRODUCED)
+    base = next(
+        c
+        for c in cells
+        if c.method == "prometar − ivlp" and c.dataset == "eurosat" and c.metric == "base_acc"
+    )
+    assert base.ours.mean == pytest.approx(2.0) and base.published is None
+    assert base.verdict.verdict == NOT_COMPARABLE and base.verdict.reason == "no published value of prometar"
+    [missing] = [c for c in cells if c.method == "prometar_coop − coop"]
+    assert missing.ours is None and "no finished runs to pair" in missing.verdict.reason
+    assert len(summaries) == 1 and set(summaries[0]["method_b"]) == {"prometar"}
+    # the Average only beside the paper's when ours covers every dataset of the table
+    partial, _ = pair_cells(_runs(rows), pairs[:1], published, datasets=("eurosat", "dtd", "ucf101"))
+    assert all(c.published is None for c in partial if c.dataset == "average")
 
 
 # -- the cost ---------------------------------------------------------------------------------
