@@ -51,7 +51,8 @@ class Cell:
 
 
 def estimate_cells(runs: RunsTable, *, kind: str, datasets: Sequence[str]) -> pd.DataFrame:
-    """Per (method, dataset, shots, setting, metric): the per-seed values of a table's runs.
+    """Per (method, dataset, shots, setting, metric): the per-seed values of a table's runs (runs
+    reporting the same cell and seed, as a source model and its evaluations do, give one value).
 
     Returns:
         Columns ``method, dataset, shots, setting, metric, values`` (``values``: a tuple, seed order).
@@ -72,8 +73,10 @@ def estimate_cells(runs: RunsTable, *, kind: str, datasets: Sequence[str]) -> pd
     frame["shots"] = frame["shots"].astype(int)
     frame["seed"] = frame["seed"].astype(int)
     keys = ["method", "dataset", "shots", "setting", "metric"]
+    # one value per seed: a transfer's source accuracy is reported by its source model's run and by
+    # each evaluation of that model (the same number), never counted twice
     rows = [
-        (*key, tuple(group.sort_values("seed")["value"].astype(float)))
+        (*key, tuple(group.groupby("seed")["value"].mean().sort_index().astype(float)))
         for key, group in frame.groupby(keys, sort=True)
     ]
     cells = pd.DataFrame(rows, columns=[*keys, "values"])

@@ -92,7 +92,7 @@ def prepare_toy(
         kept = []
         for name in table.sweeps:
             if name not in derived:
-                derived[name] = _derive_sweep(campaign, name, TOY_DATASETS[table.kind], overrides, folder)
+                derived[name] = derive_sweep(campaign, name, TOY_DATASETS[table.kind], overrides, folder)
             if derived[name]:
                 kept.append(name)
         if kept:
@@ -128,7 +128,7 @@ def prepare_toy(
     return ToyCampaign(toy, build.data_root, expectation, description)
 
 
-def _derive_sweep(
+def derive_sweep(
     campaign: Campaign, name: str, datasets: tuple[str, ...], overrides: Mapping[str, Any], folder: Path
 ) -> bool:
     """Write the toy sweep of ``name`` into ``folder``; False when none of its datasets is kept."""

@@ -265,6 +265,82 @@ def test_toy_stand_ins_of_the_imagenet_variants_read_as_their_benchmarks(tmp_pat
     assert expect("prometar", "imagenet", "acc/mean") is None
 
 
+def test_toy_expectations_are_chance_the_single_attribute_oracle_and_zero_shot(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from orchestration.campaign.toy import toy_expectations
+    from prometar.toy.datasets import (
+        single_attribute_baseline,
+        toy_dataset_classes,
+        write_toy_dataset,
+        write_toy_imagenet_variants,
+    )
+
+    for key in ("eurosat", "imagenet"):
+        write_toy_dataset(tmp_path, key, seed=0, train_per_class=1, val_per_class=0, test_per_class=1)
+    write_toy_imagenet_variants(tmp_path, seed=0, test_per_class=1)
+    expect = toy_expectations(tmp_path, 0)
+
+    def refs(expectation, *cell) -> dict[str, float]:
+        found = expectation(*cell)
+        assert all(v.relation == "above" for v in found)
+        return {v.source.split(" (")[0]: v.value for v in found}
+
+    chance, oracle, zeroshot = (
+        "toy world: chance",
+        "toy world: single-attribute oracle",
+        "toy world: zero-shot toy CLIP on the base classes",
+    )
+    assert refs(expect, "ivlp", "eurosat", 16, "base_acc") == {chance: 12.5, oracle: 50.0}
+    runs = pd.DataFrame(
+        [("zeroshot", "eurosat", 16, seed, "base_acc", 40.0) for seed in (1, 2)]
+        + [("zeroshot", "eurosat", 16, 1, "new_acc", 45.0), ("ivlp", "eurosat", 16, 1, "base_acc", 90.0)],
+        columns=["method", "dataset", "shots", "seed", "metric", "value"],
+    )
+    bound = expect.with_runs(runs)
+    assert refs(bound, "ivlp", "eurosat", 16, "base_acc") == {chance: 12.5, oracle: 50.0, zeroshot: 40.0}
+    assert "n=2" in bound("ivlp", "eurosat", 16, "base_acc")[-1].source
+    assert zeroshot not in refs(bound, "zeroshot", "eurosat", 16, "base_acc")  # nothing trains
+    assert refs(bound, "ivlp", "eurosat", 16, "new_acc") == {
+        chance: 12.5,
+        oracle: 50.0,
+    }  # no trade-off promise
+    assert refs(bound, "ivlp", "eurosat", 16, "hm") == {chance: 12.5, oracle: 50.0}
+    assert refs(bound, "prometar", "eurosat", 1, "acc") == {chance: 100 / 16, oracle: 25.0}
+    assert refs(bound, "ivlp", "average", 16, "hm") == {chance: 12.5}
+    # an ImageNet variant's own classes: ImageNet-A holds 12 of the toy ImageNet's 16
+    subset = [c for c in toy_dataset_classes("imagenet", 0) if c.label % 4 != 3]
+    best = 100 * max(single_attribute_baseline(subset, a) for a in ("colour", "shape"))
+    assert refs(bound, "prometar", "imagenet", 16, "acc/imagenet_a") == {chance: 100 / 12, oracle: best}
+    assert bound("prometar", "imagenet", 16, "acc/mean") == []
+
+
+def test_toy_sweeps_fit_the_toy_clip_and_keep_vpt_on_every_vision_block(tmp_path: Path) -> None:
+    from orchestration.campaign.toy import TOY_DEEP_DEPTH, TOY_VISION_BLOCKS, derive_sweep
+
+    campaign = read_campaign(CAMPAIGN)
+    toy = {"backbone.name": "toy-clip", "backbone.pretrained": None}
+    depths = {}
+    for name in ("baselines_vpt", "prometar_on_baselines", "baselines_ivlp", "baselines_coop"):
+        assert derive_sweep(campaign, name, ("eurosat",), toy, tmp_path)
+        for trial in load_plan(tmp_path / f"{name}.yaml").trials:
+            prompts = trial.config["prompts"]
+            depths[trial.method] = (prompts["text_depth"], prompts["vision_depth"])
+    assert depths == {
+        "vpt": (0, TOY_VISION_BLOCKS),  # VPT's 12: every block of ViT-B/16, every block of the toy's 4
+        "prometar_vpt": (0, TOY_DEEP_DEPTH),  # ProMetaR's 9 of 12
+        "prometar_coop": (1, 0),
+        "ivlp": (TOY_DEEP_DEPTH, TOY_DEEP_DEPTH),
+        "coop": (1, 0),
+    }
+    from prometar.backbone import load_model_config
+
+    config = load_model_config("toy-clip")
+    assert config["vision_cfg"]["layers"] == TOY_VISION_BLOCKS
+    assert TOY_DEEP_DEPTH <= min(config["text_cfg"]["layers"], TOY_VISION_BLOCKS)
+    assert not derive_sweep(campaign, "baselines_coop_imagenet", ("eurosat",), toy, tmp_path)
+
+
 def test_table_verdicts() -> None:
     ok, bad, nc = (judge_cell(Estimate(1, 0, 2, 3), p) for p in (1.0, 5.0, None))
     assert judge_table([ok, nc]).verdict == REPRODUCED
@@ -442,6 +518,73 @@ def test_plan_counts_each_shared_sweep_once(tmp_path: Path) -> None:
 
 
 # -- the report -------------------------------------------------------------------------------
+
+
+def _finished_run(client, experiment: str, trial, metrics: dict[str, float]) -> str:
+    from orchestration.ledger.vocabulary import IDENTITY_TAGS, TRIAL_KEY_TAG
+
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    identity = {
+        "method": trial.method,
+        "dataset": trial.dataset,
+        "protocol": trial.protocol,
+        "shots": trial.shots,
+    }
+    tags = {IDENTITY_TAGS[k]: str(v) for k, v in {**identity, "seed": trial.seed}.items()}
+    run = client.create_run(experiment_id, tags={**tags, TRIAL_KEY_TAG: trial.key})
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_a_transfer_table_counts_the_source_model_another_sweep_trained(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from orchestration.campaign.report import build_table_result, sweep_runs
+    from orchestration.layout import default_tracking_uri
+
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    for name, protocol in (("dg", "domain_generalization"), ("xd", "cross_dataset")):
+        spec = {
+            "name": name,
+            "protocol": protocol,
+            "overrides": {"backbone.name": "tiny-test", "backbone.pretrained": None},
+            "grid": {"method": ["prometar"], "dataset": ["imagenet"], "seed": [1, 2], "shots": [16]},
+        }
+        (sweeps / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    tables = [
+        {"name": "dg", "kind": "domain_generalization", "sweeps": ["dg"]},
+        {"name": "xd", "kind": "cross_dataset", "sweeps": ["xd"], "after": ["dg"]},
+    ]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"sweeps_folder": "sweeps", "tables": tables}, sort_keys=False))
+    campaign = read_campaign(path)
+    output = tmp_path / "out"
+    output.mkdir()
+    uri = default_tracking_uri(output)
+    client = MlflowClient(uri)
+    dg, xd = (load_plan(sweeps / f"{n}.yaml") for n in ("dg", "xd"))
+    assert [t.key for t in dg.sources] == [t.key for t in xd.sources]  # one source model per seed
+    sources = {_finished_run(client, "dg", t, {"acc/imagenet": 70.0 + t.seed}) for t in dg.sources}
+    for trial in xd.trials:
+        if not trial.is_source:  # the evaluations report the source accuracy beside their targets
+            metrics = {"acc/imagenet": 70.0 + trial.seed, "acc/eurosat": 40.0 + trial.seed}
+            _finished_run(client, "xd", trial, metrics)
+
+    plan = plan_campaign(campaign, output=output)
+    xd_table = plan.tables[1]
+    assert xd_table.table.name == "xd" and xd_table.done == xd_table.total == 4
+    found = sweep_runs(plan, "xd", uri)
+    assert sources <= set(found.runs["run_id"]) and set(found.trial_keys.values()) >= {
+        t.key for t in xd.sources
+    }
+    result = build_table_result(plan, xd_table.table, uri)
+    assert result.runs == 4  # two evaluations and the two source models the other sweep trained
+    [source] = [c for c in result.cells if c.metric == "acc/imagenet"]
+    assert source.ours.n == 2 and source.ours.mean == pytest.approx(71.5)  # one value per seed
 
 
 def test_report_escapes_every_value_and_states_each_verdict() -> None:
