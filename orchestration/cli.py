@@ -920,7 +920,8 @@ def demo(output) -> None:
 @click.option(
     "--toy",
     is_flag=True,
-    help="On the toy world (built here; fewer datasets and seeds), judged against chance; ~30 min on 2 CPUs.",
+    help="On the toy world (built here; fewer datasets and seeds), judged against its own references "
+    "(chance, single-attribute oracle, zero-shot); ~30 min on 2 CPUs.",
 )
 @click.option(
     "--calibration",

@@ -8,8 +8,9 @@ names a toy sweep: the same protocol, preset, methods and recipe, on the toy dat
 (:data:`TOY_OVERRIDES`, prompt depth :data:`TOY_DEEP_DEPTH` where a method has deep prompts),
 one CPU per trial. The derived sweeps are written with the sweep writer
 (``orchestration.sweeps.spec.spec_to_yaml``) under ``<output>/toy-campaign/sweeps/``; a sweep none
-of whose datasets is kept is left out (said in the report). Every cell is judged against chance
-(:func:`chance_expectation`): a floor our interval must clear, not the paper's numbers.
+of whose datasets is kept is left out (said in the report). Every cell is judged against the toy
+world's own references (:class:`ToyExpectations`: chance, the single-attribute oracle, the toy
+CLIP's zero-shot base accuracy), each a floor our interval must clear, not the paper's numbers.
 """
 
 from __future__ import annotations
