@@ -46,6 +46,10 @@ TOY_DATASETS: dict[str, tuple[str, ...]] = {
 """Toy datasets kept per table kind (the paper's 11 would not fit in 30 minutes on 2 cores)."""
 TOY_SEEDS = 2
 """Seeds kept per cell (the paper's 3 cut to 2 for the budget)."""
+TOY_MAX_EPOCHS: dict[str, int] = {few_shot.KIND: 10, **dict.fromkeys(transfer.KINDS, 10)}
+"""Epochs cut per table kind for the budget (a recipe's own where it has fewer): few-shot's 50
+(16 classes × up to 16 shots, batch 4: the campaign's largest trials) and the transfer source
+model's 20 (all 16 toy ImageNet classes) to ProMetaR's base-to-new 10."""
 TOY_DEEP_DEPTH = 3
 """Deep prompts in 3 blocks: the toy CLIP has 3 text and 4 vision blocks (as ``sweeps/demo.yaml``)."""
 TOY_VISION_BLOCKS = 4
@@ -93,7 +97,10 @@ def prepare_toy(
         kept = []
         for name in table.sweeps:
             if name not in derived:
-                derived[name] = derive_sweep(campaign, name, TOY_DATASETS[table.kind], overrides, folder)
+                cut = {"max_epochs": TOY_MAX_EPOCHS[table.kind]} if table.kind in TOY_MAX_EPOCHS else {}
+                derived[name] = derive_sweep(
+                    campaign, name, TOY_DATASETS[table.kind], overrides, folder, **cut
+                )
             if derived[name]:
                 kept.append(name)
         if kept:
@@ -108,6 +115,7 @@ def prepare_toy(
         sweeps_folder=folder,
     )
     kinds = "; ".join(f"{kind}: {', '.join(datasets)}" for kind, datasets in TOY_DATASETS.items())
+    epochs = ", ".join(f"{kind} at most {cap}" for kind, cap in TOY_MAX_EPOCHS.items())
     description = (
         "Toy world (prometar/toy): every cell is judged against the toy world's own references, not "
         "against the paper's numbers; each is a floor our 95% interval must lie above. Chance on the "
@@ -121,8 +129,8 @@ def prepare_toy(
         f"Toy datasets per table kind: {kinds}; seeds: the first {TOY_SEEDS} of each sweep (the "
         f"paper's 3 cut for the 30-minute budget; with 2 seeds no paired test separates); toy CLIP "
         f"{build.checkpoint.name}, deep prompt depth {TOY_DEEP_DEPTH} ({TOY_VISION_BLOCKS}, every "
-        "vision block, where a recipe prompts every block of ViT-B/16: VPT's 12); every recipe "
-        "otherwise the sweep's own."
+        "vision block, where a recipe prompts every block of ViT-B/16: VPT's 12); epochs cut to "
+        f"{epochs} for the budget; every recipe otherwise the sweep's own."
         + (f" Left out (no toy dataset kept): {', '.join(left_out)}." if left_out else "")
     )
     expectation = toy_expectations(build.data_root, int(options.get("seed", 0)))
@@ -130,9 +138,19 @@ def prepare_toy(
 
 
 def derive_sweep(
-    campaign: Campaign, name: str, datasets: tuple[str, ...], overrides: Mapping[str, Any], folder: Path
+    campaign: Campaign,
+    name: str,
+    datasets: tuple[str, ...],
+    overrides: Mapping[str, Any],
+    folder: Path,
+    *,
+    max_epochs: int | None = None,
 ) -> bool:
-    """Write the toy sweep of ``name`` into ``folder``; False when none of its datasets is kept."""
+    """Write the toy sweep of ``name`` into ``folder``; False when none of its datasets is kept.
+
+    Deep prompts get :data:`TOY_DEEP_DEPTH` blocks (:data:`TOY_VISION_BLOCKS` for a vision-only
+    recipe that prompts every block of ViT-B/16); ``max_epochs`` caps the recipe's epochs.
+    """
     spec = read_sweep(campaign.sweep_path(name))
     if spec.search is not None:
         raise CampaignError(campaign.source, f"tables: {name}", "a search sweep has no toy form")
@@ -147,12 +165,14 @@ def derive_sweep(
         v["method"] for v in grid.get("variant", []) if isinstance(v, Mapping) and "method" in v
     }
     toy_overrides = {**spec.overrides, **overrides}
+    recipe = load_plan(campaign.sweep_path(name)).trials[0].config
     deep = [get_method(m) for m in methods if get_method(m).uses_deep_depth]
     if deep:
         toy_overrides["prompts.deep_depth"] = TOY_DEEP_DEPTH
-        full = load_plan(campaign.sweep_path(name)).trials[0].config["prompts"]["deep_depth"]
-        if full >= VIT_B_BLOCKS and all(m.design == "vpt" for m in deep):
+        if recipe["prompts"]["deep_depth"] >= VIT_B_BLOCKS and all(m.design == "vpt" for m in deep):
             toy_overrides["prompts.deep_depth"] = TOY_VISION_BLOCKS
+    if max_epochs is not None and int(recipe["optim"]["epochs"]) > max_epochs:
+        toy_overrides["optim.epochs"] = max_epochs
     toy_spec = dataclasses.replace(spec, grid=grid, resources={"default": Resources(cpu=1.0, gpu=0.0)})
     (folder / f"{name}.yaml").write_text(spec_to_yaml(toy_spec, name=spec.name, overrides=toy_overrides))
     return True

@@ -339,6 +339,19 @@ def test_toy_sweeps_fit_the_toy_clip_and_keep_vpt_on_every_vision_block(tmp_path
     assert config["vision_cfg"]["layers"] == TOY_VISION_BLOCKS
     assert TOY_DEEP_DEPTH <= min(config["text_cfg"]["layers"], TOY_VISION_BLOCKS)
     assert not derive_sweep(campaign, "baselines_coop_imagenet", ("eurosat",), toy, tmp_path)
+    # the budget's epoch cut: below a recipe's own epochs only, and the same for both transfer
+    # sweeps, so that they still share their source model
+    assert derive_sweep(campaign, "few_shot", ("eurosat",), toy, tmp_path, max_epochs=10)
+    assert {t.config["optim"]["epochs"] for t in load_plan(tmp_path / "few_shot.yaml").trials} == {10}
+    assert derive_sweep(campaign, "baselines_vpt", ("eurosat",), toy, tmp_path, max_epochs=10)
+    assert {t.config["optim"]["epochs"] for t in load_plan(tmp_path / "baselines_vpt.yaml").trials} == {5}
+    sources = []
+    for name in ("domain_generalization", "cross_dataset"):
+        assert derive_sweep(campaign, name, ("imagenet",), toy, tmp_path, max_epochs=10)
+        plan = load_plan(tmp_path / f"{name}.yaml")
+        sources.append([t.key for t in plan.sources])
+        assert {t.config["optim"]["epochs"] for t in plan.sources} == {10}
+    assert sources[0] == sources[1] and len(sources[0]) == 2
 
 
 def test_table_verdicts() -> None:
