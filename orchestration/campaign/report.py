@@ -1,12 +1,14 @@
 """The reproduction report: every table of a campaign, our numbers beside the paper's, a verdict on each.
 
 For each table: its results table(s) as the ``table`` verb builds them (``results.tables.build_tables``
-over the FINISHED runs its sweeps plan), then every cell — ours (mean, 95 % interval, n) beside the
-published value and its source, the difference, the verdict (``orchestration.campaign.verdicts``)
-— and the table's verdict. At the top: the summary (cells reproduced, per table and in all) and
-the caveats every cell shares. Written as one self-contained HTML page (inline styles, every
-value escaped), its Markdown twin and the LaTeX of every table, then logged on a run of the
-campaign's own MLflow experiment (tag ``prometar.role=campaign``).
+over the FINISHED runs its sweeps plan, with the transfer source models another sweep trained),
+then every cell — ours (mean, 95 % interval, n) beside the published value and its source, the
+difference, the verdict (``orchestration.campaign.verdicts``) — and the table's verdict; a table
+with ``pairs`` adds each pair's paired comparison (``results.comparison``) and is judged on it.
+At the top: the summary (cells reproduced, per table and in all) and the caveats every cell shares.
+Written as one self-contained HTML page (inline styles, every value escaped), its Markdown twin
+and the LaTeX of every table, then logged on a run of the campaign's own MLflow experiment (tag
+``prometar.role=campaign``).
 """
 
 from __future__ import annotations
@@ -142,12 +144,6 @@ def merge_runs(tables: Sequence[RunsTable]) -> RunsTable:
         params=params[~params.index.duplicated()],
         trial_keys=keys,
     )
-
-
-def table_runs(plan: CampaignPlan, table: CampaignTable, tracking_uri: str) -> RunsTable:
-    """The FINISHED runs the table's sweeps plan, from their experiments (a missing one gives none)."""
-    found = [sweep_runs(plan, name, tracking_uri) for name in table.sweeps]
-    return merge_runs([t for t in found if t is not None])
 
 
 def comparable_published(values: Sequence[PublishedValue], datasets: Sequence[str]) -> list[PublishedValue]:

@@ -234,7 +234,8 @@ def test_toy_reproduce_narrows_the_sweeps_and_judges_against_chance(
                         "sweeps": ["b2n"],
                         "published": {"resource": "base2new", "methods": ["zeroshot"]},
                         "deviations": [{"name": "the paper's deviation", "source": "here"}],
-                    }
+                    },
+                    {"name": "pairs", "kind": "base2new", "sweeps": ["b2n"], "pairs": [["zeroshot", "ivlp"]]},
                 ],
             }
         )
@@ -267,6 +268,10 @@ def test_toy_reproduce_narrows_the_sweeps_and_judges_against_chance(
         line for line in markdown.splitlines() if line.startswith("| IVLP | EuroSAT | 2 |  | base\\_acc |")
     ]
     assert len(ivlp) == 3 and any("toy world: zero-shot toy CLIP" in line for line in ivlp), ivlp
+
+    # the toy world expects no sign of a paired difference: shown, not comparable
+    paired = [line for line in markdown.splitlines() if line.startswith("| ivlp − zeroshot | EuroSAT | 2 |")]
+    assert len(paired) == 3 and all("the toy world expects no sign of this difference" in p for p in paired)
 
     again = io.StringIO()
     second = reproduce(campaign, options, stream=again)
