@@ -6,18 +6,15 @@
   "optim.epochs": 2}``).
 - :func:`local_test_ray`: a throw-away local Ray instance in the test process, every address on
   127.0.0.1 (``start_local_ray``), without token authentication (``RAY_AUTH_MODE=disabled`` while it
-  runs, the caller's value restored after), its session files in a temporary folder of its own that
-  is removed at the end (not under ``/tmp/ray``, where every run would leave a session folder).
+  runs, the caller's value restored after); its session folder goes where ``conftest.py`` points
+  ``RAY_TMPDIR`` (removed at the end of the test session).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 TINY_OVERRIDES: dict[str, Any] = {
@@ -53,12 +50,8 @@ def local_test_ray(
 
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
-    # short: Ray's socket paths (under the session folder) are length-limited
-    temp_dir = Path(tempfile.mkdtemp(prefix="pmrt", dir="/tmp"))
     try:
-        start_local_ray(
-            num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=dict(runtime_env), _temp_dir=str(temp_dir)
-        )
+        start_local_ray(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env=dict(runtime_env))
         try:
             address = ray.get_runtime_context().gcs_address
             assert address.startswith("127.0.0.1:"), address
@@ -66,7 +59,6 @@ def local_test_ray(
         finally:
             ray.shutdown()
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
         if saved is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
