@@ -16,6 +16,7 @@ from orchestration.cli_options import (
     RAY_ADDRESS_ENV,
     data_root_option,
     experiment_option,
+    launch_target,
     out_file_option,
     out_folder_option,
     output_option,
@@ -483,14 +484,10 @@ def report(sweep, experiment, sets, published, no_published, variant, output, tr
     help="Skip the check that torch can use the GPUs the sweep asks for (a trial on an unusable GPU "
     "still fails at once).",
 )
+@launch_target
 def launch(
     sweep,
-    data_root,
-    output,
-    storage,
-    address,
-    tracking_uri,
-    sets,
+    target,
     dry_run,
     force,
     max_concurrent,
@@ -501,15 +498,9 @@ def launch(
     from pathlib import Path
 
     from orchestration.launch.runner import LaunchOptions, launch
-    from prometar.config import parse_override
 
     options = LaunchOptions(
-        data_root=Path(data_root),
-        output=Path(output),
-        storage=storage,
-        address=address,
-        tracking_uri=tracking_uri,
-        overrides=dict(parse_override(text) for text in sets),
+        **target,
         dry_run=dry_run,
         force=force,
         max_concurrent=max_concurrent,
@@ -928,14 +919,10 @@ def demo(output) -> None:
     type=click.Path(dir_okay=False, path_type=str),
     help="Measured epoch times (CSV: method,dataset,backbone,epoch_seconds,source) for the cost.",
 )
+@launch_target
 def reproduce(
     campaign,
-    data_root,
-    output,
-    storage,
-    address,
-    tracking_uri,
-    sets,
+    target,
     only,
     dry_run,
     max_concurrent,
@@ -950,15 +937,9 @@ def reproduce(
 
     from orchestration.campaign.runner import ReproduceOptions, reproduce
     from orchestration.campaign.spec import default_campaign_path
-    from prometar.config import parse_override
 
     options = ReproduceOptions(
-        data_root=Path(data_root),
-        output=Path(output),
-        storage=storage,
-        address=address,
-        tracking_uri=tracking_uri,
-        overrides=dict(parse_override(text) for text in sets),
+        **target,
         only=only,
         dry_run=dry_run,
         max_concurrent=max_concurrent,

@@ -9,17 +9,16 @@ on every table, logged on the campaign's MLflow run; the second run starts no tr
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
+from tiny import TINY_OVERRIDES, local_test_ray
 
 from orchestration.campaign.runner import ReproduceOptions, reproduce
 from orchestration.campaign.verdicts import VERDICTS
-from orchestration.launch.ray_session import start_local_ray
 from orchestration.layout import default_tracking_uri
 from orchestration.ledger.vocabulary import CAMPAIGN_ROLE, ROLE_TAG, TRIAL_KEY_TAG
 from orchestration.results.labels import method_label
@@ -27,14 +26,10 @@ from orchestration.results.labels import method_label
 ZEROSHOT = method_label("zeroshot")
 
 OVERRIDES = {
-    "backbone.name": "tiny-test",
-    "backbone.pretrained": None,
-    "backbone.precision": "fp32",
-    "optim.epochs": 1,
-    "data.batch_size": 2,
-    "data.num_workers": 0,
+    **{key: value for key, value in TINY_OVERRIDES.items() if not key.startswith("prompts.")},
     "prompts.deep_depth": 1,
 }
+"""The tiny trials, their prompt depth set by ``prompts.deep_depth``."""
 
 
 def _sweep(folder: Path, name: str, protocol: str, methods: list[str], shots: list[int]) -> None:
@@ -98,19 +93,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[None]:
-    import ray
-
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
-    start_local_ray(num_cpus=2, num_gpus=0, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-    try:
+    with local_test_ray():
         yield
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _trial_runs(output: Path) -> list:
