@@ -16,6 +16,7 @@ from orchestration.cli_options import (
     RAY_ADDRESS_ENV,
     data_root_option,
     experiment_option,
+    launch_target,
     out_file_option,
     out_folder_option,
     output_option,
@@ -493,14 +494,10 @@ def report(sweep, experiment, sets, published, no_published, variant, output, tr
     help="Skip the check that torch can use the GPUs the sweep asks for (a trial on an unusable GPU "
     "still fails at once).",
 )
+@launch_target
 def launch(
     sweep,
-    data_root,
-    output,
-    storage,
-    address,
-    tracking_uri,
-    sets,
+    target,
     dry_run,
     force,
     max_concurrent,
@@ -511,15 +508,9 @@ def launch(
     from pathlib import Path
 
     from orchestration.launch.runner import LaunchOptions, launch
-    from prometar.config import parse_override
 
     options = LaunchOptions(
-        data_root=Path(data_root),
-        output=Path(output),
-        storage=storage,
-        address=address,
-        tracking_uri=tracking_uri,
-        overrides=dict(parse_override(text) for text in sets),
+        **target,
         dry_run=dry_run,
         force=force,
         max_concurrent=max_concurrent,
@@ -936,21 +927,18 @@ def demo(output) -> None:
 @click.option(
     "--toy",
     is_flag=True,
-    help="On the toy world (built here; fewer datasets and seeds), judged against chance; ~30 min on 2 CPUs.",
+    help="On the toy world (built here; fewer datasets and seeds), judged against its own references "
+    "(chance, single-attribute oracle, zero-shot); ~30 min on 2 CPUs.",
 )
 @click.option(
     "--calibration",
     type=click.Path(dir_okay=False, path_type=str),
     help="Measured epoch times (CSV: method,dataset,backbone,epoch_seconds,source) for the cost.",
 )
+@launch_target
 def reproduce(
     campaign,
-    data_root,
-    output,
-    storage,
-    address,
-    tracking_uri,
-    sets,
+    target,
     only,
     dry_run,
     max_concurrent,
@@ -965,15 +953,9 @@ def reproduce(
 
     from orchestration.campaign.runner import ReproduceOptions, reproduce
     from orchestration.campaign.spec import default_campaign_path
-    from prometar.config import parse_override
 
     options = ReproduceOptions(
-        data_root=Path(data_root),
-        output=Path(output),
-        storage=storage,
-        address=address,
-        tracking_uri=tracking_uri,
-        overrides=dict(parse_override(text) for text in sets),
+        **target,
         only=only,
         dry_run=dry_run,
         max_concurrent=max_concurrent,

@@ -7,14 +7,16 @@ one option has one spelling, one help text and one default everywhere; the defau
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from orchestration import layout
+from prometar.config import parse_override
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -159,3 +161,35 @@ def ray_storage_option(help: str) -> Callable[[F], F]:
 def ray_address_option(help: str) -> Callable[[F], F]:
     """``--address ADDR`` (``$RAY_ADDRESS``): a running Ray cluster to join."""
     return click.option("--address", metavar="ADDR", envvar=RAY_ADDRESS_ENV, show_envvar=True, help=help)
+
+
+def launch_target(function: F) -> F:
+    """Collect the options ``launch`` and ``reproduce`` share in their option records
+    (``LaunchOptions``, ``ReproduceOptions``) into one keyword argument, ``target``: where the data
+    is (``--data-root``), where the run goes (``--output``, ``--storage``, ``--address``,
+    ``--tracking-uri``) and the ``--set`` overrides, parsed; the record is then built as
+    ``Options(**target, ...)``. Stacked below those options' decorators (nearest the function).
+    """
+
+    @functools.wraps(function)
+    def collect(
+        *args: Any,
+        data_root: str,
+        output: str,
+        storage: str | None,
+        address: str | None,
+        tracking_uri: str | None,
+        sets: Iterable[str],
+        **kwargs: Any,
+    ) -> Any:
+        target = {
+            "data_root": Path(data_root),
+            "output": Path(output),
+            "storage": storage,
+            "address": address,
+            "tracking_uri": tracking_uri,
+            "overrides": dict(parse_override(text) for text in sets),
+        }
+        return function(*args, target=target, **kwargs)
+
+    return collect  # type: ignore[return-value]

@@ -1,8 +1,11 @@
-"""Shared test setup: offline hubs, one torch thread, and the path to the shared references."""
+"""Shared test setup: offline hubs, one torch thread, Ray's temporary folder, and the path to the
+shared references."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,6 +15,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # without it, deliberately; the multi-node cluster tests start their nodes with RAY_AUTH_MODE=token
 # and a token of their own.
 os.environ["RAY_AUTH_MODE"] = "disabled"
+# Every Ray the tests start in this process or its subprocesses (the fixtures', the launches') keeps
+# its session folders (logs, sockets) in one folder of this test session, removed when it ends
+# (pytest_unconfigure), instead of leaving them in /tmp/ray. Short: Ray's socket paths are
+# length-limited. The cluster tests give their nodes folders of their own and remove them.
+RAY_TEMP = Path(tempfile.mkdtemp(prefix="pmrt", dir="/tmp"))
+os.environ["RAY_TMPDIR"] = str(RAY_TEMP)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -36,3 +45,7 @@ def server_stack():
 
     with tracking_stack() as stack:
         yield stack
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(RAY_TEMP, ignore_errors=True)

@@ -11,15 +11,24 @@ resource's shot count, for the published (non-ablation) configuration — and ju
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pandas as pd
 
 from orchestration.campaign.published import PublishedValue
-from orchestration.campaign.verdicts import CellVerdict, Estimate, judge_cell, seed_interval
+from orchestration.campaign.verdicts import (
+    NOT_COMPARABLE,
+    CellVerdict,
+    Estimate,
+    judge_cell,
+    seed_interval,
+)
+from orchestration.errors import ResultsError
 from orchestration.ledger.runs import RunsTable, attach_params
 from orchestration.results import ablation, base2new
+from orchestration.results.comparison import compare_summary
 from orchestration.results.labels import AVERAGE
 from prometar.protocols import harmonic_mean
 
@@ -42,7 +51,8 @@ class Cell:
 
 
 def estimate_cells(runs: RunsTable, *, kind: str, datasets: Sequence[str]) -> pd.DataFrame:
-    """Per (method, dataset, shots, setting, metric): the per-seed values of a table's runs.
+    """Per (method, dataset, shots, setting, metric): the per-seed values of a table's runs (runs
+    reporting the same cell and seed, as a source model and its evaluations do, give one value).
 
     Returns:
         Columns ``method, dataset, shots, setting, metric, values`` (``values``: a tuple, seed order).
@@ -63,8 +73,10 @@ def estimate_cells(runs: RunsTable, *, kind: str, datasets: Sequence[str]) -> pd
     frame["shots"] = frame["shots"].astype(int)
     frame["seed"] = frame["seed"].astype(int)
     keys = ["method", "dataset", "shots", "setting", "metric"]
+    # one value per seed: a transfer's source accuracy is reported by its source model's run and by
+    # each evaluation of that model (the same number), never counted twice
     rows = [
-        (*key, tuple(group.sort_values("seed")["value"].astype(float)))
+        (*key, tuple(group.groupby("seed")["value"].mean().sort_index().astype(float)))
         for key, group in frame.groupby(keys, sort=True)
     ]
     cells = pd.DataFrame(rows, columns=[*keys, "values"])
@@ -97,8 +109,15 @@ def _average_cells(frame: pd.DataFrame, datasets: Sequence[str]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["method", "dataset", "shots", "setting", "metric", "values"])
 
 
-Expectation = Callable[[str, str, str], PublishedValue | None]
-"""(method, dataset, metric) → the toy world's expectation of a cell, or None."""
+class Expectation(Protocol):
+    """The toy world's expectations of a cell: (method, dataset, shots, metric) → the reference
+    values it is judged against (none: not comparable)."""
+
+    def __call__(self, method: str, dataset: str, shots: int, metric: str) -> Sequence[PublishedValue]: ...
+
+    def with_runs(self, runs: pd.DataFrame) -> Expectation:
+        """The expectations that need the campaign's own runs (zero-shot), bound to them."""
+        ...
 
 
 def judge_cells(
@@ -110,7 +129,8 @@ def judge_cells(
 ) -> list[Cell]:
     """Join our cells with the published values and judge each; a published value we have no run
     for is a cell too (``no finished run``). With ``expectation`` (the toy world), every cell is
-    judged against what it gives instead (published values and deviations are the paper's: unused)."""
+    judged against each reference it gives instead, one cell per reference (published values and
+    deviations are the paper's: unused)."""
     cited = {(v.method, v.dataset, v.metric): v for v in published} if expectation is None else {}
     deviation = deviation if expectation is None else ""
     cells: list[Cell] = []
@@ -118,29 +138,33 @@ def judge_cells(
     for row in estimates.itertuples(index=False):
         key = (row.method, row.dataset, row.metric)
         if expectation is not None:
-            value = expectation(row.method, row.dataset, row.metric)
+            values: Sequence[PublishedValue | None] = expectation(
+                row.method, row.dataset, int(row.shots), row.metric
+            ) or [None]
         else:
-            value = cited.get(key) if row.setting == "" and int(row.shots) == PUBLISHED_SHOTS else None
-        if value is not None:
-            seen.add(key)
+            found = cited.get(key) if row.setting == "" and int(row.shots) == PUBLISHED_SHOTS else None
+            values = [found]
+            if found is not None:
+                seen.add(key)
         ours = seed_interval(list(row.values))
-        cells.append(
-            Cell(
-                method=row.method,
-                dataset=row.dataset,
-                shots=int(row.shots),
-                setting=row.setting,
-                metric=row.metric,
-                ours=ours,
-                published=value,
-                verdict=judge_cell(
-                    ours,
-                    value.value if value else None,
-                    deviation=deviation,
-                    relation=value.relation if value else "within",
-                ),
+        for value in values:
+            cells.append(
+                Cell(
+                    method=row.method,
+                    dataset=row.dataset,
+                    shots=int(row.shots),
+                    setting=row.setting,
+                    metric=row.metric,
+                    ours=ours,
+                    published=value,
+                    verdict=judge_cell(
+                        ours,
+                        value.value if value else None,
+                        deviation=deviation,
+                        relation=value.relation if value else "within",
+                    ),
+                )
             )
-        )
     for key, value in cited.items():
         if key not in seen:
             cells.append(
@@ -211,3 +235,89 @@ def paired_cells(
                 )
             )
     return cells
+
+
+PAIR_METRICS = {"base": base2new.BASE_METRIC, "new": base2new.NEW_METRIC, "hm": "hm"}
+"""The paired comparison's metrics (``results.comparison.METRICS``) → our final metric names."""
+
+
+def pair_cells(
+    runs: RunsTable,
+    pairs: Sequence[tuple[str, str]],
+    published: Sequence[PublishedValue],
+    *,
+    datasets: Sequence[str],
+    deviation: str = "",
+    no_reference: str = "",
+) -> tuple[list[Cell], list[pd.DataFrame]]:
+    """Per (base, treated) pair: our paired difference ``treated − base`` beside the paper's.
+
+    Per dataset, metric and shots (and on Average), the paired comparison of the results wing
+    (``results.comparison.compare_summary``: per-seed differences, Student-t interval, paired t and
+    sign-flip tests) gives our estimate; the paper's difference is that of the two methods'
+    published values where both exist (the Average only when ours covers all of ``datasets``), else
+    the cell is not comparable, saying which published value is missing (``no_reference``: the
+    reason instead, on the toy world). The paired test's verdict is the cell's setting.
+
+    Returns:
+        The cells, and each pair's comparison summary (``COMPARISON_COLUMNS``) for the tables.
+    """
+    cited = {(v.method, v.dataset, v.metric): v for v in published}
+    cells: list[Cell] = []
+    summaries: list[pd.DataFrame] = []
+    for base, treated in pairs:
+        name = f"{treated} − {base}"
+        try:
+            summary = compare_summary(runs.runs, base, treated, datasets=datasets)
+        except ResultsError as err:
+            cells.append(
+                Cell(
+                    method=name,
+                    dataset=AVERAGE,
+                    shots=PUBLISHED_SHOTS,
+                    setting=PAIRED,
+                    metric="hm",
+                    ours=None,
+                    published=None,
+                    verdict=CellVerdict(verdict=NOT_COMPARABLE, reason=f"no finished runs to pair ({err})"),
+                )
+            )
+            continue
+        summaries.append(summary)
+        for row in summary.itertuples(index=False):
+            metric = PAIR_METRICS[str(row.metric)]
+            ours = Estimate(float(row.difference), float(row.low), float(row.high), int(row.n))
+            value = None
+            missing = [m for m in (treated, base) if (m, row.dataset, metric) not in cited]
+            whole = row.dataset != AVERAGE or int(row.datasets) == len(set(datasets))
+            if not missing and whole and int(row.shots) == PUBLISHED_SHOTS:
+                lead, other = cited[(treated, row.dataset, metric)], cited[(base, row.dataset, metric)]
+                value = PublishedValue(
+                    method=name,
+                    dataset=str(row.dataset),
+                    metric=metric,
+                    value=lead.value - other.value,
+                    source=f"{lead.source}; {other.source}",
+                )
+            if value is not None:
+                verdict = judge_cell(ours, value.value, deviation=deviation)
+            else:
+                reason = no_reference or (
+                    f"no published value of {' or '.join(missing)}"
+                    if missing
+                    else "the published values are not of this setting"
+                )
+                verdict = CellVerdict(verdict=NOT_COMPARABLE, reason=reason)
+            cells.append(
+                Cell(
+                    method=name,
+                    dataset=str(row.dataset),
+                    shots=int(row.shots),
+                    setting=f"{PAIRED}: {row.verdict}",
+                    metric=metric,
+                    ours=ours,
+                    published=value,
+                    verdict=verdict,
+                )
+            )
+    return cells, summaries

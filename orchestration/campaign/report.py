@@ -1,18 +1,20 @@
 """The reproduction report: every table of a campaign, our numbers beside the paper's, a verdict on each.
 
 For each table: its results table(s) as the ``table`` verb builds them (``results.tables.build_tables``
-over the FINISHED runs its sweeps plan), then every cell — ours (mean, 95 % interval, n) beside the
-published value and its source, the difference, the verdict (``orchestration.campaign.verdicts``)
-— and the table's verdict. At the top: the summary (cells reproduced, per table and in all) and
-the caveats every cell shares. Written as one self-contained HTML page (inline styles, every
-value escaped), its Markdown twin and the LaTeX of every table, then logged on a run of the
-campaign's own MLflow experiment (tag ``prometar.role=campaign``).
+over the FINISHED runs its sweeps plan, with the transfer source models another sweep trained),
+then every cell — ours (mean, 95 % interval, n) beside the published value and its source, the
+difference, the verdict (``orchestration.campaign.verdicts``) — and the table's verdict; a table
+with ``pairs`` adds each pair's paired comparison (``results.comparison``) and is judged on it.
+At the top: the summary (cells reproduced, per table and in all) and the caveats every cell shares.
+Written as one self-contained HTML page (inline styles, every value escaped), its Markdown twin
+and the LaTeX of every table, then logged on a run of the campaign's own MLflow experiment (tag
+``prometar.role=campaign``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,14 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
-from orchestration.campaign.cells import Cell, Expectation, estimate_cells, judge_cells, paired_cells
+from orchestration.campaign.cells import (
+    Cell,
+    Expectation,
+    estimate_cells,
+    judge_cells,
+    pair_cells,
+    paired_cells,
+)
 from orchestration.campaign.plan import CampaignPlan
 from orchestration.campaign.published import PublishedValue, cited_values
 from orchestration.campaign.spec import CampaignTable
@@ -34,8 +43,11 @@ from orchestration.campaign.verdicts import (
     judge_table,
 )
 from orchestration.errors import ResultsError
-from orchestration.ledger.runs import RunsTable, planned_runs, read_experiment
+from orchestration.ledger.runs import PlannedRuns, RunsTable, planned_runs, read_experiment, tabulate_runs
+from orchestration.ledger.store import TrialLedger
+from orchestration.ledger.vocabulary import TRIAL_KEY_TAG
 from orchestration.results import base2new
+from orchestration.results.comparison import layout_comparison
 from orchestration.results.context import DEFAULT_SEEDS, ResultsContext
 from orchestration.results.labels import AVERAGE, dataset_label, method_label
 from orchestration.results.published import load_published
@@ -94,29 +106,42 @@ class Reproduction:
         )
 
 
-def table_runs(plan: CampaignPlan, table: CampaignTable, tracking_uri: str) -> RunsTable:
-    """The FINISHED runs the table's sweeps plan, from their experiments (a missing one gives none)."""
-    frames, params, keys = [], [], {}
-    for name in table.sweeps:
-        sweep = plan.sweep(name)
-        try:
-            found = read_experiment(sweep.plan.name, tracking_uri, planned=planned_runs(sweep.plan))
-        except ResultsError:
-            continue
-        if not found.runs.empty:
-            frames.append(found.runs)
-            params.append(found.params)
-            keys.update(found.trial_keys)
-    if not frames:
-        return RunsTable(
-            runs=pd.DataFrame(
-                columns=["method", "dataset", "protocol", "shots", "seed", "metric", "value", "run_id"]
-            )
-        )
-    merged = pd.concat(params)
+EMPTY_COLUMNS = ("method", "dataset", "protocol", "shots", "seed", "metric", "value", "run_id")
+
+
+def sweep_runs(plan: CampaignPlan, name: str, tracking_uri: str) -> RunsTable | None:
+    """The FINISHED runs a sweep plans, from its experiment (None when it has none), with the
+    transfer source models it plans that another sweep trained: found by trial key in any
+    experiment of the store, as the launch finds them (``TrialLedger.finished_anywhere``)."""
+    sweep = plan.sweep(name)
+    tables: list[RunsTable] = []
+    try:
+        tables.append(read_experiment(sweep.plan.name, tracking_uri, planned=planned_runs(sweep.plan)))
+    except ResultsError:
+        pass
+    have = set(tables[0].trial_keys.values()) if tables else set()
+    missing = {t.key for t in sweep.plan.sources} - have
+    if missing:
+        found = TrialLedger(tracking_uri, sweep.plan.name).finished_anywhere(missing)
+        if found:
+            planned = PlannedRuns(TRIAL_KEY_TAG, frozenset(found))
+            tables.append(tabulate_runs(list(found.values()), "source models", planned=planned))
+    tables = [t for t in tables if not t.runs.empty]
+    return merge_runs(tables) if tables else None
+
+
+def merge_runs(tables: Sequence[RunsTable]) -> RunsTable:
+    """One runs table of several (each run once)."""
+    if not tables:
+        return RunsTable(runs=pd.DataFrame(columns=list(EMPTY_COLUMNS)))
+    params = pd.concat([t.params for t in tables])
+    keys: dict[str, str] = {}
+    for table in tables:
+        keys.update(table.trial_keys)
+    runs = pd.concat([t.runs for t in tables], ignore_index=True)
     return RunsTable(
-        runs=pd.concat(frames, ignore_index=True),
-        params=merged[~merged.index.duplicated()],
+        runs=runs.drop_duplicates(subset=["run_id", "metric"], ignore_index=True),
+        params=params[~params.index.duplicated()],
         trial_keys=keys,
     )
 
@@ -130,11 +155,20 @@ def comparable_published(values: Sequence[PublishedValue], datasets: Sequence[st
 
 
 def build_table_result(
-    plan: CampaignPlan, table: CampaignTable, tracking_uri: str, *, expectation: Expectation | None = None
+    plan: CampaignPlan,
+    table: CampaignTable,
+    tracking_uri: str,
+    *,
+    expectation: Expectation | None = None,
+    runs: Mapping[str, RunsTable | None] | None = None,
 ) -> TableResult:
     """Read, tabulate and judge one table of the campaign (``expectation``: the toy world's, instead
-    of the published values)."""
-    runs = table_runs(plan, table, tracking_uri)
+    of the published values; ``runs``: each sweep's runs already read, by name)."""
+    read = dict(runs or {})
+    for name in table.sweeps:
+        if name not in read:
+            read[name] = sweep_runs(plan, name, tracking_uri)
+    runs_of = merge_runs([read[n] for n in table.sweeps if read[n] is not None])
     plans = [plan.sweep(name).plan for name in table.sweeps]
     datasets = tuple(dict.fromkeys(d for p in plans for d in p.datasets))
     targets = tuple(dict.fromkeys(t for p in plans for t in p.targets))
@@ -144,7 +178,7 @@ def build_table_result(
     published = comparable_published(cited, datasets)
     rendered: tuple[RenderedTable, ...] = ()
     note = ""
-    if runs.runs.empty:
+    if runs_of.runs.empty:
         note = "no FINISHED run yet"
     else:
         try:
@@ -155,21 +189,43 @@ def build_table_result(
                 datasets=datasets,
                 expected_seeds=seeds,
                 targets=targets,
-                published=load_published() if compare else None,
+                published=load_published() if compare and not table.pairs else None,
             )
-            rendered = tuple(build_tables(runs, context))
+            rendered = tuple(build_tables(runs_of, context))
         except ResultsError as err:
             note = f"no table: {err}"
-    estimates = estimate_cells(runs, kind=table.kind, datasets=datasets)
-    cells = tuple(judge_cells(estimates, published, deviation=deviation, expectation=expectation))
-    if table.published is not None and expectation is None:  # the paper's method against each baseline
-        cells += tuple(paired_cells(runs, published, lead=table.published.methods[0], deviation=deviation))
+    if table.pairs:
+        # the per-method cells of the sweeps an earlier table shares are judged there, once
+        shared = set(next((t.shared for t in plan.tables if t.table.name == table.name), ()))
+        own = merge_runs([read[n] for n in table.sweeps if n not in shared and read[n] is not None])
+        estimates = estimate_cells(own, kind=table.kind, datasets=datasets)
+        cells = tuple(judge_cells(estimates, [], expectation=expectation))
+        paired, summaries = pair_cells(
+            runs_of,
+            table.pairs,
+            published if expectation is None else [],
+            datasets=datasets,
+            deviation=deviation if expectation is None else "",
+            no_reference="the toy world expects no sign of this difference" if expectation else "",
+        )
+        cells += tuple(paired)
+        rendered += tuple(
+            RenderedTable(f"compare-{s.iloc[0]['method_b']}-{s.iloc[0]['method_a']}", s, layout_comparison(s))
+            for s in summaries
+        )
+    else:
+        estimates = estimate_cells(runs_of, kind=table.kind, datasets=datasets)
+        cells = tuple(judge_cells(estimates, published, deviation=deviation, expectation=expectation))
+        if table.published is not None and expectation is None:  # the paper's method against each baseline
+            cells += tuple(
+                paired_cells(runs_of, published, lead=table.published.methods[0], deviation=deviation)
+            )
     return TableResult(
         table=table,
         rendered=rendered,
         cells=cells,
         verdict=judge_table(c.verdict for c in cells),
-        runs=runs.runs["run_id"].nunique() if not runs.runs.empty else 0,
+        runs=runs_of.runs["run_id"].nunique() if not runs_of.runs.empty else 0,
         note=note,
     )
 
@@ -177,10 +233,14 @@ def build_table_result(
 def build_reproduction(
     plan: CampaignPlan, tracking_uri: str, *, expectations: str = "", expectation: Expectation | None = None
 ) -> Reproduction:
-    """The report of every chosen table of a planned campaign (``expectation``: see ``judge_cells``;
-    ``expectations``: the sentence saying what it is)."""
+    """The report of every chosen table of a planned campaign (``expectation``: see ``judge_cells``,
+    bound to the campaign's runs first; ``expectations``: the sentence saying what it is)."""
+    runs = {sweep.name: sweep_runs(plan, sweep.name, tracking_uri) for sweep in plan.sweeps}
+    if expectation is not None:
+        expectation = expectation.with_runs(merge_runs([r for r in runs.values() if r is not None]).runs)
     results = tuple(
-        build_table_result(plan, table.table, tracking_uri, expectation=expectation) for table in plan.tables
+        build_table_result(plan, table.table, tracking_uri, expectation=expectation, runs=runs)
+        for table in plan.tables
     )
     counts = {v: sum(r.verdict.counts[v] for r in results) for v in VERDICTS}
     campaign = plan.campaign

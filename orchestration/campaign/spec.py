@@ -24,6 +24,14 @@ Example::
         after: [base2new]
         deviations:
           - {name: "recipe: ...", source: "docs/recipes.md"}
+      - name: prometar_on_baselines
+        kind: base2new
+        sweeps: [prometar_on_baselines, baselines_coop]
+        pairs: [[coop, prometar_coop]]     # (base, treated): treated − base, paired by seed
+
+A table with ``pairs`` is judged on the paired differences ``treated − base`` (its ``published``
+values serve those differences only); its per-method cells are those of the sweeps it does not
+share with an earlier table (a shared sweep's cells are judged under the first table naming it).
 """
 
 from __future__ import annotations
@@ -39,10 +47,11 @@ import yaml
 from orchestration.campaign.published import RESOURCES
 from orchestration.campaign.tables import TABLE_KINDS
 from orchestration.errors import SpecError
+from orchestration.results import base2new
 from prometar.yamlio import shorten
 
 TOP_LEVEL_KEYS = ("name", "description", "sweeps_folder", "caveats", "tables")
-TABLE_KEYS = ("name", "kind", "title", "sweeps", "after", "published", "deviations")
+TABLE_KEYS = ("name", "kind", "title", "sweeps", "after", "published", "deviations", "pairs")
 PUBLISHED_KEYS = ("resource", "methods")
 DEVIATION_KEYS = ("name", "source")
 DEFAULT_SWEEPS_FOLDER = "../sweeps"
@@ -104,6 +113,8 @@ class CampaignTable:
         after: Tables whose sweeps must be done before this one's start.
         published: The published values it is compared with, or ``None``.
         deviations: Why its cells cannot be compared with the paper's.
+        pairs: (base, treated) methods whose paired difference ``treated − base`` the table judges
+            instead of the published method's difference to each other cited one.
     """
 
     name: str
@@ -113,6 +124,7 @@ class CampaignTable:
     after: tuple[str, ...] = ()
     published: PublishedRef | None = None
     deviations: tuple[Deviation, ...] = ()
+    pairs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,6 +255,13 @@ def parse_campaign(data: Any, *, source: str, folder: Path, default_name: str = 
         after = _names(raw.get("after"), source, f"{where}.after", required=False)
         published = _published(raw.get("published"), source, f"{where}.published", RESOURCES)
         deviations = _deviations(raw.get("deviations"), source, f"{where}.deviations")
+        pairs = _pairs(raw.get("pairs"), source, f"{where}.pairs")
+        _expect(
+            not pairs or kind == base2new.KIND,
+            source,
+            f"{where}.pairs",
+            f"paired differences are of {base2new.KIND} tables (this one is {kind})",
+        )
         tables.append(
             CampaignTable(
                 name=table_name,
@@ -252,6 +271,7 @@ def parse_campaign(data: Any, *, source: str, folder: Path, default_name: str = 
                 after=after,
                 published=published,
                 deviations=deviations,
+                pairs=pairs,
             )
         )
     caveats = _deviations(data.get("caveats"), source, "caveats")
@@ -308,6 +328,33 @@ def _published(raw: Any, source: str, where: str, resources: Mapping[str, Any]) 
             method,
         )
     return PublishedRef(resource, methods)
+
+
+def _pairs(raw: Any, source: str, where: str) -> tuple[tuple[str, str], ...]:
+    """``[[base, treated], ...]``: two different known methods each, no pair twice."""
+    if raw is None:
+        return ()
+    from prometar.methods import list_methods
+
+    _expect(isinstance(raw, list) and raw, source, where, "must be a non-empty list of [base, treated]", raw)
+    pairs: list[tuple[str, str]] = []
+    for i, item in enumerate(raw):
+        key = f"{where}[{i}]"
+        _expect(
+            isinstance(item, list) and len(item) == 2 and item[0] != item[1],
+            source,
+            key,
+            "must be [base, treated]: two different methods",
+            item,
+        )
+        for method in item:
+            valid = ", ".join(list_methods())
+            _expect(method in list_methods(), source, key, f"unknown method; valid: {valid}", method)
+        pair = (item[0], item[1])
+        if pair in pairs:
+            raise CampaignError(source, key, "names a pair twice")
+        pairs.append(pair)
+    return tuple(pairs)
 
 
 def _deviations(raw: Any, source: str, where: str) -> tuple[Deviation, ...]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestration.ledger.runs import PlannedRuns, planned_runs
+from orchestration.results.labels import dataset_label, order_datasets
 from prometar import protocols
 from prometar.data import catalog
 
@@ -55,6 +56,8 @@ class ResultsContext:
         experiment: The MLflow experiment read (None: a runs CSV).
         comparisons: (A, B) method pairs whose paired comparison B − A is added to the tables
             (``results.comparison``); None: ProMetaR against every other method that ran.
+        datasets_from_runs: Whether ``datasets`` are those of a runs CSV read without a sweep file
+            (:meth:`for_csv`), not a sweep's grid: the tables then say what the Average covers.
     """
 
     name: str = "runs"
@@ -72,6 +75,7 @@ class ResultsContext:
     tracking_uri: str | None = None
     experiment: str | None = None
     comparisons: tuple[tuple[str, str], ...] | None = ()
+    datasets_from_runs: bool = False
 
     @classmethod
     def from_plan(
@@ -103,9 +107,35 @@ class ResultsContext:
         """An experiment read without a sweep file: every FINISHED run, every protocol found."""
         return cls(name=experiment, tracking_uri=tracking_uri, experiment=experiment)
 
-    def for_csv(self) -> ResultsContext:
-        """The same facts for runs read from a CSV (no ledger, no restriction to planned runs)."""
-        return replace(self, planned=None, tracking_uri=None, experiment=None)
+    def for_csv(self, runs: pd.DataFrame | None = None) -> ResultsContext:
+        """The same facts for runs read from a CSV (no ledger, no restriction to planned runs).
+
+        Without a sweep's grid (``datasets`` empty), the Average rows are taken over the datasets the
+        CSV's ``runs`` hold (in the paper's order), not over the paper's eleven, of which a partial
+        CSV would leave the Average empty; :attr:`average_note` then says so.
+        """
+        chosen = replace(self, planned=None, tracking_uri=None, experiment=None)
+        if self.datasets or runs is None or runs.empty:
+            return chosen
+        present = order_datasets(str(d) for d in runs["dataset"].dropna().unique())
+        return replace(chosen, datasets=tuple(present), datasets_from_runs=True)
+
+    @property
+    def average_note(self) -> str | None:
+        """What the Average rows cover when no sweep gave the grid (a runs CSV), or None."""
+        if not self.datasets_from_runs:
+            return None
+        count = len(self.datasets)
+        note = (
+            f"Average: over the {count} dataset{'s' if count != 1 else ''} of the runs CSV "
+            f"({', '.join(dataset_label(d) for d in self.datasets)}; no sweep file gives the grid)"
+        )
+        if self.published is not None and set(self.datasets) != set(PAPER_DATASETS):
+            note += (
+                f"; the paper's Average (over its {len(PAPER_DATASETS)}) is not compared with it, only "
+                "the paper's numbers averaged over the same datasets"
+            )
+        return note
 
     def with_published(
         self, path: Path | str | None = None, *, compare: bool = True, variant: str | None = None

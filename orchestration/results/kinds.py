@@ -25,6 +25,17 @@ TableBuilder = Callable[[RunsTable, Protocol, ResultsContext], list[RenderedTabl
 FigureBuilder = Callable[[RunsTable, Protocol, ResultsContext], list[NamedFigure]]
 
 
+def _noting_the_average(tables: list[RenderedTable], ctx: ResultsContext) -> list[RenderedTable]:
+    """The tables, each layout noting what its Average rows cover when no sweep gave the grid."""
+    note = ctx.average_note
+    if note is not None:
+        for table in tables:
+            for display in (table.display, table.latex_display):
+                if display is not None:
+                    display.notes.append(note)
+    return tables
+
+
 def _base2new(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
     runs = ledger.runs
     if not runs["metric"].isin(protocol.set_metrics).any():
@@ -32,7 +43,9 @@ def _base2new(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> lis
     by = ablation.ablation_params(runs, ledger.params)
     if by:
         summary = ablation.ablation_summary(attach_params(runs, ledger.params, by), by, datasets=ctx.grid)
-        return [RenderedTable(ablation.KIND, summary, ablation.layout_ablation(summary, by))]
+        return _noting_the_average(
+            [RenderedTable(ablation.KIND, summary, ablation.layout_ablation(summary, by))], ctx
+        )
     summary = base2new.base2new_summary(runs, datasets=ctx.grid)
     latex = None
     if ctx.published is not None:
@@ -40,14 +53,17 @@ def _base2new(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> lis
         latex = base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds, published_rows=True)
         if latex.subrules:
             latex.title += "; published numbers in the lower rows of each block"
-    return [
-        RenderedTable(
-            protocol.table,
-            summary,
-            base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds),
-            latex,
-        )
-    ]
+    return _noting_the_average(
+        [
+            RenderedTable(
+                protocol.table,
+                summary,
+                base2new.layout_base2new(summary, expected_seeds=ctx.expected_seeds),
+                latex,
+            )
+        ],
+        ctx,
+    )
 
 
 def _transfer(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
@@ -62,11 +78,14 @@ def _transfer(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> lis
 
 def _few_shot(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:
     summary = few_shot.few_shot_summary(ledger.runs, datasets=ctx.grid)
-    return [
-        RenderedTable(
-            protocol.table, summary, few_shot.layout_few_shot(summary, expected_seeds=ctx.expected_seeds)
-        )
-    ]
+    return _noting_the_average(
+        [
+            RenderedTable(
+                protocol.table, summary, few_shot.layout_few_shot(summary, expected_seeds=ctx.expected_seeds)
+            )
+        ],
+        ctx,
+    )
 
 
 def _search(ledger: RunsTable, protocol: Protocol, ctx: ResultsContext) -> list[RenderedTable]:

@@ -17,17 +17,19 @@ METHOD_ORDER: tuple[str, ...] = (
     "clip",
     "zeroshot",
     "coop",
+    "prometar_coop",
     "cocoop",
     "kgcoop",
     "maple",
     "vpt",
+    "prometar_vpt",
     "ivlp",
     "ivlp_reg",
     "promptsrc",
     "prometar",
 )
 """The paper's methods in its order, with this project's baselines (zeroshot, vpt, ivlp,
-ivlp_reg) in place."""
+ivlp_reg) in place, and ProMetaR on CoOp and on VPT each after its base method."""
 METHOD_LABELS: dict[str, str] = {
     "clip": "CLIP",
     "coop": "CoOp",
@@ -40,6 +42,8 @@ METHOD_LABELS: dict[str, str] = {
     "vpt": "VPT",
     "ivlp": "IVLP",
     "ivlp_reg": "IVLP + reg.",
+    "prometar_coop": "CoOp + ProMetaR",
+    "prometar_vpt": "VPT + ProMetaR",
 }
 
 

@@ -148,7 +148,8 @@ def load_source(
     else:
         raise ResultsError("give a sweep file, --experiment NAME or --runs CSV")
     if runs_csv is not None:
-        return Source(read_runs_csv(runs_csv), context.for_csv())
+        ledger = read_runs_csv(runs_csv)
+        return Source(ledger, context.for_csv(ledger.runs))
     records = experiment_records(context.name, uri)  # the one ledger read
     if sweep is not None and overrides is None:
         recorded = latest_overrides(records)

@@ -29,7 +29,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,22 +41,14 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from servers import free_port
+from tiny import TINY_OVERRIDES
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MARKER = "PROMETAR_TEST_CLUSTER"
-OVERRIDES = {
-    "backbone.name": "tiny-test",
-    "backbone.pretrained": None,
-    "backbone.precision": "fp32",
-    "optim.epochs": 1,
-    "data.batch_size": 2,
-    "data.num_workers": 0,
-    "prompts.text_depth": 1,
-    "prompts.vision_depth": 1,
-}
 DATASETS = ["caltech101", "eurosat"]
 OBJECT_STORE = "100000000"
 LOOPBACK_WORKER = """
@@ -75,12 +66,6 @@ main()
 
 # --------------------------------------------------------------------------------------------
 # Processes: start, find, stop (by id only)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -199,7 +184,7 @@ def write_sweep(
     data = {
         "name": name,
         "protocol": "base2new",
-        "overrides": {**OVERRIDES, "optim.epochs": epochs},
+        "overrides": {**TINY_OVERRIDES, "optim.epochs": epochs},
         "grid": {"method": ["ivlp"], "dataset": datasets, "seed": seeds, "shots": [2]},
         "resources": {"default": {"cpu": 1, "gpu": 0}},
         "max_failures": 2,

@@ -9,7 +9,6 @@ no epoch, and the launch exits 1.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,26 +17,15 @@ import torch
 import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from tiny import TINY_OVERRIDES, local_test_ray
 
 from orchestration.cli import main
-from orchestration.launch.ray_session import start_local_ray
 from orchestration.launch.runner import LaunchOptions, launch
 from orchestration.layout import default_tracking_uri
 
 pytestmark = pytest.mark.skipif(
     torch.cuda.is_available(), reason="checks a node whose torch cannot use a GPU; this one can"
 )
-
-OVERRIDES = {
-    "backbone.name": "tiny-test",
-    "backbone.pretrained": None,
-    "backbone.precision": "fp32",
-    "optim.epochs": 1,
-    "data.batch_size": 2,
-    "data.num_workers": 0,
-    "prompts.text_depth": 1,
-    "prompts.vision_depth": 1,
-}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +41,7 @@ def gpu_sweep(folder: Path) -> Path:
     data = {
         "name": "gpu",
         "protocol": "base2new",
-        "overrides": OVERRIDES,
+        "overrides": TINY_OVERRIDES,
         "grid": {"method": ["ivlp"], "dataset": ["eurosat"], "seed": [1], "shots": [2]},
         "resources": {"default": {"cpu": 1, "gpu": 1}},
         "max_failures": 0,
@@ -85,19 +73,8 @@ def test_a_sweep_asking_for_gpus_torch_cannot_use_is_refused_before_any_trial(
 
 @pytest.fixture(scope="module")
 def ray_with_a_gpu_it_does_not_have() -> Iterator[None]:
-    import ray
-
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
-    start_local_ray(num_cpus=2, num_gpus=1, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-    try:
+    with local_test_ray(num_gpus=1):
         yield
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
 
 
 @pytest.mark.ray

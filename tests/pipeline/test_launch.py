@@ -24,26 +24,17 @@ import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
 from servers import wait_until
+from tiny import TINY_OVERRIDES, local_test_ray
 
 import prometar
 from orchestration.cli import main
-from orchestration.launch.ray_session import start_local_ray
 from orchestration.launch.runner import LaunchOptions, launch
 from orchestration.launch.status import sweep_status
 from orchestration.layout import default_tracking_uri
 from orchestration.sweeps.planning import load_plan, plan_sweep
 
 REPO = Path(__file__).resolve().parents[2]
-OVERRIDES = {
-    "backbone.name": "tiny-test",
-    "backbone.pretrained": None,
-    "backbone.precision": "fp32",
-    "optim.epochs": 2,
-    "data.batch_size": 2,
-    "data.num_workers": 0,
-    "prompts.text_depth": 1,
-    "prompts.vision_depth": 1,
-}
+OVERRIDES = {**TINY_OVERRIDES, "optim.epochs": 2}
 DATASETS = ["caltech101", "eurosat"]
 
 
@@ -503,23 +494,8 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_address(faults: Path) -> Iterator[str]:
-    import ray
-
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
-    start_local_ray(
-        num_cpus=2, num_gpus=0, runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1")
-    )
-    try:
-        address = ray.get_runtime_context().gcs_address
-        assert address.startswith("127.0.0.1:")
+    with local_test_ray(runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1")) as address:
         yield address
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
 
 
 @pytest.fixture(scope="module")

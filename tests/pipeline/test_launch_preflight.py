@@ -13,21 +13,11 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from tiny import TINY_OVERRIDES
 
 from orchestration.cli import main
 from prometar.backbone import load_clip
 from prometar.toy.miniature import write_miniatures
-
-OVERRIDES = {
-    "backbone.name": "tiny-test",
-    "backbone.pretrained": None,
-    "backbone.precision": "fp32",
-    "optim.epochs": 1,
-    "data.batch_size": 2,
-    "data.num_workers": 0,
-    "prompts.text_depth": 1,
-    "prompts.vision_depth": 1,
-}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def sweep_file(folder: Path, **overrides) -> Path:
     data = {
         "name": "pre",
         "protocol": "base2new",
-        "overrides": {**OVERRIDES, **overrides},
+        "overrides": {**TINY_OVERRIDES, **overrides},
         "grid": {"method": ["ivlp"], "dataset": ["eurosat", "dtd"], "seed": [1, 2], "shots": [2]},
         "resources": {"default": {"cpu": 1}},
     }

@@ -9,17 +9,16 @@ on every table, logged on the campaign's MLflow run; the second run starts no tr
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
+from tiny import TINY_OVERRIDES, local_test_ray
 
 from orchestration.campaign.runner import ReproduceOptions, reproduce
 from orchestration.campaign.verdicts import VERDICTS
-from orchestration.launch.ray_session import start_local_ray
 from orchestration.layout import default_tracking_uri
 from orchestration.ledger.vocabulary import CAMPAIGN_ROLE, ROLE_TAG, TRIAL_KEY_TAG
 from orchestration.results.labels import method_label
@@ -27,14 +26,10 @@ from orchestration.results.labels import method_label
 ZEROSHOT = method_label("zeroshot")
 
 OVERRIDES = {
-    "backbone.name": "tiny-test",
-    "backbone.pretrained": None,
-    "backbone.precision": "fp32",
-    "optim.epochs": 1,
-    "data.batch_size": 2,
-    "data.num_workers": 0,
+    **{key: value for key, value in TINY_OVERRIDES.items() if not key.startswith("prompts.")},
     "prompts.deep_depth": 1,
 }
+"""The tiny trials, their prompt depth set by ``prompts.deep_depth``."""
 
 
 def _sweep(folder: Path, name: str, protocol: str, methods: list[str], shots: list[int]) -> None:
@@ -73,6 +68,13 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "sweeps": ["b2n"],
                 "published": {"resource": "base2new", "methods": ["zeroshot"]},
             },
+            {  # a paired table reading the shared sweep: no trial of its own
+                "name": "pairs",
+                "kind": "base2new",
+                "sweeps": ["b2n"],
+                "pairs": [["zeroshot", "ivlp"]],
+                "published": {"resource": "base2new", "methods": ["zeroshot"]},
+            },
         ],
     }
     path = root / "tiny.yaml"
@@ -91,19 +93,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[None]:
-    import ray
-
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local test instance on 127.0.0.1
-    start_local_ray(num_cpus=2, num_gpus=0, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-    try:
+    with local_test_ray():
         yield
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _trial_runs(output: Path) -> list:
@@ -137,9 +128,16 @@ def test_reproduce_runs_the_campaign_in_order_then_judges_every_table(
     assert first.files is not None
     markdown = first.files.markdown.read_text()
     html = first.files.html.read_text()
-    for table in ("b2n", "few"):
+    for table in ("b2n", "few", "pairs"):
         line = next(line for line in markdown.splitlines() if line.startswith(f"| {table} |"))
         assert any(f"| {verdict} |" in line for verdict in VERDICTS), line
+    # the paired table: IVLP − zero-shot per seed, beside no published value (none for IVLP); its
+    # per-method cells are the base-to-new table's, judged there once
+    pairs = markdown.split("Table `pairs`")[1]
+    paired = [line for line in pairs.splitlines() if line.startswith("| ivlp − zeroshot | EuroSAT | 16 |")]
+    assert len(paired) == 3 and all("paired by seed: not separable with 2 seeds" in p for p in paired), paired
+    assert all("(n=2) |" in p and "no published value of ivlp" in p for p in paired), paired
+    assert not [line for line in pairs.splitlines() if line.startswith(f"| {ZEROSHOT} |")]
     assert "Not comparable: recipe: tiny test recipe (source: this test)" in markdown
     # the published zero-shot EuroSAT cells are judged against ours (2 seeds: an interval exists)
     [zeroshot] = [
@@ -149,7 +147,11 @@ def test_reproduce_runs_the_campaign_in_order_then_judges_every_table(
     ]
     assert "(n=2) |" in zeroshot and "| not comparable" not in zeroshot, zeroshot
     assert "<script" not in html and "Summary:" in html
-    assert {p.name for p in first.files.latex} >= {"b2n-base2new.tex", "few-few_shot.tex"}
+    assert {p.name for p in first.files.latex} >= {
+        "b2n-base2new.tex",
+        "few-few_shot.tex",
+        "pairs-compare-ivlp-zeroshot.tex",
+    }
 
     client = MlflowClient(default_tracking_uri(output))
     experiment = client.get_experiment_by_name("tiny_campaign")
@@ -216,7 +218,8 @@ def test_toy_reproduce_narrows_the_sweeps_and_judges_against_chance(
                         "sweeps": ["b2n"],
                         "published": {"resource": "base2new", "methods": ["zeroshot"]},
                         "deviations": [{"name": "the paper's deviation", "source": "here"}],
-                    }
+                    },
+                    {"name": "pairs", "kind": "base2new", "sweeps": ["b2n"], "pairs": [["zeroshot", "ivlp"]]},
                 ],
             }
         )
@@ -233,13 +236,26 @@ def test_toy_reproduce_narrows_the_sweeps_and_judges_against_chance(
     assert derived["resources"] == {"default": {"cpu": 1.0, "gpu": 0.0}}
     assert first.started == 4
     markdown = first.files.markdown.read_text()
-    assert "judged against chance" in markdown and "the paper's deviation" not in markdown
+    assert "the toy world's own references" in markdown and "the paper's deviation" not in markdown
     cells = [line for line in markdown.splitlines() if line.startswith(f"| {ZEROSHOT} | EuroSAT | 2 |")]
-    assert len(cells) == 3  # base, new, HM of the two seeds, each judged against its chance level
-    assert all("toy world: chance" in line for line in cells)
+    # base, new, HM of the two seeds, each judged against its chance level and the single-attribute
+    # oracle (zero-shot is no reference of itself)
+    assert len(cells) == 6, cells
+    assert sum("toy world: chance" in line for line in cells) == 3
+    assert sum("toy world: single-attribute oracle" in line for line in cells) == 3
     assert all(("| reproduced |" in line) or ("| not reproduced (by " in line) for line in cells), cells
-    base = next(line for line in cells if "| base\\_acc |" in line)
+    base = next(line for line in cells if "| base\\_acc |" in line and "chance" in line)
     assert "| 12.50 |" in base  # 1 in the 8 base classes
+    oracle = next(line for line in cells if "| base\\_acc |" in line and "oracle" in line)
+    assert "| 50.00 |" in oracle  # colour (or shape) alone: half of a checkerboard half
+    ivlp = [
+        line for line in markdown.splitlines() if line.startswith("| IVLP | EuroSAT | 2 |  | base\\_acc |")
+    ]
+    assert len(ivlp) == 3 and any("toy world: zero-shot toy CLIP" in line for line in ivlp), ivlp
+
+    # the toy world expects no sign of a paired difference: shown, not comparable
+    paired = [line for line in markdown.splitlines() if line.startswith("| ivlp − zeroshot | EuroSAT | 2 |")]
+    assert len(paired) == 3 and all("the toy world expects no sign of this difference" in p for p in paired)
 
     again = io.StringIO()
     second = reproduce(campaign, options, stream=again)

@@ -22,21 +22,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from servers import start_mlflow
+from tiny import TINY_OVERRIDES
 
 from orchestration.sweeps.planning import load_plan
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
-OVERRIDES = {
-    "backbone.name": "tiny-test",
-    "backbone.pretrained": None,
-    "backbone.precision": "fp32",
-    "optim.epochs": 2,
-    "data.batch_size": 2,
-    "data.num_workers": 0,
-    "prompts.text_depth": 1,
-    "prompts.vision_depth": 1,
-}
+OVERRIDES = {**TINY_OVERRIDES, "optim.epochs": 2}
 
 
 FIRST_LAUNCH = """

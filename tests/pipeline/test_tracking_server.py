@@ -22,23 +22,16 @@ import faults as fault_injection
 import pytest
 import yaml
 from click.testing import CliRunner
+from tiny import TINY_OVERRIDES, local_test_ray
 
 from orchestration.cli import main
-from orchestration.launch.ray_session import start_local_ray
 from orchestration.launch.runner import LaunchOptions, launch
 from orchestration.sweeps.planning import load_plan
 
 pytestmark = [pytest.mark.servers, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
-OVERRIDES = {
-    "backbone.name": "tiny-test",
-    "backbone.pretrained": None,
-    "backbone.precision": "fp32",
-    "data.batch_size": 2,
-    "data.num_workers": 0,
-    "prompts.text_depth": 1,
-    "prompts.vision_depth": 1,
-}
+OVERRIDES = {key: value for key, value in TINY_OVERRIDES.items() if key != "optim.epochs"}
+"""The epochs come from the launch (``--set optim.epochs=3``), not the sweep file."""
 EPOCHS = 3
 
 
@@ -90,15 +83,8 @@ def aws_env(server_stack) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def local_ray(aws_env: dict[str, str], faults: Path) -> Iterator[None]:
-    import ray
-
-    start_local_ray(
-        num_cpus=2, num_gpus=0, runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1", **aws_env)
-    )
-    try:
+    with local_test_ray(runtime_env=fault_injection.runtime_env(faults, HF_HUB_OFFLINE="1", **aws_env)):
         yield
-    finally:
-        ray.shutdown()
 
 
 def test_two_launches_one_run_per_trial_key_through_the_server(

@@ -76,6 +76,34 @@ def test_every_published_value_the_campaign_cites_has_a_source() -> None:
         assert all(math.isfinite(v.value) for v in values)
 
 
+def test_prometar_on_the_baselines_names_the_shared_sweeps_and_trains_only_its_own(tmp_path: Path) -> None:
+    campaign = read_campaign(CAMPAIGN)
+    table = campaign.table("prometar_on_baselines")
+    assert set(table.pairs) == {("coop", "prometar_coop"), ("vpt", "prometar_vpt"), ("ivlp", "prometar")}
+    plans = {name: load_plan(campaign.sweep_path(name)) for name in table.sweeps}
+    methods = {t.method for p in plans.values() for t in p.trials}
+    assert {m for pair in table.pairs for m in pair} <= methods
+    # the base methods and ProMetaR on IVLP come from the base-to-new table's own sweeps (the same
+    # files, so the same trial keys and experiments: the ledger never trains them twice) ...
+    assert set(table.sweeps) - {"prometar_on_baselines"} <= set(campaign.table("base2new").sweeps)
+    assert {t.method for t in plans["prometar_on_baselines"].trials} == {"prometar_coop", "prometar_vpt"}
+    keys = [t.key for p in plans.values() for t in p.trials]
+    assert len(keys) == len(set(keys))
+    # ... with the base-to-new sweep's datasets, seeds and shots
+    grid = {(t.dataset, t.seed, t.shots) for t in plans["base2new"].trials}
+    ours = plans["prometar_on_baselines"].trials
+    assert {(t.dataset, t.seed, t.shots) for t in ours if t.method == "prometar_vpt"} == grid
+    assert {(t.dataset, t.seed, t.shots) for t in ours if t.method == "prometar_coop"} == grid
+    planned = plan_campaign(campaign, output=tmp_path / "out")
+    [b2n, pairs] = [t for t in planned.tables if t.table.name in ("base2new", "prometar_on_baselines")]
+    assert [s.name for s in pairs.sweeps] == ["prometar_on_baselines"]
+    assert set(pairs.shared) == set(table.sweeps) - {"prometar_on_baselines"}
+    assert "baselines_vpt" in {s.name for s in b2n.sweeps}
+    # alone, the table launches every sweep it reads
+    [alone] = plan_campaign(campaign, output=tmp_path / "out", only=["prometar_on_baselines"]).tables
+    assert [s.name for s in alone.sweeps] == list(table.sweeps) and not alone.shared
+
+
 def test_the_campaign_names_each_deviation_with_a_source() -> None:
     campaign = read_campaign(CAMPAIGN)
     for table in campaign.tables:
@@ -137,6 +165,16 @@ BAD = {
         "tables",
     ),
     "no_tables": ({"name": "c"}, "tables"),
+    "pair_of_one": ({"tables": [{**GOOD_TABLE, "pairs": [["coop"]]}]}, "tables.t.pairs[0]"),
+    "pair_unknown_method": ({"tables": [{**GOOD_TABLE, "pairs": [["coop", "cooper"]]}]}, "tables.t.pairs[0]"),
+    "pair_twice": (
+        {"tables": [{**GOOD_TABLE, "pairs": [["coop", "prometar_coop"], ["coop", "prometar_coop"]]}]},
+        "tables.t.pairs[1]",
+    ),
+    "pairs_of_a_few_shot_table": (
+        {"tables": [{**GOOD_TABLE, "kind": "few_shot", "pairs": [["coop", "prometar_coop"]]}]},
+        "tables.t.pairs",
+    ),
 }
 
 
@@ -227,6 +265,95 @@ def test_toy_stand_ins_of_the_imagenet_variants_read_as_their_benchmarks(tmp_pat
     assert expect("prometar", "imagenet", "acc/mean") is None
 
 
+def test_toy_expectations_are_chance_the_single_attribute_oracle_and_zero_shot(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from orchestration.campaign.toy import toy_expectations
+    from prometar.toy.datasets import (
+        single_attribute_baseline,
+        toy_dataset_classes,
+        write_toy_dataset,
+        write_toy_imagenet_variants,
+    )
+
+    for key in ("eurosat", "imagenet"):
+        write_toy_dataset(tmp_path, key, seed=0, train_per_class=1, val_per_class=0, test_per_class=1)
+    write_toy_imagenet_variants(tmp_path, seed=0, test_per_class=1)
+    expect = toy_expectations(tmp_path, 0)
+
+    def refs(expectation, *cell) -> dict[str, float]:
+        found = expectation(*cell)
+        assert all(v.relation == "above" for v in found)
+        return {v.source.split(" (")[0]: v.value for v in found}
+
+    chance, oracle, zeroshot = (
+        "toy world: chance",
+        "toy world: single-attribute oracle",
+        "toy world: zero-shot toy CLIP on the base classes",
+    )
+    assert refs(expect, "ivlp", "eurosat", 16, "base_acc") == {chance: 12.5, oracle: 50.0}
+    runs = pd.DataFrame(
+        [("zeroshot", "eurosat", 16, seed, "base_acc", 40.0) for seed in (1, 2)]
+        + [("zeroshot", "eurosat", 16, 1, "new_acc", 45.0), ("ivlp", "eurosat", 16, 1, "base_acc", 90.0)],
+        columns=["method", "dataset", "shots", "seed", "metric", "value"],
+    )
+    bound = expect.with_runs(runs)
+    assert refs(bound, "ivlp", "eurosat", 16, "base_acc") == {chance: 12.5, oracle: 50.0, zeroshot: 40.0}
+    assert "n=2" in bound("ivlp", "eurosat", 16, "base_acc")[-1].source
+    assert zeroshot not in refs(bound, "zeroshot", "eurosat", 16, "base_acc")  # nothing trains
+    assert refs(bound, "ivlp", "eurosat", 16, "new_acc") == {
+        chance: 12.5,
+        oracle: 50.0,
+    }  # no trade-off promise
+    assert refs(bound, "ivlp", "eurosat", 16, "hm") == {chance: 12.5, oracle: 50.0}
+    assert refs(bound, "prometar", "eurosat", 1, "acc") == {chance: 100 / 16, oracle: 25.0}
+    assert refs(bound, "ivlp", "average", 16, "hm") == {chance: 12.5}
+    # an ImageNet variant's own classes: ImageNet-A holds 12 of the toy ImageNet's 16
+    subset = [c for c in toy_dataset_classes("imagenet", 0) if c.label % 4 != 3]
+    best = 100 * max(single_attribute_baseline(subset, a) for a in ("colour", "shape"))
+    assert refs(bound, "prometar", "imagenet", 16, "acc/imagenet_a") == {chance: 100 / 12, oracle: best}
+    assert bound("prometar", "imagenet", 16, "acc/mean") == []
+
+
+def test_toy_sweeps_fit_the_toy_clip_and_keep_vpt_on_every_vision_block(tmp_path: Path) -> None:
+    from orchestration.campaign.toy import TOY_DEEP_DEPTH, TOY_VISION_BLOCKS, derive_sweep
+
+    campaign = read_campaign(CAMPAIGN)
+    toy = {"backbone.name": "toy-clip", "backbone.pretrained": None}
+    depths = {}
+    for name in ("baselines_vpt", "prometar_on_baselines", "baselines_ivlp", "baselines_coop"):
+        assert derive_sweep(campaign, name, ("eurosat",), toy, tmp_path)
+        for trial in load_plan(tmp_path / f"{name}.yaml").trials:
+            prompts = trial.config["prompts"]
+            depths[trial.method] = (prompts["text_depth"], prompts["vision_depth"])
+    assert depths == {
+        "vpt": (0, TOY_VISION_BLOCKS),  # VPT's 12: every block of ViT-B/16, every block of the toy's 4
+        "prometar_vpt": (0, TOY_DEEP_DEPTH),  # ProMetaR's 9 of 12
+        "prometar_coop": (1, 0),
+        "ivlp": (TOY_DEEP_DEPTH, TOY_DEEP_DEPTH),
+        "coop": (1, 0),
+    }
+    from prometar.backbone import load_model_config
+
+    config = load_model_config("toy-clip")
+    assert config["vision_cfg"]["layers"] == TOY_VISION_BLOCKS
+    assert TOY_DEEP_DEPTH <= min(config["text_cfg"]["layers"], TOY_VISION_BLOCKS)
+    assert not derive_sweep(campaign, "baselines_coop_imagenet", ("eurosat",), toy, tmp_path)
+    # the budget's epoch cut: below a recipe's own epochs only, and the same for both transfer
+    # sweeps, so that they still share their source model
+    assert derive_sweep(campaign, "few_shot", ("eurosat",), toy, tmp_path, max_epochs=10)
+    assert {t.config["optim"]["epochs"] for t in load_plan(tmp_path / "few_shot.yaml").trials} == {10}
+    assert derive_sweep(campaign, "baselines_vpt", ("eurosat",), toy, tmp_path, max_epochs=10)
+    assert {t.config["optim"]["epochs"] for t in load_plan(tmp_path / "baselines_vpt.yaml").trials} == {5}
+    sources = []
+    for name in ("domain_generalization", "cross_dataset"):
+        assert derive_sweep(campaign, name, ("imagenet",), toy, tmp_path, max_epochs=10)
+        plan = load_plan(tmp_path / f"{name}.yaml")
+        sources.append([t.key for t in plan.sources])
+        assert {t.config["optim"]["epochs"] for t in plan.sources} == {10}
+    assert sources[0] == sources[1] and len(sources[0]) == 2
+
+
 def test_table_verdicts() -> None:
     ok, bad, nc = (judge_cell(Estimate(1, 0, 2, 3), p) for p in (1.0, 5.0, None))
     assert judge_table([ok, nc]).verdict == REPRODUCED
@@ -304,6 +431,47 @@ def test_paired_differences_are_per_seed_and_judged_against_the_papers_differenc
     assert dtd.ours is None and dtd.verdict.reason == "no finished run"
 
 
+def test_pairs_are_judged_on_the_paired_test_of_treated_minus_base() -> None:
+    from orchestration.campaign.cells import PAIRED, pair_cells
+
+    rows = []
+    for seed in (1, 2, 3):
+        for dataset, shift in (("eurosat", 0.0), ("dtd", 5.0)):
+            for method, base, new in (("ivlp", 70.0, 60.0), ("prometar", 72.0, 66.0), ("coop", 60.0, 50.0)):
+                run = f"{method}{dataset}{seed}"
+                rows += [
+                    (method, dataset, "base2new", 16, seed, "base_acc", base + shift + seed / 10, run),
+                    (method, dataset, "base2new", 16, seed, "new_acc", new + shift - seed / 10, run),
+                ]
+    published = [
+        PublishedValue(method="prometar", dataset="average", metric="hm", value=80.0, source="A"),
+        PublishedValue(method="ivlp", dataset="average", metric="hm", value=76.0, source="B"),
+        PublishedValue(method="ivlp", dataset="eurosat", metric="base_acc", value=76.0, source="B"),
+    ]
+    pairs = [("ivlp", "prometar"), ("coop", "prometar_coop")]
+    cells, summaries = pair_cells(_runs(rows), pairs, published, datasets=("eurosat", "dtd"))
+    average = next(
+        c for c in cells if c.method == "prometar − ivlp" and c.dataset == "average" and c.metric == "hm"
+    )
+    assert average.ours.n == 3 and average.published.value == pytest.approx(4.0)
+    assert average.published.source == "A; B" and average.setting.startswith(PAIRED)
+    assert "ProMetaR better" in average.setting  # the paired t test over 3 seeds separates them
+    assert average.verdict.verdict in (REPRODUCED, NOT_REPRODUCED)
+    base = next(
+        c
+        for c in cells
+        if c.method == "prometar − ivlp" and c.dataset == "eurosat" and c.metric == "base_acc"
+    )
+    assert base.ours.mean == pytest.approx(2.0) and base.published is None
+    assert base.verdict.verdict == NOT_COMPARABLE and base.verdict.reason == "no published value of prometar"
+    [missing] = [c for c in cells if c.method == "prometar_coop − coop"]
+    assert missing.ours is None and "no finished runs to pair" in missing.verdict.reason
+    assert len(summaries) == 1 and set(summaries[0]["method_b"]) == {"prometar"}
+    # the Average only beside the paper's when ours covers every dataset of the table
+    partial, _ = pair_cells(_runs(rows), pairs[:1], published, datasets=("eurosat", "dtd", "ucf101"))
+    assert all(c.published is None for c in partial if c.dataset == "average")
+
+
 # -- the cost ---------------------------------------------------------------------------------
 
 
@@ -363,6 +531,73 @@ def test_plan_counts_each_shared_sweep_once(tmp_path: Path) -> None:
 
 
 # -- the report -------------------------------------------------------------------------------
+
+
+def _finished_run(client, experiment: str, trial, metrics: dict[str, float]) -> str:
+    from orchestration.ledger.vocabulary import IDENTITY_TAGS, TRIAL_KEY_TAG
+
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    identity = {
+        "method": trial.method,
+        "dataset": trial.dataset,
+        "protocol": trial.protocol,
+        "shots": trial.shots,
+    }
+    tags = {IDENTITY_TAGS[k]: str(v) for k, v in {**identity, "seed": trial.seed}.items()}
+    run = client.create_run(experiment_id, tags={**tags, TRIAL_KEY_TAG: trial.key})
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_a_transfer_table_counts_the_source_model_another_sweep_trained(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from orchestration.campaign.report import build_table_result, sweep_runs
+    from orchestration.layout import default_tracking_uri
+
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    for name, protocol in (("dg", "domain_generalization"), ("xd", "cross_dataset")):
+        spec = {
+            "name": name,
+            "protocol": protocol,
+            "overrides": {"backbone.name": "tiny-test", "backbone.pretrained": None},
+            "grid": {"method": ["prometar"], "dataset": ["imagenet"], "seed": [1, 2], "shots": [16]},
+        }
+        (sweeps / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    tables = [
+        {"name": "dg", "kind": "domain_generalization", "sweeps": ["dg"]},
+        {"name": "xd", "kind": "cross_dataset", "sweeps": ["xd"], "after": ["dg"]},
+    ]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"sweeps_folder": "sweeps", "tables": tables}, sort_keys=False))
+    campaign = read_campaign(path)
+    output = tmp_path / "out"
+    output.mkdir()
+    uri = default_tracking_uri(output)
+    client = MlflowClient(uri)
+    dg, xd = (load_plan(sweeps / f"{n}.yaml") for n in ("dg", "xd"))
+    assert [t.key for t in dg.sources] == [t.key for t in xd.sources]  # one source model per seed
+    sources = {_finished_run(client, "dg", t, {"acc/imagenet": 70.0 + t.seed}) for t in dg.sources}
+    for trial in xd.trials:
+        if not trial.is_source:  # the evaluations report the source accuracy beside their targets
+            metrics = {"acc/imagenet": 70.0 + trial.seed, "acc/eurosat": 40.0 + trial.seed}
+            _finished_run(client, "xd", trial, metrics)
+
+    plan = plan_campaign(campaign, output=output)
+    xd_table = plan.tables[1]
+    assert xd_table.table.name == "xd" and xd_table.done == xd_table.total == 4
+    found = sweep_runs(plan, "xd", uri)
+    assert sources <= set(found.runs["run_id"]) and set(found.trial_keys.values()) >= {
+        t.key for t in xd.sources
+    }
+    result = build_table_result(plan, xd_table.table, uri)
+    assert result.runs == 4  # two evaluations and the two source models the other sweep trained
+    [source] = [c for c in result.cells if c.metric == "acc/imagenet"]
+    assert source.ours.n == 2 and source.ours.mean == pytest.approx(71.5)  # one value per seed
 
 
 def test_report_escapes_every_value_and_states_each_verdict() -> None:

@@ -65,7 +65,7 @@ RUN: dict[str, tuple[int, str]] = {
     # the plan of the paper's campaign, and what is missing here (OpenAI's weights, offline)
     "reproduce campaigns/prometar_cvpr2024.yaml --dry-run": (
         0,
-        "  base2new (base2new): trials 165 · done 0 · to do 165 · cost unknown",
+        "  base2new (base2new): trials 198 · done 0 · to do 198 · cost unknown",
     ),
 }
 """README command (after ``prometar-sweep``) → expected exit code and a line of its output."""

@@ -184,6 +184,28 @@ def test_the_baseline_sweeps_train_each_method_with_its_documented_recipe() -> N
     assert sorted(cells) == sorted(expected)
 
 
+def test_prometar_on_the_baselines_trains_each_method_with_its_documented_recipe() -> None:
+    sections = recipe_sections()
+    plan = load_plan(SWEEPS / "prometar_on_baselines.yaml")
+    assert plan.spec.preset == "official"
+    cells = []
+    for trial in plan.trials:
+        cells.append((trial.method, trial.dataset, trial.seed))
+        flat = flatten(trial.config)
+        documented = sections[("official", trial.method)]
+        assert {"method", "prompts.text_depth", "prompts.vision_depth", "optim.epochs"} <= set(documented)
+        for key, value in documented.items():
+            assert _same(flat[key], value), f"{trial.method}/{trial.dataset} {key}={flat[key]!r}"
+        assert trial.shots == 16
+    expected = {
+        (m, d, s)
+        for m in ("prometar_coop", "prometar_vpt")
+        for d in catalog.BASE_TO_NEW_DATASETS
+        for s in (1, 2, 3)
+    }
+    assert sorted(cells) == sorted(expected)
+
+
 def test_prometar_on_other_designs_keeps_prometars_recipe() -> None:
     official = resolved("official", "prometar")
     for method in ("prometar_coop", "prometar_vpt"):

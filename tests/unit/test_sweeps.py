@@ -30,6 +30,7 @@ EXPECTED = {
     "baselines_coop_imagenet.yaml": (3, 3, "base2new"),
     "baselines_ivlp.yaml": (B2N * 3, B2N * 3, "base2new"),
     "baselines_vpt.yaml": (B2N * 3, B2N * 3, "base2new"),
+    "prometar_on_baselines.yaml": (2 * B2N * 3, 2 * B2N * 3, "base2new"),
     "ablation_meta.yaml": (6 * 5 * 3, 6 * 5 * 3, "base2new"),
     "domain_generalization.yaml": (3, 3 + 3, "domain_generalization"),
     "cross_dataset.yaml": (3, 3 + 3, "cross_dataset"),
@@ -63,7 +64,7 @@ def test_sweep_file_validates_and_expands(name: str) -> None:
 
 
 def test_paper_sweeps_use_the_paper_backbone() -> None:
-    for name in ("base2new.yaml", *BASELINES):
+    for name in ("base2new.yaml", "prometar_on_baselines.yaml", *BASELINES):
         for trial in load_plan(SWEEPS / name).trials:
             assert trial.config["backbone"]["name"] == "ViT-B-16-quickgelu"
             assert trial.config["backbone"]["pretrained"] == "openai"

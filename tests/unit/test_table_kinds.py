@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+from click.testing import CliRunner
 from hand_runs import HAND_ROWS, SEARCH_SWEEP, ablation_wide, cell, ledger_from, planned_keys, transfer_rows
 
+from orchestration.cli import main
 from orchestration.errors import ResultsError
 from orchestration.ledger.runs import (
     RUN_COLUMNS,
@@ -418,3 +422,59 @@ def test_shared_cell_without_a_differing_result_param_is_an_error():
         build_tables(tidy_from_wide(wide, source="hand"), ResultsContext(datasets=("dtd", "eurosat")))
     with pytest.raises(ResultsError, match="no result-changing config param"):
         build_tables(tidy_from_wide(wide.drop(columns=["optim.lr", "data.num_workers"]), source="hand"))
+
+
+SUBSET_CSV = (
+    "method,dataset,seed,shots,base_acc,new_acc\n"
+    "prometar,dtd,1,16,80,60\nprometar,eurosat,1,16,90,70\nprometar,oxford_flowers,1,16,70,50\n"
+)
+"""ProMetaR on 3 of the 11 datasets, one seed: Average base (80+90+70)/3 = 80, new 60, HM 68.571."""
+
+
+def _table_csv(*args: str) -> pd.DataFrame:
+    result = CliRunner().invoke(main, ["table", *args, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(io.StringIO(result.stdout), keep_default_na=False, na_values=[""])
+
+
+def test_a_runs_csv_without_a_sweep_averages_over_its_own_datasets(tmp_path: Path):
+    """No sweep file: the Average is over the CSV's 3 datasets (not empty for want of the other 8),
+    the tables say so, and the paper's Average beside it is the paper's numbers over the same 3 —
+    never the paper's 11-dataset Average."""
+    runs = tmp_path / "runs.csv"
+    runs.write_text(SUBSET_CSV)
+    average = cell(_table_csv("--runs", str(runs)), "prometar", "average")
+    assert (average["base"], average["new"]) == (pytest.approx(80.0), pytest.approx(60.0))
+    assert average["hm"] == pytest.approx(2 * 80 * 60 / 140, abs=1e-4) and pd.isna(average["missing"])
+    published = load_published()
+    ours = published[(published["method"] == "prometar")].set_index("dataset")
+    subset = ours.loc[["dtd", "eurosat", "oxford_flowers"]]
+    assert average["paper_base"] == pytest.approx(subset["base"].mean(), abs=1e-4)
+    assert average["paper_new"] == pytest.approx(subset["new"].mean(), abs=1e-4)
+    assert average["paper_base"] != pytest.approx(ours.loc["average", "base"], abs=0.01)  # not the 11's
+    assert average["paper_over"] == "paper, same 3 datasets"
+
+    text = CliRunner().invoke(main, ["table", "--runs", str(runs)]).output
+    assert "Average: over the 3 datasets of the runs CSV (Flowers102, DTD, EuroSAT;" in text
+    assert "the paper's Average (over its 11) is not compared with it" in text
+    bare = CliRunner().invoke(main, ["table", "--runs", str(runs), "--no-published"]).output
+    assert "Average: over the 3 datasets of the runs CSV" in bare and "paper" not in bare
+
+
+def test_a_runs_csv_with_a_sweep_averages_over_the_sweeps_grid(tmp_path: Path):
+    """With a sweep file its grid decides, as before: a dataset of the grid without runs empties the
+    Average and is named; no note about the CSV's datasets."""
+    runs = tmp_path / "runs.csv"
+    runs.write_text(SUBSET_CSV)
+    datasets = ["dtd", "eurosat", "oxford_flowers", "ucf101"]
+    sweeps = {}
+    for name, grid in (("four", datasets), ("three", datasets[:3])):
+        sweeps[name] = tmp_path / f"{name}.yaml"
+        spec = {"name": name, "protocol": "base2new", "grid": {"method": ["prometar"], "dataset": grid}}
+        sweeps[name].write_text(yaml.safe_dump(spec))
+    average = cell(_table_csv(str(sweeps["four"]), "--runs", str(runs)), "prometar", "average")
+    assert math.isnan(average["base"]) and average["missing"] == "ucf101"
+    average = cell(_table_csv(str(sweeps["three"]), "--runs", str(runs)), "prometar", "average")
+    assert average["base"] == pytest.approx(80.0)
+    text = CliRunner().invoke(main, ["table", str(sweeps["three"]), "--runs", str(runs)]).output
+    assert "of the runs CSV" not in text and "paper, same 3 datasets" in text
