@@ -56,8 +56,9 @@ class ResultsContext:
         experiment: The MLflow experiment read (None: a runs CSV).
         comparisons: (A, B) method pairs whose paired comparison B − A is added to the tables
             (``results.comparison``); None: ProMetaR against every other method that ran.
-        datasets_from_runs: Whether ``datasets`` are those of a runs CSV read without a sweep file
-            (:meth:`for_csv`), not a sweep's grid: the tables then say what the Average covers.
+        datasets_from: Where ``datasets`` came from when no sweep file gave the grid ("the runs
+            CSV", "experiment NAME": :meth:`with_datasets_of`), else None; the tables then say
+            what the Average covers.
     """
 
     name: str = "runs"
@@ -75,7 +76,7 @@ class ResultsContext:
     tracking_uri: str | None = None
     experiment: str | None = None
     comparisons: tuple[tuple[str, str], ...] | None = ()
-    datasets_from_runs: bool = False
+    datasets_from: str | None = None
 
     @classmethod
     def from_plan(
@@ -108,26 +109,29 @@ class ResultsContext:
         return cls(name=experiment, tracking_uri=tracking_uri, experiment=experiment)
 
     def for_csv(self, runs: pd.DataFrame | None = None) -> ResultsContext:
-        """The same facts for runs read from a CSV (no ledger, no restriction to planned runs).
-
-        Without a sweep's grid (``datasets`` empty), the Average rows are taken over the datasets the
-        CSV's ``runs`` hold (in the paper's order), not over the paper's eleven, of which a partial
-        CSV would leave the Average empty; :attr:`average_note` then says so.
-        """
+        """The same facts for runs read from a CSV (no ledger, no restriction to planned runs);
+        without a sweep's grid, the Average rows span the CSV's datasets (:meth:`with_datasets_of`)."""
         chosen = replace(self, planned=None, tracking_uri=None, experiment=None)
+        return chosen.with_datasets_of(runs, "the runs CSV")
+
+    def with_datasets_of(self, runs: pd.DataFrame | None, where: str) -> ResultsContext:
+        """Without a sweep's grid (``datasets`` empty), the Average rows taken over the datasets the
+        ``runs`` hold (in the paper's order) — a partial CSV or experiment would otherwise leave the
+        paper's eleven-dataset Average empty —, and :attr:`average_note` saying so; ``where`` names
+        the runs ("the runs CSV", "experiment NAME"). With a grid, or no runs: unchanged."""
         if self.datasets or runs is None or runs.empty:
-            return chosen
+            return self
         present = order_datasets(str(d) for d in runs["dataset"].dropna().unique())
-        return replace(chosen, datasets=tuple(present), datasets_from_runs=True)
+        return replace(self, datasets=tuple(present), datasets_from=where)
 
     @property
     def average_note(self) -> str | None:
-        """What the Average rows cover when no sweep gave the grid (a runs CSV), or None."""
-        if not self.datasets_from_runs:
+        """What the Average rows cover when no sweep gave the grid (a runs CSV, an experiment), or None."""
+        if self.datasets_from is None:
             return None
         count = len(self.datasets)
         note = (
-            f"Average: over the {count} dataset{'s' if count != 1 else ''} of the runs CSV "
+            f"Average: over the {count} dataset{'s' if count != 1 else ''} of {self.datasets_from} "
             f"({', '.join(dataset_label(d) for d in self.datasets)}; no sweep file gives the grid)"
         )
         if self.published is not None and set(self.datasets) != set(PAPER_DATASETS):

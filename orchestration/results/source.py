@@ -155,4 +155,7 @@ def load_source(
         recorded = latest_overrides(records)
         if recorded:  # the runs of the sweep's latest launch
             context = load_sweep_context(sweep, overrides=recorded, tracking_uri=uri)
-    return Source(tabulate_runs(records, context.name, planned=context.planned), context)
+    ledger = tabulate_runs(records, context.name, planned=context.planned)
+    if sweep is None:  # no grid: the Average rows span the experiment's datasets, said under each table
+        context = context.with_datasets_of(ledger.runs, f"experiment {context.name}")
+    return Source(ledger, context)

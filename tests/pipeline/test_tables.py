@@ -172,6 +172,13 @@ def test_cli_table_from_sweep_and_from_csv(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert r"\toprule" in out.read_text() and "paper" not in out.read_text()
+    # Without a sweep file the experiment's own datasets make the Average (not the paper's eleven,
+    # which would leave it empty), and a note under the table says so.
+    result = runner.invoke(main, ["table", "--experiment", "toy", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "| Average | ProMetaR | 2 | 86.25" in result.stdout
+    assert "Average: over the 2 datasets of experiment toy (DTD, EuroSAT;" in result.stdout
+    assert "84.39" not in result.stdout and "paper, same 2 datasets" in result.stdout
     runs_csv = tmp_path / "runs.csv"
     runs_csv.write_text("method,dataset,seed,shots,base_acc,new_acc\nprometar,dtd,1,16,80,60\n")
     result = runner.invoke(main, ["table", "--runs", str(runs_csv), "--format", "csv"])
