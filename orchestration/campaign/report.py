@@ -35,6 +35,7 @@ from orchestration.campaign.published import PublishedValue, cited_values
 from orchestration.campaign.spec import CampaignTable
 from orchestration.campaign.tables import protocol_of
 from orchestration.campaign.verdicts import (
+    INCONCLUSIVE,
     NOT_COMPARABLE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -66,7 +67,8 @@ CELLS_NOTE = (
     "(HM: the mean of the seeds' HMs, which can differ from the table's HM of the means; rows "
     "'A − B': the per-seed difference of the first cited method and another, beside the paper's "
     "difference). The verdict is 'reproduced' when the published value lies within our interval (a "
-    "toy-world floor: when our interval lies above it), 'not reproduced' otherwise (by how much), "
+    "toy-world floor: when our interval lies above it), 'not reproduced' otherwise (by how much; a "
+    "floor: when our interval lies below it), 'inconclusive' when our interval spans a floor, "
     "'not comparable' when a named deviation, a missing reference value or run, or a single seed "
     "stands in the way. Average cells are compared only over the paper's 11 datasets."
 )
@@ -97,11 +99,13 @@ class Reproduction:
     counts: dict[str, int] = field(default_factory=dict)
 
     def summary_line(self) -> str:
-        comparable = self.counts[REPRODUCED] + self.counts[NOT_REPRODUCED]
+        counts = {verdict: self.counts.get(verdict, 0) for verdict in VERDICTS}
+        comparable = counts[REPRODUCED] + counts[NOT_REPRODUCED]
         not_run = sum(1 for t in self.tables for c in t.cells if c.ours is None)
         return (
-            f"{self.counts[REPRODUCED]} of {comparable} comparable cells reproduced, "
-            f"{self.counts[NOT_REPRODUCED]} not reproduced, {self.counts[NOT_COMPARABLE]} not comparable "
+            f"{counts[REPRODUCED]} of {comparable} comparable cells reproduced, "
+            f"{counts[NOT_REPRODUCED]} not reproduced, {counts[INCONCLUSIVE]} inconclusive, "
+            f"{counts[NOT_COMPARABLE]} not comparable "
             f"({not_run} of them without a finished run; {len(self.tables)} tables)"
         )
 

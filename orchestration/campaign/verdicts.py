@@ -9,10 +9,14 @@ interval, n) and, where the paper reports the same setting, the published value.
   value (published, or the toy world's expectation), no finished run, or one seed (no interval).
 
 A toy-world expectation is a floor instead (``relation="above"``: chance level): *reproduced* when
-our whole interval lies above it, *not reproduced* otherwise, ``by`` points below.
+our whole interval lies above it, *not reproduced* when our whole interval lies below it (``by``
+points below its upper end), and *inconclusive* when the interval spans it — with two seeds the
+95% t interval is ±12.7 standard errors wide, and a cell whose seeds disagree says nothing either
+way; more seeds decide it.
 
-A table is *reproduced* when every comparable cell is, *not reproduced* when one is not, and *not
-comparable* when none is comparable. The interval is Student's t over the seeds
+A table is *reproduced* when every decided cell (reproduced or not) is, *not reproduced* when one
+is not, *inconclusive* when no cell is decided but some are inconclusive, and *not comparable*
+when none is comparable. The interval is Student's t over the seeds
 (:func:`seed_interval`: the tables' own ``results.uncertainty.mean_interval``).
 """
 
@@ -29,8 +33,9 @@ from orchestration.results.uncertainty import mean_interval
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 NOT_COMPARABLE = "not comparable"
-Verdict = Literal["reproduced", "not reproduced", "not comparable"]
-VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE)
+INCONCLUSIVE = "inconclusive"
+Verdict = Literal["reproduced", "not reproduced", "inconclusive", "not comparable"]
+VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_COMPARABLE)
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,11 @@ class CellVerdict:
     """The verdict on one cell.
 
     Attributes:
-        verdict: reproduced / not reproduced / not comparable.
+        verdict: reproduced / not reproduced / inconclusive / not comparable.
         difference: Our mean minus the published value (None without both).
         by: How far the published value lies outside our interval (not reproduced only).
-        reason: Why it is not comparable (the deviation and its source, or what is missing).
+        reason: Why it is not comparable (the deviation and its source, or what is missing), or
+            why it is inconclusive.
     """
 
     verdict: Verdict
@@ -99,7 +105,13 @@ def judge_cell(
     if relation == "above":
         if ours.low > published:
             return CellVerdict(verdict=REPRODUCED, difference=difference)
-        return CellVerdict(verdict=NOT_REPRODUCED, difference=difference, by=published - ours.low)
+        if ours.high < published:
+            return CellVerdict(verdict=NOT_REPRODUCED, difference=difference, by=published - ours.high)
+        return CellVerdict(
+            verdict=INCONCLUSIVE,
+            difference=difference,
+            reason=f"our 95% interval (n={ours.n}) spans the reference: more seeds would decide",
+        )
     if ours.low <= published <= ours.high:
         return CellVerdict(verdict=REPRODUCED, difference=difference)
     by = published - ours.high if published > ours.high else ours.low - published
@@ -115,11 +127,14 @@ class TableVerdict:
 
     @property
     def comparable(self) -> int:
+        """Cells decided either way (reproduced or not)."""
         return self.counts[REPRODUCED] + self.counts[NOT_REPRODUCED]
 
     def line(self) -> str:
-        """``3 of 4 comparable cells reproduced; 2 not comparable``."""
+        """``3 of 4 comparable cells reproduced; 1 inconclusive; 2 not comparable``."""
         text = f"{self.counts[REPRODUCED]} of {self.comparable} comparable cells reproduced"
+        if self.counts[INCONCLUSIVE]:
+            text += f"; {self.counts[INCONCLUSIVE]} inconclusive"
         if self.counts[NOT_COMPARABLE]:
             text += f"; {self.counts[NOT_COMPARABLE]} not comparable"
         return text
@@ -133,6 +148,8 @@ def judge_table(cells: Iterable[CellVerdict]) -> TableVerdict:
         verdict: Verdict = NOT_REPRODUCED
     elif counts[REPRODUCED]:
         verdict = REPRODUCED
+    elif counts[INCONCLUSIVE]:
+        verdict = INCONCLUSIVE
     else:
         verdict = NOT_COMPARABLE
     return TableVerdict(verdict, counts)

@@ -27,6 +27,7 @@ from orchestration.campaign.report import (
 from orchestration.campaign.spec import CampaignError, CampaignTable, read_campaign
 from orchestration.campaign.tables import TABLE_KINDS
 from orchestration.campaign.verdicts import (
+    INCONCLUSIVE,
     NOT_COMPARABLE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -239,10 +240,19 @@ def test_cell_verdicts() -> None:
 
 
 def test_a_floor_is_cleared_by_the_whole_interval() -> None:
+    """Above a floor: the whole interval above it; below: the whole interval below it (by how much
+    below its upper end); an interval spanning it decides nothing (inconclusive), whichever side
+    the mean is on."""
     ours = Estimate(40.0, 30.0, 50.0, 2)
     assert judge_cell(ours, 12.5, relation="above").verdict == REPRODUCED
-    below = judge_cell(ours, 35.0, relation="above")
+    below = judge_cell(ours, 55.0, relation="above")
     assert below.verdict == NOT_REPRODUCED and below.by == pytest.approx(5.0)
+    for floor in (35.0, 45.0):
+        spanned = judge_cell(ours, floor, relation="above")
+        assert spanned.verdict == INCONCLUSIVE and spanned.by is None
+        assert spanned.reason == "our 95% interval (n=2) spans the reference: more seeds would decide"
+    # a published value (not a floor) within a wide interval stays "reproduced", as the issue defines it
+    assert judge_cell(ours, 35.0).verdict == REPRODUCED
 
 
 def test_toy_stand_ins_of_the_imagenet_variants_read_as_their_benchmarks(tmp_path: Path) -> None:
@@ -360,6 +370,13 @@ def test_table_verdicts() -> None:
     assert judge_table([ok, bad, nc]).verdict == NOT_REPRODUCED
     assert judge_table([nc]).verdict == NOT_COMPARABLE
     assert judge_table([ok, bad, nc]).line() == "1 of 2 comparable cells reproduced; 1 not comparable"
+    unsure = judge_cell(Estimate(40.0, 30.0, 50.0, 2), 45.0, relation="above")
+    assert judge_table([ok, unsure]).verdict == REPRODUCED  # the decided cells decide
+    assert judge_table([bad, unsure]).verdict == NOT_REPRODUCED
+    assert judge_table([unsure, nc]).verdict == INCONCLUSIVE
+    assert judge_table([ok, unsure, nc]).line() == (
+        "1 of 1 comparable cells reproduced; 1 inconclusive; 1 not comparable"
+    )
 
 
 def _runs(rows: list[tuple]) -> RunsTable:
