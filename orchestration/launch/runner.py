@@ -223,17 +223,11 @@ def _fan_out(
 
 def _claim(launch: Launch, todo: list[Trial]) -> Claims:
     """Claim the keys of ``todo`` in the ledger (``TrialLedger.claim``); say which another launch holds."""
-    plan, report = launch.plan, launch.report
+    report = launch.report
     if not todo:
         return Claims(held={}, elsewhere={}, finished=frozenset())
     claims = launch.ledger.claim([t.key for t in todo], parent_run(launch))
-    if claims.elsewhere:
-        holders = ", ".join(sorted(set(claims.elsewhere.values())))
-        print(
-            f"[{plan.name}] {len(claims.elsewhere)} trial(s) are claimed by another live launch "
-            f"({holders}); not started here",
-            file=launch.out,
-        )
+    launch.say_claimed_elsewhere(claims.elsewhere, "trial(s)", "not started here")
     report.done_before += len(claims.finished)
     report.to_run = len(claims.held)
     return claims

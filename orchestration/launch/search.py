@@ -117,16 +117,10 @@ def _claim_groups(launch: Launch, pending: Pending, stack: ExitStack) -> Pending
     when ``stack`` closes (also on failure or interruption)."""
     if not pending:
         return pending
-    plan, report, ledger = launch.plan, launch.report, launch.ledger
+    report, ledger = launch.report, launch.ledger
     claims = ledger.claim([group.key for group, *_ in pending], parent_run(launch))
     stack.enter_context(_releasing(ledger, claims.held))
-    if claims.elsewhere:
-        holders = ", ".join(sorted(set(claims.elsewhere.values())))
-        print(
-            f"[{plan.name}] {len(claims.elsewhere)} search group(s) are claimed by another live launch "
-            f"({holders}); not searched here",
-            file=launch.out,
-        )
+    launch.say_claimed_elsewhere(claims.elsewhere, "search group(s)", "not searched here")
     report.to_run -= sum(samples for group, samples, *_ in pending if group.key not in claims.held)
     return [entry for entry in pending if entry[0].key in claims.held]
 

@@ -100,3 +100,14 @@ class Launch:
     options: LaunchOptions
     out: IO[str]
     reserve: SpaceReserve | None = None
+
+    def say_claimed_elsewhere(self, elsewhere: Mapping[str, str], what: str, left: str) -> None:
+        """One line naming the live launches that hold ``elsewhere`` (key → holder), if any:
+        ``[sweep] N <what> are claimed by another live launch (<holders>); <left>``."""
+        if elsewhere:
+            holders = ", ".join(sorted(set(elsewhere.values())))
+            print(
+                f"[{self.plan.name}] {len(elsewhere)} {what} are claimed by another live launch "
+                f"({holders}); {left}",
+                file=self.out,
+            )

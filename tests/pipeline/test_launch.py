@@ -29,6 +29,7 @@ from tiny import TINY_OVERRIDES, local_test_ray
 import prometar
 from orchestration.cli import main
 from orchestration.launch.runner import LaunchOptions, launch
+from orchestration.launch.state import LaunchReport
 from orchestration.launch.status import sweep_status
 from orchestration.layout import default_tracking_uri
 from orchestration.sweeps.planning import load_plan, plan_sweep
@@ -668,6 +669,46 @@ def test_new_seed_runs_only_new_trials_and_survives_failures(
         torch.testing.assert_close(prompts[name], expected[name])
 
 
+def launch_beside_a_second(
+    tmp_path: Path, sweep: Path, data_root: Path, faults: Path, ray_address: str, uri: str, *, held: str
+) -> tuple[LaunchReport, str]:
+    """Launch ``sweep`` here (output ``out1``, one trial at a time) while a second launch of it
+    (a subprocess, output ``out2``, the same tracking ``uri``) starts once the shell test ``held``
+    is true — the first launch's trials are held by ``faults.py`` until the second has ended and
+    touched ``release``: no clock is raced. Returns the first launch's report and the second's
+    output, after asserting that the second exited 0; no trial is left held, whatever happened."""
+    second = (
+        f"while ! {held}; do sleep 0.1; done; "
+        f"{sys.executable} -m orchestration.cli launch {sweep} --output {tmp_path / 'out2'} "
+        f"--tracking-uri {uri} --data-root {data_root} --address {ray_address} "
+        f"> {tmp_path / 'second.txt'} 2>&1; echo $? > {tmp_path / 'second.rc'}; "
+        f"touch {faults.with_name('release')}"
+    )
+    process = subprocess.Popen(["bash", "-c", second], cwd=tmp_path, start_new_session=True)
+    try:
+        with (tmp_path / "first.txt").open("w") as stream:
+            options = LaunchOptions(
+                data_root=data_root,
+                output=tmp_path / "out1",
+                tracking_uri=uri,
+                max_concurrent=1,
+                tables=False,
+                report=False,
+            )
+            report = launch(sweep, options, stream=stream)
+    finally:
+        faults.with_name("release").touch()  # never leave a trial held, whatever happened
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        faults.write_text("{}")
+        for marker in (faults.with_name("release"), *faults.parent.glob("*.held")):
+            marker.unlink(missing_ok=True)
+    second_log = (tmp_path / "second.txt").read_text()
+    assert (tmp_path / "second.rc").read_text().strip() == "0", second_log
+    return report, second_log
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_launches_sharing_one_ledger_run_each_key_once(
@@ -681,41 +722,12 @@ def test_two_launches_sharing_one_ledger_run_each_key_once(
     sweep = write_sweep(tmp_path, "shared", seeds=[1, 2])
     keys = sorted(t.key for t in load_plan(sweep).trials)
     uri = f"sqlite:///{tmp_path / 'ledger.db'}"
-    held = " -o ".join(f"-e {faults.with_name(key + '.held')}" for key in keys)
-    second = (
-        f"while ! [ {held} ]; do sleep 0.1; done; "
-        f"{sys.executable} -m orchestration.cli launch {sweep} --output {tmp_path / 'out2'} "
-        f"--tracking-uri {uri} --data-root {data_root} --address {ray_address} "
-        f"> {tmp_path / 'second.txt'} 2>&1; echo $? > {tmp_path / 'second.rc'}; "
-        f"touch {faults.with_name('release')}"
-    )
+    held = "[ " + " -o ".join(f"-e {faults.with_name(key + '.held')}" for key in keys) + " ]"
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder of a given SQLite URI: ./mlruns
     faults.write_text(json.dumps({key: "hold" for key in keys}))
-    process = subprocess.Popen(["bash", "-c", second], cwd=tmp_path, start_new_session=True)
-    try:
-        with (tmp_path / "first.txt").open("w") as stream:
-            report = launch(
-                sweep,
-                LaunchOptions(
-                    data_root=data_root,
-                    output=tmp_path / "out1",
-                    tracking_uri=uri,
-                    max_concurrent=1,
-                    tables=False,
-                    report=False,
-                ),
-                stream=stream,
-            )
-    finally:
-        faults.with_name("release").touch()  # never leave a trial held, whatever happened
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        faults.write_text("{}")
-        for marker in (faults.with_name("release"), *(faults.with_name(k + ".held") for k in keys)):
-            marker.unlink(missing_ok=True)
-    second_log = (tmp_path / "second.txt").read_text()
-    assert (tmp_path / "second.rc").read_text().strip() == "0", second_log
+    report, second_log = launch_beside_a_second(
+        tmp_path, sweep, data_root, faults, ray_address, uri, held=held
+    )
     assert "nothing to do here" in second_log and "claimed by another live launch" in second_log
     assert report.exit_code == 0 and report.finished == 4
     client = MlflowClient(uri)
@@ -740,37 +752,12 @@ def test_two_launches_of_a_search_sweep_sharing_one_ledger_search_each_group_onc
     sweep = write_sweep(tmp_path, "shared_search", seeds=[1], datasets=["eurosat"], search=search)
     (group,) = load_plan(sweep).groups
     uri = f"sqlite:///{tmp_path / 'ledger.db'}"
-    second = (
-        f"while ! ls {faults.parent}/*.held > /dev/null 2>&1; do sleep 0.1; done; "
-        f"{sys.executable} -m orchestration.cli launch {sweep} --output {tmp_path / 'out2'} "
-        f"--tracking-uri {uri} --data-root {data_root} --address {ray_address} "
-        f"> {tmp_path / 'second.txt'} 2>&1; echo $? > {tmp_path / 'second.rc'}; "
-        f"touch {faults.with_name('release')}"
-    )
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder of a given SQLite URI: ./mlruns
     faults.write_text(json.dumps({"*": "hold"}))
-    process = subprocess.Popen(["bash", "-c", second], cwd=tmp_path, start_new_session=True)
-    try:
-        with (tmp_path / "first.txt").open("w") as stream:
-            options = LaunchOptions(
-                data_root=data_root,
-                output=tmp_path / "out1",
-                tracking_uri=uri,
-                max_concurrent=1,
-                tables=False,
-                report=False,
-            )
-            report = launch(sweep, options, stream=stream)
-    finally:
-        faults.with_name("release").touch()  # never leave a trial held, whatever happened
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        faults.write_text("{}")
-        for marker in (faults.with_name("release"), *faults.parent.glob("*.held")):
-            marker.unlink(missing_ok=True)
-    second_log = (tmp_path / "second.txt").read_text()
-    assert (tmp_path / "second.rc").read_text().strip() == "0", second_log
+    held = f"ls {faults.parent}/*.held > /dev/null 2>&1"
+    report, second_log = launch_beside_a_second(
+        tmp_path, sweep, data_root, faults, ray_address, uri, held=held
+    )
     assert "1 search group(s) are claimed by another live launch" in second_log, second_log
     assert report.exit_code == 0 and report.finished == 2
     client = MlflowClient(uri)
