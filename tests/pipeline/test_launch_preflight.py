@@ -166,7 +166,7 @@ def test_an_output_folder_under_a_file_or_a_read_only_folder_is_refused(tmp_path
             "--output",
             str(blocker / "out"),
         ],
-        f"{blocker} is a file, not a folder",
+        f"Invalid value for '--output': '{blocker / 'out'}' lies inside '{blocker}', which is a file",
     )
     import os
 
