@@ -120,31 +120,21 @@ def error_reason(trial: Any) -> str:
     return (lines[-1] if lines else "failed")[:REASON_LENGTH]
 
 
-def _last_error(trial: Any) -> BaseException | None:
-    """The trial's last error as Tune pickled it: the driver's own copy (``pickled_error_file``,
-    written when Tune handled the error) first — the copy in the run's storage, which
-    ``get_pickled_error`` reads, may not be synced yet when the callbacks run —, else storage's."""
-    path = getattr(trial, "pickled_error_file", None)
-    if isinstance(path, str) and Path(path).is_file():
-        from ray import cloudpickle
-
-        with open(path, "rb") as fh:
-            return cloudpickle.load(fh)  # Tune's own file of this launch's trial
-    return trial.get_pickled_error()
-
-
 def trial_disk_full(trial: Any) -> bool:
     """Whether the trial's last error is a full disk: its pickled error (or the cause Ray wrapped)
-    says so; without one, the error's text names a full disk (``DiskFullError``, ``ENOSPC``); or
-    that file could not be written and the disk under the trial's folder is full."""
+    says so; without one — when the callbacks run, Tune has written it to the driver's staging
+    folder but not yet synced it to the run's storage, which ``get_pickled_error`` reads — the
+    error's text (``error_file``, the staging folder's) names a full disk (``DiskFullError``,
+    ``ENOSPC``); or that file could not be written and the disk under the trial's folder is full."""
+    local = getattr(trial, "local_path", None)
     try:
-        error = _last_error(trial)
+        error = trial.get_pickled_error()
     except Exception:  # written empty or not at all: on a full disk, Tune's own error file is too
-        local = getattr(trial, "local_path", None)
         return bool(local) and out_of_space(local)
-    if error is None:  # no error object kept: what the trial raised, from the error's text
+    if error is None:  # no error object in storage (yet): what the trial raised, from its text
         reason = error_reason(trial)
-        return reason.split(":", 1)[0].endswith("DiskFullError") or "[Errno 28]" in reason
+        named = reason.split(":", 1)[0].endswith("DiskFullError") or "[Errno 28]" in reason
+        return named or (bool(local) and out_of_space(local))
     return is_disk_full(error) or is_disk_full(getattr(error, "cause", None))
 
 

@@ -206,32 +206,27 @@ def test_a_table_written_to_a_full_disk_is_one_line_exit_1_and_nothing_half_writ
 
 
 def test_a_trial_failed_for_a_full_disk_is_told_before_tune_syncs_its_error(tmp_path: Path) -> None:
-    """When the callbacks run, Tune's pickled error exists only in the driver's staging folder
-    (``pickled_error_file``), not yet in the run's storage (``get_pickled_error`` gives None): the
-    driver's copy decides; without any pickled error, the error text's last raise does."""
-    from ray import cloudpickle
-
+    """When the callbacks run, Tune's pickled error is not yet in the run's storage
+    (``get_pickled_error`` gives None): the error's text, which Tune wrote to the driver's staging
+    folder (``error_file``), says what the trial raised; a pickled error, once there, decides."""
     from orchestration.ledger.callback import trial_disk_full
 
-    def trial(pickled: BaseException | None, text: str | None) -> SimpleNamespace:
-        pickle_file = error_file = None
-        if pickled is not None:
-            pickle_file = tmp_path / f"error-{len(list(tmp_path.iterdir()))}.pkl"
-            pickle_file.write_bytes(cloudpickle.dumps(pickled))
+    def trial(text: str | None, pickled: BaseException | None = None) -> SimpleNamespace:
+        error_file = None
         if text is not None:
             error_file = tmp_path / f"error-{len(list(tmp_path.iterdir()))}.txt"
             error_file.write_text(text)
         return SimpleNamespace(
             trial_id="t1",
-            pickled_error_file=None if pickle_file is None else str(pickle_file),
             error_file=None if error_file is None else str(error_file),
             local_path=str(tmp_path),
-            get_pickled_error=lambda: None,  # storage not synced yet
+            get_pickled_error=lambda: pickled,
         )
 
-    assert trial_disk_full(trial(DiskFullError("/out/trials/k/state.pt"), None))
-    assert not trial_disk_full(trial(ValueError("diverged"), None))
     raised = "Traceback (most recent call last):\n  ...\nprometar.errors.DiskFullError: cannot write /x"
-    assert trial_disk_full(trial(None, raised))
-    assert trial_disk_full(trial(None, "OSError: [Errno 28] No space left on device: '/x'"))
-    assert not trial_disk_full(trial(None, "prometar.errors.NonFiniteLossError: loss is nan at epoch 2"))
+    assert trial_disk_full(trial(raised))
+    assert trial_disk_full(trial("OSError: [Errno 28] No space left on device: '/x'"))
+    assert not trial_disk_full(trial("prometar.errors.NonFiniteLossError: loss is nan at epoch 2"))
+    assert not trial_disk_full(trial(None))  # no error text either, and room on the disk
+    assert not trial_disk_full(trial(raised, pickled=ValueError("diverged")))  # the object decides
+    assert trial_disk_full(trial(None, pickled=DiskFullError("/out/trials/k/state.pt")))
